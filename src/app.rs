@@ -1,0 +1,478 @@
+//! Wires the parts together and runs the bot until it is told to stop.
+//!
+//! [`App::build`] connects to the store and Slack; [`App::serve`] starts the
+//! Socket Mode listener and routes what it delivers. Events of one Slack thread
+//! go to one worker and are handled in order; different threads run
+//! concurrently. Every spawned task belongs to the app's [`TaskTracker`], and
+//! shutdown waits for them (at most [`crate::config::SHUTDOWN_GRACE`]).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use slack_morphism::prelude::SlackClient;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, error, info, warn};
+
+use crate::config::{Config, Schedule};
+use crate::recognize::{Failure, InboundMessage, Recognizer};
+use crate::redact::Redactor;
+use crate::session::driver::{self, Deps, Start};
+use crate::slack::channels::Channels;
+use crate::slack::socket::{Listener, SocketSettings};
+use crate::slack::web::{connector, SlackWeb, WebSettings};
+use crate::slack::{render, Inbound};
+use crate::store::{Claim, Status, Store};
+
+/// A per-thread worker that saw nothing for this long goes away.
+const WORKER_IDLE: Duration = Duration::from_secs(30);
+
+/// The running bot's shared parts.
+pub struct App {
+    cfg: Arc<Config>,
+    store: Store,
+    web: SlackWeb,
+    client: Arc<SlackClient<crate::slack::web::Connector>>,
+    channels: Channels,
+    recognizer: Recognizer,
+    deps: Deps,
+    tasks: TaskTracker,
+    shutdown: CancellationToken,
+}
+
+/// Builds the app and serves until `shutdown` is cancelled.
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
+    let app = App::build(config, shutdown).await?;
+    app.serve().await
+}
+
+impl App {
+    /// Opens the store, checks the bot token, learns the channels and recovers
+    /// sessions a previous process left unfinished.
+    pub async fn build(cfg: Config, shutdown: CancellationToken) -> Result<Arc<App>> {
+        let store = Store::open(&cfg.db_path)?;
+        let client = Arc::new(SlackClient::new(connector(&cfg.slack.api_url)?));
+        let web = SlackWeb::new(
+            client.clone(),
+            cfg.slack.bot_token.expose(),
+            WebSettings {
+                channel_interval: cfg.channel_interval,
+                timeout: cfg.api_timeout,
+                max_attempts: 3,
+                max_rate_limited_attempts: 5,
+            },
+        );
+        let me = web
+            .auth_test()
+            .await
+            .context("checking the bot token with auth.test")?;
+        info!(user = %me.user_id, bot = %me.bot_id, "authenticated with Slack");
+        let channels = Channels::new(web.clone());
+        channels.load().await;
+        let recognizer = Recognizer::new(
+            me,
+            cfg.schedules
+                .names()
+                .into_iter()
+                .map(str::to_string)
+                .collect(),
+            cfg.notifier_bots.clone(),
+            cfg.overrides.clone(),
+        );
+        let redactor = Redactor::new(secret_values(&cfg));
+        let work_root = std::env::temp_dir().join(format!("selfheal-{}", std::process::id()));
+        let deps = Deps {
+            store: store.clone(),
+            web: web.clone(),
+            redactor,
+            edit_interval: cfg.edit_interval,
+            prior_attempts: cfg.prior_attempts,
+            work_root,
+        };
+        let app = Arc::new(App {
+            cfg: Arc::new(cfg),
+            store,
+            web,
+            client,
+            channels,
+            recognizer,
+            deps,
+            tasks: TaskTracker::new(),
+            shutdown,
+        });
+        app.recover().await?;
+        Ok(app)
+    }
+
+    /// Connects Socket Mode and handles events until shutdown, then stops
+    /// running sessions (recorded as interrupted, threads told).
+    pub async fn serve(self: Arc<Self>) -> Result<()> {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let listener = Listener::start(
+            self.client.clone(),
+            self.cfg.slack.app_token.expose(),
+            &SocketSettings {
+                connections: 2,
+                reconnect_secs: 3,
+            },
+            tx,
+        )
+        .await?;
+        let mut router = Router::default();
+        loop {
+            tokio::select! {
+                inbound = rx.recv() => match inbound {
+                    Some(inbound) => router.dispatch(&self, inbound),
+                    None => break,
+                },
+                _ = self.shutdown.cancelled() => break,
+            }
+        }
+        info!("shutting down");
+        listener.shutdown().await;
+        self.tasks.close();
+        if tokio::time::timeout(self.cfg.shutdown_grace, self.tasks.wait())
+            .await
+            .is_err()
+        {
+            warn!("some sessions did not finish within the shutdown grace period");
+        }
+        Ok(())
+    }
+
+    /// Sessions still marked running belong to a process that died or was
+    /// stopped before they ended: record them as interrupted and say so.
+    async fn recover(&self) -> Result<()> {
+        for s in self.store.unfinished_sessions()? {
+            let why = "selfheal restarted before it finished";
+            if self
+                .store
+                .finish(s.id, Status::Interrupted, Some(why), None)?
+                && !s.thread_ts.is_empty()
+            {
+                warn!(session = s.id, run_id = %s.run_id, "recovered an interrupted session");
+                if let Err(e) = self
+                    .web
+                    .post(
+                        &s.channel,
+                        Some(&s.thread_ts),
+                        &render::interrupted(&s.run_id, why),
+                        None,
+                    )
+                    .await
+                {
+                    warn!(session = s.id, error = %e, "could not tell the thread about the interruption");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle(self: &Arc<Self>, inbound: Inbound) {
+        let result = match inbound {
+            Inbound::Hello => Ok(()),
+            Inbound::Message { event_id, msg } => self.on_message(&event_id, &msg).await,
+        };
+        if let Err(e) = result {
+            error!(error = ?e, "failed to handle a Slack event");
+        }
+    }
+
+    async fn on_message(self: &Arc<Self>, event_id: &str, msg: &InboundMessage) -> Result<()> {
+        // Recognition is pure and cheap, so ordinary chatter costs no store write.
+        let Some(failure) = self.recognizer.recognize(msg) else {
+            return Ok(());
+        };
+        if !self.store.first_sight_of_event(event_id)? {
+            debug!(event_id, "redelivered event ignored");
+            return Ok(());
+        }
+        self.on_failure(failure, &msg.channel, &msg.ts).await
+    }
+
+    async fn on_failure(self: &Arc<Self>, f: Failure, channel: &str, ts: &str) -> Result<()> {
+        let Some(schedule) = self.cfg.schedules.get(&f.schedule) else {
+            return Ok(());
+        };
+        if !self
+            .store
+            .record_sighting(&f.schedule, &f.run_id, channel, ts)?
+        {
+            debug!(schedule = %f.schedule, run_id = %f.run_id, channel, "failure already seen in this channel");
+            return Ok(());
+        }
+        info!(schedule = %f.schedule, run_id = %f.run_id, channel, "failure notification recognised");
+        let Some(healing) = schedule.healing_channel() else {
+            debug!(schedule = %f.schedule, "self-healing is not enabled for this schedule");
+            return Ok(());
+        };
+        if self.channels.is(healing, channel).await {
+            return self.start_session(&f, schedule, channel, Some(ts)).await;
+        }
+        if !self.is_notified_channel(schedule, channel).await {
+            info!(schedule = %f.schedule, channel, "failure posted in a channel the schedule does not notify; ignored");
+            return Ok(());
+        }
+        match self.store.session_for_failure(&f.schedule, &f.run_id)? {
+            Some(s) if !s.thread_ts.is_empty() => {
+                self.post_pointer(&f, channel, Some(ts), &s.channel).await;
+            }
+            _ => self.await_healing_copy(f),
+        }
+        Ok(())
+    }
+
+    async fn is_notified_channel(&self, schedule: &Schedule, channel: &str) -> bool {
+        for c in schedule.failure_channels() {
+            if self.channels.is(&c, channel).await {
+                return true;
+            }
+        }
+        false
+    }
+
+    /// The failure showed up in another channel first. If the healing
+    /// channel's copy does not arrive within the window, heal top-level there.
+    fn await_healing_copy(self: &Arc<Self>, f: Failure) {
+        let app = self.clone();
+        self.tasks.spawn(async move {
+            tokio::select! {
+                _ = tokio::time::sleep(app.cfg.courtesy_window) => {}
+                _ = app.shutdown.cancelled() => return,
+            }
+            let result = async {
+                if app.store.session_for_failure(&f.schedule, &f.run_id)?.is_some() {
+                    return Ok(());
+                }
+                let Some(schedule) = app.cfg.schedules.get(&f.schedule) else {
+                    return Ok(());
+                };
+                let Some(healing) = schedule.healing_channel() else {
+                    return Ok(());
+                };
+                let Some(healing_id) = app.channels.id_of(healing).await else {
+                    warn!(channel = healing, "the healing channel is unknown to Slack; cannot heal");
+                    return Ok(());
+                };
+                info!(schedule = %f.schedule, run_id = %f.run_id, "no notification in the healing channel; starting top-level");
+                app.start_session(&f, schedule, &healing_id, None).await
+            }
+            .await;
+            if let Err(e) = result {
+                error!(error = ?e, "failed to start a top-level healing session");
+            }
+        });
+    }
+
+    /// Claims the failure and, if this call won the claim, posts the healing
+    /// reply, starts the agent and points the other channels at the thread.
+    async fn start_session(
+        self: &Arc<Self>,
+        f: &Failure,
+        schedule: &Schedule,
+        channel: &str,
+        thread_ts: Option<&str>,
+    ) -> Result<()> {
+        let Some(agent) = self.cfg.agent_for(schedule) else {
+            // Config validation makes this unreachable for loaded configs.
+            error!(schedule = %f.schedule, "no agent configured for the schedule");
+            return Ok(());
+        };
+        let claim = self.store.claim_session(
+            &f.schedule,
+            &f.run_id,
+            channel,
+            thread_ts.unwrap_or(""),
+            &agent.name,
+        )?;
+        let Claim::New(id) = claim else {
+            debug!(schedule = %f.schedule, run_id = %f.run_id, "a session for this failure exists already");
+            return Ok(());
+        };
+        let posted = match self
+            .web
+            .post(channel, thread_ts, render::HEALING_REPLY, None)
+            .await
+        {
+            Ok(p) => p,
+            Err(e) => {
+                warn!(session = id, error = %e, "could not post the healing reply");
+                self.store.finish(
+                    id,
+                    Status::Failed,
+                    Some(&format!("could not post in Slack: {e}")),
+                    None,
+                )?;
+                return Ok(());
+            }
+        };
+        let thread = match thread_ts {
+            Some(t) => t.to_string(),
+            None => {
+                self.store.set_thread_ts(id, &posted.ts)?;
+                posted.ts.clone()
+            }
+        };
+        let start = Start {
+            session_id: id,
+            schedule: f.schedule.clone(),
+            run_id: f.run_id.clone(),
+            channel: channel.to_string(),
+            thread_ts: thread,
+            agent: agent.clone(),
+        };
+        self.tasks.spawn(driver::drive(
+            self.deps.clone(),
+            start,
+            self.shutdown.clone(),
+        ));
+
+        for other in schedule.failure_channels() {
+            if self.channels.is(&other, channel).await {
+                continue;
+            }
+            let Some(other_id) = self.channels.id_of(&other).await else {
+                warn!(channel = %other, "a notified channel is unknown to Slack; no pointer posted there");
+                continue;
+            };
+            match self.store.sighting(&f.schedule, &f.run_id, &other_id)? {
+                Some(ts) => self.post_pointer(f, &other_id, Some(&ts), channel).await,
+                None => self.pointer_after_window(f.clone(), other_id, channel.to_string()),
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits for the channel's copy of the notification; posts the pointer
+    /// top-level if it never came.
+    fn pointer_after_window(self: &Arc<Self>, f: Failure, channel: String, healing: String) {
+        let app = self.clone();
+        self.tasks.spawn(async move {
+            tokio::select! {
+                _ = tokio::time::sleep(app.cfg.courtesy_window) => {}
+                _ = app.shutdown.cancelled() => return,
+            }
+            match app.store.sighting(&f.schedule, &f.run_id, &channel) {
+                Ok(ts) => {
+                    app.post_pointer(&f, &channel, ts.as_deref(), &healing)
+                        .await
+                }
+                Err(e) => error!(error = ?e, "failed to look up a sighting"),
+            }
+        });
+    }
+
+    /// Posts the courtesy pointer once per failure and channel.
+    async fn post_pointer(
+        &self,
+        f: &Failure,
+        channel: &str,
+        thread_ts: Option<&str>,
+        healing: &str,
+    ) {
+        match self.store.claim_pointer(&f.schedule, &f.run_id, channel) {
+            Ok(true) => {
+                if let Err(e) = self
+                    .web
+                    .post(channel, thread_ts, &render::pointer(healing), None)
+                    .await
+                {
+                    warn!(channel, error = %e, "could not post the courtesy pointer");
+                }
+            }
+            Ok(false) => {}
+            Err(e) => error!(error = ?e, "failed to claim a courtesy pointer"),
+        }
+    }
+
+    /// Where the store lives (for tests and diagnostics).
+    pub fn db_path(&self) -> PathBuf {
+        self.cfg.db_path.clone()
+    }
+}
+
+/// The values that must never leave the process: Slack tokens and the
+/// configured secret environment variables.
+fn secret_values(cfg: &Config) -> Vec<String> {
+    let mut values = vec![
+        cfg.slack.app_token.expose().to_string(),
+        cfg.slack.bot_token.expose().to_string(),
+    ];
+    for name in &cfg.secret_env {
+        if let Ok(v) = std::env::var(name) {
+            values.push(v);
+        }
+    }
+    values
+}
+
+/// Routes events to per-thread workers so one thread's events are handled in order.
+#[derive(Default)]
+struct Router {
+    workers: HashMap<String, Worker>,
+}
+
+struct Worker {
+    tx: mpsc::UnboundedSender<Inbound>,
+    handle: JoinHandle<()>,
+}
+
+impl Router {
+    fn dispatch(&mut self, app: &Arc<App>, inbound: Inbound) {
+        let key = match &inbound {
+            Inbound::Hello => return,
+            Inbound::Message { msg, .. } => format!(
+                "{}:{}",
+                msg.channel,
+                msg.thread_ts.as_deref().unwrap_or(&msg.ts)
+            ),
+        };
+        let mut inbound = inbound;
+        if let Some(w) = self.workers.get(&key) {
+            match w.tx.send(inbound) {
+                Ok(()) => return,
+                // The worker went idle and closed; start a new one below.
+                Err(mpsc::error::SendError(back)) => inbound = back,
+            }
+        }
+        let previous = self.workers.remove(&key).map(|w| w.handle);
+        let (tx, rx) = mpsc::unbounded_channel();
+        // The receiver is alive, so this cannot fail.
+        let _ = tx.send(inbound);
+        let handle = app.tasks.spawn(worker(app.clone(), rx, previous));
+        self.workers.insert(key, Worker { tx, handle });
+        if self.workers.len() > 4096 {
+            self.workers.retain(|_, w| !w.tx.is_closed());
+        }
+    }
+}
+
+/// Handles one thread's events in order. A new worker for the same thread
+/// waits for its predecessor, so order holds across worker restarts.
+async fn worker(
+    app: Arc<App>,
+    mut rx: mpsc::UnboundedReceiver<Inbound>,
+    previous: Option<JoinHandle<()>>,
+) {
+    if let Some(previous) = previous {
+        let _ = previous.await;
+    }
+    loop {
+        match tokio::time::timeout(WORKER_IDLE, rx.recv()).await {
+            Ok(Some(inbound)) => app.handle(inbound).await,
+            Ok(None) => return,
+            Err(_) => {
+                rx.close();
+                while let Ok(inbound) = rx.try_recv() {
+                    app.handle(inbound).await;
+                }
+                return;
+            }
+        }
+    }
+}

@@ -1,0 +1,501 @@
+//! Paradime programmable agents (`.dinoai/agents/<name>.yml`), plus how selfheal runs them.
+//!
+//! The Paradime part of the file (`name`, `version`, `role`, `goal`,
+//! `backstory`, `tools`, …) is read as Paradime documents it. How selfheal
+//! runs the agent lives in a separate top-level `selfheal:` section of the same
+//! file, so the Paradime part stays portable:
+//!
+//! ```yaml
+//! selfheal:
+//!   runner: command            # or `builtin` (with `builtin: dbt-doctor`), reserved
+//!   command: ["./heal.sh", "--flag"]   # or one string, run with `sh -c`
+//!   timeout: 30m               # "90s", "30m", "2h" or seconds; default 30m
+//!   env: {DBT_TARGET: prod}
+//!   workdir: ./dbt             # optional
+//! ```
+//!
+//! This module reads files only in [`load_agents`]; it never starts an agent.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::yaml::{self, Node, Source};
+use super::ConfigError;
+
+/// How long a command agent may run when `selfheal.timeout` is not set.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+
+const AGENT_KEYS: &[&str] = &[
+    "name",
+    "version",
+    "role",
+    "goal",
+    "backstory",
+    "tools",
+    "model_family",
+    "environment",
+    "slack",
+    "agents_squad",
+    "selfheal",
+];
+
+/// One agent definition.
+#[derive(Debug, Clone)]
+pub struct AgentDef {
+    /// The agent's name, equal to its file name without the extension.
+    pub name: String,
+    /// `role`, `goal` and `backstory` together form the agent's system prompt.
+    pub role: String,
+    pub goal: String,
+    pub backstory: String,
+    /// Which tools the agent may use.
+    pub tools: ToolPolicy,
+    /// The model family the agent asks for, passed on to runners that care.
+    pub model_family: Option<String>,
+    /// How selfheal runs the agent (the `selfheal:` section).
+    pub runner: Runner,
+    /// The file the agent is defined in.
+    pub source: PathBuf,
+}
+
+/// Which tools an agent may use (`tools: {mode, list}`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum ToolPolicy {
+    /// No `tools` key: every tool is allowed.
+    #[default]
+    All,
+    /// `mode: allowlist`: only these tools.
+    Allow(Vec<String>),
+    /// `mode: denylist`: every tool but these.
+    Deny(Vec<String>),
+}
+
+impl ToolPolicy {
+    /// Whether the agent may use `tool`.
+    pub fn allows(&self, tool: &str) -> bool {
+        match self {
+            ToolPolicy::All => true,
+            ToolPolicy::Allow(list) => list.iter().any(|t| t == tool),
+            ToolPolicy::Deny(list) => !list.iter().any(|t| t == tool),
+        }
+    }
+}
+
+/// How selfheal runs an agent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Runner {
+    /// The file has no `selfheal:` section; the caller decides (this version
+    /// refuses to heal with such an agent, later ones default to an LLM runner).
+    Unspecified,
+    /// `runner: command`: run a program.
+    Command {
+        /// The program and its arguments; a single string `s` becomes `["sh", "-c", s]`.
+        argv: Vec<String>,
+        /// Wall-clock limit for one session.
+        timeout: Duration,
+        /// Extra environment variables for the program.
+        env: BTreeMap<String, String>,
+        /// The program's working directory, as written (relative paths are
+        /// relative to the bot's working directory); `None` means the bot's.
+        workdir: Option<PathBuf>,
+    },
+    /// `runner: builtin` with `builtin: <name>`: reserved for agents built into selfheal.
+    Builtin(String),
+}
+
+impl Runner {
+    /// One line for humans: what runs this agent.
+    pub fn describe(&self) -> String {
+        match self {
+            Runner::Unspecified => "no selfheal.runner (cannot heal)".to_string(),
+            Runner::Command { argv, timeout, .. } => {
+                format!("command `{}`, limit {}s", argv.join(" "), timeout.as_secs())
+            }
+            Runner::Builtin(name) => format!("built-in `{name}`"),
+        }
+    }
+}
+
+/// Loads every `*.yml`/`*.yaml` agent file directly in `dir`, keyed by name.
+///
+/// A missing directory means no agents (schedules that do not heal need none).
+pub fn load_agents(dir: &Path) -> Result<BTreeMap<String, AgentDef>, ConfigError> {
+    let mut agents = BTreeMap::new();
+    if !dir.exists() {
+        return Ok(agents);
+    }
+    let io = |source| ConfigError::Io {
+        file: dir.to_path_buf(),
+        source,
+    };
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(io)? {
+        let path = entry.map_err(io)?.path();
+        if path.is_file() && super::schedules::is_yaml(&path) {
+            files.push(path);
+        }
+    }
+    files.sort();
+    for file in files {
+        let text = yaml::read(&file)?;
+        let root = yaml::parse(&file, &text)?;
+        let agent = parse_agent(yaml::source(&file), &root)?;
+        if let Some(earlier) = agents.get(&agent.name) {
+            let earlier: &AgentDef = earlier;
+            return Err(ConfigError::Invalid {
+                file: file.clone(),
+                line: 0,
+                column: 0,
+                key: String::new(),
+                message: format!(
+                    "agent '{}' is also defined in {}",
+                    agent.name,
+                    earlier.source.display()
+                ),
+            });
+        }
+        agents.insert(agent.name.clone(), agent);
+    }
+    Ok(agents)
+}
+
+fn parse_agent(src: Source, root: &Node) -> Result<AgentDef, ConfigError> {
+    let m = src.map(root, "", AGENT_KEYS)?;
+    let name = m.req_string("name")?;
+    let stem = src
+        .file
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or_default();
+    if name != stem {
+        return Err(m.err(
+            "name",
+            format!("agent name '{name}' must equal the file name without extension ('{stem}')"),
+        ));
+    }
+    let version = m.require("version")?;
+    if src.integer(version, "version")? != 1 {
+        return Err(src.err(version, "version", "only version 1 is supported"));
+    }
+    let tools = match m.get("tools") {
+        None => ToolPolicy::All,
+        Some(n) => {
+            let t = src.map(n, "tools", &["mode", "list"])?;
+            let list = t.opt_strings("list")?.unwrap_or_default();
+            match t.req_string("mode")?.as_str() {
+                "allowlist" => ToolPolicy::Allow(list),
+                "denylist" => ToolPolicy::Deny(list),
+                other => {
+                    return Err(t.err(
+                        "mode",
+                        format!("unknown mode '{other}'; expected one of: allowlist, denylist"),
+                    ))
+                }
+            }
+        }
+    };
+    m.opt_string("environment")?;
+    m.opt_strings("agents_squad")?;
+    if let Some(n) = m.get("slack") {
+        src.map(n, "slack", &["channel"])?.opt_string("channel")?;
+    }
+    let runner = match m.get("selfheal") {
+        None => Runner::Unspecified,
+        Some(n) => parse_runner(src, n)?,
+    };
+    Ok(AgentDef {
+        name,
+        role: m.req_string("role")?,
+        goal: m.req_string("goal")?,
+        backstory: m.req_string("backstory")?,
+        tools,
+        model_family: m.opt_string("model_family")?,
+        runner,
+        source: src.file.to_path_buf(),
+    })
+}
+
+fn parse_runner(src: Source, node: &Node) -> Result<Runner, ConfigError> {
+    let kind = src.map(
+        node,
+        "selfheal",
+        &["runner", "command", "builtin", "timeout", "env", "workdir"],
+    )?;
+    match kind.req_string("runner")?.as_str() {
+        "command" => {
+            let m = src.map(
+                node,
+                "selfheal",
+                &["runner", "command", "timeout", "env", "workdir"],
+            )?;
+            let command = m.require("command")?;
+            let argv = match &command.value {
+                yaml::Value::Seq(_) => src.strings(command, &m.path_of("command"))?,
+                _ => vec![
+                    "sh".into(),
+                    "-c".into(),
+                    src.string(command, &m.path_of("command"))?,
+                ],
+            };
+            if argv.first().is_none_or(|p| p.trim().is_empty()) {
+                return Err(m.err("command", "must name a program to run"));
+            }
+            let timeout = match m.get("timeout") {
+                None => DEFAULT_TIMEOUT,
+                Some(n) => parse_timeout(src, n, &m.path_of("timeout"))?,
+            };
+            let mut env = BTreeMap::new();
+            if let Some(n) = m.get("env") {
+                let epath = m.path_of("env");
+                let yaml::Value::Map(entries) = &n.value else {
+                    return Err(src.err(
+                        n,
+                        &epath,
+                        format!("expected a mapping, found {}", n.value.kind()),
+                    ));
+                };
+                for (k, v) in entries {
+                    env.insert(k.name.clone(), src.string(v, &yaml::join(&epath, &k.name))?);
+                }
+            }
+            let workdir = m.opt_string("workdir")?.map(PathBuf::from);
+            Ok(Runner::Command {
+                argv,
+                timeout,
+                env,
+                workdir,
+            })
+        }
+        "builtin" => {
+            let m = src.map(node, "selfheal", &["runner", "builtin"])?;
+            Ok(Runner::Builtin(m.req_string("builtin")?))
+        }
+        other => Err(kind.err(
+            "runner",
+            format!("unknown runner '{other}'; expected one of: command, builtin"),
+        )),
+    }
+}
+
+fn parse_timeout(src: Source, node: &Node, path: &str) -> Result<Duration, ConfigError> {
+    let parsed = match &node.value {
+        yaml::Value::Int(secs) => u64::try_from(*secs).ok().map(Duration::from_secs),
+        yaml::Value::Str(s) => parse_duration(s),
+        _ => None,
+    };
+    match parsed {
+        Some(d) if !d.is_zero() => Ok(d),
+        _ => Err(src.err(
+            node,
+            path,
+            "expected a positive duration such as 90s, 30m, 2h or a number of seconds",
+        )),
+    }
+}
+
+/// Parses `"90s"`, `"30m"`, `"2h"` or a plain number of seconds (`"600"`).
+pub(crate) fn parse_duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    let (number, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => (&s[..i], s[i..].trim()),
+        None => (s, "s"),
+    };
+    let n: u64 = number.parse().ok()?;
+    let secs = match unit {
+        "s" => n,
+        "m" => n.checked_mul(60)?,
+        "h" => n.checked_mul(3600)?,
+        _ => return None,
+    };
+    Some(Duration::from_secs(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HEALER: &str = "\
+name: bolt-pipeline-healer
+version: 1
+role: On-call analytics engineer for the dbt pipeline
+goal: Find why the run failed and come back with the cause and a concrete fix.
+backstory: Most failures are upstream source data, a schema change, or a model edited without checking its children.
+model_family: anthropic
+environment: production
+slack: {channel: '#agent-demo'}
+agents_squad: [helper]
+tools:
+  mode: allowlist
+  list: [read_file, ripgrep_search, run_sql_query, list_bolt_schedules, get_bolt_run_logs, list_pull_requests, run_terminal_command]
+selfheal:
+  runner: command
+  command: [./heal.sh, --flag]
+  timeout: 45m
+  env: {DBT_TARGET: prod, RETRIES: 3}
+  workdir: dbt
+";
+
+    fn agents_dir(files: &[(&str, &str)]) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().expect("temp dir");
+        for (name, text) in files {
+            std::fs::write(dir.path().join(name), text).expect("write");
+        }
+        dir
+    }
+
+    fn error_of(file: &str, text: &str) -> String {
+        let dir = agents_dir(&[(file, text)]);
+        let err = load_agents(dir.path()).expect_err("rejected").to_string();
+        let at = err.find(file).expect("the error names the file");
+        err[at..].to_owned()
+    }
+
+    #[test]
+    fn the_healer_template_loads_with_its_command_runner() {
+        let dir = agents_dir(&[("bolt-pipeline-healer.yml", HEALER)]);
+        let agents = load_agents(dir.path()).expect("loads");
+        let a = &agents["bolt-pipeline-healer"];
+        assert!(a.role.starts_with("On-call"));
+        assert_eq!(a.model_family.as_deref(), Some("anthropic"));
+        assert!(a.tools.allows("read_file"));
+        assert!(!a.tools.allows("post_slack_message"));
+        let Runner::Command {
+            argv,
+            timeout,
+            env,
+            workdir,
+        } = &a.runner
+        else {
+            panic!("{:?}", a.runner)
+        };
+        assert_eq!(argv, &vec!["./heal.sh".to_owned(), "--flag".to_owned()]);
+        assert_eq!(*timeout, Duration::from_secs(45 * 60));
+        assert_eq!(env.get("RETRIES").map(String::as_str), Some("3"));
+        assert_eq!(workdir.as_deref(), Some(Path::new("dbt")));
+    }
+
+    #[test]
+    fn runners_are_unspecified_shell_strings_or_builtins() {
+        let base = "name: a\nversion: 1\nrole: r\ngoal: g\nbackstory: b\n";
+        let cases: Vec<(String, Runner)> = vec![
+            (base.to_owned(), Runner::Unspecified),
+            (
+                format!("{base}selfheal:\n  runner: command\n  command: ./heal.sh \"$RUN_ID\"\n"),
+                Runner::Command {
+                    argv: vec!["sh".into(), "-c".into(), "./heal.sh \"$RUN_ID\"".into()],
+                    timeout: DEFAULT_TIMEOUT,
+                    env: BTreeMap::new(),
+                    workdir: None,
+                },
+            ),
+            (
+                format!("{base}selfheal: {{runner: builtin, builtin: dbt-doctor}}\n"),
+                Runner::Builtin("dbt-doctor".into()),
+            ),
+        ];
+        for (text, expected) in cases {
+            let dir = agents_dir(&[("a.yaml", &text)]);
+            let agents = load_agents(dir.path()).expect("loads");
+            assert_eq!(agents["a"].runner, expected, "{text}");
+            assert_eq!(agents["a"].tools, ToolPolicy::All);
+        }
+    }
+
+    #[test]
+    fn a_missing_agents_directory_is_empty() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        assert!(load_agents(&dir.path().join("nope"))
+            .expect("ok")
+            .is_empty());
+    }
+
+    #[test]
+    fn tool_policies_allow_and_deny() {
+        let deny = ToolPolicy::Deny(vec!["post_slack_message".into()]);
+        assert!(deny.allows("read_file"));
+        assert!(!deny.allows("post_slack_message"));
+        assert!(ToolPolicy::All.allows("anything"));
+    }
+
+    #[test]
+    fn durations_parse_in_seconds_minutes_and_hours() {
+        let cases = [
+            ("90s", Some(90)),
+            ("30m", Some(1800)),
+            ("2h", Some(7200)),
+            ("600", Some(600)),
+            (" 5 m", Some(300)),
+            ("1d", None),
+            ("m", None),
+            ("", None),
+            ("-5s", None),
+        ];
+        for (input, secs) in cases {
+            assert_eq!(
+                parse_duration(input),
+                secs.map(Duration::from_secs),
+                "{input:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn agent_file_errors_name_the_file_the_line_and_the_key() {
+        let base = "name: a\nversion: 1\nrole: r\ngoal: g\nbackstory: b\n";
+        let cases: Vec<(&str, String, &str)> = vec![
+            (
+                "b.yml",
+                base.into(),
+                "b.yml:1:7: name: agent name 'a' must equal the file name without extension ('b')",
+            ),
+            (
+                "a.yml",
+                format!("{base}temperature: 0.2\n"),
+                "a.yml:6:1: temperature: unknown key 'temperature'",
+            ),
+            (
+                "a.yml",
+                base.replace("version: 1", "version: 2"),
+                "a.yml:2:10: version: only version 1 is supported",
+            ),
+            (
+                "a.yml",
+                base.replace("goal: g\n", ""),
+                "a.yml:1:1: goal: missing required key 'goal'",
+            ),
+            (
+                "a.yml",
+                format!("{base}tools: {{mode: maybe, list: []}}\n"),
+                "a.yml:6:15: tools.mode: unknown mode 'maybe'",
+            ),
+            (
+                "a.yml",
+                format!("{base}selfheal:\n  runner: command\n  command: [x]\n  timeout: soon\n"),
+                "a.yml:9:12: selfheal.timeout: expected a positive duration",
+            ),
+            (
+                "a.yml",
+                format!("{base}selfheal:\n  runner: llm\n"),
+                "a.yml:7:11: selfheal.runner: unknown runner 'llm'",
+            ),
+            (
+                "a.yml",
+                format!("{base}selfheal:\n  runner: command\n"),
+                "a.yml:7:3: selfheal.command: missing required key 'command'",
+            ),
+            (
+                "a.yml",
+                format!("{base}selfheal:\n  runner: builtin\n  builtin: x\n  timeout: 5m\n"),
+                "a.yml:9:3: selfheal.timeout: unknown key 'timeout'",
+            ),
+        ];
+        for (file, text, expected) in cases {
+            let got = error_of(file, &text);
+            assert!(
+                got.starts_with(expected),
+                "\nexpected: {expected}\n     got: {got}"
+            );
+        }
+    }
+}

@@ -1,0 +1,649 @@
+//! The bot's settings from environment variables, and the checks that tie
+//! schedules, agents and settings together.
+//!
+//! [`Config::from_env`] takes a lookup closure rather than reading the process
+//! environment, so tests build a `Config` from a `HashMap`. An empty variable
+//! counts as unset, so a copied `.env.example` with blank lines works.
+//! Only [`Config::from_process_env`] touches the real environment (and `.env`).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::yaml::{self, Node, Source};
+use super::{load_agents, load_schedules, AgentDef, ConfigError, Runner, Schedules};
+use crate::recognize::Override;
+
+/// How long shutdown waits for running sessions to record their state.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// A secret value (a token) that never shows in `Debug` output or logs.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    /// The secret itself, for the one place that must send it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// How to reach Slack.
+#[derive(Debug, Clone)]
+pub struct SlackSettings {
+    /// `SLACK_APP_TOKEN` (required, `xapp-…`): the app-level token with
+    /// `connections:write`, used to open the Socket Mode connection.
+    pub app_token: Secret,
+    /// `SLACK_BOT_TOKEN` (required, `xoxb-…`): the bot token used for Web API calls.
+    pub bot_token: Secret,
+    /// `SLACK_API_URL` (default `https://slack.com/api/`): the Web API base URL,
+    /// always ending with `/`. Point it at a local fake Slack for tests and demos.
+    pub api_url: String,
+}
+
+/// Everything the bot needs to run, validated.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Slack tokens and API URL (`SLACK_APP_TOKEN`, `SLACK_BOT_TOKEN`, `SLACK_API_URL`).
+    pub slack: SlackSettings,
+    /// `SELFHEAL_DB` (default `data/selfheal.db`): the SQLite database holding
+    /// session history; its directory is created on start.
+    pub db_path: PathBuf,
+    /// `SELFHEAL_SCHEDULES` (required): the dbt project directory (reads
+    /// `paradime_schedules.yml` and `.bolt/**/*.yml`) or one schedules file.
+    pub schedules_path: PathBuf,
+    /// The schedules loaded from `schedules_path`.
+    pub schedules: Schedules,
+    /// `SELFHEAL_AGENTS_DIR` (default `<dbt project>/.dinoai/agents`, where the
+    /// project is `SELFHEAL_SCHEDULES` when it is a directory, else the
+    /// schedules file's directory): where agent definitions live.
+    pub agents_dir: PathBuf,
+    /// The agents loaded from `agents_dir`, by name.
+    pub agents: BTreeMap<String, AgentDef>,
+    /// `SELFHEAL_DEFAULT_AGENT` (optional): the agent used when a schedule's
+    /// `self_healing.agent_name` is empty, and by "Fix with DinoAI".
+    pub default_agent: Option<String>,
+    /// `SELFHEAL_NOTIFIER_BOTS` (optional, comma or space separated): bot ids,
+    /// app ids or usernames of the schedulers whose failure notifications are
+    /// recognised. Empty means any bot (never humans, never selfheal itself).
+    pub notifier_bots: Vec<String>,
+    /// `SELFHEAL_CHANNEL_INTERVAL_MS` (default 1000): the minimum spacing
+    /// between two writes to one Slack channel, to stay under Slack's rate limits.
+    pub channel_interval: Duration,
+    /// `SELFHEAL_COURTESY_WINDOW_SECS` (default 30): how long to wait for a
+    /// channel's copy of a failure notification before posting the courtesy
+    /// pointer there top-level instead of in its thread.
+    pub courtesy_window: Duration,
+    /// `SELFHEAL_EDIT_INTERVAL_MS` (default 1000): the minimum spacing between
+    /// two edits of a session's progress message.
+    pub edit_interval: Duration,
+    /// `SELFHEAL_API_TIMEOUT_SECS` (default 10): the timeout of one Slack Web API call.
+    pub api_timeout: Duration,
+    /// `SELFHEAL_PRIOR_ATTEMPTS` (default 5): how many earlier sessions of the
+    /// same schedule are summarised for the agent, so it does not open a duplicate PR.
+    pub prior_attempts: usize,
+    /// How long shutdown waits for running sessions ([`SHUTDOWN_GRACE`], not configurable).
+    pub shutdown_grace: Duration,
+    /// `SELFHEAL_RECOGNIZERS` (optional): a YAML file of per-notifier regexes
+    /// for notification formats the built-in recogniser does not read:
+    /// `recognizers: [{source, run_id: '…(?P<run_id>…)…', schedule: '…(?P<schedule>…)…', failure: '…'}]`.
+    pub overrides: Vec<Override>,
+    /// `SELFHEAL_SECRET_ENV` (optional, comma or space separated): names of
+    /// further environment variables whose values are scrubbed from anything
+    /// selfheal posts (the Slack tokens always are).
+    pub secret_env: Vec<String>,
+}
+
+impl Config {
+    /// Loads `.env` (if present, without overriding variables already set),
+    /// then reads the configuration from the process environment.
+    pub fn from_process_env() -> Result<Config, ConfigError> {
+        match dotenvy::dotenv() {
+            Ok(_) => {}
+            Err(e) if e.not_found() => {}
+            Err(e) => {
+                return Err(ConfigError::Env {
+                    var: ".env".into(),
+                    message: e.to_string(),
+                })
+            }
+        }
+        Config::from_env(&|name| std::env::var(name).ok())
+    }
+
+    /// Reads the configuration through `vars`, loads the schedule and agent
+    /// files it names, and checks that they fit together.
+    pub fn from_env(vars: &impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let get = |name: &str| {
+            vars(name)
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+        };
+
+        let slack = SlackSettings {
+            app_token: token(get("SLACK_APP_TOKEN"), "SLACK_APP_TOKEN", "xapp-")?,
+            bot_token: token(get("SLACK_BOT_TOKEN"), "SLACK_BOT_TOKEN", "xoxb-")?,
+            api_url: api_url(get("SLACK_API_URL"))?,
+        };
+        let db_path =
+            PathBuf::from(get("SELFHEAL_DB").unwrap_or_else(|| "data/selfheal.db".into()));
+        let schedules_path =
+            PathBuf::from(get("SELFHEAL_SCHEDULES").ok_or_else(|| ConfigError::Env {
+                var: "SELFHEAL_SCHEDULES".into(),
+                message:
+                    "is required: the dbt project directory or its paradime_schedules.yml".into(),
+            })?);
+        let agents_dir = match get("SELFHEAL_AGENTS_DIR") {
+            Some(dir) => PathBuf::from(dir),
+            None => default_agents_dir(&schedules_path),
+        };
+        let config = Config {
+            slack,
+            db_path,
+            schedules: load_schedules(&schedules_path)?,
+            schedules_path,
+            agents: load_agents(&agents_dir)?,
+            agents_dir,
+            default_agent: get("SELFHEAL_DEFAULT_AGENT"),
+            notifier_bots: list(get("SELFHEAL_NOTIFIER_BOTS")),
+            channel_interval: Duration::from_millis(number(
+                get("SELFHEAL_CHANNEL_INTERVAL_MS"),
+                "SELFHEAL_CHANNEL_INTERVAL_MS",
+                1000,
+            )?),
+            courtesy_window: Duration::from_secs(number(
+                get("SELFHEAL_COURTESY_WINDOW_SECS"),
+                "SELFHEAL_COURTESY_WINDOW_SECS",
+                30,
+            )?),
+            edit_interval: Duration::from_millis(number(
+                get("SELFHEAL_EDIT_INTERVAL_MS"),
+                "SELFHEAL_EDIT_INTERVAL_MS",
+                1000,
+            )?),
+            api_timeout: Duration::from_secs(number(
+                get("SELFHEAL_API_TIMEOUT_SECS"),
+                "SELFHEAL_API_TIMEOUT_SECS",
+                10,
+            )?),
+            prior_attempts: number(get("SELFHEAL_PRIOR_ATTEMPTS"), "SELFHEAL_PRIOR_ATTEMPTS", 5)?
+                as usize,
+            shutdown_grace: SHUTDOWN_GRACE,
+            overrides: match get("SELFHEAL_RECOGNIZERS") {
+                Some(path) => load_overrides(Path::new(&path))?,
+                None => Vec::new(),
+            },
+            secret_env: list(get("SELFHEAL_SECRET_ENV")),
+        };
+        config.check_agents()?;
+        Ok(config)
+    }
+
+    /// The agent that heals `schedule`: its `agent_name`, else the default agent.
+    pub fn agent_for(&self, schedule: &super::Schedule) -> Option<&AgentDef> {
+        let name = schedule
+            .self_healing
+            .agent_name
+            .as_ref()
+            .or(self.default_agent.as_ref())?;
+        self.agents.get(name)
+    }
+
+    /// Every self-healing schedule must resolve to an agent this version can run.
+    fn check_agents(&self) -> Result<(), ConfigError> {
+        let known = || {
+            let names: Vec<&str> = self.agents.keys().map(String::as_str).collect();
+            if names.is_empty() {
+                format!("no agents are defined in {}", self.agents_dir.display())
+            } else {
+                format!(
+                    "agents in {}: {}",
+                    self.agents_dir.display(),
+                    names.join(", ")
+                )
+            }
+        };
+        if let Some(name) = &self.default_agent {
+            match self.agents.get(name) {
+                None => {
+                    return Err(ConfigError::Env {
+                        var: "SELFHEAL_DEFAULT_AGENT".into(),
+                        message: format!("unknown agent '{name}' ({})", known()),
+                    })
+                }
+                Some(agent) if agent.runner == Runner::Unspecified => {
+                    return Err(ConfigError::Env {
+                        var: "SELFHEAL_DEFAULT_AGENT".into(),
+                        message: unspecified_runner(agent),
+                    })
+                }
+                Some(_) => {}
+            }
+        }
+        for schedule in self.schedules.iter().filter(|s| s.self_healing.enabled) {
+            let at = |message: String| ConfigError::Invalid {
+                file: schedule.source.clone(),
+                line: schedule.line,
+                column: 0,
+                key: "self_healing.agent_name".into(),
+                message,
+            };
+            let name = match (&schedule.self_healing.agent_name, &self.default_agent) {
+                (Some(name), _) | (None, Some(name)) => name,
+                (None, None) => {
+                    return Err(at(format!(
+                        "schedule '{}' has self-healing enabled but no agent: set self_healing.agent_name \
+                         or SELFHEAL_DEFAULT_AGENT",
+                        schedule.name
+                    )))
+                }
+            };
+            let Some(agent) = self.agents.get(name) else {
+                return Err(at(format!(
+                    "schedule '{}' names unknown agent '{name}' ({})",
+                    schedule.name,
+                    known()
+                )));
+            };
+            if agent.runner == Runner::Unspecified {
+                return Err(at(unspecified_runner(agent)));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn unspecified_runner(agent: &AgentDef) -> String {
+    format!(
+        "agent '{}' has no `selfheal.runner`; this version supports `command` (see {})",
+        agent.name,
+        agent.source.display()
+    )
+}
+
+fn default_agents_dir(schedules_path: &Path) -> PathBuf {
+    let project = if schedules_path.is_dir() {
+        schedules_path
+    } else {
+        schedules_path.parent().unwrap_or(Path::new("."))
+    };
+    project.join(".dinoai").join("agents")
+}
+
+fn token(value: Option<String>, var: &str, prefix: &str) -> Result<Secret, ConfigError> {
+    let env = |message: String| ConfigError::Env {
+        var: var.into(),
+        message,
+    };
+    let value = value.ok_or_else(|| {
+        env(format!(
+            "is required (a Slack token starting with {prefix})"
+        ))
+    })?;
+    if !value.starts_with(prefix) {
+        // The value itself is a secret, so it is not echoed.
+        return Err(env(format!("must start with {prefix}")));
+    }
+    Ok(Secret(value))
+}
+
+fn api_url(value: Option<String>) -> Result<String, ConfigError> {
+    let Some(url) = value else {
+        return Ok("https://slack.com/api/".into());
+    };
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"));
+    match rest {
+        Some(rest)
+            if !rest.is_empty() && !rest.starts_with('/') && !url.contains(char::is_whitespace) =>
+        {
+            Ok(format!("{}/", url.trim_end_matches('/')))
+        }
+        _ => Err(ConfigError::Env {
+            var: "SLACK_API_URL".into(),
+            message: format!("'{url}' is not an http(s) URL"),
+        }),
+    }
+}
+
+fn number(value: Option<String>, var: &str, default: u64) -> Result<u64, ConfigError> {
+    match value {
+        None => Ok(default),
+        Some(v) => v.parse().map_err(|_| ConfigError::Env {
+            var: var.into(),
+            message: format!("'{v}' is not a whole number"),
+        }),
+    }
+}
+
+/// Splits a comma- or space-separated list, dropping empty items.
+fn list(value: Option<String>) -> Vec<String> {
+    value
+        .unwrap_or_default()
+        .split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Loads the `recognizers:` file named by `SELFHEAL_RECOGNIZERS`.
+fn load_overrides(file: &Path) -> Result<Vec<Override>, ConfigError> {
+    let text = yaml::read(file)?;
+    let root = yaml::parse(file, &text)?;
+    let src = yaml::source(file);
+    let top = src.map(&root, "", &["recognizers"])?;
+    let mut out = Vec::new();
+    for (i, node) in src
+        .list(top.require("recognizers")?, "recognizers")?
+        .iter()
+        .enumerate()
+    {
+        let m = src.map(
+            node,
+            &format!("recognizers[{i}]"),
+            &["source", "run_id", "schedule", "failure"],
+        )?;
+        let regex = |key: &str, group: Option<&str>| -> Result<Option<regex::Regex>, ConfigError> {
+            let Some(n) = m.get(key) else { return Ok(None) };
+            compile(src, n, &m.path_of(key), group).map(Some)
+        };
+        out.push(Override {
+            source: m.req_string("source")?,
+            run_id: regex("run_id", Some("run_id"))?
+                .ok_or_else(|| m.err("run_id", "missing required key 'run_id'"))?,
+            schedule: regex("schedule", Some("schedule"))?,
+            failure: regex("failure", None)?,
+        });
+    }
+    Ok(out)
+}
+
+fn compile(
+    src: Source,
+    node: &Node,
+    path: &str,
+    group: Option<&str>,
+) -> Result<regex::Regex, ConfigError> {
+    let pattern = src.string(node, path)?;
+    let re = regex::Regex::new(&pattern).map_err(|e| {
+        // Regex errors span several lines (pattern, caret, message); keep them on one.
+        let detail = e
+            .to_string()
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect::<Vec<_>>()
+            .join(" ");
+        src.err(node, path, format!("invalid regex: {detail}"))
+    })?;
+    if let Some(group) = group {
+        if !re.capture_names().any(|n| n == Some(group)) {
+            return Err(src.err(
+                node,
+                path,
+                format!("the regex must have a named group (?P<{group}>…)"),
+            ));
+        }
+    }
+    Ok(re)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    const SCHEDULES: &str = "\
+schedules:
+  - name: hourly_marts
+    schedule: '0 * * * *'
+    environment: production
+    commands: [dbt build]
+    notifications:
+      slack_channels:
+        - {channel: '#data-alerts', events: [failed]}
+        - {channel: '#agent-demo', events: [failed]}
+    self_healing:
+      enabled: true
+      slack_channel: '#agent-demo'
+      agent_name: bolt-pipeline-healer
+";
+    const AGENT: &str = "name: bolt-pipeline-healer\nversion: 1\nrole: r\ngoal: g\nbackstory: b\nselfheal: {runner: command, command: ./heal.sh}\n";
+
+    /// A dbt project with the example schedule and its agent.
+    fn project(schedules: &str, agent: &str) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(dir.path().join("paradime_schedules.yml"), schedules).expect("write");
+        let agents = dir.path().join(".dinoai/agents");
+        std::fs::create_dir_all(&agents).expect("mkdir");
+        std::fs::write(agents.join("bolt-pipeline-healer.yml"), agent).expect("write");
+        dir
+    }
+
+    fn vars(dir: &Path, extra: &[(&str, &str)]) -> HashMap<String, String> {
+        let mut vars: HashMap<String, String> = [
+            ("SLACK_APP_TOKEN", "xapp-1-abc"),
+            ("SLACK_BOT_TOKEN", "xoxb-123"),
+            ("SELFHEAL_SCHEDULES", dir.to_str().expect("utf-8 path")),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        for (k, v) in extra {
+            vars.insert((*k).to_owned(), (*v).to_owned());
+        }
+        vars
+    }
+
+    fn load(vars: &HashMap<String, String>) -> Result<Config, ConfigError> {
+        Config::from_env(&|name| vars.get(name).cloned())
+    }
+
+    #[test]
+    fn a_minimal_environment_loads_with_defaults() {
+        let dir = project(SCHEDULES, AGENT);
+        let config = load(&vars(dir.path(), &[])).expect("loads");
+        assert_eq!(config.slack.api_url, "https://slack.com/api/");
+        assert_eq!(config.db_path, PathBuf::from("data/selfheal.db"));
+        assert_eq!(config.agents_dir, dir.path().join(".dinoai/agents"));
+        assert_eq!(config.channel_interval, Duration::from_millis(1000));
+        assert_eq!(config.courtesy_window, Duration::from_secs(30));
+        assert_eq!(config.edit_interval, Duration::from_millis(1000));
+        assert_eq!(config.api_timeout, Duration::from_secs(10));
+        assert_eq!(config.prior_attempts, 5);
+        assert_eq!(config.shutdown_grace, SHUTDOWN_GRACE);
+        assert!(config.overrides.is_empty() && config.notifier_bots.is_empty());
+        let schedule = config.schedules.get("hourly_marts").expect("schedule");
+        assert_eq!(
+            config.agent_for(schedule).map(|a| a.name.as_str()),
+            Some("bolt-pipeline-healer")
+        );
+        assert_eq!(format!("{:?}", config.slack.bot_token), "Secret(***)");
+        assert!(
+            !format!("{config:?}").contains("xoxb-123"),
+            "tokens never show in Debug output"
+        );
+    }
+
+    #[test]
+    fn every_setting_can_be_overridden() {
+        let dir = project(SCHEDULES, AGENT);
+        let file = dir.path().join("paradime_schedules.yml");
+        let config = load(&vars(
+            dir.path(),
+            &[
+                ("SELFHEAL_SCHEDULES", file.to_str().expect("utf-8")),
+                ("SLACK_API_URL", "http://127.0.0.1:9999/api//"),
+                ("SELFHEAL_DB", "/tmp/x.db"),
+                ("SELFHEAL_NOTIFIER_BOTS", "B01, B02 paradime"),
+                ("SELFHEAL_CHANNEL_INTERVAL_MS", "5"),
+                ("SELFHEAL_COURTESY_WINDOW_SECS", "0"),
+                ("SELFHEAL_PRIOR_ATTEMPTS", "2"),
+                (
+                    "SELFHEAL_SECRET_ENV",
+                    "PARADIME_API_KEY,PARADIME_API_SECRET",
+                ),
+                ("SELFHEAL_DEFAULT_AGENT", "bolt-pipeline-healer"),
+                ("SELFHEAL_EDIT_INTERVAL_MS", ""),
+            ],
+        ))
+        .expect("loads");
+        assert_eq!(config.slack.api_url, "http://127.0.0.1:9999/api/");
+        assert_eq!(
+            config.agents_dir,
+            dir.path().join(".dinoai/agents"),
+            "next to the schedules file"
+        );
+        assert_eq!(config.notifier_bots, vec!["B01", "B02", "paradime"]);
+        assert_eq!(config.channel_interval, Duration::from_millis(5));
+        assert_eq!(config.courtesy_window, Duration::ZERO);
+        assert_eq!(
+            config.edit_interval,
+            Duration::from_millis(1000),
+            "empty means unset"
+        );
+        assert_eq!(config.prior_attempts, 2);
+        assert_eq!(
+            config.secret_env,
+            vec!["PARADIME_API_KEY", "PARADIME_API_SECRET"]
+        );
+        assert_eq!(
+            config.default_agent.as_deref(),
+            Some("bolt-pipeline-healer")
+        );
+    }
+
+    #[test]
+    fn bad_variables_are_named_in_the_error() {
+        let dir = project(SCHEDULES, AGENT);
+        let cases = [
+            (
+                "SLACK_APP_TOKEN",
+                "xoxb-wrong",
+                "SLACK_APP_TOKEN: must start with xapp-",
+            ),
+            (
+                "SLACK_BOT_TOKEN",
+                "xapp-wrong",
+                "SLACK_BOT_TOKEN: must start with xoxb-",
+            ),
+            ("SLACK_BOT_TOKEN", "", "SLACK_BOT_TOKEN: is required"),
+            (
+                "SLACK_API_URL",
+                "slack.com/api",
+                "SLACK_API_URL: 'slack.com/api' is not an http(s) URL",
+            ),
+            (
+                "SLACK_API_URL",
+                "https://",
+                "SLACK_API_URL: 'https://' is not an http(s) URL",
+            ),
+            (
+                "SELFHEAL_CHANNEL_INTERVAL_MS",
+                "1s",
+                "SELFHEAL_CHANNEL_INTERVAL_MS: '1s' is not a whole number",
+            ),
+            (
+                "SELFHEAL_PRIOR_ATTEMPTS",
+                "-1",
+                "SELFHEAL_PRIOR_ATTEMPTS: '-1' is not a whole number",
+            ),
+            ("SELFHEAL_SCHEDULES", "", "SELFHEAL_SCHEDULES: is required"),
+            (
+                "SELFHEAL_DEFAULT_AGENT",
+                "nobody",
+                "SELFHEAL_DEFAULT_AGENT: unknown agent 'nobody'",
+            ),
+        ];
+        for (var, value, expected) in cases {
+            let err = load(&vars(dir.path(), &[(var, value)]))
+                .expect_err(var)
+                .to_string();
+            assert!(
+                err.starts_with(expected),
+                "\nexpected: {expected}\n     got: {err}"
+            );
+            assert!(!err.contains("wrong"), "token values are not echoed: {err}");
+        }
+    }
+
+    #[test]
+    fn self_healing_schedules_must_resolve_to_a_runnable_agent() {
+        let no_name = SCHEDULES.replace("      agent_name: bolt-pipeline-healer\n", "");
+        let unspecified = AGENT.replace("selfheal: {runner: command, command: ./heal.sh}\n", "");
+        let cases: Vec<(String, &str, &str)> = vec![
+            (
+                SCHEDULES.replace("agent_name: bolt-pipeline-healer", "agent_name: ghost"),
+                AGENT,
+                "paradime_schedules.yml:2: self_healing.agent_name: schedule 'hourly_marts' names unknown agent 'ghost'",
+            ),
+            (no_name.clone(), AGENT, "paradime_schedules.yml:2: self_healing.agent_name: schedule 'hourly_marts' has self-healing enabled but no agent: set self_healing.agent_name or SELFHEAL_DEFAULT_AGENT"),
+            (SCHEDULES.into(), &unspecified, "paradime_schedules.yml:2: self_healing.agent_name: agent 'bolt-pipeline-healer' has no `selfheal.runner`; this version supports `command`"),
+        ];
+        for (schedules, agent, expected) in cases {
+            let dir = project(&schedules, agent);
+            let err = load(&vars(dir.path(), &[]))
+                .expect_err("rejected")
+                .to_string();
+            let at = err.find("paradime_schedules.yml").unwrap_or(0);
+            assert!(
+                err[at..].starts_with(expected),
+                "\nexpected: {expected}\n     got: {err}"
+            );
+        }
+        // The default agent stands in for an empty agent_name.
+        let dir = project(&no_name, AGENT);
+        assert!(load(&vars(
+            dir.path(),
+            &[("SELFHEAL_DEFAULT_AGENT", "bolt-pipeline-healer")]
+        ))
+        .is_ok());
+    }
+
+    #[test]
+    fn recognizer_overrides_load_and_bad_regexes_are_located() {
+        let dir = project(SCHEDULES, AGENT);
+        let write = |text: &str| {
+            let path = dir.path().join("recognizers.yml");
+            std::fs::write(&path, text).expect("write");
+            path.to_str().expect("utf-8").to_owned()
+        };
+        let good = write("recognizers:\n  - source: B0AIRFLOW\n    run_id: 'run (?P<run_id>\\S+)'\n    schedule: 'dag (?P<schedule>\\w+)'\n    failure: 'FAILED'\n");
+        let config = load(&vars(dir.path(), &[("SELFHEAL_RECOGNIZERS", &good)])).expect("loads");
+        assert_eq!(config.overrides.len(), 1);
+        assert_eq!(config.overrides[0].source, "B0AIRFLOW");
+        assert!(config.overrides[0].run_id.is_match("run 42"));
+
+        let cases = [
+            ("recognizers:\n  - source: x\n    run_id: 'run (\\d+'\n", "recognizers.yml:3:13: recognizers[0].run_id: invalid regex"),
+            ("recognizers:\n  - source: x\n    run_id: 'run (\\d+)'\n", "recognizers.yml:3:13: recognizers[0].run_id: the regex must have a named group (?P<run_id>…)"),
+            ("recognizers:\n  - source: x\n    run_id: '(?P<run_id>\\d+)'\n    schedule: 'dag (\\w+)'\n", "recognizers.yml:4:15: recognizers[0].schedule: the regex must have a named group (?P<schedule>…)"),
+            ("recognizers:\n  - source: x\n", "recognizers.yml:2:5: recognizers[0].run_id: missing required key 'run_id'"),
+            ("recognizers:\n  - source: x\n    runid: y\n", "recognizers.yml:3:5: recognizers[0].runid: unknown key 'runid'"),
+        ];
+        for (text, expected) in cases {
+            let path = write(text);
+            let err = load(&vars(dir.path(), &[("SELFHEAL_RECOGNIZERS", &path)]))
+                .expect_err("rejected")
+                .to_string();
+            let at = err.find("recognizers.yml").expect("names the file");
+            assert!(
+                err[at..].starts_with(expected),
+                "\nexpected: {expected}\n     got: {err}"
+            );
+        }
+    }
+}

@@ -1,0 +1,885 @@
+//! A local fake of Slack that speaks the real protocols over loopback: the Web API
+//! (HTTP, JSON/form/query in, `{"ok": ...}` JSON out) and Socket Mode (a WebSocket that
+//! says `hello`, delivers envelopes, reads acks and redelivers what is not acked).
+//!
+//! Tests, the demo and benchmarks start one with [`FakeSlack::start`] (or
+//! [`FakeSlack::builder`]), point the real bot at [`FakeSlack::api_url`] with the fake's
+//! tokens, then drive it with test hooks ([`FakeSlack::post_as_bot`],
+//! [`FakeSlack::send_slash_command`], [`FakeSlack::fail_next`], ...) and assert on what
+//! it recorded ([`FakeSlack::messages`], [`FakeSlack::calls`], [`FakeSlack::acks`], ...).
+//! Payload shapes come from `shared/slack-payloads/` (real envelopes and Web API examples).
+//!
+//! What it owns: an in-memory workspace (channels, users, messages and threads), the
+//! HTTP listener on `127.0.0.1:0`, every Socket Mode connection, and the redelivery
+//! timers. What it is not: a Slack emulator. It implements only the methods the bot
+//! uses (`apps.connections.open`, `auth.test`, `chat.postMessage`, `chat.update`,
+//! `chat.getPermalink`, `chat.postEphemeral`, `conversations.info`,
+//! `conversations.list`, `users.info`); everything else answers `unknown_method`. It
+//! does no TLS, no request signing, no real rate limiting (only injected failures) and
+//! no persistence.
+//!
+//! # Pointing slack-morphism at the fake
+//!
+//! The bot owns its client; it only needs a plain-HTTP, HTTP/1.1 connector and the
+//! fake's API URL. slack-morphism's default connector is HTTPS-only and HTTP/2, and its
+//! `hyper-rustls` dependency does not enable `http1`, so the bot's crate needs
+//! `hyper-rustls = { version = "0.27", default-features = false, features = ["http1",
+//! "ring", "native-tokio"] }`:
+//!
+//! ```text
+//! let https = hyper_rustls::HttpsConnectorBuilder::new()
+//!     .with_native_roots()?
+//!     .https_or_http()
+//!     .enable_http1()
+//!     .build();
+//! let connector = SlackClientHyperConnector::with_connector(https)
+//!     .with_slack_api_url(&fake.api_url());
+//! let client = Arc::new(SlackClient::new(connector));
+//! ```
+//!
+//! Socket Mode settings that keep tests fast (`SlackClientSocketModeConfig`):
+//! `max_connections_count` 1 (the default 2 opens the second connection only after
+//! `initial_backoff_in_seconds`, 5 s), `reconnect_timeout_in_seconds` 1 (the wait after
+//! a *failed* connect; a `disconnect` frame reconnects at once), and, when a test
+//! exercises [`FakeSlack::set_pongs`], a small `ping_interval_in_seconds` and
+//! `ping_failure_threshold_times`.
+//!
+//! # Behaviour worth knowing
+//!
+//! - The bot's own posts and updates are echoed back as `message` and
+//!   `message_changed` events, as real Slack does for an app subscribed to
+//!   `message.channels`; switch it off with [`FakeSlackBuilder::echo_own_messages`].
+//! - Envelopes go to one open connection, round-robin. With none open they queue and
+//!   go to the next connection after its `hello`.
+//! - An `events_api` envelope not acked within the ack timeout (3 s by default) is
+//!   redelivered with the same `event_id`, a new `envelope_id`, `retry_attempt + 1` and
+//!   `retry_reason: "timeout"`, at most 3 times. Slash commands and interactions are
+//!   not redelivered (Slack shows the user an error instead).
+//!
+//! # Layout
+//!
+//! - `mod.rs`: the public handle, its builder and the test hooks.
+//! - `state.rs`: the in-memory workspace and the records tests assert on.
+//! - `payloads.rs`: JSON shapes of events, envelopes and Web API objects.
+//! - `web_api.rs`: the HTTP side (auth, failure injection, one function per method).
+//! - `socket.rs`: the Socket Mode side (connections, dispatch, acks, redelivery).
+//! - `transcript.rs`: the human-readable rendering of a channel.
+
+mod payloads;
+mod socket;
+mod state;
+mod transcript;
+mod web_api;
+
+#[cfg(test)]
+mod tests;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tokio::sync::{watch, Notify};
+
+use self::socket::OutFrame;
+use self::state::{Channel, State, User};
+
+pub use self::state::{Ack, ApiCall, Ephemeral, Message, SentEnvelope};
+
+/// A failure to inject into the next call(s) of one Web API method.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    /// HTTP 429 with `Retry-After: <secs>` and `{"ok":false,"error":"ratelimited"}`.
+    RateLimited { retry_after_secs: u64 },
+    /// A bare HTTP status (e.g. 500 or 503) with a plain-text body, as a broken proxy
+    /// or an outage would return.
+    Status(u16),
+    /// HTTP 200 with `{"ok":false,"error":<this>}`, e.g. `"channel_not_found"`.
+    Error(String),
+    /// Wait this long, then answer normally; long enough, it looks like a hung server
+    /// to a client with a timeout.
+    Hang(Duration),
+}
+
+impl Failure {
+    /// A Slack API error (`{"ok":false,"error":...}` with HTTP 200).
+    pub fn error(code: impl Into<String>) -> Self {
+        Failure::Error(code.into())
+    }
+}
+
+/// A message posted by another app, as an alerting tool would post it.
+///
+/// `classic: false` is a modern app message (`bot_id`, `user`, `bot_profile` with
+/// `app_id`, no subtype); `classic: true` is a legacy integration message (`subtype:
+/// "bot_message"`, `username`, no `user`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct BotPost {
+    /// The posting bot's id (`B…`).
+    pub bot_id: String,
+    /// The posting bot's app (`A…`); modern messages only.
+    pub app_id: Option<String>,
+    /// The bot's user id (`U…`); modern messages only. Defaults to `U` + the bot id.
+    pub user: Option<String>,
+    /// `bot_profile.name` (modern) or `username` (classic).
+    pub name: String,
+    /// Legacy `bot_message` shape instead of the modern app shape.
+    pub classic: bool,
+    pub text: String,
+    pub blocks: Option<Value>,
+    pub attachments: Option<Value>,
+    /// Post as a reply in this thread.
+    pub thread_ts: Option<String>,
+}
+
+impl Default for BotPost {
+    fn default() -> Self {
+        BotPost {
+            bot_id: "B0ALERTS01".to_string(),
+            app_id: Some("A0ALERTS01".to_string()),
+            user: None,
+            name: "alerts".to_string(),
+            classic: false,
+            text: String::new(),
+            blocks: None,
+            attachments: None,
+            thread_ts: None,
+        }
+    }
+}
+
+impl BotPost {
+    /// A modern app message with this text, from the default alerting bot.
+    pub fn text(text: impl Into<String>) -> Self {
+        BotPost {
+            text: text.into(),
+            ..BotPost::default()
+        }
+    }
+
+    /// The same message from a legacy integration (`subtype: "bot_message"`).
+    pub fn classic(mut self) -> Self {
+        self.classic = true;
+        self.app_id = None;
+        self
+    }
+
+    pub fn from_bot(mut self, bot_id: &str, name: &str) -> Self {
+        self.bot_id = bot_id.to_string();
+        self.name = name.to_string();
+        self
+    }
+
+    pub fn app_id(mut self, app_id: &str) -> Self {
+        self.app_id = Some(app_id.to_string());
+        self
+    }
+
+    pub fn blocks(mut self, blocks: Value) -> Self {
+        self.blocks = Some(blocks);
+        self
+    }
+
+    pub fn attachments(mut self, attachments: Value) -> Self {
+        self.attachments = Some(attachments);
+        self
+    }
+
+    pub fn in_thread(mut self, thread_ts: &str) -> Self {
+        self.thread_ts = Some(thread_ts.to_string());
+        self
+    }
+}
+
+/// New content for an existing message; fields left `None` keep their old value, as
+/// with `chat.update`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MessageEdit {
+    pub text: Option<String>,
+    pub blocks: Option<Value>,
+    pub attachments: Option<Value>,
+}
+
+impl MessageEdit {
+    pub fn text(text: impl Into<String>) -> Self {
+        MessageEdit {
+            text: Some(text.into()),
+            ..MessageEdit::default()
+        }
+    }
+
+    pub fn blocks(mut self, blocks: Value) -> Self {
+        self.blocks = Some(blocks);
+        self
+    }
+
+    pub fn attachments(mut self, attachments: Value) -> Self {
+        self.attachments = Some(attachments);
+        self
+    }
+}
+
+/// Identity and timing of a fake workspace. Every field has a default, so tests set
+/// only what they care about.
+#[derive(Debug, Clone)]
+pub struct FakeSlackBuilder {
+    team_id: String,
+    team_name: String,
+    team_domain: String,
+    bot_user_id: String,
+    bot_id: String,
+    bot_name: String,
+    app_id: String,
+    app_token: String,
+    bot_token: String,
+    ack_timeout: Duration,
+    max_retries: u32,
+    disconnect_grace: Duration,
+    echo_own_messages: bool,
+}
+
+impl Default for FakeSlackBuilder {
+    fn default() -> Self {
+        FakeSlackBuilder {
+            team_id: "T0FAKE0001".to_string(),
+            team_name: "Fake Workspace".to_string(),
+            team_domain: "fake".to_string(),
+            bot_user_id: "U0SELFHEAL".to_string(),
+            bot_id: "B0SELFHEAL".to_string(),
+            bot_name: "selfheal".to_string(),
+            app_id: "A0SELFHEAL".to_string(),
+            app_token: "xapp-1-A0SELFHEAL-1-fakeapptoken".to_string(),
+            bot_token: "xoxb-1-fakebottoken".to_string(),
+            ack_timeout: Duration::from_secs(3),
+            max_retries: 3,
+            disconnect_grace: Duration::from_millis(500),
+            echo_own_messages: true,
+        }
+    }
+}
+
+impl FakeSlackBuilder {
+    pub fn team(mut self, team_id: &str, team_name: &str, team_domain: &str) -> Self {
+        self.team_id = team_id.to_string();
+        self.team_name = team_name.to_string();
+        self.team_domain = team_domain.to_string();
+        self
+    }
+
+    /// The bot under test: its user id (`U…`), bot id (`B…`) and display name.
+    pub fn bot(mut self, bot_user_id: &str, bot_id: &str, bot_name: &str) -> Self {
+        self.bot_user_id = bot_user_id.to_string();
+        self.bot_id = bot_id.to_string();
+        self.bot_name = bot_name.to_string();
+        self
+    }
+
+    pub fn app_id(mut self, app_id: &str) -> Self {
+        self.app_id = app_id.to_string();
+        self
+    }
+
+    /// The accepted tokens; they must start with `xapp-` and `xoxb-` like real ones.
+    pub fn tokens(mut self, app_token: &str, bot_token: &str) -> Self {
+        self.app_token = app_token.to_string();
+        self.bot_token = bot_token.to_string();
+        self
+    }
+
+    /// How long an `events_api` envelope may stay unacked before it is redelivered.
+    pub fn ack_timeout(mut self, ack_timeout: Duration) -> Self {
+        self.ack_timeout = ack_timeout;
+        self
+    }
+
+    /// How many redeliveries follow the first delivery (Slack: 3).
+    pub fn max_retries(mut self, max_retries: u32) -> Self {
+        self.max_retries = max_retries;
+        self
+    }
+
+    /// How long after a `disconnect` frame the fake closes the socket itself.
+    pub fn disconnect_grace(mut self, grace: Duration) -> Self {
+        self.disconnect_grace = grace;
+        self
+    }
+
+    /// Whether the bot's own posts come back as events (Slack: yes).
+    pub fn echo_own_messages(mut self, echo: bool) -> Self {
+        self.echo_own_messages = echo;
+        self
+    }
+
+    /// Binds `127.0.0.1:0` and starts serving.
+    ///
+    /// # Panics
+    /// If no loopback port can be bound, which leaves a test nothing to do.
+    pub async fn start(self) -> FakeSlack {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a test host can bind a loopback port");
+        let addr = listener
+            .local_addr()
+            .expect("a bound listener has a local address");
+        let (shutdown_tx, _) = watch::channel(false);
+        let config = Config {
+            team_id: self.team_id,
+            team_name: self.team_name,
+            team_domain: self.team_domain,
+            bot_user_id: self.bot_user_id,
+            bot_id: self.bot_id,
+            bot_name: self.bot_name,
+            app_id: self.app_id,
+            app_token: self.app_token,
+            bot_token: self.bot_token,
+            max_retries: self.max_retries,
+            disconnect_grace: self.disconnect_grace,
+            addr,
+        };
+        let state = State::new(self.ack_timeout, self.echo_own_messages);
+        let inner = Arc::new(Inner {
+            config,
+            state: Mutex::new(state),
+            changed: Notify::new(),
+            pongs_changed: Notify::new(),
+            shutdown_tx,
+            server: Mutex::new(None),
+        });
+        let app = web_api::router(inner.clone());
+        let mut shutdown_rx = inner.shutdown_tx.subscribe();
+        let server = tokio::spawn(async move {
+            let serve = axum::serve(listener, app)
+                .with_graceful_shutdown(async move { stopped(&mut shutdown_rx).await });
+            if let Err(err) = serve.await {
+                tracing::warn!(error = %err, "fake slack server stopped with an error");
+            }
+        });
+        *inner
+            .server
+            .lock()
+            .expect("fake slack server slot poisoned") = Some(server);
+        FakeSlack { inner }
+    }
+}
+
+/// Immutable identity of the fake workspace.
+#[derive(Debug)]
+pub(crate) struct Config {
+    team_id: String,
+    team_name: String,
+    team_domain: String,
+    bot_user_id: String,
+    bot_id: String,
+    bot_name: String,
+    app_id: String,
+    app_token: String,
+    bot_token: String,
+    max_retries: u32,
+    disconnect_grace: Duration,
+    /// Where the fake listens; `apps.connections.open` builds socket URLs from it.
+    addr: SocketAddr,
+}
+
+/// Everything shared by the handle, the HTTP handlers and the connection tasks.
+pub(crate) struct Inner {
+    config: Config,
+    /// A std mutex, not a tokio one: every critical section is short and synchronous,
+    /// and the lock is never held across an `.await`, so it cannot stall the runtime.
+    state: Mutex<State>,
+    /// Signalled (`notify_waiters`) after every state change, for [`FakeSlack::wait_until`].
+    changed: Notify,
+    /// Signalled when [`FakeSlack::set_pongs`] flips, so connection loops re-check it.
+    pongs_changed: Notify,
+    /// Flips to `true` once, on shutdown; the server, connections and timers watch it.
+    shutdown_tx: watch::Sender<bool>,
+    server: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl Inner {
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state
+            .lock()
+            .expect("fake slack state mutex poisoned by a panicking test")
+    }
+
+    /// Runs `f` on the state under the lock, then wakes every waiter.
+    fn update<T>(&self, f: impl FnOnce(&mut State) -> T) -> T {
+        let out = f(&mut self.state());
+        self.changed.notify_waiters();
+        out
+    }
+}
+
+/// Resolves once the fake shuts down (or its shutdown sender is gone, which is the same).
+/// It returns nothing so no `watch` guard is held across a `select!` branch.
+async fn stopped(shutdown: &mut watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|stopping| *stopping).await;
+}
+
+/// A running fake Slack. Cheap to clone; all clones drive the same workspace.
+#[derive(Clone)]
+pub struct FakeSlack {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for FakeSlack {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FakeSlack")
+            .field("addr", &self.inner.config.addr)
+            .finish()
+    }
+}
+
+impl FakeSlack {
+    pub fn builder() -> FakeSlackBuilder {
+        FakeSlackBuilder::default()
+    }
+
+    /// A fake with default identity and timings.
+    pub async fn start() -> FakeSlack {
+        FakeSlackBuilder::default().start().await
+    }
+
+    /// `http://127.0.0.1:<port>/api/`. slack-morphism appends `/<method>`; the fake
+    /// tolerates the doubled slash that produces.
+    pub fn api_url(&self) -> String {
+        format!("http://{}/api/", self.inner.config.addr)
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.inner.config.addr
+    }
+
+    pub fn app_token(&self) -> &str {
+        &self.inner.config.app_token
+    }
+
+    pub fn bot_token(&self) -> &str {
+        &self.inner.config.bot_token
+    }
+
+    pub fn bot_user_id(&self) -> &str {
+        &self.inner.config.bot_user_id
+    }
+
+    pub fn bot_id(&self) -> &str {
+        &self.inner.config.bot_id
+    }
+
+    pub fn app_id(&self) -> &str {
+        &self.inner.config.app_id
+    }
+
+    pub fn team_id(&self) -> &str {
+        &self.inner.config.team_id
+    }
+
+    // ---- Workspace setup -------------------------------------------------------
+
+    /// A public channel the bot is a member of.
+    pub fn add_channel(&self, id: &str, name: &str) {
+        self.insert_channel(id, name, false);
+    }
+
+    /// A private channel the bot is a member of.
+    pub fn add_private_channel(&self, id: &str, name: &str) {
+        self.insert_channel(id, name, true);
+    }
+
+    /// Whether the bot is in `channel`; posting to a channel it is not in answers
+    /// `not_in_channel`.
+    pub fn set_bot_member(&self, channel: &str, is_member: bool) {
+        self.inner.update(|st| {
+            if let Some(ch) = st.channels.get_mut(channel) {
+                ch.is_member = is_member;
+            }
+        });
+    }
+
+    pub fn add_user(&self, id: &str, name: &str, is_admin: bool) {
+        self.insert_user(id, name, is_admin, false);
+    }
+
+    /// A workspace owner (owners are admins too).
+    pub fn add_owner(&self, id: &str, name: &str) {
+        self.insert_user(id, name, true, true);
+    }
+
+    fn insert_channel(&self, id: &str, name: &str, is_private: bool) {
+        self.inner.update(|st| {
+            st.channels.insert(
+                id.to_string(),
+                Channel {
+                    id: id.to_string(),
+                    name: name.trim_start_matches('#').to_string(),
+                    is_private,
+                    is_member: true,
+                },
+            );
+        });
+    }
+
+    fn insert_user(&self, id: &str, name: &str, is_admin: bool, is_owner: bool) {
+        self.inner.update(|st| {
+            st.users.insert(
+                id.to_string(),
+                User {
+                    id: id.to_string(),
+                    name: name.to_string(),
+                    is_admin,
+                    is_owner,
+                },
+            );
+        });
+    }
+
+    // ---- Acting as Slack users and other apps ----------------------------------
+
+    /// Stores a message from another app and delivers it as an `events_api` envelope.
+    /// Returns its `ts`.
+    ///
+    /// # Panics
+    /// If `channel` was never added: that is a mistake in the test, not a Slack error.
+    pub async fn post_as_bot(&self, channel: &str, post: BotPost) -> String {
+        let (ts, frame) = self.inner.update(|st| {
+            let channel = st.expect_channel(channel);
+            let user = post.user.clone().or_else(|| {
+                (!post.classic).then(|| format!("U{}", post.bot_id.trim_start_matches('B')))
+            });
+            let message = Message {
+                ts: st.next_ts(),
+                thread_ts: st.thread_root(&channel.id, post.thread_ts.as_deref()),
+                channel: channel.id.clone(),
+                user,
+                bot_id: Some(post.bot_id.clone()),
+                app_id: if post.classic {
+                    None
+                } else {
+                    post.app_id.clone()
+                },
+                username: Some(post.name.clone()),
+                subtype: post.classic.then(|| "bot_message".to_string()),
+                text: post.text.clone(),
+                blocks: post.blocks.clone(),
+                attachments: post.attachments.clone(),
+                edits: Vec::new(),
+                edited_ts: None,
+                posted_at: Instant::now(),
+                by_bot: false,
+            };
+            let event = payloads::message_event(&self.inner.config, st, &message, &channel);
+            let frame = st.events_api_frame(&self.inner.config, event);
+            let ts = message.ts.clone();
+            st.store_message(message);
+            (ts, frame)
+        });
+        socket::dispatch(&self.inner, frame);
+        ts
+    }
+
+    /// Stores a message from a person and delivers it as an `events_api` envelope.
+    /// Returns its `ts`.
+    ///
+    /// # Panics
+    /// If `channel` was never added.
+    pub async fn post_as_user(
+        &self,
+        channel: &str,
+        user: &str,
+        text: &str,
+        thread_ts: Option<&str>,
+    ) -> String {
+        let (ts, frame) = self.inner.update(|st| {
+            let channel = st.expect_channel(channel);
+            let message = Message {
+                ts: st.next_ts(),
+                thread_ts: st.thread_root(&channel.id, thread_ts),
+                channel: channel.id.clone(),
+                user: Some(user.to_string()),
+                bot_id: None,
+                app_id: None,
+                username: None,
+                subtype: None,
+                text: text.to_string(),
+                blocks: Some(payloads::rich_text_blocks(text)),
+                attachments: None,
+                edits: Vec::new(),
+                edited_ts: None,
+                posted_at: Instant::now(),
+                by_bot: false,
+            };
+            let event = payloads::message_event(&self.inner.config, st, &message, &channel);
+            let frame = st.events_api_frame(&self.inner.config, event);
+            let ts = message.ts.clone();
+            st.store_message(message);
+            (ts, frame)
+        });
+        socket::dispatch(&self.inner, frame);
+        ts
+    }
+
+    /// Edits an existing message (as its author would) and delivers the
+    /// `message_changed` event. Returns the event's `ts`, or `None` if there is no such
+    /// message.
+    pub async fn edit_message(&self, channel: &str, ts: &str, edit: MessageEdit) -> Option<String> {
+        let frame = self.inner.update(|st| {
+            let channel = st.find_channel(channel)?;
+            let event_ts = st.next_ts();
+            let (previous, current) = st.apply_edit(&channel.id, ts, &edit, &event_ts)?;
+            let event = payloads::message_changed_event(
+                &self.inner.config,
+                st,
+                &previous,
+                &current,
+                &channel,
+                &event_ts,
+            );
+            Some((event_ts, st.events_api_frame(&self.inner.config, event)))
+        });
+        let (event_ts, frame) = frame?;
+        socket::dispatch(&self.inner, frame);
+        Some(event_ts)
+    }
+
+    /// Sends a raw JSON frame (e.g. a fixture file) to one connection. If it carries an
+    /// `envelope_id` it is recorded in [`FakeSlack::envelopes_sent`], but never
+    /// redelivered.
+    pub async fn send_envelope(&self, envelope: Value) {
+        socket::dispatch(&self.inner, OutFrame::raw_envelope(envelope));
+    }
+
+    /// Sends arbitrary text (e.g. malformed JSON) to one connection, unrecorded.
+    pub async fn send_raw(&self, text: &str) {
+        socket::dispatch(&self.inner, OutFrame::text(text.to_string()));
+    }
+
+    /// Redelivers the most recent `events_api` envelope with the same `event_id`, a
+    /// new `envelope_id` and this `retry_attempt` (`retry_reason: "timeout"`). Returns
+    /// the new envelope id, or `None` if no events were sent yet.
+    pub async fn redeliver_last(&self, retry_attempt: u32) -> Option<String> {
+        let frame = self.inner.update(|st| {
+            let payload = st.last_event_payload.clone()?;
+            Some(st.events_api_retry_frame(payload, retry_attempt))
+        })?;
+        let envelope_id = frame.envelope_id().map(str::to_string);
+        socket::dispatch(&self.inner, frame);
+        envelope_id
+    }
+
+    /// A person runs `/command text` in `channel`. Returns the envelope id.
+    pub async fn send_slash_command(
+        &self,
+        user: &str,
+        channel: &str,
+        command: &str,
+        text: &str,
+    ) -> String {
+        let frame = self.inner.update(|st| {
+            let envelope_id = st.next_envelope_id();
+            let envelope = payloads::slash_command_envelope(
+                &self.inner.config,
+                st,
+                &envelope_id,
+                user,
+                channel,
+                command,
+                text,
+            );
+            OutFrame::envelope(envelope, envelope_id, None, "slash_commands", 0, None)
+        });
+        let envelope_id = frame.envelope_id().unwrap_or_default().to_string();
+        socket::dispatch(&self.inner, frame);
+        envelope_id
+    }
+
+    /// A person clicks a button (`block_actions`) on a message. Returns the envelope id.
+    pub async fn click_button(
+        &self,
+        user: &str,
+        channel: &str,
+        message_ts: &str,
+        action_id: &str,
+        value: &str,
+    ) -> String {
+        let frame = self.inner.update(|st| {
+            let envelope_id = st.next_envelope_id();
+            let envelope = payloads::block_actions_envelope(
+                &self.inner.config,
+                st,
+                &envelope_id,
+                user,
+                channel,
+                message_ts,
+                action_id,
+                value,
+            );
+            OutFrame::envelope(envelope, envelope_id, None, "interactive", 0, None)
+        });
+        let envelope_id = frame.envelope_id().unwrap_or_default().to_string();
+        socket::dispatch(&self.inner, frame);
+        envelope_id
+    }
+
+    // ---- Connection faults -------------------------------------------------------
+
+    /// Sends `{"type":"disconnect","reason":..}` on every connection, stops routing
+    /// envelopes to them and closes them after the disconnect grace period, as Slack
+    /// does before a refresh.
+    pub async fn disconnect_all(&self, reason: &str) {
+        socket::disconnect_all(&self.inner, reason);
+    }
+
+    /// Drops every connection without a close frame, like a network failure.
+    pub async fn drop_all_connections(&self) {
+        socket::drop_all(&self.inner);
+    }
+
+    /// With `false`, connections stop reading from their sockets, so WebSocket pings
+    /// go unanswered (and acks stay unread) until it is set back to `true`.
+    ///
+    /// axum answers pings itself while reading and offers no switch to turn that off,
+    /// so this is the closest faithful fault: a stalled link, the case a missing pong
+    /// detects in production.
+    pub fn set_pongs(&self, enabled: bool) {
+        self.inner.update(|st| st.pongs = enabled);
+        self.inner.pongs_changed.notify_waiters();
+    }
+
+    /// Turns the echo of the bot's own posts and updates on or off.
+    pub fn set_echo_own_messages(&self, echo: bool) {
+        self.inner.update(|st| st.echo_own_messages = echo);
+    }
+
+    /// Changes the ack timeout for envelopes sent from now on.
+    pub fn set_ack_timeout(&self, ack_timeout: Duration) {
+        self.inner.update(|st| st.ack_timeout = ack_timeout);
+    }
+
+    /// Makes the next `times` calls of `method` fail with `failure`. `"*"` matches any
+    /// method. Injected failures apply before authentication and in the order added.
+    pub fn fail_next(&self, method: &str, failure: Failure, times: u32) {
+        self.inner.update(|st| {
+            let queue = st.failures.entry(method.to_string()).or_default();
+            for _ in 0..times {
+                queue.push_back(failure.clone());
+            }
+        });
+    }
+
+    /// Deletes a message: later replies into it answer `thread_not_found` and updates
+    /// `message_not_found`. Returns whether it existed.
+    pub fn delete_message(&self, channel: &str, ts: &str) -> bool {
+        self.inner.update(|st| st.delete_message(channel, ts))
+    }
+
+    // ---- What happened -----------------------------------------------------------
+
+    /// Every message in `channel` (id or name), top-level and replies, in `ts` order.
+    pub fn messages(&self, channel: &str) -> Vec<Message> {
+        let st = self.inner.state();
+        st.find_channel(channel)
+            .and_then(|ch| st.messages.get(&ch.id).cloned())
+            .unwrap_or_default()
+    }
+
+    /// The thread rooted at `ts`: the parent first, then its replies in order.
+    pub fn thread(&self, channel: &str, ts: &str) -> Vec<Message> {
+        self.messages(channel)
+            .into_iter()
+            .filter(|m| m.ts == ts || m.thread_ts.as_deref() == Some(ts))
+            .collect()
+    }
+
+    /// Every Web API request, in arrival order.
+    pub fn calls(&self) -> Vec<ApiCall> {
+        self.inner.state().calls.clone()
+    }
+
+    /// The Web API requests for one method.
+    pub fn calls_to(&self, method: &str) -> Vec<ApiCall> {
+        self.inner
+            .state()
+            .calls
+            .iter()
+            .filter(|c| c.method == method)
+            .cloned()
+            .collect()
+    }
+
+    /// Every ack received, in arrival order.
+    pub fn acks(&self) -> Vec<Ack> {
+        self.inner.state().acks.clone()
+    }
+
+    /// Every envelope written to a connection, in order (retries included).
+    pub fn envelopes_sent(&self) -> Vec<SentEnvelope> {
+        self.inner.state().envelopes_sent.clone()
+    }
+
+    /// Every `chat.postEphemeral` accepted.
+    pub fn ephemerals(&self) -> Vec<Ephemeral> {
+        self.inner.state().ephemerals.clone()
+    }
+
+    /// Open Socket Mode connections (after `hello`, until closed).
+    pub fn connections(&self) -> usize {
+        self.inner.state().connections.len()
+    }
+
+    /// `hello` frames sent since start, i.e. successful connects.
+    pub fn hellos(&self) -> usize {
+        self.inner.state().hellos
+    }
+
+    /// Polls `f` after every state change until it returns `Some`, or `timeout`
+    /// passes (then `f` gets one last look).
+    pub async fn wait_until<T>(
+        &self,
+        timeout: Duration,
+        f: impl Fn(&FakeSlack) -> Option<T>,
+    ) -> Option<T> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            // Register for the next change before looking, so a change between the
+            // look and the wait is not missed.
+            let changed = self.inner.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if let Some(found) = f(self) {
+                return Some(found);
+            }
+            tokio::select! {
+                _ = &mut changed => {}
+                _ = tokio::time::sleep_until(deadline) => return f(self),
+            }
+        }
+    }
+
+    /// A readable rendering of `channel` with threads indented, for the demo and for
+    /// failure messages.
+    pub fn transcript(&self, channel: &str) -> String {
+        let st = self.inner.state();
+        transcript::render(&self.inner.config, &st, channel)
+    }
+
+    /// Stops the server, closes every connection and cancels redelivery timers.
+    pub async fn shutdown(self) {
+        self.inner.shutdown_tx.send_replace(true);
+        let server = self
+            .inner
+            .server
+            .lock()
+            .expect("fake slack server slot poisoned")
+            .take();
+        if let Some(server) = server {
+            // A panic in the server task already failed the test that caused it.
+            let _ = server.await;
+        }
+        // Connection tasks outlive the HTTP server (they are upgraded connections);
+        // wait briefly for them to notice the shutdown and unregister.
+        self.wait_until(Duration::from_secs(2), |fake| {
+            (fake.connections() == 0).then_some(())
+        })
+        .await;
+    }
+}

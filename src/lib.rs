@@ -1,0 +1,26 @@
+//! selfheal: a self-hosted Slack bot that heals failed dbt pipeline runs.
+//!
+//! A scheduler posts a failure notification into Slack; selfheal recognises it,
+//! replies in its thread, runs an agent that fixes the dbt code, and streams the
+//! agent's progress and pull-request link back into the thread.
+//!
+//! # Layout
+//! - [`config`]: environment, schedules-as-code and agent definitions → a validated [`config::Config`].
+//! - [`recognize`]: a Slack message → `Some(Failure)` or `None` (pure).
+//! - [`slack`]: the only module that speaks to Slack (Socket Mode listener, Web API gateway, rendering).
+//! - [`session`]: the healing session — a pure state machine and the driver that performs its effects.
+//! - [`agent`]: agent runners; the one place that knows the agent protocol.
+//! - [`store`]: SQLite, the source of truth for history.
+//! - [`redact`]: scrubs secrets from anything that leaves the process.
+//! - [`app`]: wires the parts together and runs until shut down.
+//! - [`fake_slack`]: a local Slack (Web API + Socket Mode) for tests, the demo and benchmarks.
+
+pub mod agent;
+pub mod app;
+pub mod config;
+pub mod fake_slack;
+pub mod recognize;
+pub mod redact;
+pub mod session;
+pub mod slack;
+pub mod store;

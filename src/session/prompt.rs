@@ -1,0 +1,116 @@
+//! The opening prompt of a healing session. Pure.
+
+use crate::store::{SessionRow, Status};
+
+/// `Review the run log and fix run_id <N>`, then what earlier sessions of the
+/// same schedule did, so the agent builds on them instead of repeating them.
+pub fn opening(run_id: &str, schedule: &str, prior: &[SessionRow]) -> String {
+    let mut out = format!("Review the run log and fix run_id {run_id}\n");
+    out.push_str(&format!("\nPrior attempts for schedule `{schedule}`"));
+    if prior.is_empty() {
+        out.push_str(": none recorded.\n");
+        return out;
+    }
+    out.push_str(" (most recent first):\n");
+    for s in prior {
+        out.push_str(&format!(
+            "- run_id {} at {}: {}",
+            s.run_id,
+            s.created_at.format("%Y-%m-%d %H:%M UTC"),
+            outcome_words(s.status)
+        ));
+        match &s.pr_url {
+            Some(pr) => out.push_str(&format!("; PR {pr}")),
+            None => out.push_str("; no PR"),
+        }
+        if let Some(err) = s.error.as_deref().filter(|e| !e.trim().is_empty()) {
+            out.push_str(&format!("; error: {}", one_line(err)));
+        }
+        if let Some(summary) = s.summary.as_deref().filter(|e| !e.trim().is_empty()) {
+            out.push_str(&format!("; summary: {}", one_line(summary)));
+        }
+        out.push('\n');
+    }
+    out.push_str(
+        "\nIf a pull request above is still open and addresses the same error, do not open another one: \
+         say so and link it. Otherwise build on what the earlier attempts found.\n",
+    );
+    out
+}
+
+fn outcome_words(status: Status) -> &'static str {
+    match status {
+        Status::Fixed => "fixed",
+        Status::NoFix => "no fix",
+        Status::Failed => "agent failed",
+        Status::TimedOut => "timed out",
+        Status::Interrupted => "interrupted",
+        Status::Claimed | Status::Running => "still running",
+    }
+}
+
+/// Prior-attempt fields stay one short line each.
+fn one_line(text: &str) -> String {
+    let flat = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if flat.chars().count() > 300 {
+        let cut: String = flat.chars().take(300).collect();
+        format!("{cut}…")
+    } else {
+        flat
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn row(run: &str, status: Status, pr: Option<&str>, summary: Option<&str>) -> SessionRow {
+        SessionRow {
+            id: 1,
+            schedule: "hourly_marts".into(),
+            run_id: run.into(),
+            channel: "C1".into(),
+            thread_ts: "1.0".into(),
+            progress_ts: None,
+            agent: "healer".into(),
+            status,
+            created_at: chrono::Utc.with_ymd_and_hms(2026, 11, 20, 7, 5, 0).unwrap(),
+            ended_at: None,
+            pr_url: pr.map(str::to_string),
+            summary: summary.map(str::to_string),
+            error: None,
+        }
+    }
+
+    #[test]
+    fn the_prompt_opens_with_paradimes_words_and_says_when_there_is_no_history() {
+        assert_eq!(
+            opening("48213", "hourly_marts", &[]),
+            "Review the run log and fix run_id 48213\n\nPrior attempts for schedule `hourly_marts`: none recorded.\n"
+        );
+    }
+
+    #[test]
+    fn prior_attempts_name_run_time_outcome_pr_and_summary() {
+        let prompt = opening(
+            "48300",
+            "hourly_marts",
+            &[
+                row(
+                    "48213",
+                    Status::Fixed,
+                    Some("https://github.com/a/b/pull/7"),
+                    Some("renamed\n the ref"),
+                ),
+                row("48100", Status::Failed, None, None),
+            ],
+        );
+        assert!(prompt.starts_with("Review the run log and fix run_id 48300\n"));
+        assert!(prompt.contains(
+            "- run_id 48213 at 2026-11-20 07:05 UTC: fixed; PR https://github.com/a/b/pull/7; summary: renamed the ref\n"
+        ));
+        assert!(prompt.contains("- run_id 48100 at 2026-11-20 07:05 UTC: agent failed; no PR\n"));
+        assert!(prompt.contains("do not open another one"));
+    }
+}

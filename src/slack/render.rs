@@ -1,0 +1,258 @@
+//! The words and Block Kit of every message selfheal posts. Pure; no IO.
+//!
+//! Anything that came from outside (agent output, schedule names) is escaped
+//! before it is put into mrkdwn, so an agent cannot ping `@channel` or forge a
+//! link by printing Slack markup.
+
+use serde_json::{json, Value};
+
+use crate::session::machine::{Ending, View};
+use crate::store::Status;
+
+/// The healing reply, byte for byte as Paradime posts it.
+pub const HEALING_REPLY: &str = "🦖 Self-healing enabled — starting healing session...";
+
+/// The courtesy pointer posted in every other notified channel.
+pub fn pointer(healing_channel_id: &str) -> String {
+    format!("🦖 Self-healing started in <#{healing_channel_id}>")
+}
+
+/// Escapes the three characters Slack's mrkdwn treats as control characters.
+pub fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            // Control characters (binary junk from an agent) are dropped.
+            c if c.is_control() && c != '\n' && c != '\t' => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Slack rejects message text over 40,000 characters and section text over
+/// 3,000; progress stays well inside both.
+const MAX_SECTION: usize = 2800;
+
+/// The progress message: text (for notifications and fallbacks) and blocks.
+pub fn progress(view: &View) -> (String, Value) {
+    let head = match &view.ending {
+        None => format!(
+            "⏳ Healing run `{}` with agent `{}` — {}",
+            escape(&view.run_id),
+            escape(&view.agent),
+            elapsed(view.elapsed_secs)
+        ),
+        Some(ending) => format!(
+            "{} Healing run `{}` with agent `{}` — {} after {}",
+            icon(ending.status),
+            escape(&view.run_id),
+            escape(&view.agent),
+            status_words(ending.status),
+            elapsed(view.elapsed_secs)
+        ),
+    };
+    let mut lines: Vec<String> = view.recent.iter().map(|l| escape(l)).collect();
+    // Keep the newest lines that fit.
+    let mut body = String::new();
+    while let Some(last) = lines.pop() {
+        if body.len() + last.len() + 1 > MAX_SECTION {
+            break;
+        }
+        body = if body.is_empty() {
+            last
+        } else {
+            format!("{last}\n{body}")
+        };
+    }
+    let mut blocks = vec![json!({
+        "type": "section",
+        "text": {"type": "mrkdwn", "text": head}
+    })];
+    if !body.is_empty() {
+        blocks.push(json!({
+            "type": "section",
+            "text": {"type": "mrkdwn", "text": format!("```{body}```")}
+        }));
+    }
+    let mut context = format!("{} lines of agent output", view.total_lines);
+    if let Some(pr) = &view.pr_url {
+        context.push_str(&format!(" · <{}|pull request>", escape(pr)));
+    }
+    blocks.push(json!({
+        "type": "context",
+        "elements": [{"type": "mrkdwn", "text": context}]
+    }));
+    (head, Value::Array(blocks))
+}
+
+/// The last message of a session: the PR link, or why there is none.
+pub fn final_message(run_id: &str, ending: &Ending, pr_url: Option<&str>) -> String {
+    let run = escape(run_id);
+    let summary = escape(ending.summary.trim());
+    match (ending.status, pr_url) {
+        (Status::Fixed, Some(pr)) => {
+            let mut text = format!("✅ Fix for run `{run}` is ready for review: {}", escape(pr));
+            if !summary.is_empty() {
+                text.push_str(&format!("\n>{}", summary.replace('\n', "\n>")));
+            }
+            text
+        }
+        (status, _) => {
+            let reason = if summary.is_empty() {
+                "the agent gave no reason".to_string()
+            } else {
+                summary
+            };
+            format!(
+                "{} No pull request opened for run `{run}` ({}): {reason}",
+                icon(status),
+                status_words(status)
+            )
+        }
+    }
+}
+
+/// A milestone: something the agent said that deserves its own message.
+pub fn milestone(text: &str) -> String {
+    format!("📍 {}", escape(text))
+}
+
+/// Announces the pull request as soon as the agent reports it.
+pub fn pr_found(url: &str) -> String {
+    format!("🔗 Pull request opened: {}", escape(url))
+}
+
+/// Posted in the thread of a session that was running when selfheal stopped or crashed.
+pub fn interrupted(run_id: &str, why: &str) -> String {
+    format!(
+        "🛑 The healing session for run `{}` was interrupted: {}. Re-run the schedule or ask a human to take over.",
+        escape(run_id),
+        escape(why)
+    )
+}
+
+fn icon(status: Status) -> &'static str {
+    match status {
+        Status::Fixed => "✅",
+        Status::NoFix => "⚠️",
+        Status::TimedOut => "⏱️",
+        Status::Interrupted => "🛑",
+        Status::Failed | Status::Claimed | Status::Running => "❌",
+    }
+}
+
+fn status_words(status: Status) -> &'static str {
+    match status {
+        Status::Fixed => "fixed",
+        Status::NoFix => "no fix",
+        Status::Failed => "agent failed",
+        Status::TimedOut => "timed out",
+        Status::Interrupted => "interrupted",
+        Status::Claimed | Status::Running => "running",
+    }
+}
+
+fn elapsed(secs: u64) -> String {
+    if secs < 60 {
+        format!("{secs}s")
+    } else {
+        format!("{}m{:02}s", secs / 60, secs % 60)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_healing_reply_is_byte_for_byte_paradimes() {
+        assert_eq!(
+            HEALING_REPLY.as_bytes(),
+            "\u{1F996} Self-healing enabled \u{2014} starting healing session...".as_bytes()
+        );
+    }
+
+    #[test]
+    fn the_pointer_links_the_healing_channel() {
+        assert_eq!(pointer("C0HEAL"), "🦖 Self-healing started in <#C0HEAL>");
+    }
+
+    #[test]
+    fn slack_markup_from_outside_is_escaped() {
+        for (input, expected) in [
+            ("plain", "plain"),
+            ("<!channel> wake up", "&lt;!channel&gt; wake up"),
+            ("a & b", "a &amp; b"),
+            ("<https://evil|click>", "&lt;https://evil|click&gt;"),
+            ("bell\u{7}junk\u{0}", "belljunk"),
+            ("keeps\nnewlines\tand tabs", "keeps\nnewlines\tand tabs"),
+        ] {
+            assert_eq!(escape(input), expected, "input: {input:?}");
+        }
+    }
+
+    fn view(lines: &[&str], ending: Option<Ending>) -> View {
+        View {
+            run_id: "48213".into(),
+            agent: "healer".into(),
+            elapsed_secs: 75,
+            recent: lines.iter().map(|s| s.to_string()).collect(),
+            total_lines: lines.len(),
+            pr_url: None,
+            ending,
+        }
+    }
+
+    #[test]
+    fn progress_shows_the_run_the_agent_and_the_newest_lines() {
+        let (text, blocks) = progress(&view(&["reading log", "<b>"], None));
+        assert_eq!(text, "⏳ Healing run `48213` with agent `healer` — 1m15s");
+        let body = blocks[1]["text"]["text"].as_str().unwrap();
+        assert_eq!(body, "```reading log\n&lt;b&gt;```");
+        assert_eq!(
+            blocks[2]["elements"][0]["text"].as_str().unwrap(),
+            "2 lines of agent output"
+        );
+    }
+
+    #[test]
+    fn progress_keeps_only_what_fits_in_a_section() {
+        let long = "x".repeat(1000);
+        let lines: Vec<&str> = std::iter::repeat(long.as_str()).take(10).collect();
+        let (_, blocks) = progress(&view(&lines, None));
+        let body = blocks[1]["text"]["text"].as_str().unwrap();
+        assert!(body.len() <= MAX_SECTION + 6, "len {}", body.len());
+    }
+
+    #[test]
+    fn final_messages_give_the_pr_or_the_reason() {
+        let fixed = Ending {
+            status: Status::Fixed,
+            summary: "renamed ref".into(),
+        };
+        assert_eq!(
+            final_message("7", &fixed, Some("https://github.com/a/b/pull/1")),
+            "✅ Fix for run `7` is ready for review: https://github.com/a/b/pull/1\n>renamed ref"
+        );
+        let timed_out = Ending {
+            status: Status::TimedOut,
+            summary: "the agent ran past its 30s limit".into(),
+        };
+        assert_eq!(
+            final_message("7", &timed_out, None),
+            "⏱️ No pull request opened for run `7` (timed out): the agent ran past its 30s limit"
+        );
+        let no_fix = Ending {
+            status: Status::NoFix,
+            summary: String::new(),
+        };
+        assert_eq!(
+            final_message("7", &no_fix, None),
+            "⚠️ No pull request opened for run `7` (no fix): the agent gave no reason"
+        );
+    }
+}

@@ -1,0 +1,188 @@
+//! The Socket Mode listener.
+//!
+//! slack-morphism acknowledges an envelope only after our callback returns, so
+//! the callbacks here only convert the payload and enqueue it: no IO, no store,
+//! no locks beyond reading the queue handle. Everything else happens in the app's
+//! workers. Payloads slack-morphism cannot parse are acknowledged by it and
+//! reach [`on_error`], which logs them; they never panic the bot.
+
+use std::sync::Arc;
+
+use serde_json::Value;
+use slack_morphism::prelude::*;
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+use super::web::Connector;
+use super::Inbound;
+use crate::recognize::InboundMessage;
+
+/// The queue handle the callbacks push into (stored as slack-morphism user state).
+#[derive(Clone)]
+struct Queue(mpsc::UnboundedSender<Inbound>);
+
+/// A running listener; [`Listener::shutdown`] closes its connections.
+pub struct Listener {
+    inner: SlackClientSocketModeListener<Connector>,
+}
+
+/// Socket Mode tuning.
+#[derive(Debug, Clone)]
+pub struct SocketSettings {
+    /// Parallel connections (Slack spreads envelopes over them; one can be
+    /// refreshed while the other serves).
+    pub connections: u32,
+    /// Wait before retrying `apps.connections.open` after a failure.
+    pub reconnect_secs: u64,
+}
+
+impl Listener {
+    /// Connects with the app-level token and starts delivering envelopes to `tx`.
+    pub async fn start(
+        client: Arc<SlackClient<Connector>>,
+        app_token: &str,
+        settings: &SocketSettings,
+        tx: mpsc::UnboundedSender<Inbound>,
+    ) -> anyhow::Result<Listener> {
+        let callbacks = SlackSocketModeListenerCallbacks::new()
+            .with_hello_events(on_hello)
+            .with_push_events(on_push)
+            .with_command_events(on_command)
+            .with_interaction_events(on_interaction);
+        let env = Arc::new(
+            SlackClientEventsListenerEnvironment::new(client)
+                .with_error_handler(on_error)
+                .with_user_state(Queue(tx)),
+        );
+        let config = SlackClientSocketModeConfig::new()
+            .with_max_connections_count(settings.connections.max(1))
+            .with_initial_backoff_in_seconds(1)
+            .with_reconnect_timeout_in_seconds(settings.reconnect_secs.max(1));
+        let inner = SlackClientSocketModeListener::new(&config, env, callbacks);
+        inner
+            .listen_for(&SlackApiToken::new(app_token.into()))
+            .await
+            .map_err(|e| anyhow::anyhow!("registering the Socket Mode token: {e}"))?;
+        inner.start().await;
+        Ok(Listener { inner })
+    }
+
+    pub async fn shutdown(&self) {
+        self.inner.shutdown().await;
+    }
+}
+
+async fn enqueue(states: &SlackClientEventsUserState, inbound: Inbound) {
+    let guard = states.read().await;
+    match guard.get_user_state::<Queue>() {
+        Some(queue) => {
+            if queue.0.send(inbound).is_err() {
+                debug!("event arrived while shutting down; dropped");
+            }
+        }
+        None => warn!("Socket Mode listener has no queue; event dropped"),
+    }
+}
+
+/// Generic because slack-morphism does not export the hello event's type.
+async fn on_hello<E: std::fmt::Debug>(
+    event: E,
+    _client: Arc<SlackClient<Connector>>,
+    states: SlackClientEventsUserState,
+) {
+    info!(hello = ?event, "connected to Slack (Socket Mode)");
+    enqueue(&states, Inbound::Hello).await;
+}
+
+async fn on_push(
+    event: SlackPushEventCallback,
+    _client: Arc<SlackClient<Connector>>,
+    states: SlackClientEventsUserState,
+) -> UserCallbackResult<()> {
+    let event_id = event.event_id.to_string();
+    let raw = match &event.event {
+        SlackEventCallbackBody::Message(msg) => serde_json::to_value(msg).ok(),
+        SlackEventCallbackBody::Unknown(raw)
+            if raw.get("type").and_then(Value::as_str) == Some("message") =>
+        {
+            Some(raw.clone())
+        }
+        _ => None,
+    };
+    if let Some(raw) = raw {
+        enqueue(
+            &states,
+            Inbound::Message {
+                event_id,
+                msg: inbound_message(&raw),
+            },
+        )
+        .await;
+    }
+    Ok(())
+}
+
+async fn on_command(
+    event: SlackCommandEvent,
+    _client: Arc<SlackClient<Connector>>,
+    _states: SlackClientEventsUserState,
+) -> UserCallbackResult<SlackCommandEventResponse> {
+    debug!(command = %event.command, "slash command received");
+    Ok(SlackCommandEventResponse::new(
+        SlackMessageContent::new()
+            .with_text("selfheal's slash commands are not available in this version.".into()),
+    ))
+}
+
+async fn on_interaction(
+    _event: SlackInteractionEvent,
+    _client: Arc<SlackClient<Connector>>,
+    _states: SlackClientEventsUserState,
+) -> UserCallbackResult<()> {
+    Ok(())
+}
+
+fn on_error(
+    err: Box<dyn std::error::Error + Send + Sync>,
+    _client: Arc<SlackClient<Connector>>,
+    _states: SlackClientEventsUserState,
+) -> HttpStatusCode {
+    warn!(error = %err, "skipped a Slack payload or connection error");
+    HttpStatusCode::OK
+}
+
+/// Converts a message event's JSON into selfheal's own message type.
+pub fn inbound_message(v: &Value) -> InboundMessage {
+    let s = |key: &str| v.get(key).and_then(Value::as_str).map(str::to_string);
+    let subtype = s("subtype");
+    let array = |key: &str| {
+        v.get(key)
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default()
+    };
+    InboundMessage {
+        channel: s("channel").unwrap_or_default(),
+        ts: s("ts").unwrap_or_default(),
+        thread_ts: s("thread_ts"),
+        user: s("user"),
+        bot_id: s("bot_id"),
+        app_id: v
+            .pointer("/bot_profile/app_id")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .or_else(|| s("app_id")),
+        username: s("username").or_else(|| {
+            v.pointer("/bot_profile/name")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        }),
+        text: s("text").unwrap_or_default(),
+        blocks: array("blocks"),
+        attachments: array("attachments"),
+        edited: v.get("edited").is_some()
+            || v.get("message").is_some()
+            || subtype.as_deref() == Some("message_changed"),
+        subtype,
+    }
+}

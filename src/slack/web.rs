@@ -1,0 +1,311 @@
+//! The Web API gateway: every call selfheal makes to Slack's HTTP API.
+//!
+//! It owns Slack manners for writes: per-channel pacing (Slack allows about one
+//! message per second per channel; slack-morphism's own throttle is per team),
+//! honouring `429 Retry-After`, timeouts on every call and bounded retries of
+//! transient failures. Writes to one channel are serialised, so they also land in
+//! the order they were made.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::Value;
+use slack_morphism::errors::SlackClientError;
+use slack_morphism::prelude::*;
+use tokio::time::Instant;
+use tracing::{debug, warn};
+
+use crate::recognize::Identity;
+
+pub type Connector = SlackClientHyperHttpsConnector;
+
+/// What callers act on when a Slack call fails.
+#[derive(Debug, thiserror::Error)]
+pub enum SlackError {
+    /// Still rate limited after the retries we allow ourselves.
+    #[error("rate limited by Slack (retry after {retry_after:?})")]
+    RateLimited { retry_after: Duration },
+    /// The call took longer than the configured timeout, every time we tried.
+    #[error("Slack did not answer within the timeout")]
+    Timeout,
+    /// The message, thread or channel is gone (deleted, archived, not joined).
+    #[error("Slack says the target is gone: {0}")]
+    NotFound(String),
+    /// Slack answered `ok: false` with this error code.
+    #[error("Slack API error: {0}")]
+    Api(String),
+    /// The HTTP exchange itself failed.
+    #[error("Slack HTTP failure: {0}")]
+    Http(String),
+}
+
+/// How hard to try.
+#[derive(Debug, Clone)]
+pub struct WebSettings {
+    /// Minimum spacing of writes to one channel.
+    pub channel_interval: Duration,
+    /// Per-call timeout.
+    pub timeout: Duration,
+    /// Attempts for a call that failed transiently (5xx, timeout, connection).
+    pub max_attempts: u32,
+    /// Attempts for a call that keeps getting 429.
+    pub max_rate_limited_attempts: u32,
+}
+
+/// A posted message's coordinates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Posted {
+    pub channel: String,
+    pub ts: String,
+}
+
+/// The Web API client. Cheap to clone.
+#[derive(Clone)]
+pub struct SlackWeb {
+    client: Arc<SlackClient<Connector>>,
+    token: SlackApiToken,
+    settings: WebSettings,
+    /// Per channel: when the next write may go out. The async mutex is held
+    /// across the call on purpose: it is what serialises a channel's writes.
+    pacers: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<Instant>>>>>,
+}
+
+/// Builds a connector that speaks https and, for local fakes and proxies, plain http.
+pub fn connector(api_url: &str) -> anyhow::Result<Connector> {
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_native_roots()?
+        .https_or_http()
+        .enable_http1()
+        .build();
+    Ok(Connector::from(https).with_slack_api_url(api_url.trim_end_matches('/')))
+}
+
+impl SlackWeb {
+    pub fn new(
+        client: Arc<SlackClient<Connector>>,
+        bot_token: &str,
+        settings: WebSettings,
+    ) -> Self {
+        SlackWeb {
+            client,
+            token: SlackApiToken::new(bot_token.into()),
+            settings,
+            pacers: Arc::default(),
+        }
+    }
+
+    /// Who the bot is.
+    pub async fn auth_test(&self) -> Result<Identity, SlackError> {
+        let this = self;
+        let res = self
+            .call(move || async move { this.session().auth_test().await })
+            .await?;
+        Ok(Identity {
+            user_id: res.user_id.to_string(),
+            bot_id: res.bot_id.map(|b| b.to_string()).unwrap_or_default(),
+            app_id: None,
+        })
+    }
+
+    /// Posts a message (in a thread when `thread_ts` is given).
+    pub async fn post(
+        &self,
+        channel: &str,
+        thread_ts: Option<&str>,
+        text: &str,
+        blocks: Option<&Value>,
+    ) -> Result<Posted, SlackError> {
+        let content = content(text, blocks);
+        let req = SlackApiChatPostMessageRequest::new(channel.into(), content)
+            .opt_thread_ts(thread_ts.map(|t| t.into()))
+            .with_unfurl_links(false)
+            .with_unfurl_media(false);
+        let (this, req) = (self, &req);
+        let res = self
+            .paced(channel, || {
+                self.call(move || async move { this.session().chat_post_message(req).await })
+            })
+            .await?;
+        Ok(Posted {
+            channel: res.channel.to_string(),
+            ts: res.ts.to_string(),
+        })
+    }
+
+    /// Replaces the text (and blocks) of a message the bot posted.
+    pub async fn update(
+        &self,
+        channel: &str,
+        ts: &str,
+        text: &str,
+        blocks: Option<&Value>,
+    ) -> Result<(), SlackError> {
+        let req = SlackApiChatUpdateRequest::new(channel.into(), content(text, blocks), ts.into());
+        let (this, req) = (self, &req);
+        self.paced(channel, || {
+            self.call(move || async move { this.session().chat_update(req).await })
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// A link to a message.
+    pub async fn permalink(&self, channel: &str, ts: &str) -> Result<String, SlackError> {
+        let req = SlackApiChatGetPermalinkRequest::new(channel.into(), ts.into());
+        let (this, req) = (self, &req);
+        let res = self
+            .call(move || async move { this.session().chat_get_permalink(req).await })
+            .await?;
+        Ok(res.permalink.to_string())
+    }
+
+    /// The name of a channel by id.
+    pub async fn channel_name(&self, channel: &str) -> Result<Option<String>, SlackError> {
+        let req = SlackApiConversationsInfoRequest::new(channel.into());
+        let (this, req) = (self, &req);
+        let res = self
+            .call(move || async move { this.session().conversations_info(req).await })
+            .await?;
+        Ok(res.channel.name)
+    }
+
+    /// Every channel the bot can see: (id, name).
+    pub async fn list_channels(&self) -> Result<Vec<(String, String)>, SlackError> {
+        let mut out = vec![];
+        let mut cursor: Option<SlackCursorId> = None;
+        // A bound on pages protects against a server that never stops paging.
+        for _ in 0..100 {
+            let req = SlackApiConversationsListRequest::new()
+                .with_limit(200)
+                .with_exclude_archived(true)
+                .with_types(vec![
+                    SlackConversationType::Public,
+                    SlackConversationType::Private,
+                ])
+                .opt_cursor(cursor.clone());
+            let (this, req) = (self, &req);
+            let res = self
+                .call(move || async move { this.session().conversations_list(req).await })
+                .await?;
+            out.extend(
+                res.channels
+                    .into_iter()
+                    .filter_map(|c| Some((c.id.to_string(), c.name?))),
+            );
+            cursor = res
+                .response_metadata
+                .and_then(|m| m.next_cursor)
+                .filter(|c| !c.to_string().is_empty());
+            if cursor.is_none() {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Runs `op` when the channel's next write slot comes, holding the slot
+    /// until the write is done.
+    async fn paced<T, F, Fut>(&self, channel: &str, op: F) -> Result<T, SlackError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<T, SlackError>>,
+    {
+        let pacer = {
+            let mut pacers = self.pacers.lock().unwrap_or_else(|p| p.into_inner());
+            pacers
+                .entry(channel.to_string())
+                .or_insert_with(|| Arc::new(tokio::sync::Mutex::new(Instant::now())))
+                .clone()
+        };
+        let mut next = pacer.lock().await;
+        tokio::time::sleep_until(*next).await;
+        let result = op().await;
+        *next = Instant::now() + self.settings.channel_interval;
+        if let Err(SlackError::RateLimited { retry_after }) = &result {
+            *next = Instant::now() + *retry_after;
+        }
+        result
+    }
+
+    fn session(&self) -> SlackClientSession<'_, Connector> {
+        self.client.open_session(&self.token)
+    }
+
+    /// One Web API call with a timeout, 429 handling and bounded retries.
+    /// `op` makes a fresh request future for each attempt.
+    async fn call<T, F, Fut>(&self, op: F) -> Result<T, SlackError>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = ClientResult<T>>,
+    {
+        let mut transient_failures = 0;
+        let mut rate_limited = 0;
+        loop {
+            let outcome = tokio::time::timeout(self.settings.timeout, op()).await;
+            let err = match outcome {
+                Ok(Ok(value)) => return Ok(value),
+                Ok(Err(err)) => classify(err),
+                Err(_) => SlackError::Timeout,
+            };
+            match err {
+                SlackError::RateLimited { retry_after } => {
+                    rate_limited += 1;
+                    if rate_limited >= self.settings.max_rate_limited_attempts {
+                        return Err(SlackError::RateLimited { retry_after });
+                    }
+                    warn!(?retry_after, "Slack rate limited us; waiting as told");
+                    tokio::time::sleep(retry_after).await;
+                }
+                SlackError::Timeout | SlackError::Http(_) => {
+                    transient_failures += 1;
+                    if transient_failures >= self.settings.max_attempts {
+                        return Err(err);
+                    }
+                    let backoff = Duration::from_millis(200 * 2u64.pow(transient_failures));
+                    debug!(error = %err, ?backoff, "transient Slack failure; retrying");
+                    tokio::time::sleep(backoff).await;
+                }
+                other => return Err(other),
+            }
+        }
+    }
+}
+
+fn content(text: &str, blocks: Option<&Value>) -> SlackMessageContent {
+    let blocks: Option<Vec<SlackBlock>> =
+        blocks.and_then(|b| serde_json::from_value(b.clone()).ok());
+    SlackMessageContent::new()
+        .with_text(text.to_string())
+        .opt_blocks(blocks)
+}
+
+fn classify(err: SlackClientError) -> SlackError {
+    match err {
+        SlackClientError::RateLimitError(e) => SlackError::RateLimited {
+            retry_after: e.retry_after.unwrap_or(Duration::from_secs(1)),
+        },
+        SlackClientError::ApiError(e) => match e.code.as_str() {
+            "message_not_found"
+            | "thread_not_found"
+            | "channel_not_found"
+            | "is_archived"
+            | "not_in_channel"
+            | "cant_update_message" => SlackError::NotFound(e.code),
+            "ratelimited" => SlackError::RateLimited {
+                retry_after: Duration::from_secs(1),
+            },
+            "internal_error" | "fatal_error" | "service_unavailable" | "request_timeout" => {
+                SlackError::Http(e.code)
+            }
+            _ => SlackError::Api(e.code),
+        },
+        SlackClientError::HttpError(e) if e.status_code.is_server_error() => {
+            SlackError::Http(format!("HTTP {}", e.status_code))
+        }
+        SlackClientError::HttpError(e) => SlackError::Api(format!("HTTP {}", e.status_code)),
+        SlackClientError::HttpProtocolError(e) => SlackError::Http(e.to_string()),
+        SlackClientError::EndOfStream(e) => SlackError::Http(e.to_string()),
+        other => SlackError::Api(other.to_string()),
+    }
+}

@@ -1,0 +1,511 @@
+//! SQLite: the source of truth for what selfheal has seen and done.
+//!
+//! Slack messages are a view of this store. Every decision that must happen
+//! exactly once — starting a session for a failure, posting a courtesy pointer
+//! in a channel, handling a Slack event — is a row inserted under a uniqueness
+//! constraint, so redelivered events, the same failure in several channels,
+//! reconnects and restarts cannot repeat work.
+//!
+//! The connection sits behind a `std::sync::Mutex`: every query is short and
+//! none is held across an `.await`, so an async mutex would only add overhead.
+//! Callers own no SQL; they call the typed methods here.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use anyhow::{Context, Result};
+use chrono::{DateTime, Utc};
+use rusqlite::{params, Connection, OptionalExtension};
+
+mod schema;
+
+/// Where a session stands. Terminal states never change again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// The failure was claimed; the healing reply may not be posted yet.
+    Claimed,
+    /// The agent is running.
+    Running,
+    /// The agent reported a fix (usually with a pull request).
+    Fixed,
+    /// The agent finished without a fix; the summary says why.
+    NoFix,
+    /// The agent failed (non-zero exit, crash, protocol error).
+    Failed,
+    /// The wall-clock limit ran out and the agent was killed.
+    TimedOut,
+    /// selfheal stopped or crashed while the session ran.
+    Interrupted,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Claimed => "claimed",
+            Status::Running => "running",
+            Status::Fixed => "fixed",
+            Status::NoFix => "no_fix",
+            Status::Failed => "failed",
+            Status::TimedOut => "timed_out",
+            Status::Interrupted => "interrupted",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Status> {
+        Some(match s {
+            "claimed" => Status::Claimed,
+            "running" => Status::Running,
+            "fixed" => Status::Fixed,
+            "no_fix" => Status::NoFix,
+            "failed" => Status::Failed,
+            "timed_out" => Status::TimedOut,
+            "interrupted" => Status::Interrupted,
+            _ => return None,
+        })
+    }
+
+    pub fn is_terminal(self) -> bool {
+        !matches!(self, Status::Claimed | Status::Running)
+    }
+}
+
+/// A stored healing session.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionRow {
+    pub id: i64,
+    pub schedule: String,
+    pub run_id: String,
+    /// The channel id of the healing thread.
+    pub channel: String,
+    /// The ts of the message the session is threaded under.
+    pub thread_ts: String,
+    /// The ts of the progress message edited in place, once posted.
+    pub progress_ts: Option<String>,
+    pub agent: String,
+    pub status: Status,
+    pub created_at: DateTime<Utc>,
+    pub ended_at: Option<DateTime<Utc>>,
+    pub pr_url: Option<String>,
+    pub summary: Option<String>,
+    /// The error the failure showed, for prior-attempts context.
+    pub error: Option<String>,
+}
+
+/// The result of trying to claim a failure for a new session.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Claim {
+    /// This caller owns the new session and must start it.
+    New(i64),
+    /// A session for this failure already exists.
+    Exists(i64),
+}
+
+/// Handle to the database; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    conn: Arc<Mutex<Connection>>,
+}
+
+impl Store {
+    /// Opens (creating if needed) the database file and brings its schema up to date.
+    pub fn open(path: &Path) -> Result<Store> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("creating the database directory {}", dir.display()))?;
+        }
+        let conn = Connection::open(path)
+            .with_context(|| format!("opening the database {}", path.display()))?;
+        Self::init(conn)
+    }
+
+    /// An in-memory database, for unit tests and benchmarks.
+    pub fn in_memory() -> Result<Store> {
+        Self::init(Connection::open_in_memory().context("opening an in-memory database")?)
+    }
+
+    fn init(conn: Connection) -> Result<Store> {
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        schema::migrate(&conn).context("migrating the database schema")?;
+        Ok(Store {
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding this lock can only come from a bug in a query
+        // method; the connection itself is still usable, so recover it.
+        self.conn
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Records a Slack event id; false when it was seen before (a redelivery).
+    pub fn first_sight_of_event(&self, event_id: &str) -> Result<bool> {
+        let n = self
+            .conn()
+            .execute(
+                "INSERT OR IGNORE INTO seen_events(event_id, seen_at) VALUES (?1, ?2)",
+                params![event_id, now()],
+            )
+            .context("recording a Slack event id")?;
+        Ok(n == 1)
+    }
+
+    /// Records that the failure was posted in `channel` at `ts`. Returns false
+    /// when this channel's copy was already recorded.
+    pub fn record_sighting(
+        &self,
+        schedule: &str,
+        run_id: &str,
+        channel: &str,
+        ts: &str,
+    ) -> Result<bool> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let failure_id = ensure_failure(&tx, schedule, run_id)?;
+        let n = tx.execute(
+            "INSERT OR IGNORE INTO sightings(failure_id, channel, ts, seen_at) VALUES (?1, ?2, ?3, ?4)",
+            params![failure_id, channel, ts, now()],
+        )?;
+        tx.commit().context("recording a failure sighting")?;
+        Ok(n == 1)
+    }
+
+    /// The ts of the failure's notification in `channel`, if seen there.
+    pub fn sighting(&self, schedule: &str, run_id: &str, channel: &str) -> Result<Option<String>> {
+        self.conn()
+            .query_row(
+                "SELECT s.ts FROM sightings s JOIN failures f ON f.id = s.failure_id
+                 WHERE f.schedule = ?1 AND f.run_id = ?2 AND s.channel = ?3",
+                params![schedule, run_id, channel],
+                |r| r.get(0),
+            )
+            .optional()
+            .context("looking up a failure sighting")
+    }
+
+    /// Claims the failure for a session in `channel`, threaded under `thread_ts`.
+    /// Exactly one caller ever gets [`Claim::New`] for a failure.
+    pub fn claim_session(
+        &self,
+        schedule: &str,
+        run_id: &str,
+        channel: &str,
+        thread_ts: &str,
+        agent: &str,
+    ) -> Result<Claim> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let failure_id = ensure_failure(&tx, schedule, run_id)?;
+        let existing: Option<i64> = tx
+            .query_row(
+                "SELECT id FROM sessions WHERE failure_id = ?1 ORDER BY id LIMIT 1",
+                params![failure_id],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if let Some(id) = existing {
+            return Ok(Claim::Exists(id));
+        }
+        tx.execute(
+            "INSERT INTO sessions(failure_id, attempt, schedule, run_id, channel, thread_ts, agent, status, created_at)
+             VALUES (?1, 1, ?2, ?3, ?4, ?5, ?6, 'claimed', ?7)",
+            params![failure_id, schedule, run_id, channel, thread_ts, agent, now()],
+        )?;
+        let id = tx.last_insert_rowid();
+        tx.commit().context("claiming a failure for a session")?;
+        Ok(Claim::New(id))
+    }
+
+    /// The session for a failure, if one was claimed.
+    pub fn session_for_failure(&self, schedule: &str, run_id: &str) -> Result<Option<SessionRow>> {
+        let conn = self.conn();
+        let sql =
+            format!("{SESSION_SELECT} WHERE schedule = ?1 AND run_id = ?2 ORDER BY id LIMIT 1");
+        conn.query_row(&sql, params![schedule, run_id], session_from_row)
+            .optional()
+            .context("looking up the session of a failure")
+    }
+
+    pub fn session(&self, id: i64) -> Result<SessionRow> {
+        let conn = self.conn();
+        let sql = format!("{SESSION_SELECT} WHERE id = ?1");
+        conn.query_row(&sql, params![id], session_from_row)
+            .with_context(|| format!("loading session {id}"))
+    }
+
+    /// Marks a claimed session as running.
+    pub fn mark_running(&self, id: i64) -> Result<()> {
+        self.conn()
+            .execute(
+                "UPDATE sessions SET status = 'running', started_at = ?2 WHERE id = ?1 AND status = 'claimed'",
+                params![id, now()],
+            )
+            .context("marking a session running")?;
+        Ok(())
+    }
+
+    pub fn set_progress_ts(&self, id: i64, ts: &str) -> Result<()> {
+        self.conn()
+            .execute(
+                "UPDATE sessions SET progress_ts = ?2 WHERE id = ?1",
+                params![id, ts],
+            )
+            .context("storing the progress message ts")?;
+        Ok(())
+    }
+
+    /// Sets the thread of a session that had to start top-level.
+    pub fn set_thread_ts(&self, id: i64, ts: &str) -> Result<()> {
+        self.conn()
+            .execute(
+                "UPDATE sessions SET thread_ts = ?2 WHERE id = ?1",
+                params![id, ts],
+            )
+            .context("storing the session thread")?;
+        Ok(())
+    }
+
+    pub fn set_pr_url(&self, id: i64, url: &str) -> Result<()> {
+        self.conn()
+            .execute(
+                "UPDATE sessions SET pr_url = ?2 WHERE id = ?1",
+                params![id, url],
+            )
+            .context("storing the pull request url")?;
+        Ok(())
+    }
+
+    /// Ends a session. A session that already ended keeps its first outcome,
+    /// so a late shutdown cannot overwrite a real result.
+    pub fn finish(
+        &self,
+        id: i64,
+        status: Status,
+        summary: Option<&str>,
+        pr_url: Option<&str>,
+    ) -> Result<bool> {
+        let n = self
+            .conn()
+            .execute(
+                "UPDATE sessions SET status = ?2, summary = COALESCE(?3, summary),
+                        pr_url = COALESCE(?4, pr_url), ended_at = ?5
+                 WHERE id = ?1 AND status IN ('claimed', 'running')",
+                params![id, status.as_str(), summary, pr_url, now()],
+            )
+            .context("finishing a session")?;
+        Ok(n == 1)
+    }
+
+    /// Appends a progress event to a session's log.
+    pub fn add_event(&self, session_id: i64, kind: &str, text: &str) -> Result<()> {
+        self.conn()
+            .execute(
+                "INSERT INTO session_events(session_id, at, kind, text) VALUES (?1, ?2, ?3, ?4)",
+                params![session_id, now(), kind, text],
+            )
+            .context("recording a session event")?;
+        Ok(())
+    }
+
+    /// A session's events in order: (kind, text).
+    pub fn events(&self, session_id: i64) -> Result<Vec<(String, String)>> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare("SELECT kind, text FROM session_events WHERE session_id = ?1 ORDER BY id")?;
+        let rows = stmt
+            .query_map(params![session_id], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .context("loading session events")?;
+        Ok(rows)
+    }
+
+    /// The schedule's most recent sessions, newest first, excluding `except`.
+    pub fn prior_sessions(
+        &self,
+        schedule: &str,
+        except: i64,
+        limit: usize,
+    ) -> Result<Vec<SessionRow>> {
+        let conn = self.conn();
+        let sql = format!(
+            "{SESSION_SELECT} WHERE schedule = ?1 AND id != ?2 ORDER BY created_at DESC, id DESC LIMIT ?3"
+        );
+        let mut stmt = conn.prepare(&sql)?;
+        let rows = stmt
+            .query_map(params![schedule, except, limit as i64], session_from_row)?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .context("loading prior sessions")?;
+        Ok(rows)
+    }
+
+    /// Sessions that had not ended: after a crash or a stop, they were interrupted.
+    pub fn unfinished_sessions(&self) -> Result<Vec<SessionRow>> {
+        let conn = self.conn();
+        let sql = format!("{SESSION_SELECT} WHERE status IN ('claimed', 'running') ORDER BY id");
+        let mut stmt = conn.prepare(&sql)?;
+        let rows = stmt
+            .query_map([], session_from_row)?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .context("loading unfinished sessions")?;
+        Ok(rows)
+    }
+
+    /// Claims the courtesy pointer for a failure in a channel; true for the one
+    /// caller that must post it.
+    pub fn claim_pointer(&self, schedule: &str, run_id: &str, channel: &str) -> Result<bool> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let failure_id = ensure_failure(&tx, schedule, run_id)?;
+        let n = tx.execute(
+            "INSERT OR IGNORE INTO pointers(failure_id, channel, claimed_at) VALUES (?1, ?2, ?3)",
+            params![failure_id, channel, now()],
+        )?;
+        tx.commit().context("claiming a courtesy pointer")?;
+        Ok(n == 1)
+    }
+
+    /// All sessions, newest first (for tests and `history`).
+    pub fn sessions(&self, limit: usize) -> Result<Vec<SessionRow>> {
+        let conn = self.conn();
+        let sql = format!("{SESSION_SELECT} ORDER BY id DESC LIMIT ?1");
+        let mut stmt = conn.prepare(&sql)?;
+        let rows = stmt
+            .query_map(params![limit as i64], session_from_row)?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .context("loading sessions")?;
+        Ok(rows)
+    }
+
+    /// How many failures were recorded (for tests and status).
+    pub fn failure_count(&self) -> Result<i64> {
+        self.conn()
+            .query_row("SELECT COUNT(*) FROM failures", [], |r| r.get(0))
+            .context("counting failures")
+    }
+}
+
+const SESSION_SELECT: &str =
+    "SELECT id, schedule, run_id, channel, thread_ts, progress_ts, agent, status,
+        created_at, ended_at, pr_url, summary, error FROM sessions";
+
+fn session_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SessionRow> {
+    let status: String = r.get(7)?;
+    Ok(SessionRow {
+        id: r.get(0)?,
+        schedule: r.get(1)?,
+        run_id: r.get(2)?,
+        channel: r.get(3)?,
+        thread_ts: r.get(4)?,
+        progress_ts: r.get(5)?,
+        agent: r.get(6)?,
+        // An unknown status can only come from a newer selfheal; treat it as ended.
+        status: Status::parse(&status).unwrap_or(Status::Interrupted),
+        created_at: r.get(8)?,
+        ended_at: r.get(9)?,
+        pr_url: r.get(10)?,
+        summary: r.get(11)?,
+        error: r.get(12)?,
+    })
+}
+
+fn ensure_failure(tx: &rusqlite::Transaction<'_>, schedule: &str, run_id: &str) -> Result<i64> {
+    tx.execute(
+        "INSERT OR IGNORE INTO failures(schedule, run_id, first_seen_at) VALUES (?1, ?2, ?3)",
+        params![schedule, run_id, now()],
+    )?;
+    let id = tx.query_row(
+        "SELECT id FROM failures WHERE schedule = ?1 AND run_id = ?2",
+        params![schedule, run_id],
+        |r| r.get(0),
+    )?;
+    Ok(id)
+}
+
+fn now() -> DateTime<Utc> {
+    Utc::now()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failure_is_claimed_exactly_once() {
+        let store = Store::in_memory().unwrap();
+        let first = store
+            .claim_session("hourly", "1", "C1", "1.1", "agent")
+            .unwrap();
+        let second = store
+            .claim_session("hourly", "1", "C2", "2.2", "agent")
+            .unwrap();
+        let Claim::New(id) = first else {
+            panic!("first claim must be new")
+        };
+        assert_eq!(second, Claim::Exists(id));
+        assert!(matches!(
+            store
+                .claim_session("hourly", "2", "C1", "3.3", "agent")
+                .unwrap(),
+            Claim::New(_)
+        ));
+    }
+
+    #[test]
+    fn redelivered_events_and_repeated_sightings_are_recognised() {
+        let store = Store::in_memory().unwrap();
+        assert!(store.first_sight_of_event("Ev1").unwrap());
+        assert!(!store.first_sight_of_event("Ev1").unwrap());
+        assert!(store.record_sighting("s", "1", "C1", "1.0").unwrap());
+        assert!(!store.record_sighting("s", "1", "C1", "1.0").unwrap());
+        assert!(store.record_sighting("s", "1", "C2", "2.0").unwrap());
+        assert_eq!(
+            store.sighting("s", "1", "C2").unwrap().as_deref(),
+            Some("2.0")
+        );
+        assert_eq!(store.failure_count().unwrap(), 1);
+    }
+
+    #[test]
+    fn a_finished_session_keeps_its_first_outcome() {
+        let store = Store::in_memory().unwrap();
+        let Claim::New(id) = store.claim_session("s", "1", "C", "1.0", "a").unwrap() else {
+            panic!()
+        };
+        store.mark_running(id).unwrap();
+        assert!(store
+            .finish(id, Status::Fixed, Some("done"), Some("https://x/pull/1"))
+            .unwrap());
+        assert!(!store.finish(id, Status::Interrupted, None, None).unwrap());
+        let row = store.session(id).unwrap();
+        assert_eq!(row.status, Status::Fixed);
+        assert_eq!(row.pr_url.as_deref(), Some("https://x/pull/1"));
+        assert!(store.unfinished_sessions().unwrap().is_empty());
+    }
+
+    #[test]
+    fn prior_sessions_are_newest_first_and_exclude_the_current_one() {
+        let store = Store::in_memory().unwrap();
+        let mut ids = vec![];
+        for run in ["1", "2", "3"] {
+            let Claim::New(id) = store.claim_session("s", run, "C", run, "a").unwrap() else {
+                panic!()
+            };
+            ids.push(id);
+        }
+        let prior = store.prior_sessions("s", ids[2], 5).unwrap();
+        let runs: Vec<_> = prior.iter().map(|s| s.run_id.as_str()).collect();
+        assert_eq!(runs, ["2", "1"]);
+    }
+
+    #[test]
+    fn a_pointer_is_claimed_once_per_channel() {
+        let store = Store::in_memory().unwrap();
+        assert!(store.claim_pointer("s", "1", "C1").unwrap());
+        assert!(!store.claim_pointer("s", "1", "C1").unwrap());
+        assert!(store.claim_pointer("s", "1", "C2").unwrap());
+    }
+}

@@ -1,0 +1,85 @@
+//! Schema migrations, applied in order and recorded in `PRAGMA user_version`.
+
+use anyhow::{Context, Result};
+use rusqlite::Connection;
+
+/// Each entry moves the schema one version up. Never edit a released entry;
+/// append a new one.
+const MIGRATIONS: &[&str] = &[
+    // 1: failures, their sightings per channel, sessions and their events.
+    r#"
+    CREATE TABLE seen_events (
+        event_id TEXT PRIMARY KEY,
+        seen_at  TEXT NOT NULL
+    );
+    CREATE TABLE failures (
+        id            INTEGER PRIMARY KEY,
+        schedule      TEXT NOT NULL,
+        run_id        TEXT NOT NULL,
+        first_seen_at TEXT NOT NULL,
+        UNIQUE (schedule, run_id)
+    );
+    CREATE TABLE sightings (
+        failure_id INTEGER NOT NULL REFERENCES failures(id),
+        channel    TEXT NOT NULL,
+        ts         TEXT NOT NULL,
+        seen_at    TEXT NOT NULL,
+        PRIMARY KEY (failure_id, channel)
+    );
+    CREATE TABLE pointers (
+        failure_id INTEGER NOT NULL REFERENCES failures(id),
+        channel    TEXT NOT NULL,
+        claimed_at TEXT NOT NULL,
+        PRIMARY KEY (failure_id, channel)
+    );
+    CREATE TABLE sessions (
+        id          INTEGER PRIMARY KEY,
+        failure_id  INTEGER NOT NULL REFERENCES failures(id),
+        attempt     INTEGER NOT NULL,
+        schedule    TEXT NOT NULL,
+        run_id      TEXT NOT NULL,
+        channel     TEXT NOT NULL,
+        thread_ts   TEXT NOT NULL,
+        progress_ts TEXT,
+        agent       TEXT NOT NULL,
+        status      TEXT NOT NULL,
+        created_at  TEXT NOT NULL,
+        started_at  TEXT,
+        ended_at    TEXT,
+        pr_url      TEXT,
+        summary     TEXT,
+        error       TEXT,
+        UNIQUE (failure_id, attempt)
+    );
+    CREATE INDEX sessions_by_schedule ON sessions(schedule, created_at);
+    CREATE INDEX sessions_by_status ON sessions(status);
+    CREATE TABLE session_events (
+        id         INTEGER PRIMARY KEY,
+        session_id INTEGER NOT NULL REFERENCES sessions(id),
+        at         TEXT NOT NULL,
+        kind       TEXT NOT NULL,
+        text       TEXT NOT NULL
+    );
+    CREATE INDEX session_events_by_session ON session_events(session_id, id);
+    "#,
+];
+
+pub fn migrate(conn: &Connection) -> Result<()> {
+    let current: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    let current = usize::try_from(current).unwrap_or(usize::MAX);
+    if current > MIGRATIONS.len() {
+        anyhow::bail!(
+            "the database is at schema version {current}, newer than this selfheal knows ({}); upgrade selfheal",
+            MIGRATIONS.len()
+        );
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current) {
+        let version = i + 1;
+        let tx = conn.unchecked_transaction()?;
+        tx.execute_batch(sql)
+            .with_context(|| format!("applying schema migration {version}"))?;
+        tx.pragma_update(None, "user_version", version as i64)?;
+        tx.commit()?;
+    }
+    Ok(())
+}

@@ -1,0 +1,335 @@
+//! `spawn_app()`: the real bot against a local Slack fake, a temporary dbt
+//! project with schedules-as-code and agent files, and a temporary database.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use selfheal::config::Config;
+use selfheal::fake_slack::{BotPost, FakeSlack, Message};
+use selfheal::store::{SessionRow, Store};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub const ALERTS: &str = "C0ALERTS01";
+pub const HEALING: &str = "C0HEALING1";
+pub const OTHER: &str = "C0RANDOM01";
+pub const NOTIFIER_BOT: &str = "B0PARADIME";
+pub const NOTIFIER_APP: &str = "A0PARADIME";
+
+/// Long enough for slow CI, short enough that a failing test does not hang.
+pub const WAIT: Duration = Duration::from_secs(20);
+
+/// `hourly_marts` notifies #data-alerts and heals in #agent-demo (Paradime's
+/// own example); `nightly` notifies #data-alerts without self-healing.
+pub const SCHEDULES: &str = r##"
+version: 1
+schedules:
+  - name: hourly_marts
+    schedule: "0 * * * *"
+    environment: production
+    commands:
+      - dbt build --select marts
+    notifications:
+      slack_channels:
+        - channel: "#data-alerts"
+          events: [failed]
+        - channel: "#agent-demo"
+          events: [failed, passed]
+    self_healing:
+      enabled: true
+      slack_channel: "#agent-demo"
+      agent_name: scripted
+  - name: nightly
+    schedule: "0 3 * * *"
+    environment: production
+    commands:
+      - dbt build
+    notifications:
+      slack_channels:
+        - channel: "#data-alerts"
+          events: [failed]
+"##;
+
+/// A command agent that logs its prompt, prints progress, a milestone, a PR
+/// link and a result. Tests swap in other scripts with [`TestApp::set_agent`].
+pub const HAPPY_AGENT: &str = r#"
+cat "$SELFHEAL_PROMPT_FILE" > "$PROMPT_LOG.$SELFHEAL_RUN_ID"
+read -r first_line
+echo "$first_line" > "$PROMPT_LOG.$SELFHEAL_RUN_ID.stdin"
+echo "reading the run log for $SELFHEAL_RUN_ID"
+echo '{"type":"milestone","text":"found the cause: a renamed model"}'
+echo "compiling"
+echo "opened https://github.com/acme/analytics/pull/$SELFHEAL_RUN_ID"
+echo '{"type":"result","status":"fixed","summary":"pointed the ref at the renamed model"}'
+"#;
+
+pub struct TestApp {
+    pub slack: FakeSlack,
+    pub dir: tempfile::TempDir,
+    pub db_path: PathBuf,
+    env: HashMap<String, String>,
+    shutdown: CancellationToken,
+    handle: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+/// Starts the fake Slack and the bot with the default schedules and agent.
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(HAPPY_AGENT, &[]).await
+}
+
+/// Starts the bot with a given agent script and extra environment.
+pub async fn spawn_app_with(agent_script: &str, extra_env: &[(&str, &str)]) -> TestApp {
+    spawn_app_timed(agent_script, "5m", extra_env).await
+}
+
+/// Starts the bot with an agent script, its wall-clock limit and extra environment.
+pub async fn spawn_app_timed(
+    agent_script: &str,
+    timeout: &str,
+    extra_env: &[(&str, &str)],
+) -> TestApp {
+    let slack = FakeSlack::start().await;
+    slack.add_channel(ALERTS, "data-alerts");
+    slack.add_channel(HEALING, "agent-demo");
+    slack.add_channel(OTHER, "random");
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(dir.path().join("paradime_schedules.yml"), SCHEDULES).expect("schedules");
+    let db_path = dir.path().join("selfheal.db");
+    let mut env: HashMap<String, String> = [
+        ("SLACK_APP_TOKEN", slack.app_token().to_string()),
+        ("SLACK_BOT_TOKEN", slack.bot_token().to_string()),
+        ("SLACK_API_URL", slack.api_url()),
+        ("SELFHEAL_DB", db_path.display().to_string()),
+        ("SELFHEAL_SCHEDULES", dir.path().display().to_string()),
+        ("SELFHEAL_NOTIFIER_BOTS", NOTIFIER_BOT.to_string()),
+        ("SELFHEAL_CHANNEL_INTERVAL_MS", "100".to_string()),
+        ("SELFHEAL_EDIT_INTERVAL_MS", "300".to_string()),
+        ("SELFHEAL_COURTESY_WINDOW_SECS", "2".to_string()),
+        ("SELFHEAL_API_TIMEOUT_SECS", "3".to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    for (k, v) in extra_env {
+        env.insert(k.to_string(), v.to_string());
+    }
+    let mut app = TestApp {
+        slack,
+        dir,
+        db_path,
+        env,
+        shutdown: CancellationToken::new(),
+        handle: None,
+    };
+    app.set_agent(agent_script, timeout);
+    app.start().await;
+    app
+}
+
+impl TestApp {
+    /// Writes `.dinoai/agents/scripted.yml` running `script` with bash.
+    pub fn set_agent(&self, script: &str, timeout: &str) {
+        let agents = self.dir.path().join(".dinoai/agents");
+        std::fs::create_dir_all(&agents).expect("agents dir");
+        let script_path = self.dir.path().join("agent.sh");
+        std::fs::write(&script_path, script).expect("agent script");
+        let yaml = format!(
+            r#"name: scripted
+version: 1
+role: On-call analytics engineer for the dbt pipeline
+goal: Find why the run failed and come back with the cause and a concrete fix
+backstory: Most failures are upstream data, a schema change, or an unchecked edit.
+selfheal:
+  runner: command
+  command: ["bash", "{script}"]
+  timeout: {timeout}
+  env:
+    PROMPT_LOG: "{log}"
+"#,
+            script = script_path.display(),
+            log = self.prompt_log_prefix().display(),
+        );
+        std::fs::write(agents.join("scripted.yml"), yaml).expect("agent file");
+    }
+
+    fn prompt_log_prefix(&self) -> PathBuf {
+        self.dir.path().join("prompt")
+    }
+
+    /// The prompt file the agent saw for a run.
+    pub fn prompt_of(&self, run_id: &str) -> String {
+        let path = PathBuf::from(format!("{}.{run_id}", self.prompt_log_prefix().display()));
+        std::fs::read_to_string(&path).unwrap_or_default()
+    }
+
+    /// The first stdin line the agent read for a run.
+    pub fn stdin_of(&self, run_id: &str) -> String {
+        let path = PathBuf::from(format!(
+            "{}.{run_id}.stdin",
+            self.prompt_log_prefix().display()
+        ));
+        std::fs::read_to_string(&path).unwrap_or_default()
+    }
+
+    pub fn config(&self) -> Config {
+        let env = self.env.clone();
+        Config::from_env(&|k: &str| env.get(k).cloned()).expect("test config is valid")
+    }
+
+    /// Starts (or restarts) the bot process-equivalent.
+    pub async fn start(&mut self) {
+        let config = self.config();
+        self.shutdown = CancellationToken::new();
+        let token = self.shutdown.clone();
+        let hellos = self.slack.hellos();
+        self.handle = Some(tokio::spawn(selfheal::app::run(config, token)));
+        self.slack
+            .wait_until(WAIT, |s| (s.hellos() > hellos).then_some(()))
+            .await
+            .expect("the bot connects to Socket Mode");
+    }
+
+    /// A clean stop, as on SIGTERM: returns once the bot has shut down.
+    pub async fn stop(&mut self) {
+        self.shutdown.cancel();
+        if let Some(handle) = self.handle.take() {
+            tokio::time::timeout(Duration::from_secs(15), handle)
+                .await
+                .expect("shutdown within the grace period")
+                .expect("the bot task did not panic")
+                .expect("the bot stopped without error");
+        }
+    }
+
+    /// A crash: the bot's task is aborted mid-flight, nothing is cleaned up.
+    pub async fn crash(&mut self) {
+        if let Some(handle) = self.handle.take() {
+            handle.abort();
+            let _ = handle.await;
+        }
+        self.slack.drop_all_connections().await;
+    }
+
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        self.start().await;
+    }
+
+    /// The notifier posts a Paradime-style failure of `schedule` run `run_id`.
+    pub async fn post_failure(&self, channel: &str, schedule: &str, run_id: &str) -> String {
+        self.slack
+            .post_as_bot(channel, notifier(&failure_text(schedule, run_id)))
+            .await
+    }
+
+    /// The healing thread's messages, parent first.
+    pub fn thread(&self, channel: &str, ts: &str) -> Vec<Message> {
+        self.slack.thread(channel, ts)
+    }
+
+    /// Waits until the thread has a message from the bot satisfying `pred`.
+    pub async fn wait_for_reply(
+        &self,
+        channel: &str,
+        ts: &str,
+        pred: impl Fn(&Message) -> bool,
+    ) -> Message {
+        let bot = self.slack.bot_user_id().to_string();
+        self.slack
+            .wait_until(WAIT, |s| {
+                s.thread(channel, ts)
+                    .into_iter()
+                    .skip(1)
+                    .find(|m| m.user.as_deref() == Some(bot.as_str()) && pred(m))
+            })
+            .await
+            .unwrap_or_else(|| {
+                panic!(
+                    "no matching reply in thread {channel}/{ts}; thread: {:#?}",
+                    self.slack.thread(channel, ts)
+                )
+            })
+    }
+
+    /// Waits for the session of a run to end and returns its row.
+    pub async fn wait_for_session_end(&self, run_id: &str) -> SessionRow {
+        let store = self.store();
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            if let Some(row) = store
+                .sessions(100)
+                .expect("sessions")
+                .into_iter()
+                .find(|s| s.run_id == run_id && s.status.is_terminal())
+            {
+                return row;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "session for run {run_id} did not end; sessions: {:#?}",
+                store.sessions(100)
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits until the session of a run is running (its agent started).
+    pub async fn store_wait_running(&self, run_id: &str) {
+        let store = self.store();
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while !store
+            .sessions(100)
+            .expect("sessions")
+            .iter()
+            .any(|s| s.run_id == run_id && s.status == selfheal::store::Status::Running)
+        {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "session {run_id} never ran"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // Give the agent a moment to start printing.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    /// A second handle on the bot's database, as an operator would open it.
+    pub fn store(&self) -> Store {
+        Store::open(&self.db_path).expect("open the bot's database")
+    }
+
+    /// Messages the bot posted in a channel (top-level and replies).
+    pub fn bot_messages(&self, channel: &str) -> Vec<Message> {
+        let bot = self.slack.bot_user_id().to_string();
+        self.slack
+            .messages(channel)
+            .into_iter()
+            .filter(|m| m.user.as_deref() == Some(bot.as_str()))
+            .collect()
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+/// A modern app message from the notifier (bot_id + bot_profile, no subtype).
+pub fn notifier(text: &str) -> BotPost {
+    BotPost {
+        bot_id: NOTIFIER_BOT.into(),
+        app_id: Some(NOTIFIER_APP.into()),
+        name: "Paradime".into(),
+        text: text.into(),
+        ..BotPost::default()
+    }
+}
+
+/// What a Paradime Bolt failure notification says.
+pub fn failure_text(schedule: &str, run_id: &str) -> String {
+    format!(
+        ":x: Bolt schedule *{schedule}* failed\nRun ID: {run_id}\nCommand: dbt build --select marts\n<https://app.paradime.io/bolt/runs/{run_id}|View run logs>"
+    )
+}
+
+pub const HEALING_REPLY: &str = "🦖 Self-healing enabled — starting healing session...";

@@ -1,0 +1,209 @@
+//! Exactly one session per failure, whatever Slack or the process does.
+
+use std::time::Duration;
+
+use selfheal::fake_slack::Failure as Fault;
+use selfheal::store::Status;
+
+use crate::helpers::*;
+
+fn replies_in(app: &TestApp, channel: &str, ts: &str) -> usize {
+    app.thread(channel, ts)
+        .iter()
+        .filter(|m| m.text == HEALING_REPLY)
+        .count()
+}
+
+#[tokio::test]
+async fn a_redelivered_event_does_not_start_a_second_session() {
+    let app = spawn_app().await;
+
+    let ts = app.post_failure(HEALING, "hourly_marts", "1").await;
+    app.slack.redeliver_last(1).await;
+    app.slack.redeliver_last(2).await;
+    app.wait_for_session_end("1").await;
+
+    assert_eq!(replies_in(&app, HEALING, &ts), 1);
+    assert_eq!(app.store().sessions(10).unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn the_same_failure_in_several_channels_is_one_session() {
+    let app = spawn_app().await;
+
+    let (a, b) = tokio::join!(
+        app.post_failure(HEALING, "hourly_marts", "1"),
+        app.post_failure(ALERTS, "hourly_marts", "1"),
+    );
+    app.wait_for_session_end("1").await;
+    app.wait_for_reply(ALERTS, &b, |m| {
+        m.text.starts_with("🦖 Self-healing started")
+    })
+    .await;
+
+    assert_eq!(replies_in(&app, HEALING, &a), 1);
+    assert_eq!(replies_in(&app, ALERTS, &b), 0);
+    assert_eq!(app.store().sessions(10).unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn every_envelope_is_acknowledged_quickly() {
+    let app = spawn_app().await;
+
+    for run in 1..=20 {
+        app.post_failure(HEALING, "hourly_marts", &run.to_string())
+            .await;
+    }
+    let sent = app.slack.envelopes_sent().len();
+    app.slack
+        .wait_until(WAIT, |s| (s.acks().len() >= sent).then_some(()))
+        .await
+        .expect("all envelopes acked");
+    for ack in app.slack.acks() {
+        let took = ack
+            .acked_at
+            .duration_since(ack.sent_at.expect("sent by the fake"));
+        // Slack's deadline is 3 s; the bot acks before doing any work.
+        assert!(took < Duration::from_millis(500), "ack took {took:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_rate_limited_reply_is_retried_after_the_pause_slack_asked_for() {
+    let app = spawn_app().await;
+    app.slack.fail_next(
+        "chat.postMessage",
+        Fault::RateLimited {
+            retry_after_secs: 1,
+        },
+        1,
+    );
+
+    let ts = app.post_failure(HEALING, "hourly_marts", "1").await;
+    app.wait_for_reply(HEALING, &ts, |m| m.text == HEALING_REPLY)
+        .await;
+
+    let posts: Vec<_> = app
+        .slack
+        .calls()
+        .into_iter()
+        .filter(|c| c.method == "chat.postMessage")
+        .collect();
+    assert_eq!(posts[0].status, 429);
+    assert!(posts[1].at.duration_since(posts[0].at) >= Duration::from_millis(950));
+    app.wait_for_session_end("1").await;
+    assert_eq!(replies_in(&app, HEALING, &ts), 1);
+}
+
+#[tokio::test]
+async fn writes_to_a_channel_are_spaced_by_the_configured_interval() {
+    let app = spawn_app().await;
+
+    for run in 1..=4 {
+        app.post_failure(HEALING, "hourly_marts", &run.to_string())
+            .await;
+    }
+    for run in 1..=4 {
+        app.wait_for_session_end(&run.to_string()).await;
+    }
+
+    let mut writes: Vec<_> = app
+        .slack
+        .calls()
+        .into_iter()
+        .filter(|c| {
+            (c.method == "chat.postMessage" || c.method == "chat.update")
+                && c.params["channel"] == HEALING
+        })
+        .map(|c| c.at)
+        .collect();
+    writes.sort();
+    for pair in writes.windows(2) {
+        let gap = pair[1].duration_since(pair[0]);
+        // 100 ms in tests; a little slack for timer granularity.
+        assert!(gap >= Duration::from_millis(95), "writes {gap:?} apart");
+    }
+}
+
+#[tokio::test]
+async fn the_bot_reconnects_after_slack_asks_for_a_refresh() {
+    let app = spawn_app().await;
+    let hellos = app.slack.hellos();
+
+    app.slack.disconnect_all("refresh_requested").await;
+    app.slack
+        .wait_until(WAIT, |s| (s.hellos() > hellos).then_some(()))
+        .await
+        .expect("a new Socket Mode connection");
+    let ts = app.post_failure(HEALING, "hourly_marts", "1").await;
+
+    app.wait_for_reply(HEALING, &ts, |m| m.text == HEALING_REPLY)
+        .await;
+}
+
+#[tokio::test]
+async fn a_restart_never_repeats_a_healing_reply() {
+    let mut app = spawn_app().await;
+    let ts = app.post_failure(HEALING, "hourly_marts", "1").await;
+    app.wait_for_session_end("1").await;
+
+    app.restart().await;
+    // Slack redelivers the notification after the reconnect.
+    app.slack.redeliver_last(1).await;
+    app.post_failure(HEALING, "hourly_marts", "2").await;
+    app.wait_for_session_end("2").await;
+
+    assert_eq!(replies_in(&app, HEALING, &ts), 1);
+    assert_eq!(app.store().sessions(10).unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn shutdown_stops_running_agents_and_tells_their_threads() {
+    let mut app = spawn_app_with("echo started; sleep 600 & wait", &[]).await;
+    let ts = app.post_failure(HEALING, "hourly_marts", "1").await;
+    app.store_wait_running("1").await;
+
+    app.stop().await;
+
+    let row = app.wait_for_session_end("1").await;
+    assert_eq!(row.status, Status::Interrupted);
+    let last = app.thread(HEALING, &ts).last().cloned().unwrap();
+    assert_eq!(
+        last.text,
+        "🛑 No pull request opened for run `1` (interrupted): selfheal was shut down while the session ran"
+    );
+}
+
+#[tokio::test]
+async fn a_crash_mid_session_is_recorded_and_told_on_restart() {
+    let mut app = spawn_app_with("echo started; sleep 600 & wait", &[]).await;
+    let ts = app.post_failure(HEALING, "hourly_marts", "1").await;
+    app.store_wait_running("1").await;
+
+    app.crash().await;
+    app.start().await;
+
+    let row = app.wait_for_session_end("1").await;
+    assert_eq!(row.status, Status::Interrupted);
+    app.wait_for_reply(HEALING, &ts, |m| {
+        m.text
+            .starts_with("🛑 The healing session for run `1` was interrupted")
+    })
+    .await;
+    // The failure itself is not healed a second time.
+    assert_eq!(replies_in(&app, HEALING, &ts), 1);
+}
+
+#[tokio::test]
+async fn a_deleted_healing_thread_does_not_break_the_bot() {
+    let app = spawn_app().await;
+    let ts = app.post_failure(HEALING, "hourly_marts", "1").await;
+    app.slack.delete_message(HEALING, &ts);
+    app.post_failure(HEALING, "hourly_marts", "1").await;
+
+    // A later failure is still healed.
+    let ts2 = app.post_failure(HEALING, "hourly_marts", "2").await;
+    app.wait_for_reply(HEALING, &ts2, |m| m.text == HEALING_REPLY)
+        .await;
+    let _ = app.wait_for_session_end("1").await;
+}
