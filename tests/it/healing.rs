@@ -58,12 +58,15 @@ async fn progress_streams_into_one_edited_message_then_the_pr_link_lands() {
 
     let ts = app.post_failure(HEALING, "hourly_marts", "48213").await;
     let row = app.wait_for_session_end("48213").await;
-    app.wait_for_reply(HEALING, &ts, |m| m.text.starts_with("✅"))
+    app.wait_for_reply(HEALING, &ts, |m| m.text.starts_with("✅ Fix for run"))
         .await;
 
     // One progress message, edited in place; it ends showing the outcome.
     let thread = app.thread(HEALING, &ts);
-    let progress: Vec<_> = thread.iter().filter(|m| m.text.starts_with("⏳")).collect();
+    let progress: Vec<_> = thread
+        .iter()
+        .filter(|m| m.text.contains("Healing run `"))
+        .collect();
     assert_eq!(progress.len(), 1, "thread: {thread:#?}");
     let progress = progress[0];
     assert!(
@@ -130,13 +133,13 @@ echo '{"type":"result","status":"no_fix","summary":"just noise"}'
 
     let ts = app.post_failure(HEALING, "hourly_marts", "7").await;
     let row = app.wait_for_session_end("7").await;
-    app.wait_for_reply(HEALING, &ts, |m| m.text.starts_with("⚠️"))
+    app.wait_for_reply(HEALING, &ts, |m| m.text.starts_with("⚠️ No pull request"))
         .await;
 
     let thread = app.thread(HEALING, &ts);
     let progress = thread
         .iter()
-        .find(|m| m.text.starts_with("⏳"))
+        .find(|m| m.text.contains("Healing run `"))
         .expect("progress message");
     // The edit interval is 300 ms in tests; the flood takes about a second.
     assert!(progress.edits.len() <= 8, "{} edits", progress.edits.len());
@@ -259,7 +262,7 @@ async fn an_agent_past_its_time_limit_is_killed_and_the_thread_says_so() {
     assert!(started.elapsed() < Duration::from_secs(10));
     assert_eq!(row.status, Status::TimedOut);
     let fin = app
-        .wait_for_reply(HEALING, &ts, |m| m.text.starts_with("⏱️"))
+        .wait_for_reply(HEALING, &ts, |m| m.text.starts_with("⏱️ No pull request"))
         .await;
     assert_eq!(
         fin.text,
@@ -276,7 +279,7 @@ async fn a_crashing_agent_ends_the_session_with_its_last_words() {
 
     assert_eq!(row.status, Status::Failed);
     let fin = app
-        .wait_for_reply(HEALING, &ts, |m| m.text.starts_with("❌"))
+        .wait_for_reply(HEALING, &ts, |m| m.text.starts_with("❌ No pull request"))
         .await;
     assert_eq!(
         fin.text,
@@ -295,7 +298,7 @@ echo '{"type":"result","status":"failed","summary":"token ghp_abcdefghijklmnopqr
 
     let ts = app.post_failure(HEALING, "hourly_marts", "12").await;
     let row = app.wait_for_session_end("12").await;
-    app.wait_for_reply(HEALING, &ts, |m| m.text.starts_with("❌"))
+    app.wait_for_reply(HEALING, &ts, |m| m.text.starts_with("❌ No pull request"))
         .await;
 
     let secrets = [

@@ -141,7 +141,7 @@ async fn the_bot_never_reacts_to_its_own_messages() {
     // the final message mentions the run and a PR, like a notification would.
     let ts = app.post_failure(HEALING, "hourly_marts", "48213").await;
     app.wait_for_session_end("48213").await;
-    app.wait_for_reply(HEALING, &ts, |m| m.text.starts_with("✅"))
+    app.wait_for_reply(HEALING, &ts, |m| m.text.starts_with("✅ Fix for run"))
         .await;
     barrier(&app, "2").await;
 
