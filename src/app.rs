@@ -463,7 +463,13 @@ async fn worker(
         let _ = previous.await;
     }
     loop {
-        match tokio::time::timeout(WORKER_IDLE, rx.recv()).await {
+        let next = tokio::select! {
+            next = tokio::time::timeout(WORKER_IDLE, rx.recv()) => next.map_err(|_| ()),
+            // Events already acknowledged must not be lost: handle what is
+            // queued, then go.
+            _ = app.shutdown.cancelled() => Err(()),
+        };
+        match next {
             Ok(Some(inbound)) => app.handle(inbound).await,
             Ok(None) => return,
             Err(_) => {

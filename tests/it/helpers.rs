@@ -309,6 +309,11 @@ selfheal:
             .collect()
     }
 
+    /// The environment the bot runs with.
+    pub fn env(&self) -> HashMap<String, String> {
+        self.env.clone()
+    }
+
     pub fn path(&self) -> &Path {
         self.dir.path()
     }

@@ -1,6 +1,7 @@
 //! One integration test binary: the real bot against a local Slack fake.
 //! Each module is a set of user stories.
 
+mod cli;
 mod healing;
 mod helpers;
 mod ignoring;

@@ -1,0 +1,144 @@
+//! The `selfheal` binary as an operator runs it.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::helpers::*;
+
+fn selfheal() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_selfheal"));
+    // The operator's own environment must not leak into these runs.
+    for (k, _) in std::env::vars() {
+        if k.starts_with("SELFHEAL_") || k.starts_with("SLACK_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd
+}
+
+fn write_project(dir: &std::path::Path, schedules: &str) {
+    std::fs::write(dir.join("paradime_schedules.yml"), schedules).unwrap();
+    let agents = dir.join(".dinoai/agents");
+    std::fs::create_dir_all(&agents).unwrap();
+    std::fs::write(
+        agents.join("scripted.yml"),
+        "name: scripted\nversion: 1\nrole: r\ngoal: g\nbackstory: b\nselfheal:\n  runner: command\n  command: [\"true\"]\n",
+    )
+    .unwrap();
+}
+
+#[test]
+fn check_summarises_a_valid_configuration() {
+    let dir = tempfile::tempdir().unwrap();
+    write_project(dir.path(), SCHEDULES);
+
+    let out = selfheal()
+        .arg("check")
+        .current_dir(dir.path())
+        .env("SLACK_APP_TOKEN", "xapp-1-test")
+        .env("SLACK_BOT_TOKEN", "xoxb-test")
+        .env("SELFHEAL_SCHEDULES", dir.path())
+        .output()
+        .unwrap();
+
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.starts_with("configuration OK\n"), "{stdout}");
+    assert!(
+        stdout.contains("hourly_marts: notifies [#data-alerts, #agent-demo], heals in #agent-demo with agent scripted"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("nightly: notifies [#data-alerts], self-healing off"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn check_names_the_file_line_and_key_of_a_broken_schedule() {
+    let dir = tempfile::tempdir().unwrap();
+    let broken = SCHEDULES.replace("slack_channel: \"#agent-demo\"", "slack_channel: \"#ops\"");
+    write_project(dir.path(), &broken);
+
+    let out = selfheal()
+        .arg("check")
+        .env("SLACK_APP_TOKEN", "xapp-1-test")
+        .env("SLACK_BOT_TOKEN", "xoxb-test")
+        .env("SELFHEAL_SCHEDULES", dir.path())
+        .output()
+        .unwrap();
+
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("paradime_schedules.yml:17:")
+            && stderr.contains("schedules[0].self_healing.slack_channel: self_healing.slack_channel '#ops' must also appear in notifications.slack_channels for this schedule"),
+        "stderr: {stderr}"
+    );
+}
+
+#[test]
+fn check_names_a_missing_token() {
+    let dir = tempfile::tempdir().unwrap();
+    write_project(dir.path(), SCHEDULES);
+
+    let out = selfheal()
+        .arg("check")
+        .env("SLACK_BOT_TOKEN", "xoxb-test")
+        .env("SELFHEAL_SCHEDULES", dir.path())
+        .output()
+        .unwrap();
+
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("SLACK_APP_TOKEN"));
+}
+
+#[tokio::test]
+async fn sigterm_stops_the_bot_within_ten_seconds_and_tells_running_threads() {
+    // Arrange: the real binary against the fake, with an agent that never ends.
+    let mut app = spawn_app_with("echo started; sleep 600 & wait", &[]).await;
+    app.stop().await;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_selfheal"))
+        .arg("run")
+        .current_dir(app.path())
+        .envs(app.env())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let hellos = app.slack.hellos();
+    app.slack
+        .wait_until(WAIT, |s| (s.hellos() > hellos).then_some(()))
+        .await
+        .expect("the binary connects");
+    let ts = app.post_failure(HEALING, "hourly_marts", "77").await;
+    app.store_wait_running("77").await;
+
+    // Act
+    let pid = child.id().unwrap() as i32;
+    // SAFETY: plain kill(2) on our own child.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let sent = Instant::now();
+    let status = tokio::time::timeout(Duration::from_secs(12), child.wait())
+        .await
+        .expect("exits within the grace period")
+        .unwrap();
+
+    // Assert
+    assert!(status.success(), "exit status {status:?}");
+    assert!(sent.elapsed() < Duration::from_secs(10));
+    let row = app.wait_for_session_end("77").await;
+    assert_eq!(row.status, selfheal::store::Status::Interrupted);
+    let last = app.thread(HEALING, &ts).last().cloned().unwrap();
+    assert!(
+        last.text
+            .starts_with("🛑 No pull request opened for run `77` (interrupted)"),
+        "{}",
+        last.text
+    );
+}
