@@ -114,15 +114,39 @@ async fn main() -> anyhow::Result<()> {
     let replies = slack
         .calls_to("chat.postMessage")
         .iter()
-        .filter(|c| c.params["text"].as_str().is_some_and(|t| t.starts_with("🦖 Self-healing enabled")))
+        .filter(|c| {
+            c.params["text"]
+                .as_str()
+                .is_some_and(|t| t.starts_with("🦖 Self-healing enabled"))
+        })
         .count();
 
-    println!("machine: {} cores", std::thread::available_parallelism()?.get());
-    println!("failures: {failures} over {channels} channels (burst posted in {:?})", burst_sent.duration_since(posted[0].2));
+    println!(
+        "machine: {} cores",
+        std::thread::available_parallelism()?.get()
+    );
+    println!(
+        "failures: {failures} over {channels} channels (burst posted in {:?})",
+        burst_sent.duration_since(posted[0].2)
+    );
     println!("start → Socket Mode hello: {to_hello:?}");
-    println!("idle RSS: {} KiB; RSS with {failures} sessions running: {} KiB", idle_rss, busy_rss);
-    println!("acks: {} envelopes, p50 {:?}, p99 {:?}, max {:?}", ack.len(), pct(&ack, 50), pct(&ack, 99), ack.last().copied().unwrap_or_default());
-    println!("notification → healing reply: p50 {:?}, p99 {:?}, max {:?}", pct(&reply, 50), pct(&reply, 99), reply.last().copied().unwrap_or_default());
+    println!(
+        "idle RSS: {} KiB; RSS with {failures} sessions running: {} KiB",
+        idle_rss, busy_rss
+    );
+    println!(
+        "acks: {} envelopes, p50 {:?}, p99 {:?}, max {:?}",
+        ack.len(),
+        pct(&ack, 50),
+        pct(&ack, 99),
+        ack.last().copied().unwrap_or_default()
+    );
+    println!(
+        "notification → healing reply: p50 {:?}, p99 {:?}, max {:?}",
+        pct(&reply, 50),
+        pct(&reply, 99),
+        reply.last().copied().unwrap_or_default()
+    );
     println!("healing replies posted: {replies} (expected {failures})");
 
     // SIGTERM and time the clean shutdown.
@@ -130,7 +154,10 @@ async fn main() -> anyhow::Result<()> {
     // SAFETY: kill(2) on our own child.
     unsafe { libc::kill(pid as i32, libc::SIGTERM) };
     let status = child.wait().await?;
-    println!("SIGTERM → exit with {failures} sessions running: {:?} ({status})", stop.elapsed());
+    println!(
+        "SIGTERM → exit with {failures} sessions running: {:?} ({status})",
+        stop.elapsed()
+    );
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }

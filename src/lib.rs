@@ -11,6 +11,7 @@
 //! - [`session`]: the healing session — a pure state machine and the driver that performs its effects.
 //! - [`agent`]: agent runners; the one place that knows the agent protocol.
 //! - [`store`]: SQLite, the source of truth for history.
+//! - [`runlog`]: run logs — where they come from and what they say (failing nodes, errors).
 //! - [`redact`]: scrubs secrets from anything that leaves the process.
 //! - [`app`]: wires the parts together and runs until shut down.
 //! - [`fake_slack`]: a local Slack (Web API + Socket Mode) for tests, the demo and benchmarks.
@@ -21,6 +22,7 @@ pub mod config;
 pub mod fake_slack;
 pub mod recognize;
 pub mod redact;
+pub mod runlog;
 pub mod session;
 pub mod slack;
 pub mod store;

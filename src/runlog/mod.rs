@@ -1,0 +1,178 @@
+//! Run logs: where a failed run's evidence comes from, and what it says.
+//!
+//! A [`Source`] fetches the raw evidence of a run by id (today: a directory per
+//! run id; next: Paradime's and dbt Cloud's APIs); [`parse`] turns dbt's
+//! artifacts and console output into a [`RunLog`]: the failing nodes, their
+//! errors and the failed command, with the raw text kept at hand. Parsing is
+//! pure; only `Source::fetch` does IO.
+
+mod parse;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+
+pub use parse::{parse, signature};
+
+/// What kind of failure a node had, as dbt reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The project could not be parsed or compiled (bad ref/source/macro, Jinja, YAML).
+    Compilation,
+    /// The warehouse rejected the SQL (unknown column, syntax, cast).
+    Database,
+    /// Any other runtime error.
+    Runtime,
+    /// A data test returned failing rows.
+    TestFailure,
+}
+
+/// One failing node.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeFailure {
+    /// `model.jaffle_shop.orders`, when dbt named it.
+    pub unique_id: Option<String>,
+    /// `orders`, `not_null_orders_customer_id`.
+    pub name: String,
+    /// `model`, `test`, `seed`, `snapshot`, or `project` for whole-project errors.
+    pub resource_type: String,
+    /// The file dbt blamed, relative to the project (`models/marts/orders.sql`).
+    pub path: Option<String>,
+    pub kind: ErrorKind,
+    /// dbt's error text, trimmed.
+    pub message: String,
+}
+
+/// What a failed run left behind, digested.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct RunLog {
+    pub run_id: String,
+    /// The dbt command that failed (`dbt build --select marts`), when known.
+    pub command: Option<String>,
+    pub failures: Vec<NodeFailure>,
+    /// Console output and the tail of dbt.log, for agents and diagnoses.
+    pub raw: String,
+    /// Which source provided it (`dir:/var/runs/48213`).
+    pub origin: String,
+}
+
+/// Where run logs come from.
+#[derive(Debug, Clone)]
+pub enum Source {
+    /// `<root>/<run_id>/` holding what dbt leaves behind: `run_results.json`,
+    /// `dbt.log` (or `logs/dbt.log`), and the console output in `console.txt`
+    /// (or `stdout.txt`, `output.txt`), plus `command.txt` with the command.
+    Dir(PathBuf),
+}
+
+/// The raw files of a run.
+#[derive(Debug, Clone, Default)]
+pub struct Artifacts {
+    pub run_results: Option<String>,
+    pub dbt_log: Option<String>,
+    pub console: Option<String>,
+    pub command: Option<String>,
+}
+
+/// How much of dbt.log is kept: the failure is at the end.
+const DBT_LOG_TAIL: usize = 64 * 1024;
+
+impl Source {
+    /// Fetches and digests the run log of `run_id`.
+    pub async fn fetch(&self, run_id: &str) -> Result<RunLog> {
+        match self {
+            Source::Dir(root) => {
+                let dir = run_dir(root, run_id)?;
+                let artifacts = read_dir_artifacts(&dir)
+                    .with_context(|| format!("reading the run log in {}", dir.display()))?;
+                let mut log = parse(run_id, &artifacts);
+                log.origin = format!("dir:{}", dir.display());
+                Ok(log)
+            }
+        }
+    }
+}
+
+/// `<root>/<run_id>`, refusing run ids that would escape the root.
+pub fn run_dir(root: &Path, run_id: &str) -> Result<PathBuf> {
+    let safe = !run_id.is_empty()
+        && run_id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':' | '+'))
+        && run_id != "."
+        && run_id != "..";
+    anyhow::ensure!(safe, "run id {run_id:?} cannot name a run-log directory");
+    Ok(root.join(run_id))
+}
+
+fn read_dir_artifacts(dir: &Path) -> Result<Artifacts> {
+    anyhow::ensure!(dir.is_dir(), "no run-log directory {}", dir.display());
+    let first = |names: &[&str]| -> Option<String> {
+        names
+            .iter()
+            .map(|n| dir.join(n))
+            .find(|p| p.is_file())
+            .and_then(|p| std::fs::read(p).ok())
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+    };
+    let dbt_log = first(&["dbt.log", "logs/dbt.log"]).map(|s| tail(&s, DBT_LOG_TAIL).to_string());
+    Ok(Artifacts {
+        run_results: first(&["run_results.json", "target/run_results.json"]),
+        dbt_log,
+        console: first(&["console.txt", "stdout.txt", "output.txt", "console.log"]),
+        command: first(&["command.txt"]).map(|s| s.trim().to_string()),
+    })
+}
+
+/// The last `max` bytes of `s`, starting on a line boundary when possible.
+fn tail(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut start = s.len() - max;
+    while !s.is_char_boundary(start) {
+        start += 1;
+    }
+    match s[start..].find('\n') {
+        Some(i) => &s[start + i + 1..],
+        None => &s[start..],
+    }
+}
+
+/// Stores a run's artifacts under `<root>/<run_id>/` (what `selfheal notify` does).
+pub fn store_artifacts(root: &Path, run_id: &str, artifacts: &Artifacts) -> Result<PathBuf> {
+    let dir = run_dir(root, run_id)?;
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let write = |name: &str, content: &Option<String>| -> Result<()> {
+        if let Some(c) = content {
+            std::fs::write(dir.join(name), c).with_context(|| format!("writing {name}"))?;
+        }
+        Ok(())
+    };
+    write("run_results.json", &artifacts.run_results)?;
+    write("dbt.log", &artifacts.dbt_log)?;
+    write("console.txt", &artifacts.console)?;
+    write("command.txt", &artifacts.command)?;
+    Ok(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_ids_cannot_escape_the_run_log_root() {
+        let root = Path::new("/runs");
+        assert_eq!(run_dir(root, "48213").unwrap(), Path::new("/runs/48213"));
+        assert!(run_dir(root, "manual__2024-01-01T00:00:00+00:00").is_ok());
+        for bad in ["", "..", "../etc", "a/b", ".", "x\0y"] {
+            assert!(run_dir(root, bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn the_tail_starts_on_a_line() {
+        assert_eq!(tail("abc\ndef\nghi", 6), "ghi");
+        assert_eq!(tail("short", 100), "short");
+    }
+}
