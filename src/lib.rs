@@ -6,6 +6,7 @@
 //!
 //! # Layout
 //! - [`config`]: environment, schedules-as-code and agent definitions → a validated [`config::Config`].
+//! - [`dbt`]: runs the dbt CLI (verification, the doctor's queries).
 //! - [`recognize`]: a Slack message → `Some(Failure)` or `None` (pure).
 //! - [`slack`]: the only module that speaks to Slack (Socket Mode listener, Web API gateway, rendering).
 //! - [`session`]: the healing session — a pure state machine and the driver that performs its effects.
@@ -19,6 +20,7 @@
 pub mod agent;
 pub mod app;
 pub mod config;
+pub mod dbt;
 pub mod fake_slack;
 pub mod recognize;
 pub mod redact;

@@ -41,6 +41,9 @@ pub struct NodeFailure {
     pub kind: ErrorKind,
     /// dbt's error text, trimmed.
     pub message: String,
+    /// The compiled SQL from run_results.json: for a failing data test, the
+    /// query that returns its failing rows.
+    pub compiled_code: Option<String>,
 }
 
 /// What a failed run left behind, digested.

@@ -122,6 +122,7 @@ fn from_run_results(v: &Value) -> Vec<NodeFailure> {
                 path: None,
                 kind,
                 message,
+                compiled_code: r["compiled_code"].as_str().map(str::to_string),
             })
         })
         .collect()
@@ -154,9 +155,10 @@ fn from_console(text: &str) -> Vec<NodeFailure> {
         let line = lines[i].trim();
         if let Some(c) = NODE_ERROR.captures(line) {
             let message = block(&lines, i + 1);
-            let kind = match &c[1] {
-                "Compilation" | "Parsing" => ErrorKind::Compilation,
-                "Database" => ErrorKind::Database,
+            // dbt-duckdb reports warehouse errors as "Runtime Error"; the body tells.
+            let kind = match (&c[1], kind_of(&message)) {
+                ("Compilation" | "Parsing", _) => ErrorKind::Compilation,
+                ("Database", _) | (_, ErrorKind::Database) => ErrorKind::Database,
                 _ => ErrorKind::Runtime,
             };
             push_unique(
@@ -184,6 +186,7 @@ fn from_console(text: &str) -> Vec<NodeFailure> {
                     path: Some(c[3].to_string()),
                     kind: ErrorKind::TestFailure,
                     message,
+                    compiled_code: None,
                 },
             );
         } else if line == "Encountered an error:" {
@@ -206,6 +209,7 @@ fn from_console(text: &str) -> Vec<NodeFailure> {
                         kind
                     },
                     message,
+                    compiled_code: None,
                 },
             );
         }
@@ -362,6 +366,7 @@ mod tests {
             path: None,
             kind: ErrorKind::Database,
             message: msg.into(),
+            compiled_code: None,
         };
         assert_eq!(
             signature(&f(

@@ -1,0 +1,159 @@
+//! Runs the dbt CLI: the one place that knows how selfheal invokes dbt.
+//!
+//! dbt runs in its own process group with a timeout, without colours, without
+//! usage statistics, and without selfheal's own tokens in its environment (it
+//! keeps everything else: warehouse credentials live there).
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use tokio::io::AsyncReadExt;
+use tokio::process::Command;
+
+/// Variables dbt never needs and must never see.
+const WITHHELD: &[&str] = &[
+    "SLACK_APP_TOKEN",
+    "SLACK_BOT_TOKEN",
+    "SELFHEAL_GITHUB_TOKEN",
+    "GITHUB_TOKEN",
+    "GH_TOKEN",
+];
+
+/// How to run dbt.
+#[derive(Debug, Clone)]
+pub struct Dbt {
+    /// The `dbt` executable.
+    pub exe: PathBuf,
+    /// `--profiles-dir`; None: the project's own `profiles.yml` if it has one, else dbt's default.
+    pub profiles_dir: Option<PathBuf>,
+    /// `--target`, e.g. a CI target that is safe to build into.
+    pub target: Option<String>,
+    /// Extra environment for dbt.
+    pub env: Vec<(String, String)>,
+    /// Wall-clock limit of one dbt command.
+    pub timeout: Duration,
+}
+
+/// What one dbt command did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DbtRun {
+    /// The command as a person would type it.
+    pub command: String,
+    pub success: bool,
+    /// stdout followed by stderr, without ANSI colours.
+    pub output: String,
+}
+
+impl Dbt {
+    /// Runs `dbt <args>` in `project_dir`.
+    pub async fn run(&self, project_dir: &Path, args: &[String]) -> Result<DbtRun> {
+        let mut full: Vec<String> = vec!["--no-use-colors".into()];
+        full.extend(args.iter().cloned());
+        let profiles = self.profiles_dir.clone().or_else(|| {
+            project_dir
+                .join("profiles.yml")
+                .is_file()
+                .then(|| project_dir.to_path_buf())
+        });
+        if let Some(p) = &profiles {
+            full.push("--profiles-dir".into());
+            full.push(p.display().to_string());
+        }
+        if let Some(t) = &self.target {
+            full.push("--target".into());
+            full.push(t.clone());
+        }
+        let command = format!("dbt {}", args.join(" "));
+        let mut cmd = Command::new(&self.exe);
+        cmd.args(&full)
+            .current_dir(project_dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .kill_on_drop(true)
+            .env("DBT_SEND_ANONYMOUS_USAGE_STATS", "false")
+            .env("DO_NOT_TRACK", "1");
+        for name in WITHHELD {
+            cmd.env_remove(name);
+        }
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
+        let mut child = cmd
+            .spawn()
+            .with_context(|| format!("starting {} (is dbt installed?)", self.exe.display()))?;
+        let pgid = child.id().map(|p| p as i32);
+        let mut stdout = child.stdout.take().context("dbt stdout")?;
+        let mut stderr = child.stderr.take().context("dbt stderr")?;
+        let work = async {
+            let mut out = Vec::new();
+            let mut err = Vec::new();
+            let (a, b) = tokio::join!(stdout.read_to_end(&mut out), stderr.read_to_end(&mut err));
+            a?;
+            b?;
+            let status = child.wait().await?;
+            anyhow::Ok((status, out, err))
+        };
+        let (status, out, err) = match tokio::time::timeout(self.timeout, work).await {
+            Ok(r) => r.with_context(|| format!("running {command}"))?,
+            Err(_) => {
+                if let Some(pgid) = pgid {
+                    // SAFETY: kill(2) on the process group we created for dbt.
+                    unsafe { libc::kill(-pgid, libc::SIGKILL) };
+                }
+                anyhow::bail!("{command} ran past its {}s limit and was stopped", self.timeout.as_secs());
+            }
+        };
+        let mut output = String::from_utf8_lossy(&out).into_owned();
+        let err = String::from_utf8_lossy(&err);
+        if !err.trim().is_empty() {
+            output.push('\n');
+            output.push_str(&err);
+        }
+        Ok(DbtRun {
+            command,
+            success: status.success(),
+            output: strip_ansi(&output),
+        })
+    }
+}
+
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' && chars.peek() == Some(&'[') {
+            chars.next();
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The last `lines` lines of dbt output, for a Slack message or a PR body.
+pub fn tail_lines(output: &str, lines: usize) -> String {
+    let all: Vec<&str> = output.lines().filter(|l| !l.trim().is_empty()).collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn colours_are_stripped() {
+        assert_eq!(strip_ansi("\u{1b}[31mFailure\u{1b}[0m in model"), "Failure in model");
+    }
+
+    #[test]
+    fn the_tail_skips_blank_lines() {
+        assert_eq!(tail_lines("a\n\nb\nc\n\n", 2), "b\nc");
+    }
+}
