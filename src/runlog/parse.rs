@@ -173,6 +173,7 @@ fn from_console(text: &str) -> Vec<NodeFailure> {
                         "{} Error in {} {} ({})\n{message}",
                         &c[1], &c[2], &c[3], &c[4]
                     ),
+                    compiled_code: None,
                 },
             );
         } else if let Some(c) = TEST_FAILURE.captures(line) {
