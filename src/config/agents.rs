@@ -104,6 +104,25 @@ pub enum Runner {
     Builtin(String),
 }
 
+/// The name of the built-in deterministic agent.
+pub const DBT_DOCTOR: &str = "dbt-doctor";
+
+impl AgentDef {
+    /// `dbt-doctor`, available without a file (a file of that name overrides it).
+    pub fn dbt_doctor() -> AgentDef {
+        AgentDef {
+            name: DBT_DOCTOR.into(),
+            role: "On-call analytics engineer for the dbt pipeline".into(),
+            goal: "Fix the failures that have one right answer; diagnose the rest precisely".into(),
+            backstory: "Deterministic: it reads the run log, checks the project and never guesses.".into(),
+            tools: ToolPolicy::All,
+            model_family: None,
+            runner: Runner::Builtin(DBT_DOCTOR.into()),
+            source: PathBuf::from("<built-in>"),
+        }
+    }
+}
+
 impl Runner {
     /// One line for humans: what runs this agent.
     pub fn describe(&self) -> String {

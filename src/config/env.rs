@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::yaml::{self, Node, Source};
-use super::{load_agents, load_schedules, AgentDef, ConfigError, Runner, Schedules};
+use super::{load_agents, load_schedules, AgentDef, ConfigError, Runner, Schedules, DBT_DOCTOR};
 use crate::recognize::Override;
 
 /// How long shutdown waits for running sessions to record their state.
@@ -104,6 +104,45 @@ pub struct Config {
     /// further environment variables whose values are scrubbed from anything
     /// selfheal posts (the Slack tokens always are).
     pub secret_env: Vec<String>,
+    /// Where the dbt code, the run logs and dbt itself are, and where pull
+    /// requests go.
+    pub heal: HealSettings,
+}
+
+/// What a session needs to do real work: a repository to fix, run logs to
+/// read, dbt to verify with and a forge to open pull requests on.
+#[derive(Debug, Clone, Default)]
+pub struct HealSettings {
+    /// `SELFHEAL_REPO` (optional): the dbt repository, a URL or a local path.
+    /// Each session works on a fresh clone of it. Without it, command agents
+    /// run in a scratch folder and only report what they did.
+    pub repo: Option<String>,
+    /// `SELFHEAL_DBT_PROJECT_DIR` (default `.`): the dbt project inside the repository.
+    pub project_subdir: PathBuf,
+    /// `SELFHEAL_RUN_LOGS` (optional): a directory with one folder of dbt
+    /// artifacts per run id (`run_results.json`, `dbt.log`, `console.txt`).
+    pub run_logs: Option<PathBuf>,
+    /// `SELFHEAL_DBT` (default `dbt` on the PATH): the dbt executable.
+    pub dbt: PathBuf,
+    /// `SELFHEAL_DBT_PROFILES_DIR` (optional): `--profiles-dir` for dbt;
+    /// default: the project's own `profiles.yml` if it has one, else `~/.dbt`.
+    pub dbt_profiles_dir: Option<PathBuf>,
+    /// `SELFHEAL_DBT_TARGET` (optional): the `--target` verification builds into.
+    pub dbt_target: Option<String>,
+    /// `SELFHEAL_DBT_TIMEOUT_SECS` (default 900): the limit of one dbt command.
+    pub dbt_timeout: Duration,
+    /// `SELFHEAL_GITHUB_TOKEN` (optional): the token the bot — never the agent —
+    /// opens pull requests with. Without it, the branch is pushed and a
+    /// compare link is posted.
+    pub github_token: Option<Secret>,
+    /// `SELFHEAL_GITHUB_API_URL` (default `https://api.github.com`; GitHub
+    /// Enterprise: `https://HOST/api/v3`).
+    pub github_api_url: String,
+    /// `SELFHEAL_GITHUB_REPO` (default: from the repository's GitHub URL): `owner/name`.
+    pub github_repo: Option<String>,
+    /// `SELFHEAL_REPO_WEB_URL` (optional): the repository's web page, for
+    /// compare links when there is no API (e.g. `https://github.com/acme/dbt`).
+    pub repo_web_url: Option<String>,
 }
 
 impl Config {
@@ -154,9 +193,12 @@ impl Config {
             db_path,
             schedules: load_schedules(&schedules_path)?,
             schedules_path,
-            agents: load_agents(&agents_dir)?,
+            agents: with_builtins(load_agents(&agents_dir)?),
             agents_dir,
-            default_agent: get("SELFHEAL_DEFAULT_AGENT"),
+            // dbt-doctor is the default healing agent.
+            default_agent: Some(
+                get("SELFHEAL_DEFAULT_AGENT").unwrap_or_else(|| DBT_DOCTOR.to_string()),
+            ),
             notifier_bots: list(get("SELFHEAL_NOTIFIER_BOTS")),
             channel_interval: Duration::from_millis(number(
                 get("SELFHEAL_CHANNEL_INTERVAL_MS"),
@@ -186,6 +228,28 @@ impl Config {
                 None => Vec::new(),
             },
             secret_env: list(get("SELFHEAL_SECRET_ENV")),
+            heal: HealSettings {
+                repo: get("SELFHEAL_REPO"),
+                project_subdir: PathBuf::from(
+                    get("SELFHEAL_DBT_PROJECT_DIR").unwrap_or_else(|| ".".into()),
+                ),
+                run_logs: get("SELFHEAL_RUN_LOGS").map(PathBuf::from),
+                dbt: PathBuf::from(get("SELFHEAL_DBT").unwrap_or_else(|| "dbt".into())),
+                dbt_profiles_dir: get("SELFHEAL_DBT_PROFILES_DIR").map(PathBuf::from),
+                dbt_target: get("SELFHEAL_DBT_TARGET"),
+                dbt_timeout: Duration::from_secs(number(
+                    get("SELFHEAL_DBT_TIMEOUT_SECS"),
+                    "SELFHEAL_DBT_TIMEOUT_SECS",
+                    900,
+                )?),
+                github_token: get("SELFHEAL_GITHUB_TOKEN").map(Secret::new),
+                github_api_url: get("SELFHEAL_GITHUB_API_URL")
+                    .unwrap_or_else(|| "https://api.github.com".into())
+                    .trim_end_matches('/')
+                    .to_string(),
+                github_repo: get("SELFHEAL_GITHUB_REPO"),
+                repo_web_url: get("SELFHEAL_REPO_WEB_URL"),
+            },
         };
         config.check_agents()?;
         Ok(config)
@@ -257,8 +321,22 @@ impl Config {
                     known()
                 )));
             };
-            if agent.runner == Runner::Unspecified {
-                return Err(at(unspecified_runner(agent)));
+            match &agent.runner {
+                Runner::Unspecified => return Err(at(unspecified_runner(agent))),
+                Runner::Builtin(b) if b != DBT_DOCTOR => {
+                    return Err(at(format!(
+                        "agent '{}' names unknown built-in '{b}' (this version has: {DBT_DOCTOR})",
+                        agent.name
+                    )))
+                }
+                Runner::Builtin(_) if self.heal.repo.is_none() || self.heal.run_logs.is_none() => {
+                    return Err(at(format!(
+                        "schedule '{}' heals with the built-in agent '{}', which needs SELFHEAL_REPO \
+                         (the dbt repository) and SELFHEAL_RUN_LOGS (where run logs are)",
+                        schedule.name, agent.name
+                    )))
+                }
+                _ => {}
             }
         }
         Ok(())
@@ -271,6 +349,14 @@ fn unspecified_runner(agent: &AgentDef) -> String {
         agent.name,
         agent.source.display()
     )
+}
+
+/// Adds the built-in agents that no file overrides.
+fn with_builtins(mut agents: BTreeMap<String, AgentDef>) -> BTreeMap<String, AgentDef> {
+    agents
+        .entry(DBT_DOCTOR.to_string())
+        .or_insert_with(AgentDef::dbt_doctor);
+    agents
 }
 
 fn default_agents_dir(schedules_path: &Path) -> PathBuf {
@@ -590,7 +676,8 @@ schedules:
                 AGENT,
                 "paradime_schedules.yml:2: self_healing.agent_name: schedule 'hourly_marts' names unknown agent 'ghost'",
             ),
-            (no_name.clone(), AGENT, "paradime_schedules.yml:2: self_healing.agent_name: schedule 'hourly_marts' has self-healing enabled but no agent: set self_healing.agent_name or SELFHEAL_DEFAULT_AGENT"),
+            // With no agent named, the built-in dbt-doctor heals, and it needs a repository and run logs.
+            (no_name.clone(), AGENT, "paradime_schedules.yml:2: self_healing.agent_name: schedule 'hourly_marts' heals with the built-in agent 'dbt-doctor', which needs SELFHEAL_REPO (the dbt repository) and SELFHEAL_RUN_LOGS (where run logs are)"),
             (SCHEDULES.into(), &unspecified, "paradime_schedules.yml:2: self_healing.agent_name: agent 'bolt-pipeline-healer' has no `selfheal.runner`; this version supports `command`"),
         ];
         for (schedules, agent, expected) in cases {

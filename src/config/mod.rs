@@ -21,8 +21,8 @@ mod yaml;
 
 use std::path::PathBuf;
 
-pub use agents::{load_agents, AgentDef, Runner, ToolPolicy};
-pub use env::{Config, Secret, SlackSettings, SHUTDOWN_GRACE};
+pub use agents::{load_agents, AgentDef, Runner, ToolPolicy, DBT_DOCTOR};
+pub use env::{Config, HealSettings, Secret, SlackSettings, SHUTDOWN_GRACE};
 pub use schedules::{load_schedules, NotifyEvent, Schedule, Schedules, SelfHealing, SlackNotify};
 
 /// Why the configuration could not be loaded.

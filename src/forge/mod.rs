@@ -1,0 +1,191 @@
+//! Pull requests: opening the one a healing session proposes, and listing the ones
+//! selfheal has open.
+//!
+//! What it owns: the forge token (only this module ever holds it, wrapped in a
+//! [`ForgeToken`] whose `Debug` prints `***`), the forge HTTP client, retries with
+//! bounded backoff, and the mapping from forge responses to [`ForgeError`] variants
+//! that callers act on.
+//!
+//! What it must not do: merge. selfheal never merges, approves or closes a pull
+//! request, and no code here calls a merge endpoint; a human reviews and merges.
+//! It does no git either: pushing the branch is [`crate::workspace`]'s job.
+//!
+//! Two kinds of forge:
+//! - [`Forge::GitHub`]: the GitHub or GitHub Enterprise REST API;
+//! - [`Forge::Plain`]: a git remote with no API, where "opening a pull request"
+//!   means handing the user a compare link, if the web address is known.
+
+mod github;
+
+use std::time::Duration;
+
+pub use github::{ForgeToken, GitHub, RetryPolicy};
+
+/// Branches selfheal creates start with this; it lists only pull requests from them.
+pub const SELFHEAL_BRANCH_PREFIX: &str = "selfheal/";
+
+/// What went wrong talking to the forge, as callers act on it.
+#[derive(Debug, thiserror::Error)]
+pub enum ForgeError {
+    /// The forge asked us to slow down and the wait was longer than we retry for.
+    #[error("rate limited by the forge; retry in {}s", retry_after.as_secs())]
+    RateLimited { retry_after: Duration },
+    /// The token is missing, wrong or expired (HTTP 401).
+    #[error("the forge rejected the token")]
+    Unauthorized,
+    /// The token is valid but may not do this (HTTP 403 that is not a rate limit),
+    /// e.g. it lacks `pull_requests: write`.
+    #[error("the token may not do this: {0}")]
+    Forbidden(String),
+    /// The repository or pull request does not exist or the token cannot see it.
+    #[error("not found on the forge (check the repository name and the token's access)")]
+    NotFound,
+    /// The forge refused the request as invalid (HTTP 422), e.g. a pull request
+    /// for this branch already exists. Carries the forge's own message.
+    #[error("the forge refused the request: {0}")]
+    Validation(String),
+    /// Any other failure: transport errors, unexpected statuses, unreadable bodies.
+    #[error("forge request failed: {0}")]
+    Http(String),
+    /// The forge did not answer in time, after retries.
+    #[error("the forge did not answer in time")]
+    Timeout,
+}
+
+/// A pull request selfheal wants opened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PrRequest {
+    /// The pushed session branch, e.g. `selfheal/hourly_marts/run-48213`.
+    pub head: String,
+    /// The branch the session started from.
+    pub base: String,
+    pub title: String,
+    /// Markdown: what failed, what the agent changed, the diff stat.
+    pub body: String,
+}
+
+/// A pull request as the forge reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PullRequest {
+    pub number: u64,
+    /// The web page (GitHub's `html_url`), what Slack links to.
+    pub url: String,
+    pub head: String,
+    pub base: String,
+    pub title: String,
+    pub body: String,
+    /// `open` or `closed`.
+    pub state: String,
+}
+
+/// What [`Forge::open_pr`] achieved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Opened {
+    /// A real pull request was opened.
+    Pr(PullRequest),
+    /// The forge has no API: a link where a human can open the pull request, if
+    /// the remote's web address is known.
+    Compare(Option<String>),
+}
+
+impl Opened {
+    /// The link to show in Slack, if there is one.
+    pub fn link(&self) -> Option<&str> {
+        match self {
+            Opened::Pr(pr) => Some(&pr.url),
+            Opened::Compare(url) => url.as_deref(),
+        }
+    }
+}
+
+/// Where pull requests go.
+#[derive(Debug)]
+pub enum Forge {
+    /// GitHub or GitHub Enterprise REST API (`https://api.github.com` or
+    /// `https://ghe.example.com/api/v3`).
+    GitHub(GitHub),
+    /// A plain git remote with no API: nothing to call. The "pull request" is a
+    /// compare URL when `web_base` (e.g. `https://github.com/owner/name`) is known.
+    Plain { web_base: Option<String> },
+}
+
+impl Forge {
+    /// Opens a pull request from `req.head` into `req.base` (never merges it).
+    pub async fn open_pr(&self, req: &PrRequest) -> Result<Opened, ForgeError> {
+        match self {
+            Forge::GitHub(github) => github.create_pull(req).await.map(Opened::Pr),
+            Forge::Plain { web_base } => Ok(Opened::Compare(
+                web_base.as_deref().map(|web| compare_url(web, &req.base, &req.head)),
+            )),
+        }
+    }
+
+    /// The open pull requests whose head branch starts with [`SELFHEAL_BRANCH_PREFIX`].
+    /// A plain remote has none that we could know of.
+    pub async fn open_selfheal_prs(&self) -> Result<Vec<PullRequest>, ForgeError> {
+        match self {
+            Forge::GitHub(github) => Ok(github
+                .list_open_pulls()
+                .await?
+                .into_iter()
+                .filter(|pr| pr.head.starts_with(SELFHEAL_BRANCH_PREFIX))
+                .collect()),
+            Forge::Plain { .. } => Ok(Vec::new()),
+        }
+    }
+}
+
+/// The web page where a human can open a pull request from `head` into `base`:
+/// `https://github.com/o/r/compare/main...selfheal/x?expand=1`.
+pub fn compare_url(web_base: &str, base: &str, head: &str) -> String {
+    let web = web_base.trim_end_matches('/');
+    let web = web.strip_suffix(".git").unwrap_or(web);
+    format!("{web}/compare/{}...{}?expand=1", escape_ref(base), escape_ref(head))
+}
+
+/// Escapes the few characters a valid ref may contain that would break a URL path.
+fn escape_ref(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for c in name.chars() {
+        match c {
+            '%' => out.push_str("%25"),
+            '#' => out.push_str("%23"),
+            '&' => out.push_str("%26"),
+            '+' => out.push_str("%2B"),
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+/// `(owner, repo)` of a github.com remote: `git@github.com:o/r.git`,
+/// `ssh://git@github.com/o/r.git`, `https://github.com/o/r` or `.../r.git`
+/// (credentials in the URL are ignored). `None` for anything else.
+pub fn parse_github_remote(url: &str) -> Option<(String, String)> {
+    let url = url.trim();
+    let path = if let Some(rest) = url.strip_prefix("git@github.com:") {
+        rest
+    } else {
+        let (scheme, rest) = url.split_once("://")?;
+        if !matches!(scheme, "https" | "http" | "ssh" | "git") {
+            return None;
+        }
+        let (authority, path) = rest.split_once('/')?;
+        let host = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
+        let host = host.split(':').next().unwrap_or(host);
+        if !host.eq_ignore_ascii_case("github.com") && !host.eq_ignore_ascii_case("www.github.com") {
+            return None;
+        }
+        path
+    };
+    let path = path.trim_end_matches('/');
+    let path = path.strip_suffix(".git").unwrap_or(path);
+    let (owner, repo) = path.split_once('/')?;
+    let valid = |s: &str| {
+        !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    };
+    (valid(owner) && valid(repo)).then(|| (owner.to_string(), repo.to_string()))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,533 @@
+//! The GitHub (and GitHub Enterprise) REST API client: create a pull request, list
+//! open ones. It never calls a merge endpoint: selfheal never merges.
+//!
+//! Retries: 5xx answers, transport errors and timeouts are retried with doubling
+//! backoff; rate limits (429, or 403 with `retry-after` or an exhausted
+//! `x-ratelimit-remaining`) are retried after the wait GitHub asks for. Both are
+//! bounded by [`RetryPolicy`]; a rate-limit wait longer than `max_wait` is returned
+//! at once as [`ForgeError::RateLimited`] so the caller can decide, instead of a
+//! session hanging for an hour.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Bytes;
+use hyper::header::{HeaderMap, HeaderValue};
+use hyper::{Method, Request, StatusCode};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use serde::Deserialize;
+use tracing::{info, warn};
+
+use super::{ForgeError, PrRequest, PullRequest};
+
+/// Bodies larger than this are not read: no legitimate answer is this big.
+const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
+
+/// How many pages of open pull requests are read at most (100 per page).
+const MAX_PAGES: usize = 50;
+
+/// The REST API version selfheal was written against.
+const API_VERSION: &str = "2022-11-28";
+
+/// A forge token. `Debug` prints `***`; only this module reads the value.
+#[derive(Clone)]
+pub struct ForgeToken(String);
+
+impl ForgeToken {
+    pub fn new(token: impl Into<String>) -> ForgeToken {
+        ForgeToken(token.into())
+    }
+
+    fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for ForgeToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ForgeToken(***)")
+    }
+}
+
+/// How hard to try before giving up.
+#[derive(Debug, Clone)]
+pub struct RetryPolicy {
+    /// Attempts per call, the first included.
+    pub max_attempts: u32,
+    /// The longest single wait, for a rate limit or a backoff; a rate limit asking
+    /// for longer is returned as [`ForgeError::RateLimited`] without waiting.
+    pub max_wait: Duration,
+    /// The first backoff after a 5xx or transport error; it doubles each time.
+    pub initial_backoff: Duration,
+    /// How long one request (connect, send, read the body) may take.
+    pub request_timeout: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_attempts: 4,
+            max_wait: Duration::from_secs(60),
+            initial_backoff: Duration::from_millis(500),
+            request_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// A GitHub repository reached through the REST API.
+pub struct GitHub {
+    /// e.g. `https://api.github.com` or `https://ghe.example.com/api/v3`, no trailing slash.
+    api_base: String,
+    owner: String,
+    repo: String,
+    token: ForgeToken,
+    retry: RetryPolicy,
+    client: Transport,
+}
+
+impl std::fmt::Debug for GitHub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GitHub")
+            .field("api_base", &self.api_base)
+            .field("repo", &format_args!("{}/{}", self.owner, self.repo))
+            .field("token", &self.token)
+            .finish_non_exhaustive()
+    }
+}
+
+impl GitHub {
+    /// A client for `repo` (`owner/name`) at `api_base`. Plain `http://` is accepted
+    /// only for loopback hosts (tests, local fakes): elsewhere the token would
+    /// travel in clear.
+    pub fn new(api_base: &str, repo: &str, token: ForgeToken) -> anyhow::Result<GitHub> {
+        let api_base = api_base.trim_end_matches('/').to_string();
+        let parsed = url::Url::parse(&api_base).with_context(|| format!("parsing forge API URL {api_base}"))?;
+        let (owner, name) = repo
+            .split_once('/')
+            .filter(|(o, r)| valid_name(o) && valid_name(r))
+            .with_context(|| format!("forge repository `{repo}` is not `owner/name`"))?;
+        let client = match parsed.scheme() {
+            "https" => {
+                let https = hyper_rustls::HttpsConnectorBuilder::new()
+                    .with_native_roots()
+                    .context("loading the system's root certificates")?
+                    .https_only()
+                    .enable_http1()
+                    .build();
+                Transport::Https(Client::builder(TokioExecutor::new()).build(https))
+            }
+            "http" if is_loopback(&parsed) => {
+                Transport::Plain(Client::builder(TokioExecutor::new()).build(HttpConnector::new()))
+            }
+            "http" => bail!("refusing plain http for forge API {api_base}: the token would travel unencrypted"),
+            other => bail!("unsupported scheme `{other}` in forge API URL {api_base}"),
+        };
+        Ok(GitHub {
+            api_base,
+            owner: owner.to_string(),
+            repo: name.to_string(),
+            token,
+            retry: RetryPolicy::default(),
+            client,
+        })
+    }
+
+    /// Replaces the default [`RetryPolicy`].
+    pub fn with_retry(mut self, retry: RetryPolicy) -> GitHub {
+        self.retry = retry;
+        self
+    }
+
+    /// `owner/name`.
+    pub fn repo(&self) -> String {
+        format!("{}/{}", self.owner, self.repo)
+    }
+
+    fn pulls_url(&self) -> String {
+        format!("{}/repos/{}/{}/pulls", self.api_base, self.owner, self.repo)
+    }
+
+    /// `POST /repos/{owner}/{repo}/pulls`. Never followed by a merge: selfheal never merges.
+    pub(super) async fn create_pull(&self, req: &PrRequest) -> Result<PullRequest, ForgeError> {
+        let body = serde_json::json!({
+            "title": req.title,
+            "head": req.head,
+            "base": req.base,
+            "body": req.body,
+            "maintainer_can_modify": true,
+            "draft": false,
+        });
+        let body = serde_json::to_vec(&body).map_err(|e| ForgeError::Http(format!("encoding request: {e}")))?;
+        let mut ambiguous = false;
+        let result = self.send(Method::POST, &self.pulls_url(), Some(body), &mut ambiguous).await;
+        let pr = match result {
+            Ok(resp) => parse_json::<ApiPull>(&resp.body)?.into(),
+            // An earlier attempt may have created the pull request before its answer
+            // was lost (a timeout or a 5xx); then the retry meets "already exists",
+            // and the pull request we wanted is the one that exists.
+            Err(ForgeError::Validation(msg)) if ambiguous && msg.contains("already exists") => {
+                match self.find_open_by_head(&req.head, &req.base).await? {
+                    Some(pr) => pr,
+                    None => return Err(ForgeError::Validation(msg)),
+                }
+            }
+            Err(e) => return Err(e),
+        };
+        info!(number = pr.number, url = %pr.url, head = %pr.head, "opened pull request");
+        Ok(pr)
+    }
+
+    /// Every open pull request, following `Link: rel="next"` pages.
+    pub(super) async fn list_open_pulls(&self) -> Result<Vec<PullRequest>, ForgeError> {
+        self.list(&format!("{}?state=open&per_page=100", self.pulls_url())).await
+    }
+
+    async fn find_open_by_head(&self, head: &str, base: &str) -> Result<Option<PullRequest>, ForgeError> {
+        let mut url = url::Url::parse(&self.pulls_url()).map_err(|e| ForgeError::Http(e.to_string()))?;
+        url.query_pairs_mut()
+            .append_pair("state", "open")
+            .append_pair("head", &format!("{}:{head}", self.owner))
+            .append_pair("base", base);
+        Ok(self.list(url.as_str()).await?.into_iter().find(|pr| pr.head == head))
+    }
+
+    async fn list(&self, first: &str) -> Result<Vec<PullRequest>, ForgeError> {
+        let mut prs = Vec::new();
+        let mut next = Some(first.to_string());
+        for _ in 0..MAX_PAGES {
+            let Some(url) = next.take() else { break };
+            let resp = self.send(Method::GET, &url, None, &mut false).await?;
+            let page: Vec<ApiPull> = parse_json(&resp.body)?;
+            prs.extend(page.into_iter().map(PullRequest::from));
+            next = resp
+                .headers
+                .get("link")
+                .and_then(|v| v.to_str().ok())
+                .and_then(next_link)
+                // The token goes only where the API is: never follow a link elsewhere.
+                .filter(|next| same_origin(next, &self.api_base));
+        }
+        Ok(prs)
+    }
+
+    /// Sends one request with retries. `ambiguous` is set when an attempt may have
+    /// reached GitHub without us seeing the answer (a 5xx, a timeout, a lost connection).
+    async fn send(
+        &self,
+        method: Method,
+        url: &str,
+        body: Option<Vec<u8>>,
+        ambiguous: &mut bool,
+    ) -> Result<Answer, ForgeError> {
+        let mut backoff = self.retry.initial_backoff;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let last = attempt >= self.retry.max_attempts.max(1);
+            let error = match self.send_once(method.clone(), url, body.clone()).await {
+                Ok(answer) if answer.status.is_success() => return Ok(answer),
+                Ok(answer) => {
+                    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+                    if let Some(wait) = rate_limit_wait(answer.status.as_u16(), &answer.headers, &answer.body, now) {
+                        if last || wait > self.retry.max_wait {
+                            return Err(ForgeError::RateLimited { retry_after: wait });
+                        }
+                        warn!(%url, status = answer.status.as_u16(), wait_ms = wait.as_millis() as u64, "rate limited by GitHub; waiting");
+                        tokio::time::sleep(wait).await;
+                        continue;
+                    }
+                    match answer.status.as_u16() {
+                        401 => return Err(ForgeError::Unauthorized),
+                        403 => return Err(ForgeError::Forbidden(error_message(&answer.body))),
+                        404 => return Err(ForgeError::NotFound),
+                        422 => return Err(ForgeError::Validation(validation_message(&answer.body))),
+                        s if s >= 500 => ForgeError::Http(format!("{}: {}", answer.status, error_message(&answer.body))),
+                        _ => return Err(ForgeError::Http(format!("{}: {}", answer.status, error_message(&answer.body)))),
+                    }
+                }
+                Err(e) => e,
+            };
+            // Only 5xx, transport errors and timeouts get here: worth another try.
+            *ambiguous = true;
+            if last {
+                return Err(error);
+            }
+            warn!(%url, attempt, error = %error, "GitHub request failed; retrying");
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(self.retry.max_wait);
+        }
+    }
+
+    async fn send_once(&self, method: Method, url: &str, body: Option<Vec<u8>>) -> Result<Answer, ForgeError> {
+        let mut builder = Request::builder()
+            .method(method)
+            .uri(url)
+            .header("accept", "application/vnd.github+json")
+            .header("x-github-api-version", API_VERSION)
+            .header("user-agent", "selfheal");
+        let mut auth = HeaderValue::from_str(&format!("Bearer {}", self.token.expose()))
+            .map_err(|_| ForgeError::Http("the forge token is not a valid header value".into()))?;
+        auth.set_sensitive(true);
+        builder = builder.header("authorization", auth);
+        if body.is_some() {
+            builder = builder.header("content-type", "application/json");
+        }
+        let request = builder
+            .body(Full::new(Bytes::from(body.unwrap_or_default())))
+            .map_err(|e| ForgeError::Http(format!("building request: {e}")))?;
+
+        let exchange = async {
+            let response = self.client.request(request).await?;
+            let (parts, body) = response.into_parts();
+            let body = Limited::new(body, MAX_BODY_BYTES)
+                .collect()
+                .await
+                .map_err(|e| ForgeError::Http(format!("reading response: {e}")))?
+                .to_bytes();
+            Ok(Answer { status: parts.status, headers: parts.headers, body: body.to_vec() })
+        };
+        match tokio::time::timeout(self.retry.request_timeout, exchange).await {
+            Ok(result) => result,
+            Err(_) => Err(ForgeError::Timeout),
+        }
+    }
+}
+
+/// The two connectors: TLS for real forges, plain TCP for loopback fakes.
+enum Transport {
+    Https(Client<HttpsConnector<HttpConnector>, Full<Bytes>>),
+    Plain(Client<HttpConnector, Full<Bytes>>),
+}
+
+impl Transport {
+    async fn request(&self, req: Request<Full<Bytes>>) -> Result<hyper::Response<hyper::body::Incoming>, ForgeError> {
+        let result = match self {
+            Transport::Https(client) => client.request(req).await,
+            Transport::Plain(client) => client.request(req).await,
+        };
+        // hyper-util's errors name the host, never headers, so they carry no token.
+        result.map_err(|e| ForgeError::Http(format!("sending request: {e}")))
+    }
+}
+
+struct Answer {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Vec<u8>,
+}
+
+/// The parts of GitHub's pull request object selfheal reads.
+#[derive(Deserialize)]
+struct ApiPull {
+    number: u64,
+    html_url: String,
+    state: String,
+    title: String,
+    body: Option<String>,
+    head: ApiRef,
+    base: ApiRef,
+}
+
+#[derive(Deserialize)]
+struct ApiRef {
+    #[serde(rename = "ref")]
+    name: String,
+}
+
+impl From<ApiPull> for PullRequest {
+    fn from(p: ApiPull) -> PullRequest {
+        PullRequest {
+            number: p.number,
+            url: p.html_url,
+            head: p.head.name,
+            base: p.base.name,
+            title: p.title,
+            body: p.body.unwrap_or_default(),
+            state: p.state,
+        }
+    }
+}
+
+/// GitHub's error body: `{"message": ..., "errors": [...], "documentation_url": ...}`.
+#[derive(Deserialize, Default)]
+struct ApiError {
+    #[serde(default)]
+    message: String,
+    #[serde(default)]
+    errors: Vec<ApiErrorDetail>,
+}
+
+#[derive(Deserialize)]
+struct ApiErrorDetail {
+    message: Option<String>,
+    resource: Option<String>,
+    field: Option<String>,
+    code: Option<String>,
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ForgeError> {
+    serde_json::from_slice(body).map_err(|e| ForgeError::Http(format!("unexpected response from GitHub: {e}")))
+}
+
+fn error_message(body: &[u8]) -> String {
+    let err: ApiError = serde_json::from_slice(body).unwrap_or_default();
+    if err.message.is_empty() {
+        String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned()
+    } else {
+        err.message
+    }
+}
+
+/// The useful part of a 422: the `errors` array's messages (e.g. "A pull request
+/// already exists for o:branch."), or `resource.field code` when an error has no
+/// message, or the top-level message when there is no array.
+fn validation_message(body: &[u8]) -> String {
+    let err: ApiError = serde_json::from_slice(body).unwrap_or_default();
+    let details: Vec<String> = err
+        .errors
+        .iter()
+        .map(|d| match &d.message {
+            Some(m) => m.clone(),
+            None => format!(
+                "{}.{} {}",
+                d.resource.as_deref().unwrap_or("?"),
+                d.field.as_deref().unwrap_or("?"),
+                d.code.as_deref().unwrap_or("invalid")
+            ),
+        })
+        .collect();
+    if details.is_empty() {
+        error_message(body)
+    } else {
+        details.join("; ")
+    }
+}
+
+/// How long GitHub asks us to wait, if this answer is a rate limit, following
+/// GitHub's documented rules: `retry-after` wins; otherwise an exhausted
+/// `x-ratelimit-remaining` means waiting until `x-ratelimit-reset` (epoch seconds);
+/// otherwise a 429, or a 403 saying "rate limit", means waiting a minute.
+fn rate_limit_wait(status: u16, headers: &HeaderMap, body: &[u8], now_epoch: u64) -> Option<Duration> {
+    if status != 403 && status != 429 {
+        return None;
+    }
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
+    if let Some(secs) = header("retry-after").and_then(|v| v.parse::<u64>().ok()) {
+        return Some(Duration::from_secs(secs));
+    }
+    if header("x-ratelimit-remaining") == Some("0") {
+        if let Some(reset) = header("x-ratelimit-reset").and_then(|v| v.parse::<u64>().ok()) {
+            return Some(Duration::from_secs(reset.saturating_sub(now_epoch)));
+        }
+    }
+    if status == 429 || error_message(body).to_ascii_lowercase().contains("rate limit") {
+        return Some(Duration::from_secs(60));
+    }
+    None
+}
+
+/// The `rel="next"` target of a `Link` header.
+fn next_link(header: &str) -> Option<String> {
+    header.split(',').find_map(|part| {
+        let (target, params) = part.split_once(';')?;
+        let is_next = params.split(';').any(|p| {
+            let p = p.trim();
+            p == "rel=\"next\"" || p == "rel=next"
+        });
+        let target = target.trim().strip_prefix('<')?.strip_suffix('>')?;
+        is_next.then(|| target.to_string())
+    })
+}
+
+fn same_origin(a: &str, b: &str) -> bool {
+    match (url::Url::parse(a), url::Url::parse(b)) {
+        (Ok(a), Ok(b)) => a.origin() == b.origin(),
+        _ => false,
+    }
+}
+
+fn is_loopback(url: &url::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
+}
+
+fn valid_name(s: &str) -> bool {
+    !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rate_limit_waits_follow_githubs_rules() {
+        fn check(status: u16, headers: &[(&str, &str)], body: &str, want: Option<u64>) {
+            let mut map = HeaderMap::new();
+            for (k, v) in headers {
+                map.insert(*k, HeaderValue::from_str(v).expect("header"));
+            }
+            let got = rate_limit_wait(status, &map, body.as_bytes(), 1_000);
+            assert_eq!(got, want.map(Duration::from_secs), "{status} {headers:?} {body}");
+        }
+        check(429, &[("retry-after", "7")], "", Some(7));
+        check(403, &[("retry-after", "3")], "", Some(3));
+        check(403, &[("x-ratelimit-remaining", "0"), ("x-ratelimit-reset", "1030")], "", Some(30));
+        check(403, &[("x-ratelimit-remaining", "0"), ("x-ratelimit-reset", "900")], "", Some(0));
+        check(403, &[("retry-after", "2"), ("x-ratelimit-remaining", "0"), ("x-ratelimit-reset", "1030")], "", Some(2));
+        check(429, &[], "", Some(60));
+        check(403, &[], r#"{"message":"You have exceeded a secondary rate limit."}"#, Some(60));
+        check(403, &[("x-ratelimit-remaining", "12")], r#"{"message":"Resource not accessible by integration"}"#, None);
+        check(500, &[("retry-after", "1")], "", None);
+        check(422, &[], "", None);
+    }
+
+    #[test]
+    fn next_links_are_read_from_link_headers() {
+        let cases = [
+            (r#"<https://api.github.com/r?page=2>; rel="next", <https://api.github.com/r?page=5>; rel="last""#, Some("https://api.github.com/r?page=2")),
+            (r#"<https://api.github.com/r?page=1>; rel="prev", <https://api.github.com/r?page=3>; rel="next""#, Some("https://api.github.com/r?page=3")),
+            (r#"<https://api.github.com/r?page=1>; rel="first", <https://api.github.com/r?page=1>; rel="prev""#, None),
+            ("", None),
+        ];
+        for (header, want) in cases {
+            assert_eq!(next_link(header).as_deref(), want, "{header}");
+        }
+    }
+
+    #[test]
+    fn validation_messages_come_from_githubs_errors_array() {
+        let cases = [
+            (r#"{"message":"Validation Failed","errors":[{"resource":"PullRequest","code":"custom","message":"A pull request already exists for o:b."}]}"#, "A pull request already exists for o:b."),
+            (r#"{"message":"Validation Failed","errors":[{"resource":"PullRequest","field":"head","code":"invalid"}]}"#, "PullRequest.head invalid"),
+            (r#"{"message":"Invalid request.\n\n\"head\" wasn't supplied."}"#, "Invalid request.\n\n\"head\" wasn't supplied."),
+            ("not json", "not json"),
+        ];
+        for (body, want) in cases {
+            assert_eq!(validation_message(body.as_bytes()), want, "{body}");
+        }
+    }
+
+    #[test]
+    fn plain_http_is_refused_except_on_loopback() {
+        let token = || ForgeToken::new("t");
+        assert!(GitHub::new("http://127.0.0.1:9/api/v3", "o/r", token()).is_ok());
+        assert!(GitHub::new("http://localhost:9", "o/r", token()).is_ok());
+        assert!(GitHub::new("http://ghe.example.com/api/v3", "o/r", token()).is_err());
+        assert!(GitHub::new("http://127.0.0.1:9", "not-a-repo", token()).is_err());
+    }
+
+    #[test]
+    fn the_token_never_shows_in_debug_output() {
+        let gh = GitHub::new("http://127.0.0.1:9", "o/r", ForgeToken::new("ghp_supersecret")).expect("client");
+        let shown = format!("{gh:?}");
+        assert!(!shown.contains("ghp_supersecret") && shown.contains("***"), "{shown}");
+    }
+}
