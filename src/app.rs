@@ -19,10 +19,12 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, warn};
 
-use crate::config::{Config, Schedule};
+use crate::config::{Config, HealSettings, Schedule};
+use crate::dbt::Dbt;
+use crate::forge::{parse_github_remote, Forge, ForgeToken, GitHub};
 use crate::recognize::{Failure, InboundMessage, Recognizer};
 use crate::redact::Redactor;
-use crate::session::driver::{self, Deps, Start};
+use crate::session::driver::{self, Deps, Healing, Start};
 use crate::slack::channels::Channels;
 use crate::slack::socket::{Listener, SocketSettings};
 use crate::slack::web::{connector, SlackWeb, WebSettings};
@@ -93,6 +95,7 @@ impl App {
             edit_interval: cfg.edit_interval,
             prior_attempts: cfg.prior_attempts,
             work_root,
+            healing: Arc::new(healing(&cfg.heal)?),
         };
         let app = Arc::new(App {
             cfg: Arc::new(cfg),
@@ -325,6 +328,7 @@ impl App {
             channel: channel.to_string(),
             thread_ts: thread,
             agent: agent.clone(),
+            base_branch: schedule.git_branch.clone(),
         };
         self.tasks.spawn(driver::drive(
             self.deps.clone(),
@@ -396,6 +400,41 @@ impl App {
     }
 }
 
+/// Builds what sessions need for real healing: dbt and the forge.
+pub fn healing(settings: &HealSettings) -> Result<Healing> {
+    let dbt = Dbt {
+        exe: settings.dbt.clone(),
+        profiles_dir: settings.dbt_profiles_dir.clone(),
+        target: settings.dbt_target.clone(),
+        env: vec![],
+        timeout: settings.dbt_timeout,
+    };
+    let github_repo = settings.github_repo.clone().or_else(|| {
+        settings
+            .repo
+            .as_deref()
+            .and_then(parse_github_remote)
+            .map(|(owner, name)| format!("{owner}/{name}"))
+    });
+    let forge = match (&settings.github_token, github_repo) {
+        (Some(token), Some(repo)) => Forge::GitHub(
+            GitHub::new(&settings.github_api_url, &repo, ForgeToken::new(token.expose()))
+                .context("configuring the GitHub API")?,
+        ),
+        (Some(_), None) => anyhow::bail!(
+            "SELFHEAL_GITHUB_TOKEN is set but the repository is unknown: set SELFHEAL_GITHUB_REPO=owner/name"
+        ),
+        (None, _) => Forge::Plain {
+            web_base: settings.repo_web_url.clone(),
+        },
+    };
+    Ok(Healing {
+        settings: settings.clone(),
+        dbt,
+        forge,
+    })
+}
+
 /// The values that must never leave the process: Slack tokens and the
 /// configured secret environment variables.
 fn secret_values(cfg: &Config) -> Vec<String> {
@@ -403,6 +442,9 @@ fn secret_values(cfg: &Config) -> Vec<String> {
         cfg.slack.app_token.expose().to_string(),
         cfg.slack.bot_token.expose().to_string(),
     ];
+    if let Some(token) = &cfg.heal.github_token {
+        values.push(token.expose().to_string());
+    }
     for name in &cfg.secret_env {
         if let Ok(v) = std::env::var(name) {
             values.push(v);

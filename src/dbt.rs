@@ -102,7 +102,10 @@ impl Dbt {
                     // SAFETY: kill(2) on the process group we created for dbt.
                     unsafe { libc::kill(-pgid, libc::SIGKILL) };
                 }
-                anyhow::bail!("{command} ran past its {}s limit and was stopped", self.timeout.as_secs());
+                anyhow::bail!(
+                    "{command} ran past its {}s limit and was stopped",
+                    self.timeout.as_secs()
+                );
             }
         };
         let mut output = String::from_utf8_lossy(&out).into_owned();
@@ -149,7 +152,10 @@ mod tests {
 
     #[test]
     fn colours_are_stripped() {
-        assert_eq!(strip_ansi("\u{1b}[31mFailure\u{1b}[0m in model"), "Failure in model");
+        assert_eq!(
+            strip_ansi("\u{1b}[31mFailure\u{1b}[0m in model"),
+            "Failure in model"
+        );
     }
 
     #[test]

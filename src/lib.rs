@@ -11,20 +11,29 @@
 //! - [`slack`]: the only module that speaks to Slack (Socket Mode listener, Web API gateway, rendering).
 //! - [`session`]: the healing session — a pure state machine and the driver that performs its effects.
 //! - [`agent`]: agent runners; the one place that knows the agent protocol.
+//! - [`doctor`]: dbt-doctor, the deterministic built-in agent.
+//! - [`workspace`]: a fresh clone of the dbt repository per session; pushes only `selfheal/` branches.
+//! - [`forge`]: pull requests (GitHub REST, or a plain remote's compare link); the only holder of the forge token.
 //! - [`store`]: SQLite, the source of truth for history.
 //! - [`runlog`]: run logs — where they come from and what they say (failing nodes, errors).
 //! - [`redact`]: scrubs secrets from anything that leaves the process.
 //! - [`app`]: wires the parts together and runs until shut down.
+//! - [`fake_github`]: a local GitHub REST API for tests and the demo.
 //! - [`fake_slack`]: a local Slack (Web API + Socket Mode) for tests, the demo and benchmarks.
 
 pub mod agent;
 pub mod app;
 pub mod config;
 pub mod dbt;
+#[path = "doctor_stub.rs"]
+pub mod doctor;
+pub mod fake_github;
 pub mod fake_slack;
+pub mod forge;
 pub mod recognize;
 pub mod redact;
 pub mod runlog;
 pub mod session;
 pub mod slack;
 pub mod store;
+pub mod workspace;

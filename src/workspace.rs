@@ -101,7 +101,9 @@ impl Workspace {
                 base.to_string()
             }
             None => default_branch.clone().ok_or_else(|| {
-                anyhow!("{shown} has no default branch (is it empty?); set the schedule's git_branch")
+                anyhow!(
+                    "{shown} has no default branch (is it empty?); set the schedule's git_branch"
+                )
             })?,
         };
 
@@ -113,7 +115,9 @@ impl Workspace {
             args.push("--no-hardlinks");
         }
         args.extend(["--", repo, &dir_arg]);
-        git(None, &args).await.with_context(|| format!("cloning {shown}"))?;
+        git(None, &args)
+            .await
+            .with_context(|| format!("cloning {shown}"))?;
 
         // Keep credentials out of the work tree the agent can read.
         let clean = strip_credentials(repo);
@@ -170,28 +174,53 @@ impl Workspace {
     /// [`Workspace::commit`] stages everything anyway.
     pub async fn diff(&self) -> anyhow::Result<String> {
         self.stage_all().await?;
-        self.git(&["diff", "--cached", "--no-color", "--no-ext-diff", &self.base_sha, "--"])
-            .await
-            .context("diffing against the base commit")
+        self.git(&[
+            "diff",
+            "--cached",
+            "--no-color",
+            "--no-ext-diff",
+            &self.base_sha,
+            "--",
+        ])
+        .await
+        .context("diffing against the base commit")
     }
 
     /// `git diff --stat` of the same changes as [`Workspace::diff`].
     pub async fn diff_stat(&self) -> anyhow::Result<String> {
         self.stage_all().await?;
-        self.git(&["diff", "--cached", "--no-color", "--stat", &self.base_sha, "--"])
-            .await
-            .context("summarising the diff against the base commit")
+        self.git(&[
+            "diff",
+            "--cached",
+            "--no-color",
+            "--stat",
+            &self.base_sha,
+            "--",
+        ])
+        .await
+        .context("summarising the diff against the base commit")
     }
 
     /// The paths changed since the base commit (both sides of a rename), sorted.
     pub async fn changed_files(&self) -> anyhow::Result<Vec<String>> {
         self.stage_all().await?;
         let out = self
-            .git(&["diff", "--cached", "--name-only", "--no-renames", "-z", &self.base_sha, "--"])
+            .git(&[
+                "diff",
+                "--cached",
+                "--name-only",
+                "--no-renames",
+                "-z",
+                &self.base_sha,
+                "--",
+            ])
             .await
             .context("listing changed files")?;
-        let mut files: Vec<String> =
-            out.split('\0').filter(|f| !f.is_empty()).map(str::to_string).collect();
+        let mut files: Vec<String> = out
+            .split('\0')
+            .filter(|f| !f.is_empty())
+            .map(str::to_string)
+            .collect();
         files.sort();
         Ok(files)
     }
@@ -254,13 +283,17 @@ impl Workspace {
             .chain([self.base_branch.as_str(), self.default_branch.as_str()])
             .any(|p| p.eq_ignore_ascii_case(short));
         if protected {
-            bail!("refusing to use `{branch}`: selfheal never pushes to a base or protected branch");
+            bail!(
+                "refusing to use `{branch}`: selfheal never pushes to a base or protected branch"
+            );
         }
         Ok(())
     }
 
     async fn stage_all(&self) -> anyhow::Result<()> {
-        self.git(&["add", "--all", "--", "."]).await.context("staging changes")?;
+        self.git(&["add", "--all", "--", "."])
+            .await
+            .context("staging changes")?;
         Ok(())
     }
 
@@ -308,7 +341,10 @@ impl TempRoot {
         tokio::fs::create_dir_all(parent)
             .await
             .with_context(|| format!("creating workspace root {}", parent.display()))?;
-        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
         let name = format!(
             "selfheal-ws-{}-{}-{nanos:x}",
             std::process::id(),
@@ -319,7 +355,10 @@ impl TempRoot {
         tokio::fs::create_dir(&path)
             .await
             .with_context(|| format!("creating workspace {}", path.display()))?;
-        Ok(TempRoot { path, removed: false })
+        Ok(TempRoot {
+            path,
+            removed: false,
+        })
     }
 }
 
@@ -338,7 +377,8 @@ async fn git(cwd: Option<&Path>, args: &[&str]) -> anyhow::Result<String> {
     if !out.status.success() {
         return Err(git_failure(args, &out));
     }
-    String::from_utf8(out.stdout).map_err(|_| anyhow!("git {} printed non-UTF-8 output", shown_args(args)))
+    String::from_utf8(out.stdout)
+        .map_err(|_| anyhow!("git {} printed non-UTF-8 output", shown_args(args)))
 }
 
 async fn run_git(cwd: Option<&Path>, args: &[&str]) -> anyhow::Result<std::process::Output> {
@@ -356,11 +396,17 @@ async fn run_git(cwd: Option<&Path>, args: &[&str]) -> anyhow::Result<std::proce
     if let Some(cwd) = cwd {
         cmd.current_dir(cwd);
     }
-    let child = cmd.spawn().with_context(|| format!("starting git {}", shown_args(args)))?;
+    let child = cmd
+        .spawn()
+        .with_context(|| format!("starting git {}", shown_args(args)))?;
     match tokio::time::timeout(GIT_TIMEOUT, child.wait_with_output()).await {
         Ok(out) => out.with_context(|| format!("running git {}", shown_args(args))),
         // Dropping the future drops the child, which kills it (`kill_on_drop`).
-        Err(_) => bail!("git {} timed out after {}s", shown_args(args), GIT_TIMEOUT.as_secs()),
+        Err(_) => bail!(
+            "git {} timed out after {}s",
+            shown_args(args),
+            GIT_TIMEOUT.as_secs()
+        ),
     }
 }
 
@@ -390,7 +436,11 @@ fn shown_args(args: &[&str]) -> String {
 
 /// `(default branch, every branch)` of a remote, from `git ls-remote --symref`.
 async fn remote_heads(repo: &str) -> anyhow::Result<(Option<String>, Vec<String>)> {
-    let out = git(None, &["ls-remote", "--symref", "--", repo, "HEAD", "refs/heads/*"]).await?;
+    let out = git(
+        None,
+        &["ls-remote", "--symref", "--", repo, "HEAD", "refs/heads/*"],
+    )
+    .await?;
     let mut default = None;
     let mut heads = Vec::new();
     for line in out.lines() {
@@ -420,9 +470,9 @@ fn check_branch_name(branch: &str) -> anyhow::Result<()> {
         && !branch.contains("//")
         && !branch.contains("@{")
         && !branch.split('/').any(|part| part.starts_with('.'))
-        && !branch
-            .chars()
-            .any(|c| c.is_ascii_control() || matches!(c, ' ' | '~' | '^' | ':' | '?' | '*' | '[' | '\\'));
+        && !branch.chars().any(|c| {
+            c.is_ascii_control() || matches!(c, ' ' | '~' | '^' | ':' | '?' | '*' | '[' | '\\')
+        });
     if !valid {
         bail!("`{branch}` is not a valid branch name");
     }
@@ -500,7 +550,11 @@ mod tests {
             .env("GIT_TERMINAL_PROMPT", "0")
             .output()
             .expect("git runs");
-        assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8(out.stdout).expect("utf-8")
     }
 
@@ -508,7 +562,16 @@ mod tests {
         let tmp = tempfile::tempdir().expect("tempdir");
         let bare = tmp.path().join("origin.git");
         let seed = tmp.path().join("seed");
-        sh_git(tmp.path(), &["init", "--quiet", "--bare", "--initial-branch=main", "origin.git"]);
+        sh_git(
+            tmp.path(),
+            &[
+                "init",
+                "--quiet",
+                "--bare",
+                "--initial-branch=main",
+                "origin.git",
+            ],
+        );
         sh_git(tmp.path(), &["clone", "--quiet", "origin.git", "seed"]);
         std::fs::create_dir_all(seed.join("models")).expect("mkdir");
         std::fs::write(seed.join("models/orders.sql"), "select 1 as id\n").expect("write");
@@ -524,16 +587,27 @@ mod tests {
             sh_git(&seed, &["push", "--quiet", "origin", branch]);
         }
         let root = tmp.path().join("workspaces");
-        Origin { bare, root, _tmp: tmp }
+        Origin {
+            bare,
+            root,
+            _tmp: tmp,
+        }
     }
 
     fn bare_ref(origin: &Origin, name: &str) -> Option<String> {
         let out = std::process::Command::new("git")
-            .args(["rev-parse", "--verify", "--quiet", &format!("refs/heads/{name}")])
+            .args([
+                "rev-parse",
+                "--verify",
+                "--quiet",
+                &format!("refs/heads/{name}"),
+            ])
             .current_dir(&origin.bare)
             .output()
             .expect("git runs");
-        out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
     }
 
     fn path(p: &Path) -> &str {
@@ -544,7 +618,9 @@ mod tests {
     async fn a_session_branch_is_committed_and_pushed_to_the_remote() {
         // Arrange
         let origin = origin(&[]);
-        let ws = Workspace::create(path(&origin.bare), None, &origin.root).await.expect("create");
+        let ws = Workspace::create(path(&origin.bare), None, &origin.root)
+            .await
+            .expect("create");
         assert_eq!(ws.base_branch, "main");
         assert_eq!(ws.default_branch(), "main");
         assert_eq!(Some(ws.base_sha.clone()), bare_ref(&origin, "main"));
@@ -557,18 +633,34 @@ mod tests {
         let diff = ws.diff().await.expect("diff");
         let stat = ws.diff_stat().await.expect("stat");
         let files = ws.changed_files().await.expect("files");
-        let sha = ws.commit("fix(orders): select the right id").await.expect("commit");
+        let sha = ws
+            .commit("fix(orders): select the right id")
+            .await
+            .expect("commit");
         ws.push(branch).await.expect("push");
 
         // Assert
-        assert!(diff.contains("-select 1 as id") && diff.contains("+select 2 as id"), "{diff}");
-        assert!(diff.contains("models/new.sql"), "new files are in the diff: {diff}");
+        assert!(
+            diff.contains("-select 1 as id") && diff.contains("+select 2 as id"),
+            "{diff}"
+        );
+        assert!(
+            diff.contains("models/new.sql"),
+            "new files are in the diff: {diff}"
+        );
         assert!(stat.contains("2 files changed"), "{stat}");
         assert_eq!(files, vec!["models/new.sql", "models/orders.sql"]);
         assert_eq!(bare_ref(&origin, branch), Some(sha.clone()));
         let log = sh_git(&origin.bare, &["log", "-1", "--format=%an <%ae>|%s", &sha]);
-        assert_eq!(log.trim(), "selfheal <selfheal@users.noreply.github.com>|fix(orders): select the right id");
-        assert_eq!(bare_ref(&origin, "main"), Some(ws.base_sha.clone()), "main is untouched");
+        assert_eq!(
+            log.trim(),
+            "selfheal <selfheal@users.noreply.github.com>|fix(orders): select the right id"
+        );
+        assert_eq!(
+            bare_ref(&origin, "main"),
+            Some(ws.base_sha.clone()),
+            "main is untouched"
+        );
     }
 
     #[tokio::test]
@@ -588,7 +680,9 @@ mod tests {
     #[tokio::test]
     async fn pushing_a_base_or_protected_branch_is_refused_and_the_remote_is_unchanged() {
         let origin = origin(&["develop", "release"]);
-        let ws = Workspace::create(path(&origin.bare), Some("release"), &origin.root).await.expect("create");
+        let ws = Workspace::create(path(&origin.bare), Some("release"), &origin.root)
+            .await
+            .expect("create");
         // Commit onto a session branch, then point the protected names at it locally,
         // so that a push that got through would really change the remote.
         ws.start_branch("selfheal/x").await.expect("branch");
@@ -599,10 +693,25 @@ mod tests {
         }
         let before = sh_git(&origin.bare, &["for-each-ref"]);
 
-        for branch in ["main", "develop", "release", "master", "production", "Main", "refs/heads/main", "+main", "x:main", "-f", ""] {
+        for branch in [
+            "main",
+            "develop",
+            "release",
+            "master",
+            "production",
+            "Main",
+            "refs/heads/main",
+            "+main",
+            "x:main",
+            "-f",
+            "",
+        ] {
             let err = ws.push(branch).await.expect_err(branch);
             let msg = format!("{err:#}");
-            assert!(msg.contains("refusing") || msg.contains("not a valid branch name"), "{branch}: {msg}");
+            assert!(
+                msg.contains("refusing") || msg.contains("not a valid branch name"),
+                "{branch}: {msg}"
+            );
         }
 
         assert_eq!(sh_git(&origin.bare, &["for-each-ref"]), before);
@@ -611,7 +720,9 @@ mod tests {
     #[tokio::test]
     async fn starting_or_committing_on_a_base_branch_is_refused() {
         let origin = origin(&[]);
-        let ws = Workspace::create(path(&origin.bare), None, &origin.root).await.expect("create");
+        let ws = Workspace::create(path(&origin.bare), None, &origin.root)
+            .await
+            .expect("create");
         assert!(ws.start_branch("main").await.is_err());
         std::fs::write(ws.dir.join("a.txt"), "a\n").expect("write");
         let err = ws.commit("m").await.expect_err("on main");
@@ -621,7 +732,9 @@ mod tests {
     #[tokio::test]
     async fn committing_nothing_is_an_error() {
         let origin = origin(&[]);
-        let ws = Workspace::create(path(&origin.bare), None, &origin.root).await.expect("create");
+        let ws = Workspace::create(path(&origin.bare), None, &origin.root)
+            .await
+            .expect("create");
         ws.start_branch("selfheal/x").await.expect("branch");
         let err = ws.commit("m").await.expect_err("nothing to commit");
         assert!(format!("{err:#}").contains("nothing to commit"), "{err:#}");
@@ -630,13 +743,17 @@ mod tests {
     #[tokio::test]
     async fn the_workspace_directory_is_gone_after_drop_and_after_remove() {
         let origin = origin(&[]);
-        let ws = Workspace::create(path(&origin.bare), None, &origin.root).await.expect("create");
+        let ws = Workspace::create(path(&origin.bare), None, &origin.root)
+            .await
+            .expect("create");
         let dir = ws.dir.clone();
         assert!(dir.join("models/orders.sql").exists());
         drop(ws);
         assert!(!dir.exists());
 
-        let ws = Workspace::create(path(&origin.bare), None, &origin.root).await.expect("create");
+        let ws = Workspace::create(path(&origin.bare), None, &origin.root)
+            .await
+            .expect("create");
         let dir = ws.dir.clone();
         ws.remove().await.expect("remove");
         assert!(!dir.exists());
@@ -646,7 +763,9 @@ mod tests {
     #[tokio::test]
     async fn a_named_base_branch_is_checked_out_when_it_exists() {
         let origin = origin(&["develop"]);
-        let ws = Workspace::create(path(&origin.bare), Some("develop"), &origin.root).await.expect("create");
+        let ws = Workspace::create(path(&origin.bare), Some("develop"), &origin.root)
+            .await
+            .expect("create");
         assert_eq!(ws.base_branch, "develop");
         assert_eq!(ws.default_branch(), "main");
         assert_eq!(Some(ws.base_sha.clone()), bare_ref(&origin, "develop"));
@@ -660,7 +779,10 @@ mod tests {
             .await
             .expect_err("no develop");
         let msg = format!("{err:#}");
-        assert!(msg.contains("base branch `develop` does not exist") && msg.contains("main"), "{msg}");
+        assert!(
+            msg.contains("base branch `develop` does not exist") && msg.contains("main"),
+            "{msg}"
+        );
         assert_eq!(std::fs::read_dir(&origin.root).expect("root").count(), 0);
     }
 
@@ -668,20 +790,31 @@ mod tests {
     async fn the_source_repository_is_not_modified_by_a_session() {
         let origin = origin(&[]);
         let before = sh_git(&origin.bare, &["for-each-ref"]);
-        let objects = std::fs::read_dir(origin.bare.join("objects")).expect("objects").count();
-        let ws = Workspace::create(path(&origin.bare), None, &origin.root).await.expect("create");
+        let objects = std::fs::read_dir(origin.bare.join("objects"))
+            .expect("objects")
+            .count();
+        let ws = Workspace::create(path(&origin.bare), None, &origin.root)
+            .await
+            .expect("create");
         ws.start_branch("selfheal/x").await.expect("branch");
         std::fs::write(ws.dir.join("a.txt"), "a\n").expect("write");
         ws.commit("m").await.expect("commit");
         assert_eq!(sh_git(&origin.bare, &["for-each-ref"]), before);
-        assert_eq!(std::fs::read_dir(origin.bare.join("objects")).expect("objects").count(), objects);
+        assert_eq!(
+            std::fs::read_dir(origin.bare.join("objects"))
+                .expect("objects")
+                .count(),
+            objects
+        );
     }
 
     #[tokio::test]
     async fn an_unreachable_remote_error_does_not_show_its_token() {
         let tmp = tempfile::tempdir().expect("tempdir");
         let url = "https://x-access-token:ghs_SECRET123@127.0.0.1:1/o/r.git";
-        let err = Workspace::create(url, None, tmp.path()).await.expect_err("unreachable");
+        let err = Workspace::create(url, None, tmp.path())
+            .await
+            .expect_err("unreachable");
         let msg = format!("{err:#}");
         assert!(!msg.contains("ghs_SECRET123"), "{msg}");
         assert!(msg.contains("https://***@127.0.0.1:1/o/r.git"), "{msg}");
@@ -690,18 +823,30 @@ mod tests {
     #[test]
     fn credentials_in_urls_are_redacted() {
         let cases = [
-            ("https://x-access-token:ghp_abc@github.com/o/r.git", "https://***@github.com/o/r.git"),
+            (
+                "https://x-access-token:ghp_abc@github.com/o/r.git",
+                "https://***@github.com/o/r.git",
+            ),
             ("https://TOKEN@github.com/o/r", "https://***@github.com/o/r"),
-            ("fatal: unable to access 'https://u:p@h/x/': 403", "fatal: unable to access 'https://***@h/x/': 403"),
+            (
+                "fatal: unable to access 'https://u:p@h/x/': 403",
+                "fatal: unable to access 'https://***@h/x/': 403",
+            ),
             ("https://github.com/o/r.git", "https://github.com/o/r.git"),
             ("git@github.com:o/r.git", "git@github.com:o/r.git"),
-            ("a https://u:p@h b http://q@k", "a https://***@h b http://***@k"),
+            (
+                "a https://u:p@h b http://q@k",
+                "a https://***@h b http://***@k",
+            ),
             ("no urls here", "no urls here"),
         ];
         for (input, want) in cases {
             assert_eq!(redact_credentials(input), want, "{input}");
         }
-        assert_eq!(strip_credentials("https://u:t@github.com/o/r.git"), "https://github.com/o/r.git");
+        assert_eq!(
+            strip_credentials("https://u:t@github.com/o/r.git"),
+            "https://github.com/o/r.git"
+        );
     }
 
     #[test]

@@ -37,33 +37,51 @@ pub struct CommandSpec {
     pub session_env: Vec<(String, String)>,
 }
 
-/// Something the running command produced.
+/// Something the running agent produced.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Output {
     Stdout(String),
     Stderr(String),
+    /// An already-interpreted event, from a built-in agent.
+    Event(super::protocol::AgentEvent),
     /// The process exited; `code` is None when a signal ended it.
     Exited {
         code: Option<i32>,
     },
 }
 
-/// A running agent process.
+/// A running agent: a child process, or a built-in agent's task.
 pub struct Running {
     pub output: mpsc::Receiver<Output>,
-    stdin: mpsc::Sender<String>,
+    stdin: Option<mpsc::Sender<String>>,
     pgid: Option<i32>,
+    task: Option<tokio::task::AbortHandle>,
 }
 
 impl Running {
+    /// Wraps a built-in agent running as a task that reports on `output`.
+    pub fn in_process(output: mpsc::Receiver<Output>, task: tokio::task::AbortHandle) -> Running {
+        Running {
+            output,
+            stdin: None,
+            pgid: None,
+            task: Some(task),
+        }
+    }
+
     /// Sends one JSON line to the agent's stdin. Fails quietly if the agent closed it.
     pub async fn send_line(&self, line: String) {
-        let _ = self.stdin.send(line).await;
+        if let Some(stdin) = &self.stdin {
+            let _ = stdin.send(line).await;
+        }
     }
 
     /// Ends the agent and all its children: SIGTERM to the process group, then
     /// SIGKILL after `grace`.
     pub fn terminate(&self, grace: Duration) {
+        if let Some(task) = &self.task {
+            task.abort();
+        }
         let Some(pgid) = self.pgid else { return };
         signal_group(pgid, libc::SIGTERM);
         tokio::spawn(async move {
@@ -75,6 +93,9 @@ impl Running {
 
 impl Drop for Running {
     fn drop(&mut self) {
+        if let Some(task) = &self.task {
+            task.abort();
+        }
         // Whatever happens to the session, no agent process outlives it.
         if let Some(pgid) = self.pgid {
             signal_group(pgid, libc::SIGKILL);
@@ -131,8 +152,9 @@ pub async fn spawn(spec: &CommandSpec, first_line: String) -> Result<Running> {
 
     Ok(Running {
         output: out_rx,
-        stdin: in_tx,
+        stdin: Some(in_tx),
         pgid,
+        task: None,
     })
 }
 

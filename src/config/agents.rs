@@ -114,7 +114,8 @@ impl AgentDef {
             name: DBT_DOCTOR.into(),
             role: "On-call analytics engineer for the dbt pipeline".into(),
             goal: "Fix the failures that have one right answer; diagnose the rest precisely".into(),
-            backstory: "Deterministic: it reads the run log, checks the project and never guesses.".into(),
+            backstory: "Deterministic: it reads the run log, checks the project and never guesses."
+                .into(),
             tools: ToolPolicy::All,
             model_family: None,
             runner: Runner::Builtin(DBT_DOCTOR.into()),

@@ -105,7 +105,8 @@ impl GitHub {
     /// travel in clear.
     pub fn new(api_base: &str, repo: &str, token: ForgeToken) -> anyhow::Result<GitHub> {
         let api_base = api_base.trim_end_matches('/').to_string();
-        let parsed = url::Url::parse(&api_base).with_context(|| format!("parsing forge API URL {api_base}"))?;
+        let parsed = url::Url::parse(&api_base)
+            .with_context(|| format!("parsing forge API URL {api_base}"))?;
         let (owner, name) = repo
             .split_once('/')
             .filter(|(o, r)| valid_name(o) && valid_name(r))
@@ -123,7 +124,9 @@ impl GitHub {
             "http" if is_loopback(&parsed) => {
                 Transport::Plain(Client::builder(TokioExecutor::new()).build(HttpConnector::new()))
             }
-            "http" => bail!("refusing plain http for forge API {api_base}: the token would travel unencrypted"),
+            "http" => bail!(
+                "refusing plain http for forge API {api_base}: the token would travel unencrypted"
+            ),
             other => bail!("unsupported scheme `{other}` in forge API URL {api_base}"),
         };
         Ok(GitHub {
@@ -161,9 +164,12 @@ impl GitHub {
             "maintainer_can_modify": true,
             "draft": false,
         });
-        let body = serde_json::to_vec(&body).map_err(|e| ForgeError::Http(format!("encoding request: {e}")))?;
+        let body = serde_json::to_vec(&body)
+            .map_err(|e| ForgeError::Http(format!("encoding request: {e}")))?;
         let mut ambiguous = false;
-        let result = self.send(Method::POST, &self.pulls_url(), Some(body), &mut ambiguous).await;
+        let result = self
+            .send(Method::POST, &self.pulls_url(), Some(body), &mut ambiguous)
+            .await;
         let pr = match result {
             Ok(resp) => parse_json::<ApiPull>(&resp.body)?.into(),
             // An earlier attempt may have created the pull request before its answer
@@ -183,16 +189,26 @@ impl GitHub {
 
     /// Every open pull request, following `Link: rel="next"` pages.
     pub(super) async fn list_open_pulls(&self) -> Result<Vec<PullRequest>, ForgeError> {
-        self.list(&format!("{}?state=open&per_page=100", self.pulls_url())).await
+        self.list(&format!("{}?state=open&per_page=100", self.pulls_url()))
+            .await
     }
 
-    async fn find_open_by_head(&self, head: &str, base: &str) -> Result<Option<PullRequest>, ForgeError> {
-        let mut url = url::Url::parse(&self.pulls_url()).map_err(|e| ForgeError::Http(e.to_string()))?;
+    async fn find_open_by_head(
+        &self,
+        head: &str,
+        base: &str,
+    ) -> Result<Option<PullRequest>, ForgeError> {
+        let mut url =
+            url::Url::parse(&self.pulls_url()).map_err(|e| ForgeError::Http(e.to_string()))?;
         url.query_pairs_mut()
             .append_pair("state", "open")
             .append_pair("head", &format!("{}:{head}", self.owner))
             .append_pair("base", base);
-        Ok(self.list(url.as_str()).await?.into_iter().find(|pr| pr.head == head))
+        Ok(self
+            .list(url.as_str())
+            .await?
+            .into_iter()
+            .find(|pr| pr.head == head))
     }
 
     async fn list(&self, first: &str) -> Result<Vec<PullRequest>, ForgeError> {
@@ -231,8 +247,13 @@ impl GitHub {
             let error = match self.send_once(method.clone(), url, body.clone()).await {
                 Ok(answer) if answer.status.is_success() => return Ok(answer),
                 Ok(answer) => {
-                    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-                    if let Some(wait) = rate_limit_wait(answer.status.as_u16(), &answer.headers, &answer.body, now) {
+                    let now = SystemTime::now()
+                        .duration_since(UNIX_EPOCH)
+                        .map(|d| d.as_secs())
+                        .unwrap_or(0);
+                    if let Some(wait) =
+                        rate_limit_wait(answer.status.as_u16(), &answer.headers, &answer.body, now)
+                    {
                         if last || wait > self.retry.max_wait {
                             return Err(ForgeError::RateLimited { retry_after: wait });
                         }
@@ -244,9 +265,21 @@ impl GitHub {
                         401 => return Err(ForgeError::Unauthorized),
                         403 => return Err(ForgeError::Forbidden(error_message(&answer.body))),
                         404 => return Err(ForgeError::NotFound),
-                        422 => return Err(ForgeError::Validation(validation_message(&answer.body))),
-                        s if s >= 500 => ForgeError::Http(format!("{}: {}", answer.status, error_message(&answer.body))),
-                        _ => return Err(ForgeError::Http(format!("{}: {}", answer.status, error_message(&answer.body)))),
+                        422 => {
+                            return Err(ForgeError::Validation(validation_message(&answer.body)))
+                        }
+                        s if s >= 500 => ForgeError::Http(format!(
+                            "{}: {}",
+                            answer.status,
+                            error_message(&answer.body)
+                        )),
+                        _ => {
+                            return Err(ForgeError::Http(format!(
+                                "{}: {}",
+                                answer.status,
+                                error_message(&answer.body)
+                            )))
+                        }
                     }
                 }
                 Err(e) => e,
@@ -262,7 +295,12 @@ impl GitHub {
         }
     }
 
-    async fn send_once(&self, method: Method, url: &str, body: Option<Vec<u8>>) -> Result<Answer, ForgeError> {
+    async fn send_once(
+        &self,
+        method: Method,
+        url: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<Answer, ForgeError> {
         let mut builder = Request::builder()
             .method(method)
             .uri(url)
@@ -288,7 +326,11 @@ impl GitHub {
                 .await
                 .map_err(|e| ForgeError::Http(format!("reading response: {e}")))?
                 .to_bytes();
-            Ok(Answer { status: parts.status, headers: parts.headers, body: body.to_vec() })
+            Ok(Answer {
+                status: parts.status,
+                headers: parts.headers,
+                body: body.to_vec(),
+            })
         };
         match tokio::time::timeout(self.retry.request_timeout, exchange).await {
             Ok(result) => result,
@@ -304,7 +346,10 @@ enum Transport {
 }
 
 impl Transport {
-    async fn request(&self, req: Request<Full<Bytes>>) -> Result<hyper::Response<hyper::body::Incoming>, ForgeError> {
+    async fn request(
+        &self,
+        req: Request<Full<Bytes>>,
+    ) -> Result<hyper::Response<hyper::body::Incoming>, ForgeError> {
         let result = match self {
             Transport::Https(client) => client.request(req).await,
             Transport::Plain(client) => client.request(req).await,
@@ -370,7 +415,8 @@ struct ApiErrorDetail {
 }
 
 fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ForgeError> {
-    serde_json::from_slice(body).map_err(|e| ForgeError::Http(format!("unexpected response from GitHub: {e}")))
+    serde_json::from_slice(body)
+        .map_err(|e| ForgeError::Http(format!("unexpected response from GitHub: {e}")))
 }
 
 fn error_message(body: &[u8]) -> String {
@@ -411,11 +457,21 @@ fn validation_message(body: &[u8]) -> String {
 /// GitHub's documented rules: `retry-after` wins; otherwise an exhausted
 /// `x-ratelimit-remaining` means waiting until `x-ratelimit-reset` (epoch seconds);
 /// otherwise a 429, or a 403 saying "rate limit", means waiting a minute.
-fn rate_limit_wait(status: u16, headers: &HeaderMap, body: &[u8], now_epoch: u64) -> Option<Duration> {
+fn rate_limit_wait(
+    status: u16,
+    headers: &HeaderMap,
+    body: &[u8],
+    now_epoch: u64,
+) -> Option<Duration> {
     if status != 403 && status != 429 {
         return None;
     }
-    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+    };
     if let Some(secs) = header("retry-after").and_then(|v| v.parse::<u64>().ok()) {
         return Some(Duration::from_secs(secs));
     }
@@ -424,7 +480,11 @@ fn rate_limit_wait(status: u16, headers: &HeaderMap, body: &[u8], now_epoch: u64
             return Some(Duration::from_secs(reset.saturating_sub(now_epoch)));
         }
     }
-    if status == 429 || error_message(body).to_ascii_lowercase().contains("rate limit") {
+    if status == 429
+        || error_message(body)
+            .to_ascii_lowercase()
+            .contains("rate limit")
+    {
         return Some(Duration::from_secs(60));
     }
     None
@@ -460,7 +520,9 @@ fn is_loopback(url: &url::Url) -> bool {
 }
 
 fn valid_name(s: &str) -> bool {
-    !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
 #[cfg(test)]
@@ -469,22 +531,58 @@ mod tests {
 
     #[test]
     fn rate_limit_waits_follow_githubs_rules() {
-        fn check(status: u16, headers: &[(&str, &str)], body: &str, want: Option<u64>) {
+        fn check(status: u16, headers: &[(&'static str, &str)], body: &str, want: Option<u64>) {
             let mut map = HeaderMap::new();
             for (k, v) in headers {
                 map.insert(*k, HeaderValue::from_str(v).expect("header"));
             }
             let got = rate_limit_wait(status, &map, body.as_bytes(), 1_000);
-            assert_eq!(got, want.map(Duration::from_secs), "{status} {headers:?} {body}");
+            assert_eq!(
+                got,
+                want.map(Duration::from_secs),
+                "{status} {headers:?} {body}"
+            );
         }
         check(429, &[("retry-after", "7")], "", Some(7));
         check(403, &[("retry-after", "3")], "", Some(3));
-        check(403, &[("x-ratelimit-remaining", "0"), ("x-ratelimit-reset", "1030")], "", Some(30));
-        check(403, &[("x-ratelimit-remaining", "0"), ("x-ratelimit-reset", "900")], "", Some(0));
-        check(403, &[("retry-after", "2"), ("x-ratelimit-remaining", "0"), ("x-ratelimit-reset", "1030")], "", Some(2));
+        check(
+            403,
+            &[
+                ("x-ratelimit-remaining", "0"),
+                ("x-ratelimit-reset", "1030"),
+            ],
+            "",
+            Some(30),
+        );
+        check(
+            403,
+            &[("x-ratelimit-remaining", "0"), ("x-ratelimit-reset", "900")],
+            "",
+            Some(0),
+        );
+        check(
+            403,
+            &[
+                ("retry-after", "2"),
+                ("x-ratelimit-remaining", "0"),
+                ("x-ratelimit-reset", "1030"),
+            ],
+            "",
+            Some(2),
+        );
         check(429, &[], "", Some(60));
-        check(403, &[], r#"{"message":"You have exceeded a secondary rate limit."}"#, Some(60));
-        check(403, &[("x-ratelimit-remaining", "12")], r#"{"message":"Resource not accessible by integration"}"#, None);
+        check(
+            403,
+            &[],
+            r#"{"message":"You have exceeded a secondary rate limit."}"#,
+            Some(60),
+        );
+        check(
+            403,
+            &[("x-ratelimit-remaining", "12")],
+            r#"{"message":"Resource not accessible by integration"}"#,
+            None,
+        );
         check(500, &[("retry-after", "1")], "", None);
         check(422, &[], "", None);
     }
@@ -492,9 +590,18 @@ mod tests {
     #[test]
     fn next_links_are_read_from_link_headers() {
         let cases = [
-            (r#"<https://api.github.com/r?page=2>; rel="next", <https://api.github.com/r?page=5>; rel="last""#, Some("https://api.github.com/r?page=2")),
-            (r#"<https://api.github.com/r?page=1>; rel="prev", <https://api.github.com/r?page=3>; rel="next""#, Some("https://api.github.com/r?page=3")),
-            (r#"<https://api.github.com/r?page=1>; rel="first", <https://api.github.com/r?page=1>; rel="prev""#, None),
+            (
+                r#"<https://api.github.com/r?page=2>; rel="next", <https://api.github.com/r?page=5>; rel="last""#,
+                Some("https://api.github.com/r?page=2"),
+            ),
+            (
+                r#"<https://api.github.com/r?page=1>; rel="prev", <https://api.github.com/r?page=3>; rel="next""#,
+                Some("https://api.github.com/r?page=3"),
+            ),
+            (
+                r#"<https://api.github.com/r?page=1>; rel="first", <https://api.github.com/r?page=1>; rel="prev""#,
+                None,
+            ),
             ("", None),
         ];
         for (header, want) in cases {
@@ -505,9 +612,18 @@ mod tests {
     #[test]
     fn validation_messages_come_from_githubs_errors_array() {
         let cases = [
-            (r#"{"message":"Validation Failed","errors":[{"resource":"PullRequest","code":"custom","message":"A pull request already exists for o:b."}]}"#, "A pull request already exists for o:b."),
-            (r#"{"message":"Validation Failed","errors":[{"resource":"PullRequest","field":"head","code":"invalid"}]}"#, "PullRequest.head invalid"),
-            (r#"{"message":"Invalid request.\n\n\"head\" wasn't supplied."}"#, "Invalid request.\n\n\"head\" wasn't supplied."),
+            (
+                r#"{"message":"Validation Failed","errors":[{"resource":"PullRequest","code":"custom","message":"A pull request already exists for o:b."}]}"#,
+                "A pull request already exists for o:b.",
+            ),
+            (
+                r#"{"message":"Validation Failed","errors":[{"resource":"PullRequest","field":"head","code":"invalid"}]}"#,
+                "PullRequest.head invalid",
+            ),
+            (
+                r#"{"message":"Invalid request.\n\n\"head\" wasn't supplied."}"#,
+                "Invalid request.\n\n\"head\" wasn't supplied.",
+            ),
             ("not json", "not json"),
         ];
         for (body, want) in cases {
@@ -526,8 +642,16 @@ mod tests {
 
     #[test]
     fn the_token_never_shows_in_debug_output() {
-        let gh = GitHub::new("http://127.0.0.1:9", "o/r", ForgeToken::new("ghp_supersecret")).expect("client");
+        let gh = GitHub::new(
+            "http://127.0.0.1:9",
+            "o/r",
+            ForgeToken::new("ghp_supersecret"),
+        )
+        .expect("client");
         let shown = format!("{gh:?}");
-        assert!(!shown.contains("ghp_supersecret") && shown.contains("***"), "{shown}");
+        assert!(
+            !shown.contains("ghp_supersecret") && shown.contains("***"),
+            "{shown}"
+        );
     }
 }

@@ -99,6 +99,9 @@ impl Opened {
 }
 
 /// Where pull requests go.
+// One long-lived value per bot, so the size difference between variants costs
+// nothing, and boxing would only add noise at every construction.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Forge {
     /// GitHub or GitHub Enterprise REST API (`https://api.github.com` or
@@ -115,7 +118,9 @@ impl Forge {
         match self {
             Forge::GitHub(github) => github.create_pull(req).await.map(Opened::Pr),
             Forge::Plain { web_base } => Ok(Opened::Compare(
-                web_base.as_deref().map(|web| compare_url(web, &req.base, &req.head)),
+                web_base
+                    .as_deref()
+                    .map(|web| compare_url(web, &req.base, &req.head)),
             )),
         }
     }
@@ -140,7 +145,11 @@ impl Forge {
 pub fn compare_url(web_base: &str, base: &str, head: &str) -> String {
     let web = web_base.trim_end_matches('/');
     let web = web.strip_suffix(".git").unwrap_or(web);
-    format!("{web}/compare/{}...{}?expand=1", escape_ref(base), escape_ref(head))
+    format!(
+        "{web}/compare/{}...{}?expand=1",
+        escape_ref(base),
+        escape_ref(head)
+    )
 }
 
 /// Escapes the few characters a valid ref may contain that would break a URL path.
@@ -171,9 +180,12 @@ pub fn parse_github_remote(url: &str) -> Option<(String, String)> {
             return None;
         }
         let (authority, path) = rest.split_once('/')?;
-        let host = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
+        let host = authority
+            .rsplit_once('@')
+            .map_or(authority, |(_, host)| host);
         let host = host.split(':').next().unwrap_or(host);
-        if !host.eq_ignore_ascii_case("github.com") && !host.eq_ignore_ascii_case("www.github.com") {
+        if !host.eq_ignore_ascii_case("github.com") && !host.eq_ignore_ascii_case("www.github.com")
+        {
             return None;
         }
         path
@@ -182,7 +194,9 @@ pub fn parse_github_remote(url: &str) -> Option<(String, String)> {
     let path = path.strip_suffix(".git").unwrap_or(path);
     let (owner, repo) = path.split_once('/')?;
     let valid = |s: &str| {
-        !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        !s.is_empty()
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
     };
     (valid(owner) && valid(repo)).then(|| (owner.to_string(), repo.to_string()))
 }

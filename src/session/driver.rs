@@ -1,23 +1,31 @@
-//! Runs one healing session: starts the agent, feeds the state machine and
-//! performs its effects against Slack and the store.
+//! Runs one healing session: reads the run log, prepares a fresh copy of the
+//! repository, runs the agent while feeding the state machine, then — as the
+//! bot, never the agent — verifies the change with dbt and opens the pull
+//! request (or links the open one that already addresses the same error).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use super::machine::{Effect, Input, Machine};
+use super::machine::{Effect, Ending, Input, Machine};
 use super::prompt;
 use crate::agent::command::{self, CommandSpec, Output};
-use crate::agent::protocol::parse_line;
-use crate::config::{AgentDef, Runner};
+use crate::agent::protocol::{parse_line, AgentEvent};
+use crate::config::{AgentDef, HealSettings, Runner, DBT_DOCTOR};
+use crate::dbt::{tail_lines, Dbt};
+use crate::forge::{Forge, Opened, PrRequest};
 use crate::redact::Redactor;
+use crate::runlog::{self, RunLog};
 use crate::slack::render;
 use crate::slack::web::SlackWeb;
 use crate::store::{Status, Store};
+use crate::workspace::Workspace;
 
 /// What every session needs; cloned per session.
 #[derive(Clone)]
@@ -27,8 +35,17 @@ pub struct Deps {
     pub redactor: Redactor,
     pub edit_interval: Duration,
     pub prior_attempts: usize,
-    /// Where per-session folders (prompt file, scratch workdir) are made.
+    /// Where per-session folders (prompt file, scratch workdir, clones) are made.
     pub work_root: PathBuf,
+    pub healing: Arc<Healing>,
+}
+
+/// The parts of real healing: run logs, the repository, dbt and the forge.
+pub struct Healing {
+    pub settings: HealSettings,
+    pub dbt: Dbt,
+    /// The only holder of the forge token.
+    pub forge: Forge,
 }
 
 /// The session to run; its row is already claimed in the store.
@@ -40,13 +57,15 @@ pub struct Start {
     pub channel: String,
     pub thread_ts: String,
     pub agent: AgentDef,
+    /// The schedule's `git_branch`; None: the repository's default branch.
+    pub base_branch: Option<String>,
 }
 
 /// Grace between SIGTERM and SIGKILL when an agent is stopped.
 const KILL_GRACE: Duration = Duration::from_secs(2);
 
-/// Runs the session to its end. Never panics on agent or Slack failures: every
-/// way out is recorded as the session's outcome.
+/// Runs the session to its end. Never panics on agent, dbt, git or Slack
+/// failures: every way out is recorded as the session's outcome.
 pub async fn drive(deps: Deps, start: Start, shutdown: CancellationToken) {
     let id = start.session_id;
     let dir = deps.work_root.join(format!("session-{id}"));
@@ -54,7 +73,7 @@ pub async fn drive(deps: Deps, start: Start, shutdown: CancellationToken) {
         error!(session = id, error = ?e, "healing session failed");
         let summary = "selfheal hit an internal error; see its log";
         if let Ok(true) = deps.store.finish(id, Status::Failed, Some(summary), None) {
-            let ending = super::machine::Ending {
+            let ending = Ending {
                 status: Status::Failed,
                 summary: summary.into(),
             };
@@ -65,7 +84,7 @@ pub async fn drive(deps: Deps, start: Start, shutdown: CancellationToken) {
                 .await;
         }
     }
-    // The session's folder goes, whatever happened.
+    // The session's folder (and the clone inside it) goes, whatever happened.
     if let Err(e) = std::fs::remove_dir_all(&dir) {
         if e.kind() != std::io::ErrorKind::NotFound {
             warn!(session = id, error = %e, "could not remove the session folder");
@@ -73,18 +92,28 @@ pub async fn drive(deps: Deps, start: Start, shutdown: CancellationToken) {
     }
 }
 
-async fn run(deps: &Deps, start: &Start, dir: &PathBuf, shutdown: CancellationToken) -> Result<()> {
+/// One session's mutable context, shared by its steps.
+struct Session<'a> {
+    deps: &'a Deps,
+    start: &'a Start,
+    machine: Machine,
+    progress_ts: String,
+    log: Option<RunLog>,
+    signature: Option<String>,
+    workspace: Option<Workspace>,
+}
+
+async fn run(deps: &Deps, start: &Start, dir: &Path, shutdown: CancellationToken) -> Result<()> {
     let id = start.session_id;
-    let t0 = Instant::now();
-    let mut machine = Machine::new(
-        &start.run_id,
-        &start.agent.name,
-        t0.into_std(),
-        deps.edit_interval,
-    );
+    let t0 = Instant::now().into_std();
+    let with_repo = deps.healing.settings.repo.is_some();
+    let mut machine = Machine::new(&start.run_id, &start.agent.name, t0, deps.edit_interval);
+    if with_repo {
+        machine = machine.with_finalize();
+    }
 
     // The progress message comes first so that everything after it can edit it.
-    let (text, blocks) = render::progress(&machine.view(t0.into_std()));
+    let (text, blocks) = render::progress(&machine.view(t0));
     let progress = deps
         .web
         .post(&start.channel, Some(&start.thread_ts), &text, Some(&blocks))
@@ -92,6 +121,42 @@ async fn run(deps: &Deps, start: &Start, dir: &PathBuf, shutdown: CancellationTo
         .context("posting the progress message")?;
     deps.store.set_progress_ts(id, &progress.ts)?;
     deps.store.mark_running(id)?;
+    std::fs::create_dir_all(dir).context("creating the session folder")?;
+
+    let mut s = Session {
+        deps,
+        start,
+        machine,
+        progress_ts: progress.ts,
+        log: None,
+        signature: None,
+        workspace: None,
+    };
+
+    s.read_run_log().await?;
+    if let Some(pr) = s.open_pr_for_same_error().await? {
+        let ending = Ending {
+            status: Status::Duplicate,
+            summary: format!("an open pull request already addresses this error: {pr}"),
+        };
+        return s
+            .step(
+                Input::Finalized {
+                    ending,
+                    pr_url: Some(pr),
+                },
+                None,
+            )
+            .await;
+    }
+    if with_repo {
+        if let Err(e) = s.prepare_workspace(dir).await {
+            let why = format!("could not prepare the repository: {e:#}");
+            return s
+                .step(Input::SpawnFailed(deps.redactor.redact(&why)), None)
+                .await;
+        }
+    }
 
     let prior = deps
         .store
@@ -99,106 +164,514 @@ async fn run(deps: &Deps, start: &Start, dir: &PathBuf, shutdown: CancellationTo
     let prompt = prompt::opening(&start.run_id, &start.schedule, &prior);
     deps.store.add_event(id, "prompt", &prompt)?;
 
-    std::fs::create_dir_all(dir).context("creating the session folder")?;
-    let prompt_file = dir.join("prompt.md");
-    std::fs::write(&prompt_file, &prompt).context("writing the prompt file")?;
-
-    let (mut running, timeout) = match &start.agent.runner {
-        Runner::Command {
-            argv,
-            timeout,
-            env,
-            workdir,
-        } => {
-            let workdir = match workdir {
-                Some(w) => w.clone(),
-                None => {
-                    let w = dir.join("work");
-                    std::fs::create_dir_all(&w).context("creating the agent workdir")?;
-                    w
-                }
-            };
-            let spec = CommandSpec {
-                argv: argv.clone(),
-                env: env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-                workdir,
-                prompt_file,
-                session_env: vec![
-                    ("SELFHEAL_SESSION_ID".into(), id.to_string()),
-                    ("SELFHEAL_RUN_ID".into(), start.run_id.clone()),
-                    ("SELFHEAL_SCHEDULE".into(), start.schedule.clone()),
-                    ("SELFHEAL_AGENT".into(), start.agent.name.clone()),
-                ],
-            };
-            let first = serde_json::json!({
-                "type": "prompt",
-                "text": prompt,
-                "run_id": start.run_id,
-                "schedule": start.schedule,
-                "session_id": id,
-            })
-            .to_string();
-            match command::spawn(&spec, first).await {
-                Ok(r) => (Some(r), *timeout),
-                Err(e) => {
-                    let fx = machine.handle(Input::SpawnFailed(format!("{e:#}")), t0.into_std());
-                    apply(deps, start, &progress.ts, &mut machine, None, fx).await?;
-                    return Ok(());
-                }
-            }
-        }
-        other => {
-            let why = format!("runner {other:?} is not supported by this version of selfheal");
-            let fx = machine.handle(Input::SpawnFailed(why), t0.into_std());
-            apply(deps, start, &progress.ts, &mut machine, None, fx).await?;
-            return Ok(());
+    let (mut running, timeout) = match s.start_agent(dir, &prompt).await {
+        Ok(r) => r,
+        Err(e) => {
+            let why = deps.redactor.redact(&format!("{e:#}"));
+            return s.step(Input::SpawnFailed(why), None).await;
         }
     };
     info!(session = id, run_id = %start.run_id, agent = %start.agent.name, "agent started");
 
-    let deadline = t0 + timeout;
+    let deadline = Instant::now() + timeout;
     let mut tick = tokio::time::interval(tick_period(deps.edit_interval));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    while !machine.is_over() {
-        let agent = running
-            .as_mut()
-            .expect("the agent runs until the machine is over");
+    while !s.machine.is_over() {
         let input = tokio::select! {
-            out = agent.output.recv() => match out {
+            out = running.output.recv() => match out {
                 Some(Output::Stdout(line)) => {
                     let line = deps.redactor.redact(&line);
-                    let now = Instant::now().into_std();
-                    let mut fx = vec![];
                     for event in parse_line(&line) {
-                        fx.extend(machine.handle(Input::Agent(event), now));
+                        s.step(Input::Agent(event), Some(&running)).await?;
                     }
-                    apply(deps, start, &progress.ts, &mut machine, running.as_ref(), fx).await?;
                     continue;
                 }
+                Some(Output::Event(event)) => Input::Agent(redact_event(&deps.redactor, event)),
                 Some(Output::Stderr(line)) => Input::Stderr(deps.redactor.redact(&line)),
                 Some(Output::Exited { code }) => Input::Exited { code },
                 // The supervisor always reports the exit before closing; a
-                // closed channel without it means the process vanished.
+                // closed channel without it means the agent vanished.
                 None => Input::Exited { code: None },
             },
             _ = tick.tick() => Input::Tick,
             _ = tokio::time::sleep_until(deadline) => Input::TimedOut { limit: timeout },
             _ = shutdown.cancelled() => Input::Shutdown,
         };
-        let fx = machine.handle(input, Instant::now().into_std());
-        apply(
-            deps,
-            start,
-            &progress.ts,
-            &mut machine,
-            running.as_ref(),
-            fx,
-        )
-        .await?;
+        if let Some(agent_ending) = s.step_with_finalize(input, &running).await? {
+            // The agent is done; the bot's own work may take a while (dbt), so
+            // it races the shutdown signal.
+            let input = tokio::select! {
+                r = s.finalize(agent_ending) => r?,
+                _ = shutdown.cancelled() => Input::Shutdown,
+            };
+            s.step(input, Some(&running)).await?;
+        }
     }
     // Dropping the handle kills whatever is left of the agent's process group.
     drop(running);
     Ok(())
+}
+
+impl Session<'_> {
+    /// Feeds one input to the machine and performs its effects.
+    async fn step(&mut self, input: Input, agent: Option<&command::Running>) -> Result<()> {
+        let fx = self.machine.handle(input, Instant::now().into_std());
+        self.apply(fx, agent).await.map(|_| ())
+    }
+
+    /// Like [`Session::step`], but returns the agent's ending when the machine
+    /// asks the bot to finalize.
+    async fn step_with_finalize(
+        &mut self,
+        input: Input,
+        agent: &command::Running,
+    ) -> Result<Option<Ending>> {
+        let fx = self.machine.handle(input, Instant::now().into_std());
+        self.apply(fx, Some(agent)).await
+    }
+
+    async fn apply(
+        &mut self,
+        effects: Vec<Effect>,
+        agent: Option<&command::Running>,
+    ) -> Result<Option<Ending>> {
+        let (deps, start) = (self.deps, self.start);
+        let id = start.session_id;
+        let mut finalize = None;
+        for effect in effects {
+            match effect {
+                Effect::Record { kind, text } => deps.store.add_event(id, kind, &text)?,
+                Effect::Post(text) => self.post(&text).await,
+                Effect::EditProgress => {
+                    let (text, blocks) =
+                        render::progress(&self.machine.view(Instant::now().into_std()));
+                    if let Err(e) = deps
+                        .web
+                        .update(&start.channel, &self.progress_ts, &text, Some(&blocks))
+                        .await
+                    {
+                        warn!(session = id, error = %e, "could not edit the progress message");
+                    }
+                }
+                Effect::SavePr(url) => deps.store.set_pr_url(id, &url)?,
+                Effect::Kill => {
+                    if let Some(agent) = agent {
+                        agent.terminate(KILL_GRACE);
+                    }
+                }
+                Effect::Finalize(ending) => finalize = Some(ending),
+                Effect::Finish(ending) => {
+                    let pr = self.machine.pr_url().map(str::to_string);
+                    deps.store
+                        .finish(id, ending.status, Some(&ending.summary), pr.as_deref())?;
+                    info!(
+                        session = id,
+                        status = ending.status.as_str(),
+                        "healing session ended"
+                    );
+                    let text = render::final_message(&start.run_id, &ending, pr.as_deref());
+                    self.post(&text).await;
+                }
+            }
+        }
+        Ok(finalize)
+    }
+
+    async fn post(&self, text: &str) {
+        if let Err(e) = self
+            .deps
+            .web
+            .post(&self.start.channel, Some(&self.start.thread_ts), text, None)
+            .await
+        {
+            warn!(session = self.start.session_id, error = %e, "could not post to the healing thread");
+        }
+    }
+
+    /// A milestone the bot itself reports (recorded, posted, shown in progress).
+    async fn milestone(&mut self, text: String) -> Result<()> {
+        self.step(Input::Agent(AgentEvent::Milestone(text)), None)
+            .await
+    }
+
+    /// Reads the run log, if a source is configured, and says what it found.
+    async fn read_run_log(&mut self) -> Result<()> {
+        let Some(root) = &self.deps.healing.settings.run_logs else {
+            return Ok(());
+        };
+        let source = runlog::Source::Dir(root.clone());
+        match source.fetch(&self.start.run_id).await {
+            Ok(log) => {
+                let log = redact_log(&self.deps.redactor, log);
+                self.deps
+                    .store
+                    .add_event(self.start.session_id, "run_log", &log.raw)?;
+                if let Some(first) = log.failures.first() {
+                    let signature = runlog::signature(first);
+                    let error = first.message.lines().take(3).collect::<Vec<_>>().join(" ");
+                    self.deps
+                        .store
+                        .set_error(self.start.session_id, &error, &signature)?;
+                    self.signature = Some(signature);
+                }
+                let summary = render::run_log_summary(&log);
+                self.log = Some(log);
+                self.step(Input::Agent(AgentEvent::Progress(summary.clone())), None)
+                    .await?;
+                self.post(&summary).await;
+            }
+            Err(e) => {
+                let why = self.deps.redactor.redact(&format!("{e:#}"));
+                self.milestone(format!("Could not read the run log: {why}"))
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The open pull request an earlier session opened for the same error.
+    async fn open_pr_for_same_error(&self) -> Result<Option<String>> {
+        let Some(sig) = &self.signature else {
+            return Ok(None);
+        };
+        let marker = render::signature_marker(sig);
+        let forge_prs = match self.deps.healing.forge.open_selfheal_prs().await {
+            Ok(prs) => Some(prs),
+            Err(e) => {
+                warn!(error = %e, "could not list open pull requests; relying on history");
+                None
+            }
+        };
+        if let Some(prs) = &forge_prs {
+            if let Some(pr) = prs.iter().find(|p| p.body.contains(&marker)) {
+                return Ok(Some(pr.url.clone()));
+            }
+        }
+        let Some(earlier) = self
+            .deps
+            .store
+            .pr_for_signature(sig, self.start.session_id)?
+        else {
+            return Ok(None);
+        };
+        let url = earlier.pr_url.unwrap_or_default();
+        Ok(match (&self.deps.healing.forge, forge_prs) {
+            // With an API, only a PR that is still open counts.
+            (Forge::GitHub(_), Some(prs)) => prs.iter().any(|p| p.url == url).then_some(url),
+            // Without one (or when it failed), selfheal cannot tell whether the
+            // PR was closed; linking it is better than a duplicate.
+            _ => Some(url),
+        })
+    }
+
+    async fn prepare_workspace(&mut self, dir: &Path) -> Result<()> {
+        let settings = &self.deps.healing.settings;
+        let repo = settings
+            .repo
+            .as_deref()
+            .context("no repository configured")?;
+        let ws = Workspace::create(repo, self.start.base_branch.as_deref(), dir).await?;
+        ws.start_branch(&branch_name(&self.start.schedule, &self.start.run_id))
+            .await?;
+        self.step(
+            Input::Agent(AgentEvent::Progress(format!(
+                "working on a fresh clone of {} at {}",
+                ws.base_branch,
+                &ws.base_sha[..ws.base_sha.len().min(10)]
+            ))),
+            None,
+        )
+        .await?;
+        self.workspace = Some(ws);
+        Ok(())
+    }
+
+    fn project_dir(&self) -> Option<PathBuf> {
+        self.workspace
+            .as_ref()
+            .map(|ws| ws.dir.join(&self.deps.healing.settings.project_subdir))
+    }
+
+    /// Starts the agent: a command, or a built-in running as a task.
+    async fn start_agent(&self, dir: &Path, prompt: &str) -> Result<(command::Running, Duration)> {
+        let start = self.start;
+        match &start.agent.runner {
+            Runner::Command {
+                argv,
+                timeout,
+                env,
+                workdir,
+            } => {
+                let workdir = match (workdir, self.project_dir()) {
+                    (Some(w), _) => w.clone(),
+                    (None, Some(project)) => project,
+                    (None, None) => {
+                        let w = dir.join("work");
+                        std::fs::create_dir_all(&w).context("creating the agent workdir")?;
+                        w
+                    }
+                };
+                let prompt_file = dir.join("prompt.md");
+                std::fs::write(&prompt_file, prompt).context("writing the prompt file")?;
+                let mut session_env = vec![
+                    ("SELFHEAL_SESSION_ID".into(), start.session_id.to_string()),
+                    ("SELFHEAL_RUN_ID".into(), start.run_id.clone()),
+                    ("SELFHEAL_SCHEDULE".into(), start.schedule.clone()),
+                    ("SELFHEAL_AGENT".into(), start.agent.name.clone()),
+                ];
+                if let Some(log) = &self.log {
+                    let file = dir.join("run_log.txt");
+                    std::fs::write(&file, &log.raw).context("writing the run log file")?;
+                    session_env.push(("SELFHEAL_RUN_LOG_FILE".into(), file.display().to_string()));
+                }
+                if let Some(project) = self.project_dir() {
+                    session_env
+                        .push(("SELFHEAL_PROJECT_DIR".into(), project.display().to_string()));
+                }
+                let spec = CommandSpec {
+                    argv: argv.clone(),
+                    env: env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                    workdir,
+                    prompt_file,
+                    session_env,
+                };
+                let first = serde_json::json!({
+                    "type": "prompt",
+                    "text": prompt,
+                    "run_id": start.run_id,
+                    "schedule": start.schedule,
+                    "session_id": start.session_id,
+                })
+                .to_string();
+                Ok((command::spawn(&spec, first).await?, *timeout))
+            }
+            Runner::Builtin(name) if name == DBT_DOCTOR => {
+                let project = self
+                    .project_dir()
+                    .context("dbt-doctor needs the repository (SELFHEAL_REPO)")?;
+                let log = self
+                    .log
+                    .clone()
+                    .context("dbt-doctor needs the run log, and it could not be read")?;
+                let dbt = self.deps.healing.dbt.clone();
+                let (tx, rx) = mpsc::channel(64);
+                let task = tokio::spawn(async move {
+                    let report = crate::doctor::heal(&project, &log, &dbt).await;
+                    for event in report.events {
+                        if tx.send(Output::Event(event)).await.is_err() {
+                            return;
+                        }
+                    }
+                    let _ = tx.send(Output::Exited { code: Some(0) }).await;
+                });
+                // dbt-doctor is instant but for the dbt queries it runs; the
+                // dbt timeout bounds those, this bounds the whole.
+                let limit = self.deps.healing.dbt.timeout * 2;
+                Ok((command::Running::in_process(rx, task.abort_handle()), limit))
+            }
+            other => anyhow::bail!("runner {other:?} is not supported by this version of selfheal"),
+        }
+    }
+
+    /// The bot's work after the agent: verify the change, look for an open PR
+    /// for the same error, commit, push and open the pull request.
+    async fn finalize(&mut self, agent: Ending) -> Result<Input> {
+        let done = |ending: Ending, pr_url: Option<String>| Ok(Input::Finalized { ending, pr_url });
+        let Some(ws) = &self.workspace else {
+            return done(agent, None);
+        };
+        if self.machine.pr_url().is_some() {
+            // The agent opened a pull request itself; selfheal does not open another.
+            return done(agent, None);
+        }
+        let changed = ws.changed_files().await?;
+        if changed.is_empty() {
+            return done(agent, None);
+        }
+        if agent.status != Status::Fixed {
+            let summary = format!(
+                "{} (the agent changed {} but did not call it a fix, so nothing was proposed)",
+                agent.summary.trim(),
+                changed.join(", ")
+            );
+            return done(
+                Ending {
+                    status: agent.status,
+                    summary,
+                },
+                None,
+            );
+        }
+        let project = self.project_dir().context("no project directory")?;
+
+        // Verification: the failing nodes and everything downstream of them.
+        let args = verification_args(self.log.as_ref());
+        let shown = format!("dbt {}", args.join(" "));
+        self.milestone(format!("🔎 Verifying the change with `{shown}`"))
+            .await?;
+        let verified = self.deps.healing.dbt.run(&project, &args).await;
+        let (passed, output) = match verified {
+            Ok(run) => (run.success, self.deps.redactor.redact(&run.output)),
+            Err(e) => (false, self.deps.redactor.redact(&format!("{e:#}"))),
+        };
+        self.deps
+            .store
+            .add_event(self.start.session_id, "verification", &output)?;
+        let tail = tail_lines(&output, 12);
+        if !passed {
+            self.milestone(format!("❌ Verification failed:\n{tail}"))
+                .await?;
+            let summary = format!(
+                "{} — but the change did not pass `{shown}`, so no pull request was opened",
+                agent.summary.trim()
+            );
+            return done(
+                Ending {
+                    status: Status::NoFix,
+                    summary,
+                },
+                None,
+            );
+        }
+        self.milestone(format!("✅ Verification passed: `{shown}`"))
+            .await?;
+
+        // The error may have been fixed by someone else's PR in the meantime.
+        if let Some(pr) = self.open_pr_for_same_error().await? {
+            let summary = format!("an open pull request already addresses this error: {pr}");
+            return done(
+                Ending {
+                    status: Status::Duplicate,
+                    summary,
+                },
+                Some(pr),
+            );
+        }
+
+        let ws = self.workspace.as_ref().context("no workspace")?;
+        let branch = branch_name(&self.start.schedule, &self.start.run_id);
+        let title = pr_title(&self.start.schedule, &self.start.run_id, self.log.as_ref());
+        let diff_stat = self.deps.redactor.redact(&ws.diff_stat().await?);
+        let diff = self.deps.redactor.redact(&ws.diff().await?);
+        ws.commit(&format!("{title}\n\n{}", agent.summary.trim()))
+            .await?;
+        ws.push(&branch).await?;
+        let thread_link = self
+            .deps
+            .web
+            .permalink(&self.start.channel, &self.start.thread_ts)
+            .await
+            .ok();
+        let body = render::pr_body(&render::PrBody {
+            schedule: &self.start.schedule,
+            run_id: &self.start.run_id,
+            agent: &self.start.agent.name,
+            root_cause: &agent.summary,
+            diff_stat: &diff_stat,
+            diff: &diff,
+            verification_command: &shown,
+            verification_output: &tail,
+            thread_link: thread_link.as_deref(),
+            signature: self.signature.as_deref().unwrap_or(""),
+        });
+        let req = PrRequest {
+            head: branch.clone(),
+            base: ws.base_branch.clone(),
+            title,
+            body: self.deps.redactor.redact(&body),
+        };
+        let pr_url = match self.deps.healing.forge.open_pr(&req).await {
+            Ok(Opened::Pr(pr)) => Some(pr.url),
+            Ok(Opened::Compare(link)) => link,
+            Err(e) => {
+                let why = format!(
+                    "the fix is on branch `{branch}`, but opening the pull request failed: {e}"
+                );
+                return done(
+                    Ending {
+                        status: Status::NoFix,
+                        summary: why,
+                    },
+                    None,
+                );
+            }
+        };
+        let summary = match &pr_url {
+            Some(_) => agent.summary,
+            None => format!("{} (pushed to branch `{branch}`)", agent.summary.trim()),
+        };
+        let status = if pr_url.is_some() {
+            Status::Fixed
+        } else {
+            Status::NoFix
+        };
+        done(Ending { status, summary }, pr_url)
+    }
+}
+
+/// `selfheal/<schedule>/run-<id>`, with characters git refuses replaced.
+pub fn branch_name(schedule: &str, run_id: &str) -> String {
+    let clean = |s: &str| -> String {
+        s.chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || matches!(c, '-' | '_') {
+                    c
+                } else {
+                    '-'
+                }
+            })
+            .collect::<String>()
+            .trim_matches('-')
+            .to_string()
+    };
+    format!("selfheal/{}/run-{}", clean(schedule), clean(run_id))
+}
+
+fn pr_title(schedule: &str, run_id: &str, log: Option<&RunLog>) -> String {
+    match log.and_then(|l| l.failures.first()) {
+        Some(f) => format!("selfheal: fix {} in {schedule} (run {run_id})", f.name),
+        None => format!("selfheal: fix {schedule} (run {run_id})"),
+    }
+}
+
+/// `build --select a+ b+` for the failing nodes; `parse` when no node is known.
+fn verification_args(log: Option<&RunLog>) -> Vec<String> {
+    let nodes: Vec<String> = log
+        .map(|l| {
+            l.failures
+                .iter()
+                .filter(|f| matches!(f.resource_type.as_str(), "model" | "seed" | "snapshot"))
+                .map(|f| format!("{}+", f.name))
+                .collect()
+        })
+        .unwrap_or_default();
+    if nodes.is_empty() {
+        return vec!["parse".into()];
+    }
+    let mut args = vec!["build".to_string(), "--select".to_string()];
+    args.extend(nodes);
+    args
+}
+
+fn redact_log(r: &Redactor, mut log: RunLog) -> RunLog {
+    log.raw = r.redact(&log.raw);
+    for f in &mut log.failures {
+        f.message = r.redact(&f.message);
+        f.compiled_code = f.compiled_code.as_deref().map(|c| r.redact(c));
+    }
+    log
+}
+
+fn redact_event(r: &Redactor, event: AgentEvent) -> AgentEvent {
+    match event {
+        AgentEvent::Progress(t) => AgentEvent::Progress(r.redact(&t)),
+        AgentEvent::Milestone(t) => AgentEvent::Milestone(r.redact(&t)),
+        AgentEvent::Pr(t) => AgentEvent::Pr(r.redact(&t)),
+        AgentEvent::Result { outcome, summary } => AgentEvent::Result {
+            outcome,
+            summary: r.redact(&summary),
+        },
+    }
 }
 
 /// Edits are checked a few times per interval so that one lands soon after it is due.
@@ -206,62 +679,44 @@ fn tick_period(edit_interval: Duration) -> Duration {
     (edit_interval / 4).max(Duration::from_millis(10))
 }
 
-async fn apply(
-    deps: &Deps,
-    start: &Start,
-    progress_ts: &str,
-    machine: &mut Machine,
-    agent: Option<&command::Running>,
-    effects: Vec<Effect>,
-) -> Result<()> {
-    let id = start.session_id;
-    for effect in effects {
-        match effect {
-            Effect::Record { kind, text } => deps.store.add_event(id, kind, &text)?,
-            Effect::Post(text) => {
-                if let Err(e) = deps
-                    .web
-                    .post(&start.channel, Some(&start.thread_ts), &text, None)
-                    .await
-                {
-                    warn!(session = id, error = %e, "could not post to the healing thread");
-                }
-            }
-            Effect::EditProgress => {
-                let (text, blocks) = render::progress(&machine.view(Instant::now().into_std()));
-                if let Err(e) = deps
-                    .web
-                    .update(&start.channel, progress_ts, &text, Some(&blocks))
-                    .await
-                {
-                    warn!(session = id, error = %e, "could not edit the progress message");
-                }
-            }
-            Effect::SavePr(url) => deps.store.set_pr_url(id, &url)?,
-            Effect::Kill => {
-                if let Some(agent) = agent {
-                    agent.terminate(KILL_GRACE);
-                }
-            }
-            Effect::Finish(ending) => {
-                let pr = machine.pr_url().map(str::to_string);
-                deps.store
-                    .finish(id, ending.status, Some(&ending.summary), pr.as_deref())?;
-                info!(
-                    session = id,
-                    status = ending.status.as_str(),
-                    "healing session ended"
-                );
-                let text = render::final_message(&start.run_id, &ending, pr.as_deref());
-                if let Err(e) = deps
-                    .web
-                    .post(&start.channel, Some(&start.thread_ts), &text, None)
-                    .await
-                {
-                    warn!(session = id, error = %e, "could not post the session's outcome");
-                }
-            }
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn branch_names_are_safe_for_git() {
+        for (schedule, run, expected) in [
+            ("hourly_marts", "48213", "selfheal/hourly_marts/run-48213"),
+            (
+                "Daily Finance!",
+                "manual__2024-01-01T00:00:00+00:00",
+                "selfheal/Daily-Finance/run-manual__2024-01-01T00-00-00-00-00",
+            ),
+            ("a..b", "1", "selfheal/a--b/run-1"),
+        ] {
+            assert_eq!(branch_name(schedule, run), expected);
         }
     }
-    Ok(())
+
+    #[test]
+    fn verification_builds_the_failing_nodes_and_their_children() {
+        let f = |name: &str, rt: &str| crate::runlog::NodeFailure {
+            unique_id: None,
+            name: name.into(),
+            resource_type: rt.into(),
+            path: None,
+            kind: crate::runlog::ErrorKind::Compilation,
+            message: String::new(),
+            compiled_code: None,
+        };
+        let log = RunLog {
+            failures: vec![f("orders", "model"), f("not_null_x", "test")],
+            ..RunLog::default()
+        };
+        assert_eq!(
+            verification_args(Some(&log)),
+            ["build", "--select", "orders+"]
+        );
+        assert_eq!(verification_args(None), ["parse"]);
+    }
 }

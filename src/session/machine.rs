@@ -33,6 +33,11 @@ pub enum Input {
     Shutdown,
     /// The agent could not be started.
     SpawnFailed(String),
+    /// The bot's own work after the agent (verification, pull request) is done.
+    Finalized {
+        ending: Ending,
+        pr_url: Option<String>,
+    },
 }
 
 /// What the driver must do.
@@ -48,6 +53,9 @@ pub enum Effect {
     SavePr(String),
     /// Stop the agent process (and its children).
     Kill,
+    /// The agent is done; verify its change and open the pull request. The
+    /// ending is the agent's own verdict, for when there is nothing to verify.
+    Finalize(Ending),
     /// The session is over.
     Finish(Ending),
 }
@@ -84,6 +92,9 @@ pub struct Machine {
     dirty: bool,
     last_edit: Option<Instant>,
     ending: Option<Ending>,
+    /// The bot verifies and opens the pull request after the agent exits.
+    finalize: bool,
+    finalizing: bool,
 }
 
 impl Machine {
@@ -101,7 +112,15 @@ impl Machine {
             dirty: false,
             last_edit: None,
             ending: None,
+            finalize: false,
+            finalizing: false,
         }
+    }
+
+    /// Makes the agent's exit lead to [`Effect::Finalize`] instead of the end.
+    pub fn with_finalize(mut self) -> Self {
+        self.finalize = true;
+        self
     }
 
     pub fn is_over(&self) -> bool {
@@ -190,6 +209,24 @@ impl Machine {
             }
             Input::Exited { code } => {
                 let ending = self.ending_on_exit(code);
+                if self.finalize && !self.finalizing {
+                    self.finalizing = true;
+                    fx.push(Effect::Record {
+                        kind: "agent_end",
+                        text: format!("{}: {}", ending.status.as_str(), ending.summary),
+                    });
+                    fx.push(Effect::Finalize(ending));
+                } else {
+                    fx.extend(self.finish(ending));
+                }
+            }
+            Input::Finalized { ending, pr_url } => {
+                if let Some(url) = pr_url {
+                    if self.pr_url.as_deref() != Some(url.as_str()) {
+                        self.pr_url = Some(url.clone());
+                        fx.push(Effect::SavePr(url));
+                    }
+                }
                 fx.extend(self.finish(ending));
             }
             Input::TimedOut { limit } => {
@@ -440,6 +477,36 @@ mod tests {
         let fx = m.handle(Input::Shutdown, t0);
         assert!(fx.contains(&Effect::Kill));
         assert_eq!(ending(&fx).status, Status::Interrupted);
+    }
+
+    #[test]
+    fn with_finalize_the_exit_hands_over_to_the_bot_which_decides_the_end() {
+        let t0 = Instant::now();
+        let mut m = Machine::new("42", "healer", t0, EDIT).with_finalize();
+        m.handle(
+            Input::Agent(Result {
+                outcome: Outcome::Fixed,
+                summary: "edited".into(),
+            }),
+            t0,
+        );
+        let fx = m.handle(Input::Exited { code: Some(0) }, t0);
+        assert!(fx.iter().any(|e| matches!(e, Effect::Finalize(_))));
+        assert!(!m.is_over());
+        let pr = "https://github.com/a/b/pull/3".to_string();
+        let fx = m.handle(
+            Input::Finalized {
+                ending: Ending {
+                    status: Status::Fixed,
+                    summary: "edited".into(),
+                },
+                pr_url: Some(pr.clone()),
+            },
+            t0,
+        );
+        assert!(fx.contains(&Effect::SavePr(pr.clone())));
+        assert_eq!(ending(&fx).status, Status::Fixed);
+        assert_eq!(m.pr_url(), Some(pr.as_str()));
     }
 
     #[test]

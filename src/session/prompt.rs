@@ -45,6 +45,7 @@ fn outcome_words(status: Status) -> &'static str {
         Status::Failed => "agent failed",
         Status::TimedOut => "timed out",
         Status::Interrupted => "interrupted",
+        Status::Duplicate => "an open PR already addressed it",
         Status::Claimed | Status::Running => "still running",
     }
 }
@@ -80,6 +81,7 @@ mod tests {
             pr_url: pr.map(str::to_string),
             summary: summary.map(str::to_string),
             error: None,
+            signature: None,
         }
     }
 

@@ -94,6 +94,10 @@ pub fn final_message(run_id: &str, ending: &Ending, pr_url: Option<&str>) -> Str
     let run = escape(run_id);
     let summary = escape(ending.summary.trim());
     match (ending.status, pr_url) {
+        (Status::Duplicate, Some(pr)) => format!(
+            "🔁 An open pull request already addresses this error: {} — no new pull request for run `{run}`.",
+            escape(pr)
+        ),
         (Status::Fixed, Some(pr)) => {
             let mut text = format!("✅ Fix for run `{run}` is ready for review: {}", escape(pr));
             if !summary.is_empty() {
@@ -114,6 +118,98 @@ pub fn final_message(run_id: &str, ending: &Ending, pr_url: Option<&str>) -> Str
             )
         }
     }
+}
+
+/// What the run log says, in one message.
+pub fn run_log_summary(log: &crate::runlog::RunLog) -> String {
+    let mut text = format!(
+        "📄 Run log ({}): {} failing node{}",
+        escape(&log.origin),
+        log.failures.len(),
+        if log.failures.len() == 1 { "" } else { "s" }
+    );
+    if let Some(cmd) = &log.command {
+        text.push_str(&format!(" in `{}`", escape(cmd)));
+    }
+    for f in log.failures.iter().take(5) {
+        let first = f
+            .message
+            .lines()
+            .map(str::trim)
+            .find(|l| !l.is_empty() && !l.ends_with("Error") && !l.contains(" Error in "))
+            .unwrap_or("");
+        let path = f
+            .path
+            .as_deref()
+            .map(|p| format!(" ({})", escape(p)))
+            .unwrap_or_default();
+        text.push_str(&format!(
+            "\n• `{}`{path}: {}",
+            escape(&f.name),
+            escape(first)
+        ));
+    }
+    text
+}
+
+/// What a pull request opened by selfheal says.
+pub struct PrBody<'a> {
+    pub schedule: &'a str,
+    pub run_id: &'a str,
+    pub agent: &'a str,
+    pub root_cause: &'a str,
+    pub diff_stat: &'a str,
+    pub diff: &'a str,
+    pub verification_command: &'a str,
+    pub verification_output: &'a str,
+    pub thread_link: Option<&'a str>,
+    pub signature: &'a str,
+}
+
+/// GitHub caps a PR body at 65,536 characters; the diff gets what is left.
+const PR_DIFF_MAX: usize = 40_000;
+
+/// The pull request body: root cause, change, verification, way back to Slack.
+pub fn pr_body(b: &PrBody<'_>) -> String {
+    let diff = if b.diff.len() > PR_DIFF_MAX {
+        let mut end = PR_DIFF_MAX;
+        while !b.diff.is_char_boundary(end) {
+            end -= 1;
+        }
+        format!("{}\n… (diff cut; see the Files tab)", &b.diff[..end])
+    } else {
+        b.diff.to_string()
+    };
+    let thread = b
+        .thread_link
+        .map(|l| format!("[the Slack thread]({l})"))
+        .unwrap_or_else(|| "the Slack thread".to_string());
+    format!(
+        "## Root cause\n{root}\n\n## Change\n```\n{stat}\n```\n<details><summary>Diff</summary>\n\n```diff\n{diff}\n```\n</details>\n\n\
+         ## Verification\n`{cmd}` passed:\n```\n{out}\n```\n\n\
+         ## Context\nSchedule `{schedule}`, run `{run}`, healed by `{agent}` — discussion in {thread}.\n\
+         selfheal opened this pull request and will never merge it: review it and merge it yourself.\n\n\
+         <!-- selfheal-signature: {sig} -->\n",
+        root = b.root_cause.trim(),
+        stat = b.diff_stat.trim(),
+        cmd = b.verification_command,
+        out = b.verification_output.trim(),
+        schedule = b.schedule,
+        run = b.run_id,
+        agent = b.agent,
+        sig = signature_marker(b.signature),
+    )
+}
+
+/// A short, stable fingerprint of an error signature (FNV-1a, 64 bits), as
+/// written into PR bodies so later sessions can find the PR.
+pub fn signature_marker(signature: &str) -> String {
+    let mut hash: u64 = 0xcbf29ce484222325;
+    for byte in signature.as_bytes() {
+        hash ^= u64::from(*byte);
+        hash = hash.wrapping_mul(0x100000001b3);
+    }
+    format!("{hash:016x}")
 }
 
 /// A milestone: something the agent said that deserves its own message.
@@ -141,6 +237,7 @@ fn icon(status: Status) -> &'static str {
         Status::NoFix => "⚠️",
         Status::TimedOut => "⏱️",
         Status::Interrupted => "🛑",
+        Status::Duplicate => "🔁",
         Status::Failed | Status::Claimed | Status::Running => "❌",
     }
 }
@@ -152,6 +249,7 @@ fn status_words(status: Status) -> &'static str {
         Status::Failed => "agent failed",
         Status::TimedOut => "timed out",
         Status::Interrupted => "interrupted",
+        Status::Duplicate => "already addressed",
         Status::Claimed | Status::Running => "running",
     }
 }
@@ -226,6 +324,37 @@ mod tests {
         let (_, blocks) = progress(&view(&lines, None));
         let body = blocks[1]["text"]["text"].as_str().unwrap();
         assert!(body.len() <= MAX_SECTION + 6, "len {}", body.len());
+    }
+
+    #[test]
+    fn a_pr_body_carries_cause_change_verification_thread_and_signature() {
+        let body = pr_body(&PrBody {
+            schedule: "hourly_marts",
+            run_id: "48213",
+            agent: "dbt-doctor",
+            root_cause: "orders refs stg_order",
+            diff_stat: " models/orders.sql | 2 +-",
+            diff: "-a\n+b",
+            verification_command: "dbt build --select orders+",
+            verification_output: "Done. PASS=5",
+            thread_link: Some("https://x.slack.com/archives/C1/p1"),
+            signature: "model:orders: x",
+        });
+        assert!(body.starts_with("## Root cause\norders refs stg_order\n"));
+        assert!(body.contains("```diff\n-a\n+b\n```"));
+        assert!(body.contains("`dbt build --select orders+` passed:\n```\nDone. PASS=5\n```"));
+        assert!(body.contains("[the Slack thread](https://x.slack.com/archives/C1/p1)"));
+        assert!(body.contains(&format!(
+            "<!-- selfheal-signature: {} -->",
+            signature_marker("model:orders: x")
+        )));
+        assert!(body.contains("will never merge it"));
+    }
+
+    #[test]
+    fn signature_markers_are_stable() {
+        assert_eq!(signature_marker(""), "cbf29ce484222325");
+        assert_ne!(signature_marker("a"), signature_marker("b"));
     }
 
     #[test]

@@ -36,6 +36,8 @@ pub enum Status {
     TimedOut,
     /// selfheal stopped or crashed while the session ran.
     Interrupted,
+    /// An open pull request already addresses the same error; none was opened.
+    Duplicate,
 }
 
 impl Status {
@@ -48,6 +50,7 @@ impl Status {
             Status::Failed => "failed",
             Status::TimedOut => "timed_out",
             Status::Interrupted => "interrupted",
+            Status::Duplicate => "duplicate",
         }
     }
 
@@ -60,6 +63,7 @@ impl Status {
             "failed" => Status::Failed,
             "timed_out" => Status::TimedOut,
             "interrupted" => Status::Interrupted,
+            "duplicate" => Status::Duplicate,
             _ => return None,
         })
     }
@@ -89,6 +93,8 @@ pub struct SessionRow {
     pub summary: Option<String>,
     /// The error the failure showed, for prior-attempts context.
     pub error: Option<String>,
+    /// The failure's error signature (failing node + error without run-specific noise).
+    pub signature: Option<String>,
 }
 
 /// The result of trying to claim a failure for a new session.
@@ -269,6 +275,30 @@ impl Store {
         Ok(())
     }
 
+    /// Records the failure's error (first line) and signature once the run log is read.
+    pub fn set_error(&self, id: i64, error: &str, signature: &str) -> Result<()> {
+        self.conn()
+            .execute(
+                "UPDATE sessions SET error = ?2, signature = ?3 WHERE id = ?1",
+                params![id, error, signature],
+            )
+            .context("storing the session's error signature")?;
+        Ok(())
+    }
+
+    /// The newest other session with the same error signature that produced a
+    /// pull request (its own or one it linked as a duplicate).
+    pub fn pr_for_signature(&self, signature: &str, except: i64) -> Result<Option<SessionRow>> {
+        let conn = self.conn();
+        let sql = format!(
+            "{SESSION_SELECT} WHERE signature = ?1 AND id != ?2 AND pr_url IS NOT NULL
+             AND status IN ('fixed', 'duplicate') ORDER BY id DESC LIMIT 1"
+        );
+        conn.query_row(&sql, params![signature, except], session_from_row)
+            .optional()
+            .context("looking up sessions with the same error")
+    }
+
     pub fn set_pr_url(&self, id: i64, url: &str) -> Result<()> {
         self.conn()
             .execute(
@@ -390,7 +420,7 @@ impl Store {
 
 const SESSION_SELECT: &str =
     "SELECT id, schedule, run_id, channel, thread_ts, progress_ts, agent, status,
-        created_at, ended_at, pr_url, summary, error FROM sessions";
+        created_at, ended_at, pr_url, summary, error, signature FROM sessions";
 
 fn session_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SessionRow> {
     let status: String = r.get(7)?;
@@ -409,6 +439,7 @@ fn session_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SessionRow> {
         pr_url: r.get(10)?,
         summary: r.get(11)?,
         error: r.get(12)?,
+        signature: r.get(13)?,
     })
 }
 

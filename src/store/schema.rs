@@ -62,6 +62,11 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX session_events_by_session ON session_events(session_id, id);
     "#,
+    // 2: error signatures, to find the open pull request for a repeated failure.
+    r#"
+    ALTER TABLE sessions ADD COLUMN signature TEXT;
+    CREATE INDEX sessions_by_signature ON sessions(signature);
+    "#,
 ];
 
 pub fn migrate(conn: &Connection) -> Result<()> {

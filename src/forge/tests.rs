@@ -1,0 +1,546 @@
+//! The forge against the local fake GitHub: what goes over the wire and how each
+//! answer GitHub can give becomes a [`ForgeError`]. Every story also checks that
+//! nothing ever asked to merge.
+
+use std::time::{Duration, Instant};
+
+use super::*;
+use crate::fake_github::{AuthSeen, FakeGitHub};
+
+const TOKEN: &str = "ghs_faketoken0123456789";
+
+fn fast_retries() -> RetryPolicy {
+    RetryPolicy {
+        max_attempts: 4,
+        max_wait: Duration::from_secs(5),
+        initial_backoff: Duration::from_millis(10),
+        request_timeout: Duration::from_secs(5),
+    }
+}
+
+/// A fake GitHub for `acme/dbt` and a forge pointed at it.
+async fn spawn() -> (FakeGitHub, Forge) {
+    let fake = FakeGitHub::start(TOKEN, "acme", "dbt")
+        .await
+        .expect("fake starts");
+    let forge = github_forge(&fake.api_base(), TOKEN);
+    (fake, forge)
+}
+
+fn github_forge(api_base: &str, token: &str) -> Forge {
+    let github = GitHub::new(api_base, "acme/dbt", ForgeToken::new(token)).expect("client");
+    Forge::GitHub(github.with_retry(fast_retries()))
+}
+
+fn pr_request(head: &str) -> PrRequest {
+    PrRequest {
+        head: head.to_string(),
+        base: "main".to_string(),
+        title: "fix(orders): cast id to bigint".to_string(),
+        body: "The hourly_marts run 48213 failed; this fixes it.".to_string(),
+    }
+}
+
+fn opened_pr(opened: Opened) -> PullRequest {
+    match opened {
+        Opened::Pr(pr) => pr,
+        other => panic!("expected a pull request, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn opening_a_pr_sends_githubs_request_and_returns_the_pull_request() {
+    // Arrange
+    let (fake, forge) = spawn().await;
+
+    // Act
+    let pr = opened_pr(
+        forge
+            .open_pr(&pr_request("selfheal/hourly_marts/run-48213"))
+            .await
+            .expect("opened"),
+    );
+
+    // Assert
+    assert_eq!(pr.number, 1);
+    assert_eq!(pr.url, "https://github.example/acme/dbt/pull/1");
+    assert_eq!(
+        (pr.head.as_str(), pr.base.as_str(), pr.state.as_str()),
+        ("selfheal/hourly_marts/run-48213", "main", "open")
+    );
+    assert_eq!(pr.title, "fix(orders): cast id to bigint");
+    let requests = fake.requests();
+    assert_eq!(requests.len(), 1);
+    let req = &requests[0];
+    assert_eq!(
+        (req.method.as_str(), req.path.as_str()),
+        ("POST", "/repos/acme/dbt/pulls")
+    );
+    assert_eq!(req.auth, AuthSeen::Valid);
+    assert!(
+        !format!("{req:?}").contains(TOKEN),
+        "the fake does not keep the token"
+    );
+    for (name, want) in [
+        ("accept", "application/vnd.github+json"),
+        ("x-github-api-version", "2022-11-28"),
+        ("user-agent", "selfheal"),
+        ("content-type", "application/json"),
+    ] {
+        assert_eq!(
+            req.headers.get(name).map(String::as_str),
+            Some(want),
+            "{name}"
+        );
+    }
+    assert_eq!(
+        req.json().expect("json body"),
+        serde_json::json!({
+            "title": "fix(orders): cast id to bigint",
+            "head": "selfheal/hourly_marts/run-48213",
+            "base": "main",
+            "body": "The hourly_marts run 48213 failed; this fixes it.",
+            "maintainer_can_modify": true,
+            "draft": false,
+        })
+    );
+    assert_eq!(fake.prs()[0].state, "open");
+    assert_eq!(fake.merge_calls(), 0);
+}
+
+#[tokio::test]
+async fn a_github_enterprise_api_base_with_a_path_prefix_works() {
+    let fake = FakeGitHub::start(TOKEN, "acme", "dbt")
+        .await
+        .expect("fake starts");
+    let forge = github_forge(&format!("{}/", fake.enterprise_api_base()), TOKEN);
+    let pr = opened_pr(
+        forge
+            .open_pr(&pr_request("selfheal/x"))
+            .await
+            .expect("opened"),
+    );
+    assert_eq!(pr.number, 1);
+    assert_eq!(fake.requests()[0].path, "/api/v3/repos/acme/dbt/pulls");
+    assert_eq!(forge.open_selfheal_prs().await.expect("listed").len(), 1);
+    assert_eq!(fake.merge_calls(), 0);
+}
+
+#[tokio::test]
+async fn a_duplicate_pr_is_a_validation_error_carrying_githubs_message() {
+    let (fake, forge) = spawn().await;
+    forge
+        .open_pr(&pr_request("selfheal/x"))
+        .await
+        .expect("first opens");
+
+    let err = forge
+        .open_pr(&pr_request("selfheal/x"))
+        .await
+        .expect_err("duplicate");
+
+    match err {
+        ForgeError::Validation(msg) => {
+            assert_eq!(msg, "A pull request already exists for acme:selfheal/x.")
+        }
+        other => panic!("expected Validation, got {other:?}"),
+    }
+    assert_eq!(fake.requests().len(), 2, "a 422 is not retried");
+    assert_eq!(fake.prs().len(), 1);
+    assert_eq!(fake.merge_calls(), 0);
+}
+
+#[tokio::test]
+async fn a_closed_pr_does_not_block_opening_a_new_one_for_the_same_branch() {
+    let (fake, forge) = spawn().await;
+    let first = opened_pr(
+        forge
+            .open_pr(&pr_request("selfheal/x"))
+            .await
+            .expect("first"),
+    );
+    assert!(fake.close_pr(first.number));
+    let second = opened_pr(
+        forge
+            .open_pr(&pr_request("selfheal/x"))
+            .await
+            .expect("second"),
+    );
+    assert_eq!(second.number, 2);
+    assert_eq!(fake.merge_calls(), 0);
+}
+
+#[tokio::test]
+async fn rate_limits_are_waited_out_and_then_the_pr_is_opened() {
+    // (what GitHub answers first, the least time the retry should have waited)
+    type Inject = fn(&FakeGitHub);
+    let cases: [(&str, Inject, Duration); 4] = [
+        (
+            "429 retry-after 1",
+            |f| f.fail_next(429, 1, Some(Duration::from_secs(1))),
+            Duration::from_secs(1),
+        ),
+        (
+            "403 retry-after 0",
+            |f| f.fail_next(403, 1, Some(Duration::ZERO)),
+            Duration::ZERO,
+        ),
+        (
+            "429 twice",
+            |f| f.fail_next(429, 2, Some(Duration::ZERO)),
+            Duration::ZERO,
+        ),
+        (
+            "403 primary limit",
+            |f| f.exhaust_rate_limit(1, Duration::ZERO),
+            Duration::ZERO,
+        ),
+    ];
+    for (name, inject, least_wait) in cases {
+        let (fake, forge) = spawn().await;
+        inject(&fake);
+        let started = Instant::now();
+
+        let opened = forge.open_pr(&pr_request("selfheal/x")).await;
+
+        let pr = opened_pr(opened.unwrap_or_else(|e| panic!("{name}: {e:?}")));
+        assert_eq!(pr.number, 1, "{name}");
+        assert!(started.elapsed() >= least_wait, "{name}: retried too early");
+        assert!(fake.requests().len() >= 2, "{name}: retried");
+        assert_eq!(fake.prs().len(), 1, "{name}");
+        assert_eq!(fake.merge_calls(), 0, "{name}");
+    }
+}
+
+#[tokio::test]
+async fn a_rate_limit_longer_than_the_cap_is_returned_without_waiting() {
+    let (fake, forge) = spawn().await;
+    fake.fail_next(429, 1, Some(Duration::from_secs(3600)));
+
+    let err = forge
+        .open_pr(&pr_request("selfheal/x"))
+        .await
+        .expect_err("rate limited");
+
+    assert!(
+        matches!(err, ForgeError::RateLimited { retry_after } if retry_after == Duration::from_secs(3600)),
+        "{err:?}"
+    );
+    assert_eq!(fake.requests().len(), 1);
+    assert_eq!(fake.merge_calls(), 0);
+}
+
+#[tokio::test]
+async fn server_errors_are_retried_a_bounded_number_of_times() {
+    let (fake, forge) = spawn().await;
+    fake.fail_next(502, 1, None);
+    let pr = opened_pr(
+        forge
+            .open_pr(&pr_request("selfheal/a"))
+            .await
+            .expect("second attempt opens"),
+    );
+    assert_eq!(pr.head, "selfheal/a");
+    assert_eq!(fake.requests().len(), 2);
+
+    fake.fail_next(500, 10, None);
+    let err = forge
+        .open_pr(&pr_request("selfheal/b"))
+        .await
+        .expect_err("gives up");
+    assert!(
+        matches!(&err, ForgeError::Http(msg) if msg.contains("500")),
+        "{err:?}"
+    );
+    assert_eq!(
+        fake.requests().len(),
+        2 + fast_retries().max_attempts as usize
+    );
+    assert_eq!(fake.merge_calls(), 0);
+}
+
+#[tokio::test]
+async fn a_pr_created_by_an_attempt_whose_answer_was_lost_is_returned_not_duplicated() {
+    // The first attempt "created" the PR but its answer was a 502; the retry meets
+    // GitHub's "already exists", and the forge finds the PR instead of failing.
+    let (fake, forge) = spawn().await;
+    let number = fake.seed_pr("selfheal/x", "main", "fix(orders): cast id to bigint");
+    fake.fail_next(502, 1, None);
+
+    let pr = opened_pr(
+        forge
+            .open_pr(&pr_request("selfheal/x"))
+            .await
+            .expect("found"),
+    );
+
+    assert_eq!(pr.number, number);
+    assert_eq!(fake.prs().len(), 1);
+    assert_eq!(fake.merge_calls(), 0);
+}
+
+#[tokio::test]
+async fn auth_and_addressing_failures_map_to_their_errors() {
+    let (fake, _) = spawn().await;
+    let wrong_token = github_forge(&fake.api_base(), "ghs_wrong");
+    let wrong_repo = Forge::GitHub(
+        GitHub::new(&fake.api_base(), "acme/other", ForgeToken::new(TOKEN))
+            .expect("client")
+            .with_retry(fast_retries()),
+    );
+    fake.fail_next(403, 1, None);
+    let forbidden = github_forge(&fake.api_base(), TOKEN)
+        .open_pr(&pr_request("selfheal/x"))
+        .await;
+
+    let unauthorized = wrong_token.open_pr(&pr_request("selfheal/x")).await;
+    let not_found = wrong_repo.open_pr(&pr_request("selfheal/x")).await;
+    let listing = wrong_token.open_selfheal_prs().await;
+
+    assert!(
+        matches!(unauthorized, Err(ForgeError::Unauthorized)),
+        "{unauthorized:?}"
+    );
+    assert!(
+        matches!(listing, Err(ForgeError::Unauthorized)),
+        "{listing:?}"
+    );
+    assert!(
+        matches!(not_found, Err(ForgeError::NotFound)),
+        "{not_found:?}"
+    );
+    assert!(
+        matches!(forbidden, Err(ForgeError::Forbidden(_))),
+        "{forbidden:?}"
+    );
+    assert_eq!(
+        fake.requests()
+            .iter()
+            .filter(|r| r.auth == AuthSeen::Invalid)
+            .count(),
+        2
+    );
+    assert!(fake.prs().is_empty());
+    assert_eq!(fake.merge_calls(), 0);
+}
+
+#[tokio::test]
+async fn a_forge_that_never_answers_times_out() {
+    // A listener that accepts connections and never replies.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let silent = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    let retry = RetryPolicy {
+        max_attempts: 2,
+        request_timeout: Duration::from_millis(200),
+        ..fast_retries()
+    };
+    let forge = Forge::GitHub(
+        GitHub::new(
+            &format!("http://{addr}"),
+            "acme/dbt",
+            ForgeToken::new(TOKEN),
+        )
+        .expect("client")
+        .with_retry(retry),
+    );
+
+    let err = forge
+        .open_pr(&pr_request("selfheal/x"))
+        .await
+        .expect_err("times out");
+
+    assert!(matches!(err, ForgeError::Timeout), "{err:?}");
+    silent.abort();
+}
+
+#[tokio::test]
+async fn listing_follows_pages_and_returns_only_open_selfheal_prs() {
+    // Arrange: 130 selfheal PRs (more than one page of 100), a human's PR, a closed one.
+    let (fake, forge) = spawn().await;
+    for i in 0..130 {
+        fake.seed_pr(&format!("selfheal/hourly_marts/run-{i}"), "main", "fix");
+    }
+    fake.seed_pr("feature/new-model", "main", "a human's change");
+    let closed = fake.seed_pr("selfheal/old", "main", "fix");
+    fake.close_pr(closed);
+
+    // Act
+    let prs = forge.open_selfheal_prs().await.expect("listed");
+
+    // Assert
+    assert_eq!(prs.len(), 130);
+    assert!(prs
+        .iter()
+        .all(|pr| pr.head.starts_with("selfheal/") && pr.state == "open"));
+    let pages: Vec<_> = fake
+        .requests()
+        .into_iter()
+        .map(|r| r.query.unwrap_or_default())
+        .collect();
+    assert_eq!(pages.len(), 2, "{pages:?}");
+    assert!(
+        pages[0].contains("state=open") && pages[0].contains("per_page=100"),
+        "{pages:?}"
+    );
+    assert!(pages[1].contains("page=2"), "{pages:?}");
+    assert_eq!(fake.merge_calls(), 0);
+}
+
+#[tokio::test]
+async fn a_plain_remote_gets_a_compare_link_and_lists_nothing() {
+    let cases = [
+        (Some("https://github.com/acme/dbt"), Some("https://github.com/acme/dbt/compare/main...selfheal/hourly_marts/run-48213?expand=1")),
+        (Some("https://github.com/acme/dbt.git/"), Some("https://github.com/acme/dbt/compare/main...selfheal/hourly_marts/run-48213?expand=1")),
+        (None, None),
+    ];
+    for (web_base, want) in cases {
+        let forge = Forge::Plain {
+            web_base: web_base.map(str::to_string),
+        };
+        let opened = forge
+            .open_pr(&pr_request("selfheal/hourly_marts/run-48213"))
+            .await
+            .expect("plain never fails");
+        assert_eq!(
+            opened,
+            Opened::Compare(want.map(str::to_string)),
+            "{web_base:?}"
+        );
+        assert_eq!(opened.link(), want);
+        assert!(forge
+            .open_selfheal_prs()
+            .await
+            .expect("plain lists")
+            .is_empty());
+    }
+}
+
+#[tokio::test]
+async fn a_pushed_session_branch_becomes_a_pr_and_an_unpushed_one_is_refused() {
+    // Arrange: a real bare origin, a workspace that pushes a session branch, and a
+    // fake GitHub that checks branches against that origin like GitHub would.
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let git = |cwd: &std::path::Path, args: &[&str]| {
+        let out = std::process::Command::new("git")
+            .args(["-c", "user.name=seed", "-c", "user.email=seed@example.com"])
+            .args(args)
+            .current_dir(cwd)
+            .output()
+            .expect("git runs");
+        assert!(
+            out.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    git(
+        tmp.path(),
+        &[
+            "init",
+            "--quiet",
+            "--bare",
+            "--initial-branch=main",
+            "origin.git",
+        ],
+    );
+    git(
+        tmp.path(),
+        &["init", "--quiet", "--initial-branch=main", "seed"],
+    );
+    let seed = tmp.path().join("seed");
+    std::fs::write(seed.join("orders.sql"), "select 1\n").expect("write");
+    git(&seed, &["add", "."]);
+    git(&seed, &["commit", "--quiet", "-m", "seed"]);
+    git(&seed, &["push", "--quiet", "../origin.git", "main"]);
+    let bare = tmp.path().join("origin.git");
+    let ws = crate::workspace::Workspace::create(
+        bare.to_str().expect("utf-8"),
+        None,
+        &tmp.path().join("ws"),
+    )
+    .await
+    .expect("workspace");
+    let branch = "selfheal/hourly_marts/run-48213";
+    ws.start_branch(branch).await.expect("branch");
+    std::fs::write(ws.dir.join("orders.sql"), "select 2\n").expect("edit");
+    let sha = ws.commit("fix(orders): select 2").await.expect("commit");
+    let (fake, forge) = spawn().await;
+    fake.set_git_dir(&bare);
+
+    // Act
+    let unpushed = forge.open_pr(&pr_request(branch)).await;
+    ws.push(branch).await.expect("push");
+    let opened = forge.open_pr(&pr_request(branch)).await;
+
+    // Assert
+    assert!(
+        matches!(&unpushed, Err(ForgeError::Validation(m)) if m == "PullRequest.head invalid"),
+        "{unpushed:?}"
+    );
+    let pr = opened_pr(opened.expect("opened"));
+    assert_eq!(pr.head, branch);
+    assert_eq!(fake.prs()[0].head_sha, sha);
+    assert_eq!(fake.merge_calls(), 0);
+}
+
+#[test]
+fn github_remotes_are_parsed_into_owner_and_repo() {
+    let cases = [
+        ("git@github.com:acme/dbt.git", Some(("acme", "dbt"))),
+        ("git@github.com:acme/dbt", Some(("acme", "dbt"))),
+        ("https://github.com/acme/dbt", Some(("acme", "dbt"))),
+        ("https://github.com/acme/dbt.git", Some(("acme", "dbt"))),
+        ("https://github.com/acme/dbt/", Some(("acme", "dbt"))),
+        (
+            "https://x-access-token:ghs_x@github.com/acme/dbt.git",
+            Some(("acme", "dbt")),
+        ),
+        ("ssh://git@github.com/acme/dbt.git", Some(("acme", "dbt"))),
+        (
+            "https://github.com/acme/my.dbt-project_2.git",
+            Some(("acme", "my.dbt-project_2")),
+        ),
+        ("https://gitlab.com/acme/dbt.git", None),
+        ("https://github.com/acme", None),
+        ("https://github.com/acme/dbt/tree/main", None),
+        ("/srv/git/dbt.git", None),
+        ("", None),
+    ];
+    for (url, want) in cases {
+        let got = parse_github_remote(url);
+        assert_eq!(
+            got.as_ref().map(|(o, r)| (o.as_str(), r.as_str())),
+            want,
+            "{url}"
+        );
+    }
+}
+
+#[test]
+fn compare_urls_escape_characters_that_would_break_the_link() {
+    let cases = [
+        (
+            "https://github.com/o/r",
+            "main",
+            "selfheal/a",
+            "https://github.com/o/r/compare/main...selfheal/a?expand=1",
+        ),
+        (
+            "https://ghe.example.com/o/r/",
+            "release",
+            "selfheal/a#1",
+            "https://ghe.example.com/o/r/compare/release...selfheal/a%231?expand=1",
+        ),
+    ];
+    for (web, base, head, want) in cases {
+        assert_eq!(compare_url(web, base, head), want);
+    }
+}
