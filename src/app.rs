@@ -87,7 +87,11 @@ impl App {
             cfg.overrides.clone(),
         );
         let redactor = Redactor::new(secret_values(&cfg));
-        let work_root = std::env::temp_dir().join(format!("selfheal-{}", std::process::id()));
+        // One folder per app instance: session ids restart with every database.
+        static INSTANCE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let instance = INSTANCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let work_root =
+            std::env::temp_dir().join(format!("selfheal-{}-{instance}", std::process::id()));
         let deps = Deps {
             store: store.clone(),
             web: web.clone(),

@@ -18,6 +18,7 @@
 //! - [`runlog`]: run logs — where they come from and what they say (failing nodes, errors).
 //! - [`redact`]: scrubs secrets from anything that leaves the process.
 //! - [`app`]: wires the parts together and runs until shut down.
+//! - [`demo`]: the demo world (project, origin, scheduler, fakes) behind `selfheal demo` and the end-to-end tests.
 //! - [`fake_github`]: a local GitHub REST API for tests and the demo.
 //! - [`fake_slack`]: a local Slack (Web API + Socket Mode) for tests, the demo and benchmarks.
 
@@ -25,7 +26,7 @@ pub mod agent;
 pub mod app;
 pub mod config;
 pub mod dbt;
-#[path = "doctor_stub.rs"]
+pub mod demo;
 pub mod doctor;
 pub mod fake_github;
 pub mod fake_slack;

@@ -74,7 +74,11 @@ pub fn choose<'a>(target: &str, candidates: impl IntoIterator<Item = &'a str>) -
             });
         }
     }
-    ranked.sort_by(|a, b| a.distance.cmp(&b.distance).then_with(|| a.name.cmp(&b.name)));
+    ranked.sort_by(|a, b| {
+        a.distance
+            .cmp(&b.distance)
+            .then_with(|| a.name.cmp(&b.name))
+    });
     let verdict = match ranked.as_slice() {
         [] => Verdict::NoCandidates,
         [best, ..] if best.distance > max_distance(target.chars().count()) => Verdict::TooFar,
@@ -93,13 +97,15 @@ pub fn distance(a: &str, b: &str) -> usize {
     for (i, row) in d.iter_mut().enumerate() {
         row[0] = i;
     }
-    for j in 0..=m {
-        d[0][j] = j;
+    for (j, cell) in d[0].iter_mut().enumerate() {
+        *cell = j;
     }
     for i in 1..=n {
         for j in 1..=m {
             let cost = usize::from(a[i - 1] != b[j - 1]);
-            let mut v = (d[i - 1][j] + 1).min(d[i][j - 1] + 1).min(d[i - 1][j - 1] + cost);
+            let mut v = (d[i - 1][j] + 1)
+                .min(d[i][j - 1] + 1)
+                .min(d[i - 1][j - 1] + cost);
             if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
                 v = v.min(d[i - 2][j - 2] + 1);
             }
@@ -151,7 +157,15 @@ mod tests {
             assert_eq!(c.verdict, verdict, "{target} in {cands:?}: {c:?}");
             assert_eq!(c.best().map(|s| s.name.as_str()).unwrap_or(""), best);
         };
-        let nodes = ["stg_customers", "stg_orders", "stg_payments", "customers", "raw_customers", "raw_orders", "raw_payments"];
+        let nodes = [
+            "stg_customers",
+            "stg_orders",
+            "stg_payments",
+            "customers",
+            "raw_customers",
+            "raw_orders",
+            "raw_payments",
+        ];
         check("stg_order", &nodes, Verdict::Clear, "stg_orders");
         check("int_orders", &nodes, Verdict::Ambiguous, "raw_orders");
         check("zzz", &nodes, Verdict::TooFar, "customers");

@@ -109,7 +109,8 @@ static DUCKDB_CANDIDATES: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"Candidate bindings: ([^\n]+)").expect("static regex"));
 static POSTGRES_HINT: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"Perhaps you meant to reference ([^\n]+)").expect("static regex"));
-static QUOTED: LazyLock<Regex> = LazyLock::new(|| Regex::new(r#""([^"]+)""#).expect("static regex"));
+static QUOTED: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r#""([^"]+)""#).expect("static regex"));
 static SQL_LINE: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"(?m)^\s*LINE (\d+):(.*)$").expect("static regex"));
 static YAML_FILE: LazyLock<Regex> =
@@ -123,10 +124,12 @@ static RELATION_IN_SQL: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r#"(?i)\bfrom\s+(?:"?\w+"?\.){0,2}"?(\w+)"?"#).expect("static regex")
 });
 static REF_CALL: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r#"\bref\s*\(\s*(?:['"][\w.-]+['"]\s*,\s*)?['"]([\w.-]+)['"]"#).expect("static regex")
+    Regex::new(r#"\bref\s*\(\s*(?:['"][\w.-]+['"]\s*,\s*)?['"]([\w.-]+)['"]"#)
+        .expect("static regex")
 });
 static SOURCE_CALL: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r#"\bsource\s*\(\s*['"]([\w.-]+)['"]\s*,\s*['"]([\w.-]+)['"]"#).expect("static regex")
+    Regex::new(r#"\bsource\s*\(\s*['"]([\w.-]+)['"]\s*,\s*['"]([\w.-]+)['"]"#)
+        .expect("static regex")
 });
 
 /// Diagnoses one failure. `file_text` is the current text of the file dbt
@@ -163,9 +166,8 @@ fn missing_ref(f: &NodeFailure, ix: &ProjectIndex, text: Option<&str>, name: &st
     // A node never refs itself, so it is no candidate.
     let choice = choose(name, ix.node_names().filter(|n| *n != f.name));
     let sources = choose(name, ix.source_tables().map(|(_, t)| t));
-    let site = text.and_then(|t| {
-        first_line(t, &ref_pattern(name)).map(|l| format!("{file} line {l}"))
-    });
+    let site =
+        text.and_then(|t| first_line(t, &ref_pattern(name)).map(|l| format!("{file} line {l}")));
     let site = site.unwrap_or_else(|| file.clone());
     let what = format!("{} refs `{name}` ({site}), which does not exist", f.name);
     let kind = |n: &str| ix.node(n).map(|k| k.as_str()).unwrap_or("node");
@@ -179,7 +181,10 @@ fn missing_ref(f: &NodeFailure, ix: &ProjectIndex, text: Option<&str>, name: &st
                 .source_tables()
                 .find(|(_, t)| *t == s.name)
                 .unwrap_or(("?", ""));
-            checked.push(format!("`{}` is a source table of `{src}`, not a node", s.name));
+            checked.push(format!(
+                "`{}` is a source table of `{src}`, not a node",
+                s.name
+            ));
             return report(
                 f,
                 format!("{}: ref `{name}` does not exist; `{}` is a source, not a node — not changed", f.name, s.name),
@@ -230,11 +235,18 @@ fn missing_ref(f: &NodeFailure, ix: &ProjectIndex, text: Option<&str>, name: &st
             let why = why_not(&choice, name);
             report(
                 f,
-                format!("{}: ref `{name}` does not exist; {why} — not changed", f.name),
+                format!(
+                    "{}: ref `{name}` does not exist; {why} — not changed",
+                    f.name
+                ),
                 format!(
                     "{what}. {}. Considered: {}. Nothing was changed; this {NEEDS_HELP}.",
                     capitalize(&why),
-                    if considered.is_empty() { "none".into() } else { considered.join(", ") }
+                    if considered.is_empty() {
+                        "none".into()
+                    } else {
+                        considered.join(", ")
+                    }
                 ),
                 checked,
             )
@@ -263,9 +275,15 @@ fn missing_source(
     // A known source with an unknown table: compare tables of that source.
     // Otherwise compare whole `source.table` names, so either part may be the typo.
     let (target, choice) = match ix.sources.get(source) {
-        Some(tables) => (table.to_string(), choose(table, tables.iter().map(String::as_str))),
+        Some(tables) => (
+            table.to_string(),
+            choose(table, tables.iter().map(String::as_str)),
+        ),
         None => {
-            let all: Vec<String> = ix.source_tables().map(|(s, t)| format!("{s}.{t}")).collect();
+            let all: Vec<String> = ix
+                .source_tables()
+                .map(|(s, t)| format!("{s}.{t}"))
+                .collect();
             let target = format!("{source}.{table}");
             let c = choose(&target, all.iter().map(String::as_str));
             (target, c)
@@ -289,7 +307,8 @@ fn missing_source(
                 if to_source == source {
                     return Some((t1, l1));
                 }
-                let (t2, l2) = replace_group(&t1, &source_pattern(source, &to_table), 1, &to_source)?;
+                let (t2, l2) =
+                    replace_group(&t1, &source_pattern(source, &to_table), 1, &to_source)?;
                 l1.extend(l2);
                 l1.sort();
                 l1.dedup();
@@ -299,7 +318,10 @@ fn missing_source(
             let Some((new_text, lines)) = edit else {
                 return not_literal(f, &file, &wanted, &to, checked);
             };
-            checked.push(format!("`{target}` is {} edit(s) from `{}`", best.distance, best.name));
+            checked.push(format!(
+                "`{target}` is {} edit(s) from `{}`",
+                best.distance, best.name
+            ));
             let at = format!("{file} {}", lines_word(&lines));
             Finding {
                 node: f.name.clone(),
@@ -319,7 +341,10 @@ fn missing_source(
             let why = why_not(&choice, &target);
             report(
                 f,
-                format!("{}: source `{source}.{table}` does not exist; {why} — not changed", f.name),
+                format!(
+                    "{}: source `{source}.{table}` does not exist; {why} — not changed",
+                    f.name
+                ),
                 format!(
                     "{what}. {}. Considered: {}. Nothing was changed; this {NEEDS_HELP}.",
                     capitalize(&why),
@@ -343,34 +368,42 @@ fn unknown_column(
     let msg = &f.message;
     // The database's own suggestions first; Snowflake names none, so the
     // documented columns of the model's parents stand in.
-    let (candidates, from): (Vec<String>, String) =
-        if let Some(c) = DUCKDB_CANDIDATES.captures(msg) {
-            (quoted(&c[1]), "DuckDB suggests".into())
-        } else if let Some(c) = POSTGRES_HINT.captures(msg) {
-            (quoted(&c[1]), "Postgres suggests".into())
-        } else {
-            let parents = text.map(parents_of).unwrap_or_default();
-            let mut cols = vec![];
-            for p in &parents {
-                let documented = match p {
-                    Relation::Node(n) => ix.columns.get(n),
-                    Relation::Source(s, t) => ix.source_columns.get(&(s.clone(), t.clone())),
-                };
-                cols.extend(documented.into_iter().flatten().cloned());
-            }
-            let names: Vec<String> = parents.iter().map(Relation::display).collect();
-            (
-                cols,
-                format!(
-                    "the documented columns of its parents ({}) suggest",
-                    if names.is_empty() { "none found".into() } else { names.join(", ") }
-                ),
-            )
-        };
+    let (candidates, from): (Vec<String>, String) = if let Some(c) = DUCKDB_CANDIDATES.captures(msg)
+    {
+        (quoted(&c[1]), "DuckDB suggests".into())
+    } else if let Some(c) = POSTGRES_HINT.captures(msg) {
+        (quoted(&c[1]), "Postgres suggests".into())
+    } else {
+        let parents = text.map(parents_of).unwrap_or_default();
+        let mut cols = vec![];
+        for p in &parents {
+            let documented = match p {
+                Relation::Node(n) => ix.columns.get(n),
+                Relation::Source(s, t) => ix.source_columns.get(&(s.clone(), t.clone())),
+            };
+            cols.extend(documented.into_iter().flatten().cloned());
+        }
+        let names: Vec<String> = parents.iter().map(Relation::display).collect();
+        (
+            cols,
+            format!(
+                "the documented columns of its parents ({}) suggest",
+                if names.is_empty() {
+                    "none found".into()
+                } else {
+                    names.join(", ")
+                }
+            ),
+        )
+    };
     let mut checked = vec![format!(
         "{}: {db} says column `{column}` does not exist; candidates: {}",
         f.name,
-        if candidates.is_empty() { "none".into() } else { candidates.join(", ") }
+        if candidates.is_empty() {
+            "none".into()
+        } else {
+            candidates.join(", ")
+        }
     )];
     let candidates: Vec<String> = candidates.iter().map(|c| unqualify(c)).collect();
     let choice = choose(&column, candidates.iter().map(String::as_str));
@@ -380,10 +413,14 @@ fn unknown_column(
         Some(best) => {
             let to = best.name.clone();
             let next = next_best(&choice);
-            let Some((new_text, lines)) = text.and_then(|t| replace_group(t, &pattern, 1, &to)) else {
+            let Some((new_text, lines)) = text.and_then(|t| replace_group(t, &pattern, 1, &to))
+            else {
                 return not_literal(f, &file, &column, &to, checked);
             };
-            checked.push(format!("`{column}` is {} edit(s) from `{to}`", best.distance));
+            checked.push(format!(
+                "`{column}` is {} edit(s) from `{to}`",
+                best.distance
+            ));
             let at = format!("{file} {}", lines_word(&lines));
             Finding {
                 node: f.name.clone(),
@@ -407,7 +444,10 @@ fn unknown_column(
                 .unwrap_or_default();
             report(
                 f,
-                format!("{}: column \"{column}\" does not exist; {why} — not changed", f.name),
+                format!(
+                    "{}: column \"{column}\" does not exist; {why} — not changed",
+                    f.name
+                ),
                 format!(
                     "{what}{site}. {}. Considered: {}. Nothing was changed; this {NEEDS_HELP}.",
                     capitalize(&why),
@@ -458,8 +498,15 @@ fn undefined_macro(f: &NodeFailure, ix: &ProjectIndex, text: Option<&str>, name:
             let Some((new_text, lines)) = text.and_then(|t| replace_group(t, &call, 2, &to)) else {
                 return not_literal(f, &file, &format!("{name}("), &to, checked);
             };
-            let defined = ix.macros.get(&to).map(|p| format!(", defined in {p}")).unwrap_or_default();
-            checked.push(format!("`{name}` is {} edit(s) from macro `{to}`", best.distance));
+            let defined = ix
+                .macros
+                .get(&to)
+                .map(|p| format!(", defined in {p}"))
+                .unwrap_or_default();
+            checked.push(format!(
+                "`{name}` is {} edit(s) from macro `{to}`",
+                best.distance
+            ));
             let at = format!("{file} {}", lines_word(&lines));
             Finding {
                 node: f.name.clone(),
@@ -500,7 +547,9 @@ fn data_test(f: &NodeFailure, ix: &ProjectIndex) -> Finding {
     let (relation, column, test_type) = match tested_column(&f.name, ix) {
         Some((r, c, t)) => (Some(r), Some(c), Some(t)),
         None => (
-            f.compiled_code.as_deref().and_then(|sql| relation_in_sql(sql, ix)),
+            f.compiled_code
+                .as_deref()
+                .and_then(|sql| relation_in_sql(sql, ix)),
             None,
             None,
         ),
@@ -530,7 +579,10 @@ fn data_test(f: &NodeFailure, ix: &ProjectIndex) -> Finding {
             rows_word(failing_rows)
         ),
         summary: String::new(),
-        checked: vec![format!("{}: data test on {target}; running its query", f.name)],
+        checked: vec![format!(
+            "{}: data test on {target}; running its query",
+            f.name
+        )],
         action: Action::DataTest(dt),
     }
 }
@@ -567,7 +619,7 @@ fn needs_help(f: &NodeFailure, ix: &ProjectIndex, text: Option<&str>) -> Finding
             f,
             format!("YAML error in {at}: {raw} — {NEEDS_HELP}"),
             format!(
-                "The project does not parse: {at} is not valid YAML ({raw}). dbt-doctor only fixes misspelt refs, sources, columns and macros; this {NEEDS_HELP}."
+                "The project does not parse: {at} is not valid YAML: {raw}. dbt-doctor only fixes misspelt refs, sources, columns and macros; this {NEEDS_HELP}."
             ),
             vec![format!("YAML error in {file}")],
         );
@@ -582,7 +634,10 @@ fn needs_help(f: &NodeFailure, ix: &ProjectIndex, text: Option<&str>) -> Finding
         match found {
             Some(l) => at = format!("{at} line {l}"),
             None => {
-                let compiled = f.compiled_code.as_deref().and_then(|t| find_text_line(t, &quoted));
+                let compiled = f
+                    .compiled_code
+                    .as_deref()
+                    .and_then(|t| find_text_line(t, &quoted));
                 if let Some(l) = compiled {
                     at = format!("{at} (line {l} of the compiled SQL)");
                 } else {
@@ -660,10 +715,48 @@ pub fn tested_column(test: &str, ix: &ProjectIndex) -> Option<(Relation, String,
     }
     for ((s, t), cols) in &ix.source_columns {
         for c in cols {
-            consider(format!("{s}_{t}_{c}"), Relation::Source(s.clone(), t.clone()), c);
+            consider(
+                format!("{s}_{t}_{c}"),
+                Relation::Source(s.clone(), t.clone()),
+                c,
+            );
         }
     }
     best.map(|(_, r, c, k)| (r, c, k))
+}
+
+/// A project-level message with the rest of its block from the raw log.
+///
+/// The run-log parser stops an `Encountered an error:` block at its first blank
+/// line, which cuts a YAML error before its `Raw Error:` part (the line and
+/// column and what YAML expected). Returns the message unchanged when the raw
+/// log has nothing more.
+pub fn complete_message(message: &str, raw: &str) -> String {
+    let first = message.lines().map(str::trim).find(|l| !l.is_empty());
+    let last = message.lines().map(str::trim).rev().find(|l| !l.is_empty());
+    let (Some(first), Some(last)) = (first, last) else {
+        return message.to_string();
+    };
+    let lines: Vec<&str> = raw.lines().collect();
+    let Some(start) = lines.iter().position(|l| l.trim() == first) else {
+        return message.to_string();
+    };
+    let Some(end) = (start..lines.len()).find(|&i| lines[i].trim() == last) else {
+        return message.to_string();
+    };
+    let mut extra: Vec<&str> = lines[end + 1..]
+        .iter()
+        .take_while(|l| l.trim().is_empty() || l.starts_with(char::is_whitespace))
+        .map(|l| l.trim())
+        .collect();
+    while extra.last() == Some(&"") {
+        extra.pop();
+    }
+    if extra.is_empty() {
+        message.to_string()
+    } else {
+        format!("{message}\n{}", extra.join("\n"))
+    }
 }
 
 /// The first known node a query reads `from`.
@@ -679,9 +772,17 @@ fn relation_in_sql(sql: &str, ix: &ProjectIndex) -> Option<Relation> {
 pub fn parents_of(sql: &str) -> Vec<Relation> {
     let mut found: Vec<(usize, Relation)> = REF_CALL
         .captures_iter(sql)
-        .map(|c| (c.get(0).map_or(0, |m| m.start()), Relation::Node(c[1].to_string())))
+        .map(|c| {
+            (
+                c.get(0).map_or(0, |m| m.start()),
+                Relation::Node(c[1].to_string()),
+            )
+        })
         .chain(SOURCE_CALL.captures_iter(sql).map(|c| {
-            (c.get(0).map_or(0, |m| m.start()), Relation::Source(c[1].to_string(), c[2].to_string()))
+            (
+                c.get(0).map_or(0, |m| m.start()),
+                Relation::Source(c[1].to_string(), c[2].to_string()),
+            )
         }))
         .collect();
     found.sort_by_key(|(i, _)| *i);
@@ -732,10 +833,12 @@ pub fn upstream_cause(dt: &DataTest, ix: &ProjectIndex, model_sql: Option<&str>)
     let mut out = String::new();
     if let Some(c) = col {
         match column_origin(sql, c) {
-            Some((line, text)) => {
-                out.push_str(&format!("`{model}.{c}` comes from `{text}` ({path} line {line}). "))
-            }
-            None => out.push_str(&format!("`{c}` is not named in {path} (it may come from `select *`). ")),
+            Some((line, text)) => out.push_str(&format!(
+                "`{model}.{c}` comes from `{text}` ({path} line {line}). "
+            )),
+            None => out.push_str(&format!(
+                "`{c}` is not named in {path} (it may come from `select *`). "
+            )),
         }
     }
     let parents: Vec<String> = parents_of(sql)
@@ -749,9 +852,14 @@ pub fn upstream_cause(dt: &DataTest, ix: &ProjectIndex, model_sql: Option<&str>)
         })
         .collect();
     if parents.is_empty() {
-        out.push_str(&format!("`{model}` has no ref or source; the rows are produced by its own SQL."));
+        out.push_str(&format!(
+            "`{model}` has no ref or source; the rows are produced by its own SQL."
+        ));
     } else {
-        out.push_str(&format!("`{model}` reads {}, so the offending rows most likely arrive from there.", parents.join(" and ")));
+        out.push_str(&format!(
+            "`{model}` reads {}, so the offending rows most likely arrive from there.",
+            parents.join(" and ")
+        ));
     }
     out
 }
@@ -777,14 +885,20 @@ pub fn data_test_summary(
         Some(t) => format!("fails the `{t}` test"),
         None => "returned failing rows".to_string(),
     };
-    let file = dt.file.as_deref().map(|f| format!(" ({f})")).unwrap_or_default();
+    let file = dt
+        .file
+        .as_deref()
+        .map(|f| format!(" ({f})"))
+        .unwrap_or_default();
     let mut s = format!(
         "Data test `{}`{file} failed with {}: {target} {problem}.",
         dt.test,
         rows_word(dt.failing_rows)
     );
     match rows {
-        Ok(table) => s.push_str(&format!("\nFailing rows (the test's query, via `dbt show`):\n```\n{table}\n```")),
+        Ok(table) => s.push_str(&format!(
+            "\nFailing rows (the test's query, via `dbt show`):\n```\n{table}\n```"
+        )),
         Err(e) => s.push_str(&format!("\nThe failing rows could not be shown: {e}")),
     }
     if let Some(Ok(table)) = context {
@@ -862,7 +976,12 @@ fn source_pattern(source: &str, table: &str) -> String {
 
 /// Replaces capture group `group` of every match of `pattern` with `to`,
 /// leaving the rest (quotes, whitespace) as it was. None when nothing matched.
-pub fn replace_group(text: &str, pattern: &str, group: usize, to: &str) -> Option<(String, Vec<usize>)> {
+pub fn replace_group(
+    text: &str,
+    pattern: &str,
+    group: usize,
+    to: &str,
+) -> Option<(String, Vec<usize>)> {
     let re = Regex::new(pattern).ok()?;
     let mut out = String::with_capacity(text.len());
     let mut last = 0;
@@ -910,7 +1029,8 @@ fn find_text_line(text: &str, quoted: &str) -> Option<usize> {
 
 /// The error sentence of a message, without dbt's `… Error in model x (path)` heading.
 fn error_line(msg: &str) -> String {
-    let heading = Regex::new(r"^(?:Compilation|Runtime|Database|Parsing) Error(?: in .*)?$").expect("static regex");
+    let heading = Regex::new(r"^(?:Compilation|Runtime|Database|Parsing) Error(?: in .*)?$")
+        .expect("static regex");
     msg.lines()
         .map(str::trim)
         .find(|l| !l.is_empty() && !heading.is_match(l) && !l.starts_with("Failure in "))
@@ -937,11 +1057,18 @@ fn yaml_raw_error(msg: &str) -> String {
 
 /// `o.order_date` → `order_date`; `"ORDR_DATE"` → `ORDR_DATE`.
 fn unqualify(name: &str) -> String {
-    name.rsplit('.').next().unwrap_or(name).trim_matches('"').to_string()
+    name.rsplit('.')
+        .next()
+        .unwrap_or(name)
+        .trim_matches('"')
+        .to_string()
 }
 
 fn quoted(list: &str) -> Vec<String> {
-    QUOTED.captures_iter(list).map(|c| c[1].to_string()).collect()
+    QUOTED
+        .captures_iter(list)
+        .map(|c| c[1].to_string())
+        .collect()
 }
 
 #[cfg(test)]

@@ -75,6 +75,12 @@ impl ProjectIndex {
             model_paths: model_paths.clone(),
             ..ProjectIndex::default()
         };
+        // Only whether they exist matters: a missing package is diagnosed, not fixed.
+        for deps in ["packages.yml", "dependencies.yml"] {
+            if project_dir.join(deps).is_file() {
+                ix.files.insert(deps.to_string());
+            }
+        }
         for root in &model_paths {
             for rel in walk(project_dir, root) {
                 let text = || std::fs::read_to_string(project_dir.join(&rel)).unwrap_or_default();
@@ -276,7 +282,10 @@ fn extension(rel: &str) -> &str {
 
 fn stem(rel: &str) -> String {
     let file = rel.rsplit('/').next().unwrap_or(rel);
-    file.rsplit_once('.').map(|(s, _)| s).unwrap_or(file).to_string()
+    file.rsplit_once('.')
+        .map(|(s, _)| s)
+        .unwrap_or(file)
+        .to_string()
 }
 
 #[cfg(test)]
@@ -287,12 +296,30 @@ mod tests {
     fn the_demo_project_is_indexed() {
         let ix = ProjectIndex::scan(&crate::doctor::demo_dir());
         let models: Vec<&str> = ix.models.keys().map(String::as_str).collect();
-        assert_eq!(models, ["customers", "orders", "stg_customers", "stg_orders", "stg_payments"]);
+        assert_eq!(
+            models,
+            [
+                "customers",
+                "orders",
+                "stg_customers",
+                "stg_orders",
+                "stg_payments"
+            ]
+        );
         assert_eq!(ix.models["orders"], "models/marts/orders.sql");
-        assert_eq!(ix.seeds.keys().collect::<Vec<_>>(), ["raw_customers", "raw_orders", "raw_payments"]);
-        assert_eq!(ix.sources["jaffle_raw"], ["raw_customers", "raw_orders", "raw_payments"]);
+        assert_eq!(
+            ix.seeds.keys().collect::<Vec<_>>(),
+            ["raw_customers", "raw_orders", "raw_payments"]
+        );
+        assert_eq!(
+            ix.sources["jaffle_raw"],
+            ["raw_customers", "raw_orders", "raw_payments"]
+        );
         assert_eq!(ix.macros["cents_to_dollars"], "macros/cents_to_dollars.sql");
-        assert_eq!(ix.columns["stg_orders"], ["order_id", "customer_id", "status"]);
+        assert_eq!(
+            ix.columns["stg_orders"],
+            ["order_id", "customer_id", "status"]
+        );
         assert!(ix.files.contains("models/marts/schema.yml"));
         assert!(ix.unreadable.is_empty(), "{:?}", ix.unreadable);
     }

@@ -276,6 +276,11 @@ impl Machine {
                 status: Status::Fixed,
                 summary: summary.clone(),
             },
+            // With finalize, the bot itself verifies the change and opens the PR.
+            (Some((Outcome::Fixed, summary)), None) if self.finalize => Ending {
+                status: Status::Fixed,
+                summary: summary.clone(),
+            },
             (Some((Outcome::Fixed, summary)), None) => Ending {
                 status: Status::NoFix,
                 summary: join(summary, "the agent reported a fix but no pull request"),

@@ -2,6 +2,7 @@
 //! Each module is a set of user stories.
 
 mod cli;
+mod heal;
 mod healing;
 mod helpers;
 mod ignoring;

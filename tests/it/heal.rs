@@ -1,0 +1,401 @@
+//! Real healing on real dbt: a broken commit, a failing scheduled run, the
+//! notification, the agent's change verified by the bot, the pull request.
+
+use std::time::Duration;
+
+use selfheal::demo::{Breakage, World, ALERTS, HEALING};
+use selfheal::store::{Status, Store};
+use tokio_util::sync::CancellationToken;
+
+const WAIT: Duration = Duration::from_secs(120);
+
+/// A team whose main branch just got `breakage`, whose scheduled run `run_id`
+/// failed on it, and a running selfheal.
+struct Story {
+    world: World,
+    _dir: tempfile::TempDir,
+    shutdown: CancellationToken,
+    bot: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Story {
+    async fn start(breakage: &Breakage, run_id: &str, agent: Option<&str>) -> Story {
+        let dir = tempfile::tempdir().unwrap();
+        let dbt = selfheal::demo::locate_dbt()
+            .await
+            .expect("dbt (run scripts/setup-dbt)");
+        let world = World::create(dir.path(), &dbt).await.expect("world");
+        // Yesterday's run passed: the warehouse has every table.
+        assert!(world.scheduled_run("baseline").await.unwrap().passed);
+        world.push_breakage(breakage).await.expect("breakage");
+        let run = world.scheduled_run(run_id).await.unwrap();
+        assert!(!run.passed, "the broken commit must fail dbt");
+        if let Some(script) = agent {
+            use_command_agent(&world, script);
+        }
+        let shutdown = CancellationToken::new();
+        let config = world.config(&[]).expect("config");
+        let bot = tokio::spawn(selfheal::app::run(config, shutdown.clone()));
+        world
+            .slack
+            .wait_until(WAIT, |s| (s.hellos() > 0).then_some(()))
+            .await
+            .expect("the bot connects");
+        Story {
+            world,
+            _dir: dir,
+            shutdown,
+            bot,
+        }
+    }
+
+    fn store(&self) -> Store {
+        Store::open(&self.world.root.join("selfheal.db")).unwrap()
+    }
+
+    async fn session_end(&self, run_id: &str) -> selfheal::store::SessionRow {
+        let store = self.store();
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            if let Some(s) = store
+                .sessions(50)
+                .unwrap()
+                .into_iter()
+                .find(|s| s.run_id == run_id && s.status.is_terminal())
+            {
+                return s;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no end for run {run_id}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The final message of the healing thread (the last bot message).
+    async fn final_message(&self, ts: &str) -> String {
+        let bot = self.world.slack.bot_user_id().to_string();
+        self.world
+            .slack
+            .wait_until(WAIT, |s| {
+                s.thread(HEALING, ts).into_iter().rev().find(|m| {
+                    m.user.as_deref() == Some(bot.as_str())
+                        && (m.text.contains("No pull request opened")
+                            || m.text.contains("is ready for review")
+                            || m.text.contains("already addresses this error"))
+                })
+            })
+            .await
+            .expect("a final message")
+            .text
+    }
+
+    async fn stop(self) {
+        self.shutdown.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(15), self.bot).await;
+    }
+}
+
+/// Makes the schedule heal with a command agent running `script` (bash).
+fn use_command_agent(world: &World, script: &str) {
+    let agents = world.prod.join(".dinoai/agents");
+    std::fs::write(world.root.join("agent.sh"), script).unwrap();
+    std::fs::write(
+        agents.join("scripted.yml"),
+        format!(
+            "name: scripted\nversion: 1\nrole: r\ngoal: g\nbackstory: b\nselfheal:\n  runner: command\n  command: [\"bash\", \"{}\"]\n",
+            world.root.join("agent.sh").display()
+        ),
+    )
+    .unwrap();
+    let schedules = world.prod.join("paradime_schedules.yml");
+    let text = std::fs::read_to_string(&schedules).unwrap();
+    std::fs::write(
+        schedules,
+        text.replace("agent_name: dbt-doctor", "agent_name: scripted"),
+    )
+    .unwrap();
+}
+
+const SED_FIX: &str = r#"
+sed -i "s/ref('stg_order')/ref('stg_orders')/" models/marts/orders.sql
+echo "pointed orders at stg_orders"
+echo '{"type":"result","status":"fixed","summary":"orders referenced stg_order, which does not exist; it now refs stg_orders"}'
+"#;
+
+#[tokio::test]
+async fn a_verified_fix_becomes_a_pull_request_linked_in_the_thread() {
+    // Arrange
+    let story = Story::start(
+        &Breakage::fixture("ref_typo").unwrap(),
+        "48213",
+        Some(SED_FIX),
+    )
+    .await;
+
+    // Act
+    let (alerts_ts, ts) = story.world.notify_failure("hourly_marts", "48213").await;
+    let row = story.session_end("48213").await;
+
+    // Assert: one PR, from the selfheal branch into main, opened by the bot.
+    let prs = story.world.github.prs();
+    assert_eq!(prs.len(), 1, "{prs:#?}");
+    let pr = &prs[0];
+    assert_eq!(pr.head, "selfheal/hourly_marts/run-48213");
+    assert_eq!(pr.base, "main");
+    assert_eq!(pr.title, "selfheal: fix orders in hourly_marts (run 48213)");
+    assert!(
+        pr.body
+            .starts_with("## Root cause\norders referenced stg_order"),
+        "{}",
+        pr.body
+    );
+    assert!(
+        pr.body.contains("models/marts/orders.sql"),
+        "diff summary: {}",
+        pr.body
+    );
+    assert!(
+        pr.body.contains("`dbt build --select orders+` passed"),
+        "{}",
+        pr.body
+    );
+    assert!(
+        pr.body.contains("https://fake.slack.local/archives/"),
+        "thread link: {}",
+        pr.body
+    );
+    assert_eq!(story.world.github.merge_calls(), 0);
+    // The thread has the PR link; the session is recorded as fixed.
+    assert_eq!(row.status, Status::Fixed);
+    let pr_url = row.pr_url.clone().unwrap();
+    let fin = story.final_message(&ts).await;
+    assert!(
+        fin.starts_with(&format!(
+            "✅ Fix for run `48213` is ready for review: {pr_url}"
+        )),
+        "{fin}"
+    );
+    // The fix really passes dbt on the PR branch; main was not touched.
+    assert!(story
+        .world
+        .build_branch("selfheal/hourly_marts/run-48213")
+        .await
+        .unwrap());
+    let thread = story.world.slack.thread(HEALING, &ts);
+    assert!(
+        thread.iter().any(|m| m.text.starts_with("📄 Run log")),
+        "{thread:#?}"
+    );
+    assert!(thread
+        .iter()
+        .any(|m| m.text.contains("✅ Verification passed")));
+    let _ = alerts_ts;
+    story.stop().await;
+}
+
+#[tokio::test]
+async fn a_change_that_fails_verification_opens_no_pull_request() {
+    let wrong = r#"
+sed -i "s/ref('stg_order')/ref('stg_payments')/" models/marts/orders.sql
+echo '{"type":"result","status":"fixed","summary":"guessed stg_payments"}'
+"#;
+    let story = Story::start(&Breakage::fixture("ref_typo").unwrap(), "7", Some(wrong)).await;
+
+    let (_, ts) = story.world.notify_failure("hourly_marts", "7").await;
+    let row = story.session_end("7").await;
+
+    assert_eq!(row.status, Status::NoFix, "{row:#?}");
+    assert!(story.world.github.prs().is_empty());
+    let fin = story.final_message(&ts).await;
+    assert!(
+        fin.contains("did not pass `dbt build --select orders+`"),
+        "{fin}"
+    );
+    story.stop().await;
+}
+
+#[tokio::test]
+async fn a_repeated_failure_links_the_open_pull_request_and_opens_none() {
+    let story = Story::start(
+        &Breakage::fixture("ref_typo").unwrap(),
+        "100",
+        Some(SED_FIX),
+    )
+    .await;
+    story.world.notify_failure("hourly_marts", "100").await;
+    let first = story.session_end("100").await;
+    assert_eq!(
+        first.status,
+        Status::Fixed,
+        "{first:#?} {:#?}",
+        story.store().events(first.id)
+    );
+
+    // Main is still broken (nobody merged yet): the next hourly run fails the same way.
+    assert!(!story.world.scheduled_run("101").await.unwrap().passed);
+    let (_, ts) = story.world.notify_failure("hourly_marts", "101").await;
+    let second = story.session_end("101").await;
+
+    assert_eq!(second.status, Status::Duplicate);
+    assert_eq!(second.pr_url, first.pr_url);
+    assert_eq!(story.world.github.prs().len(), 1);
+    let fin = story.final_message(&ts).await;
+    assert_eq!(
+        fin,
+        format!(
+            "🔁 An open pull request already addresses this error: {} — no new pull request for run `101`.",
+            first.pr_url.unwrap()
+        )
+    );
+    story.stop().await;
+}
+
+#[tokio::test]
+async fn secrets_in_the_run_log_and_agent_output_are_redacted_everywhere() {
+    let leaky = r#"
+echo "using token ghp_agentLeakedTokenAAAAAAAAAAAAAAAAAAAA"
+sed -i "s/ref('stg_order')/ref('stg_orders')/" models/marts/orders.sql
+echo '{"type":"result","status":"fixed","summary":"fixed; connected to postgres://svc:SuperSecretPw1@db/x"}'
+"#;
+    let story = Story::start(&Breakage::fixture("ref_typo").unwrap(), "55", Some(leaky)).await;
+    // The scheduler's console carried a credential.
+    let console = story.world.run_logs.join("55/console.txt");
+    let mut text = std::fs::read_to_string(&console).unwrap();
+    text.push_str("\nDEBUG connecting with password=PlantedRunLogSecret99 and xoxb-1111-2222-plantedslacktoken\n");
+    std::fs::write(&console, text).unwrap();
+
+    let (_, ts) = story.world.notify_failure("hourly_marts", "55").await;
+    let row = story.session_end("55").await;
+    assert_eq!(row.status, Status::Fixed, "{row:#?}");
+    story.final_message(&ts).await;
+
+    let secrets = [
+        "ghp_agentLeakedTokenAAAAAAAAAAAAAAAAAAAA",
+        "SuperSecretPw1",
+        "PlantedRunLogSecret99",
+        "xoxb-1111-2222-plantedslacktoken",
+    ];
+    let mut haystack = String::new();
+    for channel in [HEALING, ALERTS] {
+        for m in story.world.slack.messages(channel) {
+            haystack.push_str(&m.text);
+            haystack.push_str(&m.edits.join("\n"));
+            haystack.push_str(&format!("{:?}", m.blocks));
+        }
+    }
+    for pr in story.world.github.prs() {
+        haystack.push_str(&pr.title);
+        haystack.push_str(&pr.body);
+    }
+    let db = rusqlite::Connection::open(story.world.root.join("selfheal.db")).unwrap();
+    for table in ["sessions", "session_events", "failures", "sightings"] {
+        let mut stmt = db.prepare(&format!("SELECT * FROM {table}")).unwrap();
+        let cols = stmt.column_count();
+        let mut rows = stmt.query([]).unwrap();
+        while let Some(r) = rows.next().unwrap() {
+            for i in 0..cols {
+                if let Ok(Some(v)) = r.get::<_, Option<String>>(i) {
+                    haystack.push_str(&v);
+                }
+            }
+        }
+    }
+    assert!(
+        haystack.contains("[REDACTED]"),
+        "the secrets were seen and masked"
+    );
+    for s in secrets {
+        assert!(!haystack.contains(s), "secret {s} leaked");
+    }
+    story.stop().await;
+}
+
+/// dbt-doctor, the built-in default agent, on each failure class it fixes:
+/// the session fixes it, dbt passes on the PR branch, the PR reaches GitHub
+/// and its link lands in the thread.
+async fn doctor_fixes(case: &str, node: &str, run_id: &str) {
+    let story = Story::start(&Breakage::fixture(case).unwrap(), run_id, None).await;
+
+    let (_, ts) = story.world.notify_failure("hourly_marts", run_id).await;
+    let row = story.session_end(run_id).await;
+
+    assert_eq!(row.status, Status::Fixed, "{case}: {row:#?}");
+    assert_eq!(row.agent, "dbt-doctor");
+    let prs = story.world.github.prs();
+    assert_eq!(prs.len(), 1, "{case}");
+    let branch = format!("selfheal/hourly_marts/run-{run_id}");
+    assert_eq!(prs[0].head, branch);
+    assert_eq!(prs[0].base, "main");
+    assert_eq!(
+        prs[0].title,
+        format!("selfheal: fix {node} in hourly_marts (run {run_id})")
+    );
+    assert!(prs[0].body.contains("## Root cause\n"), "{}", prs[0].body);
+    assert!(prs[0].body.contains("passed:"), "{}", prs[0].body);
+    let fin = story.final_message(&ts).await;
+    assert!(fin.contains(row.pr_url.as_deref().unwrap()), "{fin}");
+    assert!(
+        story.world.build_branch(&branch).await.unwrap(),
+        "{case}: dbt fails on the PR branch"
+    );
+    story.stop().await;
+}
+
+#[tokio::test]
+async fn dbt_doctor_fixes_a_ref_to_a_missing_model() {
+    doctor_fixes("ref_typo", "orders", "201").await;
+}
+
+#[tokio::test]
+async fn dbt_doctor_fixes_a_missing_source_table() {
+    doctor_fixes("source_typo", "stg_orders", "202").await;
+}
+
+#[tokio::test]
+async fn dbt_doctor_fixes_an_unknown_column_duckdb_names_candidates_for() {
+    doctor_fixes("column_typo", "stg_orders", "203").await;
+}
+
+#[tokio::test]
+async fn dbt_doctor_fixes_a_misspelt_macro() {
+    doctor_fixes("macro_typo", "customers", "204").await;
+}
+
+#[tokio::test]
+async fn a_failing_data_test_gets_the_offending_rows_and_no_pull_request() {
+    let story = Story::start(&Breakage::fixture("not_null_failure").unwrap(), "301", None).await;
+
+    let (_, ts) = story.world.notify_failure("hourly_marts", "301").await;
+    let row = story.session_end("301").await;
+
+    assert_eq!(row.status, Status::NoFix, "{row:#?}");
+    assert!(story.world.github.prs().is_empty());
+    let fin = story.final_message(&ts).await;
+    assert!(fin.contains("not_null_stg_orders_customer_id"), "{fin}");
+    assert!(
+        fin.contains("2018-01-20"),
+        "the offending row is shown: {fin}"
+    );
+    assert!(fin.contains("not changed"), "{fin}");
+    story.stop().await;
+}
+
+#[tokio::test]
+async fn an_ambiguous_ref_gets_a_diagnosis_and_no_pull_request() {
+    let story = Story::start(&Breakage::fixture("ref_ambiguous").unwrap(), "302", None).await;
+
+    let (_, ts) = story.world.notify_failure("hourly_marts", "302").await;
+    let row = story.session_end("302").await;
+
+    assert_eq!(row.status, Status::NoFix, "{row:#?}");
+    assert!(story.world.github.prs().is_empty());
+    let fin = story.final_message(&ts).await;
+    assert!(
+        fin.contains("`raw_orders` (3) and `stg_orders` (3)"),
+        "{fin}"
+    );
+    assert!(fin.contains("models/marts/customers.sql"), "{fin}");
+    story.stop().await;
+}
