@@ -25,6 +25,7 @@ use crate::forge::{parse_github_remote, Forge, ForgeToken, GitHub};
 use crate::recognize::{Failure, InboundMessage, Recognizer};
 use crate::redact::Redactor;
 use crate::session::driver::{self, Deps, Healing, Start};
+use crate::session::sink::Sink;
 use crate::slack::channels::Channels;
 use crate::slack::socket::{Listener, SocketSettings};
 use crate::slack::web::{connector, SlackWeb, WebSettings};
@@ -94,7 +95,7 @@ impl App {
             std::env::temp_dir().join(format!("selfheal-{}-{instance}", std::process::id()));
         let deps = Deps {
             store: store.clone(),
-            web: web.clone(),
+            sink: Sink::Slack(web.clone()),
             redactor,
             edit_interval: cfg.edit_interval,
             prior_attempts: cfg.prior_attempts,
@@ -192,7 +193,16 @@ impl App {
 
     async fn on_message(self: &Arc<Self>, event_id: &str, msg: &InboundMessage) -> Result<()> {
         // Recognition is pure and cheap, so ordinary chatter costs no store write.
-        let Some(failure) = self.recognizer.recognize(msg) else {
+        // selfheal's own messages are never notifications, except the ones
+        // `selfheal notify` posts for dbt Core users (marked by their block id).
+        let failure = if self.recognizer.is_mine(msg) {
+            is_notify_post(msg)
+                .then(|| self.recognizer.recognize_content(msg))
+                .flatten()
+        } else {
+            self.recognizer.recognize(msg)
+        };
+        let Some(failure) = failure else {
             return Ok(());
         };
         if !self.store.first_sight_of_event(event_id)? {
@@ -456,6 +466,20 @@ fn secret_values(cfg: &Config) -> Vec<String> {
     }
     values
 }
+
+/// True for a failure notification posted by `selfheal notify` (with the bot's
+/// own token): it carries a block with this id, which no other selfheal
+/// message has. Edits of it are still ignored.
+fn is_notify_post(msg: &InboundMessage) -> bool {
+    !msg.edited
+        && msg
+            .blocks
+            .iter()
+            .any(|b| b.get("block_id").and_then(serde_json::Value::as_str) == Some(NOTIFY_BLOCK_ID))
+}
+
+/// The block id that marks `selfheal notify`'s posts.
+pub const NOTIFY_BLOCK_ID: &str = "selfheal-notify";
 
 /// Routes events to per-thread workers so one thread's events are handled in order.
 #[derive(Default)]

@@ -332,3 +332,342 @@ fn copy_dir(from: &Path, to: &Path) -> Result<()> {
     }
     Ok(())
 }
+
+// ---- `selfheal demo` ---------------------------------------------------------
+
+/// What `selfheal demo` is asked to show.
+#[derive(Debug, Clone)]
+pub struct DemoOptions {
+    /// Keep the demo's folder (project, origin, warehouse, database) and print its path.
+    pub keep: bool,
+    /// The fixture case (`tests/fixtures/dbt/<case>`) whose breakage is pushed.
+    pub case: String,
+}
+
+impl Default for DemoOptions {
+    fn default() -> Self {
+        DemoOptions {
+            keep: false,
+            case: "ref_typo".into(),
+        }
+    }
+}
+
+/// How the demo's story ended.
+#[derive(Debug, Clone)]
+pub struct DemoOutcome {
+    /// How the healing session ended.
+    pub status: crate::store::Status,
+    /// The pull request, when one was opened.
+    pub pr: Option<crate::fake_github::FakePr>,
+    /// The PR link as posted in the thread.
+    pub pr_url: Option<String>,
+    /// Whether `dbt build` passes on the PR branch (`None` without a PR).
+    pub branch_passes: Option<bool>,
+    /// From the failure notification to the PR link in the thread.
+    pub time_to_pr: Option<Duration>,
+    /// What the agent concluded.
+    pub summary: Option<String>,
+    /// The demo's folder, when it was kept.
+    pub kept: Option<PathBuf>,
+}
+
+/// How long the demo waits for the healing session to end.
+const DEMO_DEADLINE: Duration = Duration::from_secs(180);
+
+/// Tells the whole story locally — a broken commit, a failing scheduled run,
+/// the notification, the healing thread, the pull request, the proof that it
+/// passes — printing it as a narrative on stdout. Needs nothing but git and dbt
+/// (installed on first use).
+///
+/// A session that ends without a fix (a data problem, an ambiguous error) is a
+/// successful demo too; an `Err` means the demo itself broke.
+pub async fn run_demo(opts: DemoOptions) -> Result<DemoOutcome> {
+    let breakage = Breakage::fixture(&opts.case).with_context(|| {
+        format!(
+            "unknown demo case {:?}; cases are the folders of tests/fixtures/dbt",
+            opts.case
+        )
+    })?;
+    let folder = DemoFolder::create(opts.keep)?;
+    let mut outcome = tell(&breakage, folder.path()).await;
+    if opts.keep {
+        println!("\nThe demo's folder was kept: {}", folder.path().display());
+        if let Ok(o) = &mut outcome {
+            o.kept = Some(folder.path().to_path_buf());
+        }
+    }
+    outcome
+}
+
+async fn tell(breakage: &Breakage, root: &Path) -> Result<DemoOutcome> {
+    const SCHEDULE: &str = "hourly_marts";
+    const RUN_ID: &str = "48213";
+
+    header("1. dbt");
+    let installing = std::env::var_os("SELFHEAL_DBT").is_none()
+        && !Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.venv/bin/dbt")).is_file();
+    if installing {
+        println!("Installing the pinned dbt into .venv (first run only)…");
+    }
+    let dbt = locate_dbt().await?;
+    println!("Using {}", dbt.display());
+
+    header("2. A data team on this machine");
+    let world = World::create(root, &dbt)
+        .await
+        .context("building the demo world")?;
+    println!(
+        "The jaffle_shop dbt project, its origin repository, a DuckDB warehouse,\n\
+         a local Slack (#data-alerts, #agent-demo) and a local GitHub, in {}.",
+        root.display()
+    );
+    let yesterday = world.scheduled_run("48212").await?;
+    if !yesterday.passed {
+        bail!(
+            "the unbroken project fails dbt build:\n{}",
+            tail_lines(&yesterday.console, 20)
+        );
+    }
+    println!(
+        "Yesterday's scheduled run 48212 of {SCHEDULE} (`dbt build`) passed in {:.1}s.",
+        yesterday.took.as_secs_f64()
+    );
+
+    header("3. Someone pushes a change to main");
+    println!("{}", breakage.description);
+    println!("\n--- a/{0}\n+++ b/{0}", breakage.file);
+    print!("{}", diff_lines('-', &breakage.find));
+    print!("{}", diff_lines('+', &breakage.replace));
+    world.push_breakage(breakage).await?;
+
+    header(&format!("4. The next scheduled run, {RUN_ID}, fails"));
+    let run = world.scheduled_run(RUN_ID).await?;
+    if run.passed {
+        bail!("the breakage did not make dbt build fail; nothing to heal");
+    }
+    println!("`dbt build` failed after {:.1}s:", run.took.as_secs_f64());
+    let log = runlog::Source::Dir(world.run_logs.clone())
+        .fetch(RUN_ID)
+        .await?;
+    print!("{}", failure_lines(&log));
+
+    header("5. selfheal starts");
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let config = world.config(&[])?;
+    let bot = tokio::spawn(crate::app::run(config, shutdown.clone()));
+    let connected = world
+        .slack
+        .wait_until(Duration::from_secs(30), |s| (s.hellos() > 0).then_some(()))
+        .await;
+    if connected.is_none() {
+        shutdown.cancel();
+        return match bot.await {
+            Ok(Err(e)) => Err(e.context("selfheal did not start")),
+            _ => bail!("selfheal did not connect to the local Slack within 30 s"),
+        };
+    }
+    println!("Connected to the local Slack over Socket Mode; healing agent: dbt-doctor.");
+
+    header("6. The scheduler posts the failure");
+    let notified_at = std::time::Instant::now();
+    let (_, healing_ts) = world.notify_failure(SCHEDULE, RUN_ID).await;
+    println!("Posted in #data-alerts and #agent-demo; waiting for the healing session…");
+    let ended = session_end(&world, RUN_ID, &bot).await;
+    shutdown.cancel();
+    let stopped = tokio::time::timeout(Duration::from_secs(15), bot).await;
+    let session = ended?;
+    if let Ok(Ok(Err(e))) = stopped {
+        bail!("selfheal stopped with an error: {e:#}");
+    }
+
+    header("7. Slack");
+    print!("{}", world.slack.transcript(HEALING));
+    println!();
+    print!("{}", world.slack.transcript(ALERTS));
+
+    let pr = world.github.prs().into_iter().next();
+    let pr_url = session.pr_url.clone();
+    let mut outcome = DemoOutcome {
+        status: session.status,
+        pr: pr.clone(),
+        pr_url: pr_url.clone(),
+        branch_passes: None,
+        time_to_pr: None,
+        summary: session.summary.clone(),
+        kept: None,
+    };
+    use crate::store::Status;
+    match (session.status, &pr) {
+        (Status::Fixed, Some(pr)) => {
+            header("8. The pull request");
+            println!(
+                "#{} {}\n{} → {}\n{}\n",
+                pr.number,
+                pr.title,
+                pr.head,
+                pr.base,
+                pr_url.as_deref().unwrap_or("")
+            );
+            println!("{}", indent(&pr.body, "    "));
+
+            header("9. Does it really pass?");
+            let passes = world.build_branch(&pr.head).await?;
+            outcome.branch_passes = Some(passes);
+            if !passes {
+                bail!("`dbt build` fails on the pull request's branch {}", pr.head);
+            }
+            println!(
+                "A fresh clone of {} runs `dbt build` against the warehouse: it passes.",
+                pr.head
+            );
+
+            header("10. In short");
+            let url = pr_url.as_deref().unwrap_or("/pull/");
+            outcome.time_to_pr = world
+                .slack
+                .thread(HEALING, &healing_ts)
+                .iter()
+                .filter(|m| m.by_bot)
+                .find(|m| m.text.contains(url) || m.edits.iter().any(|e| e.contains(url)))
+                .map(|m| m.posted_at.saturating_duration_since(notified_at));
+            if let Some(t) = outcome.time_to_pr {
+                println!(
+                    "From the failure notification to the pull request link in the thread: {:.1}s.",
+                    t.as_secs_f64()
+                );
+            }
+            if let Some(summary) = &session.summary {
+                println!("What {} did: {summary}", session.agent);
+            }
+        }
+        (Status::NoFix, None) => {
+            header("8. The diagnosis");
+            println!(
+                "{} found no code change that fixes this run, so no pull request was\n\
+                 opened; the thread above has its diagnosis for a person to act on:",
+                session.agent
+            );
+            if let Some(first) = session.summary.as_deref().and_then(|s| s.lines().next()) {
+                println!("{first}");
+            }
+        }
+        (status, _) => bail!(
+            "the healing session ended as {} (pull request: {}): {}",
+            status.as_str(),
+            pr.as_ref().map(|p| p.title.as_str()).unwrap_or("none"),
+            session.summary.as_deref().unwrap_or("no summary")
+        ),
+    }
+    Ok(outcome)
+}
+
+/// Waits for the session of `run_id` to end, or for the bot to stop.
+async fn session_end(
+    world: &World,
+    run_id: &str,
+    bot: &tokio::task::JoinHandle<Result<()>>,
+) -> Result<crate::store::SessionRow> {
+    let store = crate::store::Store::open(&world.root.join("selfheal.db"))?;
+    let deadline = Instant::now() + DEMO_DEADLINE;
+    loop {
+        if let Some(s) = store
+            .sessions(10)?
+            .into_iter()
+            .find(|s| s.run_id == run_id && s.status.is_terminal())
+        {
+            return Ok(s);
+        }
+        if bot.is_finished() {
+            bail!("selfheal stopped before the healing session ended");
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "the healing session did not end within {} s; the thread so far:\n{}",
+                DEMO_DEADLINE.as_secs(),
+                world.slack.transcript(HEALING)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn header(title: &str) {
+    println!("\n== {title}\n");
+}
+
+fn diff_lines(sign: char, text: &str) -> String {
+    text.lines().map(|l| format!("{sign} {l}\n")).collect()
+}
+
+fn indent(text: &str, prefix: &str) -> String {
+    text.lines()
+        .map(|l| {
+            if l.is_empty() {
+                String::new()
+            } else {
+                format!("{prefix}{l}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn tail_lines(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// Each failing node: name, file and the first lines of its error.
+fn failure_lines(log: &runlog::RunLog) -> String {
+    if log.failures.is_empty() {
+        return format!("  (no failing node named)\n{}\n", tail_lines(&log.raw, 10));
+    }
+    let mut out = String::new();
+    for f in &log.failures {
+        out.push_str(&format!(
+            "  ✗ {} {}{}\n",
+            f.resource_type,
+            f.name,
+            f.path
+                .as_deref()
+                .map(|p| format!(" ({p})"))
+                .unwrap_or_default()
+        ));
+        for line in f.message.lines().filter(|l| !l.trim().is_empty()).take(4) {
+            out.push_str(&format!("      {}\n", line.trim_end()));
+        }
+    }
+    out
+}
+
+/// The demo's temporary folder, removed when dropped unless it is to be kept.
+struct DemoFolder {
+    path: PathBuf,
+    keep: bool,
+}
+
+impl DemoFolder {
+    fn create(keep: bool) -> Result<DemoFolder> {
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis())
+            .unwrap_or_default();
+        let path =
+            std::env::temp_dir().join(format!("selfheal-demo-{}-{stamp}", std::process::id()));
+        std::fs::create_dir_all(&path).with_context(|| format!("creating {}", path.display()))?;
+        Ok(DemoFolder { path, keep })
+    }
+
+    fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for DemoFolder {
+    fn drop(&mut self) {
+        if !self.keep {
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
+    }
+}

@@ -17,8 +17,10 @@
 //! - [`store`]: SQLite, the source of truth for history.
 //! - [`runlog`]: run logs — where they come from and what they say (failing nodes, errors).
 //! - [`redact`]: scrubs secrets from anything that leaves the process.
+//! - [`notify`]: `selfheal notify` — stores a dbt Core run's artifacts and posts its failure notification.
 //! - [`app`]: wires the parts together and runs until shut down.
 //! - [`demo`]: the demo world (project, origin, scheduler, fakes) behind `selfheal demo` and the end-to-end tests.
+//! - [`fix`]: `selfheal fix`, one healing session in the terminal.
 //! - [`fake_github`]: a local GitHub REST API for tests and the demo.
 //! - [`fake_slack`]: a local Slack (Web API + Socket Mode) for tests, the demo and benchmarks.
 
@@ -30,7 +32,9 @@ pub mod demo;
 pub mod doctor;
 pub mod fake_github;
 pub mod fake_slack;
+pub mod fix;
 pub mod forge;
+pub mod notify;
 pub mod recognize;
 pub mod redact;
 pub mod runlog;

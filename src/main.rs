@@ -21,17 +21,108 @@ enum Command {
     Check,
     /// Run the bot until SIGINT or SIGTERM.
     Run,
+    /// Tell the whole story locally: a broken commit, the failed run, the
+    /// healing thread in a local Slack, the pull request. Needs no configuration.
+    Demo {
+        /// Keep the demo's folder (project, warehouse, database) and print its path.
+        #[arg(long)]
+        keep: bool,
+        /// The breakage to push: a case of tests/fixtures/dbt (e.g. not_null_failure).
+        #[arg(long, default_value = "ref_typo")]
+        case: String,
+    },
+    /// Heal one failed run in the terminal, without Slack: the verified fix is
+    /// left on a selfheal/... branch of the project's repository.
+    Fix {
+        /// The dbt project directory (inside a git repository).
+        #[arg(long, default_value = ".")]
+        project: std::path::PathBuf,
+        /// The failed run's run-log directory (run_results.json, dbt.log,
+        /// console.txt); its name is the run id.
+        #[arg(long)]
+        run: std::path::PathBuf,
+        /// The agent to heal with (default: dbt-doctor).
+        #[arg(long)]
+        agent: Option<String>,
+        /// The schedule name used in the branch name.
+        #[arg(long, default_value = "manual")]
+        schedule: String,
+    },
+    /// Store a dbt Core run's artifacts as its run log and, when it failed,
+    /// post the failure notification to the schedule's channels (for cron/CI).
+    Notify {
+        /// The schedule the run belongs to (a name in SELFHEAL_SCHEDULES).
+        #[arg(long)]
+        schedule: String,
+        /// The run's id; its artifacts go to SELFHEAL_RUN_LOGS/<run-id>/.
+        #[arg(long)]
+        run_id: String,
+        /// The dbt project directory (holding target/ and logs/).
+        #[arg(long, default_value = ".")]
+        project: std::path::PathBuf,
+        /// The run's console output: a file, or - for stdin.
+        #[arg(long)]
+        console: Option<String>,
+        /// Whether the run failed or passed (default: read from run_results.json).
+        #[arg(long, value_enum)]
+        status: Option<selfheal::notify::RunStatus>,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The demo and notify print their own story; the bot's logs would drown it.
+    let default_log = match cli.command {
+        Command::Demo { .. } | Command::Notify { .. } | Command::Fix { .. } => "warn",
+        _ => "info,slack_morphism=warn",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("SELFHEAL_LOG")
-                .unwrap_or_else(|_| "info,slack_morphism=warn".into()),
+                .unwrap_or_else(|_| default_log.into()),
         )
         .with_writer(std::io::stderr)
         .init();
+
+    // The demo brings its own world and needs no configuration.
+    if let Command::Demo { keep, case } = cli.command {
+        return block_on(async {
+            match selfheal::demo::run_demo(selfheal::demo::DemoOptions { keep, case }).await {
+                Ok(_) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("selfheal demo: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        });
+    }
+
+    // `fix` works on a local project and needs no Slack configuration.
+    if let Command::Fix {
+        project,
+        run,
+        agent,
+        schedule,
+    } = cli.command
+    {
+        return block_on(async {
+            let shutdown = CancellationToken::new();
+            tokio::spawn(cancel_on_signal(shutdown.clone()));
+            let opts = selfheal::fix::FixOptions {
+                project,
+                run,
+                agent,
+                schedule,
+            };
+            match selfheal::fix::run_fix(opts, shutdown).await {
+                Ok(status) => ExitCode::from(selfheal::fix::exit_code(status)),
+                Err(e) => {
+                    eprintln!("selfheal fix: {e:#}");
+                    ExitCode::from(2)
+                }
+            }
+        });
+    }
 
     let config = match selfheal::config::Config::from_process_env() {
         Ok(c) => c,
@@ -64,6 +155,45 @@ fn main() -> ExitCode {
                     }
                 }
             })
+        }
+        Command::Demo { .. } | Command::Fix { .. } => {
+            unreachable!("handled before the configuration is loaded")
+        }
+        Command::Notify {
+            schedule,
+            run_id,
+            project,
+            console,
+            status,
+        } => block_on(async {
+            let request = selfheal::notify::Request {
+                schedule,
+                run_id,
+                project,
+                console,
+                status,
+            };
+            match selfheal::notify::run(&config, &request).await {
+                Ok(report) => {
+                    print!("{report}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("selfheal notify: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }),
+    }
+}
+
+/// Runs `f` on a fresh multi-threaded runtime.
+fn block_on(f: impl std::future::Future<Output = ExitCode>) -> ExitCode {
+    match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime.block_on(f),
+        Err(e) => {
+            eprintln!("selfheal: cannot start the async runtime: {e}");
+            ExitCode::FAILURE
         }
     }
 }

@@ -736,12 +736,19 @@ async fn transcript_indents_threads_and_wait_until_gives_up_at_the_deadline() {
         .await;
     fake.post_as_user("alerts", "U0ALICE", "looking", Some(&alert))
         .await;
+    fake.post_as_user(
+        "alerts",
+        "U0ALICE",
+        "<@U0ALICE> see <#C0ALERTS> and <https://x.test/r/1|the run> &lt;3",
+        Some(&alert),
+    )
+    .await;
     fake.edit_message("alerts", &alert, MessageEdit::text("Run failed (retrying)"))
         .await
         .expect("edited");
     assert_eq!(
         fake.transcript("alerts"),
-        "#alerts (C0ALERTS)\n  dbt Cloud [app]: Run failed (retrying) (edited 1×)\n      ↳ alice: looking\n"
+        "#alerts (C0ALERTS)\n  dbt Cloud [app]: Run failed (retrying) (edited 1×)\n      ↳ alice: looking\n      ↳ alice: @alice see #alerts and the run (https://x.test/r/1) <3\n"
     );
 
     let started = std::time::Instant::now();

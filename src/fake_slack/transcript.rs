@@ -69,9 +69,55 @@ fn line(out: &mut String, config: &Config, st: &State, m: &Message, prefix: &str
     if !m.edits.is_empty() {
         body.push_str(&format!(" (edited {}×)", m.edits.len()));
     }
+    let body = readable(st, &body);
     let continuation = " ".repeat(prefix.chars().count() + 2);
     let body = body.replace('\n', &format!("\n{continuation}"));
     let _ = writeln!(out, "{prefix}{}: {body}", author(config, st, m));
+}
+
+/// Slack's markup as a person sees it in the client: `<#C123>` → `#name`,
+/// `<@U123>` → `@name`, `<url|label>` → `label (url)`, `<url>` → `url`, and
+/// `&lt;` `&gt;` `&amp;` unescaped.
+fn readable(st: &State, text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find('<') {
+        out.push_str(&rest[..start]);
+        let Some(len) = rest[start..].find('>') else {
+            break;
+        };
+        let inner = &rest[start + 1..start + len];
+        let (target, label) = match inner.split_once('|') {
+            Some((t, l)) => (t, Some(l)),
+            None => (inner, None),
+        };
+        let shown = if let Some(id) = target.strip_prefix('#') {
+            let name = label
+                .map(str::to_string)
+                .or_else(|| st.find_channel(id).map(|c| c.name))
+                .unwrap_or_else(|| id.to_string());
+            format!("#{name}")
+        } else if let Some(id) = target.strip_prefix('@') {
+            let name = label
+                .map(str::to_string)
+                .or_else(|| st.users.get(id).map(|u| u.name.clone()))
+                .unwrap_or_else(|| id.to_string());
+            format!("@{name}")
+        } else if let Some(special) = target.strip_prefix('!') {
+            format!("@{}", label.unwrap_or(special))
+        } else {
+            match label {
+                Some(l) => format!("{l} ({target})"),
+                None => target.to_string(),
+            }
+        };
+        out.push_str(&shown);
+        rest = &rest[start + len + 1..];
+    }
+    out.push_str(rest);
+    out.replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&amp;", "&")
 }
 
 fn author(config: &Config, st: &State, m: &Message) -> String {

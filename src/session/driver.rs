@@ -15,6 +15,7 @@ use tracing::{error, info, warn};
 
 use super::machine::{Effect, Ending, Input, Machine};
 use super::prompt;
+use super::sink::Sink;
 use crate::agent::command::{self, CommandSpec, Output};
 use crate::agent::protocol::{parse_line, AgentEvent};
 use crate::config::{AgentDef, HealSettings, Runner, DBT_DOCTOR};
@@ -23,7 +24,6 @@ use crate::forge::{Forge, Opened, PrRequest};
 use crate::redact::Redactor;
 use crate::runlog::{self, RunLog};
 use crate::slack::render;
-use crate::slack::web::SlackWeb;
 use crate::store::{Status, Store};
 use crate::workspace::Workspace;
 
@@ -31,7 +31,8 @@ use crate::workspace::Workspace;
 #[derive(Clone)]
 pub struct Deps {
     pub store: Store,
-    pub web: SlackWeb,
+    /// Where the session's messages go (a Slack thread, or the terminal).
+    pub sink: Sink,
     pub redactor: Redactor,
     pub edit_interval: Duration,
     pub prior_attempts: usize,
@@ -79,7 +80,7 @@ pub async fn drive(deps: Deps, start: Start, shutdown: CancellationToken) {
             };
             let text = render::final_message(&start.run_id, &ending, None);
             let _ = deps
-                .web
+                .sink
                 .post(&start.channel, Some(&start.thread_ts), &text, None)
                 .await;
         }
@@ -115,7 +116,7 @@ async fn run(deps: &Deps, start: &Start, dir: &Path, shutdown: CancellationToken
     // The progress message comes first so that everything after it can edit it.
     let (text, blocks) = render::progress(&machine.view(t0));
     let progress = deps
-        .web
+        .sink
         .post(&start.channel, Some(&start.thread_ts), &text, Some(&blocks))
         .await
         .context("posting the progress message")?;
@@ -240,13 +241,18 @@ impl Session<'_> {
         let mut finalize = None;
         for effect in effects {
             match effect {
-                Effect::Record { kind, text } => deps.store.add_event(id, kind, &text)?,
+                Effect::Record { kind, text } => {
+                    if matches!(kind, "progress" | "stderr") {
+                        deps.sink.line(kind, &text);
+                    }
+                    deps.store.add_event(id, kind, &text)?
+                }
                 Effect::Post(text) => self.post(&text).await,
                 Effect::EditProgress => {
                     let (text, blocks) =
                         render::progress(&self.machine.view(Instant::now().into_std()));
                     if let Err(e) = deps
-                        .web
+                        .sink
                         .update(&start.channel, &self.progress_ts, &text, Some(&blocks))
                         .await
                     {
@@ -280,7 +286,7 @@ impl Session<'_> {
     async fn post(&self, text: &str) {
         if let Err(e) = self
             .deps
-            .web
+            .sink
             .post(&self.start.channel, Some(&self.start.thread_ts), text, None)
             .await
         {
@@ -288,9 +294,14 @@ impl Session<'_> {
         }
     }
 
-    /// A milestone the bot itself reports (recorded, posted, shown in progress).
+    /// A milestone the bot itself reports: its own message in the thread, and
+    /// a line of the progress message.
     async fn milestone(&mut self, text: String) -> Result<()> {
-        self.step(Input::Agent(AgentEvent::Milestone(text)), None)
+        self.deps
+            .store
+            .add_event(self.start.session_id, "milestone", &text)?;
+        self.post(&render::escape(&text)).await;
+        self.step(Input::Agent(AgentEvent::Progress(text)), None)
             .await
     }
 
@@ -315,10 +326,11 @@ impl Session<'_> {
                     self.signature = Some(signature);
                 }
                 let summary = render::run_log_summary(&log);
+                let line = format!("read the run log: {} failing node(s)", log.failures.len());
                 self.log = Some(log);
-                self.step(Input::Agent(AgentEvent::Progress(summary.clone())), None)
-                    .await?;
                 self.post(&summary).await;
+                self.step(Input::Agent(AgentEvent::Progress(line)), None)
+                    .await?;
             }
             Err(e) => {
                 let why = self.deps.redactor.redact(&format!("{e:#}"));
@@ -558,10 +570,9 @@ impl Session<'_> {
         ws.push(&branch).await?;
         let thread_link = self
             .deps
-            .web
+            .sink
             .permalink(&self.start.channel, &self.start.thread_ts)
-            .await
-            .ok();
+            .await;
         let body = render::pr_body(&render::PrBody {
             schedule: &self.start.schedule,
             run_id: &self.start.run_id,
@@ -598,14 +609,18 @@ impl Session<'_> {
         };
         let summary = match &pr_url {
             Some(_) => agent.summary,
-            None => format!("{} (pushed to branch `{branch}`)", agent.summary.trim()),
+            None => format!(
+                "{} The verified fix is on branch `{branch}`; open a pull request from it.",
+                agent.summary.trim()
+            ),
         };
-        let status = if pr_url.is_some() {
-            Status::Fixed
-        } else {
-            Status::NoFix
-        };
-        done(Ending { status, summary }, pr_url)
+        done(
+            Ending {
+                status: Status::Fixed,
+                summary,
+            },
+            pr_url,
+        )
     }
 }
 

@@ -105,6 +105,7 @@ pub fn final_message(run_id: &str, ending: &Ending, pr_url: Option<&str>) -> Str
             }
             text
         }
+        (Status::Fixed, None) => format!("✅ Fix for run `{run}` is verified: {summary}"),
         (status, _) => {
             let reason = if summary.is_empty() {
                 "the agent gave no reason".to_string()

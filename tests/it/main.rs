@@ -2,6 +2,8 @@
 //! Each module is a set of user stories.
 
 mod cli;
+mod commands;
+mod fix;
 mod heal;
 mod healing;
 mod helpers;
