@@ -481,7 +481,7 @@ async fn tell(breakage: &Breakage, root: &Path) -> Result<DemoOutcome> {
         bail!("selfheal stopped with an error: {e:#}");
     }
 
-    header("7. Slack");
+    header("7. What the team sees in Slack");
     print!("{}", world.slack.transcript(HEALING));
     println!();
     print!("{}", world.slack.transcript(ALERTS));
