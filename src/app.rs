@@ -150,6 +150,8 @@ impl App {
         {
             warn!("some sessions did not finish within the shutdown grace period");
         }
+        // Sessions remove their own folders; this removes the (now empty) root.
+        let _ = std::fs::remove_dir_all(&self.deps.work_root);
         Ok(())
     }
 

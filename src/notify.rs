@@ -277,7 +277,7 @@ pub fn decide_status(run_results: Option<&str>, console: Option<&str>) -> Option
     let console = console?;
     let errors_counted = console.split("ERROR=").skip(1).any(|rest| {
         let n: String = rest.chars().take_while(char::is_ascii_digit).collect();
-        n.parse::<u64>().map_or(false, |n| n > 0)
+        n.parse::<u64>().is_ok_and(|n| n > 0)
     });
     Some(
         if errors_counted || console.contains("Encountered an error") {
@@ -421,6 +421,36 @@ mod tests {
         assert_eq!(blocks[0]["text"]["text"], text);
         assert_eq!(blocks[1]["type"], "context");
         assert_eq!(blocks[1]["block_id"], BLOCK_ID);
+    }
+
+    #[test]
+    fn the_bot_recognises_the_notification_as_a_failure_of_the_schedule() {
+        use crate::recognize::{Identity, InboundMessage, Recognizer};
+        let log = RunLog {
+            run_id: "48213".into(),
+            failures: vec![failure("orders")],
+            ..RunLog::default()
+        };
+        let (text, blocks) = notification("hourly_marts", &log);
+        let recognizer = Recognizer::new(
+            Identity::default(),
+            vec!["hourly_marts".into(), "nightly".into()],
+            vec![],
+            vec![],
+        );
+        let msg = InboundMessage {
+            channel: "C1".into(),
+            ts: "1.1".into(),
+            bot_id: Some("B0NOTIFIER".into()),
+            text,
+            blocks: blocks.as_array().cloned().unwrap_or_default(),
+            ..InboundMessage::default()
+        };
+        let found = recognizer.recognize_content(&msg).expect("recognised");
+        assert_eq!(
+            (found.schedule.as_str(), found.run_id.as_str()),
+            ("hourly_marts", "48213")
+        );
     }
 
     #[test]

@@ -399,3 +399,50 @@ async fn an_ambiguous_ref_gets_a_diagnosis_and_no_pull_request() {
     assert!(fin.contains("models/marts/customers.sql"), "{fin}");
     story.stop().await;
 }
+
+#[tokio::test]
+async fn a_dbt_core_run_reported_with_selfheal_notify_is_healed() {
+    // The scheduler is plain cron: after `dbt build` it calls `selfheal notify`.
+    let story = Story::start(
+        &Breakage::fixture("ref_typo").unwrap(),
+        "600",
+        Some(SED_FIX),
+    )
+    .await;
+    let console = story.world.run_logs.join("600/console.txt");
+
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_selfheal"))
+        .args([
+            "notify",
+            "--schedule",
+            "hourly_marts",
+            "--run-id",
+            "600",
+            "--status",
+            "failed",
+            "--console",
+        ])
+        .arg(&console)
+        .arg("--project")
+        .arg(&story.world.prod)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs(story.world.env())
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // The bot recognises its own notify post and heals in its thread.
+    let row = story.session_end("600").await;
+    assert_eq!(row.status, Status::Fixed, "{row:#?}");
+    assert_eq!(row.channel, HEALING);
+    assert_eq!(story.world.github.prs().len(), 1);
+    let fin = story.final_message(&row.thread_ts).await;
+    assert!(fin.contains("is ready for review"), "{fin}");
+    story.stop().await;
+}
