@@ -20,6 +20,15 @@ struct Story {
 
 impl Story {
     async fn start(breakage: &Breakage, run_id: &str, agent: Option<&str>) -> Story {
+        Story::start_with(breakage, run_id, agent, &[]).await
+    }
+
+    async fn start_with(
+        breakage: &Breakage,
+        run_id: &str,
+        agent: Option<&str>,
+        env: &[(&str, &str)],
+    ) -> Story {
         let dir = tempfile::tempdir().unwrap();
         let dbt = selfheal::demo::locate_dbt()
             .await
@@ -34,7 +43,7 @@ impl Story {
             use_command_agent(&world, script);
         }
         let shutdown = CancellationToken::new();
-        let config = world.config(&[]).expect("config");
+        let config = world.config(env).expect("config");
         let bot = tokio::spawn(selfheal::app::run(config, shutdown.clone()));
         world
             .slack
@@ -444,5 +453,42 @@ async fn a_dbt_core_run_reported_with_selfheal_notify_is_healed() {
     assert_eq!(story.world.github.prs().len(), 1);
     let fin = story.final_message(&row.thread_ts).await;
     assert!(fin.contains("is ready for review"), "{fin}");
+    story.stop().await;
+}
+
+#[tokio::test]
+async fn without_a_forge_token_the_branch_is_pushed_and_the_compare_link_posted() {
+    let story = Story::start_with(
+        &Breakage::fixture("ref_typo").unwrap(),
+        "700",
+        Some(SED_FIX),
+        &[
+            ("SELFHEAL_GITHUB_TOKEN", ""),
+            (
+                "SELFHEAL_REPO_WEB_URL",
+                "https://github.com/acme/jaffle-shop",
+            ),
+        ],
+    )
+    .await;
+
+    let (_, ts) = story.world.notify_failure("hourly_marts", "700").await;
+    let row = story.session_end("700").await;
+
+    assert_eq!(row.status, Status::Fixed, "{row:#?}");
+    let compare =
+        "https://github.com/acme/jaffle-shop/compare/main...selfheal/hourly_marts/run-700?expand=1";
+    assert_eq!(row.pr_url.as_deref(), Some(compare));
+    assert!(
+        story.world.github.requests().is_empty(),
+        "no API call without a token"
+    );
+    let fin = story.final_message(&ts).await;
+    assert!(fin.contains(compare), "{fin}");
+    assert!(story
+        .world
+        .build_branch("selfheal/hourly_marts/run-700")
+        .await
+        .unwrap());
     story.stop().await;
 }
