@@ -211,10 +211,18 @@ impl App {
             debug!(event_id, "redelivered event ignored");
             return Ok(());
         }
-        self.on_failure(failure, &msg.channel, &msg.ts).await
+        let text = crate::recognize::message_text(msg);
+        self.on_failure(failure, &msg.channel, &msg.ts, &text).await
     }
 
-    async fn on_failure(self: &Arc<Self>, f: Failure, channel: &str, ts: &str) -> Result<()> {
+    /// `text` is the notification's text: the run log of last resort.
+    async fn on_failure(
+        self: &Arc<Self>,
+        f: Failure,
+        channel: &str,
+        ts: &str,
+        text: &str,
+    ) -> Result<()> {
         let Some(schedule) = self.cfg.schedules.get(&f.schedule) else {
             return Ok(());
         };
@@ -231,7 +239,9 @@ impl App {
             return Ok(());
         };
         if self.channels.is(healing, channel).await {
-            return self.start_session(&f, schedule, channel, Some(ts)).await;
+            return self
+                .start_session(&f, schedule, channel, Some(ts), text)
+                .await;
         }
         if !self.is_notified_channel(schedule, channel).await {
             info!(schedule = %f.schedule, channel, "failure posted in a channel the schedule does not notify; ignored");
@@ -241,7 +251,7 @@ impl App {
             Some(s) if !s.thread_ts.is_empty() => {
                 self.post_pointer(&f, channel, Some(ts), &s.channel).await;
             }
-            _ => self.await_healing_copy(f),
+            _ => self.await_healing_copy(f, text.to_string()),
         }
         Ok(())
     }
@@ -257,7 +267,7 @@ impl App {
 
     /// The failure showed up in another channel first. If the healing
     /// channel's copy does not arrive within the window, heal top-level there.
-    fn await_healing_copy(self: &Arc<Self>, f: Failure) {
+    fn await_healing_copy(self: &Arc<Self>, f: Failure, text: String) {
         let app = self.clone();
         self.tasks.spawn(async move {
             tokio::select! {
@@ -279,7 +289,8 @@ impl App {
                     return Ok(());
                 };
                 info!(schedule = %f.schedule, run_id = %f.run_id, "no notification in the healing channel; starting top-level");
-                app.start_session(&f, schedule, &healing_id, None).await
+                app.start_session(&f, schedule, &healing_id, None, &text)
+                    .await
             }
             .await;
             if let Err(e) = result {
@@ -296,6 +307,7 @@ impl App {
         schedule: &Schedule,
         channel: &str,
         thread_ts: Option<&str>,
+        notification: &str,
     ) -> Result<()> {
         let Some(agent) = self.cfg.agent_for(schedule) else {
             // Config validation makes this unreachable for loaded configs.
@@ -345,6 +357,7 @@ impl App {
             thread_ts: thread,
             agent: agent.clone(),
             base_branch: schedule.git_branch.clone(),
+            notification: notification.to_string(),
         };
         self.tasks.spawn(driver::drive(
             self.deps.clone(),

@@ -69,6 +69,7 @@ pub async fn run_fix(opts: FixOptions, shutdown: CancellationToken) -> Result<St
             project_subdir
         },
         run_logs: Some(run_logs.to_path_buf()),
+        run_log_source: Some(crate::runlog::SourceSettings::Dir(run_logs.to_path_buf())),
         dbt: PathBuf::from(env("SELFHEAL_DBT").unwrap_or_else(|| "dbt".into())),
         dbt_profiles_dir: env("SELFHEAL_DBT_PROFILES_DIR").map(PathBuf::from),
         dbt_target: env("SELFHEAL_DBT_TARGET"),
@@ -114,6 +115,7 @@ pub async fn run_fix(opts: FixOptions, shutdown: CancellationToken) -> Result<St
         thread_ts: "0".into(),
         agent,
         base_branch: None,
+        notification: String::new(),
     };
     driver::drive(deps, start, shutdown).await;
     let _ = std::fs::remove_dir_all(&work_root);

@@ -15,13 +15,15 @@
 //! - [`workspace`]: a fresh clone of the dbt repository per session; pushes only `selfheal/` branches.
 //! - [`forge`]: pull requests (GitHub REST, or a plain remote's compare link); the only holder of the forge token.
 //! - [`store`]: SQLite, the source of truth for history.
-//! - [`runlog`]: run logs — where they come from and what they say (failing nodes, errors).
+//! - [`runlog`]: run logs — where they come from (a directory, Paradime, dbt Cloud) and what they say (failing nodes, errors).
 //! - [`redact`]: scrubs secrets from anything that leaves the process.
 //! - [`notify`]: `selfheal notify` — stores a dbt Core run's artifacts and posts its failure notification.
 //! - [`app`]: wires the parts together and runs until shut down.
 //! - [`demo`]: the demo world (project, origin, scheduler, fakes) behind `selfheal demo` and the end-to-end tests.
 //! - [`fix`]: `selfheal fix`, one healing session in the terminal.
+//! - [`fake_dbt_cloud`]: a local dbt Cloud v2 API (runs, steps, lagging artifacts) for tests, the demo and benchmarks.
 //! - [`fake_github`]: a local GitHub REST API for tests and the demo.
+//! - [`fake_paradime`]: a local Paradime GraphQL API (Bolt runs, paged command logs) for tests, the demo and benchmarks.
 //! - [`fake_slack`]: a local Slack (Web API + Socket Mode) for tests, the demo and benchmarks.
 
 pub mod agent;
@@ -30,7 +32,9 @@ pub mod config;
 pub mod dbt;
 pub mod demo;
 pub mod doctor;
+pub mod fake_dbt_cloud;
 pub mod fake_github;
+pub mod fake_paradime;
 pub mod fake_slack;
 pub mod fix;
 pub mod forge;

@@ -122,6 +122,17 @@ pub struct HealSettings {
     /// `SELFHEAL_RUN_LOGS` (optional): a directory with one folder of dbt
     /// artifacts per run id (`run_results.json`, `dbt.log`, `console.txt`).
     pub run_logs: Option<PathBuf>,
+    /// `SELFHEAL_RUN_LOG_SOURCE` (optional; `dir`, `paradime` or `dbt_cloud`):
+    /// where a session reads the failed run's log. Default: `dir` when
+    /// `SELFHEAL_RUN_LOGS` is set, else none. `paradime` needs
+    /// `PARADIME_API_ENDPOINT`, `PARADIME_API_KEY` and `PARADIME_API_SECRET`;
+    /// `dbt_cloud` needs `DBT_CLOUD_API_TOKEN` and `DBT_CLOUD_ACCOUNT_ID`, and
+    /// reads `DBT_CLOUD_API_URL` (default `https://cloud.getdbt.com`; EU, AU and
+    /// single-tenant hosts differ) and `SELFHEAL_DBT_CLOUD_ARTIFACT_WAIT_SECS`
+    /// (default 90: how long `run_results.json` is waited for, since dbt Cloud
+    /// uploads it after the failure is announced). Build the source with
+    /// [`crate::runlog::Source::from_settings`].
+    pub run_log_source: Option<crate::runlog::SourceSettings>,
     /// `SELFHEAL_DBT` (default `dbt` on the PATH): the dbt executable.
     pub dbt: PathBuf,
     /// `SELFHEAL_DBT_PROFILES_DIR` (optional): `--profiles-dir` for dbt;
@@ -234,6 +245,7 @@ impl Config {
                     get("SELFHEAL_DBT_PROJECT_DIR").unwrap_or_else(|| ".".into()),
                 ),
                 run_logs: get("SELFHEAL_RUN_LOGS").map(PathBuf::from),
+                run_log_source: run_log_source(&get)?,
                 dbt: PathBuf::from(get("SELFHEAL_DBT").unwrap_or_else(|| "dbt".into())),
                 dbt_profiles_dir: get("SELFHEAL_DBT_PROFILES_DIR").map(PathBuf::from),
                 dbt_target: get("SELFHEAL_DBT_TARGET"),
@@ -329,10 +341,13 @@ impl Config {
                         agent.name
                     )))
                 }
-                Runner::Builtin(_) if self.heal.repo.is_none() || self.heal.run_logs.is_none() => {
+                Runner::Builtin(_)
+                    if self.heal.repo.is_none() || self.heal.run_log_source.is_none() =>
+                {
                     return Err(at(format!(
                         "schedule '{}' heals with the built-in agent '{}', which needs SELFHEAL_REPO \
-                         (the dbt repository) and SELFHEAL_RUN_LOGS (where run logs are)",
+                         (the dbt repository) and SELFHEAL_RUN_LOGS (where run logs are) or \
+                         SELFHEAL_RUN_LOG_SOURCE=paradime|dbt_cloud",
                         schedule.name, agent.name
                     )))
                 }
@@ -403,6 +418,94 @@ fn api_url(value: Option<String>) -> Result<String, ConfigError> {
             message: format!("'{url}' is not an http(s) URL"),
         }),
     }
+}
+
+/// `SELFHEAL_RUN_LOG_SOURCE` and the variables of the source it names.
+fn run_log_source(
+    get: &impl Fn(&str) -> Option<String>,
+) -> Result<Option<crate::runlog::SourceSettings>, ConfigError> {
+    use crate::runlog::{DbtCloudSettings, ParadimeSettings, SourceSettings};
+    let err = |var: &str, message: String| ConfigError::Env {
+        var: var.into(),
+        message,
+    };
+    let required = |var: &str, why: &str| {
+        get(var).ok_or_else(|| {
+            err(
+                var,
+                format!("is required with SELFHEAL_RUN_LOG_SOURCE={why}"),
+            )
+        })
+    };
+    let url = |var: &str, value: String| -> Result<String, ConfigError> {
+        let value = value.trim_end_matches('/').to_string();
+        crate::runlog::check_api_url(&value).map_err(|m| err(var, m))?;
+        Ok(value)
+    };
+    let kind = get("SELFHEAL_RUN_LOG_SOURCE").map(|k| k.to_ascii_lowercase().replace('-', "_"));
+    let source = match kind.as_deref() {
+        None => get("SELFHEAL_RUN_LOGS").map(|dir| SourceSettings::Dir(PathBuf::from(dir))),
+        Some("dir") => Some(SourceSettings::Dir(PathBuf::from(required(
+            "SELFHEAL_RUN_LOGS",
+            "dir",
+        )?))),
+        Some("paradime") => Some(SourceSettings::Paradime(ParadimeSettings {
+            endpoint: url(
+                "PARADIME_API_ENDPOINT",
+                required("PARADIME_API_ENDPOINT", "paradime")?,
+            )?,
+            api_key: Secret(required("PARADIME_API_KEY", "paradime")?),
+            api_secret: Secret(required("PARADIME_API_SECRET", "paradime")?),
+        })),
+        Some("dbt_cloud") => {
+            let token = required("DBT_CLOUD_API_TOKEN", "dbt_cloud")?;
+            // A pasted `Token …` or `Bearer …` header value still works.
+            let token = token
+                .strip_prefix("Token ")
+                .or_else(|| token.strip_prefix("Bearer "))
+                .unwrap_or(&token)
+                .trim()
+                .to_string();
+            let account = required("DBT_CLOUD_ACCOUNT_ID", "dbt_cloud")?;
+            let account_id = account
+                .parse::<u64>()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| {
+                    err(
+                        "DBT_CLOUD_ACCOUNT_ID",
+                        format!("'{account}' is not an account id (a whole number)"),
+                    )
+                })?;
+            let api_url = url(
+                "DBT_CLOUD_API_URL",
+                get("DBT_CLOUD_API_URL")
+                    .unwrap_or_else(|| crate::runlog::dbt_cloud::DEFAULT_API_URL.into()),
+            )?;
+            // The access URL, without the API path some people copy along.
+            let api_url = api_url
+                .strip_suffix("/api/v2")
+                .unwrap_or(&api_url)
+                .to_string();
+            Some(SourceSettings::DbtCloud(DbtCloudSettings {
+                api_url,
+                token: Secret(token),
+                account_id,
+                artifact_wait: Duration::from_secs(number(
+                    get("SELFHEAL_DBT_CLOUD_ARTIFACT_WAIT_SECS"),
+                    "SELFHEAL_DBT_CLOUD_ARTIFACT_WAIT_SECS",
+                    crate::runlog::dbt_cloud::DEFAULT_ARTIFACT_WAIT.as_secs(),
+                )?),
+            }))
+        }
+        Some(other) => {
+            return Err(err(
+                "SELFHEAL_RUN_LOG_SOURCE",
+                format!("'{other}' is not a run-log source (dir, paradime or dbt_cloud)"),
+            ))
+        }
+    };
+    Ok(source)
 }
 
 fn number(value: Option<String>, var: &str, default: u64) -> Result<u64, ConfigError> {
@@ -663,6 +766,132 @@ schedules:
                 "\nexpected: {expected}\n     got: {err}"
             );
             assert!(!err.contains("wrong"), "token values are not echoed: {err}");
+        }
+    }
+
+    #[test]
+    fn the_run_log_source_is_chosen_and_its_variables_read() {
+        use crate::runlog::{DbtCloudSettings, ParadimeSettings, SourceSettings};
+        let dir = project(SCHEDULES, AGENT);
+        let source = |extra: &[(&str, &str)]| {
+            load(&vars(dir.path(), extra))
+                .expect("loads")
+                .heal
+                .run_log_source
+        };
+        assert_eq!(source(&[]), None, "no source unless configured");
+        assert_eq!(
+            source(&[("SELFHEAL_RUN_LOGS", "/var/runs")]),
+            Some(SourceSettings::Dir(PathBuf::from("/var/runs"))),
+            "dir is the default when SELFHEAL_RUN_LOGS is set"
+        );
+        assert_eq!(
+            source(&[
+                ("SELFHEAL_RUN_LOG_SOURCE", "paradime"),
+                (
+                    "PARADIME_API_ENDPOINT",
+                    "https://api.paradime.io/api/v1/abc/graphql/"
+                ),
+                ("PARADIME_API_KEY", "pk_1234"),
+                ("PARADIME_API_SECRET", "ps_5678"),
+                ("SELFHEAL_RUN_LOGS", "/var/runs"),
+            ]),
+            Some(SourceSettings::Paradime(ParadimeSettings {
+                endpoint: "https://api.paradime.io/api/v1/abc/graphql".into(),
+                api_key: Secret::new("pk_1234"),
+                api_secret: Secret::new("ps_5678"),
+            }))
+        );
+        assert_eq!(
+            source(&[
+                ("SELFHEAL_RUN_LOG_SOURCE", "dbt_cloud"),
+                ("DBT_CLOUD_API_TOKEN", "dbtc_abcd"),
+                ("DBT_CLOUD_ACCOUNT_ID", "70403"),
+            ]),
+            Some(SourceSettings::DbtCloud(DbtCloudSettings {
+                api_url: "https://cloud.getdbt.com".into(),
+                token: Secret::new("dbtc_abcd"),
+                account_id: 70403,
+                artifact_wait: Duration::from_secs(90),
+            }))
+        );
+        assert_eq!(
+            source(&[
+                ("SELFHEAL_RUN_LOG_SOURCE", "DBT-Cloud"),
+                ("DBT_CLOUD_API_URL", "https://emea.dbt.com/api/v2/"),
+                ("DBT_CLOUD_API_TOKEN", "Token dbtc_abcd"),
+                ("DBT_CLOUD_ACCOUNT_ID", "1"),
+                ("SELFHEAL_DBT_CLOUD_ARTIFACT_WAIT_SECS", "5"),
+            ]),
+            Some(SourceSettings::DbtCloud(DbtCloudSettings {
+                api_url: "https://emea.dbt.com".into(),
+                token: Secret::new("dbtc_abcd"),
+                account_id: 1,
+                artifact_wait: Duration::from_secs(5),
+            }))
+        );
+        // A hosted source stands in for SELFHEAL_RUN_LOGS for the built-in agent.
+        let no_name = SCHEDULES.replace("      agent_name: bolt-pipeline-healer\n", "");
+        let doctor = project(&no_name, AGENT);
+        let config = load(&vars(
+            doctor.path(),
+            &[
+                ("SELFHEAL_REPO", "/srv/dbt"),
+                ("SELFHEAL_RUN_LOG_SOURCE", "dbt_cloud"),
+                ("DBT_CLOUD_API_TOKEN", "dbtc_abcd"),
+                ("DBT_CLOUD_ACCOUNT_ID", "1"),
+            ],
+        ))
+        .expect("loads");
+        assert!(
+            !format!("{config:?}").contains("dbtc_abcd"),
+            "secrets stay hidden"
+        );
+    }
+
+    #[test]
+    fn run_log_source_errors_name_the_missing_variable() {
+        let dir = project(SCHEDULES, AGENT);
+        let paradime = [
+            ("SELFHEAL_RUN_LOG_SOURCE", "paradime"),
+            ("PARADIME_API_ENDPOINT", "https://api.paradime.io/graphql"),
+            ("PARADIME_API_KEY", "pk_1234"),
+            ("PARADIME_API_SECRET", "ps_5678"),
+        ];
+        let dbt_cloud = [
+            ("SELFHEAL_RUN_LOG_SOURCE", "dbt_cloud"),
+            ("DBT_CLOUD_API_TOKEN", "dbtc_abcd"),
+            ("DBT_CLOUD_ACCOUNT_ID", "70403"),
+        ];
+        // (base variables, the variable changed, the error's start)
+        type Case<'a> = (&'a [(&'a str, &'a str)], (&'a str, &'a str), &'a str);
+        let cases: Vec<Case> = vec![
+            (&[], ("SELFHEAL_RUN_LOG_SOURCE", "s3"), "SELFHEAL_RUN_LOG_SOURCE: 's3' is not a run-log source (dir, paradime or dbt_cloud)"),
+            (&[], ("SELFHEAL_RUN_LOG_SOURCE", "dir"), "SELFHEAL_RUN_LOGS: is required with SELFHEAL_RUN_LOG_SOURCE=dir"),
+            (&paradime, ("PARADIME_API_ENDPOINT", ""), "PARADIME_API_ENDPOINT: is required with SELFHEAL_RUN_LOG_SOURCE=paradime"),
+            (&paradime, ("PARADIME_API_KEY", ""), "PARADIME_API_KEY: is required with SELFHEAL_RUN_LOG_SOURCE=paradime"),
+            (&paradime, ("PARADIME_API_SECRET", ""), "PARADIME_API_SECRET: is required with SELFHEAL_RUN_LOG_SOURCE=paradime"),
+            (&paradime, ("PARADIME_API_ENDPOINT", "http://api.paradime.io/graphql"), "PARADIME_API_ENDPOINT: refusing plain http for http://api.paradime.io/graphql"),
+            (&paradime, ("PARADIME_API_ENDPOINT", "api.paradime.io"), "PARADIME_API_ENDPOINT: 'api.paradime.io' is not a URL"),
+            (&dbt_cloud, ("DBT_CLOUD_API_TOKEN", ""), "DBT_CLOUD_API_TOKEN: is required with SELFHEAL_RUN_LOG_SOURCE=dbt_cloud"),
+            (&dbt_cloud, ("DBT_CLOUD_ACCOUNT_ID", ""), "DBT_CLOUD_ACCOUNT_ID: is required with SELFHEAL_RUN_LOG_SOURCE=dbt_cloud"),
+            (&dbt_cloud, ("DBT_CLOUD_ACCOUNT_ID", "acme"), "DBT_CLOUD_ACCOUNT_ID: 'acme' is not an account id (a whole number)"),
+            (&dbt_cloud, ("DBT_CLOUD_API_URL", "ftp://cloud.getdbt.com"), "DBT_CLOUD_API_URL: 'ftp://cloud.getdbt.com' is not an https URL"),
+            (&dbt_cloud, ("SELFHEAL_DBT_CLOUD_ARTIFACT_WAIT_SECS", "1m"), "SELFHEAL_DBT_CLOUD_ARTIFACT_WAIT_SECS: '1m' is not a whole number"),
+        ];
+        for (base, (var, value), expected) in cases {
+            let mut extra: Vec<(&str, &str)> = base.to_vec();
+            extra.push((var, value));
+            let err = load(&vars(dir.path(), &extra))
+                .expect_err(expected)
+                .to_string();
+            assert!(
+                err.starts_with(expected),
+                "\nexpected: {expected}\n     got: {err}"
+            );
+            for secret in ["pk_1234", "ps_5678", "dbtc_abcd"] {
+                assert!(!err.contains(secret), "{err}");
+            }
         }
     }
 

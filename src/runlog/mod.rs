@@ -1,17 +1,29 @@
 //! Run logs: where a failed run's evidence comes from, and what it says.
 //!
-//! A [`Source`] fetches the raw evidence of a run by id (today: a directory per
-//! run id; next: Paradime's and dbt Cloud's APIs); [`parse`] turns dbt's
-//! artifacts and console output into a [`RunLog`]: the failing nodes, their
-//! errors and the failed command, with the raw text kept at hand. Parsing is
-//! pure; only `Source::fetch` does IO.
+//! A [`Source`] fetches the raw evidence of a run by id — a directory per run
+//! id ([`Source::Dir`]), Paradime Bolt's GraphQL API ([`paradime`]) or dbt
+//! Cloud's v2 API ([`dbt_cloud`]) — and every source hands what it found to
+//! the one parser: [`parse`] turns dbt's artifacts and console output into a
+//! [`RunLog`]: the failing nodes, their errors and the failed command, with the
+//! raw text kept at hand. Parsing is pure; only `Source::fetch` does IO.
+//!
+//! The hosted sources hold their API credentials and send them only in request
+//! headers: no error or log line carries them.
 
+pub mod dbt_cloud;
+mod http;
+pub mod paradime;
 mod parse;
+#[cfg(test)]
+mod sources_tests;
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
+pub use dbt_cloud::{DbtCloud, DbtCloudSettings};
+pub use http::RetryPolicy;
+pub use paradime::{Paradime, ParadimeSettings};
 pub use parse::{parse, signature};
 
 /// What kind of failure a node had, as dbt reports it.
@@ -66,6 +78,22 @@ pub enum Source {
     /// `dbt.log` (or `logs/dbt.log`), and the console output in `console.txt`
     /// (or `stdout.txt`, `output.txt`), plus `command.txt` with the command.
     Dir(PathBuf),
+    /// Paradime Bolt: the run's commands and the failing command's log lines.
+    Paradime(Paradime),
+    /// dbt Cloud: the run's step logs and its `run_results.json`.
+    DbtCloud(DbtCloud),
+}
+
+/// Which source to read run logs from, as configured
+/// (`SELFHEAL_RUN_LOG_SOURCE`); plain data, so configuration stays free of IO.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SourceSettings {
+    /// `dir`: `SELFHEAL_RUN_LOGS`.
+    Dir(PathBuf),
+    /// `paradime`: `PARADIME_API_ENDPOINT`, `PARADIME_API_KEY`, `PARADIME_API_SECRET`.
+    Paradime(ParadimeSettings),
+    /// `dbt_cloud`: `DBT_CLOUD_API_URL`, `DBT_CLOUD_API_TOKEN`, `DBT_CLOUD_ACCOUNT_ID`.
+    DbtCloud(DbtCloudSettings),
 }
 
 /// The raw files of a run.
@@ -81,9 +109,20 @@ pub struct Artifacts {
 const DBT_LOG_TAIL: usize = 64 * 1024;
 
 impl Source {
+    /// The source `settings` describe, with its HTTP client when it has one.
+    pub fn from_settings(settings: &SourceSettings) -> Result<Source> {
+        Ok(match settings {
+            SourceSettings::Dir(root) => Source::Dir(root.clone()),
+            SourceSettings::Paradime(s) => Source::Paradime(Paradime::new(s)?),
+            SourceSettings::DbtCloud(s) => Source::DbtCloud(DbtCloud::new(s)?),
+        })
+    }
+
     /// Fetches and digests the run log of `run_id`.
     pub async fn fetch(&self, run_id: &str) -> Result<RunLog> {
         match self {
+            Source::Paradime(p) => p.fetch(run_id).await,
+            Source::DbtCloud(c) => c.fetch(run_id).await,
             Source::Dir(root) => {
                 let dir = run_dir(root, run_id)?;
                 let artifacts = read_dir_artifacts(&dir)
@@ -94,6 +133,14 @@ impl Source {
             }
         }
     }
+}
+
+/// Checks a hosted API's base URL the way the sources will use it: http(s),
+/// with plain http only for loopback hosts. The message suits a config error.
+pub fn check_api_url(url: &str) -> std::result::Result<(), String> {
+    http::HttpClient::check_url(url)
+        .map(|_https| ())
+        .map_err(|e| e.to_string())
 }
 
 /// `<root>/<run_id>`, refusing run ids that would escape the root.
@@ -140,6 +187,19 @@ fn tail(s: &str, max: usize) -> &str {
         Some(i) => &s[start + i + 1..],
         None => &s[start..],
     }
+}
+
+/// The run log of last resort: what the failure notification itself says.
+pub fn from_notification(run_id: &str, text: &str) -> RunLog {
+    let mut log = parse(
+        run_id,
+        &Artifacts {
+            console: Some(text.to_string()),
+            ..Artifacts::default()
+        },
+    );
+    log.origin = "the Slack notification".into();
+    log
 }
 
 /// Stores a run's artifacts under `<root>/<run_id>/` (what `selfheal notify` does).

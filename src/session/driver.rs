@@ -60,6 +60,8 @@ pub struct Start {
     pub agent: AgentDef,
     /// The schedule's `git_branch`; None: the repository's default branch.
     pub base_branch: Option<String>,
+    /// The failure notification's text: the run log of last resort.
+    pub notification: String,
 }
 
 /// Grace between SIGTERM and SIGKILL when an agent is stopped.
@@ -242,7 +244,7 @@ impl Session<'_> {
         for effect in effects {
             match effect {
                 Effect::Record { kind, text } => {
-                    if matches!(kind, "progress" | "stderr") {
+                    if matches!(kind, "progress" | "stderr" | "note") {
                         deps.sink.line(kind, &text);
                     }
                     deps.store.add_event(id, kind, &text)?
@@ -297,47 +299,59 @@ impl Session<'_> {
     /// A milestone the bot itself reports: its own message in the thread, and
     /// a line of the progress message.
     async fn milestone(&mut self, text: String) -> Result<()> {
-        self.deps
-            .store
-            .add_event(self.start.session_id, "milestone", &text)?;
         self.post(&render::escape(&text)).await;
-        self.step(Input::Agent(AgentEvent::Progress(text)), None)
-            .await
+        self.step(Input::Note(text), None).await
     }
 
     /// Reads the run log, if a source is configured, and says what it found.
+    /// Reads the run log from the configured source; when there is none or it
+    /// fails, the notification itself is the last resort. The thread is told
+    /// which source was used.
     async fn read_run_log(&mut self) -> Result<()> {
-        let Some(root) = &self.deps.healing.settings.run_logs else {
-            return Ok(());
+        let run_id = &self.start.run_id;
+        let fetched = match &self.deps.healing.settings.run_log_source {
+            Some(settings) => match runlog::Source::from_settings(settings) {
+                Ok(source) => source.fetch(run_id).await.map_err(Some),
+                Err(e) => Err(Some(e)),
+            },
+            None => Err(None),
         };
-        let source = runlog::Source::Dir(root.clone());
-        match source.fetch(&self.start.run_id).await {
-            Ok(log) => {
-                let log = redact_log(&self.deps.redactor, log);
-                self.deps
-                    .store
-                    .add_event(self.start.session_id, "run_log", &log.raw)?;
-                if let Some(first) = log.failures.first() {
-                    let signature = runlog::signature(first);
-                    let error = first.message.lines().take(3).collect::<Vec<_>>().join(" ");
-                    self.deps
-                        .store
-                        .set_error(self.start.session_id, &error, &signature)?;
-                    self.signature = Some(signature);
+        let log = match fetched {
+            Ok(log) => log,
+            Err(why) => {
+                if let Some(e) = why {
+                    let why = self.deps.redactor.redact(&format!("{e:#}"));
+                    self.milestone(format!(
+                        "Could not read the run log ({why}); working from the Slack notification instead"
+                    ))
+                    .await?;
                 }
-                let summary = render::run_log_summary(&log);
-                let line = format!("read the run log: {} failing node(s)", log.failures.len());
-                self.log = Some(log);
-                self.post(&summary).await;
-                self.step(Input::Agent(AgentEvent::Progress(line)), None)
-                    .await?;
+                runlog::from_notification(run_id, &self.start.notification)
             }
-            Err(e) => {
-                let why = self.deps.redactor.redact(&format!("{e:#}"));
-                self.milestone(format!("Could not read the run log: {why}"))
-                    .await?;
-            }
+        };
+        let log = redact_log(&self.deps.redactor, log);
+        self.deps
+            .store
+            .add_event(self.start.session_id, "run_log", &log.raw)?;
+        if let Some(first) = log.failures.first() {
+            let signature = runlog::signature(first);
+            let error = first.message.lines().take(3).collect::<Vec<_>>().join(" ");
+            self.deps
+                .store
+                .set_error(self.start.session_id, &error, &signature)?;
+            self.signature = Some(signature);
         }
+        let line = format!(
+            "read the run log ({}): {} failing node(s)",
+            log.origin,
+            log.failures.len()
+        );
+        // A log that names no failing node is not worth a message of its own.
+        if !log.failures.is_empty() {
+            self.post(&render::run_log_summary(&log)).await;
+        }
+        self.log = Some(log);
+        self.step(Input::Note(line), None).await?;
         Ok(())
     }
 
@@ -386,11 +400,11 @@ impl Session<'_> {
         ws.start_branch(&branch_name(&self.start.schedule, &self.start.run_id))
             .await?;
         self.step(
-            Input::Agent(AgentEvent::Progress(format!(
+            Input::Note(format!(
                 "working on a fresh clone of {} at {}",
                 ws.base_branch,
                 &ws.base_sha[..ws.base_sha.len().min(10)]
-            ))),
+            )),
             None,
         )
         .await?;

@@ -23,6 +23,9 @@ pub enum Input {
     Agent(AgentEvent),
     /// The agent wrote to stderr (already redacted).
     Stderr(String),
+    /// The bot itself says something worth a progress line (run log read,
+    /// clone ready, verification).
+    Note(String),
     /// The agent process exited.
     Exited { code: Option<i32> },
     /// Time passed; edits are coalesced on ticks.
@@ -186,6 +189,10 @@ impl Machine {
                     text: format!("{outcome:?}: {summary}"),
                 });
                 self.result = Some((outcome, summary));
+            }
+            Input::Note(text) => {
+                self.push_line(&text);
+                fx.push(Effect::Record { kind: "note", text });
             }
             Input::Stderr(line) => {
                 if self.stderr_tail.len() == STDERR_TAIL {

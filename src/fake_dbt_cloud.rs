@@ -1,0 +1,380 @@
+//! A local fake of dbt Cloud's v2 API for job runs and their artifacts, over
+//! loopback, for tests, the demo and benchmarks.
+//!
+//! Start one with [`FakeDbtCloud::start`], script runs with
+//! [`FakeDbtCloud::add_run`], delay their artifacts with
+//! [`FakeDbtCloud::artifact_ready_after`], point a [`crate::runlog::DbtCloud`]
+//! at [`FakeDbtCloud::base_url`], then assert on [`FakeDbtCloud::requests`].
+//!
+//! What it owns: an HTTP listener on `127.0.0.1:0`, scripted runs of one
+//! account in memory, and a record of every request (the `Authorization` value
+//! is not kept, only whether it was right).
+//!
+//! What it answers, in dbt Cloud's envelope
+//! `{"status": {"code", "is_success", "user_message", "developer_message"}, "data"}`:
+//! - `GET /api/v2/accounts/{account}/runs/{run}/` — the run, with `run_steps`
+//!   when `include_related` names them;
+//! - `GET /api/v2/accounts/{account}/runs/{run}/artifacts/run_results.json` — the
+//!   raw file, or 404 (`data: null`) until it is "uploaded";
+//! - 401 without `Authorization: Token <token>` (or `Bearer <token>`), 404
+//!   for anything else. It does no TLS and no rate limiting.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use anyhow::Context;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use serde_json::{json, Value};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// A running fake. Dropping it stops the server.
+pub struct FakeDbtCloud {
+    addr: SocketAddr,
+    state: Arc<Mutex<Inner>>,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+/// One step of a scripted run.
+#[derive(Debug, Clone)]
+pub struct FakeStep {
+    /// ``Invoke dbt with `dbt build` ``, as dbt Cloud names dbt steps.
+    pub name: String,
+    /// `Success`, `Error`, `Cancelled` or `Skipped` (dbt Cloud's `status_humanized`).
+    pub status: String,
+    /// The step's console output.
+    pub logs: String,
+}
+
+impl FakeStep {
+    pub fn new(name: &str, status: &str, logs: &str) -> FakeStep {
+        FakeStep {
+            name: name.to_string(),
+            status: status.to_string(),
+            logs: logs.to_string(),
+        }
+    }
+}
+
+/// One request as the fake saw it.
+#[derive(Debug, Clone)]
+pub struct RecordedRequest {
+    pub method: String,
+    pub path: String,
+    pub query: Option<String>,
+    /// Lower-case names; `authorization` is left out.
+    pub headers: BTreeMap<String, String>,
+    /// `Token <token>` or `Bearer <token>` with the fake's token.
+    pub authorized: bool,
+}
+
+struct Run {
+    steps: Vec<FakeStep>,
+    run_results: Option<String>,
+    /// Artifact requests answered 404 before the file is served.
+    not_ready_for: usize,
+    artifact_requests: usize,
+}
+
+struct Inner {
+    token: String,
+    account_id: u64,
+    runs: BTreeMap<u64, Run>,
+    requests: Vec<RecordedRequest>,
+    failures: VecDeque<u16>,
+}
+
+impl FakeDbtCloud {
+    /// Starts a fake of account `account_id` that accepts `token`.
+    pub async fn start(token: &str, account_id: u64) -> anyhow::Result<FakeDbtCloud> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .context("binding the fake dbt Cloud listener")?;
+        let addr = listener
+            .local_addr()
+            .context("reading the fake dbt Cloud address")?;
+        let state = Arc::new(Mutex::new(Inner {
+            token: token.to_string(),
+            account_id,
+            runs: BTreeMap::new(),
+            requests: Vec::new(),
+            failures: VecDeque::new(),
+        }));
+        let app = Router::new().fallback(handle).with_state(state.clone());
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let server = axum::serve(listener, app).with_graceful_shutdown(async {
+                let _ = rx.await;
+            });
+            if let Err(e) = server.await {
+                tracing::warn!(error = %e, "fake dbt Cloud server stopped with an error");
+            }
+        });
+        Ok(FakeDbtCloud {
+            addr,
+            state,
+            shutdown: Some(tx),
+            task: Some(task),
+        })
+    }
+
+    /// `http://127.0.0.1:PORT`, like `https://cloud.getdbt.com`.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Scripts run `run_id`; without `run_results` its artifact never appears.
+    pub fn add_run(&self, run_id: u64, steps: Vec<FakeStep>, run_results: Option<String>) {
+        self.lock().runs.insert(
+            run_id,
+            Run {
+                steps,
+                run_results,
+                not_ready_for: 0,
+                artifact_requests: 0,
+            },
+        );
+    }
+
+    /// The first `n_requests` requests for run `run_id`'s artifacts answer 404,
+    /// as dbt Cloud does before the artifacts are uploaded.
+    pub fn artifact_ready_after(&self, run_id: u64, n_requests: usize) {
+        if let Some(run) = self.lock().runs.get_mut(&run_id) {
+            run.not_ready_for = n_requests;
+        }
+    }
+
+    /// How many artifact requests run `run_id` has had.
+    pub fn artifact_requests(&self, run_id: u64) -> usize {
+        self.lock()
+            .runs
+            .get(&run_id)
+            .map_or(0, |r| r.artifact_requests)
+    }
+
+    /// Every request received, in order.
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        self.lock().requests.clone()
+    }
+
+    /// The next `times` requests answer `status` (e.g. 503, 429) before anything else.
+    pub fn fail_next(&self, status: u16, times: usize) {
+        self.lock()
+            .failures
+            .extend(std::iter::repeat_n(status, times));
+    }
+
+    /// Stops the server and waits for it.
+    pub async fn shutdown(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        lock(&self.state)
+    }
+}
+
+impl Drop for FakeDbtCloud {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+/// A poisoned lock only means a test panicked mid-request; the data is still usable.
+fn lock(state: &Mutex<Inner>) -> MutexGuard<'_, Inner> {
+    state
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+async fn handle(
+    State(state): State<Arc<Mutex<Inner>>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    let mut inner = lock(&state);
+    let given = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Token ")
+                .or_else(|| v.strip_prefix("Bearer "))
+        });
+    let authorized = given == Some(inner.token.as_str());
+    inner.requests.push(RecordedRequest {
+        method: method.to_string(),
+        path: uri.path().to_string(),
+        query: uri.query().map(str::to_string),
+        headers: headers
+            .iter()
+            .filter(|(name, _)| *name != "authorization")
+            .map(|(name, value)| {
+                (
+                    name.to_string(),
+                    String::from_utf8_lossy(value.as_bytes()).into_owned(),
+                )
+            })
+            .collect(),
+        authorized,
+    });
+    if let Some(status) = inner.failures.pop_front() {
+        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        return envelope(
+            status,
+            "The service is temporarily unavailable.",
+            Value::Null,
+        );
+    }
+    if !authorized {
+        return envelope(StatusCode::UNAUTHORIZED, "Invalid token.", Value::Null);
+    }
+    if method != Method::GET {
+        return not_found();
+    }
+    let account = inner.account_id.to_string();
+    let segments: Vec<&str> = uri.path().trim_matches('/').split('/').collect();
+    let include = uri
+        .query()
+        .map(|q| {
+            url::form_urlencoded::parse(q.as_bytes())
+                .any(|(k, v)| k == "include_related" && v.contains("run_steps"))
+        })
+        .unwrap_or(false);
+    match segments.as_slice() {
+        ["api", "v2", "accounts", a, "runs", id] if *a == account => {
+            let Some((id, run)) = id
+                .parse::<u64>()
+                .ok()
+                .and_then(|id| inner.runs.get(&id).map(|r| (id, r)))
+            else {
+                return not_found();
+            };
+            envelope(
+                StatusCode::OK,
+                "Success!",
+                run_json(id, &inner, run, include),
+            )
+        }
+        ["api", "v2", "accounts", a, "runs", id, "artifacts", "run_results.json"]
+            if *a == account =>
+        {
+            let Some(run) = id
+                .parse::<u64>()
+                .ok()
+                .and_then(|id| inner.runs.get_mut(&id))
+            else {
+                return not_found();
+            };
+            run.artifact_requests += 1;
+            match &run.run_results {
+                Some(text) if run.artifact_requests > run.not_ready_for => {
+                    let mut response = (StatusCode::OK, text.clone()).into_response();
+                    response
+                        .headers_mut()
+                        .insert("content-type", HeaderValue::from_static("application/json"));
+                    response
+                }
+                _ => envelope(
+                    StatusCode::NOT_FOUND,
+                    "The requested resource was not found: run_results.json. The run may not have produced artifacts yet.",
+                    Value::Null,
+                ),
+            }
+        }
+        _ => not_found(),
+    }
+}
+
+fn status_code(humanized: &str) -> u8 {
+    match humanized {
+        "Success" => 10,
+        "Error" => 20,
+        "Cancelled" => 30,
+        "Skipped" => 40,
+        _ => 3,
+    }
+}
+
+fn run_json(id: u64, inner: &Inner, run: &Run, include_steps: bool) -> Value {
+    let errored = run.steps.iter().any(|s| s.status == "Error");
+    let humanized = if errored { "Error" } else { "Success" };
+    let mut data = json!({
+        "id": id,
+        "account_id": inner.account_id,
+        "job_definition_id": 1,
+        "status": status_code(humanized),
+        "status_humanized": humanized,
+        "in_progress": false,
+        "is_complete": true,
+        "is_success": !errored,
+        "is_error": errored,
+        "has_docs_generated": false,
+        "has_sources_generated": false,
+        "created_at": "2024-05-01 04:20:00.000000+00:00",
+        "finished_at": "2024-05-01 04:21:00.000000+00:00",
+    });
+    if include_steps {
+        data["run_steps"] = run
+            .steps
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                json!({
+                    "id": id * 100 + i as u64,
+                    "run_id": id,
+                    "account_id": inner.account_id,
+                    "index": i + 1,
+                    "name": s.name,
+                    "status": status_code(&s.status),
+                    "status_humanized": s.status,
+                    "logs": s.logs,
+                    "debug_logs": "",
+                    "truncated_debug_logs": "",
+                })
+            })
+            .collect();
+    }
+    data
+}
+
+/// dbt Cloud's response envelope.
+fn envelope(status: StatusCode, message: &str, data: Value) -> Response {
+    let body = json!({
+        "status": {
+            "code": status.as_u16(),
+            "is_success": status.is_success(),
+            "user_message": message,
+            "developer_message": "",
+        },
+        "data": data,
+    });
+    let mut response = (status, body.to_string()).into_response();
+    response
+        .headers_mut()
+        .insert("content-type", HeaderValue::from_static("application/json"));
+    response
+}
+
+fn not_found() -> Response {
+    envelope(
+        StatusCode::NOT_FOUND,
+        "The requested resource was not found.",
+        Value::Null,
+    )
+}
