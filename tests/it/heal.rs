@@ -492,3 +492,54 @@ async fn without_a_forge_token_the_branch_is_pushed_and_the_compare_link_posted(
         .unwrap());
     story.stop().await;
 }
+
+#[tokio::test]
+async fn dbt_doctor_heals_from_paradimes_run_log_api() {
+    // The scheduler is Paradime Bolt: the run log lives behind its GraphQL API.
+    let paradime = selfheal::fake_paradime::FakeParadime::start("pk_demo", "ps_demo_secret")
+        .await
+        .unwrap();
+    let endpoint = paradime.endpoint();
+    let env = [
+        ("SELFHEAL_RUN_LOG_SOURCE", "paradime"),
+        ("PARADIME_API_ENDPOINT", endpoint.as_str()),
+        ("PARADIME_API_KEY", "pk_demo"),
+        ("PARADIME_API_SECRET", "ps_demo_secret"),
+    ];
+    let story = Story::start_with(
+        &Breakage::fixture("column_typo").unwrap(),
+        "48213",
+        None,
+        &env,
+    )
+    .await;
+    // What Bolt holds for the run: the failed `dbt build`, its log paged by cursor.
+    let console = std::fs::read_to_string(story.world.run_logs.join("48213/console.txt")).unwrap();
+    std::fs::remove_dir_all(story.world.run_logs.join("48213")).unwrap();
+    paradime.set_page_size(10);
+    paradime.add_run(
+        48213,
+        "FAILED",
+        vec![selfheal::fake_paradime::FakeCommand::stdout(
+            1,
+            "dbt build",
+            1,
+            &console,
+        )],
+    );
+
+    let (_, ts) = story.world.notify_failure("hourly_marts", "48213").await;
+    let row = story.session_end("48213").await;
+
+    assert_eq!(row.status, Status::Fixed, "{row:#?}");
+    let thread = story.world.slack.thread(HEALING, &ts);
+    assert!(
+        thread
+            .iter()
+            .any(|m| m.text.starts_with("📄 Run log (paradime:127.0.0.1")),
+        "the thread says which source was used: {thread:#?}"
+    );
+    assert!(paradime.requests().len() > 2, "the log was paged");
+    assert_eq!(story.world.github.prs().len(), 1);
+    story.stop().await;
+}
