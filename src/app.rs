@@ -157,7 +157,7 @@ impl App {
 
     /// Sessions still marked running belong to a process that died or was
     /// stopped before they ended: record them as interrupted and say so.
-    async fn recover(&self) -> Result<()> {
+    async fn recover(self: &Arc<Self>) -> Result<()> {
         for s in self.store.unfinished_sessions()? {
             let why = "selfheal restarted before it finished";
             if self
@@ -179,6 +179,52 @@ impl App {
                     warn!(session = s.id, error = %e, "could not tell the thread about the interruption");
                 }
             }
+        }
+        self.resume_pending_decisions()
+    }
+
+    /// Decisions that wait for a window (a courtesy pointer, healing top-level
+    /// when the healing channel's copy never came) live in timers, which a
+    /// crash loses. For failures seen in the last hour, start them again: the
+    /// store's claims keep anything already done from happening twice.
+    fn resume_pending_decisions(self: &Arc<Self>) -> Result<()> {
+        let since = chrono::Utc::now() - chrono::Duration::hours(1);
+        for (schedule_name, run_id, has_session) in self.store.recent_failures(since)? {
+            let Some(schedule) = self.cfg.schedules.get(&schedule_name) else {
+                continue;
+            };
+            if schedule.healing_channel().is_none() {
+                continue;
+            }
+            let f = Failure {
+                schedule: schedule_name,
+                run_id,
+            };
+            if !has_session {
+                self.await_healing_copy(f, String::new());
+                continue;
+            }
+            let Some(session) = self.store.session_for_failure(&f.schedule, &f.run_id)? else {
+                continue;
+            };
+            let app = self.clone();
+            self.tasks.spawn(async move {
+                let Some(schedule) = app.cfg.schedules.get(&f.schedule) else {
+                    return;
+                };
+                for other in schedule.failure_channels() {
+                    if app.channels.is(&other, &session.channel).await {
+                        continue;
+                    }
+                    let Some(other_id) = app.channels.id_of(&other).await else {
+                        continue;
+                    };
+                    if let Ok(false) = app.store.pointer_claimed(&f.schedule, &f.run_id, &other_id)
+                    {
+                        app.pointer_after_window(f.clone(), other_id, session.channel.clone());
+                    }
+                }
+            });
         }
         Ok(())
     }

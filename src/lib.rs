@@ -23,6 +23,7 @@
 //! - [`fix`]: `selfheal fix`, one healing session in the terminal.
 //! - [`fake_dbt_cloud`]: a local dbt Cloud v2 API (runs, steps, lagging artifacts) for tests, the demo and benchmarks.
 //! - [`fake_github`]: a local GitHub REST API for tests and the demo.
+//! - [`fake_llm`]: a local OpenAI-compatible chat-completions server that replays scripted conversations.
 //! - [`fake_paradime`]: a local Paradime GraphQL API (Bolt runs, paged command logs) for tests, the demo and benchmarks.
 //! - [`fake_slack`]: a local Slack (Web API + Socket Mode) for tests, the demo and benchmarks.
 
@@ -34,6 +35,7 @@ pub mod demo;
 pub mod doctor;
 pub mod fake_dbt_cloud;
 pub mod fake_github;
+pub mod fake_llm;
 pub mod fake_paradime;
 pub mod fake_slack;
 pub mod fix;

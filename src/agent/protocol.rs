@@ -31,7 +31,17 @@ pub enum AgentEvent {
     Progress(String),
     Milestone(String),
     Pr(String),
-    Result { outcome: Outcome, summary: String },
+    Result {
+        outcome: Outcome,
+        summary: String,
+    },
+    /// A built-in agent used a tool: what it called, with what, and what came
+    /// back (both already shortened for the session log).
+    Tool {
+        name: String,
+        input: String,
+        output: String,
+    },
 }
 
 /// Lines longer than this are cut: a single line of output must not be able to

@@ -7,11 +7,25 @@
 //!
 //! ```yaml
 //! selfheal:
-//!   runner: command            # or `builtin` (with `builtin: dbt-doctor`), reserved
+//!   runner: command            # or `llm`, or `builtin` (with `builtin: dbt-doctor`)
 //!   command: ["./heal.sh", "--flag"]   # or one string, run with `sh -c`
 //!   timeout: 30m               # "90s", "30m", "2h" or seconds; default 30m
 //!   env: {DBT_TARGET: prod}
 //!   workdir: ./dbt             # optional
+//! ```
+//!
+//! or, for the built-in tool-calling loop against an OpenAI-compatible server:
+//!
+//! ```yaml
+//! selfheal:
+//!   runner: llm
+//!   base_url: http://localhost:11434/v1   # required
+//!   model: llama3.1                       # required
+//!   api_key_env: OPENAI_API_KEY           # the variable holding the key; optional for local servers
+//!   max_turns: 30                         # model replies per session (default 30)
+//!   max_tokens: 200000                    # total tokens per session (default 200000)
+//!   timeout: 20m                          # wall clock (default 20m)
+//!   temperature: 0                        # optional, 0 to 2
 //! ```
 //!
 //! This module reads files only in [`load_agents`]; it never starts an agent.
@@ -22,6 +36,7 @@ use std::time::Duration;
 
 use super::yaml::{self, Node, Source};
 use super::ConfigError;
+use crate::agent::llm::LlmSettings;
 
 /// How long a command agent may run when `selfheal.timeout` is not set.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
@@ -102,6 +117,9 @@ pub enum Runner {
     },
     /// `runner: builtin` with `builtin: <name>`: reserved for agents built into selfheal.
     Builtin(String),
+    /// `runner: llm`: selfheal's own tool-calling loop against an
+    /// OpenAI-compatible chat-completions endpoint.
+    Llm(LlmSettings),
 }
 
 /// The name of the built-in deterministic agent.
@@ -133,6 +151,7 @@ impl Runner {
                 format!("command `{}`, limit {}s", argv.join(" "), timeout.as_secs())
             }
             Runner::Builtin(name) => format!("built-in `{name}`"),
+            Runner::Llm(settings) => settings.describe(),
         }
     }
 }
@@ -236,12 +255,23 @@ fn parse_agent(src: Source, root: &Node) -> Result<AgentDef, ConfigError> {
     })
 }
 
+/// The keys of an `llm` runner.
+const LLM_KEYS: &[&str] = &[
+    "runner",
+    "base_url",
+    "model",
+    "api_key_env",
+    "max_turns",
+    "max_tokens",
+    "timeout",
+    "temperature",
+];
+
 fn parse_runner(src: Source, node: &Node) -> Result<Runner, ConfigError> {
-    let kind = src.map(
-        node,
-        "selfheal",
-        &["runner", "command", "builtin", "timeout", "env", "workdir"],
-    )?;
+    // Every key any runner takes: the runner's own check below is the strict one.
+    let mut all = vec!["command", "builtin", "env", "workdir"];
+    all.extend_from_slice(LLM_KEYS);
+    let kind = src.map(node, "selfheal", &all)?;
     match kind.req_string("runner")?.as_str() {
         "command" => {
             let m = src.map(
@@ -291,11 +321,77 @@ fn parse_runner(src: Source, node: &Node) -> Result<Runner, ConfigError> {
             let m = src.map(node, "selfheal", &["runner", "builtin"])?;
             Ok(Runner::Builtin(m.req_string("builtin")?))
         }
+        "llm" => parse_llm(src, node).map(Runner::Llm),
         other => Err(kind.err(
             "runner",
-            format!("unknown runner '{other}'; expected one of: command, builtin"),
+            format!("unknown runner '{other}'; expected one of: command, llm, builtin"),
         )),
     }
+}
+
+fn parse_llm(src: Source, node: &Node) -> Result<LlmSettings, ConfigError> {
+    let m = src.map(node, "selfheal", LLM_KEYS)?;
+    let base_url = m.req_string("base_url")?.trim().to_string();
+    let parsed = url::Url::parse(&base_url).ok();
+    let api_key_env = m.opt_string("api_key_env")?.map(|s| s.trim().to_string());
+    match parsed.as_ref().map(|u| u.scheme()) {
+        Some("http") | Some("https") => {}
+        _ => {
+            return Err(m.err(
+                "base_url",
+                "expected an http(s) URL such as http://localhost:11434/v1",
+            ))
+        }
+    }
+    let mut settings = LlmSettings::new(base_url, m.req_string("model")?.trim());
+    if let Some(name) = api_key_env {
+        let looks_like_a_name = !name.is_empty()
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            && !name.starts_with(|c: char| c.is_ascii_digit());
+        if !looks_like_a_name {
+            return Err(m.err(
+                "api_key_env",
+                "expected the NAME of the environment variable that holds the key (e.g. OPENAI_API_KEY), \
+                 never the key itself",
+            ));
+        }
+        settings.api_key_env = Some(name);
+    }
+    let positive = |key: &str| -> Result<Option<u64>, ConfigError> {
+        match m.opt_int(key)? {
+            None => Ok(None),
+            Some(n) if n > 0 => Ok(Some(n as u64)),
+            Some(_) => Err(m.err(key, "must be a positive number")),
+        }
+    };
+    if let Some(n) = positive("max_turns")? {
+        settings.max_turns =
+            u32::try_from(n).map_err(|_| m.err("max_turns", "must be at most 4294967295"))?;
+    }
+    if let Some(n) = positive("max_tokens")? {
+        settings.max_tokens = n;
+    }
+    if let Some(n) = m.get("timeout") {
+        settings.timeout = parse_timeout(src, n, &m.path_of("timeout"))?;
+    }
+    if let Some(n) = m.get("temperature") {
+        let t = match &n.value {
+            yaml::Value::Int(i) => Some(*i as f64),
+            yaml::Value::Float(f) => Some(*f),
+            _ => None,
+        };
+        match t {
+            Some(t) if (0.0..=2.0).contains(&t) => settings.temperature = Some(t as f32),
+            _ => {
+                return Err(src.err(
+                    n,
+                    &m.path_of("temperature"),
+                    "expected a number from 0 to 2",
+                ))
+            }
+        }
+    }
+    Ok(settings)
 }
 
 fn parse_timeout(src: Source, node: &Node, path: &str) -> Result<Duration, ConfigError> {
@@ -423,6 +519,48 @@ selfheal:
     }
 
     #[test]
+    fn the_llm_runner_reads_its_settings_and_budgets() {
+        let base = "name: a\nversion: 1\nrole: r\ngoal: g\nbackstory: b\n";
+        let full = format!(
+            "{base}selfheal:\n  runner: llm\n  base_url: http://localhost:11434/v1\n  model: llama3.1\n  \
+             api_key_env: OPENAI_API_KEY\n  max_turns: 12\n  max_tokens: 50000\n  timeout: 5m\n  temperature: 0\n"
+        );
+        let minimal = format!("{base}selfheal: {{runner: llm, base_url: 'https://api.openai.com/v1', model: gpt-4.1}}\n");
+        let mut expected_full = LlmSettings::new("http://localhost:11434/v1", "llama3.1");
+        expected_full.api_key_env = Some("OPENAI_API_KEY".into());
+        expected_full.max_turns = 12;
+        expected_full.max_tokens = 50_000;
+        expected_full.timeout = Duration::from_secs(300);
+        expected_full.temperature = Some(0.0);
+        let cases = [
+            (full, expected_full),
+            (
+                minimal,
+                LlmSettings::new("https://api.openai.com/v1", "gpt-4.1"),
+            ),
+        ];
+        for (text, expected) in cases {
+            let dir = agents_dir(&[("a.yml", &text)]);
+            let agents = load_agents(dir.path()).expect("loads");
+            assert_eq!(agents["a"].runner, Runner::Llm(expected), "{text}");
+        }
+        let defaults = LlmSettings::new("u", "m");
+        assert_eq!(
+            (defaults.max_turns, defaults.max_tokens, defaults.timeout),
+            (30, 200_000, Duration::from_secs(20 * 60))
+        );
+    }
+
+    #[test]
+    fn llm_settings_never_print_credentials() {
+        let mut s = LlmSettings::new("https://user:hunter2secret@llm.example.com/v1", "m");
+        s.api_key_env = Some("OPENAI_API_KEY".into());
+        let shown = format!("{s:?} {}", Runner::Llm(s.clone()).describe());
+        assert!(!shown.contains("hunter2secret"), "{shown}");
+        assert!(shown.contains("llm.example.com") && shown.contains("OPENAI_API_KEY"));
+    }
+
+    #[test]
     fn a_missing_agents_directory_is_empty() {
         let dir = tempfile::tempdir().expect("temp dir");
         assert!(load_agents(&dir.path().join("nope"))
@@ -496,8 +634,38 @@ selfheal:
             ),
             (
                 "a.yml",
-                format!("{base}selfheal:\n  runner: llm\n"),
-                "a.yml:7:11: selfheal.runner: unknown runner 'llm'",
+                format!("{base}selfheal:\n  runner: gpt\n"),
+                "a.yml:7:11: selfheal.runner: unknown runner 'gpt'; expected one of: command, llm, builtin",
+            ),
+            (
+                "a.yml",
+                format!("{base}selfheal:\n  runner: llm\n  model: m\n"),
+                "a.yml:7:3: selfheal.base_url: missing required key 'base_url'",
+            ),
+            (
+                "a.yml",
+                format!("{base}selfheal:\n  runner: llm\n  base_url: localhost:11434\n  model: m\n"),
+                "a.yml:8:13: selfheal.base_url: expected an http(s) URL",
+            ),
+            (
+                "a.yml",
+                format!("{base}selfheal:\n  runner: llm\n  base_url: http://h/v1\n  model: m\n  api_key_env: sk-abc123\n"),
+                "a.yml:10:16: selfheal.api_key_env: expected the NAME of the environment variable",
+            ),
+            (
+                "a.yml",
+                format!("{base}selfheal:\n  runner: llm\n  base_url: http://h/v1\n  model: m\n  max_turns: 0\n"),
+                "a.yml:10:14: selfheal.max_turns: must be a positive number",
+            ),
+            (
+                "a.yml",
+                format!("{base}selfheal:\n  runner: llm\n  base_url: http://h/v1\n  model: m\n  temperature: hot\n"),
+                "a.yml:10:16: selfheal.temperature: expected a number from 0 to 2",
+            ),
+            (
+                "a.yml",
+                format!("{base}selfheal:\n  runner: llm\n  base_url: http://h/v1\n  model: m\n  command: [x]\n"),
+                "a.yml:10:3: selfheal.command: unknown key 'command'",
             ),
             (
                 "a.yml",

@@ -700,6 +700,15 @@ fn redact_event(r: &Redactor, event: AgentEvent) -> AgentEvent {
             outcome,
             summary: r.redact(&summary),
         },
+        AgentEvent::Tool {
+            name,
+            input,
+            output,
+        } => AgentEvent::Tool {
+            name,
+            input: r.redact(&input),
+            output: r.redact(&output),
+        },
     }
 }
 

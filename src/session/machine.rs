@@ -183,6 +183,23 @@ impl Machine {
                     });
                 }
             }
+            Input::Agent(AgentEvent::Tool {
+                name,
+                input,
+                output,
+            }) => {
+                // The call itself was already shown as progress when it
+                // started; this line says what came of it.
+                let first = output.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
+                self.push_line(&format!(
+                    "↳ {name}: {}",
+                    crate::agent::protocol::truncate(first.trim(), 160)
+                ));
+                fx.push(Effect::Record {
+                    kind: "tool",
+                    text: format!("{name} {input} -> {output}"),
+                });
+            }
             Input::Agent(AgentEvent::Result { outcome, summary }) => {
                 fx.push(Effect::Record {
                     kind: "result",
@@ -395,6 +412,27 @@ mod tests {
     fn no_edit_without_news() {
         let (mut m, t0) = machine();
         assert_eq!(edits(&m.handle(Input::Tick, t0 + EDIT * 5)), 0);
+    }
+
+    #[test]
+    fn a_tool_call_is_recorded_and_shown_as_one_line() {
+        let (mut m, t0) = machine();
+        let fx = m.handle(
+            Input::Agent(Tool {
+                name: "read_file".into(),
+                input: r#"{"path":"models/a.sql"}"#.into(),
+                output: "\nselect 1\nfrom x".into(),
+            }),
+            t0,
+        );
+        assert_eq!(
+            fx,
+            [Effect::Record {
+                kind: "tool",
+                text: "read_file {\"path\":\"models/a.sql\"} -> \nselect 1\nfrom x".into(),
+            }]
+        );
+        assert_eq!(m.view(t0).recent, ["↳ read_file: select 1"]);
     }
 
     #[test]

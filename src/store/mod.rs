@@ -398,6 +398,33 @@ impl Store {
         Ok(n == 1)
     }
 
+    /// Failures first seen since `since`: (schedule, run id, whether a session
+    /// was claimed for it). Used at start-up to finish decisions a crash cut short.
+    pub fn recent_failures(&self, since: DateTime<Utc>) -> Result<Vec<(String, String, bool)>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT f.schedule, f.run_id, EXISTS(SELECT 1 FROM sessions s WHERE s.failure_id = f.id)
+             FROM failures f WHERE f.first_seen_at >= ?1 ORDER BY f.id",
+        )?;
+        let rows = stmt
+            .query_map(params![since], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .context("loading recent failures")?;
+        Ok(rows)
+    }
+
+    /// Whether the courtesy pointer for a failure in a channel was claimed.
+    pub fn pointer_claimed(&self, schedule: &str, run_id: &str, channel: &str) -> Result<bool> {
+        self.conn()
+            .query_row(
+                "SELECT EXISTS(SELECT 1 FROM pointers p JOIN failures f ON f.id = p.failure_id
+                 WHERE f.schedule = ?1 AND f.run_id = ?2 AND p.channel = ?3)",
+                params![schedule, run_id, channel],
+                |r| r.get(0),
+            )
+            .context("looking up a courtesy pointer")
+    }
+
     /// All sessions, newest first (for tests and `history`).
     pub fn sessions(&self, limit: usize) -> Result<Vec<SessionRow>> {
         let conn = self.conn();

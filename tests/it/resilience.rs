@@ -207,3 +207,44 @@ async fn a_deleted_healing_thread_does_not_break_the_bot() {
         .await;
     let _ = app.wait_for_session_end("1").await;
 }
+
+#[tokio::test]
+async fn a_crash_inside_the_courtesy_window_does_not_lose_the_healing() {
+    let mut app = spawn_app().await;
+    // Only #data-alerts got the notification; the bot waits for #agent-demo's copy…
+    let alerts_ts = app.post_failure(ALERTS, "hourly_marts", "5002").await;
+    let store = app.store();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while store
+        .sighting("hourly_marts", "5002", ALERTS)
+        .unwrap()
+        .is_none()
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "failure never recorded"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // …and crashes before the window ends.
+    app.crash().await;
+    app.start().await;
+
+    // After the restart the window runs again: healing starts top-level, and
+    // #data-alerts is pointed at it, each exactly once.
+    let row = app.wait_for_session_end("5002").await;
+    assert_eq!(row.status, Status::Fixed);
+    app.wait_for_reply(ALERTS, &alerts_ts, |m| {
+        m.text.starts_with("🦖 Self-healing started")
+    })
+    .await;
+    let top: Vec<_> = app
+        .bot_messages(HEALING)
+        .into_iter()
+        .filter(|m| m.text == HEALING_REPLY)
+        .collect();
+    assert_eq!(top.len(), 1);
+    assert_eq!(top[0].thread_ts, None);
+    assert_eq!(app.bot_messages(ALERTS).len(), 1);
+}
