@@ -204,7 +204,7 @@ impl Config {
             db_path,
             schedules: load_schedules(&schedules_path)?,
             schedules_path,
-            agents: with_builtins(load_agents(&agents_dir)?),
+            agents: with_builtins(with_llm_default(load_agents(&agents_dir)?, &get)?),
             agents_dir,
             // dbt-doctor is the default healing agent.
             default_agent: Some(
@@ -341,6 +341,13 @@ impl Config {
                         agent.name
                     )))
                 }
+                Runner::Llm(_) if self.heal.repo.is_none() => {
+                    return Err(at(format!(
+                        "schedule '{}' heals with the llm agent '{}', which needs SELFHEAL_REPO \
+                         (the dbt repository it edits)",
+                        schedule.name, agent.name
+                    )))
+                }
                 Runner::Builtin(_)
                     if self.heal.repo.is_none() || self.heal.run_log_source.is_none() =>
                 {
@@ -360,10 +367,55 @@ impl Config {
 
 fn unspecified_runner(agent: &AgentDef) -> String {
     format!(
-        "agent '{}' has no `selfheal.runner`; this version supports `command` (see {})",
+        "agent '{}' has no `selfheal.runner` (command, llm or builtin) in {}, and no default model \
+         is configured: set SELFHEAL_LLM_BASE_URL and SELFHEAL_LLM_MODEL",
         agent.name,
         agent.source.display()
     )
+}
+
+/// Paradime agent files without a `selfheal:` section run as `llm` agents
+/// with the model configured in the environment:
+/// `SELFHEAL_LLM_BASE_URL` (an OpenAI-compatible API, e.g. `https://api.openai.com/v1`
+/// or Ollama's `http://localhost:11434/v1`), `SELFHEAL_LLM_MODEL`,
+/// `SELFHEAL_LLM_API_KEY_ENV` (the name of the variable holding the key;
+/// default `OPENAI_API_KEY`), `SELFHEAL_LLM_MAX_TURNS` (30),
+/// `SELFHEAL_LLM_MAX_TOKENS` (200000), `SELFHEAL_LLM_TIMEOUT_SECS` (1200).
+fn with_llm_default(
+    mut agents: BTreeMap<String, AgentDef>,
+    get: &impl Fn(&str) -> Option<String>,
+) -> Result<BTreeMap<String, AgentDef>, ConfigError> {
+    let (Some(base_url), Some(model)) = (get("SELFHEAL_LLM_BASE_URL"), get("SELFHEAL_LLM_MODEL"))
+    else {
+        return Ok(agents);
+    };
+    if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
+        return Err(ConfigError::Env {
+            var: "SELFHEAL_LLM_BASE_URL".into(),
+            message: format!("must be an http(s) URL, got {base_url:?}"),
+        });
+    }
+    let mut settings = crate::agent::llm::LlmSettings::new(base_url, model);
+    settings.api_key_env =
+        Some(get("SELFHEAL_LLM_API_KEY_ENV").unwrap_or_else(|| "OPENAI_API_KEY".into()));
+    settings.max_turns =
+        number(get("SELFHEAL_LLM_MAX_TURNS"), "SELFHEAL_LLM_MAX_TURNS", 30)? as u32;
+    settings.max_tokens = number(
+        get("SELFHEAL_LLM_MAX_TOKENS"),
+        "SELFHEAL_LLM_MAX_TOKENS",
+        200_000,
+    )?;
+    settings.timeout = Duration::from_secs(number(
+        get("SELFHEAL_LLM_TIMEOUT_SECS"),
+        "SELFHEAL_LLM_TIMEOUT_SECS",
+        1200,
+    )?);
+    for agent in agents.values_mut() {
+        if agent.runner == Runner::Unspecified {
+            agent.runner = Runner::Llm(settings.clone());
+        }
+    }
+    Ok(agents)
 }
 
 /// Adds the built-in agents that no file overrides.
@@ -907,7 +959,7 @@ schedules:
             ),
             // With no agent named, the built-in dbt-doctor heals, and it needs a repository and run logs.
             (no_name.clone(), AGENT, "paradime_schedules.yml:2: self_healing.agent_name: schedule 'hourly_marts' heals with the built-in agent 'dbt-doctor', which needs SELFHEAL_REPO (the dbt repository) and SELFHEAL_RUN_LOGS (where run logs are)"),
-            (SCHEDULES.into(), &unspecified, "paradime_schedules.yml:2: self_healing.agent_name: agent 'bolt-pipeline-healer' has no `selfheal.runner`; this version supports `command`"),
+            (SCHEDULES.into(), &unspecified, "paradime_schedules.yml:2: self_healing.agent_name: agent 'bolt-pipeline-healer' has no `selfheal.runner` (command, llm or builtin) in "),
         ];
         for (schedules, agent, expected) in cases {
             let dir = project(&schedules, agent);

@@ -17,6 +17,7 @@ use super::machine::{Effect, Ending, Input, Machine};
 use super::prompt;
 use super::sink::Sink;
 use crate::agent::command::{self, CommandSpec, Output};
+use crate::agent::llm;
 use crate::agent::protocol::{parse_line, AgentEvent};
 use crate::config::{AgentDef, HealSettings, Runner, DBT_DOCTOR};
 use crate::dbt::{tail_lines, Dbt};
@@ -62,6 +63,20 @@ pub struct Start {
     pub base_branch: Option<String>,
     /// The failure notification's text: the run log of last resort.
     pub notification: String,
+}
+
+/// Beyond an llm agent's own wall clock, so its budget report arrives first.
+const LLM_SLACK: Duration = Duration::from_secs(30);
+
+/// The error signature marker in a selfheal PR body, if any.
+fn signature_in(body: &str) -> Option<String> {
+    let start = body.find("selfheal-signature: ")? + "selfheal-signature: ".len();
+    let rest = &body[start..];
+    Some(
+        rest[..rest.find(' ').unwrap_or(rest.len())]
+            .trim()
+            .to_string(),
+    )
 }
 
 /// Grace between SIGTERM and SIGKILL when an agent is stopped.
@@ -493,6 +508,45 @@ impl Session<'_> {
                 // dbt-doctor is instant but for the dbt queries it runs; the
                 // dbt timeout bounds those, this bounds the whole.
                 let limit = self.deps.healing.dbt.timeout * 2;
+                Ok((command::Running::in_process(rx, task.abort_handle()), limit))
+            }
+            Runner::Llm(settings) => {
+                let project = self
+                    .project_dir()
+                    .context("the llm runner needs the repository (SELFHEAL_REPO)")?;
+                // The agent never holds the forge token: the bot lists the
+                // open selfheal PRs for it.
+                let open_prs = match self.deps.healing.forge.open_selfheal_prs().await {
+                    Ok(prs) => prs
+                        .into_iter()
+                        .map(|p| llm::PrInfo {
+                            signature: signature_in(&p.body),
+                            url: p.url,
+                            title: p.title,
+                        })
+                        .collect(),
+                    Err(e) => {
+                        warn!(error = %e, "could not list open pull requests for the agent");
+                        vec![]
+                    }
+                };
+                let task = llm::LlmTask {
+                    system: llm::agent_system(&start.agent),
+                    prompt: prompt.to_string(),
+                    project_dir: project,
+                    run_log: self.log.clone(),
+                    open_prs,
+                    tools: start.agent.tools.clone(),
+                    dbt: self.deps.healing.dbt.clone(),
+                    redactor: self.deps.redactor.clone(),
+                };
+                let (tx, rx) = mpsc::channel(64);
+                let settings = settings.clone();
+                let limit = settings.timeout + LLM_SLACK;
+                let task = tokio::spawn(async move {
+                    let key = settings.api_key_from_env();
+                    llm::run(&settings, key, task, tx).await;
+                });
                 Ok((command::Running::in_process(rx, task.abort_handle()), limit))
             }
             other => anyhow::bail!("runner {other:?} is not supported by this version of selfheal"),

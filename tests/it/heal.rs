@@ -543,3 +543,112 @@ async fn dbt_doctor_heals_from_paradimes_run_log_api() {
     assert_eq!(story.world.github.prs().len(), 1);
     story.stop().await;
 }
+
+#[tokio::test]
+async fn an_llm_agent_fixes_the_run_and_the_bot_opens_the_pull_request() {
+    use selfheal::fake_llm::{FakeLlm, Scripted};
+    use serde_json::json;
+
+    // A Paradime agent file with no selfheal section runs on the configured model.
+    let llm = FakeLlm::start_with_key("sk-test-llm-key-0000000000000000")
+        .await
+        .unwrap();
+    let base_url = llm.base_url();
+    let env = [
+        ("SELFHEAL_LLM_BASE_URL", base_url.as_str()),
+        ("SELFHEAL_LLM_MODEL", "gpt-test"),
+        ("SELFHEAL_LLM_API_KEY_ENV", "SELFHEAL_TEST_LLM_KEY"),
+    ];
+    std::env::set_var("SELFHEAL_TEST_LLM_KEY", "sk-test-llm-key-0000000000000000");
+    let breakage = Breakage::fixture("ref_typo").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let dbt = selfheal::demo::locate_dbt().await.unwrap();
+    let world = World::create(dir.path(), &dbt).await.unwrap();
+    assert!(world.scheduled_run("baseline").await.unwrap().passed);
+    world.push_breakage(&breakage).await.unwrap();
+    assert!(!world.scheduled_run("800").await.unwrap().passed);
+    std::fs::write(
+        world.prod.join(".dinoai/agents/bolt-pipeline-healer.yml"),
+        "name: bolt-pipeline-healer\nversion: 1\nrole: On-call analytics engineer for the dbt pipeline\n\
+         goal: Find why the run failed and come back with the cause and a concrete fix\n\
+         backstory: Read the run logs first, then the model, then its parents; never guess.\n\
+         tools:\n  mode: allowlist\n  list: [read_file, ripgrep_search, get_bolt_run_logs, apply_patch, run_terminal_command]\n",
+    )
+    .unwrap();
+    let schedules = world.prod.join("paradime_schedules.yml");
+    let text = std::fs::read_to_string(&schedules).unwrap();
+    std::fs::write(
+        &schedules,
+        text.replace("agent_name: dbt-doctor", "agent_name: bolt-pipeline-healer"),
+    )
+    .unwrap();
+    llm.script(vec![
+        Scripted::tool("get_bolt_run_logs", json!({})),
+        Scripted::tool("read_file", json!({"path": "models/marts/orders.sql"})),
+        Scripted::tool(
+            "apply_patch",
+            json!({"path": "models/marts/orders.sql", "find": breakage.replace, "replace": breakage.find}),
+        ),
+        Scripted::tool("run_terminal_command", json!({"command": "dbt parse"})),
+        Scripted::answer("FIXED: orders referenced `stg_order`, which does not exist; it now refs `stg_orders`."),
+    ]);
+    let shutdown = CancellationToken::new();
+    let bot = tokio::spawn(selfheal::app::run(
+        world.config(&env).unwrap(),
+        shutdown.clone(),
+    ));
+    world
+        .slack
+        .wait_until(WAIT, |s| (s.hellos() > 0).then_some(()))
+        .await
+        .unwrap();
+    let story = Story {
+        world,
+        _dir: dir,
+        shutdown,
+        bot,
+    };
+
+    let (_, ts) = story.world.notify_failure("hourly_marts", "800").await;
+    let row = story.session_end("800").await;
+
+    assert_eq!(row.status, Status::Fixed, "{row:#?}");
+    assert_eq!(row.agent, "bolt-pipeline-healer");
+    let prs = story.world.github.prs();
+    assert_eq!(prs.len(), 1);
+    assert!(
+        prs[0].body.contains("orders referenced `stg_order`"),
+        "{}",
+        prs[0].body
+    );
+    assert!(story
+        .world
+        .build_branch("selfheal/hourly_marts/run-800")
+        .await
+        .unwrap());
+    // Every tool call is recorded and shown in the progress message.
+    let tools = story
+        .store()
+        .events(row.id)
+        .unwrap()
+        .into_iter()
+        .filter(|(k, _)| k == "tool")
+        .count();
+    assert_eq!(tools, 4);
+    let progress = story
+        .world
+        .slack
+        .thread(HEALING, &ts)
+        .into_iter()
+        .find(|m| m.text.contains("Healing run `800`"))
+        .unwrap();
+    assert!(
+        progress.edits.iter().any(|e| e.contains("🔧"))
+            || format!("{:?}", progress.blocks).contains("🔧")
+    );
+    // The model never saw the key, and saw the run log only as quoted data.
+    let first = &llm.requests()[0];
+    let sent = first.to_string();
+    assert!(!sent.contains("sk-test-llm-key"));
+    story.stop().await;
+}

@@ -163,6 +163,9 @@ pub struct LlmTask {
     pub tools: ToolPolicy,
     /// How to run dbt for queries and builds.
     pub dbt: Dbt,
+    /// Scrubs every tool result before the model sees it (files and query
+    /// results can hold credentials).
+    pub redactor: crate::redact::Redactor,
 }
 
 /// Runs the loop; reports through `tx` (`Output::Event(AgentEvent::…)`, then
@@ -242,6 +245,7 @@ struct Session {
     findings: Vec<String>,
     /// Set when the receiver is gone: the session was stopped.
     closed: bool,
+    redactor: crate::redact::Redactor,
 }
 
 /// Lines of one assistant message shown as progress.
@@ -286,6 +290,7 @@ impl Session {
             Ok(c) => c,
             Err(e) => return fail(format!("the model endpoint cannot be used: {e:#}")).await,
         };
+        let redactor = task.redactor.clone();
         let raw_log = task.run_log.as_ref().map(|l| l.raw.clone());
         let tools = Toolbox::new(sandbox, raw_log, task.open_prs, task.tools, task.dbt);
         let offered = tools.offered();
@@ -317,6 +322,7 @@ impl Session {
             findings: Vec::new(),
             closed: false,
             settings,
+            redactor,
         };
         session.converse().await;
     }
@@ -382,10 +388,12 @@ impl Session {
                 self.emit(AgentEvent::Progress(shown.trim_end().to_string()))
                     .await;
                 let run = self.tools.call(&call.name, &call.arguments);
-                let result = match tokio::time::timeout_at(self.deadline, run).await {
+                let mut result = match tokio::time::timeout_at(self.deadline, run).await {
                     Ok(r) => r,
                     Err(_) => return self.out_of_budget(Budget::WallClock).await,
                 };
+                // Nothing secret reaches the model.
+                result.text = self.redactor.redact(&result.text);
                 self.emit(AgentEvent::Tool {
                     name: call.name.clone(),
                     input: ellipsis(&call.arguments, EVENT_INPUT),

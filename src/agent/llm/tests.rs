@@ -146,6 +146,7 @@ impl World {
             }],
             tools,
             dbt,
+            redactor: crate::redact::Redactor::default(),
         }
     }
 
