@@ -19,11 +19,12 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, warn};
 
-use crate::config::{Config, HealSettings, Schedule};
+use crate::config::{Config, HealSettings, Runner, Schedule};
 use crate::dbt::Dbt;
 use crate::forge::{parse_github_remote, Forge, ForgeToken, GitHub};
 use crate::recognize::{Failure, InboundMessage, Recognizer};
 use crate::redact::Redactor;
+use crate::runlog::SourceSettings;
 use crate::session::driver::{self, Deps, Healing, Start};
 use crate::session::sink::Sink;
 use crate::slack::channels::Channels;
@@ -519,6 +520,19 @@ fn secret_values(cfg: &Config) -> Vec<String> {
     ];
     if let Some(token) = &cfg.heal.github_token {
         values.push(token.expose().to_string());
+    }
+    match &cfg.heal.run_log_source {
+        Some(SourceSettings::Paradime(p)) => {
+            values.push(p.api_key.expose().to_string());
+            values.push(p.api_secret.expose().to_string());
+        }
+        Some(SourceSettings::DbtCloud(d)) => values.push(d.token.expose().to_string()),
+        _ => {}
+    }
+    for agent in cfg.agents.values() {
+        if let Runner::Llm(llm) = &agent.runner {
+            values.extend(llm.api_key_from_env());
+        }
     }
     for name in &cfg.secret_env {
         if let Ok(v) = std::env::var(name) {
