@@ -25,7 +25,7 @@ use crate::forge::{parse_github_remote, Forge, ForgeToken, GitHub};
 use crate::recognize::{Failure, InboundMessage, Recognizer};
 use crate::redact::Redactor;
 use crate::runlog::SourceSettings;
-use crate::session::driver::{self, Deps, Healing, Start};
+use crate::session::driver::{self, Control, Controls, Deps, Healing, Start};
 use crate::session::sink::Sink;
 use crate::slack::channels::Channels;
 use crate::slack::socket::{Listener, SocketSettings};
@@ -44,6 +44,8 @@ pub struct App {
     client: Arc<SlackClient<crate::slack::web::Connector>>,
     channels: Channels,
     recognizer: Recognizer,
+    /// Who selfheal is in Slack (for mentions).
+    me: crate::recognize::Identity,
     deps: Deps,
     tasks: TaskTracker,
     shutdown: CancellationToken,
@@ -79,7 +81,7 @@ impl App {
         let channels = Channels::new(web.clone());
         channels.load().await;
         let recognizer = Recognizer::new(
-            me,
+            me.clone(),
             cfg.schedules
                 .names()
                 .into_iter()
@@ -102,6 +104,7 @@ impl App {
             prior_attempts: cfg.prior_attempts,
             work_root,
             healing: Arc::new(healing(&cfg.heal)?),
+            controls: Controls::default(),
         };
         let app = Arc::new(App {
             cfg: Arc::new(cfg),
@@ -110,6 +113,7 @@ impl App {
             client,
             channels,
             recognizer,
+            me,
             deps,
             tasks: TaskTracker::new(),
             shutdown,
@@ -234,6 +238,19 @@ impl App {
         let result = match inbound {
             Inbound::Hello => Ok(()),
             Inbound::Message { event_id, msg } => self.on_message(&event_id, &msg).await,
+            Inbound::Command { request, reply } => {
+                let answer = crate::commands::handle(&self.command_context(), &request).await;
+                if let Err(answer) = reply.send(answer) {
+                    // The ack went out with a holding answer: follow up ephemerally.
+                    self.web
+                        .post_ephemeral(&request.channel_id, &request.user_id, &answer.text)
+                        .await
+                        .map_err(anyhow::Error::from)
+                } else {
+                    Ok(())
+                }
+            }
+            Inbound::Action(action) => self.on_action(&action).await,
         };
         if let Err(e) = result {
             error!(error = ?e, "failed to handle a Slack event");
@@ -252,7 +269,7 @@ impl App {
             self.recognizer.recognize(msg)
         };
         let Some(failure) = failure else {
-            return Ok(());
+            return self.on_thread_reply(msg).await;
         };
         if !self.store.first_sight_of_event(event_id)? {
             debug!(event_id, "redelivered event ignored");
@@ -260,6 +277,95 @@ impl App {
         }
         let text = crate::recognize::message_text(msg);
         self.on_failure(failure, &msg.channel, &msg.ts, &text).await
+    }
+
+    fn command_context(&self) -> crate::commands::CommandContext {
+        crate::commands::CommandContext {
+            cfg: self.cfg.clone(),
+            store: self.store.clone(),
+            web: self.web.clone(),
+            channels: self.channels.clone(),
+        }
+    }
+
+    /// Buttons on selfheal's messages: Stop ends the session's agent.
+    async fn on_action(self: &Arc<Self>, action: &crate::slack::ActionRequest) -> Result<()> {
+        if action.action_id != render::STOP_ACTION {
+            // View PR is a link button: Slack opens it; nothing to do.
+            return Ok(());
+        }
+        let Some(id) = action.value.as_deref().and_then(|v| v.parse::<i64>().ok()) else {
+            return Ok(());
+        };
+        let stop = Control::Stop {
+            user: action.user_id.clone(),
+        };
+        if !self.deps.controls.send(id, stop) {
+            self.web
+                .post_ephemeral(
+                    &action.channel_id,
+                    &action.user_id,
+                    "That session has already ended.",
+                )
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// A person's message in a thread: `stop` or guidance for the session
+    /// running there, or a mention asking selfheal to fix the failure the
+    /// thread is about. Everything else, and threads selfheal does not own,
+    /// is ignored.
+    async fn on_thread_reply(self: &Arc<Self>, msg: &InboundMessage) -> Result<()> {
+        let (Some(thread_ts), Some(user)) = (&msg.thread_ts, &msg.user) else {
+            return Ok(());
+        };
+        let is_person = msg.bot_id.is_none() && msg.subtype.is_none() && !msg.edited;
+        if !is_person || self.recognizer.is_mine(msg) {
+            return Ok(());
+        }
+        let mention = format!("<@{}>", self.me.user_id);
+        let mentioned = msg.text.contains(&mention);
+        let text = msg.text.replace(&mention, "").trim().to_string();
+        if let Some(session) = self.store.session_in_thread(&msg.channel, thread_ts)? {
+            if !session.status.is_terminal() {
+                let control = if text.eq_ignore_ascii_case("stop") {
+                    Control::Stop { user: user.clone() }
+                } else {
+                    Control::Reply {
+                        user: user.clone(),
+                        text: text.clone(),
+                    }
+                };
+                self.deps.controls.send(session.id, control);
+            }
+            return Ok(());
+        }
+        if !mentioned {
+            return Ok(());
+        }
+        // "Fix with DinoAI": a mention under any recognised failure notification.
+        let Some((schedule_name, run_id)) = self.store.failure_at(&msg.channel, thread_ts)? else {
+            return Ok(());
+        };
+        let Some(schedule) = self.cfg.schedules.get(&schedule_name) else {
+            return Ok(());
+        };
+        let agent = requested_agent(&text).or(self.cfg.default_agent.clone());
+        let f = Failure {
+            schedule: schedule_name,
+            run_id,
+        };
+        info!(schedule = %f.schedule, run_id = %f.run_id, user = %user, "fix requested in a thread");
+        self.start_session_with(
+            &f,
+            schedule,
+            &msg.channel,
+            Some(thread_ts),
+            "",
+            agent.as_deref(),
+        )
+        .await
     }
 
     /// `text` is the notification's text: the run log of last resort.
@@ -356,9 +462,36 @@ impl App {
         thread_ts: Option<&str>,
         notification: &str,
     ) -> Result<()> {
-        let Some(agent) = self.cfg.agent_for(schedule) else {
-            // Config validation makes this unreachable for loaded configs.
-            error!(schedule = %f.schedule, "no agent configured for the schedule");
+        self.start_session_with(f, schedule, channel, thread_ts, notification, None)
+            .await
+    }
+
+    /// Starts a session; `manual_agent` is set for a fix someone asked for in
+    /// the thread (its agent, and no pointers in other channels).
+    async fn start_session_with(
+        self: &Arc<Self>,
+        f: &Failure,
+        schedule: &Schedule,
+        channel: &str,
+        thread_ts: Option<&str>,
+        notification: &str,
+        manual_agent: Option<&str>,
+    ) -> Result<()> {
+        let agent = match manual_agent {
+            Some(name) => self.cfg.agents.get(name),
+            None => self.cfg.agent_for(schedule),
+        };
+        let Some(agent) = agent else {
+            warn!(schedule = %f.schedule, agent = ?manual_agent, "no such agent; nothing started");
+            if let Some(ts) = thread_ts {
+                let known: Vec<&str> = self.cfg.agents.keys().map(String::as_str).collect();
+                let text = format!(
+                    "I don't know the agent `{}`. Known agents: {}.",
+                    render::escape(manual_agent.unwrap_or("")),
+                    known.join(", ")
+                );
+                self.web.post(channel, Some(ts), &text, None).await?;
+            }
             return Ok(());
         };
         let claim = self.store.claim_session(
@@ -412,6 +545,9 @@ impl App {
             self.shutdown.clone(),
         ));
 
+        if manual_agent.is_some() {
+            return Ok(());
+        }
         for other in schedule.failure_channels() {
             if self.channels.is(&other, channel).await {
                 continue;
@@ -542,6 +678,20 @@ fn secret_values(cfg: &Config) -> Vec<String> {
     values
 }
 
+/// The agent named in a fix request: `fix with <agent>`.
+fn requested_agent(text: &str) -> Option<String> {
+    let lower = text.to_lowercase();
+    let at = lower.find("with ")?;
+    text[at + 5..]
+        .split_whitespace()
+        .next()
+        .map(|a| {
+            a.trim_matches(|c: char| c == '`' || c == '.' || c == ',')
+                .to_string()
+        })
+        .filter(|a| !a.is_empty())
+}
+
 /// True for a failure notification posted by `selfheal notify` (with the bot's
 /// own token): it carries a block with this id, which no other selfheal
 /// message has. Edits of it are still ignored.
@@ -576,6 +726,11 @@ impl Router {
                 msg.channel,
                 msg.thread_ts.as_deref().unwrap_or(&msg.ts)
             ),
+            // One person's commands in order; they touch no thread.
+            Inbound::Command { request, .. } => format!("command:{}", request.user_id),
+            Inbound::Action(action) => {
+                format!("action:{}:{}", action.channel_id, action.message_ts)
+            }
         };
         let mut inbound = inbound;
         if let Some(w) = self.workers.get(&key) {

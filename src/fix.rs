@@ -100,6 +100,7 @@ pub async fn run_fix(opts: FixOptions, shutdown: CancellationToken) -> Result<St
         prior_attempts: 0,
         work_root: work_root.clone(),
         healing: Arc::new(crate::app::healing(&settings)?),
+        controls: driver::Controls::default(),
     };
     println!(
         "🦖 Healing run {run_id} of {} with {} (repository {})",

@@ -5,6 +5,7 @@
 //! agent's progress and pull-request link back into the thread.
 //!
 //! # Layout
+//! - [`commands`]: `/selfheal` slash commands (parsing, handlers, answers).
 //! - [`config`]: environment, schedules-as-code and agent definitions → a validated [`config::Config`].
 //! - [`dbt`]: runs the dbt CLI (verification, the doctor's queries).
 //! - [`recognize`]: a Slack message → `Some(Failure)` or `None` (pure).
@@ -29,6 +30,7 @@
 
 pub mod agent;
 pub mod app;
+pub mod commands;
 pub mod config;
 pub mod dbt;
 pub mod demo;

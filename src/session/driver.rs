@@ -40,6 +40,53 @@ pub struct Deps {
     /// Where per-session folders (prompt file, scratch workdir, clones) are made.
     pub work_root: PathBuf,
     pub healing: Arc<Healing>,
+    /// How people reach running sessions (Stop, replies in the thread).
+    pub controls: Controls,
+}
+
+/// What a person can do to a running session.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Control {
+    Stop {
+        user: String,
+    },
+    /// A reply in the thread: guidance for the agent.
+    Reply {
+        user: String,
+        text: String,
+    },
+}
+
+/// Running sessions by id. A std lock: held only to insert, remove or clone a sender.
+#[derive(Clone, Default)]
+pub struct Controls(
+    Arc<std::sync::Mutex<std::collections::HashMap<i64, mpsc::UnboundedSender<Control>>>>,
+);
+
+impl Controls {
+    fn register(&self, id: i64) -> mpsc::UnboundedReceiver<Control> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, tx);
+        rx
+    }
+
+    fn unregister(&self, id: i64) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+    }
+
+    /// Delivers `control` to session `id`; false when it is not running.
+    pub fn send(&self, id: i64, control: Control) -> bool {
+        let tx = self
+            .0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&id)
+            .cloned();
+        tx.is_some_and(|tx| tx.send(control).is_ok())
+    }
 }
 
 /// The parts of real healing: run logs, the repository, dbt and the forge.
@@ -87,7 +134,10 @@ const KILL_GRACE: Duration = Duration::from_secs(2);
 pub async fn drive(deps: Deps, start: Start, shutdown: CancellationToken) {
     let id = start.session_id;
     let dir = deps.work_root.join(format!("session-{id}"));
-    if let Err(e) = run(&deps, &start, &dir, shutdown).await {
+    let controls = deps.controls.register(id);
+    let result = run(&deps, &start, &dir, shutdown, controls).await;
+    deps.controls.unregister(id);
+    if let Err(e) = result {
         error!(session = id, error = ?e, "healing session failed");
         let summary = "selfheal hit an internal error; see its log";
         if let Ok(true) = deps.store.finish(id, Status::Failed, Some(summary), None) {
@@ -121,7 +171,13 @@ struct Session<'a> {
     workspace: Option<Workspace>,
 }
 
-async fn run(deps: &Deps, start: &Start, dir: &Path, shutdown: CancellationToken) -> Result<()> {
+async fn run(
+    deps: &Deps,
+    start: &Start,
+    dir: &Path,
+    shutdown: CancellationToken,
+    mut controls: mpsc::UnboundedReceiver<Control>,
+) -> Result<()> {
     let id = start.session_id;
     let t0 = Instant::now().into_std();
     let with_repo = deps.healing.settings.repo.is_some();
@@ -131,7 +187,7 @@ async fn run(deps: &Deps, start: &Start, dir: &Path, shutdown: CancellationToken
     }
 
     // The progress message comes first so that everything after it can edit it.
-    let (text, blocks) = render::progress(&machine.view(t0));
+    let (text, blocks) = render::progress(&machine.view(t0), id);
     let progress = deps
         .sink
         .post(&start.channel, Some(&start.thread_ts), &text, Some(&blocks))
@@ -211,6 +267,15 @@ async fn run(deps: &Deps, start: &Start, dir: &Path, shutdown: CancellationToken
                 // closed channel without it means the agent vanished.
                 None => Input::Exited { code: None },
             },
+            Some(control) = controls.recv() => match control {
+                Control::Stop { user } => Input::Stop { by: user },
+                Control::Reply { user, text } => {
+                    // Thread text is data from a person, passed on as such.
+                    let line = serde_json::json!({"type": "reply", "user": user, "text": text}).to_string();
+                    running.send_line(line).await;
+                    Input::Note(format!("💬 guidance from <@{user}>: {text}"))
+                }
+            },
             _ = tick.tick() => Input::Tick,
             _ = tokio::time::sleep_until(deadline) => Input::TimedOut { limit: timeout },
             _ = shutdown.cancelled() => Input::Shutdown,
@@ -267,7 +332,7 @@ impl Session<'_> {
                 Effect::Post(text) => self.post(&text).await,
                 Effect::EditProgress => {
                     let (text, blocks) =
-                        render::progress(&self.machine.view(Instant::now().into_std()));
+                        render::progress(&self.machine.view(Instant::now().into_std()), id);
                     if let Err(e) = deps
                         .sink
                         .update(&start.channel, &self.progress_ts, &text, Some(&blocks))

@@ -34,6 +34,8 @@ pub enum Input {
     TimedOut { limit: Duration },
     /// selfheal is shutting down.
     Shutdown,
+    /// A person stopped the session (Stop button or a `stop` reply).
+    Stop { by: String },
     /// The agent could not be started.
     SpawnFailed(String),
     /// The bot's own work after the agent (verification, pull request) is done.
@@ -269,6 +271,28 @@ impl Machine {
                 fx.extend(self.finish(Ending {
                     status: Status::Interrupted,
                     summary: "selfheal was shut down while the session ran".into(),
+                }));
+            }
+            Input::Stop { by } => {
+                fx.push(Effect::Kill);
+                let so_far: Vec<&str> = self
+                    .recent
+                    .iter()
+                    .rev()
+                    .take(3)
+                    .map(String::as_str)
+                    .collect();
+                let mut summary = format!("stopped by <@{by}>");
+                if !so_far.is_empty() {
+                    let so_far: Vec<&str> = so_far.into_iter().rev().collect();
+                    summary.push_str(&format!(
+                        "; what it had done so far: {}",
+                        so_far.join(" / ")
+                    ));
+                }
+                fx.extend(self.finish(Ending {
+                    status: Status::Stopped,
+                    summary,
                 }));
             }
             Input::SpawnFailed(why) => {
@@ -557,6 +581,20 @@ mod tests {
         assert!(fx.contains(&Effect::SavePr(pr.clone())));
         assert_eq!(ending(&fx).status, Status::Fixed);
         assert_eq!(m.pr_url(), Some(pr.as_str()));
+    }
+
+    #[test]
+    fn a_person_can_stop_the_session_and_sees_what_was_done() {
+        let (mut m, t0) = machine();
+        m.handle(Input::Agent(Progress("read the log".into())), t0);
+        let fx = m.handle(Input::Stop { by: "U1".into() }, t0);
+        assert!(fx.contains(&Effect::Kill));
+        let end = ending(&fx);
+        assert_eq!(end.status, Status::Stopped);
+        assert_eq!(
+            end.summary,
+            "stopped by <@U1>; what it had done so far: read the log"
+        );
     }
 
     #[test]

@@ -46,6 +46,7 @@ fn outcome_words(status: Status) -> &'static str {
         Status::TimedOut => "timed out",
         Status::Interrupted => "interrupted",
         Status::Duplicate => "an open PR already addressed it",
+        Status::Stopped => "stopped by a person",
         Status::Claimed | Status::Running => "still running",
     }
 }

@@ -13,7 +13,7 @@ pub mod web;
 use crate::recognize::InboundMessage;
 
 /// Something Slack told us, converted to selfheal's own types.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub enum Inbound {
     /// A Socket Mode connection was (re)established.
     Hello,
@@ -22,4 +22,49 @@ pub enum Inbound {
         event_id: String,
         msg: InboundMessage,
     },
+    /// A slash command. The answer goes back on `reply` in time for the
+    /// Socket Mode ack; if that channel is closed (too late), the answer is
+    /// posted as an ephemeral message instead.
+    Command {
+        request: CommandRequest,
+        reply: tokio::sync::oneshot::Sender<CommandReply>,
+    },
+    /// A button press in a message selfheal posted.
+    Action(ActionRequest),
+}
+
+/// A `/selfheal …` invocation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CommandRequest {
+    pub user_id: String,
+    pub channel_id: String,
+    /// The command's text after the command name (`status hourly_marts`).
+    pub text: String,
+}
+
+/// What the invoker sees (ephemerally).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CommandReply {
+    pub text: String,
+    pub blocks: Option<serde_json::Value>,
+}
+
+impl CommandReply {
+    pub fn text(text: impl Into<String>) -> CommandReply {
+        CommandReply {
+            text: text.into(),
+            blocks: None,
+        }
+    }
+}
+
+/// A `block_actions` button press.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ActionRequest {
+    pub user_id: String,
+    pub channel_id: String,
+    /// The message carrying the button.
+    pub message_ts: String,
+    pub action_id: String,
+    pub value: Option<String>,
 }

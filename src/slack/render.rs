@@ -37,8 +37,14 @@ pub fn escape(text: &str) -> String {
 /// 3,000; progress stays well inside both.
 const MAX_SECTION: usize = 2800;
 
-/// The progress message: text (for notifications and fallbacks) and blocks.
-pub fn progress(view: &View) -> (String, Value) {
+/// The action id of the Stop button; its value is the session id.
+pub const STOP_ACTION: &str = "selfheal_stop";
+/// The action id of the View PR link button (Slack still reports the click).
+pub const VIEW_PR_ACTION: &str = "selfheal_view_pr";
+
+/// The progress message: text (for notifications and fallbacks) and blocks,
+/// with a Stop button while the session runs and View PR once there is one.
+pub fn progress(view: &View, session_id: i64) -> (String, Value) {
     let head = match &view.ending {
         None => format!(
             "⏳ Healing run `{}` with agent `{}` — {}",
@@ -86,13 +92,35 @@ pub fn progress(view: &View) -> (String, Value) {
         "type": "context",
         "elements": [{"type": "mrkdwn", "text": context}]
     }));
+    let mut buttons = vec![];
+    if view.ending.is_none() {
+        buttons.push(json!({
+            "type": "button",
+            "action_id": STOP_ACTION,
+            "text": {"type": "plain_text", "text": "Stop"},
+            "style": "danger",
+            "value": session_id.to_string(),
+        }));
+    }
+    if let Some(pr) = &view.pr_url {
+        buttons.push(json!({
+            "type": "button",
+            "action_id": VIEW_PR_ACTION,
+            "text": {"type": "plain_text", "text": "View PR"},
+            "url": pr,
+        }));
+    }
+    if !buttons.is_empty() {
+        blocks
+            .push(json!({"type": "actions", "block_id": "selfheal-controls", "elements": buttons}));
+    }
     (head, Value::Array(blocks))
 }
 
 /// The last message of a session: the PR link, or why there is none.
 pub fn final_message(run_id: &str, ending: &Ending, pr_url: Option<&str>) -> String {
     let run = escape(run_id);
-    let summary = escape(ending.summary.trim());
+    let summary = escape_keeping_stopper(ending);
     match (ending.status, pr_url) {
         (Status::Duplicate, Some(pr)) => format!(
             "🔁 An open pull request already addresses this error: {} — no new pull request for run `{run}`.",
@@ -213,6 +241,22 @@ pub fn signature_marker(signature: &str) -> String {
     format!("{hash:016x}")
 }
 
+/// Escapes a summary; the one mention selfheal itself writes — who stopped
+/// the session — stays a real mention.
+fn escape_keeping_stopper(ending: &Ending) -> String {
+    let summary = ending.summary.trim();
+    if ending.status == Status::Stopped {
+        if let Some(rest) = summary.strip_prefix("stopped by <@") {
+            if let Some((user, tail)) = rest.split_once('>') {
+                if !user.is_empty() && user.chars().all(|c| c.is_ascii_alphanumeric()) {
+                    return format!("stopped by <@{user}>{}", escape(tail));
+                }
+            }
+        }
+    }
+    escape(summary)
+}
+
 /// A milestone: something the agent said that deserves its own message.
 pub fn milestone(text: &str) -> String {
     format!("📍 {}", escape(text))
@@ -239,6 +283,7 @@ fn icon(status: Status) -> &'static str {
         Status::TimedOut => "⏱️",
         Status::Interrupted => "🛑",
         Status::Duplicate => "🔁",
+        Status::Stopped => "✋",
         Status::Failed | Status::Claimed | Status::Running => "❌",
     }
 }
@@ -251,6 +296,7 @@ fn status_words(status: Status) -> &'static str {
         Status::TimedOut => "timed out",
         Status::Interrupted => "interrupted",
         Status::Duplicate => "already addressed",
+        Status::Stopped => "stopped",
         Status::Claimed | Status::Running => "running",
     }
 }
@@ -308,7 +354,7 @@ mod tests {
 
     #[test]
     fn progress_shows_the_run_the_agent_and_the_newest_lines() {
-        let (text, blocks) = progress(&view(&["reading log", "<b>"], None));
+        let (text, blocks) = progress(&view(&["reading log", "<b>"], None), 7);
         assert_eq!(text, "⏳ Healing run `48213` with agent `healer` — 1m15s");
         let body = blocks[1]["text"]["text"].as_str().unwrap();
         assert_eq!(body, "```reading log\n&lt;b&gt;```");
@@ -316,13 +362,15 @@ mod tests {
             blocks[2]["elements"][0]["text"].as_str().unwrap(),
             "2 lines of agent output"
         );
+        assert_eq!(blocks[3]["elements"][0]["action_id"], STOP_ACTION);
+        assert_eq!(blocks[3]["elements"][0]["value"], "7");
     }
 
     #[test]
     fn progress_keeps_only_what_fits_in_a_section() {
         let long = "x".repeat(1000);
         let lines: Vec<&str> = std::iter::repeat(long.as_str()).take(10).collect();
-        let (_, blocks) = progress(&view(&lines, None));
+        let (_, blocks) = progress(&view(&lines, None), 7);
         let body = blocks[1]["text"]["text"].as_str().unwrap();
         assert!(body.len() <= MAX_SECTION + 6, "len {}", body.len());
     }

@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use super::web::Connector;
-use super::Inbound;
+use super::{ActionRequest, CommandReply, CommandRequest, Inbound};
 use crate::recognize::InboundMessage;
 
 /// The queue handle the callbacks push into (stored as slack-morphism user state).
@@ -122,23 +122,73 @@ async fn on_push(
     Ok(())
 }
 
+/// How long a slash command's ack waits for the answer. Slack's deadline is
+/// 3 s; what is not ready by then is posted ephemerally afterwards.
+const COMMAND_DEADLINE: std::time::Duration = std::time::Duration::from_millis(2000);
+
+/// Slash commands are answered in the ack (ephemerally), so this callback
+/// waits — for the app's answer, never for IO of its own — up to the deadline.
 async fn on_command(
     event: SlackCommandEvent,
     _client: Arc<SlackClient<Connector>>,
-    _states: SlackClientEventsUserState,
+    states: SlackClientEventsUserState,
 ) -> UserCallbackResult<SlackCommandEventResponse> {
     debug!(command = %event.command, "slash command received");
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let request = CommandRequest {
+        user_id: event.user_id.to_string(),
+        channel_id: event.channel_id.to_string(),
+        text: event.text.clone().unwrap_or_default(),
+    };
+    enqueue(&states, Inbound::Command { request, reply: tx }).await;
+    let reply = match tokio::time::timeout(COMMAND_DEADLINE, rx).await {
+        Ok(Ok(reply)) => reply,
+        _ => CommandReply::text("⏳ Working on it; the answer will follow here."),
+    };
+    let blocks: Option<Vec<SlackBlock>> = reply.blocks.and_then(|b| serde_json::from_value(b).ok());
     Ok(SlackCommandEventResponse::new(
         SlackMessageContent::new()
-            .with_text("selfheal's slash commands are not available in this version.".into()),
-    ))
+            .with_text(reply.text)
+            .opt_blocks(blocks),
+    )
+    .with_response_type(SlackMessageResponseType::Ephemeral))
 }
 
 async fn on_interaction(
-    _event: SlackInteractionEvent,
+    event: SlackInteractionEvent,
     _client: Arc<SlackClient<Connector>>,
-    _states: SlackClientEventsUserState,
+    states: SlackClientEventsUserState,
 ) -> UserCallbackResult<()> {
+    if let SlackInteractionEvent::BlockActions(ev) = event {
+        let user_id = ev
+            .user
+            .as_ref()
+            .map(|u| u.id.to_string())
+            .unwrap_or_default();
+        let channel_id = ev
+            .channel
+            .as_ref()
+            .map(|c| c.id.to_string())
+            .unwrap_or_default();
+        let message_ts = ev
+            .message
+            .as_ref()
+            .map(|m| m.origin.ts.to_string())
+            .unwrap_or_default();
+        for action in ev.actions.unwrap_or_default() {
+            enqueue(
+                &states,
+                Inbound::Action(ActionRequest {
+                    user_id: user_id.clone(),
+                    channel_id: channel_id.clone(),
+                    message_ts: message_ts.clone(),
+                    action_id: action.action_id.to_string(),
+                    value: action.value.clone(),
+                }),
+            )
+            .await;
+        }
+    }
     Ok(())
 }
 

@@ -150,6 +150,37 @@ impl SlackWeb {
         Ok(())
     }
 
+    /// A message only `user` sees.
+    pub async fn post_ephemeral(
+        &self,
+        channel: &str,
+        user: &str,
+        text: &str,
+    ) -> Result<(), SlackError> {
+        let req = SlackApiChatPostEphemeralRequest::new(
+            channel.into(),
+            user.into(),
+            SlackMessageContent::new().with_text(text.to_string()),
+        );
+        let (this, req) = (self, &req);
+        self.call(move || async move { this.session().chat_post_ephemeral(req).await })
+            .await?;
+        Ok(())
+    }
+
+    /// Whether a user is a workspace admin or owner (`users.info`).
+    pub async fn is_admin(&self, user: &str) -> Result<bool, SlackError> {
+        let req = SlackApiUsersInfoRequest::new(user.into());
+        let (this, req) = (self, &req);
+        let res = self
+            .call(move || async move { this.session().users_info(req).await })
+            .await?;
+        let flags = &res.user.flags;
+        Ok(flags.is_admin.unwrap_or(false)
+            || flags.is_owner.unwrap_or(false)
+            || flags.is_primary_owner.unwrap_or(false))
+    }
+
     /// A link to a message.
     pub async fn permalink(&self, channel: &str, ts: &str) -> Result<String, SlackError> {
         let req = SlackApiChatGetPermalinkRequest::new(channel.into(), ts.into());

@@ -38,6 +38,8 @@ pub enum Status {
     Interrupted,
     /// An open pull request already addresses the same error; none was opened.
     Duplicate,
+    /// A person stopped it (Stop button or a `stop` reply).
+    Stopped,
 }
 
 impl Status {
@@ -51,6 +53,7 @@ impl Status {
             Status::TimedOut => "timed_out",
             Status::Interrupted => "interrupted",
             Status::Duplicate => "duplicate",
+            Status::Stopped => "stopped",
         }
     }
 
@@ -64,6 +67,7 @@ impl Status {
             "timed_out" => Status::TimedOut,
             "interrupted" => Status::Interrupted,
             "duplicate" => Status::Duplicate,
+            "stopped" => Status::Stopped,
             _ => return None,
         })
     }
@@ -104,6 +108,42 @@ pub enum Claim {
     New(i64),
     /// A session for this failure already exists.
     Exists(i64),
+}
+
+/// A `/selfheal enable|disable` setting that beats the schedule's YAML until reset.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScheduleOverride {
+    pub schedule: String,
+    pub enabled: bool,
+    /// The healing channel as configured (name or id); `None` keeps the YAML's rule.
+    pub slack_channel: Option<String>,
+    /// The agent; `None` keeps the YAML's (or the default) agent.
+    pub agent_name: Option<String>,
+    /// The Slack user id of whoever set it, for `status`.
+    pub changed_by: String,
+    pub changed_at: DateTime<Utc>,
+}
+
+/// The workspace-wide kill switch, while it is on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pause {
+    pub paused_by: String,
+    pub paused_at: DateTime<Utc>,
+}
+
+/// One change made through `/selfheal`: who, when, what, and the settings
+/// before and after (JSON written by the caller).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuditEntry {
+    pub id: i64,
+    pub at: DateTime<Utc>,
+    pub user_id: String,
+    /// `enable`, `disable`, `reset`, `pause` or `resume`.
+    pub action: String,
+    /// The schedule, or `workspace` for pause/resume.
+    pub target: String,
+    pub before: String,
+    pub after: String,
 }
 
 /// Handle to the database; cheap to clone.
@@ -398,6 +438,30 @@ impl Store {
         Ok(n == 1)
     }
 
+    /// The newest session threaded under `thread_ts` in `channel`.
+    pub fn session_in_thread(&self, channel: &str, thread_ts: &str) -> Result<Option<SessionRow>> {
+        let conn = self.conn();
+        let sql = format!(
+            "{SESSION_SELECT} WHERE channel = ?1 AND thread_ts = ?2 ORDER BY id DESC LIMIT 1"
+        );
+        conn.query_row(&sql, params![channel, thread_ts], session_from_row)
+            .optional()
+            .context("looking up the session of a thread")
+    }
+
+    /// The failure whose notification is the message `ts` in `channel`.
+    pub fn failure_at(&self, channel: &str, ts: &str) -> Result<Option<(String, String)>> {
+        self.conn()
+            .query_row(
+                "SELECT f.schedule, f.run_id FROM sightings s JOIN failures f ON f.id = s.failure_id
+                 WHERE s.channel = ?1 AND s.ts = ?2",
+                params![channel, ts],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .context("looking up the failure of a notification")
+    }
+
     /// Failures first seen since `since`: (schedule, run id, whether a session
     /// was claimed for it). Used at start-up to finish decisions a crash cut short.
     pub fn recent_failures(&self, since: DateTime<Utc>) -> Result<Vec<(String, String, bool)>> {
@@ -443,6 +507,172 @@ impl Store {
             .query_row("SELECT COUNT(*) FROM failures", [], |r| r.get(0))
             .context("counting failures")
     }
+
+    /// The `/selfheal` override of a schedule, if one is set.
+    pub fn schedule_override(&self, schedule: &str) -> Result<Option<ScheduleOverride>> {
+        self.conn()
+            .query_row(
+                &format!("{OVERRIDE_SELECT} WHERE schedule = ?1"),
+                params![schedule],
+                override_from_row,
+            )
+            .optional()
+            .context("loading a schedule override")
+    }
+
+    /// Sets a schedule's override and records the change in the audit log, atomically.
+    pub fn set_schedule_override(
+        &self,
+        o: &ScheduleOverride,
+        action: &str,
+        before: &str,
+        after: &str,
+    ) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        tx.execute(
+            "INSERT INTO schedule_overrides(schedule, enabled, slack_channel, agent_name, changed_by, changed_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT(schedule) DO UPDATE SET enabled = excluded.enabled,
+                 slack_channel = excluded.slack_channel, agent_name = excluded.agent_name,
+                 changed_by = excluded.changed_by, changed_at = excluded.changed_at",
+            params![o.schedule, o.enabled, o.slack_channel, o.agent_name, o.changed_by, o.changed_at],
+        )?;
+        audit(&tx, &o.changed_by, action, &o.schedule, before, after)?;
+        tx.commit().context("storing a schedule override")?;
+        Ok(())
+    }
+
+    /// Removes a schedule's override (back to the YAML) and audits it; false
+    /// when there was none (nothing is written then).
+    pub fn clear_schedule_override(
+        &self,
+        schedule: &str,
+        by: &str,
+        before: &str,
+        after: &str,
+    ) -> Result<bool> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let n = tx.execute(
+            "DELETE FROM schedule_overrides WHERE schedule = ?1",
+            params![schedule],
+        )?;
+        if n == 1 {
+            audit(&tx, by, "reset", schedule, before, after)?;
+        }
+        tx.commit().context("clearing a schedule override")?;
+        Ok(n == 1)
+    }
+
+    /// The workspace-wide pause, while it is on.
+    pub fn pause(&self) -> Result<Option<Pause>> {
+        self.conn()
+            .query_row(
+                "SELECT paused_by, paused_at FROM pause WHERE id = 1",
+                [],
+                |r| {
+                    Ok(Pause {
+                        paused_by: r.get(0)?,
+                        paused_at: r.get(1)?,
+                    })
+                },
+            )
+            .optional()
+            .context("loading the pause switch")
+    }
+
+    /// Turns the workspace-wide pause on or off and audits the change; false
+    /// when it was already in that state (nothing is written then).
+    pub fn set_paused(&self, paused: bool, by: &str) -> Result<bool> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let n = if paused {
+            tx.execute(
+                "INSERT OR IGNORE INTO pause(id, paused_by, paused_at) VALUES (1, ?1, ?2)",
+                params![by, now()],
+            )?
+        } else {
+            tx.execute("DELETE FROM pause WHERE id = 1", [])?
+        };
+        if n == 1 {
+            let (action, before, after) = if paused {
+                ("pause", r#"{"paused":false}"#, r#"{"paused":true}"#)
+            } else {
+                ("resume", r#"{"paused":true}"#, r#"{"paused":false}"#)
+            };
+            audit(&tx, by, action, "workspace", before, after)?;
+        }
+        tx.commit().context("switching the pause")?;
+        Ok(n == 1)
+    }
+
+    /// The newest audit entries first.
+    pub fn audit_log(&self, limit: usize) -> Result<Vec<AuditEntry>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT id, at, user_id, action, target, before, after FROM audit_log ORDER BY id DESC LIMIT ?1",
+        )?;
+        let rows = stmt
+            .query_map(params![limit as i64], |r| {
+                Ok(AuditEntry {
+                    id: r.get(0)?,
+                    at: r.get(1)?,
+                    user_id: r.get(2)?,
+                    action: r.get(3)?,
+                    target: r.get(4)?,
+                    before: r.get(5)?,
+                    after: r.get(6)?,
+                })
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .context("loading the audit log")?;
+        Ok(rows)
+    }
+
+    /// The most recent sessions, of one schedule or all, newest first.
+    pub fn recent_sessions(&self, schedule: Option<&str>, limit: usize) -> Result<Vec<SessionRow>> {
+        let conn = self.conn();
+        let sql = format!(
+            "{SESSION_SELECT} WHERE (?1 IS NULL OR schedule = ?1) ORDER BY id DESC LIMIT ?2"
+        );
+        let mut stmt = conn.prepare(&sql)?;
+        let rows = stmt
+            .query_map(params![schedule, limit as i64], session_from_row)?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .context("loading recent sessions")?;
+        Ok(rows)
+    }
+}
+
+const OVERRIDE_SELECT: &str =
+    "SELECT schedule, enabled, slack_channel, agent_name, changed_by, changed_at FROM schedule_overrides";
+
+fn override_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ScheduleOverride> {
+    Ok(ScheduleOverride {
+        schedule: r.get(0)?,
+        enabled: r.get(1)?,
+        slack_channel: r.get(2)?,
+        agent_name: r.get(3)?,
+        changed_by: r.get(4)?,
+        changed_at: r.get(5)?,
+    })
+}
+
+fn audit(
+    tx: &rusqlite::Transaction<'_>,
+    user_id: &str,
+    action: &str,
+    target: &str,
+    before: &str,
+    after: &str,
+) -> Result<()> {
+    tx.execute(
+        "INSERT INTO audit_log(at, user_id, action, target, before, after) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![now(), user_id, action, target, before, after],
+    )
+    .context("writing the audit log")?;
+    Ok(())
 }
 
 const SESSION_SELECT: &str =
@@ -565,5 +795,70 @@ mod tests {
         assert!(store.claim_pointer("s", "1", "C1").unwrap());
         assert!(!store.claim_pointer("s", "1", "C1").unwrap());
         assert!(store.claim_pointer("s", "1", "C2").unwrap());
+    }
+
+    #[test]
+    fn overrides_pause_and_audit_round_trip() {
+        let store = Store::in_memory().unwrap();
+        assert_eq!(store.schedule_override("s").unwrap(), None);
+        let o = ScheduleOverride {
+            schedule: "s".into(),
+            enabled: false,
+            slack_channel: None,
+            agent_name: None,
+            changed_by: "U1".into(),
+            changed_at: Utc::now(),
+        };
+        store
+            .set_schedule_override(&o, "disable", "{}", "{}")
+            .unwrap();
+        let enabled = ScheduleOverride {
+            enabled: true,
+            agent_name: Some("a".into()),
+            ..o
+        };
+        store
+            .set_schedule_override(&enabled, "enable", "{}", "{}")
+            .unwrap();
+        let got = store.schedule_override("s").unwrap().unwrap();
+        assert!(got.enabled);
+        assert_eq!(got.agent_name.as_deref(), Some("a"));
+        assert!(store
+            .clear_schedule_override("s", "U1", "{}", "{}")
+            .unwrap());
+        assert!(!store
+            .clear_schedule_override("s", "U1", "{}", "{}")
+            .unwrap());
+        assert!(store.set_paused(true, "U2").unwrap());
+        assert!(!store.set_paused(true, "U2").unwrap());
+        assert_eq!(store.pause().unwrap().unwrap().paused_by, "U2");
+        assert!(store.set_paused(false, "U2").unwrap());
+        assert_eq!(store.pause().unwrap(), None);
+        let actions: Vec<_> = store
+            .audit_log(10)
+            .unwrap()
+            .into_iter()
+            .map(|a| a.action)
+            .collect();
+        assert_eq!(actions, ["resume", "pause", "reset", "enable", "disable"]);
+    }
+
+    #[test]
+    fn recent_sessions_filter_by_schedule() {
+        let store = Store::in_memory().unwrap();
+        for (schedule, run) in [("a", "1"), ("b", "2"), ("a", "3")] {
+            store.claim_session(schedule, run, "C", run, "x").unwrap();
+        }
+        let runs = |s: Option<&str>| -> Vec<String> {
+            store
+                .recent_sessions(s, 10)
+                .unwrap()
+                .into_iter()
+                .map(|r| r.run_id)
+                .collect()
+        };
+        assert_eq!(runs(Some("a")), ["3", "1"]);
+        assert_eq!(runs(None), ["3", "2", "1"]);
+        assert_eq!(store.recent_sessions(None, 1).unwrap().len(), 1);
     }
 }

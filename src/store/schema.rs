@@ -67,6 +67,32 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE sessions ADD COLUMN signature TEXT;
     CREATE INDEX sessions_by_signature ON sessions(signature);
     "#,
+    // 3: /selfheal settings: per-schedule overrides of the YAML, the
+    // workspace-wide pause (one row while paused) and the audit log of changes.
+    r#"
+    CREATE TABLE schedule_overrides (
+        schedule      TEXT PRIMARY KEY,
+        enabled       INTEGER NOT NULL,
+        slack_channel TEXT,
+        agent_name    TEXT,
+        changed_by    TEXT NOT NULL,
+        changed_at    TEXT NOT NULL
+    );
+    CREATE TABLE pause (
+        id        INTEGER PRIMARY KEY CHECK (id = 1),
+        paused_by TEXT NOT NULL,
+        paused_at TEXT NOT NULL
+    );
+    CREATE TABLE audit_log (
+        id      INTEGER PRIMARY KEY,
+        at      TEXT NOT NULL,
+        user_id TEXT NOT NULL,
+        action  TEXT NOT NULL,
+        target  TEXT NOT NULL,
+        before  TEXT NOT NULL,
+        after   TEXT NOT NULL
+    );
+    "#,
 ];
 
 pub fn migrate(conn: &Connection) -> Result<()> {

@@ -3,6 +3,7 @@
 
 mod cli;
 mod commands;
+mod controls;
 mod fix;
 mod heal;
 mod healing;
