@@ -25,7 +25,7 @@ use crate::forge::{parse_github_remote, Forge, ForgeToken, GitHub};
 use crate::recognize::{Failure, InboundMessage, Recognizer};
 use crate::redact::Redactor;
 use crate::runlog::SourceSettings;
-use crate::session::driver::{self, Control, Controls, Deps, Healing, Start};
+use crate::session::driver::{self, Caps, Control, Controls, Deps, Healing, Start};
 use crate::session::sink::Sink;
 use crate::slack::channels::Channels;
 use crate::slack::socket::{Listener, SocketSettings};
@@ -46,6 +46,8 @@ pub struct App {
     recognizer: Recognizer,
     /// Who selfheal is in Slack (for mentions).
     me: crate::recognize::Identity,
+    /// What `/selfheal` handlers use; one for the app's life (it caches admins).
+    commands: crate::commands::CommandContext,
     deps: Deps,
     tasks: TaskTracker,
     shutdown: CancellationToken,
@@ -105,9 +107,19 @@ impl App {
             work_root,
             healing: Arc::new(healing(&cfg.heal)?),
             controls: Controls::default(),
+            caps: Caps::new(cfg.max_sessions, cfg.max_sessions_per_schedule),
         };
+        let cfg = Arc::new(cfg);
+        let commands = crate::commands::CommandContext::new(
+            cfg.clone(),
+            store.clone(),
+            web.clone(),
+            channels.clone(),
+            cfg.admins.clone(),
+        );
         let app = Arc::new(App {
-            cfg: Arc::new(cfg),
+            cfg,
+            commands,
             store,
             web,
             client,
@@ -198,7 +210,7 @@ impl App {
             let Some(schedule) = self.cfg.schedules.get(&schedule_name) else {
                 continue;
             };
-            if schedule.healing_channel().is_none() {
+            if self.healing_channel(schedule.name.as_str())?.is_none() {
                 continue;
             }
             let f = Failure {
@@ -239,7 +251,7 @@ impl App {
             Inbound::Hello => Ok(()),
             Inbound::Message { event_id, msg } => self.on_message(&event_id, &msg).await,
             Inbound::Command { request, reply } => {
-                let answer = crate::commands::handle(&self.command_context(), &request).await;
+                let answer = crate::commands::handle(&self.commands, &request).await;
                 if let Err(answer) = reply.send(answer) {
                     // The ack went out with a holding answer: follow up ephemerally.
                     self.web
@@ -279,13 +291,17 @@ impl App {
         self.on_failure(failure, &msg.channel, &msg.ts, &text).await
     }
 
-    fn command_context(&self) -> crate::commands::CommandContext {
-        crate::commands::CommandContext {
-            cfg: self.cfg.clone(),
-            store: self.store.clone(),
-            web: self.web.clone(),
-            channels: self.channels.clone(),
+    /// Where a schedule heals right now: its YAML, overridden by `/selfheal`;
+    /// None when self-healing is off for it or paused everywhere.
+    fn healing_channel(&self, schedule: &str) -> Result<Option<String>> {
+        if crate::commands::paused(&self.store)? {
+            return Ok(None);
         }
+        Ok(
+            crate::commands::effective(&self.cfg, &self.store, schedule)?
+                .filter(|e| e.enabled)
+                .and_then(|e| e.healing_channel),
+        )
     }
 
     /// Buttons on selfheal's messages: Stop ends the session's agent.
@@ -344,6 +360,16 @@ impl App {
         if !mentioned {
             return Ok(());
         }
+        if crate::commands::paused(&self.store)? {
+            self.web
+                .post_ephemeral(
+                    &msg.channel,
+                    user,
+                    "selfheal is paused (`/selfheal resume` turns it back on).",
+                )
+                .await?;
+            return Ok(());
+        }
         // "Fix with DinoAI": a mention under any recognised failure notification.
         let Some((schedule_name, run_id)) = self.store.failure_at(&msg.channel, thread_ts)? else {
             return Ok(());
@@ -387,11 +413,11 @@ impl App {
             return Ok(());
         }
         info!(schedule = %f.schedule, run_id = %f.run_id, channel, "failure notification recognised");
-        let Some(healing) = schedule.healing_channel() else {
-            debug!(schedule = %f.schedule, "self-healing is not enabled for this schedule");
+        let Some(healing) = self.healing_channel(&f.schedule)? else {
+            debug!(schedule = %f.schedule, "self-healing is off (YAML, /selfheal or paused)");
             return Ok(());
         };
-        if self.channels.is(healing, channel).await {
+        if self.channels.is(&healing, channel).await {
             return self
                 .start_session(&f, schedule, channel, Some(ts), text)
                 .await;
@@ -434,10 +460,10 @@ impl App {
                 let Some(schedule) = app.cfg.schedules.get(&f.schedule) else {
                     return Ok(());
                 };
-                let Some(healing) = schedule.healing_channel() else {
+                let Some(healing) = app.healing_channel(&f.schedule)? else {
                     return Ok(());
                 };
-                let Some(healing_id) = app.channels.id_of(healing).await else {
+                let Some(healing_id) = app.channels.id_of(&healing).await else {
                     warn!(channel = healing, "the healing channel is unknown to Slack; cannot heal");
                     return Ok(());
                 };
@@ -479,7 +505,9 @@ impl App {
     ) -> Result<()> {
         let agent = match manual_agent {
             Some(name) => self.cfg.agents.get(name),
-            None => self.cfg.agent_for(schedule),
+            None => crate::commands::effective(&self.cfg, &self.store, &schedule.name)?
+                .and_then(|e| e.agent(&self.cfg).map(str::to_string))
+                .and_then(|name| self.cfg.agents.get(&name)),
         };
         let Some(agent) = agent else {
             warn!(schedule = %f.schedule, agent = ?manual_agent, "no such agent; nothing started");

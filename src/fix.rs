@@ -101,6 +101,7 @@ pub async fn run_fix(opts: FixOptions, shutdown: CancellationToken) -> Result<St
         work_root: work_root.clone(),
         healing: Arc::new(crate::app::healing(&settings)?),
         controls: driver::Controls::default(),
+        caps: driver::Caps::default(),
     };
     println!(
         "🦖 Healing run {run_id} of {} with {} (repository {})",

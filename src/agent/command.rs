@@ -60,10 +60,15 @@ pub struct Running {
 
 impl Running {
     /// Wraps a built-in agent running as a task that reports on `output`.
-    pub fn in_process(output: mpsc::Receiver<Output>, task: tokio::task::AbortHandle) -> Running {
+    /// `input` receives what [`Running::send_line`] sends, if the agent listens.
+    pub fn in_process(
+        output: mpsc::Receiver<Output>,
+        task: tokio::task::AbortHandle,
+        input: Option<mpsc::Sender<String>>,
+    ) -> Running {
         Running {
             output,
-            stdin: None,
+            stdin: input,
             pgid: None,
             task: Some(task),
         }

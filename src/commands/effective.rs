@@ -75,9 +75,7 @@ pub fn combine(schedule: &Schedule, o: Option<&ScheduleOverride>) -> Effective {
 impl Effective {
     /// The agent that heals: the named one, else the default agent.
     pub fn agent<'a>(&'a self, cfg: &'a Config) -> Option<&'a str> {
-        self.agent_name
-            .as_deref()
-            .or(cfg.default_agent.as_deref())
+        self.agent_name.as_deref().or(cfg.default_agent.as_deref())
     }
 
     /// For the audit log.

@@ -179,10 +179,7 @@ fn schedule_arg<'a>(sub: &str, args: &'a [&'a str]) -> Result<(String, &'a [&'a 
 fn no_more(sub: &str, rest: &[&str]) -> Result<(), UsageError> {
     match rest.first() {
         None => Ok(()),
-        Some(extra) => Err(usage(
-            sub,
-            &format!("unexpected `{}`", shown(extra)),
-        )),
+        Some(extra) => Err(usage(sub, &format!("unexpected `{}`", shown(extra)))),
     }
 }
 
@@ -227,7 +224,9 @@ fn channel_arg(arg: &str) -> Option<ChannelArg> {
     }
     let is_id = arg.len() >= 8
         && arg.starts_with(['C', 'G'])
-        && arg.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
+        && arg
+            .chars()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
         && arg.chars().any(|c| c.is_ascii_digit());
     is_id.then(|| ChannelArg {
         id: Some(arg.to_string()),
@@ -287,7 +286,10 @@ mod tests {
         match (&got, &expected) {
             (Ok(g), Ok(e)) => assert_eq!(g, e, "input {input:?}"),
             (Err(UsageError(msg)), Err(fragment)) => {
-                assert!(msg.contains(fragment), "input {input:?}: {msg:?} lacks {fragment:?}");
+                assert!(
+                    msg.contains(fragment),
+                    "input {input:?}: {msg:?} lacks {fragment:?}"
+                );
                 assert!(msg.len() < 300, "input {input:?}: message too long: {msg}");
             }
             _ => panic!("input {input:?}: got {got:?}, expected {expected:?}"),
@@ -301,14 +303,25 @@ mod tests {
         check("   \t ", Ok(Command::Help));
         check("help", Ok(Command::Help));
         check("HELP", Ok(Command::Help));
-        check("enable hourly_marts", Ok(enable("hourly_marts", None, None)));
+        check(
+            "enable hourly_marts",
+            Ok(enable("hourly_marts", None, None)),
+        );
         check(
             "enable hourly_marts #agent-demo bolt-healer",
-            Ok(enable("hourly_marts", ch(None, Some("agent-demo")), Some("bolt-healer"))),
+            Ok(enable(
+                "hourly_marts",
+                ch(None, Some("agent-demo")),
+                Some("bolt-healer"),
+            )),
         );
         check(
             "enable hourly_marts <#C0AGENTDEMO|agent-demo>",
-            Ok(enable("hourly_marts", ch(Some("C0AGENTDEMO"), Some("agent-demo")), None)),
+            Ok(enable(
+                "hourly_marts",
+                ch(Some("C0AGENTDEMO"), Some("agent-demo")),
+                None,
+            )),
         );
         check(
             "enable hourly_marts <#C0AGENTDEMO>",
@@ -324,23 +337,55 @@ mod tests {
         );
         check(
             "  Enable   hourly_marts \u{a0} bolt-healer   #agent-demo ",
-            Ok(enable("hourly_marts", ch(None, Some("agent-demo")), Some("bolt-healer"))),
+            Ok(enable(
+                "hourly_marts",
+                ch(None, Some("agent-demo")),
+                Some("bolt-healer"),
+            )),
         );
-        check("disable nightly", Ok(Command::Disable { schedule: s("nightly") }));
-        check("reset nightly", Ok(Command::Reset { schedule: s("nightly") }));
+        check(
+            "disable nightly",
+            Ok(Command::Disable {
+                schedule: s("nightly"),
+            }),
+        );
+        check(
+            "reset nightly",
+            Ok(Command::Reset {
+                schedule: s("nightly"),
+            }),
+        );
         check("pause", Ok(Command::Pause));
         check("Resume", Ok(Command::Resume));
         check("status", Ok(Command::Status { schedule: None }));
-        check("status nightly", Ok(Command::Status { schedule: Some(s("nightly")) }));
+        check(
+            "status nightly",
+            Ok(Command::Status {
+                schedule: Some(s("nightly")),
+            }),
+        );
         check("history", Ok(Command::History { schedule: None }));
-        check("history nightly", Ok(Command::History { schedule: Some(s("nightly")) }));
+        check(
+            "history nightly",
+            Ok(Command::History {
+                schedule: Some(s("nightly")),
+            }),
+        );
         check("agents", Ok(Command::Agents));
         check("frobnicate", Err("Unknown subcommand `frobnicate`"));
-        check("enable", Err("Usage: `/selfheal enable <schedule> [#channel] [agent]` (the schedule is missing)"));
+        check(
+            "enable",
+            Err(
+                "Usage: `/selfheal enable <schedule> [#channel] [agent]` (the schedule is missing)",
+            ),
+        );
         check("disable", Err("Usage: `/selfheal disable <schedule>`"));
         check("reset", Err("the schedule is missing"));
         check("disable a b", Err("unexpected `b`"));
-        check("pause now", Err("Usage: `/selfheal pause` (unexpected `now`)"));
+        check(
+            "pause now",
+            Err("Usage: `/selfheal pause` (unexpected `now`)"),
+        );
         check("enable s #a #b", Err("at most one channel"));
         check("enable s x y", Err("at most one agent"));
         check("enable s <@U123>", Err("is not a channel"));
@@ -364,7 +409,11 @@ mod tests {
             "\u{0}\u{1}\u{7f}".repeat(3000),
         ] {
             if let Err(UsageError(msg)) = parse(&input) {
-                assert!(msg.len() < 300, "message too long for input of {} bytes", input.len());
+                assert!(
+                    msg.len() < 300,
+                    "message too long for input of {} bytes",
+                    input.len()
+                );
             }
         }
     }
@@ -375,7 +424,10 @@ mod tests {
         for sub in [
             "enable", "disable", "reset", "pause", "resume", "status", "history", "agents", "help",
         ] {
-            assert!(help.contains(&format!("`/selfheal {sub}")), "help lacks {sub}: {help}");
+            assert!(
+                help.contains(&format!("`/selfheal {sub}")),
+                "help lacks {sub}: {help}"
+            );
         }
         assert!(help.contains("Stop all automatic healing in the workspace"));
         assert_eq!(HELP.len(), 9);

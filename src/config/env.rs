@@ -107,6 +107,13 @@ pub struct Config {
     /// Where the dbt code, the run logs and dbt itself are, and where pull
     /// requests go.
     pub heal: HealSettings,
+    /// `SELFHEAL_MAX_SESSIONS` (default 8): sessions running at once; more wait, shown as queued.
+    pub max_sessions: usize,
+    /// `SELFHEAL_MAX_SESSIONS_PER_SCHEDULE` (default 2): the same, per schedule.
+    pub max_sessions_per_schedule: usize,
+    /// `SELFHEAL_ADMINS` (optional, comma or space separated): Slack user ids
+    /// allowed to change settings with `/selfheal`, besides workspace admins and owners.
+    pub admins: Vec<String>,
 }
 
 /// What a session needs to do real work: a repository to fix, run logs to
@@ -239,6 +246,14 @@ impl Config {
                 None => Vec::new(),
             },
             secret_env: list(get("SELFHEAL_SECRET_ENV")),
+            max_sessions: number(get("SELFHEAL_MAX_SESSIONS"), "SELFHEAL_MAX_SESSIONS", 8)?
+                as usize,
+            max_sessions_per_schedule: number(
+                get("SELFHEAL_MAX_SESSIONS_PER_SCHEDULE"),
+                "SELFHEAL_MAX_SESSIONS_PER_SCHEDULE",
+                2,
+            )? as usize,
+            admins: list(get("SELFHEAL_ADMINS")),
             heal: HealSettings {
                 repo: get("SELFHEAL_REPO"),
                 project_subdir: PathBuf::from(

@@ -42,6 +42,73 @@ pub struct Deps {
     pub healing: Arc<Healing>,
     /// How people reach running sessions (Stop, replies in the thread).
     pub controls: Controls,
+    /// Limits on concurrent sessions, global and per schedule.
+    pub caps: Caps,
+}
+
+/// Concurrency caps. A session holds one global and one per-schedule permit
+/// while it runs; without them it waits, shown as queued in its thread.
+#[derive(Clone)]
+pub struct Caps {
+    global: Arc<tokio::sync::Semaphore>,
+    per_schedule: usize,
+    global_limit: usize,
+    schedules:
+        Arc<std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Semaphore>>>>,
+}
+
+/// The permits a running session holds.
+pub struct Slot(
+    #[allow(dead_code)] tokio::sync::OwnedSemaphorePermit,
+    #[allow(dead_code)] tokio::sync::OwnedSemaphorePermit,
+);
+
+impl Caps {
+    pub fn new(global: usize, per_schedule: usize) -> Caps {
+        Caps {
+            global: Arc::new(tokio::sync::Semaphore::new(global.max(1))),
+            per_schedule: per_schedule.max(1),
+            global_limit: global.max(1),
+            schedules: Arc::default(),
+        }
+    }
+
+    fn schedule(&self, name: &str) -> Arc<tokio::sync::Semaphore> {
+        self.schedules
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(name.to_string())
+            .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(self.per_schedule)))
+            .clone()
+    }
+
+    fn try_acquire(&self, schedule: &str) -> Option<Slot> {
+        let own = self.schedule(schedule).try_acquire_owned().ok()?;
+        let global = self.global.clone().try_acquire_owned().ok()?;
+        Some(Slot(own, global))
+    }
+
+    async fn acquire(&self, schedule: &str) -> Slot {
+        // Per schedule first, so a busy schedule does not hold global slots while it waits.
+        let own = self
+            .schedule(schedule)
+            .acquire_owned()
+            .await
+            .expect("the semaphore is never closed");
+        let global = self
+            .global
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the semaphore is never closed");
+        Slot(own, global)
+    }
+}
+
+impl Default for Caps {
+    fn default() -> Caps {
+        Caps::new(8, 2)
+    }
 }
 
 /// What a person can do to a running session.
@@ -134,8 +201,11 @@ const KILL_GRACE: Duration = Duration::from_secs(2);
 pub async fn drive(deps: Deps, start: Start, shutdown: CancellationToken) {
     let id = start.session_id;
     let dir = deps.work_root.join(format!("session-{id}"));
-    let controls = deps.controls.register(id);
-    let result = run(&deps, &start, &dir, shutdown, controls).await;
+    let mut controls = deps.controls.register(id);
+    let result = match wait_for_slot(&deps, &start, &shutdown, &mut controls).await {
+        Some(_slot) => run(&deps, &start, &dir, shutdown, controls).await,
+        None => Ok(()),
+    };
     deps.controls.unregister(id);
     if let Err(e) = result {
         error!(session = id, error = ?e, "healing session failed");
@@ -158,6 +228,57 @@ pub async fn drive(deps: Deps, start: Start, shutdown: CancellationToken) {
             warn!(session = id, error = %e, "could not remove the session folder");
         }
     }
+}
+
+/// Takes a slot under the caps, saying in the thread when the session has to
+/// queue. None when it was stopped or selfheal shut down while it waited
+/// (recorded and said in the thread).
+async fn wait_for_slot(
+    deps: &Deps,
+    start: &Start,
+    shutdown: &CancellationToken,
+    controls: &mut mpsc::UnboundedReceiver<Control>,
+) -> Option<Slot> {
+    if let Some(slot) = deps.caps.try_acquire(&start.schedule) {
+        return Some(slot);
+    }
+    let text = format!(
+        "⏳ Queued: other healing sessions are running (at most {} at once, {} per schedule); this one starts when a slot frees up.",
+        deps.caps.global_limit, deps.caps.per_schedule
+    );
+    let _ = deps.store.add_event(start.session_id, "queued", &text);
+    let _ = deps
+        .sink
+        .post(&start.channel, Some(&start.thread_ts), &text, None)
+        .await;
+    let ending = loop {
+        tokio::select! {
+            slot = deps.caps.acquire(&start.schedule) => return Some(slot),
+            _ = shutdown.cancelled() => break Ending {
+                status: Status::Interrupted,
+                summary: "selfheal was shut down while the session waited in the queue".into(),
+            },
+            Some(control) = controls.recv() => {
+                if let Control::Stop { user } = control {
+                    break Ending {
+                        status: Status::Stopped,
+                        summary: format!("stopped by <@{user}> while it waited in the queue"),
+                    };
+                }
+            }
+        }
+    };
+    if let Ok(true) =
+        deps.store
+            .finish(start.session_id, ending.status, Some(&ending.summary), None)
+    {
+        let text = render::final_message(&start.run_id, &ending, None);
+        let _ = deps
+            .sink
+            .post(&start.channel, Some(&start.thread_ts), &text, None)
+            .await;
+    }
+    None
 }
 
 /// One session's mutable context, shared by its steps.
@@ -573,7 +694,10 @@ impl Session<'_> {
                 // dbt-doctor is instant but for the dbt queries it runs; the
                 // dbt timeout bounds those, this bounds the whole.
                 let limit = self.deps.healing.dbt.timeout * 2;
-                Ok((command::Running::in_process(rx, task.abort_handle()), limit))
+                Ok((
+                    command::Running::in_process(rx, task.abort_handle(), None),
+                    limit,
+                ))
             }
             Runner::Llm(settings) => {
                 let project = self
@@ -581,6 +705,7 @@ impl Session<'_> {
                     .context("the llm runner needs the repository (SELFHEAL_REPO)")?;
                 // The agent never holds the forge token: the bot lists the
                 // open selfheal PRs for it.
+                let (replies_tx, replies_rx) = mpsc::channel(32);
                 let open_prs = match self.deps.healing.forge.open_selfheal_prs().await {
                     Ok(prs) => prs
                         .into_iter()
@@ -604,6 +729,7 @@ impl Session<'_> {
                     tools: start.agent.tools.clone(),
                     dbt: self.deps.healing.dbt.clone(),
                     redactor: self.deps.redactor.clone(),
+                    replies: Some(replies_rx),
                 };
                 let (tx, rx) = mpsc::channel(64);
                 let settings = settings.clone();
@@ -612,7 +738,10 @@ impl Session<'_> {
                     let key = settings.api_key_from_env();
                     llm::run(&settings, key, task, tx).await;
                 });
-                Ok((command::Running::in_process(rx, task.abort_handle()), limit))
+                Ok((
+                    command::Running::in_process(rx, task.abort_handle(), Some(replies_tx)),
+                    limit,
+                ))
             }
             other => anyhow::bail!("runner {other:?} is not supported by this version of selfheal"),
         }

@@ -177,3 +177,34 @@ async fn a_mention_fixes_a_failure_of_a_schedule_without_self_healing() {
         .count();
     assert_eq!(replies, 1);
 }
+
+#[tokio::test]
+async fn sessions_over_the_cap_wait_in_the_queue_and_say_so() {
+    let app = spawn_app_with(SLEEPER, &[("SELFHEAL_MAX_SESSIONS_PER_SCHEDULE", "1")]).await;
+    let first = app.post_failure(HEALING, "hourly_marts", "10").await;
+    app.store_wait_running("10").await;
+
+    let second = app.post_failure(HEALING, "hourly_marts", "11").await;
+
+    let queued = app
+        .wait_for_reply(HEALING, &second, |m| m.text.starts_with("⏳ Queued"))
+        .await;
+    assert!(queued.text.contains("1 per schedule"), "{}", queued.text);
+    assert_eq!(
+        app.store()
+            .session_for_failure("hourly_marts", "11")
+            .unwrap()
+            .unwrap()
+            .status,
+        Status::Claimed
+    );
+    // When the first one is stopped, the queued one starts.
+    app.slack
+        .post_as_user(HEALING, "U0GINA", "stop", Some(&first))
+        .await;
+    app.store_wait_running("11").await;
+    app.slack
+        .post_as_user(HEALING, "U0GINA", "stop", Some(&second))
+        .await;
+    assert_eq!(app.wait_for_session_end("11").await.status, Status::Stopped);
+}

@@ -3,6 +3,7 @@
 
 mod cli;
 mod commands;
+mod commands_slash;
 mod controls;
 mod fix;
 mod heal;

@@ -147,7 +147,7 @@ pub struct PrInfo {
 }
 
 /// One session's work.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct LlmTask {
     /// The agent's own part of the system prompt: role, goal and backstory
     /// (see [`agent_system`]). selfheal's rules are appended to it.
@@ -166,6 +166,9 @@ pub struct LlmTask {
     /// Scrubs every tool result before the model sees it (files and query
     /// results can hold credentials).
     pub redactor: crate::redact::Redactor,
+    /// People's replies in the healing thread, as the JSON lines a command
+    /// agent would get on stdin (`{"type":"reply","user":…,"text":…}`).
+    pub replies: Option<mpsc::Receiver<String>>,
 }
 
 /// Runs the loop; reports through `tx` (`Output::Event(AgentEvent::…)`, then
@@ -246,6 +249,7 @@ struct Session {
     /// Set when the receiver is gone: the session was stopped.
     closed: bool,
     redactor: crate::redact::Redactor,
+    replies: Option<mpsc::Receiver<String>>,
 }
 
 /// Lines of one assistant message shown as progress.
@@ -291,6 +295,7 @@ impl Session {
             Err(e) => return fail(format!("the model endpoint cannot be used: {e:#}")).await,
         };
         let redactor = task.redactor.clone();
+        let replies = task.replies;
         let raw_log = task.run_log.as_ref().map(|l| l.raw.clone());
         let tools = Toolbox::new(sandbox, raw_log, task.open_prs, task.tools, task.dbt);
         let offered = tools.offered();
@@ -323,6 +328,7 @@ impl Session {
             closed: false,
             settings,
             redactor,
+            replies,
         };
         session.converse().await;
     }
@@ -342,6 +348,7 @@ impl Session {
             if let Some(budget) = self.budget_out() {
                 return self.out_of_budget(budget).await;
             }
+            self.take_replies();
             let body = self.request();
             let mut notes = Vec::new();
             let result = self.client.chat(&body, self.deadline, &mut notes).await;
@@ -406,6 +413,25 @@ impl Session {
                     "content": result.text,
                 }));
             }
+        }
+    }
+
+    /// Appends people's replies from the thread as user messages, marked as
+    /// coming from that Slack user and quoted as data.
+    fn take_replies(&mut self) {
+        let Some(rx) = self.replies.as_mut() else {
+            return;
+        };
+        while let Ok(line) = rx.try_recv() {
+            let Ok(reply) = serde_json::from_str::<Value>(&line) else {
+                continue;
+            };
+            let user = reply["user"].as_str().unwrap_or("someone");
+            let text = self.redactor.redact(reply["text"].as_str().unwrap_or(""));
+            self.messages.push(json!({
+                "role": "user",
+                "content": prompt::thread_reply(user, &text),
+            }));
         }
     }
 

@@ -147,6 +147,7 @@ impl World {
             tools,
             dbt,
             redactor: crate::redact::Redactor::default(),
+            replies: None,
         }
     }
 
@@ -651,4 +652,41 @@ async fn a_wrong_api_key_fails_the_session_cleanly() {
     assert!(summary.contains("refused the request (401)"), "{summary}");
     assert!(!summary.contains("sk-wrong-key"), "{summary}");
     assert_eq!(w.fake.remaining(), 1);
+}
+
+#[tokio::test]
+async fn a_reply_in_the_thread_reaches_the_model_as_a_marked_user_message() {
+    let w = world("").await;
+    w.fake.script(vec![
+        Scripted::tool("read_file", json!({"path": "models/marts/orders.sql"})),
+        Scripted::answer("NO_FIX: waiting for the source team."),
+    ]);
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tx.send(
+        json!({"type": "reply", "user": "U0CAROL", "text": "the source renamed user_id"})
+            .to_string(),
+    )
+    .await
+    .unwrap();
+    let mut task = w.task(ToolPolicy::All, no_dbt());
+    task.replies = Some(rx);
+
+    let events = w.run(w.settings(), task).await;
+
+    assert_eq!(result(&events).0, Outcome::NoFix);
+    let first = &w.fake.requests()[0];
+    let reply = first["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| {
+            m["content"]
+                .as_str()
+                .is_some_and(|c| c.contains("the source renamed user_id"))
+        })
+        .expect("the reply was sent to the model");
+    assert_eq!(reply["role"], "user");
+    let content = reply["content"].as_str().unwrap();
+    assert!(content.starts_with("Slack user <@U0CAROL> replied in the healing thread."));
+    assert!(content.contains("<slack_reply>\nthe source renamed user_id\n</slack_reply>"));
 }

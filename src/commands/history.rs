@@ -1,0 +1,132 @@
+//! `history [schedule]`: the 10 most recent sessions with their outcome,
+//! pull request and thread. Links come from `chat.getPermalink` when Slack
+//! answers quickly, else from the stored channel and ts.
+
+use std::time::Duration;
+
+use super::{unknown_schedule, when, CommandContext};
+use crate::slack::render::escape;
+use crate::store::{SessionRow, Status};
+
+/// At most this many sessions: the answer stays short and fast.
+const ROWS: usize = 10;
+
+/// How long permalinks may take, all together, before stored data is used.
+const PERMALINK_BUDGET: Duration = Duration::from_millis(800);
+
+pub(super) async fn history(ctx: &CommandContext, only: Option<&str>) -> anyhow::Result<String> {
+    if let Some(name) = only {
+        if ctx.cfg.schedules.get(name).is_none() {
+            return Ok(unknown_schedule(&ctx.cfg, name));
+        }
+    }
+    let rows = ctx.store.recent_sessions(only, ROWS)?;
+    if rows.is_empty() {
+        return Ok(match only {
+            Some(name) => format!("No healing sessions yet for `{}`.", escape(name)),
+            None => "No healing sessions yet.".to_string(),
+        });
+    }
+    let links = permalinks(ctx, &rows).await;
+    let mut out = match only {
+        Some(name) => format!("*Recent healing sessions of `{}`*\n", escape(name)),
+        None => "*Recent healing sessions*\n".to_string(),
+    };
+    for (row, link) in rows.iter().zip(links) {
+        let thread = match link {
+            Some(url) if safe_url(&url) => format!("<{url}|thread>"),
+            _ => archive_link(&row.channel, &row.thread_ts, "thread"),
+        };
+        let pr = match &row.pr_url {
+            Some(url) if safe_url(url) => format!(" · <{url}|pull request>"),
+            Some(url) => format!(" · {}", escape(url)),
+            None => String::new(),
+        };
+        out.push_str(&format!(
+            "• {} `{}` run {} — {}{pr} · {thread} · {}\n",
+            emoji(row.status),
+            escape(&row.schedule),
+            escape(&row.run_id),
+            outcome(row.status),
+            when(row.created_at),
+        ));
+    }
+    Ok(out.trim_end().to_string())
+}
+
+/// Permalinks of the rows' threads, asked concurrently within a budget.
+async fn permalinks(ctx: &CommandContext, rows: &[SessionRow]) -> Vec<Option<String>> {
+    let asks = rows
+        .iter()
+        .map(|r| async move { ctx.web.permalink(&r.channel, &r.thread_ts).await.ok() });
+    tokio::time::timeout(PERMALINK_BUDGET, futures_util::future::join_all(asks))
+        .await
+        .unwrap_or_else(|_| vec![None; rows.len()])
+}
+
+/// A link to a message built from its channel and ts, as Slack's permalinks
+/// are shaped (`https://slack.com/archives/C…/p16…`); Slack redirects it to
+/// the workspace.
+pub(super) fn archive_link(channel: &str, ts: &str, label: &str) -> String {
+    let ok = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '.');
+    if !ok(channel) || !ok(ts) {
+        return label.to_string();
+    }
+    format!(
+        "<https://slack.com/archives/{channel}/p{}|{label}>",
+        ts.replace('.', "")
+    )
+}
+
+/// A URL that can go inside `<…|…>` unchanged.
+fn safe_url(url: &str) -> bool {
+    (url.starts_with("https://") || url.starts_with("http://"))
+        && !url
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || matches!(c, '<' | '>' | '|'))
+}
+
+fn emoji(status: Status) -> &'static str {
+    match status {
+        Status::Claimed => "⏳",
+        Status::Running => "🔄",
+        Status::Fixed => "✅",
+        Status::NoFix => "🤷",
+        Status::Failed => "❌",
+        Status::TimedOut => "⏱️",
+        Status::Interrupted => "⏹️",
+        Status::Duplicate => "🔁",
+        Status::Stopped => "✋",
+    }
+}
+
+fn outcome(status: Status) -> &'static str {
+    match status {
+        Status::Claimed => "starting",
+        Status::Running => "running",
+        Status::Fixed => "fixed",
+        Status::NoFix => "no fix",
+        Status::Failed => "agent failed",
+        Status::TimedOut => "timed out",
+        Status::Interrupted => "interrupted",
+        Status::Duplicate => "already addressed",
+        Status::Stopped => "stopped by a person",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn archive_links_are_built_from_stored_data_and_never_from_junk() {
+        assert_eq!(
+            archive_link("C0HEALING1", "1700000000.000100", "thread"),
+            "<https://slack.com/archives/C0HEALING1/p1700000000000100|thread>"
+        );
+        assert_eq!(archive_link("C1>|x", "1.2", "thread"), "thread");
+        assert!(safe_url("https://github.com/acme/analytics/pull/7"));
+        assert!(!safe_url("https://x|<!channel>"));
+        assert!(!safe_url("javascript:alert(1)"));
+    }
+}
