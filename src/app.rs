@@ -80,6 +80,12 @@ impl App {
             .await
             .context("checking the bot token with auth.test")?;
         info!(user = %me.user_id, bot = %me.bot_id, "authenticated with Slack");
+        if cfg.notifier_bots.is_empty() {
+            warn!(
+                "SELFHEAL_NOTIFIER_BOTS is empty: any bot's failure notification can start healing; \
+                 set it to your scheduler's bot id, app id or username"
+            );
+        }
         let channels = Channels::new(web.clone());
         channels.load().await;
         let recognizer = Recognizer::new(

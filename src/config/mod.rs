@@ -130,6 +130,13 @@ pub fn summary(cfg: &Config) -> String {
     for a in cfg.agents.values() {
         out.push_str(&format!("  {}: {}\n", a.name, a.runner.describe()));
     }
+    if cfg.notifier_bots.is_empty() {
+        out.push_str(
+            "notifiers: any bot (set SELFHEAL_NOTIFIER_BOTS to your scheduler's bot to restrict)\n",
+        );
+    } else {
+        out.push_str(&format!("notifiers: {}\n", cfg.notifier_bots.join(", ")));
+    }
     out.push_str(&format!("database: {}\n", cfg.db_path.display()));
     out
 }
