@@ -15,6 +15,7 @@
 //! - [`doctor`]: dbt-doctor, the deterministic built-in agent.
 //! - [`workspace`]: a fresh clone of the dbt repository per session; pushes only `selfheal/` branches.
 //! - [`forge`]: pull requests (GitHub REST, or a plain remote's compare link); the only holder of the forge token.
+//! - [`http`]: the HTTPS (or loopback http) transport of the hosted-API clients.
 //! - [`store`]: SQLite, the source of truth for history.
 //! - [`runlog`]: run logs — where they come from (a directory, Paradime, dbt Cloud) and what they say (failing nodes, errors).
 //! - [`redact`]: scrubs secrets from anything that leaves the process.
@@ -42,6 +43,7 @@ pub mod fake_paradime;
 pub mod fake_slack;
 pub mod fix;
 pub mod forge;
+pub mod http;
 pub mod notify;
 pub mod recognize;
 pub mod redact;

@@ -15,14 +15,11 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Bytes;
 use hyper::header::{HeaderMap, HeaderValue};
 use hyper::{Method, Request, StatusCode};
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use serde::Deserialize;
 use tracing::{info, warn};
 
 use super::{ForgeError, PrRequest, PullRequest};
+use crate::http::{is_loopback, Transport};
 
 /// Bodies larger than this are not read: no legitimate answer is this big.
 const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
@@ -112,18 +109,8 @@ impl GitHub {
             .filter(|(o, r)| valid_name(o) && valid_name(r))
             .with_context(|| format!("forge repository `{repo}` is not `owner/name`"))?;
         let client = match parsed.scheme() {
-            "https" => {
-                let https = hyper_rustls::HttpsConnectorBuilder::new()
-                    .with_native_roots()
-                    .context("loading the system's root certificates")?
-                    .https_only()
-                    .enable_http1()
-                    .build();
-                Transport::Https(Client::builder(TokioExecutor::new()).build(https))
-            }
-            "http" if is_loopback(&parsed) => {
-                Transport::Plain(Client::builder(TokioExecutor::new()).build(HttpConnector::new()))
-            }
+            "https" => Transport::for_url(&parsed)?,
+            "http" if is_loopback(&parsed) => Transport::for_url(&parsed)?,
             "http" => bail!(
                 "refusing plain http for forge API {api_base}: the token would travel unencrypted"
             ),
@@ -319,7 +306,7 @@ impl GitHub {
             .map_err(|e| ForgeError::Http(format!("building request: {e}")))?;
 
         let exchange = async {
-            let response = self.client.request(request).await?;
+            let response = send(&self.client, request).await?;
             let (parts, body) = response.into_parts();
             let body = Limited::new(body, MAX_BODY_BYTES)
                 .collect()
@@ -339,24 +326,16 @@ impl GitHub {
     }
 }
 
-/// The two connectors: TLS for real forges, plain TCP for loopback fakes.
-enum Transport {
-    Https(Client<HttpsConnector<HttpConnector>, Full<Bytes>>),
-    Plain(Client<HttpConnector, Full<Bytes>>),
-}
-
-impl Transport {
-    async fn request(
-        &self,
-        req: Request<Full<Bytes>>,
-    ) -> Result<hyper::Response<hyper::body::Incoming>, ForgeError> {
-        let result = match self {
-            Transport::Https(client) => client.request(req).await,
-            Transport::Plain(client) => client.request(req).await,
-        };
-        // hyper-util's errors name the host, never headers, so they carry no token.
-        result.map_err(|e| ForgeError::Http(format!("sending request: {e}")))
-    }
+/// Sends a request; hyper-util's errors name the host, never headers, so
+/// they carry no token.
+async fn send(
+    transport: &Transport,
+    req: Request<Full<Bytes>>,
+) -> Result<hyper::Response<hyper::body::Incoming>, ForgeError> {
+    transport
+        .request(req)
+        .await
+        .map_err(|e| ForgeError::Http(format!("sending request: {e}")))
 }
 
 struct Answer {
@@ -507,15 +486,6 @@ fn same_origin(a: &str, b: &str) -> bool {
     match (url::Url::parse(a), url::Url::parse(b)) {
         (Ok(a), Ok(b)) => a.origin() == b.origin(),
         _ => false,
-    }
-}
-
-fn is_loopback(url: &url::Url) -> bool {
-    match url.host() {
-        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
-        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-        None => false,
     }
 }
 

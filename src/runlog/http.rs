@@ -9,6 +9,7 @@
 //! Kept private to `runlog` rather than shared with `forge::github`: that
 //! client's retry rules are GitHub's (rate-limit headers, 403s), these are not.
 
+use crate::http::{is_loopback, Transport};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
@@ -16,10 +17,6 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Bytes;
 use hyper::header::HeaderValue;
 use hyper::{Method, Request, StatusCode};
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use tracing::warn;
 
 /// Bodies larger than this are not read: no run log answer is this big.
@@ -86,26 +83,12 @@ impl std::fmt::Debug for HttpClient {
     }
 }
 
-#[derive(Clone)]
-enum Transport {
-    Https(Client<HttpsConnector<HttpConnector>, Full<Bytes>>),
-    Plain(Client<HttpConnector, Full<Bytes>>),
-}
-
 impl HttpClient {
     /// A client for `base` (named `what` in errors); see [`HttpClient::check_url`].
     pub fn new(base: &str, what: &str) -> Result<HttpClient> {
-        let transport = if Self::check_url(base).with_context(|| what.to_string())? {
-            let https = hyper_rustls::HttpsConnectorBuilder::new()
-                .with_native_roots()
-                .context("loading the system's root certificates")?
-                .https_only()
-                .enable_http1()
-                .build();
-            Transport::Https(Client::builder(TokioExecutor::new()).build(https))
-        } else {
-            Transport::Plain(Client::builder(TokioExecutor::new()).build(HttpConnector::new()))
-        };
+        Self::check_url(base).with_context(|| what.to_string())?;
+        let url = url::Url::parse(base).with_context(|| format!("parsing {what} URL"))?;
+        let transport = Transport::for_url(&url)?;
         Ok(HttpClient {
             transport,
             retry: RetryPolicy::default(),
@@ -242,15 +225,6 @@ pub(super) fn numeric_run_id(run_id: &str, api: &str) -> Result<u64> {
         .ok()
         .filter(|n| *n > 0)
         .with_context(|| format!("{api} run ids are numbers; {run_id:?} is not one"))
-}
-
-fn is_loopback(url: &url::Url) -> bool {
-    match url.host() {
-        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
-        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-        None => false,
-    }
 }
 
 #[cfg(test)]

@@ -369,7 +369,7 @@ mod tests {
     #[test]
     fn progress_keeps_only_what_fits_in_a_section() {
         let long = "x".repeat(1000);
-        let lines: Vec<&str> = std::iter::repeat(long.as_str()).take(10).collect();
+        let lines: Vec<&str> = std::iter::repeat_n(long.as_str(), 10).collect();
         let (_, blocks) = progress(&view(&lines, None), 7);
         let body = blocks[1]["text"]["text"].as_str().unwrap();
         assert!(body.len() <= MAX_SECTION + 6, "len {}", body.len());

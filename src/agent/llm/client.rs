@@ -8,6 +8,7 @@
 //! `Authorization` header, marked sensitive, and never sent over plain http
 //! to a host other than this machine.
 
+use crate::http::{is_loopback, Transport};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
@@ -15,10 +16,6 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Bytes;
 use hyper::header::HeaderValue;
 use hyper::{Method, Request};
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client as HyperClient;
-use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
 use tokio::time::Instant;
 use tracing::warn;
@@ -82,11 +79,6 @@ pub struct Reply {
     pub total_tokens: Option<u64>,
 }
 
-enum Transport {
-    Plain(HyperClient<HttpConnector, Full<Bytes>>),
-    Https(HyperClient<HttpsConnector<HttpConnector>, Full<Bytes>>),
-}
-
 /// A chat-completions endpoint.
 pub struct Client {
     url: String,
@@ -101,26 +93,15 @@ impl Client {
         let parsed =
             url::Url::parse(base).with_context(|| format!("parsing the model base_url {base}"))?;
         let api_key = api_key.filter(|k| !k.trim().is_empty());
-        let transport = match parsed.scheme() {
-            "https" => {
-                let https = hyper_rustls::HttpsConnectorBuilder::new()
-                    .with_native_roots()
-                    .context("loading the system's root certificates")?
-                    .https_only()
-                    .enable_http1()
-                    .build();
-                Transport::Https(HyperClient::builder(TokioExecutor::new()).build(https))
+        match parsed.scheme() {
+            "https" => {}
+            "http" if api_key.is_some() && !is_loopback(&parsed) => {
+                bail!("refusing to send the API key over plain http to {base}: use https")
             }
-            "http" => {
-                if api_key.is_some() && !is_loopback(&parsed) {
-                    bail!("refusing to send the API key over plain http to {base}: use https");
-                }
-                Transport::Plain(
-                    HyperClient::builder(TokioExecutor::new()).build(HttpConnector::new()),
-                )
-            }
+            "http" => {}
             other => bail!("unsupported scheme `{other}` in the model base_url"),
-        };
+        }
+        let transport = Transport::for_url(&parsed)?;
         Ok(Client {
             url: format!("{base}/chat/completions"),
             api_key,
@@ -208,11 +189,11 @@ impl Client {
         let request = builder
             .body(Full::new(body))
             .context("building the request")?;
-        let response = match &self.transport {
-            Transport::Plain(c) => c.request(request).await,
-            Transport::Https(c) => c.request(request).await,
-        }
-        .context("sending the request")?;
+        let response = self
+            .transport
+            .request(request)
+            .await
+            .context("sending the request")?;
         let (parts, body) = response.into_parts();
         let retry_after = parts
             .headers
@@ -225,15 +206,6 @@ impl Client {
             .map_err(|e| anyhow::anyhow!("reading the answer: {e}"))?
             .to_bytes();
         Ok((parts.status.as_u16(), retry_after, body))
-    }
-}
-
-fn is_loopback(url: &url::Url) -> bool {
-    match url.host() {
-        Some(url::Host::Domain(d)) => d == "localhost",
-        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-        None => false,
     }
 }
 
