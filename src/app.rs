@@ -350,7 +350,13 @@ impl App {
         let mentioned = msg.text.contains(&mention);
         let text = msg.text.replace(&mention, "").trim().to_string();
         if let Some(session) = self.store.session_in_thread(&msg.channel, thread_ts)? {
-            if !session.status.is_terminal() {
+            if session.status.is_terminal() {
+                if mentioned {
+                    return self.start_followup(session, user, &text).await;
+                }
+                return Ok(());
+            }
+            {
                 let control = if text.eq_ignore_ascii_case("stop") {
                     Control::Stop { user: user.clone() }
                 } else {
@@ -398,6 +404,112 @@ impl App {
             agent.as_deref(),
         )
         .await
+    }
+
+    /// A mention after a session ended: a follow-up session in the same
+    /// thread, on the same branch and pull request, told what happened so far.
+    async fn start_followup(
+        self: &Arc<Self>,
+        previous: crate::store::SessionRow,
+        user: &str,
+        text: &str,
+    ) -> Result<()> {
+        if crate::commands::paused(&self.store)? {
+            self.web
+                .post_ephemeral(
+                    &previous.channel,
+                    user,
+                    "selfheal is paused (`/selfheal resume` turns it back on).",
+                )
+                .await?;
+            return Ok(());
+        }
+        let agent_name = requested_agent(text).unwrap_or_else(|| previous.agent.clone());
+        let Some(agent) = self.cfg.agents.get(&agent_name) else {
+            self.web
+                .post(
+                    &previous.channel,
+                    Some(&previous.thread_ts),
+                    &format!("I don't know the agent `{}`.", render::escape(&agent_name)),
+                    None,
+                )
+                .await?;
+            return Ok(());
+        };
+        let Some(id) = self.store.claim_followup(&previous, &agent.name)? else {
+            return Ok(());
+        };
+        let mut history = String::new();
+        for s in self
+            .store
+            .sessions_in_thread(&previous.channel, &previous.thread_ts)?
+        {
+            if s.id == id {
+                continue;
+            }
+            history.push_str(&format!(
+                "- session {} ({}): {}{}{}\n",
+                s.id,
+                s.agent,
+                s.status.as_str(),
+                s.summary
+                    .as_deref()
+                    .map(|x| format!(" — {x}"))
+                    .unwrap_or_default(),
+                s.pr_url
+                    .as_deref()
+                    .map(|p| format!(" — PR {p}"))
+                    .unwrap_or_default(),
+            ));
+            for (kind, event) in self.store.events(s.id)? {
+                if matches!(kind.as_str(), "milestone" | "note") && event.starts_with("💬") {
+                    history.push_str(&format!("  {event}\n"));
+                }
+            }
+        }
+        let pr_url = (previous.status == Status::Fixed)
+            .then(|| previous.pr_url.clone())
+            .flatten();
+        let text_shown = format!("🦖 Follow-up from <@{user}> — starting a new healing session...");
+        if let Err(e) = self
+            .web
+            .post(
+                &previous.channel,
+                Some(&previous.thread_ts),
+                &text_shown,
+                None,
+            )
+            .await
+        {
+            warn!(session = id, error = %e, "could not post the follow-up reply");
+        }
+        let base_branch = self
+            .cfg
+            .schedules
+            .get(&previous.schedule)
+            .and_then(|s| s.git_branch.clone());
+        let start = Start {
+            session_id: id,
+            schedule: previous.schedule.clone(),
+            run_id: previous.run_id.clone(),
+            channel: previous.channel.clone(),
+            thread_ts: previous.thread_ts.clone(),
+            agent: agent.clone(),
+            base_branch,
+            notification: String::new(),
+            followup: Some(driver::FollowUp {
+                by: user.to_string(),
+                instruction: text.to_string(),
+                history,
+                pr_url,
+            }),
+        };
+        self.tasks.spawn(driver::drive(
+            self.deps.clone(),
+            start,
+            self.shutdown.clone(),
+        ));
+        Ok(())
     }
 
     /// `text` is the notification's text: the run log of last resort.
@@ -572,6 +684,7 @@ impl App {
             agent: agent.clone(),
             base_branch: schedule.git_branch.clone(),
             notification: notification.to_string(),
+            followup: None,
         };
         self.tasks.spawn(driver::drive(
             self.deps.clone(),

@@ -118,6 +118,7 @@ pub async fn run_fix(opts: FixOptions, shutdown: CancellationToken) -> Result<St
         agent,
         base_branch: None,
         notification: String::new(),
+        followup: None,
     };
     driver::drive(deps, start, shutdown).await;
     let _ = std::fs::remove_dir_all(&work_root);

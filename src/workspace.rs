@@ -167,6 +167,27 @@ impl Workspace {
         Ok(())
     }
 
+    /// Continues an existing `selfheal/…` branch from the remote (a follow-up
+    /// on an open pull request): checks it out and makes its head the new
+    /// base, so diffs and changed files show only the follow-up's changes.
+    pub async fn continue_branch(&mut self, branch: &str) -> anyhow::Result<()> {
+        self.check_pushable(branch)?;
+        let refspec = format!("refs/heads/{branch}");
+        self.git(&["fetch", "--quiet", &self.remote, &refspec])
+            .await
+            .with_context(|| {
+                format!(
+                    "fetching {branch} from {}",
+                    redact_credentials(&self.remote)
+                )
+            })?;
+        self.git(&["checkout", "--quiet", "-B", branch, "FETCH_HEAD"])
+            .await
+            .with_context(|| format!("checking out {branch}"))?;
+        self.base_sha = self.git(&["rev-parse", "HEAD"]).await?.trim().to_string();
+        Ok(())
+    }
+
     /// The full diff of the session's changes against the base commit, committed or
     /// not, new files included (for the pull-request body).
     ///

@@ -177,6 +177,20 @@ pub struct Start {
     pub base_branch: Option<String>,
     /// The failure notification's text: the run log of last resort.
     pub notification: String,
+    /// Set when a person asked for more after an earlier session ended.
+    pub followup: Option<FollowUp>,
+}
+
+/// A follow-up request in a healing thread.
+#[derive(Debug, Clone)]
+pub struct FollowUp {
+    /// Who asked, and what (thread text: data from a person).
+    pub by: String,
+    pub instruction: String,
+    /// What the thread has seen so far (earlier sessions' story).
+    pub history: String,
+    /// The earlier session's pull request: the follow-up adds to its branch.
+    pub pr_url: Option<String>,
 }
 
 /// Beyond an llm agent's own wall clock, so its budget report arrives first.
@@ -329,7 +343,12 @@ async fn run(
     };
 
     s.read_run_log().await?;
-    if let Some(pr) = s.open_pr_for_same_error().await? {
+    let duplicate = match start.followup {
+        // A follow-up builds on its own pull request on purpose.
+        Some(_) => None,
+        None => s.open_pr_for_same_error().await?,
+    };
+    if let Some(pr) = duplicate {
         let ending = Ending {
             status: Status::Duplicate,
             summary: format!("an open pull request already addresses this error: {pr}"),
@@ -356,7 +375,10 @@ async fn run(
     let prior = deps
         .store
         .prior_sessions(&start.schedule, id, deps.prior_attempts)?;
-    let prompt = prompt::opening(&start.run_id, &start.schedule, &prior);
+    let mut prompt = prompt::opening(&start.run_id, &start.schedule, &prior);
+    if let Some(f) = &start.followup {
+        prompt = prompt::followup(f, &prompt);
+    }
     deps.store.add_event(id, "prompt", &prompt)?;
 
     let (mut running, timeout) = match s.start_agent(dir, &prompt).await {
@@ -597,9 +619,12 @@ impl Session<'_> {
             .repo
             .as_deref()
             .context("no repository configured")?;
-        let ws = Workspace::create(repo, self.start.base_branch.as_deref(), dir).await?;
-        ws.start_branch(&branch_name(&self.start.schedule, &self.start.run_id))
-            .await?;
+        let mut ws = Workspace::create(repo, self.start.base_branch.as_deref(), dir).await?;
+        let branch = branch_name(&self.start.schedule, &self.start.run_id);
+        match self.start.followup.as_ref().and_then(|f| f.pr_url.as_ref()) {
+            Some(_) => ws.continue_branch(&branch).await?,
+            None => ws.start_branch(&branch).await?,
+        }
         self.step(
             Input::Note(format!(
                 "working on a fresh clone of {} at {}",
@@ -810,6 +835,19 @@ impl Session<'_> {
         self.milestone(format!("✅ Verification passed: `{shown}`"))
             .await?;
 
+        // A follow-up pushes to its pull request's branch; the PR picks it up.
+        if let Some(pr) = self.start.followup.as_ref().and_then(|f| f.pr_url.clone()) {
+            let ws = self.workspace.as_ref().context("no workspace")?;
+            let branch = branch_name(&self.start.schedule, &self.start.run_id);
+            ws.commit(&format!(
+                "selfheal: follow-up for run {}\n\n{}",
+                self.start.run_id,
+                agent.summary.trim()
+            ))
+            .await?;
+            ws.push(&branch).await?;
+            return done(agent, Some(pr));
+        }
         // The error may have been fixed by someone else's PR in the meantime.
         if let Some(pr) = self.open_pr_for_same_error().await? {
             let summary = format!("an open pull request already addresses this error: {pr}");

@@ -38,6 +38,27 @@ pub fn opening(run_id: &str, schedule: &str, prior: &[SessionRow]) -> String {
     out
 }
 
+/// The prompt of a follow-up: the person's request and the thread's story
+/// first, quoted as data, then the usual opening.
+pub fn followup(f: &super::driver::FollowUp, opening: &str) -> String {
+    let quote = |t: &str| t.replace("</thread>", "</thread\u{200b}>");
+    let mut out = format!(
+        "Follow-up requested by Slack user <@{}> in the healing thread (guidance from a person on the team):\n<thread>\n{}\n</thread>\n",
+        f.by,
+        quote(&f.instruction)
+    );
+    if let Some(pr) = &f.pr_url {
+        out.push_str(&format!(
+            "Your changes go on top of the open pull request {pr} (its branch is checked out).\n"
+        ));
+    }
+    out.push_str(&format!(
+        "What happened in this thread so far:\n<thread>\n{}\n</thread>\n\n{opening}",
+        quote(f.history.trim())
+    ));
+    out
+}
+
 fn outcome_words(status: Status) -> &'static str {
     match status {
         Status::Fixed => "fixed",

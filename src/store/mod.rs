@@ -266,6 +266,36 @@ impl Store {
         Ok(Claim::New(id))
     }
 
+    /// Claims a follow-up of `previous` (same failure and thread, next attempt)
+    /// unless a session for that failure is still unfinished.
+    pub fn claim_followup(&self, previous: &SessionRow, agent: &str) -> Result<Option<i64>> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let failure_id: i64 = tx.query_row(
+            "SELECT failure_id FROM sessions WHERE id = ?1",
+            params![previous.id],
+            |r| r.get(0),
+        )?;
+        let busy: bool = tx.query_row(
+            "SELECT EXISTS(SELECT 1 FROM sessions WHERE failure_id = ?1 AND status IN ('claimed', 'running'))",
+            params![failure_id],
+            |r| r.get(0),
+        )?;
+        if busy {
+            return Ok(None);
+        }
+        tx.execute(
+            "INSERT INTO sessions(failure_id, attempt, schedule, run_id, channel, thread_ts, agent, status, created_at, pr_url, signature)
+             SELECT failure_id, (SELECT MAX(attempt) + 1 FROM sessions WHERE failure_id = ?1), schedule, run_id,
+                    channel, thread_ts, ?3, 'claimed', ?4, pr_url, signature
+             FROM sessions WHERE id = ?2",
+            params![failure_id, previous.id, agent, now()],
+        )?;
+        let id = tx.last_insert_rowid();
+        tx.commit().context("claiming a follow-up session")?;
+        Ok(Some(id))
+    }
+
     /// The session for a failure, if one was claimed.
     pub fn session_for_failure(&self, schedule: &str, run_id: &str) -> Result<Option<SessionRow>> {
         let conn = self.conn();
@@ -447,6 +477,18 @@ impl Store {
         conn.query_row(&sql, params![channel, thread_ts], session_from_row)
             .optional()
             .context("looking up the session of a thread")
+    }
+
+    /// Every session of a thread, oldest first.
+    pub fn sessions_in_thread(&self, channel: &str, thread_ts: &str) -> Result<Vec<SessionRow>> {
+        let conn = self.conn();
+        let sql = format!("{SESSION_SELECT} WHERE channel = ?1 AND thread_ts = ?2 ORDER BY id");
+        let mut stmt = conn.prepare(&sql)?;
+        let rows = stmt
+            .query_map(params![channel, thread_ts], session_from_row)?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .context("loading the sessions of a thread")?;
+        Ok(rows)
     }
 
     /// The failure whose notification is the message `ts` in `channel`.

@@ -652,3 +652,79 @@ async fn an_llm_agent_fixes_the_run_and_the_bot_opens_the_pull_request() {
     assert!(!sent.contains("sk-test-llm-key"));
     story.stop().await;
 }
+
+#[tokio::test]
+async fn a_mention_after_the_fix_starts_a_follow_up_on_the_same_pull_request() {
+    let agent = r#"
+if grep -q "Follow-up requested" "$SELFHEAL_PROMPT_FILE"; then
+  printf -- "-- reviewed by selfheal follow-up\n" >> models/marts/orders.sql
+  echo '{"type":"result","status":"fixed","summary":"added the note the reviewer asked for"}'
+else
+  sed -i "s/ref('stg_order')/ref('stg_orders')/" models/marts/orders.sql
+  echo '{"type":"result","status":"fixed","summary":"orders now refs stg_orders"}'
+fi
+"#;
+    let story = Story::start(&Breakage::fixture("ref_typo").unwrap(), "950", Some(agent)).await;
+    let (_, ts) = story.world.notify_failure("hourly_marts", "950").await;
+    let first = story.session_end("950").await;
+    assert_eq!(first.status, Status::Fixed);
+
+    let bot = story.world.slack.bot_user_id().to_string();
+    story
+        .world
+        .slack
+        .post_as_user(
+            HEALING,
+            "U0REVIEWER",
+            &format!("<@{bot}> also add a note for reviewers"),
+            Some(&ts),
+        )
+        .await;
+
+    // The follow-up is a second session in the same thread, on the same PR.
+    let store = story.store();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let second = loop {
+        let sessions = store.sessions_in_thread(HEALING, &ts).unwrap();
+        if let Some(s) = sessions
+            .iter()
+            .find(|s| s.id != first.id && s.status.is_terminal())
+        {
+            break s.clone();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no follow-up: {sessions:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(second.status, Status::Fixed, "{second:#?}");
+    assert_eq!(second.pr_url, first.pr_url);
+    assert_eq!(story.world.github.prs().len(), 1, "no second pull request");
+    let prompt = store
+        .events(second.id)
+        .unwrap()
+        .into_iter()
+        .find(|(k, _)| k == "prompt")
+        .unwrap()
+        .1;
+    assert!(prompt.contains("also add a note for reviewers"), "{prompt}");
+    assert!(
+        prompt.contains("orders now refs stg_orders"),
+        "history: {prompt}"
+    );
+    // The branch got the follow-up commit on top of the first fix.
+    let log = std::process::Command::new("git")
+        .args(["log", "--format=%s", "main..selfheal/hourly_marts/run-950"])
+        .current_dir(&story.world.origin)
+        .output()
+        .unwrap();
+    let subjects = String::from_utf8_lossy(&log.stdout);
+    assert_eq!(subjects.lines().count(), 2, "{subjects}");
+    assert!(story
+        .world
+        .build_branch("selfheal/hourly_marts/run-950")
+        .await
+        .unwrap());
+    story.stop().await;
+}
