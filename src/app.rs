@@ -356,17 +356,15 @@ impl App {
                 }
                 return Ok(());
             }
-            {
-                let control = if text.eq_ignore_ascii_case("stop") {
-                    Control::Stop { user: user.clone() }
-                } else {
-                    Control::Reply {
-                        user: user.clone(),
-                        text: text.clone(),
-                    }
-                };
-                self.deps.controls.send(session.id, control);
-            }
+            let control = if text.eq_ignore_ascii_case("stop") {
+                Control::Stop { user: user.clone() }
+            } else {
+                Control::Reply {
+                    user: user.clone(),
+                    text: text.clone(),
+                }
+            };
+            self.deps.controls.send(session.id, control);
             return Ok(());
         }
         if !mentioned {
