@@ -1,6 +1,7 @@
 //! One integration test binary: the real bot against a local Slack fake.
 //! Each module is a set of user stories.
 
+mod bad_input;
 mod cli;
 mod commands;
 mod commands_slash;
