@@ -153,7 +153,7 @@ pub async fn spawn(spec: &CommandSpec, first_line: String) -> Result<Running> {
     tokio::spawn(write_stdin(stdin, first_line, in_rx));
     let stdout = child.stdout.take().context("agent stdout")?;
     let stderr = child.stderr.take().context("agent stderr")?;
-    tokio::spawn(supervise(child, stdout, stderr, out_tx));
+    tokio::spawn(supervise(child, pgid, stdout, stderr, out_tx));
 
     Ok(Running {
         output: out_rx,
@@ -181,21 +181,32 @@ async fn write_stdin(
     }
 }
 
-/// Forwards stdout and stderr lines, then the exit status once both streams closed.
+/// Forwards stdout and stderr lines, then the exit status. When the agent
+/// exits, whatever it left running in its process group is killed: a
+/// grandchild holding the pipes open must neither outlive the session nor
+/// keep it from ending.
 async fn supervise(
     mut child: Child,
+    pgid: Option<i32>,
     stdout: tokio::process::ChildStdout,
     stderr: tokio::process::ChildStderr,
     tx: mpsc::Sender<Output>,
 ) {
     let out = tokio::spawn(forward_lines(stdout, tx.clone(), Output::Stdout));
     let err = tokio::spawn(forward_lines(stderr, tx.clone(), Output::Stderr));
-    let _ = out.await;
-    let _ = err.await;
     let code = match child.wait().await {
         Ok(status) => status.code(),
         Err(_) => None,
     };
+    if let Some(pgid) = pgid {
+        signal_group(pgid, libc::SIGKILL);
+    }
+    // What the agent printed before it exited is still read to the end.
+    let drained = async {
+        let _ = out.await;
+        let _ = err.await;
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(2), drained).await;
     let _ = tx.send(Output::Exited { code }).await;
 }
 

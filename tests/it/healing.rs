@@ -324,3 +324,51 @@ echo '{"type":"result","status":"failed","summary":"token ghp_abcdefghijklmnopqr
     }
     assert!(!row.summary.unwrap_or_default().contains("ghp_"));
 }
+
+#[tokio::test]
+async fn junk_output_and_orphaned_children_end_cleanly() {
+    // Binary junk, a broken JSON line, and a grandchild that would outlive the agent.
+    let junk = r#"
+printf '\000\377\376{"type":\n'
+head -c 4000 /dev/urandom
+echo
+(sleep 6017 &)
+echo '{"type":"result","status":'
+exit 0
+"#;
+    let app = spawn_app_with(junk, &[]).await;
+
+    let ts = app.post_failure(HEALING, "hourly_marts", "31").await;
+    let row = app.wait_for_session_end("31").await;
+
+    assert_eq!(row.status, Status::NoFix, "{row:#?}");
+    app.wait_for_reply(HEALING, &ts, |m| m.text.starts_with("⚠️ No pull request"))
+        .await;
+    // Nothing the agent started is left running.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let out = std::process::Command::new("pgrep")
+            .args(["-f", "sleep 6017"])
+            .output()
+            .unwrap();
+        if out.stdout.is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the agent's child outlived it"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Slack got readable text: no control characters from the junk.
+    for m in app.thread(HEALING, &ts) {
+        for text in std::iter::once(&m.text).chain(m.edits.iter()) {
+            assert!(
+                !text
+                    .chars()
+                    .any(|c| c.is_control() && c != '\n' && c != '\t'),
+                "{text:?}"
+            );
+        }
+    }
+}
