@@ -7,7 +7,6 @@
 //! shutdown waits for them (at most [`crate::config::SHUTDOWN_GRACE`]).
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -749,11 +748,6 @@ impl App {
             Ok(false) => {}
             Err(e) => error!(error = ?e, "failed to claim a courtesy pointer"),
         }
-    }
-
-    /// Where the store lives (for tests and diagnostics).
-    pub fn db_path(&self) -> PathBuf {
-        self.cfg.db_path.clone()
     }
 }
 

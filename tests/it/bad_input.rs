@@ -31,7 +31,7 @@ fn json_value() -> impl Strategy<Value = Value> {
     let leaf = prop_oneof![
         Just(Value::Null),
         any::<bool>().prop_map(Value::Bool),
-        any::<i64>().prop_map(|n| Value::from(n)),
+        any::<i64>().prop_map(Value::from),
         messy_text().prop_map(Value::String),
     ];
     leaf.prop_recursive(6, 64, 8, |inner| {
