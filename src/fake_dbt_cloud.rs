@@ -19,25 +19,22 @@
 //! - 401 without `Authorization: Token <token>` (or `Bearer <token>`), 404
 //!   for anything else. It does no TLS and no rate limiting.
 
+use crate::fake_server::LocalServer;
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use anyhow::Context;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use serde_json::{json, Value};
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 
 /// A running fake. Dropping it stops the server.
 pub struct FakeDbtCloud {
     addr: SocketAddr,
     state: Arc<Mutex<Inner>>,
-    shutdown: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<()>>,
+    server: LocalServer,
 }
 
 /// One step of a scripted run.
@@ -92,12 +89,7 @@ struct Inner {
 impl FakeDbtCloud {
     /// Starts a fake of account `account_id` that accepts `token`.
     pub async fn start(token: &str, account_id: u64) -> anyhow::Result<FakeDbtCloud> {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .context("binding the fake dbt Cloud listener")?;
-        let addr = listener
-            .local_addr()
-            .context("reading the fake dbt Cloud address")?;
+        let (listener, addr) = LocalServer::bind("fake dbt Cloud").await?;
         let state = Arc::new(Mutex::new(Inner {
             token: token.to_string(),
             account_id,
@@ -106,20 +98,11 @@ impl FakeDbtCloud {
             failures: VecDeque::new(),
         }));
         let app = Router::new().fallback(handle).with_state(state.clone());
-        let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            let server = axum::serve(listener, app).with_graceful_shutdown(async {
-                let _ = rx.await;
-            });
-            if let Err(e) = server.await {
-                tracing::warn!(error = %e, "fake dbt Cloud server stopped with an error");
-            }
-        });
+        let server = LocalServer::serve(listener, app, "fake dbt Cloud");
         Ok(FakeDbtCloud {
             addr,
             state,
-            shutdown: Some(tx),
-            task: Some(task),
+            server,
         })
     }
 
@@ -170,28 +153,12 @@ impl FakeDbtCloud {
     }
 
     /// Stops the server and waits for it.
-    pub async fn shutdown(mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(task) = self.task.take() {
-            let _ = task.await;
-        }
+    pub async fn shutdown(self) {
+        self.server.stop().await;
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
         lock(&self.state)
-    }
-}
-
-impl Drop for FakeDbtCloud {
-    fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(task) = self.task.take() {
-            task.abort();
-        }
     }
 }
 

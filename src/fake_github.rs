@@ -24,21 +24,19 @@
 //! also counted in [`FakeGitHub::merge_calls`]: selfheal never merges, and tests
 //! assert the count stays 0. It does no TLS and no real rate limiting.
 
+use crate::fake_server::LocalServer;
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use anyhow::Context;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use serde_json::{json, Value};
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 
 const DOCS: &str = "https://docs.github.com/rest/pulls/pulls";
 
@@ -46,8 +44,7 @@ const DOCS: &str = "https://docs.github.com/rest/pulls/pulls";
 pub struct FakeGitHub {
     addr: SocketAddr,
     state: Arc<Mutex<Inner>>,
-    shutdown: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<()>>,
+    server: LocalServer,
 }
 
 /// A pull request held by the fake.
@@ -121,12 +118,7 @@ enum Injected {
 impl FakeGitHub {
     /// Starts a fake serving repository `owner/repo` that accepts `token`.
     pub async fn start(token: &str, owner: &str, repo: &str) -> anyhow::Result<FakeGitHub> {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .context("binding the fake GitHub listener")?;
-        let addr = listener
-            .local_addr()
-            .context("reading the fake GitHub address")?;
+        let (listener, addr) = LocalServer::bind("fake GitHub").await?;
         let state = Arc::new(Mutex::new(Inner {
             token: token.to_string(),
             owner: owner.to_string(),
@@ -142,20 +134,11 @@ impl FakeGitHub {
             state: state.clone(),
             addr,
         });
-        let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            let server = axum::serve(listener, app).with_graceful_shutdown(async {
-                let _ = rx.await;
-            });
-            if let Err(e) = server.await {
-                tracing::warn!(error = %e, "fake GitHub server stopped with an error");
-            }
-        });
+        let server = LocalServer::serve(listener, app, "fake GitHub");
         Ok(FakeGitHub {
             addr,
             state,
-            shutdown: Some(tx),
-            task: Some(task),
+            server,
         })
     }
 
@@ -231,28 +214,12 @@ impl FakeGitHub {
     }
 
     /// Stops the server and waits for it.
-    pub async fn shutdown(mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(task) = self.task.take() {
-            let _ = task.await;
-        }
+    pub async fn shutdown(self) {
+        self.server.stop().await;
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
         lock(&self.state)
-    }
-}
-
-impl Drop for FakeGitHub {
-    fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(task) = self.task.take() {
-            task.abort();
-        }
     }
 }
 

@@ -16,20 +16,18 @@
 //! script runs out it answers 400, which ends a runner's session at once.
 //! It does no TLS, streaming or real sampling.
 
+use crate::fake_server::LocalServer;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use anyhow::Context;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use serde_json::{json, Value};
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 
 /// What the fake answers to one request.
 #[derive(Debug, Clone, PartialEq)]
@@ -102,8 +100,7 @@ impl Scripted {
 pub struct FakeLlm {
     addr: SocketAddr,
     state: Arc<Mutex<Inner>>,
-    shutdown: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<()>>,
+    server: LocalServer,
 }
 
 struct Inner {
@@ -125,12 +122,7 @@ impl FakeLlm {
     }
 
     async fn start_inner(key: Option<String>) -> anyhow::Result<FakeLlm> {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .context("binding the fake LLM listener")?;
-        let addr = listener
-            .local_addr()
-            .context("reading the fake LLM address")?;
+        let (listener, addr) = LocalServer::bind("fake LLM").await?;
         let state = Arc::new(Mutex::new(Inner {
             key,
             script: VecDeque::new(),
@@ -138,20 +130,11 @@ impl FakeLlm {
             served: 0,
         }));
         let app = Router::new().fallback(handle).with_state(state.clone());
-        let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            let server = axum::serve(listener, app).with_graceful_shutdown(async {
-                let _ = rx.await;
-            });
-            if let Err(e) = server.await {
-                tracing::warn!(error = %e, "fake LLM server stopped with an error");
-            }
-        });
+        let server = LocalServer::serve(listener, app, "fake LLM");
         Ok(FakeLlm {
             addr,
             state,
-            shutdown: Some(tx),
-            task: Some(task),
+            server,
         })
     }
 
@@ -176,28 +159,12 @@ impl FakeLlm {
     }
 
     /// Stops the server and waits for it.
-    pub async fn shutdown(mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(task) = self.task.take() {
-            let _ = task.await;
-        }
+    pub async fn shutdown(self) {
+        self.server.stop().await;
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
         lock(&self.state)
-    }
-}
-
-impl Drop for FakeLlm {
-    fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(task) = self.task.take() {
-            task.abort();
-        }
     }
 }
 

@@ -22,19 +22,17 @@
 //!
 //! Wrong or missing credentials answer 401. It does no TLS and no rate limiting.
 
+use crate::fake_server::LocalServer;
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use anyhow::Context;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use serde_json::{json, Value};
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 
 /// The path the fake serves GraphQL on.
 pub const GRAPHQL_PATH: &str = "/api/v1/graphql";
@@ -43,8 +41,7 @@ pub const GRAPHQL_PATH: &str = "/api/v1/graphql";
 pub struct FakeParadime {
     addr: SocketAddr,
     state: Arc<Mutex<Inner>>,
-    shutdown: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<()>>,
+    server: LocalServer,
 }
 
 /// Which stream a log line was written to.
@@ -129,12 +126,7 @@ struct Inner {
 impl FakeParadime {
     /// Starts a fake that accepts `X-API-KEY: key` and `X-API-SECRET: secret`.
     pub async fn start(key: &str, secret: &str) -> anyhow::Result<FakeParadime> {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .context("binding the fake Paradime listener")?;
-        let addr = listener
-            .local_addr()
-            .context("reading the fake Paradime address")?;
+        let (listener, addr) = LocalServer::bind("fake Paradime").await?;
         let state = Arc::new(Mutex::new(Inner {
             key: key.to_string(),
             secret: secret.to_string(),
@@ -145,20 +137,11 @@ impl FakeParadime {
             failures: VecDeque::new(),
         }));
         let app = Router::new().fallback(handle).with_state(state.clone());
-        let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            let server = axum::serve(listener, app).with_graceful_shutdown(async {
-                let _ = rx.await;
-            });
-            if let Err(e) = server.await {
-                tracing::warn!(error = %e, "fake Paradime server stopped with an error");
-            }
-        });
+        let server = LocalServer::serve(listener, app, "fake Paradime");
         Ok(FakeParadime {
             addr,
             state,
-            shutdown: Some(tx),
-            task: Some(task),
+            server,
         })
     }
 
@@ -201,28 +184,12 @@ impl FakeParadime {
     }
 
     /// Stops the server and waits for it.
-    pub async fn shutdown(mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(task) = self.task.take() {
-            let _ = task.await;
-        }
+    pub async fn shutdown(self) {
+        self.server.stop().await;
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
         lock(&self.state)
-    }
-}
-
-impl Drop for FakeParadime {
-    fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(task) = self.task.take() {
-            task.abort();
-        }
     }
 }
 

@@ -27,6 +27,7 @@
 //! - [`fake_github`]: a local GitHub REST API for tests and the demo.
 //! - [`fake_llm`]: a local OpenAI-compatible chat-completions server that replays scripted conversations.
 //! - [`fake_paradime`]: a local Paradime GraphQL API (Bolt runs, paged command logs) for tests, the demo and benchmarks.
+//! - [`fake_server`]: the lifecycle of the local HTTP fakes.
 //! - [`fake_slack`]: a local Slack (Web API + Socket Mode) for tests, the demo and benchmarks.
 
 pub mod agent;
@@ -40,6 +41,7 @@ pub mod fake_dbt_cloud;
 pub mod fake_github;
 pub mod fake_llm;
 pub mod fake_paradime;
+pub mod fake_server;
 pub mod fake_slack;
 pub mod fix;
 pub mod forge;
