@@ -149,6 +149,7 @@ impl App {
             &SocketSettings {
                 connections: 2,
                 reconnect_secs: 3,
+                ping_secs: self.cfg.socket_ping.as_secs(),
             },
             tx,
         )
@@ -178,31 +179,124 @@ impl App {
     }
 
     /// Sessions still marked running belong to a process that died or was
-    /// stopped before they ended: record them as interrupted and say so.
+    /// stopped before they ended. Each is recorded as interrupted, what is
+    /// left of its agent is killed and its thread is told. Then (unless
+    /// `SELFHEAL_ON_RESTART=report`) every session interrupted in the last hour,
+    /// by a crash or by a stop, runs again, once.
     async fn recover(self: &Arc<Self>) -> Result<()> {
+        let why = "selfheal restarted before it finished";
+        let rerun = self.cfg.rerun_interrupted && !crate::commands::paused(&self.store)?;
         for s in self.store.unfinished_sessions()? {
-            let why = "selfheal restarted before it finished";
-            if self
+            let killed = crate::agent::command::kill_tagged(&self.store.agent_tag(s.id));
+            if killed > 0 {
+                warn!(
+                    session = s.id,
+                    killed, "killed processes left over from the session's agent"
+                );
+            }
+            // A re-run claimed just before a crash that never got going: start it now.
+            if s.rerun_of.is_some() && s.status == Status::Claimed {
+                if let Some(start) = self.rerun_start(&s)? {
+                    warn!(session = s.id, run_id = %s.run_id, "starting a re-run claimed before the restart");
+                    self.spawn_session(start);
+                    continue;
+                }
+            }
+            if !self
                 .store
                 .finish(s.id, Status::Interrupted, Some(why), None)?
-                && !s.thread_ts.is_empty()
             {
-                warn!(session = s.id, run_id = %s.run_id, "recovered an interrupted session");
+                continue;
+            }
+            warn!(session = s.id, run_id = %s.run_id, "recovered an interrupted session");
+            if s.thread_ts.is_empty() {
+                continue;
+            }
+            if let Some(progress) = &s.progress_ts {
+                let (text, blocks) = render::progress_interrupted(&s.run_id, &s.agent);
                 if let Err(e) = self
                     .web
-                    .post(
-                        &s.channel,
-                        Some(&s.thread_ts),
-                        &render::interrupted(&s.run_id, why),
-                        None,
-                    )
+                    .update(&s.channel, progress, &text, Some(&blocks))
                     .await
                 {
-                    warn!(session = s.id, error = %e, "could not tell the thread about the interruption");
+                    warn!(session = s.id, error = %e, "could not close the interrupted progress message");
+                }
+            }
+            if !rerun {
+                self.tell(&s, &render::interrupted(&s.run_id, why)).await;
+            }
+        }
+        if rerun {
+            let since = chrono::Utc::now() - chrono::Duration::hours(1);
+            for s in self.store.rerunnable(since)? {
+                if !self.cfg.agents.contains_key(&s.agent)
+                    || self.cfg.schedules.get(&s.schedule).is_none()
+                {
+                    continue;
+                }
+                let Some(id) = self.store.claim_rerun(s.id)? else {
+                    continue;
+                };
+                self.tell(&s, &render::rerunning(&s.run_id)).await;
+                if let Some(start) = self.rerun_start(&self.store.session(id)?)? {
+                    self.spawn_session(start);
                 }
             }
         }
         self.resume_pending_decisions()
+    }
+
+    /// Posts in a session's thread; a failure is logged, not fatal.
+    async fn tell(&self, s: &crate::store::SessionRow, text: &str) {
+        if let Err(e) = self
+            .web
+            .post(&s.channel, Some(&s.thread_ts), text, None)
+            .await
+        {
+            warn!(session = s.id, error = %e, "could not post in the session's thread");
+        }
+    }
+
+    /// What a re-run needs to start: the interrupted session's agent, schedule
+    /// and the run log it read. None when the agent or schedule is gone.
+    fn rerun_start(&self, row: &crate::store::SessionRow) -> Result<Option<Start>> {
+        let (Some(agent), Some(schedule)) = (
+            self.cfg.agents.get(&row.agent),
+            self.cfg.schedules.get(&row.schedule),
+        ) else {
+            return Ok(None);
+        };
+        // The notification text is only the run log of last resort; the
+        // interrupted session stored the log it read, which is better.
+        let notification = match row.rerun_of {
+            Some(before) => self
+                .store
+                .events(before)?
+                .into_iter()
+                .find(|(kind, _)| kind == "run_log")
+                .map(|(_, text)| text)
+                .unwrap_or_default(),
+            None => String::new(),
+        };
+        Ok(Some(Start {
+            session_id: row.id,
+            schedule: row.schedule.clone(),
+            run_id: row.run_id.clone(),
+            channel: row.channel.clone(),
+            thread_ts: row.thread_ts.clone(),
+            agent: agent.clone(),
+            base_branch: schedule.git_branch.clone(),
+            notification,
+            followup: None,
+        }))
+    }
+
+    fn spawn_session(&self, start: Start) {
+        self.tasks.spawn(driver::drive(
+            self.deps.clone(),
+            start,
+            self.shutdown.clone(),
+        ));
     }
 
     /// Decisions that wait for a window (a courtesy pointer, healing top-level
@@ -501,11 +595,7 @@ impl App {
                 pr_url,
             }),
         };
-        self.tasks.spawn(driver::drive(
-            self.deps.clone(),
-            start,
-            self.shutdown.clone(),
-        ));
+        self.spawn_session(start);
         Ok(())
     }
 
@@ -650,7 +740,7 @@ impl App {
         };
         let posted = match self
             .web
-            .post(channel, thread_ts, render::HEALING_REPLY, None)
+            .answer(channel, thread_ts, render::HEALING_REPLY)
             .await
         {
             Ok(p) => p,
@@ -683,11 +773,7 @@ impl App {
             notification: notification.to_string(),
             followup: None,
         };
-        self.tasks.spawn(driver::drive(
-            self.deps.clone(),
-            start,
-            self.shutdown.clone(),
-        ));
+        self.spawn_session(start);
 
         if manual_agent.is_some() {
             return Ok(());
@@ -845,6 +931,17 @@ fn is_notify_post(msg: &InboundMessage) -> bool {
 /// The block id that marks `selfheal notify`'s posts.
 pub const NOTIFY_BLOCK_ID: &str = "selfheal-notify";
 
+/// Hands memory freed since start-up (config parsing, TLS roots, the first
+/// connection) back to the OS: glibc keeps it otherwise, and an idle bot's
+/// resident size is what people see beside their other services.
+fn release_freed_memory() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only walks glibc's own heap bookkeeping.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// Routes events to per-thread workers so one thread's events are handled in order.
 #[derive(Default)]
 struct Router {
@@ -859,7 +956,10 @@ struct Worker {
 impl Router {
     fn dispatch(&mut self, app: &Arc<App>, inbound: Inbound) {
         let key = match &inbound {
-            Inbound::Hello => return,
+            Inbound::Hello => {
+                release_freed_memory();
+                return;
+            }
             Inbound::Message { msg, .. } => format!(
                 "{}:{}",
                 msg.channel,

@@ -22,6 +22,7 @@
 //! - [`notify`]: `selfheal notify` — stores a dbt Core run's artifacts and posts its failure notification.
 //! - [`app`]: wires the parts together and runs until shut down.
 //! - [`demo`]: the demo world (project, origin, scheduler, fakes) behind `selfheal demo` and the end-to-end tests.
+//! - [`bench`]: `selfheal bench` — the release binary measured against the local Slack fake.
 //! - [`fix`]: `selfheal fix`, one healing session in the terminal.
 //! - [`fake_dbt_cloud`]: a local dbt Cloud v2 API (runs, steps, lagging artifacts) for tests, the demo and benchmarks.
 //! - [`fake_github`]: a local GitHub REST API for tests and the demo.
@@ -32,6 +33,7 @@
 
 pub mod agent;
 pub mod app;
+pub mod bench;
 pub mod commands;
 pub mod config;
 pub mod dbt;

@@ -48,6 +48,20 @@ enum Command {
         #[arg(long, default_value = "manual")]
         schedule: String,
     },
+    /// Measure this build against the local Slack fake (ack and reply latency,
+    /// a burst of failures, streaming, memory, history at scale) and print each
+    /// figure beside its target. Build with --release for figures that mean anything.
+    Bench {
+        /// Runs per scenario; medians are printed.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        /// Only these scenarios (traffic, burst, streaming, memory, history).
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<String>,
+        /// Sessions stored for the history scenario.
+        #[arg(long, default_value_t = 1_000_000)]
+        history_sessions: usize,
+    },
     /// Store a dbt Core run's artifacts as its run log and, when it failed,
     /// post the failure notification to the schedule's channels (for cron/CI).
     Notify {
@@ -73,7 +87,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // The demo and notify print their own story; the bot's logs would drown it.
     let default_log = match cli.command {
-        Command::Demo { .. } | Command::Notify { .. } | Command::Fix { .. } => "warn",
+        Command::Demo { .. }
+        | Command::Notify { .. }
+        | Command::Fix { .. }
+        | Command::Bench { .. } => "warn",
         _ => "info,slack_morphism=warn",
     };
     tracing_subscriber::fmt()
@@ -92,6 +109,29 @@ fn main() -> ExitCode {
                 Err(e) => {
                     eprintln!("selfheal demo: {e:#}");
                     ExitCode::FAILURE
+                }
+            }
+        });
+    }
+
+    if let Command::Bench {
+        runs,
+        only,
+        history_sessions,
+    } = cli.command
+    {
+        return block_on(async {
+            let opts = selfheal::bench::BenchOptions {
+                runs: runs.max(1),
+                only,
+                history_sessions: history_sessions.max(1000),
+            };
+            match selfheal::bench::run_bench(opts).await {
+                Ok(true) => ExitCode::SUCCESS,
+                Ok(false) => ExitCode::from(1),
+                Err(e) => {
+                    eprintln!("selfheal bench: {e:#}");
+                    ExitCode::from(2)
                 }
             }
         });
@@ -156,7 +196,7 @@ fn main() -> ExitCode {
                 }
             })
         }
-        Command::Demo { .. } | Command::Fix { .. } => {
+        Command::Demo { .. } | Command::Fix { .. } | Command::Bench { .. } => {
             unreachable!("handled before the configuration is loaded")
         }
         Command::Notify {

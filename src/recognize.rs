@@ -207,7 +207,7 @@ impl Recognizer {
     /// The longest configured schedule name that appears in `text` as a whole identifier.
     fn find_schedule(&self, text: &str) -> Option<String> {
         let mut best: Option<&ScheduleMatcher> = None;
-        for s in self.schedules.iter().filter(|s| s.pattern.is_match(text)) {
+        for s in self.schedules.iter().filter(|s| s.is_match(text)) {
             if best.is_none_or(|b| s.name.chars().count() > b.name.chars().count()) {
                 best = Some(s);
             }
@@ -366,15 +366,32 @@ impl ScheduleMatcher {
             .map(regex::escape)
             .collect::<Vec<_>>()
             .join(r"\s+");
-        let pattern = format!(
-            r"(?i)(?:^|[^\p{{Alphabetic}}\p{{Nd}}_\-])(?:{body})(?:$|[^\p{{Alphabetic}}\p{{Nd}}_\-])"
-        );
+        // The boundaries are checked in code, not with Unicode classes in the
+        // pattern: those made each schedule's regex about 120 KB, which a bot
+        // with fifty schedules kept resident for nothing.
+        let pattern = format!(r"(?i)(?:{body})");
         // A name too large for the regex engine cannot appear in a capped message anyway.
         let pattern = Regex::new(&pattern).ok()?;
         Some(Self {
             name: name.to_string(),
             pattern,
         })
+    }
+
+    /// Whether the name appears in `text` as a whole identifier.
+    fn is_match(&self, text: &str) -> bool {
+        let glued = |c: char| c.is_alphabetic() || c.is_numeric() || c == '_' || c == '-';
+        let mut from = 0;
+        while let Some(m) = self.pattern.find_at(text, from) {
+            let before = text[..m.start()].chars().next_back();
+            let after = text[m.end()..].chars().next();
+            if !before.is_some_and(glued) && !after.is_some_and(glued) {
+                return true;
+            }
+            // Try again one character later: a later occurrence may overlap this one.
+            from = m.start() + text[m.start()..].chars().next().map_or(1, char::len_utf8);
+        }
+        false
     }
 }
 

@@ -108,6 +108,44 @@ impl Drop for Running {
     }
 }
 
+/// The environment variable naming an agent's session (see
+/// [`crate::store::Store::agent_tag`]); the agent's children inherit it.
+pub const SESSION_TAG_ENV: &str = "SELFHEAL_SESSION_TAG";
+
+/// Kills every process whose environment carries `tag`: what is left of an
+/// agent whose bot was killed (`kill -9`, OOM, power loss) before it could
+/// stop it. Returns how many were killed.
+pub fn kill_tagged(tag: &str) -> usize {
+    let wanted = format!("{SESSION_TAG_ENV}={tag}");
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    let mut killed = 0;
+    for entry in dir.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        // Unreadable (another user's process, or gone): not ours.
+        let Ok(environ) = std::fs::read(entry.path().join("environ")) else {
+            continue;
+        };
+        if environ
+            .split(|b| *b == 0)
+            .any(|var| var == wanted.as_bytes())
+        {
+            // SAFETY: kill(2) has no memory-safety preconditions.
+            if unsafe { libc::kill(pid, libc::SIGKILL) } == 0 {
+                killed += 1;
+            }
+        }
+    }
+    killed
+}
+
 fn signal_group(pgid: i32, signal: i32) {
     // SAFETY: kill(2) has no memory-safety preconditions; a negative pid
     // addresses the process group we created for the agent.

@@ -91,6 +91,10 @@ pub struct Config {
     pub edit_interval: Duration,
     /// `SELFHEAL_API_TIMEOUT_SECS` (default 10): the timeout of one Slack Web API call.
     pub api_timeout: Duration,
+    /// `SELFHEAL_SOCKET_PING_SECS` (default 15): how often each Socket Mode
+    /// connection is pinged; one that answers no pong for five intervals is
+    /// dropped and replaced, so a silently dead link does not go unnoticed.
+    pub socket_ping: Duration,
     /// `SELFHEAL_PRIOR_ATTEMPTS` (default 5): how many earlier sessions of the
     /// same schedule are summarised for the agent, so it does not open a duplicate PR.
     pub prior_attempts: usize,
@@ -114,6 +118,10 @@ pub struct Config {
     /// `SELFHEAL_ADMINS` (optional, comma or space separated): Slack user ids
     /// allowed to change settings with `/selfheal`, besides workspace admins and owners.
     pub admins: Vec<String>,
+    /// `SELFHEAL_ON_RESTART` (`rerun`, the default, or `report`): what a
+    /// start does with sessions a crash or stop interrupted. Both tell the
+    /// thread; `rerun` also runs the session again, once (a re-run is never re-run).
+    pub rerun_interrupted: bool,
 }
 
 /// What a session needs to do real work: a repository to fix, run logs to
@@ -238,6 +246,14 @@ impl Config {
                 "SELFHEAL_API_TIMEOUT_SECS",
                 10,
             )?),
+            socket_ping: Duration::from_secs(
+                number(
+                    get("SELFHEAL_SOCKET_PING_SECS"),
+                    "SELFHEAL_SOCKET_PING_SECS",
+                    15,
+                )?
+                .max(1),
+            ),
             prior_attempts: number(get("SELFHEAL_PRIOR_ATTEMPTS"), "SELFHEAL_PRIOR_ATTEMPTS", 5)?
                 as usize,
             shutdown_grace: SHUTDOWN_GRACE,
@@ -254,6 +270,16 @@ impl Config {
                 2,
             )? as usize,
             admins: list(get("SELFHEAL_ADMINS")),
+            rerun_interrupted: match get("SELFHEAL_ON_RESTART").as_deref().map(str::trim) {
+                None | Some("") | Some("rerun") => true,
+                Some("report") => false,
+                Some(other) => {
+                    return Err(ConfigError::Env {
+                        var: "SELFHEAL_ON_RESTART".into(),
+                        message: format!("'{other}' is neither 'rerun' nor 'report'"),
+                    })
+                }
+            },
             heal: HealSettings {
                 repo: get("SELFHEAL_REPO"),
                 project_subdir: PathBuf::from(
@@ -719,6 +745,11 @@ schedules:
         assert_eq!(config.courtesy_window, Duration::from_secs(30));
         assert_eq!(config.edit_interval, Duration::from_millis(1000));
         assert_eq!(config.api_timeout, Duration::from_secs(10));
+        assert_eq!(config.socket_ping, Duration::from_secs(15));
+        assert!(
+            config.rerun_interrupted,
+            "interrupted sessions are re-run once"
+        );
         assert_eq!(config.prior_attempts, 5);
         assert_eq!(config.shutdown_grace, SHUTDOWN_GRACE);
         assert!(config.overrides.is_empty() && config.notifier_bots.is_empty());
@@ -754,9 +785,11 @@ schedules:
                 ),
                 ("SELFHEAL_DEFAULT_AGENT", "bolt-pipeline-healer"),
                 ("SELFHEAL_EDIT_INTERVAL_MS", ""),
+                ("SELFHEAL_ON_RESTART", "report"),
             ],
         ))
         .expect("loads");
+        assert!(!config.rerun_interrupted);
         assert_eq!(config.slack.api_url, "http://127.0.0.1:9999/api/");
         assert_eq!(
             config.agents_dir,
@@ -818,6 +851,11 @@ schedules:
                 "SELFHEAL_PRIOR_ATTEMPTS: '-1' is not a whole number",
             ),
             ("SELFHEAL_SCHEDULES", "", "SELFHEAL_SCHEDULES: is required"),
+            (
+                "SELFHEAL_ON_RESTART",
+                "resume",
+                "SELFHEAL_ON_RESTART: 'resume' is neither 'rerun' nor 'report'",
+            ),
             (
                 "SELFHEAL_DEFAULT_AGENT",
                 "nobody",

@@ -13,8 +13,9 @@
 //! HTTP listener on `127.0.0.1:0`, every Socket Mode connection, and the redelivery
 //! timers. What it is not: a Slack emulator. It implements only the methods the bot
 //! uses (`apps.connections.open`, `auth.test`, `chat.postMessage`, `chat.update`,
-//! `chat.getPermalink`, `chat.postEphemeral`, `conversations.info`,
-//! `conversations.list`, `users.info`); everything else answers `unknown_method`. It
+//! `chat.getPermalink`, `chat.postEphemeral`, `conversations.history`,
+//! `conversations.info`, `conversations.list`, `conversations.replies`,
+//! `users.info`); everything else answers `unknown_method`. It
 //! does no TLS, no request signing, no real rate limiting (only injected failures) and
 //! no persistence.
 //!
@@ -97,8 +98,13 @@ pub enum Failure {
     /// HTTP 200 with `{"ok":false,"error":<this>}`, e.g. `"channel_not_found"`.
     Error(String),
     /// Wait this long, then answer normally; long enough, it looks like a hung server
-    /// to a client with a timeout.
+    /// to a client with a timeout. A client that gives up first cancels the call, so
+    /// nothing happens (the request never got through).
     Hang(Duration),
+    /// Do the work at once but answer this late: to a client with a shorter timeout
+    /// the call looks failed although Slack acted on it (a message was posted), the
+    /// case in which a blind retry posts a duplicate.
+    LateReply(Duration),
 }
 
 impl Failure {
@@ -743,6 +749,13 @@ impl FakeSlack {
     pub fn set_pongs(&self, enabled: bool) {
         self.inner.update(|st| st.pongs = enabled);
         self.inner.pongs_changed.notify_waiters();
+    }
+
+    /// Enforces a per-channel write limit: a `chat.postMessage` or `chat.update`
+    /// sooner than `min_gap` after the channel's previous accepted write is
+    /// answered 429 with `Retry-After`. `None` turns it off (the default).
+    pub fn set_channel_rate_limit(&self, min_gap: Option<Duration>) {
+        self.inner.update(|st| st.channel_rate_limit = min_gap);
     }
 
     /// Turns the echo of the bot's own posts and updates on or off.

@@ -141,6 +141,11 @@ pub(crate) struct State {
     pub ack_timeout: Duration,
     /// The payload of the latest `events_api` envelope, for `redeliver_last`.
     pub last_event_payload: Option<Value>,
+    /// When set, writes (`chat.postMessage`, `chat.update`) to one channel closer
+    /// together than this are answered 429, as Slack's per-channel limit does.
+    pub channel_rate_limit: Option<Duration>,
+    /// When each channel was last written to, for `channel_rate_limit`.
+    pub last_write: HashMap<String, Instant>,
     last_ts_micros: u64,
     counter: u64,
 }
@@ -167,6 +172,8 @@ impl State {
             pongs: true,
             ack_timeout,
             last_event_payload: None,
+            channel_rate_limit: None,
+            last_write: HashMap::new(),
             last_ts_micros: 0,
             counter: 0,
         }

@@ -27,8 +27,10 @@ const METHODS: &[&str] = &[
     "chat.postEphemeral",
     "chat.postMessage",
     "chat.update",
+    "conversations.history",
     "conversations.info",
     "conversations.list",
+    "conversations.replies",
     "users.info",
 ];
 
@@ -77,7 +79,12 @@ async fn api(
     let params = parse_params(&uri, &headers, &body);
     let token = bearer_token(&headers).or_else(|| str_param(&params, "token"));
 
-    let failure = inner.update(|st| take_failure(st, &method));
+    let failure = inner
+        .update(|st| take_failure(st, &method).or_else(|| rate_limit(st, &method, &params, at)));
+    let late_by = match failure {
+        Some(Failure::LateReply(delay)) => Some(delay),
+        _ => None,
+    };
     if let Some(failure) = failure {
         let response = match failure {
             Failure::Hang(delay) => {
@@ -110,6 +117,8 @@ async fn api(
                 record(&inner, &method, at, &params, 200, Some(&code));
                 Some(Json(json!({ "ok": false, "error": code })).into_response())
             }
+            // Handled below: the call goes through, only the answer waits.
+            Failure::LateReply(_) => None,
         };
         if let Some(response) = response {
             return response;
@@ -131,6 +140,13 @@ async fn api(
     for frame in reply.frames {
         socket::dispatch(&inner, frame);
     }
+    if let Some(delay) = late_by {
+        let mut shutdown = inner.shutdown_tx.subscribe();
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = super::stopped(&mut shutdown) => {}
+        }
+    }
     Json(reply.body).into_response()
 }
 
@@ -151,6 +167,30 @@ fn record(
             error: error.map(str::to_string),
         })
     });
+}
+
+/// A 429 when a write comes sooner after the channel's previous write than the
+/// configured per-channel limit allows.
+fn rate_limit(
+    st: &mut State,
+    method: &str,
+    params: &Map<String, Value>,
+    at: Instant,
+) -> Option<Failure> {
+    let limit = st.channel_rate_limit?;
+    if method != "chat.postMessage" && method != "chat.update" {
+        return None;
+    }
+    let channel = str_param(params, "channel")?;
+    if let Some(last) = st.last_write.get(&channel) {
+        if at.duration_since(*last) < limit {
+            return Some(Failure::RateLimited {
+                retry_after_secs: limit.as_secs().max(1),
+            });
+        }
+    }
+    st.last_write.insert(channel, at);
+    None
 }
 
 fn take_failure(st: &mut State, method: &str) -> Option<Failure> {
@@ -276,6 +316,8 @@ fn handle(
             }
         }
         "conversations.list" => list_channels(config, st, params),
+        "conversations.history" => history(config, st, params),
+        "conversations.replies" => replies(config, st, params),
         "users.info" => match str_param(params, "user") {
             Some(user) if user == config.bot_user_id => {
                 Reply::ok(json!({ "ok": true, "user": payloads::bot_user_json(config) }))
@@ -440,6 +482,104 @@ fn post_ephemeral(st: &mut State, params: &Map<String, Value>) -> Reply {
         at: Instant::now(),
     });
     Reply::ok(json!({ "ok": true, "message_ts": message_ts }))
+}
+
+/// A channel's top-level messages (and thread broadcasts), newest first, within
+/// `oldest`..`latest`. One page: `has_more` says whether `limit` cut it short;
+/// there are no cursors.
+fn history(config: &Config, st: &State, params: &Map<String, Value>) -> Reply {
+    let Some(channel) = str_param(params, "channel").and_then(|c| st.find_channel(&c)) else {
+        return Reply::error("channel_not_found");
+    };
+    let window = Window::of(params);
+    let found: Vec<&Message> = st
+        .messages
+        .get(&channel.id)
+        .into_iter()
+        .flatten()
+        .filter(|m| m.thread_ts.is_none() || m.subtype.as_deref() == Some("thread_broadcast"))
+        .filter(|m| window.contains(&m.ts))
+        .rev()
+        .collect();
+    page(config, st, params, found)
+}
+
+/// A thread: its parent first, then its replies within `oldest`..`latest`,
+/// oldest first. One page, as with [`history`].
+fn replies(config: &Config, st: &State, params: &Map<String, Value>) -> Reply {
+    let Some(channel) = str_param(params, "channel").and_then(|c| st.find_channel(&c)) else {
+        return Reply::error("channel_not_found");
+    };
+    let Some(parent) = str_param(params, "ts").and_then(|ts| st.find_message(&channel.id, &ts))
+    else {
+        return Reply::error("thread_not_found");
+    };
+    let root = parent.thread_ts.as_deref().unwrap_or(&parent.ts);
+    let Some(parent) = st.find_message(&channel.id, root) else {
+        return Reply::error("thread_not_found");
+    };
+    let window = Window::of(params);
+    let mut found = vec![parent];
+    found.extend(st.messages[&channel.id].iter().filter(|m| {
+        m.ts != parent.ts && m.thread_ts.as_deref() == Some(root) && window.contains(&m.ts)
+    }));
+    page(config, st, params, found)
+}
+
+fn page(config: &Config, st: &State, params: &Map<String, Value>, found: Vec<&Message>) -> Reply {
+    let limit = str_param(params, "limit")
+        .and_then(|l| l.parse::<usize>().ok())
+        .filter(|l| *l > 0)
+        .unwrap_or(DEFAULT_PAGE);
+    let has_more = found.len() > limit;
+    let messages: Vec<Value> = found
+        .into_iter()
+        .take(limit)
+        .map(|m| payloads::message_json(config, st, m))
+        .collect();
+    Reply::ok(json!({ "ok": true, "messages": messages, "has_more": has_more }))
+}
+
+/// The `oldest`/`latest`/`inclusive` bounds of a history request; Slack's
+/// bounds are exclusive by default.
+struct Window {
+    oldest: Option<(u64, u64)>,
+    latest: Option<(u64, u64)>,
+    inclusive: bool,
+}
+
+impl Window {
+    fn of(params: &Map<String, Value>) -> Self {
+        Window {
+            oldest: str_param(params, "oldest").and_then(|ts| ts_key(&ts)),
+            latest: str_param(params, "latest").and_then(|ts| ts_key(&ts)),
+            inclusive: bool_param(params, "inclusive"),
+        }
+    }
+
+    fn contains(&self, ts: &str) -> bool {
+        let Some(key) = ts_key(ts) else {
+            return false;
+        };
+        let after = self
+            .oldest
+            .is_none_or(|o| key > o || (self.inclusive && key == o));
+        let before = self
+            .latest
+            .is_none_or(|l| key < l || (self.inclusive && key == l));
+        after && before
+    }
+}
+
+/// A `ts` as (seconds, microseconds), so that timestamps compare as numbers.
+fn ts_key(ts: &str) -> Option<(u64, u64)> {
+    let (secs, fraction) = ts.split_once('.').unwrap_or((ts, ""));
+    let micros: String = fraction
+        .chars()
+        .chain(std::iter::repeat('0'))
+        .take(6)
+        .collect();
+    Some((secs.parse().ok()?, micros.parse().ok()?))
 }
 
 fn list_channels(config: &Config, st: &State, params: &Map<String, Value>) -> Reply {

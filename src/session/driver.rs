@@ -670,6 +670,10 @@ impl Session<'_> {
                     ("SELFHEAL_RUN_ID".into(), start.run_id.clone()),
                     ("SELFHEAL_SCHEDULE".into(), start.schedule.clone()),
                     ("SELFHEAL_AGENT".into(), start.agent.name.clone()),
+                    (
+                        command::SESSION_TAG_ENV.into(),
+                        self.deps.store.agent_tag(start.session_id),
+                    ),
                 ];
                 if let Some(log) = &self.log {
                     let file = dir.join("run_log.txt");

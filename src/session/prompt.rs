@@ -104,6 +104,7 @@ mod tests {
             summary: summary.map(str::to_string),
             error: None,
             signature: None,
+            rerun_of: None,
         }
     }
 

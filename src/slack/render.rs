@@ -276,6 +276,26 @@ pub fn interrupted(run_id: &str, why: &str) -> String {
     )
 }
 
+/// The progress message of a session a restart interrupted: it loses its
+/// Stop button and says how it ended.
+pub fn progress_interrupted(run_id: &str, agent: &str) -> (String, Value) {
+    let text = format!(
+        "🛑 Healing run `{}` with agent `{}` — interrupted by a restart",
+        escape(run_id),
+        escape(agent)
+    );
+    let blocks = json!([{"type": "section", "text": {"type": "mrkdwn", "text": text}}]);
+    (text, blocks)
+}
+
+/// Said in the thread when a restart interrupted the session and it runs again.
+pub fn rerunning(run_id: &str) -> String {
+    format!(
+        "🔁 selfheal restarted after interrupting the healing of run `{}`; starting the session again (once: if this one is interrupted too, a human takes over).",
+        escape(run_id)
+    )
+}
+
 fn icon(status: Status) -> &'static str {
     match status {
         Status::Fixed => "✅",

@@ -34,6 +34,9 @@ pub struct SocketSettings {
     pub connections: u32,
     /// Wait before retrying `apps.connections.open` after a failure.
     pub reconnect_secs: u64,
+    /// Ping interval; after five intervals without a pong the connection is
+    /// treated as dead and replaced.
+    pub ping_secs: u64,
 }
 
 impl Listener {
@@ -57,7 +60,8 @@ impl Listener {
         let config = SlackClientSocketModeConfig::new()
             .with_max_connections_count(settings.connections.max(1))
             .with_initial_backoff_in_seconds(1)
-            .with_reconnect_timeout_in_seconds(settings.reconnect_secs.max(1));
+            .with_reconnect_timeout_in_seconds(settings.reconnect_secs.max(1))
+            .with_ping_interval_in_seconds(settings.ping_secs.max(1));
         let inner = SlackClientSocketModeListener::new(&config, env, callbacks);
         inner
             .listen_for(&SlackApiToken::new(app_token.into()))

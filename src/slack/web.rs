@@ -3,10 +3,15 @@
 //! It owns Slack manners for writes: per-channel pacing (Slack allows about one
 //! message per second per channel; slack-morphism's own throttle is per team),
 //! honouring `429 Retry-After`, timeouts on every call and bounded retries of
-//! transient failures. Writes to one channel are serialised, so they also land in
-//! the order they were made.
+//! transient failures. A post that timed out or met a 5xx may have landed all
+//! the same, so before it is retried the channel is searched for it: a retry
+//! never posts a message twice. Writes to one channel are serialised, so they
+//! also land in the order they were made, except that a first answer to a notification
+//! ([`SlackWeb::answer`]) goes ahead of routine writes (progress, queue notes,
+//! pointers): in a storm of failures, every one is acknowledged first.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -66,9 +71,39 @@ pub struct SlackWeb {
     client: Arc<SlackClient<Connector>>,
     token: SlackApiToken,
     settings: WebSettings,
-    /// Per channel: when the next write may go out. The async mutex is held
-    /// across the call on purpose: it is what serialises a channel's writes.
-    pacers: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<Instant>>>>>,
+    /// Per channel: when the next write may go out, and who goes first.
+    pacers: Arc<Mutex<HashMap<String, Arc<Pacer>>>>,
+    /// The latest messages we know we posted (channel, ts), so that looking for
+    /// a post whose answer got lost never mistakes one of them for it.
+    posted: Arc<Mutex<VecDeque<(String, String)>>>,
+}
+
+/// How many of our own posts [`SlackWeb::posted`] remembers.
+const REMEMBERED_POSTS: usize = 512;
+
+/// How far before a post its lost copy is looked for: Slack's clock, which
+/// stamps the message, may run behind ours.
+const CLOCK_MARGIN: Duration = Duration::from_secs(10);
+
+/// One channel's write slot.
+struct Pacer {
+    /// When the next write may go out. The async mutex is held across the
+    /// call on purpose: it is what serialises a channel's writes.
+    next: tokio::sync::Mutex<Instant>,
+    /// Answers waiting for the slot; routine writes let them go first.
+    answers: AtomicUsize,
+    /// Signalled whenever an answer is done.
+    answered: tokio::sync::Notify,
+}
+
+/// Counts an answer as waiting until it is done or cancelled.
+struct Answering<'a>(&'a Pacer);
+
+impl Drop for Answering<'_> {
+    fn drop(&mut self) {
+        self.0.answers.fetch_sub(1, Ordering::SeqCst);
+        self.0.answered.notify_waiters();
+    }
 }
 
 /// Builds a connector that speaks https and, for local fakes and proxies, plain http.
@@ -92,6 +127,7 @@ impl SlackWeb {
             token: SlackApiToken::new(bot_token.into()),
             settings,
             pacers: Arc::default(),
+            posted: Arc::default(),
         }
     }
 
@@ -116,21 +152,111 @@ impl SlackWeb {
         text: &str,
         blocks: Option<&Value>,
     ) -> Result<Posted, SlackError> {
+        self.post_as(false, channel, thread_ts, text, blocks).await
+    }
+
+    /// Posts the first answer to a notification: it takes the channel's next
+    /// write slot ahead of routine writes already waiting for it.
+    pub async fn answer(
+        &self,
+        channel: &str,
+        thread_ts: Option<&str>,
+        text: &str,
+    ) -> Result<Posted, SlackError> {
+        self.post_as(true, channel, thread_ts, text, None).await
+    }
+
+    async fn post_as(
+        &self,
+        first: bool,
+        channel: &str,
+        thread_ts: Option<&str>,
+        text: &str,
+        blocks: Option<&Value>,
+    ) -> Result<Posted, SlackError> {
         let content = content(text, blocks);
         let req = SlackApiChatPostMessageRequest::new(channel.into(), content)
             .opt_thread_ts(thread_ts.map(|t| t.into()))
             .with_unfurl_links(false)
             .with_unfurl_media(false);
         let (this, req) = (self, &req);
-        let res = self
-            .paced(channel, || {
-                self.call(move || async move { this.session().chat_post_message(req).await })
+        let since = slack_ts(std::time::SystemTime::now() - CLOCK_MARGIN);
+        let posted = self
+            .paced(channel, first, || {
+                self.call_checking(
+                    move || async move {
+                        let res = this.session().chat_post_message(req).await?;
+                        Ok(Posted {
+                            channel: res.channel.to_string(),
+                            ts: res.ts.to_string(),
+                        })
+                    },
+                    || this.find_own_post(channel, thread_ts, text, &since),
+                )
             })
             .await?;
-        Ok(Posted {
-            channel: res.channel.to_string(),
-            ts: res.ts.to_string(),
-        })
+        let mut known = self.posted.lock().unwrap_or_else(|p| p.into_inner());
+        known.push_back((channel.to_string(), posted.ts.clone()));
+        if known.len() > REMEMBERED_POSTS {
+            known.pop_front();
+        }
+        Ok(posted)
+    }
+
+    /// Our message with `text` in `channel` (in `thread_ts`, if given), posted
+    /// since `since` and not one we already know of: a post Slack made although
+    /// its answer never reached us. Writes to a channel are serialised, so no
+    /// other post of ours can be in flight there. Best effort: a failed lookup
+    /// finds nothing.
+    async fn find_own_post(
+        &self,
+        channel: &str,
+        thread_ts: Option<&str>,
+        text: &str,
+        since: &str,
+    ) -> Option<Posted> {
+        let lookup = async {
+            match thread_ts {
+                Some(thread) => {
+                    let req =
+                        SlackApiConversationsRepliesRequest::new(channel.into(), thread.into())
+                            .with_oldest(since.into())
+                            .with_limit(200);
+                    self.session()
+                        .conversations_replies(&req)
+                        .await
+                        .map(|r| r.messages)
+                }
+                None => {
+                    let req = SlackApiConversationsHistoryRequest::new()
+                        .with_channel(channel.into())
+                        .with_oldest(since.into())
+                        .with_limit(200);
+                    self.session()
+                        .conversations_history(&req)
+                        .await
+                        .map(|r| r.messages)
+                }
+            }
+        };
+        let messages = match tokio::time::timeout(self.settings.timeout, lookup).await {
+            Ok(Ok(messages)) => messages,
+            Ok(Err(e)) => {
+                debug!(error = %e, "could not look for a post whose answer got lost");
+                return None;
+            }
+            Err(_) => return None,
+        };
+        let known = self.posted.lock().unwrap_or_else(|p| p.into_inner());
+        messages
+            .into_iter()
+            .filter(|m| m.sender.bot_id.is_some() && m.content.text.as_deref() == Some(text))
+            .map(|m| m.origin.ts.to_string())
+            .find(|ts| !known.iter().any(|(c, t)| c == channel && t == ts))
+            .map(|ts| Posted {
+                channel: channel.to_string(),
+                ts,
+            })
     }
 
     /// Replaces the text (and blocks) of a message the bot posted.
@@ -143,7 +269,7 @@ impl SlackWeb {
     ) -> Result<(), SlackError> {
         let req = SlackApiChatUpdateRequest::new(channel.into(), content(text, blocks), ts.into());
         let (this, req) = (self, &req);
-        self.paced(channel, || {
+        self.paced(channel, false, || {
             self.call(move || async move { this.session().chat_update(req).await })
         })
         .await?;
@@ -236,8 +362,8 @@ impl SlackWeb {
     }
 
     /// Runs `op` when the channel's next write slot comes, holding the slot
-    /// until the write is done.
-    async fn paced<T, F, Fut>(&self, channel: &str, op: F) -> Result<T, SlackError>
+    /// until the write is done. An `answer` takes the slot before routine writes.
+    async fn paced<T, F, Fut>(&self, channel: &str, answer: bool, op: F) -> Result<T, SlackError>
     where
         F: FnOnce() -> Fut,
         Fut: std::future::Future<Output = Result<T, SlackError>>,
@@ -246,10 +372,38 @@ impl SlackWeb {
             let mut pacers = self.pacers.lock().unwrap_or_else(|p| p.into_inner());
             pacers
                 .entry(channel.to_string())
-                .or_insert_with(|| Arc::new(tokio::sync::Mutex::new(Instant::now())))
+                .or_insert_with(|| {
+                    Arc::new(Pacer {
+                        next: tokio::sync::Mutex::new(Instant::now()),
+                        answers: AtomicUsize::new(0),
+                        answered: tokio::sync::Notify::new(),
+                    })
+                })
                 .clone()
         };
-        let mut next = pacer.lock().await;
+        let _answering = answer.then(|| {
+            pacer.answers.fetch_add(1, Ordering::SeqCst);
+            Answering(&pacer)
+        });
+        let mut next = if answer {
+            pacer.next.lock().await
+        } else {
+            loop {
+                // Registered before the check, so an answer finishing in between
+                // still wakes us.
+                let answered = pacer.answered.notified();
+                tokio::pin!(answered);
+                answered.as_mut().enable();
+                if pacer.answers.load(Ordering::SeqCst) == 0 {
+                    let next = pacer.next.lock().await;
+                    if pacer.answers.load(Ordering::SeqCst) == 0 {
+                        break next;
+                    }
+                    // An answer queued while we waited for the slot: it goes first.
+                }
+                answered.await;
+            }
+        };
         tokio::time::sleep_until(*next).await;
         let result = op().await;
         *next = Instant::now() + self.settings.channel_interval;
@@ -269,6 +423,20 @@ impl SlackWeb {
     where
         F: Fn() -> Fut,
         Fut: std::future::Future<Output = ClientResult<T>>,
+    {
+        self.call_checking(op, || std::future::ready(None)).await
+    }
+
+    /// [`Self::call`] for a write that must not happen twice. After a timeout
+    /// or a 5xx Slack may have done the work and only the answer got lost, so
+    /// before retrying (or giving up) `landed` looks for the result; what it
+    /// finds is returned instead of writing again.
+    async fn call_checking<T, F, Fut, L, LFut>(&self, op: F, landed: L) -> Result<T, SlackError>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = ClientResult<T>>,
+        L: Fn() -> LFut,
+        LFut: std::future::Future<Output = Option<T>>,
     {
         let mut transient_failures = 0;
         let mut rate_limited = 0;
@@ -290,17 +458,34 @@ impl SlackWeb {
                 }
                 SlackError::Timeout | SlackError::Http(_) => {
                     transient_failures += 1;
-                    if transient_failures >= self.settings.max_attempts {
+                    let retry = transient_failures < self.settings.max_attempts;
+                    if retry {
+                        let backoff = Duration::from_millis(200 * 2u64.pow(transient_failures));
+                        debug!(error = %err, ?backoff, "transient Slack failure; retrying");
+                        tokio::time::sleep(backoff).await;
+                    }
+                    if let Some(done) = landed().await {
+                        debug!(error = %err, "Slack had done it after all; not repeating it");
+                        return Ok(done);
+                    }
+                    if !retry {
                         return Err(err);
                     }
-                    let backoff = Duration::from_millis(200 * 2u64.pow(transient_failures));
-                    debug!(error = %err, ?backoff, "transient Slack failure; retrying");
-                    tokio::time::sleep(backoff).await;
                 }
                 other => return Err(other),
             }
         }
     }
+}
+
+/// A time as a Slack message timestamp (`"1700000000.000100"`).
+fn slack_ts(at: std::time::SystemTime) -> String {
+    let since_epoch = at.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    format!(
+        "{}.{:06}",
+        since_epoch.as_secs(),
+        since_epoch.subsec_micros()
+    )
 }
 
 fn content(text: &str, blocks: Option<&Value>) -> SlackMessageContent {

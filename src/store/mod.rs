@@ -99,6 +99,8 @@ pub struct SessionRow {
     pub error: Option<String>,
     /// The failure's error signature (failing node + error without run-specific noise).
     pub signature: Option<String>,
+    /// Set on a session that re-runs one a restart interrupted.
+    pub rerun_of: Option<i64>,
 }
 
 /// The result of trying to claim a failure for a new session.
@@ -150,6 +152,8 @@ pub struct AuditEntry {
 #[derive(Clone)]
 pub struct Store {
     conn: Arc<Mutex<Connection>>,
+    /// Names this database in agent process tags (see [`Store::agent_tag`]).
+    name: Arc<str>,
 }
 
 impl Store {
@@ -161,15 +165,24 @@ impl Store {
         }
         let conn = Connection::open(path)
             .with_context(|| format!("opening the database {}", path.display()))?;
-        Self::init(conn)
+        let name = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+        Self::init(conn, &name.display().to_string())
     }
 
     /// An in-memory database, for unit tests and benchmarks.
     pub fn in_memory() -> Result<Store> {
-        Self::init(Connection::open_in_memory().context("opening an in-memory database")?)
+        let name = format!(
+            "memory-{}-{}",
+            std::process::id(),
+            now().timestamp_nanos_opt().unwrap_or(0)
+        );
+        Self::init(
+            Connection::open_in_memory().context("opening an in-memory database")?,
+            &name,
+        )
     }
 
-    fn init(conn: Connection) -> Result<Store> {
+    fn init(conn: Connection, name: &str) -> Result<Store> {
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
@@ -177,6 +190,7 @@ impl Store {
         schema::migrate(&conn).context("migrating the database schema")?;
         Ok(Store {
             conn: Arc::new(Mutex::new(conn)),
+            name: name.into(),
         })
     }
 
@@ -186,6 +200,13 @@ impl Store {
         self.conn
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// A tag that names one session of this database, set in its agent's
+    /// environment: after a crash, the next start finds the agent's leftover
+    /// processes by it.
+    pub fn agent_tag(&self, session_id: i64) -> String {
+        format!("{}#{session_id}", self.name)
     }
 
     /// Records a Slack event id; false when it was seen before (a redelivery).
@@ -400,6 +421,45 @@ impl Store {
         Ok(n == 1)
     }
 
+    /// Interrupted sessions (by a crash or a stop) that ended since `since`,
+    /// have a thread, are not re-runs themselves and have not been re-run: the
+    /// ones a start may run again.
+    pub fn rerunnable(&self, since: DateTime<Utc>) -> Result<Vec<SessionRow>> {
+        let conn = self.conn();
+        let sql = format!(
+            "{SESSION_SELECT} s WHERE status = 'interrupted' AND rerun_of IS NULL AND thread_ts != ''
+               AND ended_at >= ?1
+               AND NOT EXISTS (SELECT 1 FROM sessions r WHERE r.rerun_of = s.id)
+             ORDER BY id"
+        );
+        let mut stmt = conn.prepare(&sql)?;
+        let rows = stmt
+            .query_map(params![since], session_from_row)?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .context("loading interrupted sessions")?;
+        Ok(rows)
+    }
+
+    /// Claims the session that runs the interrupted session `id` again; None
+    /// when it was re-run already (exactly one caller ever gets Some).
+    pub fn claim_rerun(&self, id: i64) -> Result<Option<i64>> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let n = tx.execute(
+            "INSERT INTO sessions(failure_id, attempt, schedule, run_id, channel, thread_ts, agent,
+                                  status, created_at, signature, error, rerun_of)
+             SELECT failure_id, (SELECT MAX(attempt) + 1 FROM sessions s2 WHERE s2.failure_id = s.failure_id),
+                    schedule, run_id, channel, thread_ts, agent, 'claimed', ?2, signature, error, id
+             FROM sessions s
+             WHERE id = ?1 AND status = 'interrupted' AND rerun_of IS NULL
+               AND NOT EXISTS (SELECT 1 FROM sessions r WHERE r.rerun_of = ?1)",
+            params![id, now()],
+        )?;
+        let claimed = (n == 1).then(|| tx.last_insert_rowid());
+        tx.commit().context("claiming the re-run of a session")?;
+        Ok(claimed)
+    }
+
     /// Appends a progress event to a session's log.
     pub fn add_event(&self, session_id: i64, kind: &str, text: &str) -> Result<()> {
         self.conn()
@@ -510,7 +570,7 @@ impl Store {
         let conn = self.conn();
         let mut stmt = conn.prepare(
             "SELECT f.schedule, f.run_id, EXISTS(SELECT 1 FROM sessions s WHERE s.failure_id = f.id)
-             FROM failures f WHERE f.first_seen_at >= ?1 ORDER BY f.id",
+             FROM failures f WHERE f.first_seen_at >= ?1 ORDER BY f.first_seen_at, f.id",
         )?;
         let rows = stmt
             .query_map(params![since], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
@@ -675,10 +735,13 @@ impl Store {
     /// The most recent sessions, of one schedule or all, newest first.
     pub fn recent_sessions(&self, schedule: Option<&str>, limit: usize) -> Result<Vec<SessionRow>> {
         let conn = self.conn();
-        let sql = format!(
-            "{SESSION_SELECT} WHERE (?1 IS NULL OR schedule = ?1) ORDER BY id DESC LIMIT ?2"
-        );
-        let mut stmt = conn.prepare(&sql)?;
+        // Two statements, not `?1 IS NULL OR schedule = ?1`: with the OR, SQLite
+        // walks every session newest first instead of using the schedule's index.
+        let sql = match schedule {
+            Some(_) => format!("{SESSION_SELECT} WHERE schedule = ?1 ORDER BY id DESC LIMIT ?2"),
+            None => format!("{SESSION_SELECT} WHERE ?1 IS NULL ORDER BY id DESC LIMIT ?2"),
+        };
+        let mut stmt = conn.prepare_cached(&sql)?;
         let rows = stmt
             .query_map(params![schedule, limit as i64], session_from_row)?
             .collect::<rusqlite::Result<Vec<_>>>()
@@ -719,7 +782,7 @@ fn audit(
 
 const SESSION_SELECT: &str =
     "SELECT id, schedule, run_id, channel, thread_ts, progress_ts, agent, status,
-        created_at, ended_at, pr_url, summary, error, signature FROM sessions";
+        created_at, ended_at, pr_url, summary, error, signature, rerun_of FROM sessions";
 
 fn session_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SessionRow> {
     let status: String = r.get(7)?;
@@ -739,6 +802,7 @@ fn session_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SessionRow> {
         summary: r.get(11)?,
         error: r.get(12)?,
         signature: r.get(13)?,
+        rerun_of: r.get(14)?,
     })
 }
 
@@ -782,6 +846,80 @@ mod tests {
                 .unwrap(),
             Claim::New(_)
         ));
+    }
+
+    #[test]
+    fn an_interrupted_session_is_rerun_once_and_a_rerun_never() {
+        let store = Store::in_memory().unwrap();
+        let hour_ago = Utc::now() - chrono::Duration::hours(1);
+        let Claim::New(id) = store.claim_session("s", "1", "C", "1.0", "a").unwrap() else {
+            panic!("new claim")
+        };
+        store.mark_running(id).unwrap();
+        assert!(
+            store.rerunnable(hour_ago).unwrap().is_empty(),
+            "still running"
+        );
+
+        store
+            .finish(id, Status::Interrupted, Some("restarted"), None)
+            .unwrap();
+        let found: Vec<i64> = store
+            .rerunnable(hour_ago)
+            .unwrap()
+            .iter()
+            .map(|s| s.id)
+            .collect();
+        assert_eq!(found, vec![id]);
+        let rerun = store.claim_rerun(id).unwrap().expect("re-run claimed");
+        let row = store.session(rerun).unwrap();
+        assert_eq!(
+            (row.status, row.rerun_of, row.thread_ts.as_str()),
+            (Status::Claimed, Some(id), "1.0")
+        );
+        // Claimed once: neither found nor claimed again.
+        assert!(store.rerunnable(hour_ago).unwrap().is_empty());
+        assert_eq!(store.claim_rerun(id).unwrap(), None);
+        // The re-run, interrupted in turn, is not re-run again.
+        store
+            .finish(rerun, Status::Interrupted, Some("restarted"), None)
+            .unwrap();
+        assert!(store.rerunnable(hour_ago).unwrap().is_empty());
+        assert_eq!(store.claim_rerun(rerun).unwrap(), None);
+        assert_eq!(store.sessions(10).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn only_recent_interrupted_sessions_with_a_thread_are_rerunnable() {
+        let store = Store::in_memory().unwrap();
+        let Claim::New(a) = store.claim_session("s", "1", "C", "", "a").unwrap() else {
+            panic!("new claim")
+        };
+        let Claim::New(b) = store.claim_session("s", "2", "C", "2.0", "a").unwrap() else {
+            panic!("new claim")
+        };
+        let Claim::New(c) = store.claim_session("s", "3", "C", "3.0", "a").unwrap() else {
+            panic!("new claim")
+        };
+        store.finish(a, Status::Interrupted, None, None).unwrap();
+        store.finish(b, Status::Interrupted, None, None).unwrap();
+        store.finish(c, Status::Stopped, None, None).unwrap();
+        let since = Utc::now() - chrono::Duration::hours(1);
+        let found: Vec<i64> = store
+            .rerunnable(since)
+            .unwrap()
+            .iter()
+            .map(|s| s.id)
+            .collect();
+        assert_eq!(
+            found,
+            vec![b],
+            "no thread, or stopped by a person: not re-run"
+        );
+        assert!(store
+            .rerunnable(Utc::now() + chrono::Duration::seconds(5))
+            .unwrap()
+            .is_empty());
     }
 
     #[test]

@@ -93,6 +93,17 @@ const MIGRATIONS: &[&str] = &[
         after   TEXT NOT NULL
     );
     "#,
+    // 4: indexes for the lookups made on every notification, thread reply and
+    // start-up, so they stay under a millisecond with a million sessions stored;
+    // and which interrupted session a session re-runs, so a re-run is never re-run.
+    r#"
+    ALTER TABLE sessions ADD COLUMN rerun_of INTEGER REFERENCES sessions(id);
+    CREATE INDEX sessions_by_run ON sessions(schedule, run_id);
+    CREATE INDEX sessions_by_schedule_id ON sessions(schedule, id);
+    CREATE INDEX sessions_by_thread ON sessions(channel, thread_ts);
+    CREATE INDEX sightings_by_message ON sightings(channel, ts);
+    CREATE INDEX failures_by_first_seen ON failures(first_seen_at);
+    "#,
 ];
 
 pub fn migrate(conn: &Connection) -> Result<()> {

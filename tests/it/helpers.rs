@@ -127,6 +127,34 @@ pub async fn spawn_app_timed(
     app
 }
 
+/// Like [`spawn_app_with`], but the bot is the real `selfheal run` binary in
+/// its own process, so a test can `kill -9` it. Returns the app (not started
+/// in-process) and the bot's process.
+pub async fn spawn_bot_process(
+    agent_script: &str,
+    extra_env: &[(&str, &str)],
+) -> (TestApp, tokio::process::Child) {
+    let mut app = spawn_app_with(agent_script, extra_env).await;
+    // The in-process bot only set the world up; the process takes over.
+    app.stop().await;
+    let hellos = app.slack.hellos();
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_selfheal"))
+        .arg("run")
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .envs(app.env())
+        .env("SELFHEAL_LOG", "warn")
+        .current_dir(app.path())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start selfheal run");
+    app.slack
+        .wait_until(WAIT, |s| (s.hellos() > hellos).then_some(()))
+        .await
+        .expect("the bot process connects to Socket Mode");
+    (app, child)
+}
+
 impl TestApp {
     /// Writes `.dinoai/agents/scripted.yml` running `script` with bash.
     pub fn set_agent(&self, script: &str, timeout: &str) {

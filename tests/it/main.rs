@@ -6,6 +6,8 @@ mod cli;
 mod commands;
 mod commands_slash;
 mod controls;
+mod crash;
+mod faults;
 mod fix;
 mod heal;
 mod healing;

@@ -175,26 +175,6 @@ async fn shutdown_stops_running_agents_and_tells_their_threads() {
 }
 
 #[tokio::test]
-async fn a_crash_mid_session_is_recorded_and_told_on_restart() {
-    let mut app = spawn_app_with("echo started; sleep 600 & wait", &[]).await;
-    let ts = app.post_failure(HEALING, "hourly_marts", "1").await;
-    app.store_wait_running("1").await;
-
-    app.crash().await;
-    app.start().await;
-
-    let row = app.wait_for_session_end("1").await;
-    assert_eq!(row.status, Status::Interrupted);
-    app.wait_for_reply(HEALING, &ts, |m| {
-        m.text
-            .starts_with("🛑 The healing session for run `1` was interrupted")
-    })
-    .await;
-    // The failure itself is not healed a second time.
-    assert_eq!(replies_in(&app, HEALING, &ts), 1);
-}
-
-#[tokio::test]
 async fn a_deleted_healing_thread_does_not_break_the_bot() {
     let app = spawn_app().await;
     let ts = app.post_failure(HEALING, "hourly_marts", "1").await;
