@@ -893,3 +893,28 @@ fn schedule_of(i: usize, n: usize) -> String {
         format!("sched_{}", i % 200)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_pick_the_nearest_rank_at_or_above() {
+        let d = |ms: u64| Duration::from_millis(ms);
+        let sorted: Vec<Duration> = (1..=100).map(d).collect();
+        for (p, want) in [(0, 1), (50, 51), (99, 100), (100, 100)] {
+            assert_eq!(percentile(&sorted, p), d(want), "p{p}");
+        }
+        assert_eq!(percentile(&[], 99), Duration::ZERO);
+        assert_eq!(percentile(&[d(7)], 50), d(7));
+    }
+
+    #[test]
+    fn medians_are_taken_figure_by_figure_across_runs() {
+        let run = |a: f64, b: f64| vec![Figure::info("a", a, ""), Figure::at_most("b", b, "", 5.0)];
+        let m = medians(&[run(3.0, 9.0), run(1.0, 4.0), run(2.0, 1.0)]);
+        assert_eq!((m[0].value, m[1].value), (2.0, 4.0));
+        assert_eq!((m[0].passed(), m[1].passed()), (None, Some(true)));
+        assert!(medians(&[]).is_empty());
+    }
+}

@@ -142,3 +142,39 @@ async fn sigterm_stops_the_bot_within_ten_seconds_and_tells_running_threads() {
         last.text
     );
 }
+
+#[test]
+fn bench_prints_each_figure_beside_its_target_and_rejects_unknown_scenarios() {
+    // A small history (the real one stores a million sessions) and a bot
+    // process against the fake: the table must be there, whatever the numbers.
+    let out = selfheal()
+        .args(["bench", "--runs", "1", "--only", "history,memory"])
+        .args(["--history-sessions", "1000"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    // Exit 0: every target met; 1: some missed (a debug build may miss them).
+    assert!(
+        matches!(out.status.code(), Some(0 | 1)),
+        "{stdout}\nstderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for line in [
+        "## history",
+        "sessions stored",
+        "prior attempts of a schedule (5 newest)",
+        "## memory",
+        "RSS with 100 sessions running",
+    ] {
+        assert!(stdout.contains(line), "no `{line}` in:\n{stdout}");
+    }
+    assert!(stdout.contains("≤ 2"), "targets are printed: {stdout}");
+
+    let out = selfheal()
+        .args(["bench", "--only", "speed"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .contains("unknown scenario `speed`; known: traffic, burst, streaming, memory, history"));
+}
