@@ -180,9 +180,10 @@ impl SlackWeb {
             .with_unfurl_links(false)
             .with_unfurl_media(false);
         let (this, req) = (self, &req);
-        let since = slack_ts(std::time::SystemTime::now() - CLOCK_MARGIN);
         let posted = self
-            .paced(channel, first, || {
+            .paced(channel, first, || async move {
+                // Taken once the slot is ours: a lost post can only be newer.
+                let since = slack_ts(std::time::SystemTime::now() - CLOCK_MARGIN);
                 self.call_checking(
                     move || async move {
                         let res = this.session().chat_post_message(req).await?;
@@ -193,6 +194,7 @@ impl SlackWeb {
                     },
                     || this.find_own_post(channel, thread_ts, text, &since),
                 )
+                .await
             })
             .await?;
         let mut known = self.posted.lock().unwrap_or_else(|p| p.into_inner());
