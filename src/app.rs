@@ -187,7 +187,7 @@ impl App {
         let why = "selfheal restarted before it finished";
         let rerun = self.cfg.rerun_interrupted && !crate::commands::paused(&self.store)?;
         for s in self.store.unfinished_sessions()? {
-            let killed = crate::agent::command::kill_tagged(&self.store.agent_tag(s.id));
+            let killed = crate::agent::command::kill_tagged(&self.store.session_tag(s.id));
             if killed > 0 {
                 warn!(
                     session = s.id,

@@ -109,7 +109,7 @@ impl Drop for Running {
 }
 
 /// The environment variable naming an agent's session (see
-/// [`crate::store::Store::agent_tag`]); the agent's children inherit it.
+/// [`crate::store::Store::session_tag`]); the agent's children inherit it.
 pub const SESSION_TAG_ENV: &str = "SELFHEAL_SESSION_TAG";
 
 /// Kills every process whose environment carries `tag`: what is left of an

@@ -638,6 +638,17 @@ impl Session<'_> {
         Ok(())
     }
 
+    /// dbt for this session: its processes carry the session's tag, so a
+    /// start after a crash finds and stops the ones still running.
+    fn dbt(&self) -> crate::dbt::Dbt {
+        let mut dbt = self.deps.healing.dbt.clone();
+        dbt.env.push((
+            command::SESSION_TAG_ENV.into(),
+            self.deps.store.session_tag(self.start.session_id),
+        ));
+        dbt
+    }
+
     fn project_dir(&self) -> Option<PathBuf> {
         self.workspace
             .as_ref()
@@ -672,7 +683,7 @@ impl Session<'_> {
                     ("SELFHEAL_AGENT".into(), start.agent.name.clone()),
                     (
                         command::SESSION_TAG_ENV.into(),
-                        self.deps.store.agent_tag(start.session_id),
+                        self.deps.store.session_tag(start.session_id),
                     ),
                 ];
                 if let Some(log) = &self.log {
@@ -709,7 +720,7 @@ impl Session<'_> {
                     .log
                     .clone()
                     .context("dbt-doctor needs the run log, and it could not be read")?;
-                let dbt = self.deps.healing.dbt.clone();
+                let dbt = self.dbt();
                 let (tx, rx) = mpsc::channel(64);
                 let task = tokio::spawn(async move {
                     let report = crate::doctor::heal(&project, &log, &dbt).await;
@@ -756,7 +767,7 @@ impl Session<'_> {
                     run_log: self.log.clone(),
                     open_prs,
                     tools: start.agent.tools.clone(),
-                    dbt: self.deps.healing.dbt.clone(),
+                    dbt: self.dbt(),
                     redactor: self.deps.redactor.clone(),
                     replies: Some(replies_rx),
                 };
@@ -812,7 +823,7 @@ impl Session<'_> {
         let shown = format!("dbt {}", args.join(" "));
         self.milestone(format!("🔎 Verifying the change with `{shown}`"))
             .await?;
-        let verified = self.deps.healing.dbt.run(&project, &args).await;
+        let verified = self.dbt().run(&project, &args).await;
         let (passed, output) = match verified {
             Ok(run) => (run.success, self.deps.redactor.redact(&run.output)),
             Err(e) => (false, self.deps.redactor.redact(&format!("{e:#}"))),

@@ -152,7 +152,7 @@ pub struct AuditEntry {
 #[derive(Clone)]
 pub struct Store {
     conn: Arc<Mutex<Connection>>,
-    /// Names this database in agent process tags (see [`Store::agent_tag`]).
+    /// Names this database in agent process tags (see [`Store::session_tag`]).
     name: Arc<str>,
 }
 
@@ -202,10 +202,10 @@ impl Store {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// A tag that names one session of this database, set in its agent's
-    /// environment: after a crash, the next start finds the agent's leftover
-    /// processes by it.
-    pub fn agent_tag(&self, session_id: i64) -> String {
+    /// A tag that names one session of this database, set in the environment
+    /// of its agent and dbt runs: after a crash, the next start finds their
+    /// leftover processes by it.
+    pub fn session_tag(&self, session_id: i64) -> String {
         format!("{}#{session_id}", self.name)
     }
 
