@@ -287,6 +287,32 @@ impl World {
         (channel, ts, Instant::now())
     }
 
+    /// Waits until every failure has its healing reply. Polls a few times a
+    /// second rather than on every change in the fake: checking 1,000 threads
+    /// on each of its changes would load the bench process, which shares the
+    /// cores with the bot, and show up as the bot's ack latency.
+    async fn await_replies(
+        &self,
+        failures: &[(String, String, Instant)],
+        limit: Duration,
+    ) -> Result<()> {
+        let deadline = Instant::now() + limit;
+        let mut pending: Vec<&(String, String, Instant)> = failures.iter().collect();
+        loop {
+            pending.retain(|(c, ts, _)| self.reply_at(c, ts).is_none());
+            if pending.is_empty() {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "{} failures got no healing reply within {limit:?}",
+                    pending.len()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
     /// When the healing reply landed in a thread, if it did.
     fn reply_at(&self, channel: &str, ts: &str) -> Option<Instant> {
         self.slack
@@ -429,15 +455,8 @@ async fn traffic(exe: &Path) -> Result<Vec<Figure>> {
     }
     let sent_in = began.elapsed();
     world
-        .slack
-        .wait_until(Duration::from_secs(60), |_| {
-            failures
-                .iter()
-                .all(|(c, ts, _)| world.reply_at(c, ts).is_some())
-                .then_some(())
-        })
-        .await
-        .ok_or_else(|| anyhow!("not every failure got its healing reply"))?;
+        .await_replies(&failures, Duration::from_secs(60))
+        .await?;
     // Let the acks of the bot's own echoes come in too.
     tokio::time::sleep(Duration::from_millis(500)).await;
 
@@ -521,15 +540,8 @@ async fn burst(exe: &Path) -> Result<Vec<Figure>> {
     let first = failures[0].2;
     let posted_in = failures[FAILURES - 1].2.duration_since(first);
     world
-        .slack
-        .wait_until(Duration::from_secs(120), |_| {
-            failures
-                .iter()
-                .all(|(c, ts, _)| world.reply_at(c, ts).is_some())
-                .then_some(())
-        })
-        .await
-        .ok_or_else(|| anyhow!("not every failure got its healing reply within 120 s"))?;
+        .await_replies(&failures, Duration::from_secs(120))
+        .await?;
     let last = failures
         .iter()
         .filter_map(|(c, ts, _)| world.reply_at(c, ts))
@@ -555,6 +567,21 @@ async fn burst(exe: &Path) -> Result<Vec<Figure>> {
         })
         .count();
     let acks = world.ack_latencies();
+    // The envelopes that arrived while the storm was being posted, apart
+    // from the echoes of the bot's own replies that come later, one batch a
+    // second as the 50 channels' write slots open together.
+    let storm_end = failures[FAILURES - 1].2;
+    let mut storm_acks: Vec<Duration> = world
+        .slack
+        .acks()
+        .iter()
+        .filter_map(|a| {
+            a.sent_at
+                .filter(|s| *s <= storm_end)
+                .map(|s| a.acked_at.duration_since(s))
+        })
+        .collect();
+    storm_acks.sort();
     bot.stop().await?;
     Ok(vec![
         Figure::info("failures posted in", ms(posted_in), "ms"),
@@ -573,8 +600,21 @@ async fn burst(exe: &Path) -> Result<Vec<Figure>> {
             1.10,
         ),
         Figure::info("429s answered by the fake", rate_limited as f64, ""),
-        Figure::info("ack p50 during the storm", ms(percentile(&acks, 50)), "ms"),
-        Figure::info("ack p99 during the storm", ms(percentile(&acks, 99)), "ms"),
+        Figure::info(
+            "ack p99 while the storm was posted (~1,100/s)",
+            ms(percentile(&storm_acks, 99)),
+            "ms",
+        ),
+        Figure::info(
+            "ack p50, all envelopes incl. echoes of replies",
+            ms(percentile(&acks, 50)),
+            "ms",
+        ),
+        Figure::info(
+            "ack p99, all envelopes incl. echoes of replies",
+            ms(percentile(&acks, 99)),
+            "ms",
+        ),
     ])
 }
 
