@@ -40,7 +40,6 @@ pub struct App {
     cfg: Arc<Config>,
     store: Store,
     web: SlackWeb,
-    client: Arc<SlackClient<crate::slack::web::Connector>>,
     channels: Channels,
     recognizer: Recognizer,
     /// Who selfheal is in Slack (for mentions).
@@ -65,7 +64,7 @@ impl App {
         let store = Store::open(&cfg.db_path)?;
         let client = Arc::new(SlackClient::new(connector(&cfg.slack.api_url)?));
         let web = SlackWeb::new(
-            client.clone(),
+            client,
             cfg.slack.bot_token.expose(),
             WebSettings {
                 channel_interval: cfg.channel_interval,
@@ -127,7 +126,6 @@ impl App {
             commands,
             store,
             web,
-            client,
             channels,
             recognizer,
             me,
@@ -144,7 +142,7 @@ impl App {
     pub async fn serve(self: Arc<Self>) -> Result<()> {
         let (tx, mut rx) = mpsc::unbounded_channel();
         let listener = Listener::start(
-            self.client.clone(),
+            &self.cfg.slack.api_url,
             self.cfg.slack.app_token.expose(),
             &SocketSettings {
                 connections: 2,

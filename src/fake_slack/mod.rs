@@ -354,6 +354,12 @@ impl FakeSlackBuilder {
         let app = web_api::router(inner.clone());
         let mut shutdown_rx = inner.shutdown_tx.subscribe();
         let server = tokio::spawn(async move {
+            // Like Slack's servers, no Nagle delay: without it a frame written
+            // right after another waits for the bot's delayed TCP ack (~40 ms).
+            let listener =
+                axum::serve::ListenerExt::tap_io(listener, |tcp: &mut tokio::net::TcpStream| {
+                    let _ = tcp.set_nodelay(true);
+                });
             let serve = axum::serve(listener, app)
                 .with_graceful_shutdown(async move { stopped(&mut shutdown_rx).await });
             if let Err(err) = serve.await {

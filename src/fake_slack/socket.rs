@@ -23,8 +23,9 @@ use super::Inner;
 /// What the rest of the fake asks a connection task to do.
 #[derive(Debug)]
 pub(crate) enum ConnCommand {
-    /// Write a text frame.
-    Text(String),
+    /// Write a text frame; for an envelope, its id, so the time it was
+    /// written is recorded as when it was sent.
+    Text(String, Option<String>),
     /// Send a close frame and end the connection.
     Close,
 }
@@ -159,9 +160,12 @@ async fn run_connection(inner: Arc<Inner>, socket: WebSocket) {
         let reading = inner.state().pongs;
         tokio::select! {
             command = rx.recv() => match command {
-                Some(ConnCommand::Text(text)) => {
+                Some(ConnCommand::Text(text, envelope_id)) => {
                     if sink.send(WsMessage::Text(text.into())).await.is_err() {
                         break;
+                    }
+                    if let Some(envelope_id) = envelope_id {
+                        record_written(&inner, &envelope_id);
                     }
                 }
                 Some(ConnCommand::Close) => {
@@ -194,6 +198,20 @@ fn close_frame() -> WsMessage {
         code: 1000,
         reason: "".into(),
     }))
+}
+
+/// An envelope left the fake: ack latency counts from here, not from when it
+/// was queued for the connection (a busy fake must not look like a slow bot).
+fn record_written(inner: &Inner, envelope_id: &str) {
+    let mut st = inner.state();
+    if let Some(sent) = st
+        .envelopes_sent
+        .iter_mut()
+        .rev()
+        .find(|sent| sent.envelope_id == envelope_id)
+    {
+        sent.sent_at = Instant::now();
+    }
 }
 
 /// Reads an ack (`{"envelope_id": .., "payload"?: ..}`) and records it.
@@ -257,7 +275,12 @@ fn send_locked(st: &mut State, frame: OutFrame) -> Result<Option<(String, Durati
         let index = live[st.next_conn % live.len()];
         st.next_conn = st.next_conn.wrapping_add(1);
         let conn = &st.connections[index];
-        if conn.tx.send(ConnCommand::Text(frame.text.clone())).is_err() {
+        let envelope_id = frame.envelope.as_ref().map(|m| m.envelope_id.clone());
+        if conn
+            .tx
+            .send(ConnCommand::Text(frame.text.clone(), envelope_id))
+            .is_err()
+        {
             // The task is exiting; forget it and try the next one.
             let dead = conn.id;
             st.connections.retain(|c| c.id != dead);
@@ -324,7 +347,7 @@ pub(crate) fn disconnect_all(inner: &Arc<Inner>, reason: &str) {
     let grace = inner.config.disconnect_grace;
     for (id, tx) in conns {
         let frame = payloads::disconnect(reason, id).to_string();
-        if tx.send(ConnCommand::Text(frame)).is_err() {
+        if tx.send(ConnCommand::Text(frame, None)).is_err() {
             continue;
         }
         let mut shutdown = inner.shutdown_tx.subscribe();

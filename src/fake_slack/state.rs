@@ -74,6 +74,7 @@ pub struct SentEnvelope {
     /// `events_api`, `slash_commands` or `interactive`.
     pub kind: String,
     pub retry_attempt: u32,
+    /// When it was written to the socket (until then, when it was queued).
     pub sent_at: Instant,
     /// The id of the connection it went to (1 for the first connection, and so on).
     pub connection: u64,

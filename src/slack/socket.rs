@@ -3,17 +3,20 @@
 //! slack-morphism acknowledges an envelope only after our callback returns, so
 //! the callbacks here only convert the payload and enqueue it: no IO, no store,
 //! no locks beyond reading the queue handle. Everything else happens in the app's
-//! workers. Payloads slack-morphism cannot parse are acknowledged by it and
+//! workers. The listener runs on a thread of its own, with its own runtime and
+//! HTTP client: however busy the app's workers are (a storm of failures being
+//! claimed in SQLite), an envelope is acked at once. Payloads slack-morphism cannot parse are acknowledged by it and
 //! reach [`on_error`], which logs them; they never panic the bot.
 
 use std::sync::Arc;
 
+use anyhow::Context;
 use serde_json::Value;
 use slack_morphism::prelude::*;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
-use super::web::Connector;
+use super::web::{connector, Connector};
 use super::{ActionRequest, CommandReply, CommandRequest, Inbound};
 use crate::recognize::InboundMessage;
 
@@ -21,9 +24,11 @@ use crate::recognize::InboundMessage;
 #[derive(Clone)]
 struct Queue(mpsc::UnboundedSender<Inbound>);
 
-/// A running listener; [`Listener::shutdown`] closes its connections.
+/// A running listener on its own thread; [`Listener::shutdown`] (or dropping
+/// it) closes its connections and ends the thread.
 pub struct Listener {
-    inner: SlackClientSocketModeListener<Connector>,
+    stop: Option<oneshot::Sender<()>>,
+    stopped: Option<oneshot::Receiver<()>>,
 }
 
 /// Socket Mode tuning.
@@ -40,40 +45,102 @@ pub struct SocketSettings {
 }
 
 impl Listener {
-    /// Connects with the app-level token and starts delivering envelopes to `tx`.
+    /// Starts the listener thread, which connects with the app-level token and
+    /// delivers envelopes to `tx`. Returns once the token is registered.
     pub async fn start(
-        client: Arc<SlackClient<Connector>>,
+        api_url: &str,
         app_token: &str,
         settings: &SocketSettings,
         tx: mpsc::UnboundedSender<Inbound>,
     ) -> anyhow::Result<Listener> {
-        let callbacks = SlackSocketModeListenerCallbacks::new()
-            .with_hello_events(on_hello)
-            .with_push_events(on_push)
-            .with_command_events(on_command)
-            .with_interaction_events(on_interaction);
-        let env = Arc::new(
-            SlackClientEventsListenerEnvironment::new(client)
-                .with_error_handler(on_error)
-                .with_user_state(Queue(tx)),
-        );
-        let config = SlackClientSocketModeConfig::new()
-            .with_max_connections_count(settings.connections.max(1))
-            .with_initial_backoff_in_seconds(1)
-            .with_reconnect_timeout_in_seconds(settings.reconnect_secs.max(1))
-            .with_ping_interval_in_seconds(settings.ping_secs.max(1));
-        let inner = SlackClientSocketModeListener::new(&config, env, callbacks);
-        inner
-            .listen_for(&SlackApiToken::new(app_token.into()))
+        let (ready_tx, ready_rx) = oneshot::channel::<anyhow::Result<()>>();
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let (stopped_tx, stopped_rx) = oneshot::channel::<()>();
+        let (api_url, app_token, settings) =
+            (api_url.to_string(), app_token.to_string(), settings.clone());
+        std::thread::Builder::new()
+            .name("selfheal-socket".into())
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => runtime,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e.into()));
+                        return;
+                    }
+                };
+                runtime.block_on(async move {
+                    let started = async {
+                        let client = Arc::new(SlackClient::new(connector(&api_url)?));
+                        listen(client, &app_token, &settings, tx).await
+                    };
+                    let listener = match started.await {
+                        Ok(listener) => listener,
+                        Err(e) => {
+                            let _ = ready_tx.send(Err(e));
+                            return;
+                        }
+                    };
+                    let _ = ready_tx.send(Ok(()));
+                    // Until asked to stop, or the handle is dropped.
+                    let _ = stop_rx.await;
+                    listener.shutdown().await;
+                });
+                let _ = stopped_tx.send(());
+            })
+            .context("starting the Socket Mode thread")?;
+        ready_rx
             .await
-            .map_err(|e| anyhow::anyhow!("registering the Socket Mode token: {e}"))?;
-        inner.start().await;
-        Ok(Listener { inner })
+            .context("the Socket Mode thread ended while starting")??;
+        Ok(Listener {
+            stop: Some(stop_tx),
+            stopped: Some(stopped_rx),
+        })
     }
 
-    pub async fn shutdown(&self) {
-        self.inner.shutdown().await;
+    /// Closes the connections and waits for the thread to end.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(stopped) = self.stopped.take() {
+            let _ = stopped.await;
+        }
     }
+}
+
+/// Connects with the app-level token and starts delivering envelopes to `tx`,
+/// on the current runtime.
+async fn listen(
+    client: Arc<SlackClient<Connector>>,
+    app_token: &str,
+    settings: &SocketSettings,
+    tx: mpsc::UnboundedSender<Inbound>,
+) -> anyhow::Result<SlackClientSocketModeListener<Connector>> {
+    let callbacks = SlackSocketModeListenerCallbacks::new()
+        .with_hello_events(on_hello)
+        .with_push_events(on_push)
+        .with_command_events(on_command)
+        .with_interaction_events(on_interaction);
+    let env = Arc::new(
+        SlackClientEventsListenerEnvironment::new(client)
+            .with_error_handler(on_error)
+            .with_user_state(Queue(tx)),
+    );
+    let config = SlackClientSocketModeConfig::new()
+        .with_max_connections_count(settings.connections.max(1))
+        .with_initial_backoff_in_seconds(1)
+        .with_reconnect_timeout_in_seconds(settings.reconnect_secs.max(1))
+        .with_ping_interval_in_seconds(settings.ping_secs.max(1));
+    let inner = SlackClientSocketModeListener::new(&config, env, callbacks);
+    inner
+        .listen_for(&SlackApiToken::new(app_token.into()))
+        .await
+        .map_err(|e| anyhow::anyhow!("registering the Socket Mode token: {e}"))?;
+    inner.start().await;
+    Ok(inner)
 }
 
 async fn enqueue(states: &SlackClientEventsUserState, inbound: Inbound) {
