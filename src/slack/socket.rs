@@ -162,7 +162,46 @@ async fn on_hello<E: std::fmt::Debug>(
     states: SlackClientEventsUserState,
 ) {
     info!(hello = ?event, "connected to Slack (Socket Mode)");
+    disable_nagle();
     enqueue(&states, Inbound::Hello).await;
+}
+
+/// Turns Nagle's algorithm off on the process's TCP sockets, the new Socket
+/// Mode connection among them. slack-morphism opens its WebSocket with
+/// tokio-tungstenite's `connect_async`, which leaves Nagle on: an ack written
+/// right after another then waits for Slack's delayed TCP ack, about 40 ms
+/// (`selfheal bench` measured it). slack-morphism exposes no socket, so this
+/// sets `TCP_NODELAY` on every socket descriptor; on anything that is not a
+/// TCP socket the call fails harmlessly.
+fn disable_nagle() {
+    #[cfg(target_os = "linux")]
+    {
+        let Ok(fds) = std::fs::read_dir("/proc/self/fd") else {
+            return;
+        };
+        let on: libc::c_int = 1;
+        for fd in fds.flatten() {
+            let is_socket = std::fs::read_link(fd.path())
+                .is_ok_and(|target| target.to_string_lossy().starts_with("socket:"));
+            let Some(fd) = fd.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+                continue;
+            };
+            if is_socket {
+                // SAFETY: setsockopt reads `on` (a c_int, with its size) and
+                // touches nothing else; a descriptor closed in the meantime
+                // only makes it fail.
+                unsafe {
+                    libc::setsockopt(
+                        fd,
+                        libc::IPPROTO_TCP,
+                        libc::TCP_NODELAY,
+                        std::ptr::addr_of!(on).cast(),
+                        std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                    );
+                }
+            }
+        }
+    }
 }
 
 async fn on_push(
@@ -305,5 +344,21 @@ pub fn inbound_message(v: &Value) -> InboundMessage {
             || v.get("message").is_some()
             || subtype.as_deref() == Some("message_changed"),
         subtype,
+    }
+}
+
+#[cfg(test)]
+mod nagle_tests {
+    use super::disable_nagle;
+
+    #[test]
+    fn open_tcp_sockets_stop_delaying_small_writes() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let stream = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        assert!(!stream.nodelay().unwrap(), "Nagle is on by default");
+
+        disable_nagle();
+
+        assert!(stream.nodelay().unwrap());
     }
 }
