@@ -399,7 +399,15 @@ impl SlackWeb {
                 if pacer.answers.load(Ordering::SeqCst) == 0 {
                     let next = pacer.next.lock().await;
                     if pacer.answers.load(Ordering::SeqCst) == 0 {
-                        break next;
+                        let at = *next;
+                        if at <= Instant::now() {
+                            break next;
+                        }
+                        // Not yet time: wait without holding the slot, so an
+                        // answer that comes meanwhile can still take it first.
+                        drop(next);
+                        tokio::time::sleep_until(at).await;
+                        continue;
                     }
                     // An answer queued while we waited for the slot: it goes first.
                 }

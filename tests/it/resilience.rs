@@ -228,3 +228,45 @@ async fn a_crash_inside_the_courtesy_window_does_not_lose_the_healing() {
     assert_eq!(top[0].thread_ts, None);
     assert_eq!(app.bot_messages(ALERTS).len(), 1);
 }
+
+#[tokio::test]
+async fn a_new_failure_is_answered_before_writes_already_waiting_in_its_channel() {
+    // One session at a time, and a slow channel: routine writes (progress,
+    // queue notes) pile up behind each healing reply.
+    let app = spawn_app_with(
+        "echo started; sleep 600 & wait",
+        &[
+            ("SELFHEAL_MAX_SESSIONS", "1"),
+            ("SELFHEAL_CHANNEL_INTERVAL_MS", "400"),
+        ],
+    )
+    .await;
+    let posts = |app: &TestApp| -> Vec<String> {
+        app.slack
+            .calls_to("chat.postMessage")
+            .iter()
+            .filter(|c| c.params["channel"] == HEALING)
+            .map(|c| c.params["text"].as_str().unwrap_or_default().to_string())
+            .collect()
+    };
+    app.post_failure(HEALING, "hourly_marts", "1").await;
+    let second = app.post_failure(HEALING, "hourly_marts", "2").await;
+    app.wait_for_reply(HEALING, &second, |m| m.text == HEALING_REPLY)
+        .await;
+    let before = posts(&app).len();
+
+    // A third failure while run 2's queue note and run 1's progress wait for a slot.
+    app.post_failure(HEALING, "hourly_marts", "3").await;
+    app.slack
+        .wait_until(WAIT, |s| {
+            (s.calls_to("chat.postMessage").len() > before).then_some(())
+        })
+        .await
+        .expect("the channel's next write");
+
+    let all = posts(&app);
+    assert_eq!(
+        all[before], HEALING_REPLY,
+        "next write after run 2's reply: {all:#?}"
+    );
+}
