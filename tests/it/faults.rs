@@ -332,47 +332,36 @@ sleep 6021 &
 "#;
 
 #[tokio::test]
-async fn an_agent_that_exits_non_zero_without_a_word_fails_cleanly() {
-    // Arrange
-    let app = spawn_app_with(&format!("{RECORD_AGENT}exit 4\n"), &[]).await;
+async fn an_agent_that_dies_without_a_word_fails_cleanly() {
+    let cases = [
+        (
+            "exit 4",
+            "701",
+            "❌ No pull request opened for run `701` (agent failed): the agent exited with code 4",
+        ),
+        (
+            "kill -KILL $$",
+            "702",
+            "❌ No pull request opened for run `702` (agent failed): the agent was killed by a signal",
+        ),
+    ];
+    for (death, run, said) in cases {
+        // Arrange
+        let app = spawn_app_with(&format!("{RECORD_AGENT}{death}\n"), &[]).await;
 
-    // Act
-    let ts = app.post_failure(HEALING, "hourly_marts", "701").await;
+        // Act
+        let ts = app.post_failure(HEALING, "hourly_marts", run).await;
 
-    // Assert
-    let row = app.wait_for_session_end("701").await;
-    assert_eq!(row.status, Status::Failed);
-    let fin = app
-        .wait_for_reply(HEALING, &ts, |m| m.text.starts_with("❌ No pull request"))
-        .await;
-    assert_eq!(
-        fin.text,
-        "❌ No pull request opened for run `701` (agent failed): the agent exited with code 4"
-    );
-    assert_one_reply_no_duplicates(&app, HEALING, &ts, "701");
-    assert_agent_left_nothing_behind(&app, "701").await;
-}
-
-#[tokio::test]
-async fn an_agent_killed_by_a_signal_fails_cleanly() {
-    // Arrange
-    let app = spawn_app_with(&format!("{RECORD_AGENT}kill -KILL $$\n"), &[]).await;
-
-    // Act
-    let ts = app.post_failure(HEALING, "hourly_marts", "702").await;
-
-    // Assert
-    let row = app.wait_for_session_end("702").await;
-    assert_eq!(row.status, Status::Failed);
-    let fin = app
-        .wait_for_reply(HEALING, &ts, |m| m.text.starts_with("❌ No pull request"))
-        .await;
-    assert_eq!(
-        fin.text,
-        "❌ No pull request opened for run `702` (agent failed): the agent was killed by a signal"
-    );
-    assert_one_reply_no_duplicates(&app, HEALING, &ts, "702");
-    assert_agent_left_nothing_behind(&app, "702").await;
+        // Assert
+        let row = app.wait_for_session_end(run).await;
+        assert_eq!(row.status, Status::Failed, "{death}");
+        let fin = app
+            .wait_for_reply(HEALING, &ts, |m| m.text.starts_with("❌ No pull request"))
+            .await;
+        assert_eq!(fin.text, said);
+        assert_one_reply_no_duplicates(&app, HEALING, &ts, run);
+        assert_agent_left_nothing_behind(&app, run).await;
+    }
 }
 
 #[tokio::test]
