@@ -843,6 +843,7 @@ pub fn healing(settings: &HealSettings) -> Result<Healing> {
         target: settings.dbt_target.clone(),
         env: vec![],
         timeout: settings.dbt_timeout,
+        read_only: false,
     };
     let github_repo = settings.github_repo.clone().or_else(|| {
         settings

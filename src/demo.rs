@@ -55,7 +55,14 @@ pub struct World {
     pub origin: PathBuf,
     /// The scheduler's checkout, where scheduled runs happen.
     pub prod: PathBuf,
+    /// Where the scheduler's profiles.yml is (the checkout itself when the
+    /// project carries its own).
     pub profiles_dir: PathBuf,
+    /// Whether the profiles live outside the repository (the bot is then
+    /// told where with `SELFHEAL_DBT_PROFILES_DIR`).
+    pub profiles_outside: bool,
+    /// Production's database files: what no session may change.
+    pub production: Vec<PathBuf>,
     pub run_logs: PathBuf,
     pub dbt: PathBuf,
     pub slack: FakeSlack,
@@ -69,36 +76,84 @@ pub struct ScheduledRun {
     pub took: Duration,
 }
 
+/// The team-written projects of `tests/fixtures/projects`, one per layout
+/// real teams use: `<layout>/project/` is the repository; an optional
+/// `<layout>/profiles.yml` lives outside it (`@ROOT@` is the world's
+/// folder); an optional `<layout>/warehouse.sql` loads production's raw data.
+pub fn layouts_dir() -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/projects"))
+}
+
 impl World {
-    /// Builds the world under `root` (which must exist and be empty-ish).
+    /// Builds the demo's world under `root` (which must exist and be empty-ish).
     pub async fn create(root: &Path, dbt: &Path) -> Result<World> {
+        let warehouse = root.join("warehouse.duckdb");
+        // The warehouse: one DuckDB file outside the repository, production's.
+        let profiles = format!(
+            "jaffle_shop:\n  target: prod\n  outputs:\n    prod:\n      type: duckdb\n      path: \"{}\"\n      threads: 1\n",
+            warehouse.display()
+        );
+        World::build(root, dbt, &demo_project(), "jaffle_shop", Some(profiles), vec![warehouse]).await
+    }
+
+    /// Builds the world of a layout of `tests/fixtures/projects`.
+    pub async fn create_layout(root: &Path, dbt: &Path, layout: &str) -> Result<World> {
+        let dir = layouts_dir().join(layout);
+        if !dir.join("project/dbt_project.yml").is_file() {
+            bail!("no layout {layout} in {}", layouts_dir().display());
+        }
+        let root_text = root.display().to_string();
+        let profiles = match std::fs::read_to_string(dir.join("profiles.yml")) {
+            Ok(t) => Some(t.replace("@ROOT@", &root_text)),
+            Err(_) => None,
+        };
+        let mut production = vec![];
+        if let Ok(sql) = std::fs::read_to_string(dir.join("warehouse.sql")) {
+            let file = root.join("warehouse/warehouse.duckdb");
+            std::fs::create_dir_all(root.join("warehouse"))?;
+            load_duckdb(dbt, &file, &sql).await?;
+            production.push(file);
+        }
+        let mut world = World::build(root, dbt, &dir.join("project"), layout, profiles, production).await?;
+        if !world.profiles_outside {
+            // The project's own profile builds into a file inside the checkout.
+            world.production.push(world.prod.join("shop.duckdb"));
+        }
+        Ok(world)
+    }
+
+    async fn build(
+        root: &Path,
+        dbt: &Path,
+        project: &Path,
+        name: &str,
+        profiles: Option<String>,
+        production: Vec<PathBuf>,
+    ) -> Result<World> {
         let root = root.to_path_buf();
         let origin = root.join("origin.git");
-        let prod = root.join("scheduler/jaffle_shop");
-        let profiles_dir = root.join("profiles");
+        let prod = root.join("scheduler").join(name);
         let run_logs = root.join("run-logs");
         std::fs::create_dir_all(&run_logs)?;
-        std::fs::create_dir_all(&profiles_dir)?;
-        // The warehouse: one DuckDB file that scheduled runs and selfheal's
-        // verification both reach through the profile, like a real warehouse.
-        let warehouse = root.join("warehouse.duckdb");
-        std::fs::write(
-            profiles_dir.join("profiles.yml"),
-            format!(
-                "jaffle_shop:\n  target: prod\n  outputs:\n    prod:\n      type: duckdb\n      path: \"{}\"\n      threads: 1\n",
-                warehouse.display()
-            ),
-        )?;
+        let (profiles_dir, profiles_outside) = match profiles {
+            Some(text) => {
+                let dir = root.join("profiles");
+                std::fs::create_dir_all(&dir)?;
+                std::fs::write(dir.join("profiles.yml"), text)?;
+                (dir, true)
+            }
+            None => (prod.clone(), false),
+        };
 
         git(
             &root,
             &["init", "--bare", "--initial-branch=main", "origin.git"],
         )
         .await?;
-        copy_dir(&demo_project(), &prod)?;
+        copy_dir(project, &prod)?;
         git(&prod, &["init", "--initial-branch=main"]).await?;
         git(&prod, &["add", "-A"]).await?;
-        commit(&prod, "Jaffle shop: staging and marts").await?;
+        commit(&prod, &format!("{name}: staging and marts")).await?;
         git(
             &prod,
             &["remote", "add", "origin", &origin.display().to_string()],
@@ -116,11 +171,28 @@ impl World {
             origin,
             prod,
             profiles_dir,
+            profiles_outside,
+            production,
             run_logs,
             dbt: dbt.to_path_buf(),
             slack,
             github,
         })
+    }
+
+    /// A sha256 of each production database file (absent files included):
+    /// equal before and after a session means the session never wrote there.
+    pub fn production_checksums(&self) -> Vec<(PathBuf, String)> {
+        self.production
+            .iter()
+            .map(|f| {
+                let sum = match std::fs::read(f) {
+                    Ok(bytes) => sha256_hex(&bytes),
+                    Err(_) => "absent".into(),
+                };
+                (f.clone(), sum)
+            })
+            .collect()
     }
 
     /// Commits and pushes a breakage to main, as an engineer would.
@@ -142,6 +214,19 @@ impl World {
     /// under the run id, as `selfheal notify` does for dbt Core users.
     pub async fn scheduled_run(&self, run_id: &str) -> Result<ScheduledRun> {
         let started = Instant::now();
+        if self.prod.join("packages.yml").is_file() {
+            let deps = Command::new(&self.dbt)
+                .args(["--no-use-colors", "deps", "--profiles-dir"])
+                .arg(&self.profiles_dir)
+                .current_dir(&self.prod)
+                .env("DBT_SEND_ANONYMOUS_USAGE_STATS", "false")
+                .output()
+                .await
+                .with_context(|| format!("running {} deps", self.dbt.display()))?;
+            if !deps.status.success() {
+                bail!("dbt deps failed: {}", String::from_utf8_lossy(&deps.stdout));
+            }
+        }
         let out = Command::new(&self.dbt)
             .args(["--no-use-colors", "build", "--profiles-dir"])
             .arg(&self.profiles_dir)
@@ -163,6 +248,8 @@ impl World {
         let _ = std::fs::remove_file(self.prod.join("target/run_results.json"));
         let _ = std::fs::remove_file(self.prod.join("logs/dbt.log"));
         runlog::store_artifacts(&self.run_logs, run_id, &artifacts)?;
+        runlog::store_manifest(&self.run_logs, run_id, &self.prod.join("target"))?;
+        let _ = std::fs::remove_file(self.prod.join("target/manifest.json"));
         Ok(ScheduledRun {
             passed: out.status.success(),
             console,
@@ -202,16 +289,18 @@ impl World {
             ("SELFHEAL_REPO", self.origin.display().to_string()),
             ("SELFHEAL_RUN_LOGS", self.run_logs.display().to_string()),
             ("SELFHEAL_DBT", self.dbt.display().to_string()),
-            (
-                "SELFHEAL_DBT_PROFILES_DIR",
-                self.profiles_dir.display().to_string(),
-            ),
             ("SELFHEAL_GITHUB_TOKEN", GITHUB_TOKEN.to_string()),
             ("SELFHEAL_GITHUB_API_URL", self.github.api_base()),
             ("SELFHEAL_GITHUB_REPO", "acme/jaffle-shop".to_string()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
+        .chain(self.profiles_outside.then(|| {
+            (
+                "SELFHEAL_DBT_PROFILES_DIR".to_string(),
+                self.profiles_dir.display().to_string(),
+            )
+        }))
         .collect()
     }
 
@@ -312,6 +401,34 @@ async fn commit(dir: &Path, message: &str) -> Result<()> {
         ],
     )
     .await
+}
+
+/// Runs `sql` against a DuckDB file with the duckdb module of dbt's Python.
+async fn load_duckdb(dbt: &Path, file: &Path, sql: &str) -> Result<()> {
+    let python = dbt.with_file_name("python");
+    let out = Command::new(&python)
+        .args([
+            "-c",
+            "import duckdb, sys; c = duckdb.connect(sys.argv[1]); c.execute(sys.argv[2]); c.close()",
+        ])
+        .arg(file)
+        .arg(sql)
+        .output()
+        .await
+        .with_context(|| format!("running {} (the Python beside dbt)", python.display()))?;
+    if !out.status.success() {
+        bail!("loading {}: {}", file.display(), String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(())
+}
+
+/// Lower-case hex sha256.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 fn copy_dir(from: &Path, to: &Path) -> Result<()> {

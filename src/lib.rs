@@ -24,6 +24,7 @@
 //! - [`demo`]: the demo world (project, origin, scheduler, fakes) behind `selfheal demo` and the end-to-end tests.
 //! - [`bench`]: `selfheal bench` — the release binary measured against the local Slack fake.
 //! - [`fix`]: `selfheal fix`, one healing session in the terminal.
+//! - [`drill`]: `selfheal drill`, a fire drill of realistic faults on a copy of a team's dbt project.
 //! - [`fake_dbt_cloud`]: a local dbt Cloud v2 API (runs, steps, lagging artifacts) for tests, the demo and benchmarks.
 //! - [`fake_github`]: a local GitHub REST API for tests and the demo.
 //! - [`fake_llm`]: a local OpenAI-compatible chat-completions server that replays scripted conversations.
@@ -39,6 +40,7 @@ pub mod config;
 pub mod dbt;
 pub mod demo;
 pub mod doctor;
+pub mod drill;
 pub mod fake_dbt_cloud;
 pub mod fake_github;
 pub mod fake_llm;

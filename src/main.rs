@@ -48,6 +48,32 @@ enum Command {
         #[arg(long, default_value = "manual")]
         schedule: String,
     },
+    /// Fire drill: on a copy of a dbt project (DuckDB), inject realistic faults
+    /// one at a time, heal each like `selfheal fix`, and print a scorecard. The
+    /// project's repository and production are only read, never changed.
+    Drill {
+        /// The dbt project directory.
+        #[arg(long, default_value = ".")]
+        project: std::path::PathBuf,
+        /// The folder of the project's profiles.yml (default: dbt's search).
+        #[arg(long)]
+        profiles_dir: Option<std::path::PathBuf>,
+        /// The agent to heal with (default: dbt-doctor).
+        #[arg(long)]
+        agent: Option<String>,
+        /// Only these cases (e.g. ref_typo,column_typo).
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<String>,
+        /// A target of the profile that is safe to build into (slim CI).
+        #[arg(long)]
+        ci_target: Option<String>,
+        /// Print the scorecard as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Keep the drill's folder (copy, origin, production, run logs, transcripts).
+        #[arg(long)]
+        keep: bool,
+    },
     /// Measure this build against the local Slack fake (ack and reply latency,
     /// a burst of failures, streaming, memory, history at scale) and print each
     /// figure beside its target. Build with --release for figures that mean anything.
@@ -90,6 +116,7 @@ fn main() -> ExitCode {
         Command::Demo { .. }
         | Command::Notify { .. }
         | Command::Fix { .. }
+        | Command::Drill { .. }
         | Command::Bench { .. } => "warn",
         _ => "info,slack_morphism=warn",
     };
@@ -148,16 +175,74 @@ fn main() -> ExitCode {
         return block_on(async {
             let shutdown = CancellationToken::new();
             tokio::spawn(cancel_on_signal(shutdown.clone()));
+            let dbt = match selfheal::fix::FixDbt::from_env() {
+                Ok(d) => d,
+                Err(e) => {
+                    eprintln!("selfheal fix: {e:#}");
+                    return ExitCode::from(2);
+                }
+            };
             let opts = selfheal::fix::FixOptions {
                 project,
                 run,
                 agent,
                 schedule,
+                dbt,
             };
             match selfheal::fix::run_fix(opts, shutdown).await {
                 Ok(status) => ExitCode::from(selfheal::fix::exit_code(status)),
                 Err(e) => {
                     eprintln!("selfheal fix: {e:#}");
+                    ExitCode::from(2)
+                }
+            }
+        });
+    }
+
+    // `drill` brings its own world and needs no Slack configuration.
+    if let Command::Drill {
+        project,
+        profiles_dir,
+        agent,
+        only,
+        ci_target,
+        json,
+        keep,
+    } = cli.command
+    {
+        return block_on(async {
+            let shutdown = CancellationToken::new();
+            tokio::spawn(cancel_on_signal(shutdown.clone()));
+            let settings = selfheal::fix::FixDbt::from_env();
+            let dbt = selfheal::drill::default_dbt().await;
+            let (settings, dbt) = match (settings, dbt) {
+                (Ok(s), Ok(d)) => (s, d),
+                (Err(e), _) | (_, Err(e)) => {
+                    eprintln!("selfheal drill: {e:#}");
+                    return ExitCode::from(2);
+                }
+            };
+            let opts = selfheal::drill::DrillOptions {
+                project,
+                profiles_dir,
+                agent,
+                only,
+                ci_target,
+                keep,
+                dbt,
+                timeout: settings.timeout,
+            };
+            match selfheal::drill::run_drill(opts, shutdown).await {
+                Ok(card) => {
+                    if json {
+                        println!("{:#}", card.json());
+                    } else {
+                        print!("{}", card.table());
+                    }
+                    ExitCode::from(if card.passed() { 0 } else { 1 })
+                }
+                Err(e) => {
+                    eprintln!("selfheal drill: {e:#}");
                     ExitCode::from(2)
                 }
             }
@@ -196,7 +281,7 @@ fn main() -> ExitCode {
                 }
             })
         }
-        Command::Demo { .. } | Command::Fix { .. } | Command::Bench { .. } => {
+        Command::Demo { .. } | Command::Fix { .. } | Command::Bench { .. } | Command::Drill { .. } => {
             unreachable!("handled before the configuration is loaded")
         }
         Command::Notify {

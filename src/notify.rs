@@ -126,11 +126,14 @@ pub async fn run(cfg: &Config, req: &Request) -> Result<Report> {
     };
     let stored_in = runlog::store_artifacts(run_logs, &req.run_id, &artifacts)
         .with_context(|| format!("storing the run log under {}", run_logs.display()))?;
+    runlog::store_manifest(run_logs, &req.run_id, &req.project.join("target"))
+        .context("storing the run's manifest.json")?;
     let files = [
         ("run_results.json", artifacts.run_results.is_some()),
         ("dbt.log", artifacts.dbt_log.is_some()),
         ("console.txt", artifacts.console.is_some()),
         ("command.txt", artifacts.command.is_some()),
+        ("manifest.json", stored_in.join("manifest.json").is_file()),
     ]
     .into_iter()
     .filter_map(|(name, present)| present.then_some(name))

@@ -11,6 +11,9 @@
 //!   (`main`, `master`, `develop`, `production`), and it never force-pushes;
 //! - modify the source repository. A local path is cloned with `--no-hardlinks`,
 //!   so the clone shares no files with it;
+//! - commit what dbt builds. Only the project's source files are staged: never
+//!   dbt's target, log and package folders, database files, nor what the
+//!   session's preparation created ([`BuildOutputs`]), whatever `.gitignore` says;
 //! - leave anything behind. The temporary directory is removed by
 //!   [`Workspace::remove`] or, best effort, when the workspace is dropped, also when
 //!   [`Workspace::create`] fails half-way;
@@ -59,8 +62,59 @@ pub struct Workspace {
     remote: String,
     author_name: String,
     author_email: String,
+    /// What is never committed.
+    outputs: BuildOutputs,
     /// The temporary directory that holds `dir`; removed on drop.
     root: TempRoot,
+}
+
+/// The paths dbt and the session's preparation write, which are never source.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BuildOutputs {
+    /// Folders relative to the repository root (`target`, `jaffle/logs`, …).
+    pub folders: Vec<String>,
+    /// Files the preparation created or changed (`package-lock.yml`).
+    pub files: Vec<String>,
+}
+
+/// File endings of databases and their journals.
+const DATABASE_ENDINGS: &[&str] = &[
+    ".duckdb", ".duckdb.wal", ".db", ".db-wal", ".db-shm", ".sqlite", ".sqlite3", ".wal",
+];
+
+impl BuildOutputs {
+    /// dbt's folders for a project at `project` (relative to the repository)
+    /// whose `dbt_project.yml` names `target`, `logs` and `packages`.
+    pub fn for_project(project: &Path, target: &str, logs: &str, packages: &str) -> BuildOutputs {
+        let prefix = |f: &str| -> String {
+            let p = project.join(f);
+            let s = p.to_string_lossy();
+            s.trim_start_matches("./").trim_end_matches('/').to_string()
+        };
+        let mut folders: Vec<String> = [target, logs, packages, "dbt_modules", "logs"]
+            .iter()
+            .map(|f| prefix(f))
+            .collect();
+        // dbt also writes logs/ where it was started.
+        folders.push("logs".into());
+        folders.sort();
+        folders.dedup();
+        BuildOutputs {
+            folders,
+            files: vec![],
+        }
+    }
+
+    /// Whether `path` (relative to the repository) is build output.
+    pub fn contains(&self, path: &str) -> bool {
+        let lower = path.to_ascii_lowercase();
+        self.files.iter().any(|f| f == path)
+            || DATABASE_ENDINGS.iter().any(|e| lower.ends_with(e))
+            || self
+                .folders
+                .iter()
+                .any(|f| path.strip_prefix(f.as_str()).is_some_and(|r| r.starts_with('/')))
+    }
 }
 
 impl std::fmt::Debug for Workspace {
@@ -141,6 +195,7 @@ impl Workspace {
             remote: repo.to_string(),
             author_name: DEFAULT_AUTHOR_NAME.to_string(),
             author_email: DEFAULT_AUTHOR_EMAIL.to_string(),
+            outputs: BuildOutputs::for_project(Path::new("."), "target", "logs", "dbt_packages"),
             root,
         })
     }
@@ -150,6 +205,15 @@ impl Workspace {
         self.author_name = name.to_string();
         self.author_email = email.to_string();
         self
+    }
+
+    /// Says what is build output (never committed): dbt's folders of the
+    /// project, and the changes present now (made by the preparation).
+    pub async fn set_build_outputs(&mut self, mut outputs: BuildOutputs) -> anyhow::Result<()> {
+        self.outputs = outputs.clone();
+        outputs.files = self.changed_files().await?;
+        self.outputs = outputs;
+        Ok(())
     }
 
     /// The remote's default branch (what `origin/HEAD` points at).
@@ -191,10 +255,10 @@ impl Workspace {
     /// The full diff of the session's changes against the base commit, committed or
     /// not, new files included (for the pull-request body).
     ///
-    /// This stages everything (`git add --all`): the index is the workspace's, and
-    /// [`Workspace::commit`] stages everything anyway.
+    /// This stages the source changes: the index is the workspace's, and
+    /// [`Workspace::commit`] stages the same.
     pub async fn diff(&self) -> anyhow::Result<String> {
-        self.stage_all().await?;
+        self.stage_sources().await?;
         self.git(&[
             "diff",
             "--cached",
@@ -209,7 +273,7 @@ impl Workspace {
 
     /// `git diff --stat` of the same changes as [`Workspace::diff`].
     pub async fn diff_stat(&self) -> anyhow::Result<String> {
-        self.stage_all().await?;
+        self.stage_sources().await?;
         self.git(&[
             "diff",
             "--cached",
@@ -222,9 +286,31 @@ impl Workspace {
         .context("summarising the diff against the base commit")
     }
 
-    /// The paths changed since the base commit (both sides of a rename), sorted.
+    /// The source paths changed since the base commit (both sides of a
+    /// rename), sorted; build output is left out and unstaged.
     pub async fn changed_files(&self) -> anyhow::Result<Vec<String>> {
-        self.stage_all().await?;
+        self.stage_sources().await
+    }
+
+    /// Stages exactly the changed source files and returns them.
+    async fn stage_sources(&self) -> anyhow::Result<Vec<String>> {
+        // What changed, as git status sees it (it hashes nothing new), less
+        // the build output; only that is staged (a database file can be large).
+        let status = self
+            .git(&["status", "--porcelain=v1", "-z", "--untracked-files=all", "--no-renames"])
+            .await
+            .context("listing changes")?;
+        let candidates: Vec<&str> = status
+            .split('\0')
+            .filter_map(|entry| entry.get(3..))
+            .filter(|path| !path.is_empty() && !self.outputs.contains(path))
+            .collect();
+        self.git(&["reset", "--quiet"]).await.context("clearing the index")?;
+        for batch in candidates.chunks(200) {
+            let mut args = vec!["add", "--all", "--"];
+            args.extend(batch.iter().copied());
+            self.git(&args).await.context("staging changes")?;
+        }
         let out = self
             .git(&[
                 "diff",
@@ -256,7 +342,7 @@ impl Workspace {
             .context("reading the current branch")?;
         self.check_pushable(current.trim())
             .context("committing needs a session branch")?;
-        self.stage_all().await?;
+        self.stage_sources().await?;
         if self.git_status(&["diff", "--cached", "--quiet"]).await? {
             bail!("nothing to commit: the work tree has no changes");
         }
@@ -308,13 +394,6 @@ impl Workspace {
                 "refusing to use `{branch}`: selfheal never pushes to a base or protected branch"
             );
         }
-        Ok(())
-    }
-
-    async fn stage_all(&self) -> anyhow::Result<()> {
-        self.git(&["add", "--all", "--", "."])
-            .await
-            .context("staging changes")?;
         Ok(())
     }
 
@@ -502,7 +581,8 @@ fn check_branch_name(branch: &str) -> anyhow::Result<()> {
 
 /// True for anything git treats as a URL rather than a local path:
 /// `scheme://...` and scp-like `user@host:path`.
-fn is_url(repo: &str) -> bool {
+/// Whether `repo` is a URL (else a local path).
+pub fn is_url(repo: &str) -> bool {
     if repo.contains("://") {
         return true;
     }
@@ -682,6 +762,66 @@ mod tests {
             Some(ws.base_sha.clone()),
             "main is untouched"
         );
+    }
+
+    #[tokio::test]
+    async fn a_commit_holds_only_source_files_whatever_gitignore_says() {
+        // Arrange: a repository with no .gitignore, a project in `shop/`.
+        let origin = origin(&[]);
+        let mut ws = Workspace::create(path(&origin.bare), None, &origin.root)
+            .await
+            .expect("create");
+        ws.start_branch("selfheal/x/run-1").await.expect("branch");
+        let dir = ws.dir.clone();
+        let write = |rel: &str, text: &str| {
+            let p = dir.join(rel);
+            std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+            std::fs::write(p, text).expect("write");
+        };
+        // The preparation: packages and their lock file.
+        write("shop/dbt_packages/util/macros/m.sql", "{% macro m() %}{% endmacro %}");
+        write("shop/package-lock.yml", "packages: []\n");
+        ws.set_build_outputs(BuildOutputs::for_project(Path::new("shop"), "target", "logs", "dbt_packages"))
+            .await
+            .expect("outputs");
+
+        // Act: the agent fixes a model; dbt builds.
+        write("models/orders.sql", "select 2 as id\n");
+        write("shop/target/run_results.json", "{}");
+        write("shop/target/compiled/shop/models/orders.sql", "select 2");
+        write("shop/logs/dbt.log", "log");
+        write("logs/dbt.log", "log");
+        write("shop/shop.duckdb", "db");
+        write("shop/shop.duckdb.wal", "wal");
+        write("/warehouse/Prod.DuckDB".trim_start_matches('/'), "db");
+        let files = ws.changed_files().await.expect("files");
+        let stat = ws.diff_stat().await.expect("stat");
+        let sha = ws.commit("fix").await.expect("commit");
+
+        // Assert
+        assert_eq!(files, vec!["models/orders.sql"]);
+        assert!(stat.contains("1 file changed"), "{stat}");
+        let committed = sh_git(&ws.dir, &["show", "--name-only", "--format=", &sha]);
+        assert_eq!(committed.trim(), "models/orders.sql");
+    }
+
+    #[test]
+    fn build_outputs_are_recognised_by_path() {
+        let outputs = BuildOutputs::for_project(Path::new("."), "target", "logs", "dbt_packages");
+        let cases = [
+            ("target/manifest.json", true),
+            ("logs/dbt.log", true),
+            ("dbt_packages/dbt_utils/macros/x.sql", true),
+            ("jaffle_shop.duckdb", true),
+            ("data/warehouse.DB", true),
+            ("targets/x.sql", false),
+            ("models/target.sql", false),
+            ("models/orders.sql", false),
+            ("macros/logs.sql", false),
+        ];
+        for (path, want) in cases {
+            assert_eq!(outputs.contains(path), want, "{path}");
+        }
     }
 
     #[tokio::test]

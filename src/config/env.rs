@@ -153,8 +153,18 @@ pub struct HealSettings {
     /// `SELFHEAL_DBT_PROFILES_DIR` (optional): `--profiles-dir` for dbt;
     /// default: the project's own `profiles.yml` if it has one, else `~/.dbt`.
     pub dbt_profiles_dir: Option<PathBuf>,
-    /// `SELFHEAL_DBT_TARGET` (optional): the `--target` verification builds into.
+    /// `SELFHEAL_DBT_TARGET` (optional): a CI target that is safe to build
+    /// into; verification, agents and the doctor use it (slim CI, deferring
+    /// to production when its manifest is known). Without it, a DuckDB
+    /// production is copied per session, and any other warehouse is only
+    /// compiled against.
     pub dbt_target: Option<String>,
+    /// `SELFHEAL_DBT_PROD_TARGET` (default: the profile's default target):
+    /// the target the scheduler runs in, which selfheal never builds into.
+    pub dbt_prod_target: Option<String>,
+    /// `SELFHEAL_DBT_STATE_DIR` (optional): a folder with production's
+    /// `manifest.json`, for `--defer --state` when the run log has none.
+    pub dbt_state_dir: Option<PathBuf>,
     /// `SELFHEAL_DBT_TIMEOUT_SECS` (default 900): the limit of one dbt command.
     pub dbt_timeout: Duration,
     /// `SELFHEAL_GITHUB_TOKEN` (optional): the token the bot — never the agent —
@@ -290,6 +300,8 @@ impl Config {
                 dbt: PathBuf::from(get("SELFHEAL_DBT").unwrap_or_else(|| "dbt".into())),
                 dbt_profiles_dir: get("SELFHEAL_DBT_PROFILES_DIR").map(PathBuf::from),
                 dbt_target: get("SELFHEAL_DBT_TARGET"),
+                dbt_prod_target: get("SELFHEAL_DBT_PROD_TARGET"),
+                dbt_state_dir: get("SELFHEAL_DBT_STATE_DIR").map(PathBuf::from),
                 dbt_timeout: Duration::from_secs(number(
                     get("SELFHEAL_DBT_TIMEOUT_SECS"),
                     "SELFHEAL_DBT_TIMEOUT_SECS",

@@ -1,13 +1,16 @@
-//! One failure + the project index + the blamed file's text → a [`Finding`]:
-//! what is wrong, what was considered, and the edit when there is exactly one
-//! right answer. Pure: no IO, not async.
+//! One failure + the project index + the blamed file's text (+ the columns the
+//! warehouse reported, when the IO shell asked) → a [`Finding`]: what is
+//! wrong, what was considered, and the edit when there is exactly one right
+//! answer. Pure: no IO, not async.
 
+use std::collections::BTreeMap;
 use std::sync::LazyLock;
 
 use regex::Regex;
 
 use super::choose::{choose, describe, max_distance, Choice, Verdict};
 use super::index::ProjectIndex;
+use super::scope::{self, Scope};
 use crate::runlog::{ErrorKind, NodeFailure};
 
 /// What the doctor concluded about one failure.
@@ -57,7 +60,7 @@ pub struct DataTest {
 }
 
 /// Something a query reads from.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Relation {
     Node(String),
     Source(String, String),
@@ -74,9 +77,75 @@ impl Relation {
 
     /// The Jinja that selects it.
     pub fn jinja(&self) -> String {
+        format!("{{{{ {} }}}}", self.call())
+    }
+
+    /// The Jinja call naming it, for use inside a Jinja expression: `ref('x')`.
+    pub fn call(&self) -> String {
         match self {
-            Relation::Node(n) => format!("{{{{ ref('{n}') }}}}"),
-            Relation::Source(s, t) => format!("{{{{ source('{s}', '{t}') }}}}"),
+            Relation::Node(n) => format!("ref('{n}')"),
+            Relation::Source(s, t) => format!("source('{s}', '{t}')"),
+        }
+    }
+}
+
+/// The real columns of relations, as the warehouse reported them. The IO
+/// shell fills it (through `dbt show`) for the relations
+/// [`columns_to_look_up`] names; empty when nothing was asked.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct WarehouseColumns {
+    /// Columns by relation, in the warehouse's order. An empty list: the
+    /// relation is not in the database dbt was pointed at.
+    pub columns: BTreeMap<Relation, Vec<String>>,
+    /// Why the warehouse could not be asked, when it could not (then the
+    /// documented columns stand in).
+    pub error: Option<String>,
+}
+
+/// The database whose message named an unknown column (by the message's form).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Database {
+    DuckDb,
+    Postgres,
+    Redshift,
+    Snowflake,
+    BigQuery,
+    Databricks,
+}
+
+impl Database {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Database::DuckDb => "DuckDB",
+            Database::Postgres => "Postgres",
+            Database::Redshift => "Redshift",
+            Database::Snowflake => "Snowflake",
+            Database::BigQuery => "BigQuery",
+            Database::Databricks => "Databricks",
+        }
+    }
+}
+
+/// An unknown-column error, read from a database's message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownColumn {
+    pub database: Database,
+    /// The table alias or name the column was qualified with (`c` in
+    /// `c.customer_nmae`), without quotes.
+    pub qualifier: Option<String>,
+    /// The name that does not exist, without qualifier or quotes.
+    pub name: String,
+    /// The names the database suggests, unqualified; when they were qualified,
+    /// only those of the same qualifier (if any are).
+    pub candidates: Vec<String>,
+}
+
+impl UnknownColumn {
+    /// `c.customer_nmae`, or `customer_nmae`.
+    pub fn shown(&self) -> String {
+        match &self.qualifier {
+            Some(q) => format!("{q}.{}", self.name),
+            None => self.name.clone(),
         }
     }
 }
@@ -94,17 +163,66 @@ static MISSING_SOURCE: LazyLock<Regex> = LazyLock::new(|| {
 });
 static UNDEFINED: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"'(\w+)' is undefined").expect("static regex"));
-static COLUMN: LazyLock<Vec<(Regex, &'static str)>> = LazyLock::new(|| {
+/// The unknown-column message forms, most specific first (Redshift's form
+/// starts like Postgres's). Group 1 is the name as written (maybe qualified),
+/// except for [`Form::Binding`], where group 1 is the qualifier and group 2
+/// the name. A further group holds the database's suggestions, if any.
+static COLUMN: LazyLock<Vec<(Form, Regex)>> = LazyLock::new(|| {
     [
-        (r#"Referenced column "([^"]+)" not found"#, "DuckDB"),
-        (r#"does not have a column named "([^"]+)""#, "DuckDB"),
-        (r#"column "?([\w."]+?)"? does not exist"#, "Postgres"),
-        (r"invalid identifier '([^']+)'", "Snowflake"),
+        (
+            Form::Spark,
+            r"\[UNRESOLVED_COLUMN\.\w+\][^\n]*? with name ((?:`[^`]*`|[^\s`.]+)(?:\.(?:`[^`]*`|[^\s`.]+))*) cannot be resolved\.(?: Did you mean one of the following\? \[((?:`[^`]*`|[^\]`])*)\])?",
+        ),
+        (
+            Form::Spark,
+            r"cannot resolve '([^']+)' given input columns: \[((?:`[^`]*`|[^\]`])*)\]",
+        ),
+        (Form::DuckDb, r#"Referenced column "([^"]+)" not found in FROM clause"#),
+        (Form::Binding, r#""([^"]+)" does not have a column named "([^"]+)""#),
+        (
+            Form::Redshift,
+            r#"\bcolumn "([^"]+)" does not exist in ("[^"]+"|[\w$]+)"#,
+        ),
+        (
+            Form::Postgres,
+            r#"\bcolumn ((?:"[^"]*"|[\w$]+)(?:\.(?:"[^"]*"|[\w$]+))*) does not exist"#,
+        ),
+        (Form::Snowflake, r"invalid identifier '((?:[^']|'')+)'"),
+        (
+            Form::BigQueryInside,
+            r"\bName (`[^`]+`|[\w$]+) not found inside (`[^`]+`|[\w$]+)(?:; Did you mean (`[^`]+`|[\w$.]+)\?)?",
+        ),
+        (
+            Form::BigQuery,
+            r"Unrecognized name: (`[^`]+`|[\w$.]+)(?:; Did you mean (`[^`]+`|[\w$.]+)\?)?",
+        ),
     ]
     .into_iter()
-    .map(|(p, db)| (Regex::new(p).expect("static regex"), db))
+    .map(|(form, p)| (form, Regex::new(p).expect("static regex")))
     .collect()
 });
+
+/// How to read a match of one of the [`COLUMN`] patterns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Form {
+    /// Databricks / Spark: `` `c`.`x` ``, suggestions in brackets.
+    Spark,
+    /// DuckDB's `Referenced column "x" not found`, suggestions on the next line.
+    DuckDb,
+    /// DuckDB's `Table "c" does not have a column named "x"` (or `Values list "c"`).
+    Binding,
+    /// `column "x" does not exist in c`.
+    Redshift,
+    /// `column "x"` or `column c.x does not exist`, suggestions in a HINT.
+    Postgres,
+    /// `invalid identifier 'C.X'`.
+    Snowflake,
+    /// `Name x not found inside c`.
+    BigQueryInside,
+    /// `Unrecognized name: x`.
+    BigQuery,
+}
+
 static DUCKDB_CANDIDATES: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"Candidate bindings: ([^\n]+)").expect("static regex"));
 static POSTGRES_HINT: LazyLock<Regex> =
@@ -135,6 +253,17 @@ static SOURCE_CALL: LazyLock<Regex> = LazyLock::new(|| {
 /// Diagnoses one failure. `file_text` is the current text of the file dbt
 /// blamed (`failure.path`), when it could be read.
 pub fn diagnose(f: &NodeFailure, ix: &ProjectIndex, file_text: Option<&str>) -> Finding {
+    diagnose_with_warehouse(f, ix, file_text, &WarehouseColumns::default())
+}
+
+/// [`diagnose`], knowing the real columns of the relations
+/// [`columns_to_look_up`] asked for.
+pub fn diagnose_with_warehouse(
+    f: &NodeFailure,
+    ix: &ProjectIndex,
+    file_text: Option<&str>,
+    seen: &WarehouseColumns,
+) -> Finding {
     let msg = f.message.as_str();
     if f.kind == ErrorKind::TestFailure {
         return data_test(f, ix);
@@ -148,12 +277,152 @@ pub fn diagnose(f: &NodeFailure, ix: &ProjectIndex, file_text: Option<&str>) -> 
     if let Some(c) = UNDEFINED.captures(msg) {
         return undefined_macro(f, ix, file_text, &c[1]);
     }
-    for (re, db) in COLUMN.iter() {
-        if let Some(c) = re.captures(msg) {
-            return unknown_column(f, ix, file_text, &c[1], db);
-        }
+    if let Some(col) = unknown_column_error(msg) {
+        return unknown_column(f, ix, file_text, &col, seen);
     }
     needs_help(f, ix, file_text)
+}
+
+/// The relations whose real columns would settle an unknown-column failure:
+/// those behind the column's qualifier (or all the model reads), when the
+/// database named no candidates. Empty for every other failure.
+pub fn columns_to_look_up(
+    f: &NodeFailure,
+    ix: &ProjectIndex,
+    file_text: Option<&str>,
+) -> Vec<Relation> {
+    let msg = f.message.as_str();
+    if f.kind == ErrorKind::TestFailure
+        || MISSING_SOURCE.is_match(msg)
+        || MISSING_NODE.is_match(msg)
+        || UNDEFINED.is_match(msg)
+    {
+        return vec![];
+    }
+    match unknown_column_error(msg) {
+        Some(col) if col.candidates.is_empty() => {
+            column_scope(f, ix, file_text, col.qualifier.as_deref()).relations
+        }
+        _ => vec![],
+    }
+}
+
+/// Reads an unknown-column error in any of the forms of DuckDB, Postgres,
+/// Redshift, Snowflake, BigQuery and Databricks/Spark.
+pub fn unknown_column_error(msg: &str) -> Option<UnknownColumn> {
+    let (form, c) = COLUMN
+        .iter()
+        .find_map(|(form, re)| re.captures(msg).map(|c| (*form, c)))?;
+    let group = |i: usize| c.get(i).map(|m| m.as_str());
+    let (database, mut qualifier, written, suggested): (_, Option<String>, &str, Vec<String>) =
+        match form {
+            Form::Spark => (
+                Database::Databricks,
+                None,
+                group(1)?,
+                group(2).map(split_list).unwrap_or_default(),
+            ),
+            Form::DuckDb => (Database::DuckDb, None, group(1)?, duckdb_candidates(msg)),
+            Form::Binding => (
+                Database::DuckDb,
+                group(1).map(|q| last_part(q).to_string()),
+                group(2)?,
+                duckdb_candidates(msg),
+            ),
+            Form::Redshift => (
+                Database::Redshift,
+                group(2).map(|q| unquote_ident(q).to_string()),
+                group(1)?,
+                vec![],
+            ),
+            Form::Postgres => (
+                Database::Postgres,
+                None,
+                group(1)?,
+                POSTGRES_HINT
+                    .captures(msg)
+                    .map(|h| quoted(&h[1]))
+                    .unwrap_or_default(),
+            ),
+            Form::Snowflake => (Database::Snowflake, None, group(1)?, vec![]),
+            Form::BigQueryInside => (
+                Database::BigQuery,
+                group(2).map(|q| unquote_ident(q).to_string()),
+                group(1)?,
+                group(3).map(|s| vec![s.to_string()]).unwrap_or_default(),
+            ),
+            Form::BigQuery => (
+                Database::BigQuery,
+                None,
+                group(1)?,
+                group(2).map(|s| vec![s.to_string()]).unwrap_or_default(),
+            ),
+        };
+    let written = written.replace("''", "'");
+    let mut parts = split_ident(&written);
+    // BigQuery's backquoted `service.id` is one name.
+    if database == Database::BigQuery && written.starts_with('`') {
+        parts = vec![unquote_ident(&written).to_string()];
+    }
+    let name = parts.pop().filter(|n| !n.is_empty())?;
+    if qualifier.is_none() {
+        qualifier = parts.pop();
+    }
+    let split: Vec<Vec<String>> = suggested.iter().map(|s| split_ident(s)).collect();
+    let same: Vec<&Vec<String>> = match &qualifier {
+        Some(q) => split
+            .iter()
+            .filter(|p| p.len() > 1 && p[p.len() - 2].eq_ignore_ascii_case(q))
+            .collect(),
+        None => vec![],
+    };
+    let chosen: Vec<&Vec<String>> = if same.is_empty() {
+        split.iter().collect()
+    } else {
+        same
+    };
+    let mut candidates: Vec<String> = vec![];
+    for p in chosen {
+        if let Some(n) = p.last().filter(|n| !n.is_empty()) {
+            if !candidates.contains(n) {
+                candidates.push(n.clone());
+            }
+        }
+    }
+    Some(UnknownColumn {
+        database,
+        qualifier,
+        name,
+        candidates,
+    })
+}
+
+fn duckdb_candidates(msg: &str) -> Vec<String> {
+    DUCKDB_CANDIDATES
+        .captures(msg)
+        .map(|c| quoted(&c[1]))
+        .unwrap_or_default()
+}
+
+/// What `qualifier` (or an unqualified column) can see: from the blamed
+/// file's SQL, else from the compiled SQL.
+fn column_scope(
+    f: &NodeFailure,
+    ix: &ProjectIndex,
+    text: Option<&str>,
+    qualifier: Option<&str>,
+) -> Scope {
+    let from_text = text
+        .map(|t| scope::resolve(t, qualifier, ix))
+        .unwrap_or_default();
+    if !from_text.is_empty() {
+        return from_text;
+    }
+    f.compiled_code
+        .as_deref()
+        .map(|c| scope::resolve(c, qualifier, ix))
+        .filter(|s| !s.is_empty())
+        .unwrap_or(from_text)
 }
 
 fn missing_ref(f: &NodeFailure, ix: &ProjectIndex, text: Option<&str>, name: &str) -> Finding {
@@ -360,102 +629,312 @@ fn unknown_column(
     f: &NodeFailure,
     ix: &ProjectIndex,
     text: Option<&str>,
-    raw: &str,
-    db: &str,
+    col: &UnknownColumn,
+    seen: &WarehouseColumns,
 ) -> Finding {
     let file = f.path.clone().unwrap_or_default();
-    let column = unqualify(raw);
-    let msg = &f.message;
-    // The database's own suggestions first; Snowflake names none, so the
-    // documented columns of the model's parents stand in.
-    let (candidates, from): (Vec<String>, String) = if let Some(c) = DUCKDB_CANDIDATES.captures(msg)
-    {
-        (quoted(&c[1]), "DuckDB suggests".into())
-    } else if let Some(c) = POSTGRES_HINT.captures(msg) {
-        (quoted(&c[1]), "Postgres suggests".into())
-    } else {
-        let parents = text.map(parents_of).unwrap_or_default();
-        let mut cols = vec![];
-        for p in &parents {
-            let documented = match p {
-                Relation::Node(n) => ix.columns.get(n),
-                Relation::Source(s, t) => ix.source_columns.get(&(s.clone(), t.clone())),
-            };
-            cols.extend(documented.into_iter().flatten().cloned());
-        }
-        let names: Vec<String> = parents.iter().map(Relation::display).collect();
-        (
-            cols,
-            format!(
-                "the documented columns of its parents ({}) suggest",
-                if names.is_empty() {
-                    "none found".into()
-                } else {
-                    names.join(", ")
-                }
-            ),
-        )
-    };
+    let column = col.name.as_str();
+    let shown = col.shown();
+    let db = col.database.as_str();
     let mut checked = vec![format!(
-        "{}: {db} says column `{column}` does not exist; candidates: {}",
+        "{}: {db} says column `{shown}` does not exist; candidates: {}",
         f.name,
-        if candidates.is_empty() {
+        if col.candidates.is_empty() {
             "none".into()
         } else {
-            candidates.join(", ")
+            col.candidates.join(", ")
         }
     )];
-    let candidates: Vec<String> = candidates.iter().map(|c| unqualify(c)).collect();
-    let choice = choose(&column, candidates.iter().map(String::as_str));
-    let pattern = format!(r"(?i)\b({})\b", regex::escape(&column));
-    let what = format!("{} selects column `{column}`, which does not exist", f.name);
-    match choice.clear() {
+    // The database's own suggestions first; otherwise the real columns of
+    // what the qualifier names (from the warehouse, else documented in yml).
+    let pool = if col.candidates.is_empty() {
+        let scope = column_scope(f, ix, text, col.qualifier.as_deref());
+        let pool = Pool::gather(&scope, col.qualifier.as_deref(), ix, seen);
+        checked.extend(pool.checked.iter().cloned());
+        pool
+    } else {
+        Pool {
+            names: col.candidates.clone(),
+            from: format!("{db} suggests"),
+            source: format!("the names {db} suggests"),
+            behind: String::new(),
+            checked: vec![],
+            complete: true,
+        }
+    };
+    let choice = choose(column, pool.names.iter().map(String::as_str));
+    // yml documents a subset of the columns: the right name may be among the
+    // others, so only a plain typo is trusted there.
+    let partial = choice
+        .clear()
+        .filter(|b| !pool.complete && b.distance > PARTIAL_MAX)
+        .cloned();
+    let bare = format!(r"(?i)\b({})\b", regex::escape(column));
+    let qualified = col.qualifier.as_ref().map(|q| {
+        format!(
+            r#"(?i)"?\b{}\b"?\s*\.\s*"?\b({})\b"#,
+            regex::escape(q),
+            regex::escape(column)
+        )
+    });
+    // The qualified spelling when the file has it, else the name anywhere.
+    let pattern = qualified
+        .filter(|p| text.is_some_and(|t| Regex::new(p).is_ok_and(|re| re.is_match(t))))
+        .unwrap_or(bare);
+    let site = text
+        .and_then(|t| first_line(t, &pattern))
+        .map(|l| format!(" ({file} line {l})"))
+        .unwrap_or_default();
+    let what = format!(
+        "{} selects column `{shown}`{site}, which does not exist{}",
+        f.name, pool.behind
+    );
+    // The name is there after all: the relation the run read differs from the
+    // one looked at now (stale, or the documentation is wrong). No rename helps.
+    if let Some(same) = choice.best().filter(|b| b.distance == 0) {
+        return report(
+            f,
+            format!(
+                "{}: column \"{shown}\" does not exist, yet {} lists `{}` — not changed",
+                f.name, pool.source, same.name
+            ),
+            format!(
+                "{what}, but {} lists `{}`: what the run read differs from what is there now (rebuild the parents, or fix the documentation). Nothing was changed; this {NEEDS_HELP}.",
+                pool.source, same.name
+            ),
+            checked,
+        );
+    }
+    match choice.clear().filter(|_| partial.is_none()) {
         Some(best) => {
-            let to = best.name.clone();
+            let to = text
+                .and_then(|t| first_match(t, &pattern))
+                .map(|found| fit_case(&found, &best.name))
+                .unwrap_or_else(|| best.name.clone());
             let next = next_best(&choice);
             let Some((new_text, lines)) = text.and_then(|t| replace_group(t, &pattern, 1, &to))
             else {
-                return not_literal(f, &file, &column, &to, checked);
+                return not_literal(f, &file, column, &to, checked);
             };
             checked.push(format!(
                 "`{column}` is {} edit(s) from `{to}`",
                 best.distance
             ));
             let at = format!("{file} {}", lines_word(&lines));
+            let renamed = match &col.qualifier {
+                Some(q) if pattern.contains(r"\s*\.\s*") => format!("`{q}.{column}` to `{q}.{to}`"),
+                _ => format!("`{column}` to `{to}`"),
+            };
             Finding {
                 node: f.name.clone(),
                 milestone: format!(
-                    "{}: column \"{column}\" does not exist; {from} \"{to}\" — fixed in {at}",
-                    f.name
+                    "{}: column \"{shown}\" does not exist; {} \"{to}\" — fixed in {at}",
+                    f.name, pool.from
                 ),
                 summary: format!(
-                    "{what}; {from} `{to}` (distance {}{next}). Changed `{column}` to `{to}` in {at}.",
-                    best.distance
+                    "{what}; {} `{to}` (distance {}{next}). Changed {renamed} in {at}.",
+                    pool.from, best.distance
                 ),
                 checked,
-                action: Action::Edit { path: file, new_text, lines },
+                action: Action::Edit {
+                    path: file,
+                    new_text,
+                    lines,
+                },
             }
         }
         None => {
-            let why = why_not(&choice, &column);
-            let site = text
-                .and_then(|t| first_line(t, &pattern))
-                .map(|l| format!(" ({file} line {l})"))
-                .unwrap_or_default();
+            let why = match &partial {
+                Some(b) => format!(
+                    "the nearest, `{}`, is {} edits away, and only documented columns were compared (the warehouse did not list them), so a closer undocumented column may exist",
+                    b.name, b.distance
+                ),
+                None => why_not(&choice, column),
+            };
+            let considered = if pool.names.is_empty() && pool.source == NOTHING {
+                "Considered: none".to_string()
+            } else if pool.names.is_empty() {
+                format!("Considered {}: none", pool.source)
+            } else {
+                format!(
+                    "Considered {}: {}",
+                    pool.source,
+                    describe(&choice.ranked, 4)
+                )
+            };
             report(
                 f,
                 format!(
-                    "{}: column \"{column}\" does not exist; {why} — not changed",
+                    "{}: column \"{shown}\" does not exist; {why} — not changed",
                     f.name
                 ),
                 format!(
-                    "{what}{site}. {}. Considered: {}. Nothing was changed; this {NEEDS_HELP}.",
+                    "{what}. {}. {considered}. Nothing was changed; this {NEEDS_HELP}.",
                     capitalize(&why),
-                    describe(&choice.ranked, 4)
                 ),
                 checked,
             )
         }
+    }
+}
+
+/// Where a [`Pool`] found nothing to compare with.
+const NOTHING: &str = "nothing it reads";
+
+/// The most edits trusted when the names compared with are not all of them
+/// (documented in yml rather than listed by the warehouse or the database).
+const PARTIAL_MAX: usize = 2;
+
+/// The names an unknown column is compared with when the database named none,
+/// and where they came from.
+struct Pool {
+    names: Vec<String>,
+    /// `the columns of `stg_customers` (in the warehouse) suggest`.
+    from: String,
+    /// `the columns of `stg_customers` (in the warehouse)`.
+    source: String,
+    /// `; `c` reads `stg_customers``: what the qualifier names, for the summary.
+    behind: String,
+    /// What was looked at, shown as progress.
+    checked: Vec<String>,
+    /// Whether `names` are all the names there are (from the database or the
+    /// warehouse), not a documented subset.
+    complete: bool,
+}
+
+impl Pool {
+    fn gather(
+        scope: &Scope,
+        qualifier: Option<&str>,
+        ix: &ProjectIndex,
+        seen: &WarehouseColumns,
+    ) -> Pool {
+        let mut names: Vec<String> = vec![];
+        let mut described: Vec<String> = vec![];
+        let mut defined_by: Option<String> = None;
+        let mut checked: Vec<String> = vec![];
+        let mut complete = true;
+        for r in &scope.relations {
+            let real = seen.columns.get(r);
+            let documented = match r {
+                Relation::Node(n) => ix.columns.get(n),
+                Relation::Source(s, t) => ix.source_columns.get(&(s.clone(), t.clone())),
+            }
+            .filter(|c| !c.is_empty());
+            let rel = format!("`{}`", r.display());
+            let (cols, how) = match (real, documented) {
+                (Some(cols), _) if !cols.is_empty() => (Some(cols), "in the warehouse"),
+                (Some(_), Some(doc)) => (Some(doc), "documented; not found in the warehouse"),
+                (Some(_), None) => (None, "not found in the warehouse, none documented"),
+                (None, Some(doc)) if seen.error.is_some() => {
+                    (Some(doc), "documented; the warehouse could not be asked")
+                }
+                (None, Some(doc)) => (Some(doc), "documented"),
+                (None, None) if seen.error.is_some() => {
+                    (None, "the warehouse could not be asked, none documented")
+                }
+                (None, None) => (None, "no columns known"),
+            };
+            complete &= real.is_some_and(|c| !c.is_empty());
+            checked.push(format!(
+                "{rel}: {how}{}",
+                cols.map(|c| format!(": {}", c.join(", ")))
+                    .unwrap_or_default()
+            ));
+            described.push(format!("{rel} ({how})"));
+            for c in cols.into_iter().flatten() {
+                if !names.contains(c) {
+                    names.push(c.clone());
+                }
+            }
+        }
+        if !scope.defined.is_empty() {
+            let via: Vec<String> = scope
+                .via
+                .iter()
+                .filter(|v| !v.contains(' '))
+                .map(|v| format!("`{v}`"))
+                .collect();
+            let whose = if via.is_empty() {
+                "the columns named in the model's SQL".to_string()
+            } else {
+                format!("the columns named by the select list of {}", via.join(", "))
+            };
+            checked.push(format!("{whose}: {}", scope.defined.join(", ")));
+            defined_by = Some(whose);
+            for c in &scope.defined {
+                if !names.contains(c) {
+                    names.push(c.clone());
+                }
+            }
+        }
+        if let Some(e) = &seen.error {
+            checked.push(format!("the warehouse could not be asked: {e}"));
+        }
+        let reads: Vec<String> = scope
+            .relations
+            .iter()
+            .map(|r| format!("`{}`", r.display()))
+            .collect();
+        let through = if scope.via.is_empty() || qualifier.is_none() {
+            String::new()
+        } else {
+            let via: Vec<String> = scope.via.iter().map(|v| format!("`{v}`")).collect();
+            format!(" through {}", via.join(", "))
+        };
+        let behind = match (qualifier, reads.is_empty(), scope.defined.is_empty()) {
+            (Some(q), true, true) if !scope.unknown.is_empty() => format!(
+                "; `{q}` reads `{}`, which is no ref, source or CTE of the project",
+                scope.unknown.join("`, `")
+            ),
+            (Some(q), true, true) => {
+                format!("; `{q}` is no table, alias or CTE the doctor could find in the model")
+            }
+            (Some(q), true, false) if !scope.via.is_empty() => {
+                let via: Vec<String> = scope.via.iter().map(|v| format!("`{v}`")).collect();
+                format!("; `{q}` is {}", via.join(", "))
+            }
+            (Some(_), true, false) => String::new(),
+            (Some(q), false, _) => format!("; `{q}` reads {}{through}", reads.join(" and ")),
+            (None, true, _) => String::new(),
+            (None, false, _) => format!("; the model reads {}", reads.join(" and ")),
+        };
+        let mut sources: Vec<String> = vec![];
+        if !described.is_empty() {
+            sources.push(format!("the columns of {}", described.join(", ")));
+        }
+        sources.extend(defined_by);
+        let source = if sources.is_empty() {
+            NOTHING.to_string()
+        } else {
+            sources.join(" and ")
+        };
+        Pool {
+            names,
+            from: format!("{source} suggest"),
+            source,
+            behind,
+            checked,
+            complete,
+        }
+    }
+}
+
+/// The text of the first match of `pattern`'s group 1.
+fn first_match(text: &str, pattern: &str) -> Option<String> {
+    let re = Regex::new(pattern).ok()?;
+    re.captures(text)?.get(1).map(|m| m.as_str().to_string())
+}
+
+/// `to` in the case the file writes: a warehouse that upper-cases names
+/// (Snowflake) must not turn `c.customer_nmae` into `c.CUSTOMER_NAME`.
+fn fit_case(written: &str, to: &str) -> String {
+    let upper = |s: &str| s.chars().any(char::is_uppercase);
+    let lower = |s: &str| s.chars().any(char::is_lowercase);
+    if upper(to) && !lower(to) && !upper(written) {
+        to.to_lowercase()
+    } else {
+        to.to_string()
     }
 }
 
@@ -1055,13 +1534,60 @@ fn yaml_raw_error(msg: &str) -> String {
     }
 }
 
-/// `o.order_date` → `order_date`; `"ORDR_DATE"` → `ORDR_DATE`.
-fn unqualify(name: &str) -> String {
-    name.rsplit('.')
-        .next()
-        .unwrap_or(name)
-        .trim_matches('"')
-        .to_string()
+/// `c.customer_nmae` → `[c, customer_nmae]`; `"c"."Name"` → `[c, Name]`;
+/// `` `c`.`x` `` → `[c, x]`. Dots inside quotes belong to the name.
+fn split_ident(s: &str) -> Vec<String> {
+    let mut parts = vec![];
+    let mut cur = String::new();
+    let mut quote: Option<char> = None;
+    for ch in s.trim().chars() {
+        match (quote, ch) {
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), c) => cur.push(c),
+            (None, '"' | '`') => quote = Some(ch),
+            (None, '.') => parts.push(std::mem::take(&mut cur)),
+            (None, c) => cur.push(c),
+        }
+    }
+    parts.push(cur);
+    parts
+}
+
+/// `` `a`, `b`.`c` `` → the items of a list, split at commas outside quotes.
+fn split_list(s: &str) -> Vec<String> {
+    let mut items = vec![];
+    let mut cur = String::new();
+    let mut quote: Option<char> = None;
+    for ch in s.chars() {
+        match (quote, ch) {
+            (Some(q), c) if c == q => {
+                quote = None;
+                cur.push(c);
+            }
+            (None, '"' | '`') => {
+                quote = Some(ch);
+                cur.push(ch);
+            }
+            (None, ',') => items.push(std::mem::take(&mut cur)),
+            (_, c) => cur.push(c),
+        }
+    }
+    items.push(cur);
+    items
+        .into_iter()
+        .map(|i| i.trim().to_string())
+        .filter(|i| !i.is_empty())
+        .collect()
+}
+
+/// The last part of a possibly qualified name, unquoted.
+fn last_part(s: &str) -> &str {
+    let s = s.rsplit('.').next().unwrap_or(s);
+    unquote_ident(s)
+}
+
+fn unquote_ident(s: &str) -> &str {
+    s.trim().trim_matches(|c| c == '"' || c == '`')
 }
 
 fn quoted(list: &str) -> Vec<String> {

@@ -31,33 +31,11 @@ struct Project {
     dbt: Dbt,
 }
 
-fn broken_demo(case: &str) -> Project {
+/// A copy of the demo project with its own DuckDB file.
+fn demo_copy() -> Project {
     let tmp = tempfile::tempdir().expect("temp dir");
     let dir = tmp.path().join("jaffle_shop");
     copy_dir(&demo_dir(), &dir);
-    let breakage: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(
-            repo_root()
-                .join("tests/fixtures/dbt")
-                .join(case)
-                .join("breakage.json"),
-        )
-        .expect("breakage.json"),
-    )
-    .expect("breakage json");
-    let file = dir.join(breakage["file"].as_str().expect("file"));
-    let text = std::fs::read_to_string(&file).expect("file to break");
-    let find = breakage["find"].as_str().expect("find");
-    assert_eq!(
-        text.matches(find).count(),
-        1,
-        "{case}: the breakage must match once"
-    );
-    std::fs::write(
-        &file,
-        text.replacen(find, breakage["replace"].as_str().expect("replace"), 1),
-    )
-    .expect("write breakage");
     let dbt = Dbt {
         exe: dbt_exe(),
         profiles_dir: None,
@@ -68,12 +46,55 @@ fn broken_demo(case: &str) -> Project {
             tmp.path().join("jaffle.duckdb").display().to_string(),
         )],
         timeout: Duration::from_secs(300),
+        read_only: false,
     };
     Project {
         _tmp: tmp,
         dir,
         dbt,
     }
+}
+
+impl Project {
+    /// Replaces the one occurrence of `find` in `file`.
+    fn replace(&self, file: &str, find: &str, replace: &str) {
+        let path = self.dir.join(file);
+        let text = std::fs::read_to_string(&path).expect("file to change");
+        assert_eq!(
+            text.matches(find).count(),
+            1,
+            "{file}: {find:?} must match once"
+        );
+        std::fs::write(&path, text.replacen(find, replace, 1)).expect("write change");
+    }
+
+    fn write(&self, file: &str, text: &str) {
+        std::fs::write(self.dir.join(file), text).expect("write file");
+    }
+
+    fn read(&self, file: &str) -> String {
+        std::fs::read_to_string(self.dir.join(file)).expect("read file")
+    }
+}
+
+fn broken_demo(case: &str) -> Project {
+    let p = demo_copy();
+    let breakage: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            repo_root()
+                .join("tests/fixtures/dbt")
+                .join(case)
+                .join("breakage.json"),
+        )
+        .expect("breakage.json"),
+    )
+    .expect("breakage json");
+    p.replace(
+        breakage["file"].as_str().expect("file"),
+        breakage["find"].as_str().expect("find"),
+        breakage["replace"].as_str().expect("replace"),
+    );
+    p
 }
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -115,7 +136,12 @@ async fn build(p: &Project) -> (DbtRun, RunLog) {
 /// Breaks the demo like `case`, heals the failing run, and returns the report,
 /// the project and the summary.
 async fn heal_case(case: &str) -> (Report, Project, String) {
-    let p = broken_demo(case);
+    heal_project(case, broken_demo(case)).await
+}
+
+/// Builds the broken project `p` for a real failing run, heals it, and returns
+/// the report, the project and the summary.
+async fn heal_project(case: &str, p: Project) -> (Report, Project, String) {
     let (run, log) = build(&p).await;
     assert!(
         !run.success,
@@ -271,4 +297,99 @@ async fn a_syntax_error_is_located_in_the_model_file() {
         ],
     )
     .await;
+}
+
+/// The demo with a column no yml documents (`stg_customers.customer_name`) and
+/// a mart that reads `stg_customers` behind the alias `c`, selecting `select`.
+fn aliased_column(select: &str) -> Project {
+    let p = demo_copy();
+    p.replace(
+        "models/staging/stg_customers.sql",
+        "        last_name\n",
+        "        last_name,\n        first_name || ' ' || last_name as customer_name\n",
+    );
+    p.write(
+        "models/marts/customer_names.sql",
+        &format!(
+            "select\n    c.customer_id,\n    {select}\nfrom {{{{ ref('stg_customers') }}}} c\n"
+        ),
+    );
+    let documented = ProjectIndex::scan(&p.dir);
+    assert!(
+        !documented
+            .columns
+            .values()
+            .flatten()
+            .any(|c| c.ends_with("_name")),
+        "no yml may document the names the doctor must find in the warehouse"
+    );
+    p
+}
+
+#[tokio::test]
+async fn a_misspelt_column_behind_a_table_alias_is_renamed_from_the_warehouse_columns() {
+    let _one = ONE_DBT_AT_A_TIME.lock().await;
+    // Arrange: DuckDB names no candidates for `c.customer_nmae`, and no yml
+    // documents `customer_name`: only the warehouse knows it.
+    let p = aliased_column("c.customer_nmae");
+    // Act
+    let (report, p, summary) = heal_project("alias", p).await;
+    // Assert
+    assert_eq!(
+        report.edited,
+        ["models/marts/customer_names.sql"],
+        "{summary}"
+    );
+    assert!(
+        p.read("models/marts/customer_names.sql")
+            .contains("    c.customer_name\nfrom"),
+        "{summary}"
+    );
+    for part in [
+        "`c` reads `stg_customers`",
+        "(in the warehouse)",
+        "Changed `c.customer_nmae` to `c.customer_name`",
+    ] {
+        assert!(
+            summary.contains(part),
+            "the summary lacks {part:?}:\n{summary}"
+        );
+    }
+    let (run, _) = build(&p).await;
+    assert!(
+        run.success,
+        "still failing after the fix ({summary}):\n{}",
+        dbt_tail(&run)
+    );
+}
+
+#[tokio::test]
+async fn a_column_behind_an_alias_with_two_near_warehouse_columns_is_reported_not_renamed() {
+    let _one = ONE_DBT_AT_A_TIME.lock().await;
+    // Arrange: `fist_name` is one edit from `first_name` and two from
+    // `last_name`; no yml documents either.
+    let p = aliased_column("c.fist_name");
+    // Act
+    let (report, p, summary) = heal_project("alias_ambiguous", p).await;
+    // Assert
+    assert!(report.edited.is_empty(), "{summary}");
+    assert!(matches!(
+        report.events.last(),
+        Some(AgentEvent::Result {
+            outcome: Outcome::NoFix,
+            ..
+        })
+    ));
+    for part in [
+        "`c.fist_name` (models/marts/customer_names.sql line 3)",
+        "`c` reads `stg_customers`",
+        "Considered the columns of `stg_customers` (in the warehouse): `first_name` (1), `last_name` (2)",
+        "about equally close",
+        "needs a human or an LLM agent",
+    ] {
+        assert!(summary.contains(part), "the summary lacks {part:?}:\n{summary}");
+    }
+    assert!(p
+        .read("models/marts/customer_names.sql")
+        .contains("    c.fist_name\n"));
 }

@@ -1,28 +1,34 @@
 //! dbt-doctor: the deterministic built-in healing agent. No LLM, instant.
 //!
 //! It fixes the failures that have one right answer — a misspelt `ref()`,
-//! `source()`, column (when the database names candidates or the parents
-//! document their columns) or macro — and only when the nearest existing name
-//! is clearly better than the next (see [`choose`] for the rule). Everything
+//! `source()`, column (compared with the database's own candidates, else with
+//! the real columns of the relation behind the column's table alias, asked of
+//! the warehouse, else with the documented ones) or macro — and only when the
+//! nearest existing name is clearly better than the next (see [`choose`] for
+//! the rule). Everything
 //! else becomes a precise diagnosis: for failing data tests, the offending
 //! rows (queried through `dbt show`) and the likely upstream cause, never an
 //! edit of the test or the data; for syntax, YAML, package and other errors,
 //! the file, the line and the error, handed to a human or an LLM agent.
 //!
 //! Layout: [`index`] scans the project (IO), [`diagnose`] turns one failure
-//! into a [`diagnose::Finding`] (pure, table-tested), [`choose`] is the
-//! clearly-better rule (pure), and [`heal`] is the thin shell that applies
-//! edits and runs `dbt show` for data tests.
+//! into a [`diagnose::Finding`] (pure, table-tested), [`scope`] finds what a
+//! table alias names in a model's SQL (pure), [`choose`] is the
+//! clearly-better rule (pure), [`warehouse`] asks dbt for real columns, and
+//! [`heal`] is the thin shell that applies edits and runs `dbt show`.
 //!
 //! Invariants: the doctor edits only files inside the project it was given,
 //! only the file dbt blamed, and never a test definition or data file; it runs
-//! dbt only to look at data-test rows (`dbt show`, and `dbt compile` when the
-//! test's query is missing); it never panics — every problem ends up in the
-//! report.
+//! dbt only to look (`dbt show` for data-test rows and for the columns of
+//! relations, `dbt compile` when a test's query is missing), with the [`Dbt`]
+//! it was handed — it never picks a profile or target; it never panics —
+//! every problem ends up in the report.
 
 pub mod choose;
 pub mod diagnose;
 pub mod index;
+pub mod scope;
+pub mod warehouse;
 
 use std::path::{Component, Path};
 
@@ -30,7 +36,7 @@ use crate::agent::protocol::{AgentEvent, Outcome};
 use crate::dbt::Dbt;
 use crate::runlog::{ErrorKind, RunLog};
 
-pub use diagnose::{diagnose, Action, DataTest, Finding, Relation};
+pub use diagnose::{diagnose, Action, DataTest, Finding, Relation, WarehouseColumns};
 pub use index::ProjectIndex;
 
 /// What the doctor did and found.
@@ -48,9 +54,11 @@ pub struct Report {
 const SHOW_LIMIT: &str = "10";
 
 /// Diagnoses `log` against the dbt project at `project_dir` (a fresh workspace
-/// the doctor may edit), applying the unambiguous fixes. Runs dbt only for
-/// data-test diagnosis (`dbt show`). Never panics; every problem becomes part
-/// of the report.
+/// the doctor may edit), applying the unambiguous fixes. Runs dbt (`dbt show`)
+/// only to look: at a failing data test's rows, and at the real columns of the
+/// relations behind an unknown column the database named no candidates for —
+/// those relations must exist where `dbt` points, else the documented columns
+/// stand in. Never panics; every problem becomes part of the report.
 pub async fn heal(project_dir: &Path, log: &RunLog, dbt: &Dbt) -> Report {
     let mut events = vec![];
     let mut edited: Vec<String> = vec![];
@@ -90,7 +98,18 @@ pub async fn heal(project_dir: &Path, log: &RunLog, dbt: &Dbt) -> Report {
             whole.message = diagnose::complete_message(&f.message, &log.raw);
             diagnose(&whole, &ix, text.as_deref())
         } else {
-            diagnose(f, &ix, text.as_deref())
+            let wanted = diagnose::columns_to_look_up(f, &ix, text.as_deref());
+            let seen = if wanted.is_empty() {
+                WarehouseColumns::default()
+            } else {
+                let names: Vec<String> = wanted.iter().map(Relation::display).collect();
+                events.push(AgentEvent::Progress(format!(
+                    "asking the warehouse for the columns of {} (dbt show)",
+                    names.join(", ")
+                )));
+                warehouse::columns(project_dir, dbt, &wanted).await
+            };
+            diagnose::diagnose_with_warehouse(f, &ix, text.as_deref(), &seen)
         };
         events.extend(finding.checked.iter().cloned().map(AgentEvent::Progress));
         match finding.action {

@@ -219,6 +219,21 @@ pub fn store_artifacts(root: &Path, run_id: &str, artifacts: &Artifacts) -> Resu
     Ok(dir)
 }
 
+/// Keeps the run's `manifest.json` (from dbt's target folder) beside its
+/// log: production's state, for verification that defers to it
+/// (`--defer --state`). A run that failed before writing one keeps none.
+pub fn store_manifest(root: &Path, run_id: &str, target_dir: &Path) -> Result<()> {
+    let src = target_dir.join("manifest.json");
+    if !src.is_file() {
+        return Ok(());
+    }
+    let dir = run_dir(root, run_id)?;
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    std::fs::copy(&src, dir.join("manifest.json"))
+        .with_context(|| format!("copying {}", src.display()))?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

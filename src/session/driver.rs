@@ -20,13 +20,14 @@ use crate::agent::command::{self, CommandSpec, Output};
 use crate::agent::llm;
 use crate::agent::protocol::{parse_line, AgentEvent};
 use crate::config::{AgentDef, HealSettings, Runner, DBT_DOCTOR};
-use crate::dbt::{tail_lines, Dbt};
+use crate::dbt::isolate::{self, Isolation, Plan};
+use crate::dbt::{deps, error_lines, Dbt};
 use crate::forge::{Forge, Opened, PrRequest};
 use crate::redact::Redactor;
 use crate::runlog::{self, RunLog};
 use crate::slack::render;
 use crate::store::{Status, Store};
-use crate::workspace::Workspace;
+use crate::workspace::{BuildOutputs, Workspace};
 
 /// What every session needs; cloned per session.
 #[derive(Clone)]
@@ -304,6 +305,10 @@ struct Session<'a> {
     log: Option<RunLog>,
     signature: Option<String>,
     workspace: Option<Workspace>,
+    /// Where this session's dbt commands run (never production).
+    isolation: Option<Isolation>,
+    /// Whether the failing nodes' parents exist in the isolated place.
+    parents_ready: bool,
 }
 
 async fn run(
@@ -340,6 +345,8 @@ async fn run(
         log: None,
         signature: None,
         workspace: None,
+        isolation: None,
+        parents_ready: false,
     };
 
     s.read_run_log().await?;
@@ -366,6 +373,12 @@ async fn run(
     if with_repo {
         if let Err(e) = s.prepare_workspace(dir).await {
             let why = format!("could not prepare the repository: {e:#}");
+            return s
+                .step(Input::SpawnFailed(deps.redactor.redact(&why)), None)
+                .await;
+        }
+        if let Err(e) = s.prepare_dbt(dir).await {
+            let why = format!("could not prepare a safe place to run dbt: {e:#}");
             return s
                 .step(Input::SpawnFailed(deps.redactor.redact(&why)), None)
                 .await;
@@ -638,10 +651,121 @@ impl Session<'_> {
         Ok(())
     }
 
+    /// Prepares the clone the way dbt CI prepares one: the isolated place
+    /// to build in (never production), the packages, the failing nodes'
+    /// parents. Tells the thread where the session builds.
+    async fn prepare_dbt(&mut self, dir: &Path) -> Result<()> {
+        let t0 = std::time::Instant::now();
+        let settings = &self.deps.healing.settings;
+        let project = self.project_dir().context("no project directory")?;
+        let source_project = settings
+            .repo
+            .as_deref()
+            .filter(|r| !crate::workspace::is_url(r))
+            .map(|r| Path::new(r).join(&settings.project_subdir));
+        let mut state_candidates: Vec<PathBuf> = settings.dbt_state_dir.iter().cloned().collect();
+        if let (Some(runlog::SourceSettings::Dir(root)), Some(log)) = (&settings.run_log_source, &self.log) {
+            state_candidates.insert(0, root.join(&log.run_id));
+        }
+        let iso = isolate::prepare(&isolate::Inputs {
+            base: &self.deps.healing.dbt,
+            project_dir: &project,
+            source_project_dir: source_project.as_deref(),
+            session_dir: dir,
+            ci_target: settings.dbt_target.as_deref(),
+            prod_target: settings.dbt_prod_target.as_deref(),
+            state_candidates,
+            session_name: &format!("selfheal_{}_{}", self.start.session_id, std::process::id()),
+        })?;
+        let described = iso.describe();
+        let outputs = BuildOutputs::for_project(
+            &settings.project_subdir,
+            &iso.project.target_path,
+            &iso.project.log_path,
+            &iso.project.packages_path,
+        );
+        self.parents_ready = match &iso.plan {
+            Plan::CiTarget { defer, .. } => *defer,
+            Plan::DuckDbCopy { .. } => iso.copied,
+            Plan::CompileOnly { .. } => false,
+        };
+        self.isolation = Some(iso);
+
+        let packages_path = self.isolation.as_ref().map(|i| i.project.packages_path.clone());
+        let installed = deps::install(
+            &self.dbt(),
+            &project,
+            packages_path.as_deref().unwrap_or("dbt_packages"),
+            &std::env::temp_dir().join("selfheal-cache"),
+        )
+        .await?;
+        let mut notes = vec![format!("dbt {described}")];
+        match installed {
+            deps::Installed::NoPackages => {}
+            deps::Installed::FromCache => notes.push("packages copied from the cache".into()),
+            deps::Installed::Fresh => notes.push("packages installed with `dbt deps`".into()),
+        }
+        if !self.parents_ready && self.building() {
+            notes.push(self.build_parents(&project).await);
+        }
+        if let Some(ws) = self.workspace.as_mut() {
+            ws.set_build_outputs(outputs).await?;
+        }
+        notes.push(format!("ready in {:.1}s", t0.elapsed().as_secs_f64()));
+        self.step(Input::Note(notes.join("; ")), None).await?;
+        if let Some(Isolation { plan: Plan::CompileOnly { .. }, .. }) = &self.isolation {
+            self.milestone(format!("⚠️ Verification will only compile: {described}"))
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Whether the isolated place can build (anything but compile-only).
+    fn building(&self) -> bool {
+        !matches!(
+            self.isolation.as_ref().map(|i| &i.plan),
+            Some(Plan::CompileOnly { .. }) | None
+        )
+    }
+
+    /// Builds the failing nodes' parents (not the nodes) into the isolated
+    /// place, so the agent and the doctor can query them and verification
+    /// only builds the change and its children. A project that does not parse
+    /// yet (a broken ref) cannot build them now: verification builds them.
+    async fn build_parents(&mut self, project: &Path) -> String {
+        let nodes = failing_nodes(self.log.as_ref(), true);
+        if nodes.is_empty() {
+            return "no failing node to build parents for".into();
+        }
+        let mut args = vec!["build".to_string(), "--select".into()];
+        args.extend(nodes.iter().map(|n| format!("+{n}")));
+        args.push("--exclude".into());
+        args.extend(nodes.iter().cloned());
+        for t in ["model", "seed", "snapshot"] {
+            args.extend(["--resource-type".to_string(), t.to_string()]);
+        }
+        let run = self.dbt().run(project, &args).await;
+        match run {
+            Ok(r) if r.success => {
+                self.parents_ready = true;
+                "the failing nodes' parents are built".into()
+            }
+            Ok(r) => {
+                let output = self.deps.redactor.redact(&r.output);
+                let _ = self.deps.store.add_event(self.start.session_id, "prepare", &output);
+                "the parents could not be built yet; verification builds them".into()
+            }
+            Err(e) => format!("the parents could not be built yet ({e:#}); verification builds them"),
+        }
+    }
+
     /// dbt for this session: its processes carry the session's tag, so a
     /// start after a crash finds and stops the ones still running.
     fn dbt(&self) -> crate::dbt::Dbt {
-        let mut dbt = self.deps.healing.dbt.clone();
+        let mut dbt = match &self.isolation {
+            Some(iso) => iso.dbt.clone(),
+            None => self.deps.healing.dbt.clone(),
+        };
         dbt.env.push((
             command::SESSION_TAG_ENV.into(),
             self.deps.store.session_tag(self.start.session_id),
@@ -694,6 +818,10 @@ impl Session<'_> {
                 if let Some(project) = self.project_dir() {
                     session_env
                         .push(("SELFHEAL_PROJECT_DIR".into(), project.display().to_string()));
+                }
+                // The agent's dbt goes where the bot's goes, never to production.
+                if let Some(iso) = &self.isolation {
+                    session_env.extend(iso.agent_env());
                 }
                 let spec = CommandSpec {
                     argv: argv.clone(),
@@ -818,10 +946,22 @@ impl Session<'_> {
         }
         let project = self.project_dir().context("no project directory")?;
 
-        // Verification: the failing nodes and everything downstream of them.
-        let args = verification_args(self.log.as_ref());
-        let shown = format!("dbt {}", args.join(" "));
-        self.milestone(format!("🔎 Verifying the change with `{shown}`"))
+        // Verification, in the isolated place: the failing nodes and
+        // everything downstream of them.
+        let iso = self.isolation.as_ref().context("dbt was not prepared")?;
+        let (place, built, target_path) = (
+            iso.describe(),
+            self.building(),
+            iso.project.target_path.clone(),
+        );
+        let args = isolate::verification_args(
+            &iso.plan,
+            &failing_nodes(self.log.as_ref(), false),
+            self.parents_ready,
+            iso.state.as_deref(),
+        );
+        let shown = format!("dbt {}", shown_args(&args));
+        self.milestone(format!("🔎 Verifying the change with `{shown}` (the session {place})"))
             .await?;
         let verified = self.dbt().run(&project, &args).await;
         let (passed, output) = match verified {
@@ -831,9 +971,10 @@ impl Session<'_> {
         self.deps
             .store
             .add_event(self.start.session_id, "verification", &output)?;
-        let tail = tail_lines(&output, 12);
         if !passed {
-            self.milestone(format!("❌ Verification failed:\n{tail}"))
+            let errors = verification_errors(&project.join(&target_path), &output);
+            let errors = self.deps.redactor.redact(&errors);
+            self.milestone(format!("❌ Verification failed:\n{errors}"))
                 .await?;
             let summary = format!(
                 "{} — but the change did not pass `{shown}`, so no pull request was opened",
@@ -847,8 +988,16 @@ impl Session<'_> {
                 None,
             );
         }
-        self.milestone(format!("✅ Verification passed: `{shown}`"))
-            .await?;
+        let tail = summary_line(&output);
+        match built {
+            true => self.milestone(format!("✅ Verification passed: `{shown}`")).await?,
+            false => self
+                .milestone(format!(
+                    "✅ Compiles: `{shown}` — nothing was built or tested ({})",
+                    isolate::FULL_VERIFICATION_HINT
+                ))
+                .await?,
+        }
 
         // A follow-up pushes to its pull request's branch; the PR picks it up.
         if let Some(pr) = self.start.followup.as_ref().and_then(|f| f.pr_url.clone()) {
@@ -880,6 +1029,7 @@ impl Session<'_> {
         let title = pr_title(&self.start.schedule, &self.start.run_id, self.log.as_ref());
         let diff_stat = self.deps.redactor.redact(&ws.diff_stat().await?);
         let diff = self.deps.redactor.redact(&ws.diff().await?);
+        let files = ws.changed_files().await?;
         ws.commit(&format!("{title}\n\n{}", agent.summary.trim()))
             .await?;
         ws.push(&branch).await?;
@@ -897,6 +1047,9 @@ impl Session<'_> {
             diff: &diff,
             verification_command: &shown,
             verification_output: &tail,
+            verification_place: &place,
+            built,
+            files: &files,
             thread_link: thread_link.as_deref(),
             signature: self.signature.as_deref().unwrap_or(""),
         });
@@ -964,23 +1117,70 @@ fn pr_title(schedule: &str, run_id: &str, log: Option<&RunLog>) -> String {
     }
 }
 
-/// `build --select a+ b+` for the failing nodes; `parse` when no node is known.
-fn verification_args(log: Option<&RunLog>) -> Vec<String> {
-    let nodes: Vec<String> = log
-        .map(|l| {
-            l.failures
-                .iter()
-                .filter(|f| matches!(f.resource_type.as_str(), "model" | "seed" | "snapshot"))
-                .map(|f| format!("{}+", f.name))
-                .collect()
-        })
-        .unwrap_or_default();
-    if nodes.is_empty() {
-        return vec!["parse".into()];
+/// The failing models, seeds and snapshots (and, with `tests`, data tests).
+fn failing_nodes(log: Option<&RunLog>, tests: bool) -> Vec<String> {
+    log.map(|l| {
+        l.failures
+            .iter()
+            .filter(|f| {
+                matches!(f.resource_type.as_str(), "model" | "seed" | "snapshot")
+                    || (tests && f.resource_type == "test")
+            })
+            .map(|f| f.name.clone())
+            .collect()
+    })
+    .unwrap_or_default()
+}
+
+/// The verification command as a person reads it: no session paths.
+fn shown_args(args: &[String]) -> String {
+    let mut shown = Vec::new();
+    let mut skip = false;
+    for a in args {
+        if skip {
+            skip = false;
+            shown.push("<production state>".to_string());
+            continue;
+        }
+        skip = a == "--state";
+        shown.push(a.clone());
     }
-    let mut args = vec!["build".to_string(), "--select".to_string()];
-    args.extend(nodes);
-    args
+    shown.join(" ")
+}
+
+/// What a failed verification says: its failing nodes and their errors,
+/// from the run's own `run_results.json`, else dbt's error lines.
+fn verification_errors(target_dir: &Path, output: &str) -> String {
+    let artifacts = runlog::Artifacts {
+        run_results: std::fs::read_to_string(target_dir.join("run_results.json")).ok(),
+        console: Some(output.to_string()),
+        ..Default::default()
+    };
+    let parsed = runlog::parse("verification", &artifacts);
+    let lines: Vec<String> = parsed
+        .failures
+        .iter()
+        .take(5)
+        .map(|f| {
+            let message: Vec<&str> = f.message.lines().filter(|l| !l.trim().is_empty()).take(4).collect();
+            format!("• `{}` ({}): {}", f.name, f.resource_type, message.join(" ⏎ "))
+        })
+        .collect();
+    if lines.is_empty() {
+        error_lines(output, 12)
+    } else {
+        lines.join("\n")
+    }
+}
+
+/// dbt's closing line (`Done. PASS=5 …`), or its last lines.
+fn summary_line(output: &str) -> String {
+    output
+        .lines()
+        .rev()
+        .find(|l| l.contains("Done.") || l.contains("Completed successfully"))
+        .map(|l| l.trim().to_string())
+        .unwrap_or_else(|| crate::dbt::tail_lines(output, 4))
 }
 
 fn redact_log(r: &Redactor, mut log: RunLog) -> RunLog {
@@ -1038,7 +1238,7 @@ mod tests {
     }
 
     #[test]
-    fn verification_builds_the_failing_nodes_and_their_children() {
+    fn the_failing_nodes_are_models_seeds_snapshots_and_optionally_tests() {
         let f = |name: &str, rt: &str| crate::runlog::NodeFailure {
             unique_id: None,
             name: name.into(),
@@ -1049,13 +1249,23 @@ mod tests {
             compiled_code: None,
         };
         let log = RunLog {
-            failures: vec![f("orders", "model"), f("not_null_x", "test")],
+            failures: vec![f("orders", "model"), f("not_null_x", "test"), f("raw", "seed")],
             ..RunLog::default()
         };
+        assert_eq!(failing_nodes(Some(&log), false), ["orders", "raw"]);
+        assert_eq!(failing_nodes(Some(&log), true), ["orders", "not_null_x", "raw"]);
+        assert!(failing_nodes(None, true).is_empty());
+    }
+
+    #[test]
+    fn the_shown_command_hides_session_paths() {
+        let args: Vec<String> = "build --select a+ --defer --state /tmp/selfheal-1/session-3/state"
+            .split(' ')
+            .map(String::from)
+            .collect();
         assert_eq!(
-            verification_args(Some(&log)),
-            ["build", "--select", "orders+"]
+            shown_args(&args),
+            "build --select a+ --defer --state <production state>"
         );
-        assert_eq!(verification_args(None), ["parse"]);
     }
 }

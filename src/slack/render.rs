@@ -191,6 +191,12 @@ pub struct PrBody<'a> {
     pub diff: &'a str,
     pub verification_command: &'a str,
     pub verification_output: &'a str,
+    /// Where verification ran and what it proved (built, or compiled only).
+    pub verification_place: &'a str,
+    /// Whether verification built and tested, or only compiled.
+    pub built: bool,
+    /// The files the commit holds.
+    pub files: &'a [String],
     pub thread_link: Option<&'a str>,
     pub signature: &'a str,
 }
@@ -213,15 +219,22 @@ pub fn pr_body(b: &PrBody<'_>) -> String {
         .thread_link
         .map(|l| format!("[the Slack thread]({l})"))
         .unwrap_or_else(|| "the Slack thread".to_string());
+    let files: String = b.files.iter().map(|f| format!("- `{f}`\n")).collect();
+    let proved = if b.built {
+        "built and tested"
+    } else {
+        "compiled only: nothing was built or tested"
+    };
     format!(
-        "## Root cause\n{root}\n\n## Change\n```\n{stat}\n```\n<details><summary>Diff</summary>\n\n```diff\n{diff}\n```\n</details>\n\n\
-         ## Verification\n`{cmd}` passed:\n```\n{out}\n```\n\n\
+        "## Root cause\n{root}\n\n## Change\nFiles committed:\n{files}\n```\n{stat}\n```\n<details><summary>Diff</summary>\n\n```diff\n{diff}\n```\n</details>\n\n\
+         ## Verification ({proved})\nThe session {place}.\n`{cmd}` passed:\n```\n{out}\n```\n\n\
          ## Context\nSchedule `{schedule}`, run `{run}`, healed by `{agent}` — discussion in {thread}.\n\
          selfheal opened this pull request and will never merge it: review it and merge it yourself.\n\n\
          <!-- selfheal-signature: {sig} -->\n",
         root = b.root_cause.trim(),
         stat = b.diff_stat.trim(),
         cmd = b.verification_command,
+        place = b.verification_place,
         out = b.verification_output.trim(),
         schedule = b.schedule,
         run = b.run_id,
@@ -406,10 +419,15 @@ mod tests {
             diff: "-a\n+b",
             verification_command: "dbt build --select orders+",
             verification_output: "Done. PASS=5",
+            verification_place: "builds in a throwaway copy of production's DuckDB",
+            built: true,
+            files: &["models/orders.sql".to_string()],
             thread_link: Some("https://x.slack.com/archives/C1/p1"),
             signature: "model:orders: x",
         });
         assert!(body.starts_with("## Root cause\norders refs stg_order\n"));
+        assert!(body.contains("Files committed:\n- `models/orders.sql`\n"), "{body}");
+        assert!(body.contains("## Verification (built and tested)\nThe session builds in a throwaway copy"), "{body}");
         assert!(body.contains("```diff\n-a\n+b\n```"));
         assert!(body.contains("`dbt build --select orders+` passed:\n```\nDone. PASS=5\n```"));
         assert!(body.contains("[the Slack thread](https://x.slack.com/archives/C1/p1)"));
@@ -418,6 +436,26 @@ mod tests {
             signature_marker("model:orders: x")
         )));
         assert!(body.contains("will never merge it"));
+    }
+
+    #[test]
+    fn a_compile_only_pr_says_nothing_was_built() {
+        let body = pr_body(&PrBody {
+            schedule: "s",
+            run_id: "1",
+            agent: "a",
+            root_cause: "r",
+            diff_stat: "",
+            diff: "",
+            verification_command: "dbt compile --select orders+",
+            verification_output: "Done.",
+            verification_place: "compiles only",
+            built: false,
+            files: &[],
+            thread_link: None,
+            signature: "",
+        });
+        assert!(body.contains("## Verification (compiled only: nothing was built or tested)"), "{body}");
     }
 
     #[test]

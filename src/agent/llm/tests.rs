@@ -98,6 +98,7 @@ fn no_dbt() -> Dbt {
         target: None,
         env: vec![],
         timeout: Duration::from_secs(5),
+        read_only: false,
     }
 }
 
@@ -120,6 +121,7 @@ fn real_dbt(tmp: &Path) -> Dbt {
             tmp.join("jaffle.duckdb").display().to_string(),
         )],
         timeout: Duration::from_secs(300),
+        read_only: false,
     }
 }
 

@@ -578,6 +578,7 @@ mod tests {
             target: None,
             env: vec![],
             timeout: Duration::from_secs(5),
+            read_only: false,
         };
         let sandbox = Sandbox::new(tmp.path()).expect("sandbox");
         let tb = Toolbox::new(sandbox, Some("log text".into()), vec![], policy, dbt);

@@ -88,7 +88,18 @@ enum Want<'a> {
 }
 
 fn check(what: &str, f: &NodeFailure, text: Option<&str>, want: Want) {
-    let got = diagnose(f, &index(), text);
+    check_seen(what, f, text, &WarehouseColumns::default(), want);
+}
+
+/// [`check`], with the columns the warehouse reported.
+fn check_seen(
+    what: &str,
+    f: &NodeFailure,
+    text: Option<&str>,
+    seen: &WarehouseColumns,
+    want: Want,
+) {
+    let got = diagnose_with_warehouse(f, &index(), text, seen);
     match (want, &got.action) {
         (
             Want::Edit {
@@ -470,4 +481,327 @@ fn sql_error_lines_are_mapped_to_the_file() {
             "Conversion Error: Could not convert string 'x' to INT32",
         ]),
     );
+}
+
+#[test]
+fn unknown_column_messages_of_every_database_are_read() {
+    // (what, message, database, qualifier, name, candidates)
+    type Case<'a> = (
+        &'a str,
+        &'a str,
+        Database,
+        Option<&'a str>,
+        &'a str,
+        &'a [&'a str],
+    );
+    let cases: &[Case] = &[
+        (
+            "DuckDB, a view behind an alias (dbt-duckdb 1.10, as printed)",
+            "Runtime Error in model customer_names (models/marts/customer_names.sql)\n  Binder Error: Values list \"c\" does not have a column named \"customer_nmae\"\n  \n  LINE 13:     c.customer_nmae\n               ^",
+            Database::DuckDb, Some("c"), "customer_nmae", &[],
+        ),
+        (
+            "DuckDB, a table behind an alias",
+            "Binder Error: Table \"c\" does not have a column named \"customer_nmae\"",
+            Database::DuckDb, Some("c"), "customer_nmae", &[],
+        ),
+        (
+            "DuckDB, a table behind an alias, with candidates",
+            "Binder Error: Table \"c\" does not have a column named \"customer_nmae\"\n\nCandidate bindings: \"c.customer_name\", \"c.customer_id\"",
+            Database::DuckDb, Some("c"), "customer_nmae", &["customer_name", "customer_id"],
+        ),
+        (
+            "DuckDB, unqualified",
+            "Binder Error: Referenced column \"ordr_date\" not found in FROM clause!\n  Candidate bindings: \"order_date\", \"user_id\", \"id\"\n  \n  LINE 19:         ordr_date,",
+            Database::DuckDb, None, "ordr_date", &["order_date", "user_id", "id"],
+        ),
+        (
+            "Postgres, qualified, with a hint",
+            "column c.customer_nmae does not exist\nLINE 3:     c.customer_nmae,\n            ^\nHINT:  Perhaps you meant to reference the column \"c.customer_name\".",
+            Database::Postgres, Some("c"), "customer_nmae", &["customer_name"],
+        ),
+        (
+            "Postgres, qualified, no hint",
+            "Database Error in model customer_names (models/marts/customer_names.sql)\n  column c.customer_nmae does not exist\n  LINE 3:     c.customer_nmae\n              ^",
+            Database::Postgres, Some("c"), "customer_nmae", &[],
+        ),
+        (
+            "Postgres, unqualified, two hints",
+            "column \"nmae\" does not exist\nLINE 2: select nmae from ...\nHINT:  Perhaps you meant to reference the column \"c.name\" or the column \"o.name\".",
+            Database::Postgres, None, "nmae", &["name"],
+        ),
+        (
+            "Redshift",
+            "Database Error in model customer_names (models/marts/customer_names.sql)\n  column \"customer_nmae\" does not exist in c",
+            Database::Redshift, Some("c"), "customer_nmae", &[],
+        ),
+        (
+            "Snowflake, qualified",
+            "000904 (42000): SQL compilation error: error line 3 at position 4\ninvalid identifier 'C.CUSTOMER_NMAE'",
+            Database::Snowflake, Some("C"), "CUSTOMER_NMAE", &[],
+        ),
+        (
+            "Snowflake, quoted",
+            "000904 (42000): SQL compilation error: error line 6 at position 7\ninvalid identifier '\"Company Symbol\"'",
+            Database::Snowflake, None, "Company Symbol", &[],
+        ),
+        (
+            "BigQuery, inside an alias",
+            "Database Error in model labeled_projects (models/labeled_projects.sql)\n  Name id not found inside t at [9:13]",
+            Database::BigQuery, Some("t"), "id", &[],
+        ),
+        (
+            "BigQuery, unrecognized, with a suggestion",
+            "Unrecognized name: customer_nmae; Did you mean customer_name? at [3:5]",
+            Database::BigQuery, None, "customer_nmae", &["customer_name"],
+        ),
+        (
+            "BigQuery, unrecognized",
+            "Database Error in model stg_ntd__major_safety_events (models/staging/x.sql)\n  Unrecognized name: additional_assault_information at [62:15]",
+            Database::BigQuery, None, "additional_assault_information", &[],
+        ),
+        (
+            "Databricks, with suggestions of two tables",
+            "[UNRESOLVED_COLUMN.WITH_SUGGESTION] A column, variable, or function parameter with name `c`.`customer_nmae` cannot be resolved. Did you mean one of the following? [`c`.`customer_name`, `c`.`customer_id`, `o`.`customer_nam`]. SQLSTATE: 42703; line 3 pos 4;",
+            Database::Databricks, Some("c"), "customer_nmae", &["customer_name", "customer_id"],
+        ),
+        (
+            "Databricks, a suggestion with a dot in its name",
+            "[UNRESOLVED_COLUMN.WITH_SUGGESTION] A column or function parameter with name `warehouse_state` cannot be resolved. Did you mean one of the following? [`warehouse_name`, `emp.var.rate`];",
+            Database::Databricks, None, "warehouse_state", &["warehouse_name", "emp.var.rate"],
+        ),
+        (
+            "Databricks, without suggestion",
+            "[UNRESOLVED_COLUMN.WITHOUT_SUGGESTION] A column or function parameter with name `customer_nmae` cannot be resolved. SQLSTATE: 42703",
+            Database::Databricks, None, "customer_nmae", &[],
+        ),
+        (
+            "Spark before 3.4",
+            "cannot resolve 'c.customer_nmae' given input columns: [c.customer_id, c.customer_name]; line 1 pos 7",
+            Database::Databricks, Some("c"), "customer_nmae", &["customer_id", "customer_name"],
+        ),
+    ];
+    for (what, msg, db, q, name, cands) in cases {
+        let got = unknown_column_error(msg).unwrap_or_else(|| panic!("{what}: not read"));
+        assert_eq!(got.database, *db, "{what}");
+        assert_eq!(got.qualifier.as_deref(), *q, "{what}");
+        assert_eq!(got.name, *name, "{what}");
+        assert_eq!(got.candidates, *cands, "{what}");
+    }
+    // Not a misspelt column: a new column an incremental model's table lacks,
+    // or a misspelt table alias.
+    for msg in [
+        "column \"new_col\" of relation \"orders\" does not exist",
+        "Binder Error: Referenced table \"c\" not found!\nCandidate tables: \"o\"",
+    ] {
+        assert_eq!(unknown_column_error(msg), None, "{msg}");
+    }
+}
+
+#[test]
+fn columns_behind_an_alias_are_compared_with_the_warehouse() {
+    let stg_customers = Relation::Node("stg_customers".into());
+    let stg_orders = Relation::Node("stg_orders".into());
+    let seen = |rel: &Relation, cols: &[&str]| WarehouseColumns {
+        columns: [(rel.clone(), cols.iter().map(|c| c.to_string()).collect())].into(),
+        error: None,
+    };
+    let customers = seen(
+        &stg_customers,
+        &["customer_id", "first_name", "last_name", "customer_name"],
+    );
+    let model = |msg: &str| {
+        failure(
+            "customer_names",
+            "models/marts/customer_names.sql",
+            ErrorKind::Database,
+            msg,
+        )
+    };
+    let duckdb = |q: &str, col: &str| {
+        format!("Binder Error: Values list \"{q}\" does not have a column named \"{col}\"\n\n  LINE 3:     {q}.{col}")
+    };
+    let aliased =
+        "select\n    c.customer_id,\n    c.customer_nmae\nfrom {{ ref('stg_customers') }} c\n";
+    let file = "models/marts/customer_names.sql";
+
+    check_seen(
+        "a ref behind an alias, from the warehouse",
+        &model(&duckdb("c", "customer_nmae")),
+        Some(aliased),
+        &customers,
+        Want::Edit {
+            file,
+            lines: &[3],
+            contains: "    c.customer_name\nfrom",
+        },
+    );
+    let got = diagnose_with_warehouse(
+        &model(&duckdb("c", "customer_nmae")),
+        &index(),
+        Some(aliased),
+        &customers,
+    );
+    for part in [
+        "`c` reads `stg_customers`",
+        "(in the warehouse)",
+        "Changed `c.customer_nmae` to `c.customer_name`",
+    ] {
+        assert!(
+            got.summary.contains(part),
+            "lacks {part:?}: {}",
+            got.summary
+        );
+    }
+
+    check_seen(
+        "a CTE behind an alias, Snowflake upper-cases",
+        &model("000904 (42000): SQL compilation error: error line 5 at position 4\ninvalid identifier 'C.CUSTOMER_NMAE'"),
+        Some("with customers as (\n    select * from {{ ref('stg_customers') }}\n)\nselect\n    c.customer_nmae\nfrom customers as c\n"),
+        &seen(&stg_customers, &["CUSTOMER_ID", "CUSTOMER_NAME"]),
+        Want::Edit { file, lines: &[5], contains: "    c.customer_name\n" },
+    );
+    check_seen(
+        "two columns about as close",
+        &model(&duckdb("c", "fist_name")),
+        Some("select c.customer_id, c.fist_name\nfrom {{ ref('stg_customers') }} as c"),
+        &customers,
+        Want::Report(&[
+            "`first_name` (1)",
+            "`last_name` (2)",
+            "about equally close",
+            "in the warehouse",
+            "line 1",
+        ]),
+    );
+    check_seen(
+        "not in the warehouse: the documented columns stand in",
+        &model(&duckdb("o", "ordr_date")),
+        Some("select\n    o.ordr_date\nfrom {{ ref('stg_orders') }} o"),
+        &seen(&stg_orders, &[]),
+        Want::Edit {
+            file,
+            lines: &[2],
+            contains: "o.order_date",
+        },
+    );
+    let failed = WarehouseColumns {
+        columns: Default::default(),
+        error: Some("`dbt show` failed".into()),
+    };
+    let got = diagnose_with_warehouse(
+        &model(&duckdb("o", "ordr_date")),
+        &index(),
+        Some("select\n    o.ordr_date\nfrom {{ ref('stg_orders') }} o"),
+        &failed,
+    );
+    assert!(matches!(got.action, Action::Edit { .. }), "{}", got.summary);
+    assert!(
+        got.summary.contains("the warehouse could not be asked"),
+        "{}",
+        got.summary
+    );
+    check_seen(
+        "the column is there now: stale parents, nothing to rename",
+        &model(&duckdb("c", "first_name")),
+        Some("select c.first_name from {{ ref('stg_customers') }} c"),
+        &customers,
+        Want::Report(&["lists `first_name`", "rebuild the parents"]),
+    );
+    check_seen(
+        "a qualifier the model does not define",
+        &model(&duckdb("z", "customer_nmae")),
+        Some(aliased),
+        &customers,
+        Want::Report(&["`z` is no table, alias or CTE", "no candidates"]),
+    );
+    check_seen(
+        "an alias of a table that is no ref, source or CTE",
+        &model(&duckdb("e", "customer_nmae")),
+        Some("select e.customer_nmae from raw.events e"),
+        &WarehouseColumns::default(),
+        Want::Report(&[
+            "`e` reads `raw.events`, which is no ref, source or CTE",
+            "no candidates",
+        ]),
+    );
+    check_seen(
+        "the warehouse could not be asked: a far documented column is not trusted",
+        &model(&duckdb("c", "customer_nmae")),
+        Some(aliased),
+        &failed,
+        Want::Report(&[
+            "The nearest, `customer_id`, is 4 edits away, and only documented columns were compared",
+            "(documented; the warehouse could not be asked): `customer_id` (4)",
+        ]),
+    );
+    check_seen(
+        "a source the warehouse could not list, nothing documented",
+        &model(&duckdb("r", "customer_nmae")),
+        Some("select r.customer_nmae from {{ source('jaffle_raw', 'raw_customers') }} r"),
+        &failed,
+        Want::Report(&["Considered the columns of `jaffle_raw.raw_customers` (the warehouse could not be asked, none documented): none"]),
+    );
+    check_seen(
+        "a CTE's own select list, no warehouse needed",
+        &model("Name frist_name not found inside r at [3:10]"),
+        Some("with renamed as (\n    select id as customer_id, first_name from {{ ref('stg_customers') }}\n)\nselect r.frist_name from renamed r"),
+        &WarehouseColumns::default(),
+        Want::Edit { file, lines: &[4], contains: "select r.first_name from renamed r" },
+    );
+    check_seen(
+        "the database's suggestion wins",
+        &model("Unrecognized name: customer_nmae; Did you mean customer_name? at [2:5]"),
+        Some("select\n    customer_nmae\nfrom {{ ref('stg_customers') }}"),
+        &WarehouseColumns::default(),
+        Want::Edit {
+            file,
+            lines: &[2],
+            contains: "    customer_name\n",
+        },
+    );
+}
+
+#[test]
+fn the_warehouse_is_asked_only_about_what_a_column_error_can_see() {
+    let ix = index();
+    let names = |f: &NodeFailure, text: Option<&str>| -> Vec<String> {
+        columns_to_look_up(f, &ix, text)
+            .iter()
+            .map(Relation::display)
+            .collect()
+    };
+    let db = |msg: &str| failure("m", "models/m.sql", ErrorKind::Database, msg);
+    let joined = "select c.x, o.y from {{ ref('stg_customers') }} c join {{ source('jaffle_raw', 'raw_orders') }} o on true";
+    let table = |q: &str| format!("Binder Error: Table \"{q}\" does not have a column named \"x\"");
+    assert_eq!(names(&db(&table("c")), Some(joined)), ["stg_customers"]);
+    assert_eq!(
+        names(&db(&table("o")), Some(joined)),
+        ["jaffle_raw.raw_orders"]
+    );
+    assert_eq!(
+        names(&db("invalid identifier 'X'"), Some(joined)),
+        ["stg_customers", "jaffle_raw.raw_orders"],
+        "unqualified: everything the model reads"
+    );
+    let mut compiled = db(&table("c"));
+    compiled.compiled_code = Some("select c.x from \"jaffle\".\"main\".\"stg_customers\" c".into());
+    assert_eq!(
+        names(&compiled, Some("select 1")),
+        ["stg_customers"],
+        "from the compiled SQL"
+    );
+    assert!(names(&db("Binder Error: Referenced column \"x\" not found in FROM clause!\nCandidate bindings: \"y\""), Some(joined)).is_empty(), "the database named candidates");
+    assert!(names(
+        &db("Parser Error: syntax error at or near \"as\""),
+        Some(joined)
+    )
+    .is_empty());
+    let test = failure(
+        "not_null_x",
+        "models/schema.yml",
+        ErrorKind::TestFailure,
+        "Got 1 result, configured to fail if != 0",
+    );
+    assert!(names(&test, Some(joined)).is_empty());
 }

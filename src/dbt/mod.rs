@@ -3,6 +3,15 @@
 //! dbt runs in its own process group with a timeout, without colours, without
 //! usage statistics, and without selfheal's own tokens in its environment (it
 //! keeps everything else: warehouse credentials live there).
+//!
+//! - `profile.rs` reads `dbt_project.yml` and `profiles.yml` (pure);
+//! - `isolate.rs` decides and prepares where a session may build, never in
+//!   production;
+//! - `deps.rs` installs a clone's packages, cached between sessions.
+
+pub mod deps;
+pub mod isolate;
+pub mod profile;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -34,6 +43,9 @@ pub struct Dbt {
     pub env: Vec<(String, String)>,
     /// Wall-clock limit of one dbt command.
     pub timeout: Duration,
+    /// Refuse every command that writes (`build`, `run`, `seed`…): set when
+    /// the only target is production (see [`isolate`]).
+    pub read_only: bool,
 }
 
 /// What one dbt command did.
@@ -49,6 +61,9 @@ pub struct DbtRun {
 impl Dbt {
     /// Runs `dbt <args>` in `project_dir`.
     pub async fn run(&self, project_dir: &Path, args: &[String]) -> Result<DbtRun> {
+        if self.read_only {
+            isolate::check_read_only(args)?;
+        }
         let mut full: Vec<String> = vec!["--no-use-colors".into()];
         full.extend(args.iter().cloned());
         let profiles = self.profiles_dir.clone().or_else(|| {
@@ -146,6 +161,50 @@ pub fn tail_lines(output: &str, lines: usize) -> String {
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
+/// The lines of dbt output that carry its errors (at most `max`), without
+/// the deprecation warnings and progress around them; the tail when no line
+/// looks like an error.
+pub fn error_lines(output: &str, max: usize) -> String {
+    let lines: Vec<&str> = output.lines().map(strip_timestamp).collect();
+    let mut picked = Vec::new();
+    let mut i = 0;
+    while i < lines.len() && picked.len() < max {
+        let l = lines[i];
+        let lower = l.to_ascii_lowercase();
+        let is_error = (lower.contains("error") && !lower.contains("warn") && !lower.contains("error=0"))
+            || lower.trim_start().starts_with("failure in")
+            || lower.contains("encountered an error");
+        if is_error && !lower.starts_with("done.") && !lower.contains("completed with") {
+            picked.push(l.trim_end());
+            // The indented lines that follow belong to the error.
+            i += 1;
+            while i < lines.len() && picked.len() < max && lines[i].starts_with("  ") && !lines[i].trim().is_empty() {
+                picked.push(lines[i].trim_end());
+                i += 1;
+            }
+            continue;
+        }
+        i += 1;
+    }
+    if picked.is_empty() {
+        return tail_lines(output, max);
+    }
+    picked.dedup();
+    picked.join("\n")
+}
+
+/// `12:01:02  Completed…` → `Completed…` (dbt prefixes console lines with a time).
+fn strip_timestamp(line: &str) -> &str {
+    let b = line.as_bytes();
+    if b.len() > 10 && b[2] == b':' && b[5] == b':' && b[..8].iter().all(|c| c.is_ascii_digit() || *c == b':') {
+        // dbt separates the time from the text with two spaces; more is indentation.
+        let rest = &line[8..];
+        rest.strip_prefix("  ").unwrap_or(rest)
+    } else {
+        line
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -156,6 +215,27 @@ mod tests {
             strip_ansi("\u{1b}[31mFailure\u{1b}[0m in model"),
             "Failure in model"
         );
+    }
+
+    #[test]
+    fn error_lines_skip_warnings_and_keep_the_error() {
+        let output = "\
+12:00:01  Running with dbt=1.10.23
+12:00:02  [WARNING]: Deprecated functionality
+12:00:02  The `tests` config has been renamed to `data_tests`.
+12:00:03  1 of 2 ERROR creating sql table model main.customers ........ [ERROR in 0.02s]
+12:00:03  Completed with 1 error, 0 partial successes, and 0 warnings:
+12:00:03  Failure in model customers (models/customers.sql)
+12:00:03    Binder Error: Referenced column \"customer_nmae\" not found
+12:00:03    LINE 4: select customer_nmae
+12:00:03  Done. PASS=1 WARN=0 ERROR=1 SKIP=0 NO-OP=0 TOTAL=2
+";
+        let got = error_lines(output, 6);
+        assert_eq!(
+            got,
+            "1 of 2 ERROR creating sql table model main.customers ........ [ERROR in 0.02s]\nFailure in model customers (models/customers.sql)\n  Binder Error: Referenced column \"customer_nmae\" not found\n  LINE 4: select customer_nmae"
+        );
+        assert_eq!(error_lines("a\nb\nc", 2), "b\nc", "no error line: the tail");
     }
 
     #[test]
