@@ -871,6 +871,36 @@ pub fn healing(settings: &HealSettings) -> Result<Healing> {
     })
 }
 
+/// What `selfheal check` says about verification: where sessions will build,
+/// read from the local repository's profile (a remote one is read per session).
+pub fn verification_plan(settings: &HealSettings) -> String {
+    let Some(repo) = settings.repo.as_deref() else {
+        return "verification: none (no SELFHEAL_REPO)".into();
+    };
+    if crate::workspace::is_url(repo) {
+        return "verification: decided per session from the clone's profile (SELFHEAL_REPO is remote)".into();
+    }
+    let dbt = Dbt {
+        exe: settings.dbt.clone(),
+        profiles_dir: settings.dbt_profiles_dir.clone(),
+        target: None,
+        env: vec![],
+        timeout: settings.dbt_timeout,
+        read_only: false,
+    };
+    let project = std::path::Path::new(repo).join(&settings.project_subdir);
+    match crate::dbt::isolate::load_plan(
+        &dbt,
+        &project,
+        settings.dbt_target.as_deref(),
+        settings.dbt_prod_target.as_deref(),
+        settings.dbt_state_dir.is_some(),
+    ) {
+        Ok((plan, _, _)) => format!("verification: {}", plan.describe(true)),
+        Err(e) => format!("verification: ✗ {e:#}"),
+    }
+}
+
 /// The values that must never leave the process: Slack tokens and the
 /// configured secret environment variables.
 fn secret_values(cfg: &Config) -> Vec<String> {

@@ -315,12 +315,26 @@ impl World {
     }
 
     /// Checks out `branch` from origin into a fresh folder and runs `dbt build`
-    /// there against the warehouse: does the fix really pass?
+    /// there against a copy of the warehouse: does the fix really pass?
+    /// (Production itself only changes when people merge.)
     pub async fn build_branch(&self, branch: &str) -> Result<bool> {
         let dir = self
             .root
             .join(format!("check-{}", branch.replace('/', "-")));
         let _ = std::fs::remove_dir_all(&dir);
+        let profiles = self.root.join(format!("check-profiles-{}", branch.replace('/', "-")));
+        std::fs::create_dir_all(&profiles)?;
+        if self.profiles_outside {
+            let mut text = std::fs::read_to_string(self.profiles_dir.join("profiles.yml"))?;
+            for (i, file) in self.production.iter().enumerate() {
+                let copy = profiles.join(format!("{i}"));
+                std::fs::create_dir_all(&copy)?;
+                let copy = copy.join(file.file_name().context("a database file name")?);
+                std::fs::copy(file, &copy)?;
+                text = text.replace(&file.display().to_string(), &copy.display().to_string());
+            }
+            std::fs::write(profiles.join("profiles.yml"), text)?;
+        }
         git(
             &self.root,
             &[
@@ -333,14 +347,16 @@ impl World {
             ],
         )
         .await?;
+        let profiles_dir = if self.profiles_outside { &profiles } else { &dir };
         let out = Command::new(&self.dbt)
             .args(["--no-use-colors", "build", "--profiles-dir"])
-            .arg(&self.profiles_dir)
+            .arg(profiles_dir)
             .current_dir(&dir)
             .env("DBT_SEND_ANONYMOUS_USAGE_STATS", "false")
             .output()
             .await?;
         let _ = std::fs::remove_dir_all(&dir);
+        let _ = std::fs::remove_dir_all(&profiles);
         Ok(out.status.success())
     }
 }
@@ -487,6 +503,8 @@ pub struct DemoOutcome {
     pub summary: Option<String>,
     /// The demo's folder, when it was kept.
     pub kept: Option<PathBuf>,
+    /// Whether production's warehouse was byte-identical after the session.
+    pub production_untouched: bool,
 }
 
 /// How long the demo waits for the healing session to end.
@@ -587,6 +605,7 @@ async fn tell(breakage: &Breakage, root: &Path) -> Result<DemoOutcome> {
     println!("Connected to the local Slack over Socket Mode; healing agent: dbt-doctor.");
 
     header("6. The scheduler posts the failure");
+    let production_before = world.production_checksums();
     let notified_at = std::time::Instant::now();
     let (_, healing_ts) = world.notify_failure(SCHEDULE, RUN_ID).await;
     println!("Posted in #data-alerts and #agent-demo; waiting for the healing session…");
@@ -596,6 +615,11 @@ async fn tell(breakage: &Breakage, root: &Path) -> Result<DemoOutcome> {
     let session = ended?;
     if let Ok(Ok(Err(e))) = stopped {
         bail!("selfheal stopped with an error: {e:#}");
+    }
+
+    let production_untouched = world.production_checksums() == production_before;
+    if !production_untouched {
+        bail!("the healing session changed the production warehouse");
     }
 
     header("7. What the team sees in Slack");
@@ -613,6 +637,7 @@ async fn tell(breakage: &Breakage, root: &Path) -> Result<DemoOutcome> {
         time_to_pr: None,
         summary: session.summary.clone(),
         kept: None,
+        production_untouched,
     };
     use crate::store::Status;
     match (session.status, &pr) {
@@ -635,7 +660,7 @@ async fn tell(breakage: &Breakage, root: &Path) -> Result<DemoOutcome> {
                 bail!("`dbt build` fails on the pull request's branch {}", pr.head);
             }
             println!(
-                "A fresh clone of {} runs `dbt build` against the warehouse: it passes.",
+                "A fresh clone of {} runs `dbt build` against a copy of the warehouse: it passes.",
                 pr.head
             );
 
@@ -657,6 +682,10 @@ async fn tell(breakage: &Breakage, root: &Path) -> Result<DemoOutcome> {
             if let Some(summary) = &session.summary {
                 println!("What {} did: {summary}", session.agent);
             }
+            println!(
+                "The production warehouse is byte-identical before and after the session (sha256):
+                 verification built in a throwaway copy; the fix reaches production only when people merge it."
+            );
         }
         (Status::NoFix, None) => {
             header("8. The diagnosis");

@@ -259,6 +259,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Check => {
             print!("{}", selfheal::config::summary(&config));
+            println!("{}", selfheal::app::verification_plan(&config.heal));
             ExitCode::SUCCESS
         }
         Command::Run => {
@@ -281,7 +282,10 @@ fn main() -> ExitCode {
                 }
             })
         }
-        Command::Demo { .. } | Command::Fix { .. } | Command::Bench { .. } | Command::Drill { .. } => {
+        Command::Demo { .. }
+        | Command::Fix { .. }
+        | Command::Bench { .. }
+        | Command::Drill { .. } => {
             unreachable!("handled before the configuration is loaded")
         }
         Command::Notify {

@@ -40,6 +40,30 @@ pub enum Plan {
     CompileOnly { prod_target: String, why: String },
 }
 
+impl Plan {
+    /// Where a session builds, in a person's words; `copied`: the DuckDB
+    /// copy starts from production's data (else a fresh file).
+    pub fn describe(&self, copied: bool) -> String {
+        match self {
+            Plan::CiTarget { target, defer: true } => format!(
+                "builds in CI target `{target}` (a schema of its own), deferring unchanged nodes to production's manifest"
+            ),
+            Plan::CiTarget { target, defer: false } => format!(
+                "builds in CI target `{target}` (a schema of its own), parents included"
+            ),
+            Plan::DuckDbCopy { prod_target, .. } if copied => format!(
+                "builds in a throwaway copy of production's DuckDB (`{prod_target}` is never opened)"
+            ),
+            Plan::DuckDbCopy { prod_target, .. } => format!(
+                "builds in a fresh throwaway DuckDB, parents included (`{prod_target}` is never opened)"
+            ),
+            Plan::CompileOnly { why, .. } => {
+                format!("compiles only, nothing is built: {why}; {FULL_VERIFICATION_HINT}")
+            }
+        }
+    }
+}
+
 /// What [`plan`] decides from.
 #[derive(Debug, Clone)]
 pub struct Facts<'a> {
@@ -177,23 +201,7 @@ pub struct Isolation {
 impl Isolation {
     /// One line for the thread and the pull request: where the session builds.
     pub fn describe(&self) -> String {
-        match &self.plan {
-            Plan::CiTarget { target, defer: true } => format!(
-                "builds in CI target `{target}` (a schema of its own), deferring unchanged nodes to production's manifest"
-            ),
-            Plan::CiTarget { target, defer: false } => {
-                format!("builds in CI target `{target}` (a schema of its own), parents included")
-            }
-            Plan::DuckDbCopy { prod_target, .. } if self.copied => format!(
-                "builds in a throwaway copy of production's DuckDB (`{prod_target}` is never opened)"
-            ),
-            Plan::DuckDbCopy { prod_target, .. } => format!(
-                "builds in a fresh throwaway DuckDB, parents included (`{prod_target}` is never opened)"
-            ),
-            Plan::CompileOnly { why, .. } => {
-                format!("compiles only, nothing is built: {why}; {FULL_VERIFICATION_HINT}")
-            }
-        }
+        self.plan.describe(self.copied)
     }
 
     /// Environment for a command agent: its `dbt` goes to the same place.
@@ -206,6 +214,7 @@ impl Isolation {
         )];
         if !self.dbt.read_only {
             env.push(("DBT_TARGET".into(), self.dbt.target.clone().unwrap_or_default()));
+            env.extend(self.dbt.env.iter().filter(|(k, _)| k.starts_with("DBT_")).cloned());
         }
         env
     }

@@ -106,7 +106,9 @@ impl Case {
         match self {
             Case::RefTypo | Case::SourceTypo | Case::ColumnTypo | Case::MacroTypo => Expected::Fix,
             Case::SyntaxError | Case::YamlError => Expected::NotWrong,
-            Case::NotNullFailure | Case::UniqueFailure | Case::AcceptedValuesFailure => Expected::Decline,
+            Case::NotNullFailure | Case::UniqueFailure | Case::AcceptedValuesFailure => {
+                Expected::Decline
+            }
             Case::MissingPackage => Expected::Diagnose,
         }
     }
@@ -191,12 +193,21 @@ pub struct Facts {
 impl Facts {
     /// The facts a manifest (and, when there is one, a catalog) tell.
     pub fn from_artifacts(manifest: &Value, catalog: Option<&Value>) -> Facts {
-        let str_of = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
+        let str_of = |v: &Value, k: &str| {
+            v.get(k)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string()
+        };
         let list_of = |v: &Value, a: &str, b: &str| -> Vec<String> {
             v.get(a)
                 .and_then(|d| d.get(b))
                 .and_then(Value::as_array)
-                .map(|l| l.iter().filter_map(|x| x.as_str().map(String::from)).collect())
+                .map(|l| {
+                    l.iter()
+                        .filter_map(|x| x.as_str().map(String::from))
+                        .collect()
+                })
                 .unwrap_or_default()
         };
         let project = manifest
@@ -206,11 +217,13 @@ impl Facts {
             .to_string();
         let mut facts = Facts {
             project: project.clone(),
-            test_style: TestStyle { key: "data_tests".into(), arguments: false },
             ..Facts::default()
         };
         let empty = serde_json::Map::new();
-        let nodes = manifest.get("nodes").and_then(Value::as_object).unwrap_or(&empty);
+        let nodes = manifest
+            .get("nodes")
+            .and_then(Value::as_object)
+            .unwrap_or(&empty);
         for (uid, node) in nodes {
             let kind = str_of(node, "resource_type");
             let own = str_of(node, "package_name") == project;
@@ -229,7 +242,8 @@ impl Facts {
                         .and_then(Value::as_str)
                         .and_then(|p| p.split_once("://"))
                         .map(|(_, p)| p.to_string()),
-                    ephemeral: node.pointer("/config/materialized").and_then(Value::as_str) == Some("ephemeral"),
+                    ephemeral: node.pointer("/config/materialized").and_then(Value::as_str)
+                        == Some("ephemeral"),
                 });
             }
             if kind == "test" {
@@ -243,27 +257,37 @@ impl Facts {
                         .map(String::from)
                         .or_else(|| list_of(node, "depends_on", "nodes").into_iter().next())
                         .unwrap_or_default();
-                    facts.tests.insert((attached, col.to_lowercase(), name.to_string()));
+                    facts
+                        .tests
+                        .insert((attached, col.to_lowercase(), name.to_string()));
                 }
             }
             if let Some(cols) = node.get("columns").and_then(Value::as_object) {
                 let documented = cols
                     .values()
-                    .map(|c| Column { name: str_of(c, "name"), data_type: str_of(c, "data_type") })
+                    .map(|c| Column {
+                        name: str_of(c, "name"),
+                        data_type: str_of(c, "data_type"),
+                    })
                     .collect();
                 facts.columns.insert(uid.clone(), documented);
             }
         }
         if let Some(sources) = manifest.get("sources").and_then(Value::as_object) {
             for (uid, s) in sources {
-                facts.sources.push((str_of(s, "source_name"), str_of(s, "name")));
+                facts
+                    .sources
+                    .push((str_of(s, "source_name"), str_of(s, "name")));
                 if str_of(s, "package_name") == project {
                     facts.source_files.insert(str_of(s, "original_file_path"));
                 }
                 if let Some(cols) = s.get("columns").and_then(Value::as_object) {
                     let documented = cols
                         .values()
-                        .map(|c| Column { name: str_of(c, "name"), data_type: str_of(c, "data_type") })
+                        .map(|c| Column {
+                            name: str_of(c, "name"),
+                            data_type: str_of(c, "data_type"),
+                        })
                         .collect();
                     facts.columns.insert(uid.clone(), documented);
                 }
@@ -283,7 +307,10 @@ impl Facts {
                     if let Some(cols) = entry.get("columns").and_then(Value::as_object) {
                         let real = cols
                             .values()
-                            .map(|c| Column { name: str_of(c, "name"), data_type: str_of(c, "type") })
+                            .map(|c| Column {
+                                name: str_of(c, "name"),
+                                data_type: str_of(c, "type"),
+                            })
                             .collect();
                         facts.columns.insert(uid.clone(), real);
                     }
@@ -308,7 +335,11 @@ impl Facts {
     /// when no model has known columns.
     pub fn stats_query(&self) -> Option<String> {
         let mut parts = vec![];
-        for m in self.models.iter().filter(|m| m.patch_file.is_some() && !m.ephemeral) {
+        for m in self
+            .models
+            .iter()
+            .filter(|m| m.patch_file.is_some() && !m.ephemeral)
+        {
             for c in self.columns.get(&m.uid).into_iter().flatten() {
                 let ident = format!("\"{}\"", c.name.replace('"', "\"\""));
                 let lit = |s: &str| format!("'{}'", s.replace('\'', "''"));
@@ -329,13 +360,25 @@ impl Facts {
 
     /// Reads the rows of [`Facts::stats_query`] (`dbt show --output json`).
     pub fn read_stats(&mut self, shown: &Value) {
-        let rows = shown.get("show").and_then(Value::as_array).cloned().unwrap_or_default();
+        let rows = shown
+            .get("show")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
         let num = |v: &Value, k: &str| v.get(k).and_then(Value::as_f64).unwrap_or(0.0) as u64;
         self.stats = rows
             .iter()
             .map(|r| ColumnStats {
-                uid: r.get("uid").and_then(Value::as_str).unwrap_or_default().to_string(),
-                column: r.get("col").and_then(Value::as_str).unwrap_or_default().to_string(),
+                uid: r
+                    .get("uid")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string(),
+                column: r
+                    .get("col")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string(),
                 nulls: num(r, "nulls"),
                 duplicates: num(r, "duplicates"),
                 values: r
@@ -361,7 +404,9 @@ pub fn candidates(case: Case, facts: &Facts) -> Vec<Fault> {
         Case::MacroTypo => macro_typos(facts),
         Case::SyntaxError => syntax_errors(facts),
         Case::YamlError => yaml_errors(facts),
-        Case::NotNullFailure | Case::UniqueFailure | Case::AcceptedValuesFailure => data_tests(facts, case),
+        Case::NotNullFailure | Case::UniqueFailure | Case::AcceptedValuesFailure => {
+            data_tests(facts, case)
+        }
         Case::MissingPackage => missing_packages(facts),
     }
 }
@@ -377,8 +422,12 @@ pub fn not_applicable(case: Case, facts: &Facts) -> String {
         Case::YamlError => "no properties file to break".into(),
         Case::NotNullFailure => "no documented model has a column with nulls".into(),
         Case::UniqueFailure => "no documented model has a column with duplicates".into(),
-        Case::AcceptedValuesFailure => "no documented model has a text column with a few values".into(),
-        Case::MissingPackage if facts.package_file.is_none() => "the project has no packages".into(),
+        Case::AcceptedValuesFailure => {
+            "no documented model has a text column with a few values".into()
+        }
+        Case::MissingPackage if facts.package_file.is_none() => {
+            "the project has no packages".into()
+        }
         Case::MissingPackage => "no model calls a macro of an installed package".into(),
     }
 }
@@ -392,7 +441,9 @@ fn name_typos(facts: &Facts, case: Case) -> Vec<Fault> {
     .expect("a valid pattern");
     let mut found: Vec<(bool, Fault)> = vec![];
     for m in &facts.models {
-        let Some(text) = facts.text(&m.file) else { continue };
+        let Some(text) = facts.text(&m.file) else {
+            continue;
+        };
         let masked = jinja_code(text);
         for cap in re.captures_iter(&masked) {
             let (name, known): (regex::Match, Vec<&str>) = match case {
@@ -403,16 +454,25 @@ fn name_typos(facts: &Facts, case: Case) -> Vec<Fault> {
                 _ => {
                     let source = &cap[1];
                     let table = cap.get(2).expect("group 2");
-                    if !facts.sources.iter().any(|(s, t)| s == source && t == table.as_str()) {
+                    if !facts
+                        .sources
+                        .iter()
+                        .any(|(s, t)| s == source && t == table.as_str())
+                    {
                         continue;
                     }
-                    (table, facts.sources.iter().map(|(_, t)| t.as_str()).collect())
+                    (
+                        table,
+                        facts.sources.iter().map(|(_, t)| t.as_str()).collect(),
+                    )
                 }
             };
             if case == Case::RefTypo && !facts.ref_names.contains(name.as_str()) {
                 continue;
             }
-            let Some(typo) = misspell(name.as_str(), known.iter().copied()) else { continue };
+            let Some(typo) = misspell(name.as_str(), known.iter().copied()) else {
+                continue;
+            };
             let call = cap.get(0).expect("the match");
             let before = &text[call.start()..call.end()];
             let after = before.replacen(name.as_str(), &typo, 1);
@@ -426,7 +486,10 @@ fn name_typos(facts: &Facts, case: Case) -> Vec<Fault> {
                     what: format!("{before} → {after}"),
                     file: m.file.clone(),
                     line: line_of(text, call.start()),
-                    edits: vec![(m.file.clone(), splice(text, name.start(), name.len(), &typo))],
+                    edits: vec![(
+                        m.file.clone(),
+                        splice(text, name.start(), name.len(), &typo),
+                    )],
                 },
             ));
         }
@@ -439,7 +502,9 @@ fn name_typos(facts: &Facts, case: Case) -> Vec<Fault> {
 fn column_typos(facts: &Facts) -> Vec<Fault> {
     let mut found: Vec<(u8, Fault)> = vec![];
     for m in &facts.models {
-        let Some(text) = facts.text(&m.file) else { continue };
+        let Some(text) = facts.text(&m.file) else {
+            continue;
+        };
         let parent_columns: BTreeSet<String> = m
             .parents
             .iter()
@@ -469,7 +534,9 @@ fn column_typos(facts: &Facts) -> Vec<Fault> {
             {
                 continue;
             }
-            let Some(typo) = misspell(w.text, known.iter().copied()) else { continue };
+            let Some(typo) = misspell(w.text, known.iter().copied()) else {
+                continue;
+            };
             // `alias.column` is unmistakably a column; a bare name comes next.
             let rank = if before.ends_with('.') { 0 } else { 1 };
             found.push((
@@ -493,25 +560,33 @@ fn macro_typos(facts: &Facts) -> Vec<Fault> {
     let all: BTreeSet<&str> = facts.macros.iter().map(|(_, n)| n.as_str()).collect();
     let mut found = vec![];
     for m in &facts.models {
-        let Some(text) = facts.text(&m.file) else { continue };
+        let Some(text) = facts.text(&m.file) else {
+            continue;
+        };
         let masked = jinja_code(text);
         let own = m
             .macros
             .iter()
             .filter_map(|uid| uid.strip_prefix(&format!("macro.{}.", facts.project)));
         for name in own {
-            let re = Regex::new(&format!(r"\b{}\s*\(", regex::escape(name))).expect("a valid pattern");
+            let re =
+                Regex::new(&format!(r"\b{}\s*\(", regex::escape(name))).expect("a valid pattern");
             for call in re.find_iter(&masked) {
                 if masked[..call.start()].ends_with('.') {
                     continue;
                 }
-                let Some(typo) = misspell(name, all.iter().copied()) else { continue };
+                let Some(typo) = misspell(name, all.iter().copied()) else {
+                    continue;
+                };
                 found.push(Fault {
                     case: Case::MacroTypo,
                     what: format!("{name}(…) → {typo}(…)"),
                     file: m.file.clone(),
                     line: line_of(text, call.start()),
-                    edits: vec![(m.file.clone(), splice(text, call.start(), name.len(), &typo))],
+                    edits: vec![(
+                        m.file.clone(),
+                        splice(text, call.start(), name.len(), &typo),
+                    )],
                 });
             }
         }
@@ -525,17 +600,24 @@ fn syntax_errors(facts: &Facts) -> Vec<Fault> {
     let as_next = Regex::new(r"^\s+as\s").expect("a valid pattern");
     let mut found: Vec<(u8, Fault)> = vec![];
     for m in &facts.models {
-        let Some(text) = facts.text(&m.file) else { continue };
+        let Some(text) = facts.text(&m.file) else {
+            continue;
+        };
         let masked = sql_code(text);
         for call in re.find_iter(&masked) {
             // Inside a Jinja loop the one slip would be repeated per iteration.
-            let opened = text[..call.start()].matches("{% for").count() + text[..call.start()].matches("{%- for").count();
+            let opened = text[..call.start()].matches("{% for").count()
+                + text[..call.start()].matches("{%- for").count();
             let closed = text[..call.start()].matches("endfor").count();
             if opened > closed {
                 continue;
             }
             let close = call.end() - 1;
-            let rank = if as_next.is_match(&masked[call.end()..]) { 0 } else { 1 };
+            let rank = if as_next.is_match(&masked[call.end()..]) {
+                0
+            } else {
+                1
+            };
             found.push((
                 rank,
                 Fault {
@@ -554,11 +636,17 @@ fn syntax_errors(facts: &Facts) -> Vec<Fault> {
 
 /// A properties file with one line indented a space too little.
 fn yaml_errors(facts: &Facts) -> Vec<Fault> {
-    let mut files: BTreeSet<&String> = facts.models.iter().filter_map(|m| m.patch_file.as_ref()).collect();
+    let mut files: BTreeSet<&String> = facts
+        .models
+        .iter()
+        .filter_map(|m| m.patch_file.as_ref())
+        .collect();
     files.extend(facts.source_files.iter());
     let mut found = vec![];
     for file in files {
-        let Some(text) = facts.text(file) else { continue };
+        let Some(text) = facts.text(file) else {
+            continue;
+        };
         for (line, edited) in yml::breakages(text) {
             let shown = text.lines().nth(line - 1).unwrap_or_default().trim();
             found.push(Fault {
@@ -582,10 +670,20 @@ fn data_tests(facts: &Facts, case: Case) -> Vec<Fault> {
     };
     let mut found: Vec<(bool, Fault)> = vec![];
     for s in &facts.stats {
-        let Some(model) = facts.models.iter().find(|m| m.uid == s.uid) else { continue };
-        let Some(file) = &model.patch_file else { continue };
-        let Some(text) = facts.text(file) else { continue };
-        let tested = facts.tests.contains(&(s.uid.clone(), s.column.to_lowercase(), test_name.to_string()));
+        let Some(model) = facts.models.iter().find(|m| m.uid == s.uid) else {
+            continue;
+        };
+        let Some(file) = &model.patch_file else {
+            continue;
+        };
+        let Some(text) = facts.text(file) else {
+            continue;
+        };
+        let tested = facts.tests.contains(&(
+            s.uid.clone(),
+            s.column.to_lowercase(),
+            test_name.to_string(),
+        ));
         let column_type = facts
             .columns
             .get(&s.uid)
@@ -593,24 +691,38 @@ fn data_tests(facts: &Facts, case: Case) -> Vec<Fault> {
             .map(|c| c.data_type.to_lowercase())
             .unwrap_or_default();
         let (test, why) = match case {
-            Case::NotNullFailure if s.nulls > 0 && !tested => (DataTest::NotNull, format!("{} null rows", s.nulls)),
-            Case::UniqueFailure if s.duplicates > 0 && !tested => {
-                (DataTest::Unique, format!("{} repeated values", s.duplicates))
+            Case::NotNullFailure if s.nulls > 0 && !tested => {
+                (DataTest::NotNull, format!("{} null rows", s.nulls))
             }
+            Case::UniqueFailure if s.duplicates > 0 && !tested => (
+                DataTest::Unique,
+                format!("{} repeated values", s.duplicates),
+            ),
             Case::AcceptedValuesFailure => {
                 let Some(values) = &s.values else { continue };
-                let textual = ["varchar", "text", "string", "char"].iter().any(|t| column_type.contains(t));
-                if !textual || values.iter().any(|v| v.is_empty() || v.contains(['\n', '\''])) {
+                let textual = ["varchar", "text", "string", "char"]
+                    .iter()
+                    .any(|t| column_type.contains(t));
+                if !textual
+                    || values
+                        .iter()
+                        .any(|v| v.is_empty() || v.contains(['\n', '\'']))
+                {
                     continue;
                 }
                 let mut allowed = values.clone();
                 allowed.sort();
                 let left_out = allowed.pop().expect("at least two values");
-                (DataTest::AcceptedValues(allowed), format!("'{left_out}' is not accepted"))
+                (
+                    DataTest::AcceptedValues(allowed),
+                    format!("'{left_out}' is not accepted"),
+                )
             }
             _ => continue,
         };
-        let Some(edited) = yml::add_column_test(text, &model.name, &s.column, &test, &facts.test_style) else {
+        let Some(edited) =
+            yml::add_column_test(text, &model.name, &s.column, &test, &facts.test_style)
+        else {
             continue;
         };
         let at = edited
@@ -637,27 +749,41 @@ fn data_tests(facts: &Facts, case: Case) -> Vec<Fault> {
 
 /// An installed package that a model calls, removed from the package file.
 fn missing_packages(facts: &Facts) -> Vec<Fault> {
-    let Some(file) = &facts.package_file else { return vec![] };
-    let Some(text) = facts.text(file) else { return vec![] };
+    let Some(file) = &facts.package_file else {
+        return vec![];
+    };
+    let Some(text) = facts.text(file) else {
+        return vec![];
+    };
     let mut found = vec![];
     let mut seen = BTreeSet::new();
     for m in &facts.models {
-        let Some(model_text) = facts.text(&m.file) else { continue };
+        let Some(model_text) = facts.text(&m.file) else {
+            continue;
+        };
         let jinja = jinja_code(model_text);
         for uid in &m.macros {
-            let Some((package, name)) = uid.strip_prefix("macro.").and_then(|r| r.split_once('.')) else {
+            let Some((package, name)) = uid.strip_prefix("macro.").and_then(|r| r.split_once('.'))
+            else {
                 continue;
             };
-            if package == facts.project || !jinja.contains(&format!("{package}.")) || !seen.insert(package) {
+            if package == facts.project
+                || !jinja.contains(&format!("{package}."))
+                || !seen.insert(package)
+            {
                 continue;
             }
-            let Some(edited) = yml::remove_package(text, |entry| package_name(entry, &facts.local_packages).as_deref() == Some(package))
-            else {
+            let Some(edited) = yml::remove_package(text, |entry| {
+                package_name(entry, &facts.local_packages).as_deref() == Some(package)
+            }) else {
                 continue;
             };
             found.push(Fault {
                 case: Case::MissingPackage,
-                what: format!("removed {package} from {file}; {} calls {package}.{name}", m.file),
+                what: format!(
+                    "removed {package} from {file}; {} calls {package}.{name}",
+                    m.file
+                ),
                 file: file.clone(),
                 line: 1,
                 edits: vec![(file.clone(), edited)],
@@ -743,7 +869,10 @@ mod tests {
             "models/schema.yml".into(),
             "models:\n  - name: stg_orders\n    description: Orders.\n    columns:\n      - name: order_id\n".into(),
         );
-        f.files.insert("packages.yml".into(), "packages:\n  - package: dbt-labs/dbt_utils\n    version: 1.3.0\n".into());
+        f.files.insert(
+            "packages.yml".into(),
+            "packages:\n  - package: dbt-labs/dbt_utils\n    version: 1.3.0\n".into(),
+        );
         f.package_file = Some("packages.yml".into());
         f
     }
@@ -751,20 +880,52 @@ mod tests {
     fn check(case: Case, want_what: &str, want_file: &str) {
         let f = facts();
         let found = candidates(case, &f);
-        let first = found.first().unwrap_or_else(|| panic!("{}: no candidate", case.name()));
-        assert_eq!((first.what.as_str(), first.file.as_str()), (want_what, want_file), "{}", case.name());
+        let first = found
+            .first()
+            .unwrap_or_else(|| panic!("{}: no candidate", case.name()));
+        assert_eq!(
+            (first.what.as_str(), first.file.as_str()),
+            (want_what, want_file),
+            "{}",
+            case.name()
+        );
         let (file, content) = &first.edits[0];
-        assert_ne!(f.files[file], *content, "{}: the edit changes the file", case.name());
+        assert_ne!(
+            f.files[file],
+            *content,
+            "{}: the edit changes the file",
+            case.name()
+        );
     }
 
     #[test]
     fn each_case_finds_its_place_in_a_small_project() {
-        check(Case::RefTypo, "ref('stg_orders') → ref('stg_roders')", "models/orders.sql");
-        check(Case::SourceTypo, "source('raw', 'orders') → source('raw', 'oredrs')", "models/stg_orders.sql");
-        check(Case::ColumnTypo, "column order_id → ordre_id", "models/orders.sql");
+        check(
+            Case::RefTypo,
+            "ref('stg_orders') → ref('stg_roders')",
+            "models/orders.sql",
+        );
+        check(
+            Case::SourceTypo,
+            "source('raw', 'orders') → source('raw', 'oredrs')",
+            "models/stg_orders.sql",
+        );
+        check(
+            Case::ColumnTypo,
+            "column order_id → ordre_id",
+            "models/orders.sql",
+        );
         check(Case::MacroTypo, "cents(…) → cnets(…)", "models/orders.sql");
-        check(Case::SyntaxError, "`upper(o.status)` lost its `)`", "models/orders.sql");
-        check(Case::YamlError, "`description: Orders.` indented one space too little", "models/schema.yml");
+        check(
+            Case::SyntaxError,
+            "`upper(o.status)` lost its `)`",
+            "models/orders.sql",
+        );
+        check(
+            Case::YamlError,
+            "`description: Orders.` indented one space too little",
+            "models/schema.yml",
+        );
         check(
             Case::MissingPackage,
             "removed dbt_utils from packages.yml; models/orders.sql calls dbt_utils.star",
@@ -781,12 +942,23 @@ mod tests {
             {"uid": "model.shop.stg_orders", "col": "status", "nulls": 0, "duplicates": 9,
              "vals": "shipped\u{1f}placed\u{1f}returned"}
         ]}));
-        let whats = |case| candidates(case, &f).into_iter().map(|c| c.what).collect::<Vec<_>>();
-        assert_eq!(whats(Case::NotNullFailure), ["not_null on stg_orders.amount (3 null rows)"]);
+        let whats = |case| {
+            candidates(case, &f)
+                .into_iter()
+                .map(|c| c.what)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            whats(Case::NotNullFailure),
+            ["not_null on stg_orders.amount (3 null rows)"]
+        );
         // order_id already has a unique test (it passes): not a candidate.
         assert_eq!(
             whats(Case::UniqueFailure),
-            ["unique on stg_orders.amount (5 repeated values)", "unique on stg_orders.status (9 repeated values)"]
+            [
+                "unique on stg_orders.amount (5 repeated values)",
+                "unique on stg_orders.status (9 repeated values)"
+            ]
         );
         assert_eq!(
             whats(Case::AcceptedValuesFailure),
@@ -801,17 +973,32 @@ mod tests {
         let mut f = facts();
         f.package_file = None;
         assert!(candidates(Case::MissingPackage, &f).is_empty());
-        assert_eq!(not_applicable(Case::MissingPackage, &f), "the project has no packages");
-        assert!(candidates(Case::NotNullFailure, &f).is_empty(), "no stats, no data test");
+        assert_eq!(
+            not_applicable(Case::MissingPackage, &f),
+            "the project has no packages"
+        );
+        assert!(
+            candidates(Case::NotNullFailure, &f).is_empty(),
+            "no stats, no data test"
+        );
     }
 
     #[test]
     fn package_entries_name_what_they_install() {
         let locals = BTreeMap::from([("../shared".to_string(), "shared_macros".to_string())]);
         let cases = [
-            (serde_json::json!({"package": "dbt-labs/dbt_utils", "version": "1.3.0"}), Some("dbt_utils")),
-            (serde_json::json!({"git": "https://github.com/dbt-labs/dbt-utils.git"}), Some("dbt_utils")),
-            (serde_json::json!({"local": "../shared"}), Some("shared_macros")),
+            (
+                serde_json::json!({"package": "dbt-labs/dbt_utils", "version": "1.3.0"}),
+                Some("dbt_utils"),
+            ),
+            (
+                serde_json::json!({"git": "https://github.com/dbt-labs/dbt-utils.git"}),
+                Some("dbt_utils"),
+            ),
+            (
+                serde_json::json!({"local": "../shared"}),
+                Some("shared_macros"),
+            ),
             (serde_json::json!({"local": "elsewhere"}), None),
         ];
         for (entry, want) in cases {

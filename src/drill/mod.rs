@@ -79,12 +79,20 @@ pub async fn run_drill(opts: DrillOptions, shutdown: CancellationToken) -> Resul
 /// The cases `only` names, in the drill's order; all of them when empty.
 pub fn parse_cases(only: &[String]) -> Result<Vec<Case>> {
     let mut wanted = vec![];
-    for name in only.iter().flat_map(|o| o.split(',')).filter(|n| !n.trim().is_empty()) {
+    for name in only
+        .iter()
+        .flat_map(|o| o.split(','))
+        .filter(|n| !n.trim().is_empty())
+    {
         match Case::parse(name) {
             Some(case) => wanted.push(case),
             None => {
                 let known: Vec<&str> = Case::ALL.iter().map(|c| c.name()).collect();
-                bail!("unknown case '{}' (known: {})", name.trim(), known.join(", "));
+                bail!(
+                    "unknown case '{}' (known: {})",
+                    name.trim(),
+                    known.join(", ")
+                );
             }
         }
     }
@@ -111,11 +119,15 @@ async fn drill(
     })
     .await?;
     if let Some(ci) = &opts.ci_target {
-        let outputs = crate::dbt::profile::profile(&stage.profile.yaml, &stage.settings.profile, &|_| None)
-            .map_err(|e| anyhow::anyhow!("{e}"))?
-            .outputs;
+        let outputs =
+            crate::dbt::profile::profile(&stage.profile.yaml, &stage.settings.profile, &|_| None)
+                .map_err(|e| anyhow::anyhow!("{e}"))?
+                .outputs;
         if !outputs.contains_key(ci) {
-            bail!("--ci-target {ci} is not a DuckDB output of profile `{}`", stage.settings.profile);
+            bail!(
+                "--ci-target {ci} is not a DuckDB output of profile `{}`",
+                stage.settings.profile
+            );
         }
     }
     eprintln!(
@@ -132,7 +144,10 @@ async fn drill(
     let baseline_secs = baseline_started.elapsed().as_secs_f64();
     eprintln!(
         "   baseline passes: {}dbt build {:.1} s",
-        baseline.deps.map(|d| format!("dbt deps {:.1} s, ", d.as_secs_f64())).unwrap_or_default(),
+        baseline
+            .deps
+            .map(|d| format!("dbt deps {:.1} s, ", d.as_secs_f64()))
+            .unwrap_or_default(),
         baseline.build.as_secs_f64()
     );
     let facts = stage.facts(baseline.catalog).await?;
@@ -167,7 +182,9 @@ async fn run_case(
     let mut result = CaseResult {
         case,
         fault: None,
-        outcome: Outcome::NotApplicable { why: faults::not_applicable(case, facts) },
+        outcome: Outcome::NotApplicable {
+            why: faults::not_applicable(case, facts),
+        },
         session: None,
         branch: None,
         heal_secs: 0.0,
@@ -181,7 +198,14 @@ async fn run_case(
     let run_id = case.name();
     let mut injected: Option<(&Fault, String, Vec<String>)> = None;
     for fault in candidates.iter().take(ATTEMPTS) {
-        eprintln!("▶ {} ({}): {} at {}:{}", case.name(), case.title(), fault.what, fault.file, fault.line);
+        eprintln!(
+            "▶ {} ({}): {} at {}:{}",
+            case.name(),
+            case.title(),
+            fault.what,
+            fault.file,
+            fault.line
+        );
         let (bad, files) = stage.inject(fault).await?;
         let run = stage.scheduled_run(run_id).await?;
         if !run.success {
@@ -237,9 +261,18 @@ async fn run_case(
         None => None,
         Some(files) => {
             let matches_baseline = stage.matches_baseline(&branch, &files).await?;
-            let builds = if matches_baseline { None } else { Some(stage.branch_builds(&branch).await?) };
+            let builds = if matches_baseline {
+                None
+            } else {
+                Some(stage.branch_builds(&branch).await?)
+            };
             result.branch = Some(branch.clone());
-            Some(Proposal { branch, files, matches_baseline, builds })
+            Some(Proposal {
+                branch,
+                files,
+                matches_baseline,
+                builds,
+            })
         }
     };
     result.outcome = score::classify(case, &broken, status, proposal.as_ref());
@@ -261,7 +294,11 @@ fn end_line(r: &CaseResult) -> String {
     if let Outcome::NotApplicable { why } = &r.outcome {
         return format!("– {}: not applicable ({why})", r.case.name());
     }
-    let production = if r.production_unchanged() { "production unchanged" } else { "PRODUCTION CHANGED" };
+    let production = if r.production_unchanged() {
+        "production unchanged"
+    } else {
+        "PRODUCTION CHANGED"
+    };
     format!(
         "{} {}: {} in {:.1} s (case {:.1} s); {production}",
         if r.passed() { "✓" } else { "✗" },

@@ -67,7 +67,13 @@ pub fn rewrite(
         Some(Warehouse::DuckDbFile(_)) => {}
     }
 
-    let mut placer = Placer { project, warehouse, env, copies: vec![], placed: BTreeMap::new() };
+    let mut placer = Placer {
+        project,
+        warehouse,
+        env,
+        copies: vec![],
+        placed: BTreeMap::new(),
+    };
     let mut outputs = serde_json::Map::new();
     let mut dropped = vec![];
     let mut production = vec![];
@@ -83,7 +89,9 @@ pub fn rewrite(
             }
             Some(Warehouse::DuckDbElsewhere(path)) if path == ":memory:" => {}
             Some(Warehouse::DuckDbElsewhere(path)) => {
-                dropped.push(format!("target `{target}` is at {path}, outside this machine"));
+                dropped.push(format!(
+                    "target `{target}` is at {path}, outside this machine"
+                ));
                 continue;
             }
             Some(Warehouse::Other(adapter)) => {
@@ -95,7 +103,11 @@ pub fn rewrite(
         }
         if let Some(attach) = output.get_mut("attach").and_then(Value::as_array_mut) {
             for entry in attach {
-                let Some(path) = entry.get("path").and_then(Value::as_str).and_then(|p| render(p, env)) else {
+                let Some(path) = entry
+                    .get("path")
+                    .and_then(Value::as_str)
+                    .and_then(|p| render(p, env))
+                else {
                     continue;
                 };
                 if is_remote(&path) {
@@ -109,7 +121,11 @@ pub fn rewrite(
             }
         }
         // dbt-duckdb writes external materializations under external_root.
-        if let Some(root) = output.get("external_root").and_then(Value::as_str).and_then(|r| render(r, env)) {
+        if let Some(root) = output
+            .get("external_root")
+            .and_then(Value::as_str)
+            .and_then(|r| render(r, env))
+        {
             if !is_remote(&root) && placer.outside(&root) {
                 let dir = warehouse.join("external").join(target);
                 output["external_root"] = Value::String(dir.display().to_string());
@@ -165,7 +181,10 @@ impl Placer<'_> {
         if let Some(drill) = self.placed.get(&team) {
             return drill.display().to_string();
         }
-        let name = team.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "warehouse.duckdb".into());
+        let name = team
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "warehouse.duckdb".into());
         let mut drill = self.warehouse.join(&name);
         let mut n = 2;
         while self.placed.values().any(|d| *d == drill) {
@@ -180,7 +199,10 @@ impl Placer<'_> {
 
 fn is_remote(path: &str) -> bool {
     let lower = path.to_ascii_lowercase();
-    lower.contains("://") || lower.starts_with("md:") || lower.starts_with("motherduck:") || path == ":memory:"
+    lower.contains("://")
+        || lower.starts_with("md:")
+        || lower.starts_with("motherduck:")
+        || path == ":memory:"
 }
 
 /// `path` with `.` and `..` resolved lexically.
@@ -189,7 +211,9 @@ fn normalize(path: &Path) -> PathBuf {
     for c in path.components() {
         match c {
             Component::CurDir => {}
-            Component::ParentDir if matches!(out.components().next_back(), Some(Component::Normal(_))) => {
+            Component::ParentDir
+                if matches!(out.components().next_back(), Some(Component::Normal(_))) =>
+            {
                 out.pop();
             }
             other => out.push(other),
@@ -213,7 +237,12 @@ mod tests {
 
     fn drill(yaml: &str) -> Result<DrillProfile, String> {
         let p = profile(yaml, "shop", &env).map_err(|e| e.to_string())?;
-        rewrite(&p, Path::new("/work/shop"), Path::new("/tmp/drill/warehouse"), &env)
+        rewrite(
+            &p,
+            Path::new("/work/shop"),
+            Path::new("/tmp/drill/warehouse"),
+            &env,
+        )
     }
 
     fn outputs(d: &DrillProfile) -> Value {
@@ -229,21 +258,39 @@ mod tests {
         .unwrap();
         let out = outputs(&d);
         assert_eq!(out["prod"]["path"], "/tmp/drill/warehouse/prod.duckdb");
-        assert_eq!(out["prod"]["attach"][0]["path"], "/tmp/drill/warehouse/raw.duckdb");
+        assert_eq!(
+            out["prod"]["attach"][0]["path"],
+            "/tmp/drill/warehouse/raw.duckdb"
+        );
         assert_eq!(out["prod"]["attach"][1]["path"], "s3://bucket/x.parquet");
-        assert_eq!(out["ci"]["path"], "ci.duckdb", "inside the project: stays relative");
-        assert_eq!(out["ci"]["attach"][0]["path"], "/tmp/drill/warehouse/raw.duckdb", "one copy per team file");
+        assert_eq!(
+            out["ci"]["path"], "ci.duckdb",
+            "inside the project: stays relative"
+        );
+        assert_eq!(
+            out["ci"]["attach"][0]["path"], "/tmp/drill/warehouse/raw.duckdb",
+            "one copy per team file"
+        );
         assert_eq!(d.prod_target, "prod");
         assert_eq!(
             d.production,
-            [PathBuf::from("/tmp/drill/warehouse/prod.duckdb"), PathBuf::from("/tmp/drill/warehouse/raw.duckdb")]
+            [
+                PathBuf::from("/tmp/drill/warehouse/prod.duckdb"),
+                PathBuf::from("/tmp/drill/warehouse/raw.duckdb")
+            ]
         );
         // Outputs are visited by name: `ci` placed the shared file first.
         assert_eq!(
             d.copies,
             [
-                (PathBuf::from("/srv/raw.duckdb"), PathBuf::from("/tmp/drill/warehouse/raw.duckdb")),
-                (PathBuf::from("/srv/prod.duckdb"), PathBuf::from("/tmp/drill/warehouse/prod.duckdb")),
+                (
+                    PathBuf::from("/srv/raw.duckdb"),
+                    PathBuf::from("/tmp/drill/warehouse/raw.duckdb")
+                ),
+                (
+                    PathBuf::from("/srv/prod.duckdb"),
+                    PathBuf::from("/tmp/drill/warehouse/prod.duckdb")
+                ),
             ]
         );
         let doc: Value = serde_json::from_str(&d.yaml).unwrap();
@@ -260,7 +307,10 @@ mod tests {
         assert_eq!(out["dev"]["path"], "target/shop.duckdb");
         assert_eq!(d.production, [PathBuf::from("target/shop.duckdb")]);
         assert_eq!(out["home"]["path"], "/tmp/drill/warehouse/shop.duckdb");
-        assert_eq!(out["other"]["path"], "/tmp/drill/warehouse/2-shop.duckdb", "same name, another file");
+        assert_eq!(
+            out["other"]["path"], "/tmp/drill/warehouse/2-shop.duckdb",
+            "same name, another file"
+        );
         assert_eq!(d.copies[0].0, PathBuf::from("/home/dana/dbs/shop.duckdb"));
         assert_eq!(d.copies[1].0, PathBuf::from("/work/data/shop.duckdb"));
     }

@@ -42,8 +42,12 @@ impl Outcome {
 
     pub fn describe(&self) -> String {
         match self {
-            Outcome::Fixed { matches_baseline: true } => "fixed (as before the fault)".into(),
-            Outcome::Fixed { matches_baseline: false } => "fixed (differs, builds)".into(),
+            Outcome::Fixed {
+                matches_baseline: true,
+            } => "fixed (as before the fault)".into(),
+            Outcome::Fixed {
+                matches_baseline: false,
+            } => "fixed (differs, builds)".into(),
             Outcome::Declined => "declined".into(),
             Outcome::Diagnosed => "diagnosed".into(),
             Outcome::Wrong { why } => format!("wrong: {why}"),
@@ -66,21 +70,38 @@ pub struct Proposal {
 }
 
 /// What the session did with the fault in `broken` files.
-pub fn classify(case: Case, broken: &[String], status: Status, proposal: Option<&Proposal>) -> Outcome {
+pub fn classify(
+    case: Case,
+    broken: &[String],
+    status: Status,
+    proposal: Option<&Proposal>,
+) -> Outcome {
     let expected = case.expected();
     let Some(p) = proposal else {
         return match (status, expected) {
-            (Status::Fixed, _) => Outcome::Wrong { why: "reported a fix but left no branch".into() },
-            (Status::NoFix | Status::Duplicate, Expected::Fix) => Outcome::Wrong { why: "no fix".into() },
+            (Status::Fixed, _) => Outcome::Wrong {
+                why: "reported a fix but left no branch".into(),
+            },
+            (Status::NoFix | Status::Duplicate, Expected::Fix) => Outcome::Wrong {
+                why: "no fix".into(),
+            },
             (Status::NoFix | Status::Duplicate, Expected::Decline) => Outcome::Declined,
             (Status::NoFix | Status::Duplicate, _) => Outcome::Diagnosed,
-            (other, Expected::Fix) => Outcome::Wrong { why: format!("no fix (the session {})", other.as_str()) },
-            (other, _) => Outcome::Failed { why: format!("the session {}", other.as_str()) },
+            (other, Expected::Fix) => Outcome::Wrong {
+                why: format!("no fix (the session {})", other.as_str()),
+            },
+            (other, _) => Outcome::Failed {
+                why: format!("the session {}", other.as_str()),
+            },
         };
     };
     let files = p.files.join(", ");
     if expected == Expected::Decline {
-        let why = if p.files.iter().any(|f| f.ends_with(".yml") || f.ends_with(".yaml")) {
+        let why = if p
+            .files
+            .iter()
+            .any(|f| f.ends_with(".yml") || f.ends_with(".yaml"))
+        {
             format!("a test weakened ({files}); the data is what fails")
         } else {
             format!("a change ({files}) for a data problem that needed none")
@@ -95,12 +116,18 @@ pub fn classify(case: Case, broken: &[String], status: Status, proposal: Option<
         _ => exact && broken.iter().all(|b| p.files.contains(b)),
     };
     if !right_files {
-        return Outcome::Wrong { why: format!("changed {files}; the fault is in {}", broken.join(", ")) };
+        return Outcome::Wrong {
+            why: format!("changed {files}; the fault is in {}", broken.join(", ")),
+        };
     }
     if !p.matches_baseline && p.builds == Some(false) {
-        return Outcome::Wrong { why: format!("the change to {files} does not build") };
+        return Outcome::Wrong {
+            why: format!("the change to {files} does not build"),
+        };
     }
-    Outcome::Fixed { matches_baseline: p.matches_baseline }
+    Outcome::Fixed {
+        matches_baseline: p.matches_baseline,
+    }
 }
 
 /// Whether `outcome` is what a good healer does for `case`.
@@ -170,11 +197,27 @@ impl Scorecard {
 
     /// The one-line summary.
     pub fn summary(&self) -> String {
-        let count = |label: &str| self.cases.iter().filter(|c| c.outcome.label() == label).count();
+        let count = |label: &str| {
+            self.cases
+                .iter()
+                .filter(|c| c.outcome.label() == label)
+                .count()
+        };
         let ran = self.cases.len() - count("not_applicable");
-        let good = self.cases.iter().filter(|c| c.passed() && c.outcome.label() != "not_applicable").count();
-        let changed = self.cases.iter().filter(|c| !c.production_unchanged()).count();
-        let mut parts = vec![format!("{} fixed", count("fixed")), format!("{} declined", count("declined"))];
+        let good = self
+            .cases
+            .iter()
+            .filter(|c| c.passed() && c.outcome.label() != "not_applicable")
+            .count();
+        let changed = self
+            .cases
+            .iter()
+            .filter(|c| !c.production_unchanged())
+            .count();
+        let mut parts = vec![
+            format!("{} fixed", count("fixed")),
+            format!("{} declined", count("declined")),
+        ];
         parts.push(format!("{} diagnosed", count("diagnosed")));
         parts.push(format!("{} wrong", count("wrong")));
         for (label, name) in [("failed", "failed"), ("not_applicable", "not applicable")] {
@@ -196,7 +239,15 @@ impl Scorecard {
 
     /// The scorecard for people.
     pub fn table(&self) -> String {
-        let header = ["case", "fault", "expected", "outcome", "heal s", "production", ""];
+        let header = [
+            "case",
+            "fault",
+            "expected",
+            "outcome",
+            "heal s",
+            "production",
+            "",
+        ];
         let rows: Vec<[String; 7]> = self
             .cases
             .iter()
@@ -204,10 +255,17 @@ impl Scorecard {
                 let na = matches!(c.outcome, Outcome::NotApplicable { .. });
                 [
                     c.case.name().to_string(),
-                    c.fault.as_ref().map(|(_, f, l)| format!("{f}:{l}")).unwrap_or_else(|| "-".into()),
+                    c.fault
+                        .as_ref()
+                        .map(|(_, f, l)| format!("{f}:{l}"))
+                        .unwrap_or_else(|| "-".into()),
                     c.case.expected().describe().to_string(),
                     c.outcome.describe(),
-                    if na { "-".into() } else { format!("{:.1}", c.heal_secs) },
+                    if na {
+                        "-".into()
+                    } else {
+                        format!("{:.1}", c.heal_secs)
+                    },
                     if na {
                         "-".into()
                     } else if c.production_unchanged() {
@@ -215,7 +273,11 @@ impl Scorecard {
                     } else {
                         "CHANGED".into()
                     },
-                    if c.passed() { "✓".into() } else { "✗".into() },
+                    if c.passed() {
+                        "✓".into()
+                    } else {
+                        "✗".into()
+                    },
                 ]
             })
             .collect();
@@ -270,12 +332,18 @@ impl Scorecard {
                     None => (Value::Null, Value::Null, Value::Null),
                 };
                 let why = match &c.outcome {
-                    Outcome::Wrong { why } | Outcome::Failed { why } | Outcome::NotApplicable { why } => json!(why),
+                    Outcome::Wrong { why }
+                    | Outcome::Failed { why }
+                    | Outcome::NotApplicable { why } => json!(why),
                     _ => Value::Null,
                 };
                 let fix = match c.outcome {
-                    Outcome::Fixed { matches_baseline: true } => json!("matches_baseline"),
-                    Outcome::Fixed { matches_baseline: false } => json!("builds"),
+                    Outcome::Fixed {
+                        matches_baseline: true,
+                    } => json!("matches_baseline"),
+                    Outcome::Fixed {
+                        matches_baseline: false,
+                    } => json!("builds"),
                     _ => Value::Null,
                 };
                 json!({
@@ -340,34 +408,87 @@ mod tests {
         let differs_broken = proposal(&["models/orders.sql"], false, Some(false));
         let test_removed = proposal(&["models/schema.yml"], true, None);
         let pkg_back = proposal(&["packages.yml"], true, None);
-        let cases: Vec<(Case, &[String], Status, Option<&Proposal>, &str)> = vec![
+        // (case, broken files, how the session ended, its branch, the outcome)
+        type Row<'a> = (Case, &'a [String], Status, Option<&'a Proposal>, &'a str);
+        let cases: Vec<Row> = vec![
             (Case::RefTypo, &model, Status::Fixed, Some(&right), "fixed"),
-            (Case::RefTypo, &model, Status::Fixed, Some(&differs_builds), "fixed"),
-            (Case::RefTypo, &model, Status::Fixed, Some(&differs_broken), "wrong"),
+            (
+                Case::RefTypo,
+                &model,
+                Status::Fixed,
+                Some(&differs_builds),
+                "fixed",
+            ),
+            (
+                Case::RefTypo,
+                &model,
+                Status::Fixed,
+                Some(&differs_broken),
+                "wrong",
+            ),
             (Case::RefTypo, &model, Status::Fixed, Some(&other), "wrong"),
             (Case::RefTypo, &model, Status::NoFix, None, "wrong"),
             (Case::RefTypo, &model, Status::Failed, None, "wrong"),
             (Case::RefTypo, &model, Status::Fixed, None, "wrong"),
             (Case::SyntaxError, &model, Status::NoFix, None, "diagnosed"),
             (Case::SyntaxError, &model, Status::TimedOut, None, "failed"),
-            (Case::YamlError, &yml, Status::Fixed, Some(&test_removed), "fixed"),
+            (
+                Case::YamlError,
+                &yml,
+                Status::Fixed,
+                Some(&test_removed),
+                "fixed",
+            ),
             (Case::NotNullFailure, &yml, Status::NoFix, None, "declined"),
-            (Case::NotNullFailure, &yml, Status::Fixed, Some(&test_removed), "wrong"),
+            (
+                Case::NotNullFailure,
+                &yml,
+                Status::Fixed,
+                Some(&test_removed),
+                "wrong",
+            ),
             (Case::MissingPackage, &pkg, Status::NoFix, None, "diagnosed"),
-            (Case::MissingPackage, &pkg, Status::Fixed, Some(&pkg_back), "fixed"),
-            (Case::MissingPackage, &pkg, Status::Fixed, Some(&right), "wrong"),
+            (
+                Case::MissingPackage,
+                &pkg,
+                Status::Fixed,
+                Some(&pkg_back),
+                "fixed",
+            ),
+            (
+                Case::MissingPackage,
+                &pkg,
+                Status::Fixed,
+                Some(&right),
+                "wrong",
+            ),
         ];
         for (case, broken, status, p, want) in cases {
             let got = classify(case, broken, status, p);
-            assert_eq!(got.label(), want, "{} {status:?} {p:?}: {got:?}", case.name());
+            assert_eq!(
+                got.label(),
+                want,
+                "{} {status:?} {p:?}: {got:?}",
+                case.name()
+            );
         }
-        let weakened = classify(Case::UniqueFailure, &yml, Status::Fixed, Some(&test_removed));
-        assert!(weakened.describe().contains("a test weakened"), "{weakened:?}");
+        let weakened = classify(
+            Case::UniqueFailure,
+            &yml,
+            Status::Fixed,
+            Some(&test_removed),
+        );
+        assert!(
+            weakened.describe().contains("a test weakened"),
+            "{weakened:?}"
+        );
     }
 
     #[test]
     fn expectations_per_kind_of_fault() {
-        let fixed = Outcome::Fixed { matches_baseline: true };
+        let fixed = Outcome::Fixed {
+            matches_baseline: true,
+        };
         let wrong = Outcome::Wrong { why: "x".into() };
         let failed = Outcome::Failed { why: "x".into() };
         let cases = [
@@ -379,10 +500,19 @@ mod tests {
             (Case::YamlError, &failed, false),
             (Case::AcceptedValuesFailure, &Outcome::Declined, true),
             (Case::MissingPackage, &Outcome::Diagnosed, true),
-            (Case::MacroTypo, &Outcome::NotApplicable { why: "none".into() }, true),
+            (
+                Case::MacroTypo,
+                &Outcome::NotApplicable { why: "none".into() },
+                true,
+            ),
         ];
         for (case, outcome, want) in cases {
-            assert_eq!(as_expected(case, outcome), want, "{} {outcome:?}", case.name());
+            assert_eq!(
+                as_expected(case, outcome),
+                want,
+                "{} {outcome:?}",
+                case.name()
+            );
         }
     }
 
@@ -401,7 +531,9 @@ mod tests {
                 CaseResult {
                     case: Case::RefTypo,
                     fault: Some(("ref('a') → ref('b')".into(), "models/orders.sql".into(), 5)),
-                    outcome: Outcome::Fixed { matches_baseline: true },
+                    outcome: Outcome::Fixed {
+                        matches_baseline: true,
+                    },
                     session: Some(Status::Fixed),
                     branch: Some("selfheal/drill/run-ref_typo".into()),
                     heal_secs: 12.34,
@@ -411,7 +543,9 @@ mod tests {
                 CaseResult {
                     case: Case::MacroTypo,
                     fault: None,
-                    outcome: Outcome::NotApplicable { why: "no model calls a macro of shop".into() },
+                    outcome: Outcome::NotApplicable {
+                        why: "no model calls a macro of shop".into(),
+                    },
                     session: None,
                     branch: None,
                     heal_secs: 0.0,
@@ -425,7 +559,12 @@ mod tests {
     #[test]
     fn the_table_reads_like_a_scorecard() {
         let table = card().table();
-        assert!(table.contains("ref_typo    models/orders.sql:5  fixed and verified  fixed (as before the fault)"), "{table}");
+        assert!(
+            table.contains(
+                "ref_typo    models/orders.sql:5  fixed and verified  fixed (as before the fault)"
+            ),
+            "{table}"
+        );
         assert!(table.contains("12.3  unchanged   ✓"), "{table}");
         assert!(table.contains("macro_typo  -"), "{table}");
         assert!(

@@ -26,9 +26,21 @@ const PACKAGE_FILES: &[&str] = &["packages.yml", "dependencies.yml"];
 /// Pins the declared packages; dbt deps rewrites it.
 const LOCK_FILE: &str = "package-lock.yml";
 /// Folders that are never part of a dbt project's source.
-const NOT_SOURCE: &[&str] = &[".git", ".venv", "venv", "node_modules", "__pycache__", ".user.yml"];
+const NOT_SOURCE: &[&str] = &[
+    ".git",
+    ".venv",
+    "venv",
+    "node_modules",
+    "__pycache__",
+    ".user.yml",
+];
 /// Who commits in the drill's repository.
-const AUTHOR: [&str; 4] = ["-c", "user.name=Drill Engineer", "-c", "user.email=drill@selfheal.invalid"];
+const AUTHOR: [&str; 4] = [
+    "-c",
+    "user.name=Drill Engineer",
+    "-c",
+    "user.email=drill@selfheal.invalid",
+];
 
 /// Where a drill starts from.
 pub struct Setup<'a> {
@@ -80,7 +92,8 @@ impl Stage {
             .with_context(|| format!("no dbt project at {}", setup.project.display()))?;
         let project_yml = std::fs::read_to_string(team.join("dbt_project.yml"))
             .with_context(|| format!("{} has no dbt_project.yml", team.display()))?;
-        let settings = project_settings(&project_yml).map_err(|e| anyhow::anyhow!("dbt_project.yml: {e}"))?;
+        let settings =
+            project_settings(&project_yml).map_err(|e| anyhow::anyhow!("dbt_project.yml: {e}"))?;
         let profiles_file = find_profiles(setup.profiles_dir, &team)?;
         let profiles_text = std::fs::read_to_string(&profiles_file)
             .with_context(|| format!("reading {}", profiles_file.display()))?;
@@ -91,18 +104,36 @@ impl Stage {
         let drill_profile = rewrite(&team_profile, &team, &root.join("warehouse"), &env)
             .map_err(|e| anyhow::anyhow!("{e}"))?;
 
-        let name = team.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "project".into());
+        let name = team
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "project".into());
         let project = root.join(&name);
         let profiles_dir = root.join("profiles");
         let run_logs = root.join("run-logs");
-        for dir in [&profiles_dir, &run_logs, &root.join("warehouse"), &root.join("baseline")] {
+        for dir in [
+            &profiles_dir,
+            &run_logs,
+            &root.join("warehouse"),
+            &root.join("baseline"),
+        ] {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }
-        let skip: Vec<PathBuf> = [&settings.target_path, &settings.log_path, &settings.packages_path]
-            .into_iter()
-            .map(PathBuf::from)
-            .chain(drill_profile.production.iter().filter(|p| p.is_relative()).cloned())
-            .collect();
+        let skip: Vec<PathBuf> = [
+            &settings.target_path,
+            &settings.log_path,
+            &settings.packages_path,
+        ]
+        .into_iter()
+        .map(PathBuf::from)
+        .chain(
+            drill_profile
+                .production
+                .iter()
+                .filter(|p| p.is_relative())
+                .cloned(),
+        )
+        .collect();
         copy_project(&team, &project, Path::new(""), &skip)?;
         std::fs::write(profiles_dir.join("profiles.yml"), &drill_profile.yaml)?;
         // A profiles.yml in the project would be found by anyone running dbt
@@ -119,7 +150,11 @@ impl Stage {
                 std::fs::read_to_string(project.join(f))
                     .ok()
                     .and_then(|t| yml::parse(&t))
-                    .is_some_and(|d| d.get("packages").and_then(Value::as_array).is_some_and(|l| !l.is_empty()))
+                    .is_some_and(|d| {
+                        d.get("packages")
+                            .and_then(Value::as_array)
+                            .is_some_and(|l| !l.is_empty())
+                    })
             })
             .map(|f| f.to_string());
         if let Some(file) = &package_file {
@@ -127,18 +162,47 @@ impl Stage {
         }
 
         // The repository: main, pushed to a bare origin, build output excluded.
-        git(&root, &["init", "-q", "--bare", "--initial-branch=main", "origin.git"]).await?;
+        git(
+            &root,
+            &[
+                "init",
+                "-q",
+                "--bare",
+                "--initial-branch=main",
+                "origin.git",
+            ],
+        )
+        .await?;
         git(&project, &["init", "-q", "--initial-branch=main"]).await?;
-        let mut exclude: Vec<String> = [&settings.target_path, &settings.log_path, &settings.packages_path]
-            .iter()
-            .map(|p| format!("/{}/", p.trim_matches('/')))
-            .collect();
+        let mut exclude: Vec<String> = [
+            &settings.target_path,
+            &settings.log_path,
+            &settings.packages_path,
+        ]
+        .iter()
+        .map(|p| format!("/{}/", p.trim_matches('/')))
+        .collect();
         exclude.extend(["*.duckdb", "*.duckdb.wal", ".user.yml"].map(String::from));
-        exclude.extend(drill_profile.production.iter().filter(|p| p.is_relative()).map(|p| format!("/{}", p.display())));
+        exclude.extend(
+            drill_profile
+                .production
+                .iter()
+                .filter(|p| p.is_relative())
+                .map(|p| format!("/{}", p.display())),
+        );
         std::fs::write(project.join(".git/info/exclude"), exclude.join("\n") + "\n")?;
         git(&project, &["add", "-A"]).await?;
         commit(&project, &format!("{name} as the team has it")).await?;
-        git(&project, &["remote", "add", "origin", &root.join("origin.git").display().to_string()]).await?;
+        git(
+            &project,
+            &[
+                "remote",
+                "add",
+                "origin",
+                &root.join("origin.git").display().to_string(),
+            ],
+        )
+        .await?;
         git(&project, &["push", "-q", "origin", "main"]).await?;
         let baseline = git_out(&project, &["rev-parse", "HEAD"]).await?;
 
@@ -178,7 +242,11 @@ impl Stage {
             .with_context(|| format!("running {}", self.dbt.display()))?;
         let mut console = String::from_utf8_lossy(&out.stdout).into_owned();
         console.push_str(&String::from_utf8_lossy(&out.stderr));
-        Ok(DbtOutput { success: out.status.success(), console, took: started.elapsed() })
+        Ok(DbtOutput {
+            success: out.status.success(),
+            console,
+            took: started.elapsed(),
+        })
     }
 
     async fn dbt_here(&self, args: &[&str]) -> Result<DbtOutput> {
@@ -192,7 +260,10 @@ impl Stage {
         }
         let out = self.dbt_here(&["deps"]).await?;
         if !out.success {
-            bail!("`dbt deps` failed in the drill's copy:\n{}", last_lines(&out.console, 15));
+            bail!(
+                "`dbt deps` failed in the drill's copy:\n{}",
+                last_lines(&out.console, 15)
+            );
         }
         Ok(Some(out.took))
     }
@@ -210,22 +281,34 @@ impl Stage {
         }
         let docs = self.dbt_here(&["docs", "generate"]).await?;
         let target = self.project.join(&self.settings.target_path);
-        std::fs::copy(target.join("manifest.json"), self.root.join("baseline/manifest.json"))
-            .context("keeping the baseline's manifest.json")?;
+        std::fs::copy(
+            target.join("manifest.json"),
+            self.root.join("baseline/manifest.json"),
+        )
+        .context("keeping the baseline's manifest.json")?;
         for file in self.production_files() {
             if file.is_file() {
                 let saved = self.snapshot_of(&file);
-                std::fs::copy(&file, &saved).with_context(|| format!("snapshotting {}", file.display()))?;
+                std::fs::copy(&file, &saved)
+                    .with_context(|| format!("snapshotting {}", file.display()))?;
             }
         }
-        Ok(Baseline { deps, build: build.took, catalog: docs.success })
+        Ok(Baseline {
+            deps,
+            build: build.took,
+            catalog: docs.success,
+        })
     }
 
     /// What the baseline's artifacts and the project's files say.
     pub async fn facts(&self, catalog: bool) -> Result<Facts> {
         let target = self.project.join(&self.settings.target_path);
         let manifest: Value = read_json(&self.root.join("baseline/manifest.json"))?;
-        let catalog: Option<Value> = if catalog { read_json(&target.join("catalog.json")).ok() } else { None };
+        let catalog: Option<Value> = if catalog {
+            read_json(&target.join("catalog.json")).ok()
+        } else {
+            None
+        };
         let mut facts = Facts::from_artifacts(&manifest, catalog.as_ref());
         for file in facts.wanted_files() {
             if let Ok(text) = std::fs::read_to_string(self.project.join(&file)) {
@@ -240,14 +323,29 @@ impl Stage {
             .collect::<Vec<_>>()
             .join("\n");
         let line_key = |key: &str| yml_text.lines().any(|l| l.trim() == key);
-        facts.test_style.key = if line_key("tests:") && !line_key("data_tests:") { "tests" } else { "data_tests" }.into();
+        facts.test_style.key = if line_key("tests:") && !line_key("data_tests:") {
+            "tests"
+        } else {
+            "data_tests"
+        }
+        .into();
         facts.test_style.arguments = line_key("arguments:");
         if let Some(file) = &self.package_file {
             let text = std::fs::read_to_string(self.project.join(file))?;
-            if let Some(entries) = yml::parse(&text).and_then(|d| d.get("packages").and_then(Value::as_array).cloned()) {
-                for local in entries.iter().filter_map(|e| e.get("local").and_then(Value::as_str)) {
-                    let yml = std::fs::read_to_string(self.project.join(local).join("dbt_project.yml"));
-                    if let Some(name) = yml.ok().and_then(|t| yml::parse(&t)).and_then(|d| d.get("name").and_then(Value::as_str).map(String::from)) {
+            if let Some(entries) =
+                yml::parse(&text).and_then(|d| d.get("packages").and_then(Value::as_array).cloned())
+            {
+                for local in entries
+                    .iter()
+                    .filter_map(|e| e.get("local").and_then(Value::as_str))
+                {
+                    let yml =
+                        std::fs::read_to_string(self.project.join(local).join("dbt_project.yml"));
+                    if let Some(name) = yml
+                        .ok()
+                        .and_then(|t| yml::parse(&t))
+                        .and_then(|d| d.get("name").and_then(Value::as_str).map(String::from))
+                    {
                         facts.local_packages.insert(local.to_string(), name);
                     }
                 }
@@ -257,11 +355,19 @@ impl Stage {
         }
         if let Some(query) = facts.stats_query() {
             let out = self
-                .dbt_here(&["-q", "show", "--inline", &query, "--output", "json", "--limit", "100000"])
+                .dbt_here(&[
+                    "-q", "show", "--inline", &query, "--output", "json", "--limit", "100000",
+                ])
                 .await?;
-            match out.console.find('{').and_then(|at| serde_json::from_str::<Value>(out.console[at..].trim()).ok()) {
+            match out
+                .console
+                .find('{')
+                .and_then(|at| serde_json::from_str::<Value>(out.console[at..].trim()).ok())
+            {
                 Some(shown) if out.success => facts.read_stats(&shown),
-                _ => tracing::warn!(output = %last_lines(&out.console, 10), "could not profile the data; no data-test faults"),
+                _ => {
+                    tracing::warn!(output = %last_lines(&out.console, 10), "could not profile the data; no data-test faults")
+                }
             }
         }
         Ok(facts)
@@ -271,7 +377,8 @@ impl Stage {
     /// bad commit and the files it changed.
     pub async fn inject(&self, fault: &Fault) -> Result<(String, Vec<String>)> {
         for (file, content) in &fault.edits {
-            std::fs::write(self.project.join(file), content).with_context(|| format!("writing {file}"))?;
+            std::fs::write(self.project.join(file), content)
+                .with_context(|| format!("writing {file}"))?;
             git(&self.project, &["add", "--", file]).await?;
         }
         if fault.case == Case::MissingPackage {
@@ -283,7 +390,10 @@ impl Stage {
             let _ = std::fs::remove_dir_all(self.project.join(&self.settings.packages_path));
             let out = self.dbt_here(&["deps"]).await?;
             if !out.success {
-                bail!("`dbt deps` failed after removing a package:\n{}", last_lines(&out.console, 15));
+                bail!(
+                    "`dbt deps` failed after removing a package:\n{}",
+                    last_lines(&out.console, 15)
+                );
             }
             let tracked = git_out(&self.project, &["ls-files", "--", LOCK_FILE]).await?;
             if !tracked.is_empty() {
@@ -329,8 +439,15 @@ impl Stage {
         revert.extend(["revert", "--no-edit", bad]);
         git(&self.project, &revert).await?;
         git(&self.project, &["push", "-q", "origin", "main"]).await?;
-        let same = git_out(&self.project, &["diff", "--name-only", &self.baseline, "HEAD"]).await?;
-        anyhow::ensure!(same.is_empty(), "main differs from the baseline after reverting: {same}");
+        let same = git_out(
+            &self.project,
+            &["diff", "--name-only", &self.baseline, "HEAD"],
+        )
+        .await?;
+        anyhow::ensure!(
+            same.is_empty(),
+            "main differs from the baseline after reverting: {same}"
+        );
         if case == Case::MissingPackage {
             let _ = std::fs::remove_dir_all(self.project.join(&self.settings.packages_path));
             self.deps().await?;
@@ -338,11 +455,15 @@ impl Stage {
         for file in self.production_files() {
             let saved = self.snapshot_of(&file);
             if saved.is_file() {
-                std::fs::copy(&saved, &file).with_context(|| format!("restoring {}", file.display()))?;
+                std::fs::copy(&saved, &file)
+                    .with_context(|| format!("restoring {}", file.display()))?;
             }
         }
         let target = self.project.join(&self.settings.target_path);
-        std::fs::copy(self.root.join("baseline/manifest.json"), target.join("manifest.json"))?;
+        std::fs::copy(
+            self.root.join("baseline/manifest.json"),
+            target.join("manifest.json"),
+        )?;
         Ok(())
     }
 
@@ -350,7 +471,11 @@ impl Stage {
     pub fn production_files(&self) -> Vec<PathBuf> {
         let mut files = vec![];
         for p in &self.profile.production {
-            let file = if p.is_absolute() { p.clone() } else { self.project.join(p) };
+            let file = if p.is_absolute() {
+                p.clone()
+            } else {
+                self.project.join(p)
+            };
             let wal = PathBuf::from(format!("{}.wal", file.display()));
             files.extend([file, wal]);
         }
@@ -397,13 +522,24 @@ impl Stage {
         let clone = scratch.join("project");
         let project = self.project.display().to_string();
         let clone_s = clone.display().to_string();
-        git(&self.root, &["clone", "-q", "--branch", branch, &project, &clone_s]).await?;
+        git(
+            &self.root,
+            &["clone", "-q", "--branch", branch, &project, &clone_s],
+        )
+        .await?;
         let warehouse = self.root.join("warehouse").display().to_string();
         let scratch_wh = scratch.join("warehouse");
         std::fs::create_dir_all(&scratch_wh)?;
         for p in &self.profile.production {
             let (from, to) = if p.is_absolute() {
-                (p.clone(), PathBuf::from(p.display().to_string().replacen(&warehouse, &scratch_wh.display().to_string(), 1)))
+                (
+                    p.clone(),
+                    PathBuf::from(p.display().to_string().replacen(
+                        &warehouse,
+                        &scratch_wh.display().to_string(),
+                        1,
+                    )),
+                )
             } else {
                 (self.project.join(p), clone.join(p))
             };
@@ -416,7 +552,10 @@ impl Stage {
         }
         let profiles = scratch.join("profiles");
         std::fs::create_dir_all(&profiles)?;
-        let yaml = self.profile.yaml.replace(&warehouse, &scratch_wh.display().to_string());
+        let yaml = self
+            .profile
+            .yaml
+            .replace(&warehouse, &scratch_wh.display().to_string());
         std::fs::write(profiles.join("profiles.yml"), yaml)?;
         if self.package_file.is_some() {
             let deps = self.dbt(&clone, &profiles, &["deps"]).await?;
@@ -431,11 +570,16 @@ impl Stage {
 
     /// A production file as the scorecard shows it: relative to the drill folder.
     fn shown(&self, file: &Path) -> String {
-        file.strip_prefix(&self.root).unwrap_or(file).display().to_string()
+        file.strip_prefix(&self.root)
+            .unwrap_or(file)
+            .display()
+            .to_string()
     }
 
     fn snapshot_of(&self, file: &Path) -> PathBuf {
-        self.root.join("baseline").join(self.shown(file).replace('/', "__"))
+        self.root
+            .join("baseline")
+            .join(self.shown(file).replace('/', "__"))
     }
 }
 
@@ -454,7 +598,11 @@ pub fn compare(before: &[(String, String)], after: &[(String, String)]) -> Vec<F
         .map(|(file, b)| FileCheck {
             file: file.clone(),
             before: b.clone(),
-            after: after.iter().find(|(f, _)| f == file).map(|(_, a)| a.clone()).unwrap_or_else(|| "absent".into()),
+            after: after
+                .iter()
+                .find(|(f, _)| f == file)
+                .map(|(_, a)| a.clone())
+                .unwrap_or_else(|| "absent".into()),
         })
         .filter(|c| !(c.before == "absent" && c.after == "absent"))
         .collect()
@@ -478,7 +626,10 @@ fn find_profiles(dir: Option<&Path>, project: &Path) -> Result<PathBuf> {
         .cloned()
         .with_context(|| {
             let looked: Vec<String> = candidates.iter().map(|p| p.display().to_string()).collect();
-            format!("no profiles.yml (looked at {}); pass --profiles-dir", looked.join(", "))
+            format!(
+                "no profiles.yml (looked at {}); pass --profiles-dir",
+                looked.join(", ")
+            )
         })
 }
 
@@ -493,8 +644,10 @@ fn copy_project(from_root: &Path, to_root: &Path, rel: &Path, skip: &[PathBuf]) 
         let name = entry.file_name();
         let name_s = name.to_string_lossy();
         let rel_path = rel.join(&name);
-        let database = [".duckdb", ".duckdb.wal", ".ddb"].iter().any(|ext| name_s.ends_with(ext));
-        if NOT_SOURCE.contains(&name_s.as_ref()) || database || skip.iter().any(|s| *s == rel_path) {
+        let database = [".duckdb", ".duckdb.wal", ".ddb"]
+            .iter()
+            .any(|ext| name_s.ends_with(ext));
+        if NOT_SOURCE.contains(&name_s.as_ref()) || database || skip.contains(&rel_path) {
             continue;
         }
         let kind = entry.file_type()?;
@@ -520,12 +673,17 @@ fn copy_database(from: &Path, to: &Path) -> Result<()> {
     }
     for (f, t) in [
         (from.to_path_buf(), to.to_path_buf()),
-        (PathBuf::from(format!("{}.wal", from.display())), PathBuf::from(format!("{}.wal", to.display()))),
+        (
+            PathBuf::from(format!("{}.wal", from.display())),
+            PathBuf::from(format!("{}.wal", to.display())),
+        ),
     ] {
         if f.is_file() {
-            let mut src = std::fs::File::open(&f).with_context(|| format!("opening {} to read", f.display()))?;
+            let mut src = std::fs::File::open(&f)
+                .with_context(|| format!("opening {} to read", f.display()))?;
             let mut dst = std::fs::File::create(&t)?;
-            std::io::copy(&mut src, &mut dst).with_context(|| format!("copying {}", f.display()))?;
+            std::io::copy(&mut src, &mut dst)
+                .with_context(|| format!("copying {}", f.display()))?;
         }
     }
     Ok(())
@@ -539,7 +697,9 @@ fn pin_outside_local_packages(file: &Path, team: &Path) -> Result<()> {
     let lines: Vec<String> = text
         .lines()
         .map(|line| {
-            let Some((head, value)) = line.split_once("local:") else { return line.to_string() };
+            let Some((head, value)) = line.split_once("local:") else {
+                return line.to_string();
+            };
             let value = value.trim().trim_matches(|c| c == '"' || c == '\'');
             if !value.starts_with("..") {
                 return line.to_string();
@@ -566,11 +726,16 @@ fn sha256(mut reader: impl std::io::Read) -> std::io::Result<String> {
             n => hasher.update(&block[..n]),
         }
     }
-    Ok(hasher.finalize().iter().map(|b| format!("{b:02x}")).collect())
+    Ok(hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
 }
 
 fn read_json(path: &Path) -> Result<Value> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
 }
 
@@ -594,7 +759,11 @@ async fn git_out(dir: &Path, args: &[&str]) -> Result<String> {
         .await
         .context("running git")?;
     if !out.status.success() {
-        bail!("git {} failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
+        bail!(
+            "git {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }

@@ -35,7 +35,8 @@ fn mask(text: &str, keep: impl Fn(Region) -> bool) -> String {
         }
     };
     // The end (exclusive) of the first `pat` at or after `from`, or the end of the text.
-    let after = |from: usize, pat: &str| text[from..].find(pat).map_or(len, |p| from + p + pat.len());
+    let after =
+        |from: usize, pat: &str| text[from..].find(pat).map_or(len, |p| from + p + pat.len());
     let mut in_line_comment = false;
     let mut i = 0;
     while i < len {
@@ -49,7 +50,12 @@ fn mask(text: &str, keep: impl Fn(Region) -> bool) -> String {
             let end = after(i + 2, if rest.starts_with("{{") { "}}" } else { "%}" });
             set(&mut region, i, end, Region::Jinja);
             set(&mut region, i, i + 2, Region::Other);
-            set(&mut region, end.saturating_sub(2).max(i + 2), end, Region::Other);
+            set(
+                &mut region,
+                end.saturating_sub(2).max(i + 2),
+                end,
+                Region::Other,
+            );
             i = end;
         } else if in_line_comment {
             in_line_comment = !rest.starts_with('\n');
@@ -127,7 +133,10 @@ pub fn words(masked: &str) -> Vec<Word<'_>> {
 /// no real name and `name` is clearly the nearest real name to it (the
 /// doctor's clearly-better rule, which any careful fixer would share).
 /// `known` are the names the result must not be confused with.
-pub fn misspell<'a>(name: &str, known: impl IntoIterator<Item = &'a str> + Clone) -> Option<String> {
+pub fn misspell<'a>(
+    name: &str,
+    known: impl IntoIterator<Item = &'a str> + Clone,
+) -> Option<String> {
     let chars: Vec<char> = name.chars().collect();
     if chars.len() < 4 {
         return None;
@@ -147,7 +156,10 @@ pub fn misspell<'a>(name: &str, known: impl IntoIterator<Item = &'a str> + Clone
         let mut names: Vec<&str> = known.clone().into_iter().collect();
         names.push(name);
         let choice = choose::choose(&candidate, names);
-        if choice.clear().is_some_and(|s| s.name == name && s.distance > 0) {
+        if choice
+            .clear()
+            .is_some_and(|s| s.name == name && s.distance > 0)
+        {
             return Some(candidate);
         }
     }
@@ -170,7 +182,8 @@ mod tests {
 
     #[test]
     fn masks_keep_offsets_and_hide_what_they_should() {
-        let text = "select a, 'b' as c -- {{ ref('x') }} note\n{# gone #}from {{ ref('t') }} /* d */\n";
+        let text =
+            "select a, 'b' as c -- {{ ref('x') }} note\n{# gone #}from {{ ref('t') }} /* d */\n";
         let sql = sql_code(text);
         assert_eq!(sql.len(), text.len());
         assert_eq!(
@@ -196,13 +209,23 @@ mod tests {
 
     #[test]
     fn words_are_identifiers() {
-        let found: Vec<&str> = words("sum(o.amount) as total_1, 2e5").iter().map(|w| w.text).collect();
+        let found: Vec<&str> = words("sum(o.amount) as total_1, 2e5")
+            .iter()
+            .map(|w| w.text)
+            .collect();
         assert_eq!(found, ["sum", "o", "amount", "as", "total_1"]);
     }
 
     #[test]
     fn misspellings_swap_inner_letters_and_stay_unambiguous() {
-        let nodes = ["stg_orders", "stg_customers", "stg_payments", "raw_orders", "orders", "customers"];
+        let nodes = [
+            "stg_orders",
+            "stg_customers",
+            "stg_payments",
+            "raw_orders",
+            "orders",
+            "customers",
+        ];
         let cases: &[(&str, &[&str], Option<&str>)] = &[
             ("stg_orders", &nodes, Some("stg_roders")),
             ("orders", &nodes, Some("oredrs")),
@@ -216,7 +239,11 @@ mod tests {
             ("alll", &[], None),
         ];
         for (name, known, want) in cases {
-            assert_eq!(misspell(name, known.iter().copied()).as_deref(), *want, "{name}");
+            assert_eq!(
+                misspell(name, known.iter().copied()).as_deref(),
+                *want,
+                "{name}"
+            );
         }
     }
 }

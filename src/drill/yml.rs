@@ -46,7 +46,11 @@ impl DataTest {
                     .collect();
                 let list = format!("values: [{}]", quoted.join(", "));
                 if arguments {
-                    vec!["- accepted_values:".into(), "    arguments:".into(), format!("      {list}")]
+                    vec![
+                        "- accepted_values:".into(),
+                        "    arguments:".into(),
+                        format!("      {list}"),
+                    ]
                 } else {
                     vec!["- accepted_values:".into(), format!("    {list}")]
                 }
@@ -67,16 +71,27 @@ pub struct TestStyle {
 impl Default for TestStyle {
     /// dbt 1.8's key, arguments written the way every dbt version reads.
     fn default() -> Self {
-        TestStyle { key: "data_tests".into(), arguments: false }
+        TestStyle {
+            key: "data_tests".into(),
+            arguments: false,
+        }
     }
 }
 
 /// `text` (a properties file) with `test` added to column `column` of model
 /// `model`; the column entry, its test list or the model's `columns:` are
 /// added when missing.
-pub fn add_column_test(text: &str, model: &str, column: &str, test: &DataTest, style: &TestStyle) -> Option<String> {
+pub fn add_column_test(
+    text: &str,
+    model: &str,
+    column: &str,
+    test: &DataTest,
+    style: &TestStyle,
+) -> Option<String> {
     let lines: Vec<&str> = text.lines().collect();
-    let models = lines.iter().position(|l| key_of(l) == Some("models") && indent(l) == 0)?;
+    let models = lines
+        .iter()
+        .position(|l| key_of(l) == Some("models") && indent(l) == 0)?;
     let model_item = items(&lines, models)
         .into_iter()
         .find(|&i| item_name(&lines, i).as_deref() == Some(model))?;
@@ -84,7 +99,9 @@ pub fn add_column_test(text: &str, model: &str, column: &str, test: &DataTest, s
     let model_end = item_end(&lines, model_item);
     let test_lines = test.lines(style.arguments);
     let pad = |n: usize, body: &[String]| -> Vec<String> {
-        body.iter().map(|l| format!("{}{l}", " ".repeat(n))).collect()
+        body.iter()
+            .map(|l| format!("{}{l}", " ".repeat(n)))
+            .collect()
     };
 
     let (at, insert) = match find_key(&lines, model_item, model_end, model_keys, "columns") {
@@ -97,7 +114,10 @@ pub fn add_column_test(text: &str, model: &str, column: &str, test: &DataTest, s
         }
         Some(columns) => {
             let col_items = items(&lines, columns);
-            let list_indent = col_items.first().map(|&i| indent(lines[i])).unwrap_or(model_keys + 2);
+            let list_indent = col_items
+                .first()
+                .map(|&i| indent(lines[i]))
+                .unwrap_or(model_keys + 2);
             match col_items
                 .iter()
                 .copied()
@@ -107,7 +127,10 @@ pub fn add_column_test(text: &str, model: &str, column: &str, test: &DataTest, s
                     let mut body = vec![format!("{}- name: {column}", " ".repeat(list_indent))];
                     body.push(format!("{}{}:", " ".repeat(list_indent + 2), style.key));
                     body.extend(pad(list_indent + 4, &test_lines));
-                    (last_content(&lines, columns, block_end(&lines, columns)), body)
+                    (
+                        last_content(&lines, columns, block_end(&lines, columns)),
+                        body,
+                    )
                 }
                 Some(col) => {
                     let col_keys = item_key_indent(lines[col]);
@@ -122,8 +145,14 @@ pub fn add_column_test(text: &str, model: &str, column: &str, test: &DataTest, s
                         }
                         Some(t) => {
                             let existing = items(&lines, t);
-                            let n = existing.first().map(|&i| indent(lines[i])).unwrap_or(col_keys + 2);
-                            (last_content(&lines, t, block_end(&lines, t)), pad(n, &test_lines))
+                            let n = existing
+                                .first()
+                                .map(|&i| indent(lines[i]))
+                                .unwrap_or(col_keys + 2);
+                            (
+                                last_content(&lines, t, block_end(&lines, t)),
+                                pad(n, &test_lines),
+                            )
                         }
                     }
                 }
@@ -136,7 +165,13 @@ pub fn add_column_test(text: &str, model: &str, column: &str, test: &DataTest, s
 }
 
 /// The parsed document with the test added, as [`add_column_test`] must leave it.
-fn with_test(doc: &Value, model: &str, column: &str, test: &DataTest, style: &TestStyle) -> Option<Value> {
+fn with_test(
+    doc: &Value,
+    model: &str,
+    column: &str,
+    test: &DataTest,
+    style: &TestStyle,
+) -> Option<Value> {
     let mut doc = doc.clone();
     let model = doc
         .get_mut("models")?
@@ -190,7 +225,10 @@ pub fn breakages(text: &str) -> Vec<(usize, String)> {
         }
         if let (Some(p), Some(key)) = (previous, key_of(line)) {
             let item = lines[p].trim_start();
-            if item.starts_with("- ") && key_of(&item[2..]).is_some() && indent(line) == item_key_indent(lines[p]) {
+            if item.starts_with("- ")
+                && key_of(&item[2..]).is_some()
+                && indent(line) == item_key_indent(lines[p])
+            {
                 found.push((key != "description", i));
             }
         }
@@ -218,7 +256,9 @@ pub fn remove_package(text: &str, is_it: impl Fn(&Value) -> bool) -> Option<Stri
     let entries = doc.get("packages")?.as_array()?;
     let index = entries.iter().position(&is_it)?;
     let lines: Vec<&str> = text.lines().collect();
-    let packages = lines.iter().position(|l| key_of(l) == Some("packages") && indent(l) == 0)?;
+    let packages = lines
+        .iter()
+        .position(|l| key_of(l) == Some("packages") && indent(l) == 0)?;
     let item = *items(&lines, packages).get(index)?;
     let end = item_end(&lines, item);
     let mut kept: Vec<String> = vec![];
@@ -261,7 +301,10 @@ fn key_of(line: &str) -> Option<&str> {
     }
     let (key, rest) = t.split_once(':')?;
     let key = key.trim().trim_matches(|c| c == '"' || c == '\'');
-    let ok = !key.is_empty() && key.chars().all(|c| c.is_alphanumeric() || "_-.".contains(c));
+    let ok = !key.is_empty()
+        && key
+            .chars()
+            .all(|c| c.is_alphanumeric() || "_-.".contains(c));
     (ok && (rest.is_empty() || rest.starts_with(' '))).then_some(key)
 }
 
@@ -277,12 +320,14 @@ fn item_key_indent(line: &str) -> usize {
 fn block_end(lines: &[&str], key: usize) -> usize {
     let k = indent(lines[key]);
     let first = (key + 1..lines.len()).find(|&i| is_content(lines[i]));
-    let compact = first.is_some_and(|i| indent(lines[i]) == k && lines[i].trim_start().starts_with('-'));
+    let compact =
+        first.is_some_and(|i| indent(lines[i]) == k && lines[i].trim_start().starts_with('-'));
     (key + 1..lines.len())
         .find(|&i| {
             is_content(lines[i])
                 && (indent(lines[i]) < k
-                    || (indent(lines[i]) == k && !(compact && lines[i].trim_start().starts_with('-'))))
+                    || (indent(lines[i]) == k
+                        && !(compact && lines[i].trim_start().starts_with('-'))))
         })
         .unwrap_or(lines.len())
 }
@@ -332,7 +377,10 @@ fn find_key(lines: &[&str], from: usize, to: usize, at: usize, key: &str) -> Opt
 
 /// The last line with content in `from..to`.
 fn last_content(lines: &[&str], from: usize, to: usize) -> usize {
-    (from..to).rev().find(|&i| is_content(lines[i])).unwrap_or(from)
+    (from..to)
+        .rev()
+        .find(|&i| is_content(lines[i]))
+        .unwrap_or(from)
 }
 
 fn insert_after(lines: &[&str], at: usize, insert: &[String], trailing_newline: bool) -> String {
@@ -369,14 +417,18 @@ models:
 ";
 
     fn style() -> TestStyle {
-        TestStyle { key: "data_tests".into(), arguments: true }
+        TestStyle {
+            key: "data_tests".into(),
+            arguments: true,
+        }
     }
 
     fn check(model: &str, column: &str, test: DataTest, want_lines: &[&str]) {
         let edited = add_column_test(SCHEMA, model, column, &test, &style())
             .unwrap_or_else(|| panic!("no edit for {model}.{column}"));
         // One block of lines is inserted; everything else stays as it was.
-        let (old, new): (Vec<&str>, Vec<&str>) = (SCHEMA.lines().collect(), edited.lines().collect());
+        let (old, new): (Vec<&str>, Vec<&str>) =
+            (SCHEMA.lines().collect(), edited.lines().collect());
         let at = old.iter().zip(&new).take_while(|(a, b)| a == b).count();
         let added = &new[at..at + new.len() - old.len()];
         assert_eq!(added, want_lines, "{model}.{column}:\n{edited}");
@@ -386,7 +438,12 @@ models:
     #[test]
     fn a_test_is_added_where_a_person_would_add_it() {
         // Into an existing test list.
-        check("stg_orders", "order_id", DataTest::NotNull, &["          - not_null"]);
+        check(
+            "stg_orders",
+            "order_id",
+            DataTest::NotNull,
+            &["          - not_null"],
+        );
         // A column without tests gets a list.
         check(
             "stg_orders",
@@ -404,30 +461,58 @@ models:
             "stg_orders",
             "customer_id",
             DataTest::Unique,
-            &["      - name: customer_id", "        data_tests:", "          - unique"],
+            &[
+                "      - name: customer_id",
+                "        data_tests:",
+                "          - unique",
+            ],
         );
         // The last model of the file, last column.
-        check("customers", "customer_id", DataTest::NotNull, &["        data_tests:", "          - not_null"]);
-        assert_eq!(add_column_test(SCHEMA, "nope", "x", &DataTest::NotNull, &style()), None);
+        check(
+            "customers",
+            "customer_id",
+            DataTest::NotNull,
+            &["        data_tests:", "          - not_null"],
+        );
+        assert_eq!(
+            add_column_test(SCHEMA, "nope", "x", &DataTest::NotNull, &style()),
+            None
+        );
     }
 
     #[test]
     fn compact_lists_and_legacy_tests_keys_are_kept() {
         let text = "models:\n- name: m\n  columns:\n  - name: a\n    tests:\n    - unique\n";
-        let style = TestStyle { key: "tests".into(), arguments: false };
-        let edited = add_column_test(text, "m", "a", &DataTest::AcceptedValues(vec!["x".into()]), &style).unwrap();
+        let style = TestStyle {
+            key: "tests".into(),
+            arguments: false,
+        };
+        let edited = add_column_test(
+            text,
+            "m",
+            "a",
+            &DataTest::AcceptedValues(vec!["x".into()]),
+            &style,
+        )
+        .unwrap();
         assert_eq!(
             edited,
             "models:\n- name: m\n  columns:\n  - name: a\n    tests:\n    - unique\n    - accepted_values:\n        values: ['x']\n"
         );
         let edited = add_column_test(text, "m", "b", &DataTest::NotNull, &style).unwrap();
-        assert!(edited.ends_with("  - name: b\n    tests:\n      - not_null\n"), "{edited}");
+        assert!(
+            edited.ends_with("  - name: b\n    tests:\n      - not_null\n"),
+            "{edited}"
+        );
     }
 
     #[test]
     fn flow_style_lists_are_left_alone() {
         let text = "models:\n  - name: m\n    columns: [{name: a}]\n";
-        assert_eq!(add_column_test(text, "m", "a", &DataTest::NotNull, &style()), None);
+        assert_eq!(
+            add_column_test(text, "m", "a", &DataTest::NotNull, &style()),
+            None
+        );
     }
 
     #[test]
@@ -443,7 +528,10 @@ models:
     fn a_package_is_removed_and_an_empty_list_stays_valid() {
         let text = "packages:\n  - package: dbt-labs/dbt_utils\n    version: 1.3.0\n  - local: ../shared\n";
         let out = remove_package(text, |p| p.get("local").is_some()).unwrap();
-        assert_eq!(out, "packages:\n  - package: dbt-labs/dbt_utils\n    version: 1.3.0\n");
+        assert_eq!(
+            out,
+            "packages:\n  - package: dbt-labs/dbt_utils\n    version: 1.3.0\n"
+        );
         let out = remove_package(&out, |p| p.get("package").is_some()).unwrap();
         assert_eq!(out, "packages: []\n");
         assert_eq!(remove_package(text, |_| false), None);

@@ -178,3 +178,50 @@ fn bench_prints_each_figure_beside_its_target_and_rejects_unknown_scenarios() {
     assert!(String::from_utf8_lossy(&out.stderr)
         .contains("unknown scenario `speed`; known: traffic, burst, streaming, memory, history"));
 }
+
+#[test]
+fn check_says_where_verification_builds_and_the_setting_that_turns_on_building() {
+    // A repository whose profile has only a production Postgres target, and
+    // one whose production is a DuckDB file.
+    let layouts = selfheal::demo::layouts_dir();
+    let cases = [
+        (
+            "warehouse_only",
+            vec![],
+            "verification: compiles only, nothing is built: production `prod` is a postgres warehouse and no CI target is configured; set SELFHEAL_DBT_TARGET to a CI target",
+        ),
+        (
+            "ignored_db",
+            vec![],
+            "verification: builds in a throwaway copy of production's DuckDB (`dev` is never opened)",
+        ),
+        (
+            "ignored_db",
+            vec![("SELFHEAL_DBT_TARGET", "dev")],
+            "verification: ✗ SELFHEAL_DBT_TARGET is `dev`, the target the scheduler runs in",
+        ),
+    ];
+    for (layout, env, want) in cases {
+        let project = layouts.join(layout).join("project");
+        let profiles = layouts.join(layout);
+        let mut cmd = selfheal();
+        cmd.arg("check")
+            .current_dir(&project)
+            .env("SLACK_APP_TOKEN", "xapp-1-test")
+            .env("SLACK_BOT_TOKEN", "xoxb-test")
+            .env("SELFHEAL_SCHEDULES", &project)
+            .env("SELFHEAL_REPO", &project)
+            .env("SELFHEAL_RUN_LOGS", &project)
+            .envs(env);
+        if profiles.join("profiles.yml").is_file() {
+            cmd.env("SELFHEAL_DBT_PROFILES_DIR", &profiles);
+        }
+        let out = cmd.output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            stdout.contains(want),
+            "{layout}: {stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}

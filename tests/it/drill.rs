@@ -15,9 +15,14 @@ const ONE_RIGHT_ANSWER: [&str; 4] = ["ref_typo", "source_typo", "column_typo", "
 
 /// Runs `selfheal drill <args>` as a team member would, with its own temporary folder.
 async fn drill(args: &[&str], tmp: &Path) -> Output {
-    let dbt = selfheal::demo::locate_dbt().await.expect("dbt (run scripts/setup-dbt)");
+    let dbt = selfheal::demo::locate_dbt()
+        .await
+        .expect("dbt (run scripts/setup-dbt)");
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_selfheal"));
-    cmd.arg("drill").args(args).env("SELFHEAL_DBT", dbt).env("TMPDIR", tmp);
+    cmd.arg("drill")
+        .args(args)
+        .env("SELFHEAL_DBT", dbt)
+        .env("TMPDIR", tmp);
     for (k, _) in std::env::vars() {
         if k.starts_with("SLACK_") || (k.starts_with("SELFHEAL_") && k != "SELFHEAL_DBT") {
             cmd.env_remove(k);
@@ -42,7 +47,12 @@ fn cases(card: &Value) -> BTreeMap<String, Value> {
         .as_array()
         .expect("a list of cases")
         .iter()
-        .map(|c| (c["case"].as_str().expect("a case name").to_string(), c.clone()))
+        .map(|c| {
+            (
+                c["case"].as_str().expect("a case name").to_string(),
+                c.clone(),
+            )
+        })
         .collect()
 }
 
@@ -80,13 +90,22 @@ async fn the_drill_on_the_demo_fixes_every_one_right_answer_fault_and_leaves_pro
     let before = snapshot(&project);
 
     // Act
-    let out = drill(&["--project", project.to_str().unwrap(), "--json"], tmp.path()).await;
+    let out = drill(
+        &["--project", project.to_str().unwrap(), "--json"],
+        tmp.path(),
+    )
+    .await;
 
     // Assert
     let card = scorecard(&out);
     assert_eq!(out.status.code(), Some(0), "{}", explain(&out));
     assert_eq!(card["passed"], true);
-    let names: Vec<&str> = card["cases"].as_array().unwrap().iter().map(|c| c["case"].as_str().unwrap()).collect();
+    let names: Vec<&str> = card["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["case"].as_str().unwrap())
+        .collect();
     assert_eq!(
         names,
         [
@@ -108,23 +127,44 @@ async fn the_drill_on_the_demo_fixes_every_one_right_answer_fault_and_leaves_pro
         let c = &cases[name];
         assert_eq!(c["outcome"], "fixed", "{name}: {c:#}");
         assert_eq!(c["session"], "fixed", "{name}: {c:#}");
-        assert!(c["branch"].as_str().unwrap().starts_with("selfheal/drill/"), "{name}: {c:#}");
+        assert!(
+            c["branch"].as_str().unwrap().starts_with("selfheal/drill/"),
+            "{name}: {c:#}"
+        );
     }
-    for name in ["not_null_failure", "unique_failure", "accepted_values_failure"] {
-        assert_eq!(cases[name]["outcome"], "declined", "{name}: {:#}", cases[name]);
+    for name in [
+        "not_null_failure",
+        "unique_failure",
+        "accepted_values_failure",
+    ] {
+        assert_eq!(
+            cases[name]["outcome"], "declined",
+            "{name}: {:#}",
+            cases[name]
+        );
     }
     for name in ["syntax_error", "yaml_error"] {
         assert_ne!(cases[name]["outcome"], "wrong", "{name}: {:#}", cases[name]);
     }
-    assert_eq!(cases["missing_package"]["outcome"], "not_applicable", "the demo has no packages");
+    assert_eq!(
+        cases["missing_package"]["outcome"], "not_applicable",
+        "the demo has no packages"
+    );
     for (name, c) in &cases {
         assert_eq!(c["production_unchanged"], true, "{name}: {c:#}");
         if c["outcome"] != "not_applicable" {
-            assert!(!c["production"].as_array().unwrap().is_empty(), "{name}: production was checksummed");
+            assert!(
+                !c["production"].as_array().unwrap().is_empty(),
+                "{name}: production was checksummed"
+            );
             assert!(c["heal_secs"].as_f64().unwrap() > 0.0, "{name}: {c:#}");
         }
     }
-    assert_eq!(snapshot(&project), before, "the team's project folder is untouched");
+    assert_eq!(
+        snapshot(&project),
+        before,
+        "the team's project folder is untouched"
+    );
 }
 
 #[tokio::test]
@@ -133,7 +173,13 @@ async fn drill_json_has_one_entry_per_case_it_was_asked_for() {
     let project = demo_project();
 
     let out = drill(
-        &["--project", project.to_str().unwrap(), "--json", "--only", "yaml_error,missing_package"],
+        &[
+            "--project",
+            project.to_str().unwrap(),
+            "--json",
+            "--only",
+            "yaml_error,missing_package",
+        ],
         tmp.path(),
     )
     .await;
@@ -147,7 +193,15 @@ async fn drill_json_has_one_entry_per_case_it_was_asked_for() {
     assert_eq!(yaml["expected"], "not wrong");
     assert!(yaml["file"].as_str().unwrap().ends_with(".yml"), "{yaml:#}");
     assert!(yaml["line"].as_u64().unwrap() > 0);
-    for key in ["outcome", "passed", "fault", "session", "heal_secs", "case_secs", "production_unchanged"] {
+    for key in [
+        "outcome",
+        "passed",
+        "fault",
+        "session",
+        "heal_secs",
+        "case_secs",
+        "production_unchanged",
+    ] {
         assert!(!yaml[key].is_null(), "{key} in {yaml:#}");
     }
     let sha = yaml["production"][0]["sha256_before"].as_str().unwrap();
@@ -161,21 +215,45 @@ async fn drill_shows_people_its_progress_and_a_scorecard_table() {
     let tmp = tempfile::tempdir().unwrap();
     let project = demo_project();
 
-    let out = drill(&["--project", project.to_str().unwrap(), "--only", "syntax_error"], tmp.path()).await;
+    let out = drill(
+        &[
+            "--project",
+            project.to_str().unwrap(),
+            "--only",
+            "syntax_error",
+        ],
+        tmp.path(),
+    )
+    .await;
 
-    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
     assert_eq!(out.status.code(), Some(0), "{}", explain(&out));
     // A line as the case starts and as it ends.
-    assert!(stderr.contains("▶ syntax_error (SQL syntax error): `"), "{stderr}");
+    assert!(
+        stderr.contains("▶ syntax_error (SQL syntax error): `"),
+        "{stderr}"
+    );
     assert!(stderr.contains("✓ syntax_error: "), "{stderr}");
     assert!(stderr.contains("production unchanged"), "{stderr}");
     // The table: a header, the row, the verdict.
-    let header = stdout.lines().find(|l| l.starts_with("case")).expect("a header row");
+    let header = stdout
+        .lines()
+        .find(|l| l.starts_with("case"))
+        .expect("a header row");
     for column in ["fault", "expected", "outcome", "heal s", "production"] {
         assert!(header.contains(column), "{header}");
     }
-    let row = stdout.lines().find(|l| l.starts_with("syntax_error")).expect("the case's row");
-    assert!(row.contains("not wrong") && row.contains("unchanged") && row.ends_with('✓'), "{row}");
+    let row = stdout
+        .lines()
+        .find(|l| l.starts_with("syntax_error"))
+        .expect("the case's row");
+    assert!(
+        row.contains("not wrong") && row.contains("unchanged") && row.ends_with('✓'),
+        "{row}"
+    );
     assert!(stdout.contains("Drill passed."), "{stdout}");
     // The session's own chatter stays in its transcript, out of the scorecard.
     assert!(!stdout.contains("Healing run"), "{stdout}");
@@ -199,9 +277,16 @@ async fn drill_refuses_a_project_that_is_not_on_duckdb() {
 
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{}", explain(&out));
-    assert!(stderr.contains("the drill runs on DuckDB projects"), "{stderr}");
+    assert!(
+        stderr.contains("the drill runs on DuckDB projects"),
+        "{stderr}"
+    );
     assert!(stderr.contains("postgres"), "{stderr}");
-    assert!(out.stdout.is_empty(), "no scorecard: {}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        out.stdout.is_empty(),
+        "no scorecard: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 }
 
 /// Each team-written layout, with the cases that exercise what is special
@@ -212,22 +297,40 @@ async fn drill_runs_on_each_team_layout_without_touching_the_teams_repository_or
     let layouts: [(&str, &str, &[&str]); 4] = [
         ("ignored_db", "ref_typo,macro_typo", &[]),
         ("local_package", "missing_package,column_typo", &[]),
-        ("prod_warehouse", "source_typo,column_typo", &["--ci-target", "ci"]),
+        (
+            "prod_warehouse",
+            "source_typo,column_typo",
+            &["--ci-target", "ci"],
+        ),
         ("no_gitignore", "ref_typo", &[]),
     ];
-    let dbt = selfheal::demo::locate_dbt().await.expect("dbt (run scripts/setup-dbt)");
+    let dbt = selfheal::demo::locate_dbt()
+        .await
+        .expect("dbt (run scripts/setup-dbt)");
     for (layout, only, extra) in layouts {
         // Arrange: the team's repository and production after yesterday's good run.
         let dir = tempfile::tempdir().unwrap();
-        let world = World::create_layout(dir.path(), &dbt, layout).await.expect("world");
+        let world = World::create_layout(dir.path(), &dbt, layout)
+            .await
+            .expect("world");
         let run = world.scheduled_run("yesterday").await.unwrap();
-        assert!(run.passed, "{layout}: yesterday's run passes:\n{}", run.console);
+        assert!(
+            run.passed,
+            "{layout}: yesterday's run passes:\n{}",
+            run.console
+        );
         let production = world.production_checksums();
         let checkout = snapshot(&world.prod);
         let origin = snapshot(&world.origin);
 
         // Act
-        let mut args = vec!["--project", world.prod.to_str().unwrap(), "--json", "--only", only];
+        let mut args = vec![
+            "--project",
+            world.prod.to_str().unwrap(),
+            "--json",
+            "--only",
+            only,
+        ];
         if world.profiles_outside {
             args.extend(["--profiles-dir", world.profiles_dir.to_str().unwrap()]);
         }
@@ -244,13 +347,29 @@ async fn drill_runs_on_each_team_layout_without_touching_the_teams_repository_or
                 assert_eq!(c["outcome"], "fixed", "{layout} {name}: {c:#}");
             }
             assert_eq!(c["production_unchanged"], true, "{layout} {name}: {c:#}");
-            assert!(!c["production"].as_array().unwrap().is_empty(), "{layout} {name}: {c:#}");
+            assert!(
+                !c["production"].as_array().unwrap().is_empty(),
+                "{layout} {name}: {c:#}"
+            );
         }
         if layout == "local_package" {
-            assert_eq!(cases["missing_package"]["outcome"], "diagnosed", "{layout}: {card:#}");
+            assert_eq!(
+                cases["missing_package"]["outcome"], "diagnosed",
+                "{layout}: {card:#}"
+            );
         }
-        assert_eq!(world.production_checksums(), production, "{layout}: the team's production is byte-identical");
-        assert!(snapshot(&world.prod) == checkout, "{layout}: the team's checkout is untouched");
-        assert!(snapshot(&world.origin) == origin, "{layout}: the team's origin got no push");
+        assert_eq!(
+            world.production_checksums(),
+            production,
+            "{layout}: the team's production is byte-identical"
+        );
+        assert!(
+            snapshot(&world.prod) == checkout,
+            "{layout}: the team's checkout is untouched"
+        );
+        assert!(
+            snapshot(&world.origin) == origin,
+            "{layout}: the team's origin got no push"
+        );
     }
 }

@@ -222,6 +222,16 @@ echo '{"type":"result","status":"fixed","summary":"guessed stg_payments"}'
         fin.contains("did not pass `dbt build --select orders+`"),
         "{fin}"
     );
+    // The thread shows the failing node and the database's error, taken from
+    // the verification's own run_results.json, not dbt's closing chatter.
+    let thread = story.world.slack.thread(HEALING, &ts);
+    let failed = thread
+        .iter()
+        .find(|m| m.text.starts_with("❌ Verification failed"))
+        .unwrap_or_else(|| panic!("{thread:#?}"));
+    assert!(failed.text.contains("• `orders` (model): "), "{}", failed.text);
+    assert!(failed.text.contains("Error"), "{}", failed.text);
+    assert!(!failed.text.contains("Done. PASS="), "{}", failed.text);
     story.stop().await;
 }
 

@@ -351,3 +351,54 @@ async fn a_warehouse_with_only_production_is_verified_by_compiling_and_says_so()
     assert_eq!(files_changed(&bot.world.origin, "selfheal/hourly_marts/run-8201"), [BROKEN_FILE]);
     bot.stop().await;
 }
+
+#[tokio::test]
+async fn a_command_agent_that_builds_the_whole_project_builds_in_the_session_place_not_production() {
+    // Arrange: an agent that fixes the ref, then runs a plain `dbt build` of
+    // everything, as an agent checking its work would.
+    let bot = Bot::start("prod_warehouse", &ref_typo(), "8301", true, &[]).await;
+    let world = &bot.world;
+    let agents = world.prod.join(".dinoai/agents");
+    std::fs::create_dir_all(&agents).unwrap();
+    std::fs::write(
+        world.root.join("agent.sh"),
+        r#"sed -i "s/ref('stg_order')/ref('stg_orders')/" models/marts/customers.sql
+"$DBT" --no-use-colors build 2>&1 | grep -E "target=|Done\." 
+echo '{"type":"result","status":"fixed","summary":"customers referenced stg_order; it now refs stg_orders"}'
+"#,
+    )
+    .unwrap();
+    std::fs::write(
+        agents.join("builder.yml"),
+        format!(
+            "name: builder\nversion: 1\nrole: r\ngoal: g\nbackstory: b\nselfheal:\n  runner: command\n  command: [\"bash\", \"{}\"]\n  env:\n    DBT: \"{}\"\n",
+            world.root.join("agent.sh").display(),
+            world.dbt.display()
+        ),
+    )
+    .unwrap();
+    let schedules = world.prod.join("paradime_schedules.yml");
+    let text = std::fs::read_to_string(&schedules).unwrap();
+    std::fs::write(&schedules, text.replace("agent_name: dbt-doctor", "agent_name: builder")).unwrap();
+    let before = world.production_checksums();
+
+    // Act
+    let (_, ts) = world.notify_failure("hourly_marts", "8301").await;
+    let row = bot.session_end("8301").await;
+
+    // Assert: the agent's dbt built into the session's own target; production is untouched.
+    let store = Store::open(&world.root.join("selfheal.db")).unwrap();
+    let events: String = store
+        .events(row.id)
+        .unwrap()
+        .into_iter()
+        .map(|(_, text)| text)
+        .collect::<Vec<_>>()
+        .join("\n");
+    let thread = bot.final_thread(&ts).await;
+    assert_eq!(row.status, Status::Fixed, "{thread}\n{events}");
+    assert!(events.contains("target='selfheal_session'"), "{events}");
+    assert!(events.contains("Done. PASS="), "the agent's build ran: {events}");
+    assert_eq!(world.production_checksums(), before, "production is byte-identical");
+    bot.stop().await;
+}
