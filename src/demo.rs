@@ -683,7 +683,7 @@ async fn tell(breakage: &Breakage, root: &Path) -> Result<DemoOutcome> {
                 println!("What {} did: {summary}", session.agent);
             }
             println!(
-                "The production warehouse is byte-identical before and after the session (sha256):
+                "The production warehouse is byte-identical before and after the session (sha256):\n\
                  verification built in a throwaway copy; the fix reaches production only when people merge it."
             );
         }

@@ -32,6 +32,8 @@ pub struct FixOptions {
     pub schedule: String,
     /// How dbt runs, as `SELFHEAL_DBT*` configure it for the bot.
     pub dbt: FixDbt,
+    /// Where the session's messages go (default: standard output).
+    pub transcript: Option<Sink>,
 }
 
 /// The dbt settings of a `selfheal fix` session (the bot's `SELFHEAL_DBT*`).
@@ -134,9 +136,10 @@ pub async fn run_fix(opts: FixOptions, shutdown: CancellationToken) -> Result<St
         bail!("a fresh store cannot already hold this session");
     };
     let work_root = std::env::temp_dir().join(format!("selfheal-fix-{}", std::process::id()));
+    let sink = opts.transcript.clone().unwrap_or_else(Sink::terminal);
     let deps = Deps {
         store: store.clone(),
-        sink: Sink::terminal(),
+        sink: sink.clone(),
         redactor: Redactor::new(secrets),
         edit_interval: Duration::from_secs(1),
         prior_attempts: 0,
@@ -145,12 +148,12 @@ pub async fn run_fix(opts: FixOptions, shutdown: CancellationToken) -> Result<St
         controls: driver::Controls::default(),
         caps: driver::Caps::default(),
     };
-    println!(
-        "🦖 Healing run {run_id} of {} with {} (repository {})",
+    sink.say(&format!(
+        "🦖 Healing run {run_id} of {} with {} (repository {})\n",
         project.display(),
         agent.name,
         repo.display()
-    );
+    ));
     let start = Start {
         session_id: id,
         schedule: opts.schedule.clone(),

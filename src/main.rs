@@ -188,6 +188,7 @@ fn main() -> ExitCode {
                 agent,
                 schedule,
                 dbt,
+                transcript: None,
             };
             match selfheal::fix::run_fix(opts, shutdown).await {
                 Ok(status) => ExitCode::from(selfheal::fix::exit_code(status)),

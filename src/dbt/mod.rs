@@ -194,7 +194,7 @@ pub fn error_lines(output: &str, max: usize) -> String {
 }
 
 /// `12:01:02  Completed…` → `Completed…` (dbt prefixes console lines with a time).
-fn strip_timestamp(line: &str) -> &str {
+pub fn strip_timestamp(line: &str) -> &str {
     let b = line.as_bytes();
     if b.len() > 10 && b[2] == b':' && b[5] == b':' && b[..8].iter().all(|c| c.is_ascii_digit() || *c == b':') {
         // dbt separates the time from the text with two spaces; more is indentation.

@@ -12,7 +12,6 @@
 //! only read (the project folder and the DuckDB files its profile names are
 //! copied), and every dbt command runs with the drill's profiles dir.
 
-pub mod capture;
 pub mod faults;
 pub mod profile;
 pub mod score;
@@ -28,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::DBT_DOCTOR;
 use crate::fix::{run_fix, FixDbt, FixOptions};
+use crate::session::sink::Sink;
 use crate::store::Status;
 use faults::{Case, Facts, Fault};
 use score::{CaseResult, Outcome, Proposal, Scorecard};
@@ -228,28 +228,29 @@ async fn run_case(
     let transcript = case_dir.join("session.txt");
     let before = stage.checksums()?;
     let heal_started = Instant::now();
-    let status = {
-        let _to_file = capture::StdoutTo::file(&transcript)?;
-        let fix = FixOptions {
-            project: stage.project.clone(),
-            run: stage.run_logs.join(run_id),
-            agent: Some(agent.to_string()),
-            schedule: SCHEDULE.to_string(),
-            dbt: FixDbt {
-                exe: opts.dbt.clone(),
-                profiles_dir: Some(stage.profiles_dir.clone()),
-                ci_target: opts.ci_target.clone(),
-                prod_target: None,
-                state_dir: None,
-                timeout: opts.timeout,
-            },
-        };
-        match run_fix(fix, shutdown.child_token()).await {
-            Ok(status) => status,
-            Err(e) => {
-                println!("selfheal fix: {e:#}");
-                Status::Failed
-            }
+    let file = std::fs::File::create(&transcript)
+        .with_context(|| format!("creating {}", transcript.display()))?;
+    let sink = Sink::writer(Box::new(file));
+    let fix = FixOptions {
+        project: stage.project.clone(),
+        run: stage.run_logs.join(run_id),
+        agent: Some(agent.to_string()),
+        schedule: SCHEDULE.to_string(),
+        dbt: FixDbt {
+            exe: opts.dbt.clone(),
+            profiles_dir: Some(stage.profiles_dir.clone()),
+            ci_target: opts.ci_target.clone(),
+            prod_target: None,
+            state_dir: None,
+            timeout: opts.timeout,
+        },
+        transcript: Some(sink.clone()),
+    };
+    let status = match run_fix(fix, shutdown.child_token()).await {
+        Ok(status) => status,
+        Err(e) => {
+            sink.say(&format!("selfheal fix: {e:#}\n"));
+            Status::Failed
         }
     };
     result.heal_secs = heal_started.elapsed().as_secs_f64();

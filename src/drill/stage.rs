@@ -773,3 +773,113 @@ async fn commit(dir: &Path, message: &str) -> Result<()> {
     args.extend(["commit", "-q", "-m", message]);
     git(dir, &args).await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checksums_are_sha256_in_hex() {
+        assert_eq!(
+            sha256(&b"abc"[..]).unwrap(),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        let big = vec![b'a'; 200_000];
+        assert_eq!(
+            sha256(&big[..]).unwrap(),
+            sha256(std::io::Cursor::new(big.clone())).unwrap(),
+            "read in blocks"
+        );
+    }
+
+    #[test]
+    fn the_copy_leaves_out_build_output_databases_and_what_it_is_told() {
+        let team = tempfile::tempdir().unwrap();
+        let copy = tempfile::tempdir().unwrap();
+        for file in [
+            "dbt_project.yml",
+            "models/a.sql",
+            "target/manifest.json",
+            "build_out/run_results.json",
+            "logs/dbt.log",
+            "dbt_packages/p/dbt_project.yml",
+            "prod.duckdb",
+            "data/prod.duckdb.wal",
+            "data/keep.csv",
+            ".git/HEAD",
+            ".venv/bin/dbt",
+        ] {
+            let path = team.path().join(file);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, "x").unwrap();
+        }
+        let skip = [
+            PathBuf::from("build_out"),
+            PathBuf::from("logs"),
+            PathBuf::from("dbt_packages"),
+        ];
+        copy_project(team.path(), copy.path(), Path::new(""), &skip).unwrap();
+        let mut copied: Vec<String> = vec![];
+        let mut stack = vec![copy.path().to_path_buf()];
+        while let Some(dir) = stack.pop() {
+            for entry in std::fs::read_dir(dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    stack.push(path);
+                } else {
+                    copied.push(
+                        path.strip_prefix(copy.path())
+                            .unwrap()
+                            .display()
+                            .to_string(),
+                    );
+                }
+            }
+        }
+        copied.sort();
+        // `target` is not in `skip` here: only what dbt_project.yml names is left out.
+        assert_eq!(
+            copied,
+            [
+                "data/keep.csv",
+                "dbt_project.yml",
+                "models/a.sql",
+                "target/manifest.json"
+            ]
+        );
+    }
+
+    #[test]
+    fn only_local_packages_outside_the_project_are_pinned() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("packages.yml");
+        std::fs::write(
+            &file,
+            "packages:\n  - local: packages/inside\n  - local: \"../shared\"\n  - package: dbt-labs/dbt_utils\n",
+        )
+        .unwrap();
+        pin_outside_local_packages(&file, Path::new("/team/shop")).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&file).unwrap(),
+            "packages:\n  - local: packages/inside\n  - local: \"/team/shop/../shared\"\n  - package: dbt-labs/dbt_utils\n"
+        );
+    }
+
+    #[test]
+    fn checksums_pair_up_by_file_and_ignore_files_absent_throughout() {
+        let before = [
+            ("a.duckdb".to_string(), "1".to_string()),
+            ("a.duckdb.wal".to_string(), "absent".to_string()),
+        ];
+        let after = [
+            ("a.duckdb".to_string(), "2".to_string()),
+            ("a.duckdb.wal".to_string(), "absent".to_string()),
+        ];
+        let checks = compare(&before, &after);
+        assert_eq!(checks.len(), 1);
+        assert_eq!(
+            (checks[0].before.as_str(), checks[0].after.as_str()),
+            ("1", "2")
+        );
+    }
+}

@@ -961,9 +961,11 @@ impl Session<'_> {
             iso.state.as_deref(),
         );
         let shown = format!("dbt {}", shown_args(&args));
-        self.milestone(format!("🔎 Verifying the change with `{shown}` (the session {place})"))
+        self.milestone(format!("🔎 Verifying the change with `{shown}`: the session {place}"))
             .await?;
+        let t0 = std::time::Instant::now();
         let verified = self.dbt().run(&project, &args).await;
+        let took = t0.elapsed().as_secs_f64();
         let (passed, output) = match verified {
             Ok(run) => (run.success, self.deps.redactor.redact(&run.output)),
             Err(e) => (false, self.deps.redactor.redact(&format!("{e:#}"))),
@@ -990,10 +992,13 @@ impl Session<'_> {
         }
         let tail = summary_line(&output);
         match built {
-            true => self.milestone(format!("✅ Verification passed: `{shown}`")).await?,
+            true => {
+                self.milestone(format!("✅ Verification passed: `{shown}` ({took:.1}s)"))
+                    .await?
+            }
             false => self
                 .milestone(format!(
-                    "✅ Compiles: `{shown}` — nothing was built or tested ({})",
+                    "✅ Compiles: `{shown}` ({took:.1}s) — nothing was built or tested ({})",
                     isolate::FULL_VERIFICATION_HINT
                 ))
                 .await?,
@@ -1179,7 +1184,7 @@ fn summary_line(output: &str) -> String {
         .lines()
         .rev()
         .find(|l| l.contains("Done.") || l.contains("Completed successfully"))
-        .map(|l| l.trim().to_string())
+        .map(|l| crate::dbt::strip_timestamp(l).trim().to_string())
         .unwrap_or_else(|| crate::dbt::tail_lines(output, 4))
 }
 

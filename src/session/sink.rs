@@ -1,9 +1,9 @@
 //! Where a session's messages go: a Slack thread, or the terminal for
-//! `selfheal fix`.
+//! `selfheal fix` (or a file, for each case of `selfheal drill`).
 
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use serde_json::Value;
 
@@ -14,12 +14,44 @@ pub enum Sink {
     Slack(SlackWeb),
     /// Prints messages and agent output; edits of the progress message are
     /// skipped because every line was already printed as it came.
-    Terminal(Arc<AtomicU64>),
+    Terminal(Arc<Terminal>),
+}
+
+impl std::fmt::Debug for Sink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Sink::Slack(_) => "Sink::Slack",
+            Sink::Terminal(_) => "Sink::Terminal",
+        })
+    }
+}
+
+/// A terminal-like transcript: standard output, or a file.
+pub struct Terminal {
+    /// Numbers the messages, as Slack's `ts` would.
+    posted: AtomicU64,
+    out: Mutex<Box<dyn Write + Send>>,
 }
 
 impl Sink {
+    /// Messages printed on standard output.
     pub fn terminal() -> Sink {
-        Sink::Terminal(Arc::new(AtomicU64::new(0)))
+        Sink::writer(Box::new(std::io::stdout()))
+    }
+
+    /// Messages written to `out` as they would be printed.
+    pub fn writer(out: Box<dyn Write + Send>) -> Sink {
+        Sink::Terminal(Arc::new(Terminal {
+            posted: AtomicU64::new(0),
+            out: Mutex::new(out),
+        }))
+    }
+
+    /// Prints `text` as it is (the session's own preamble).
+    pub fn say(&self, text: &str) {
+        if let Sink::Terminal(t) = self {
+            t.say(text);
+        }
     }
 
     pub async fn post(
@@ -31,9 +63,9 @@ impl Sink {
     ) -> Result<Posted, SlackError> {
         match self {
             Sink::Slack(web) => web.post(channel, thread_ts, text, blocks).await,
-            Sink::Terminal(counter) => {
-                let n = counter.fetch_add(1, Ordering::Relaxed);
-                say(&format!("\n{}\n", plain(text)));
+            Sink::Terminal(t) => {
+                let n = t.posted.fetch_add(1, Ordering::Relaxed);
+                t.say(&format!("\n{}\n", plain(text)));
                 Ok(Posted {
                     channel: channel.to_string(),
                     ts: format!("{n}.000000"),
@@ -65,19 +97,22 @@ impl Sink {
     /// A line of agent output (already redacted): shown live in the terminal;
     /// in Slack it reaches the thread through progress edits instead.
     pub fn line(&self, kind: &str, text: &str) {
-        if let Sink::Terminal(_) = self {
+        if let Sink::Terminal(t) = self {
             let mark = if kind == "stderr" { "!" } else { "│" };
             for line in text.lines() {
-                say(&format!("  {mark} {line}\n"));
+                t.say(&format!("  {mark} {line}\n"));
             }
         }
     }
 }
 
-fn say(text: &str) {
-    let mut out = std::io::stdout().lock();
-    let _ = out.write_all(text.as_bytes());
-    let _ = out.flush();
+impl Terminal {
+    fn say(&self, text: &str) {
+        let mut out = self.out.lock().unwrap_or_else(|p| p.into_inner());
+        // A transcript that cannot be written must not stop the session.
+        let _ = out.write_all(text.as_bytes());
+        let _ = out.flush();
+    }
 }
 
 /// Slack mrkdwn as plain terminal text: entities decoded, links shown as
