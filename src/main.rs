@@ -27,9 +27,14 @@ enum Command {
         /// Keep the demo's folder (project, warehouse, database) and print its path.
         #[arg(long)]
         keep: bool,
-        /// The breakage to push: a case of tests/fixtures/dbt (e.g. not_null_failure).
+        /// The breakage to push, one of: accepted_values_failure, column_typo,
+        /// macro_typo, missing_package, not_null_failure, ref_ambiguous,
+        /// ref_typo, source_typo, syntax_error, yaml_error (`--list` says what each breaks).
         #[arg(long, default_value = "ref_typo")]
         case: String,
+        /// List the cases and what each breaks, then exit.
+        #[arg(long)]
+        list: bool,
     },
     /// Heal one failed run in the terminal, without Slack: the verified fix is
     /// left on a selfheal/... branch of the project's repository.
@@ -129,7 +134,21 @@ fn main() -> ExitCode {
         .init();
 
     // The demo brings its own world and needs no configuration.
-    if let Command::Demo { keep, case } = cli.command {
+    if let Command::Demo { keep, case, list } = cli.command {
+        if list {
+            return match selfheal::demo::cases() {
+                Ok(cases) => {
+                    for (name, b) in cases {
+                        println!("{name:<24} {}", b.description);
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("selfheal demo: {e:#}");
+                    ExitCode::from(2)
+                }
+            };
+        }
         return block_on(async {
             match selfheal::demo::run_demo(selfheal::demo::DemoOptions { keep, case }).await {
                 Ok(_) => ExitCode::SUCCESS,

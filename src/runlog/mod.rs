@@ -128,7 +128,8 @@ impl Source {
                 let artifacts = read_dir_artifacts(&dir)
                     .with_context(|| format!("reading the run log in {}", dir.display()))?;
                 let mut log = parse(run_id, &artifacts);
-                log.origin = format!("dir:{}", dir.display());
+                // No machine path: the origin is shown in Slack.
+                log.origin = format!("run-log folder {run_id}");
                 Ok(log)
             }
         }

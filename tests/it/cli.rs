@@ -225,3 +225,18 @@ fn check_says_where_verification_builds_and_the_setting_that_turns_on_building()
         );
     }
 }
+
+#[test]
+fn demo_lists_its_cases_and_its_help_names_every_one() {
+    let list = selfheal().args(["demo", "--list"]).output().unwrap();
+    let help = selfheal().args(["demo", "--help"]).output().unwrap();
+
+    let list = String::from_utf8_lossy(&list.stdout);
+    let help = String::from_utf8_lossy(&help.stdout);
+    let cases = selfheal::demo::cases().unwrap();
+    assert_eq!(list.lines().count(), cases.len(), "{list}");
+    for (name, breakage) in cases {
+        assert!(list.contains(&format!("{name:<24} {}", breakage.description)), "{list}");
+        assert!(help.contains(&name), "--help names {name}: {help}");
+    }
+}

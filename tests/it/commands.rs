@@ -66,8 +66,10 @@ async fn demo_tells_the_story_from_broken_commit_to_passing_pull_request() {
         "🦖 Self-healing started in #agent-demo",
         "selfheal: fix orders in hourly_marts (run 48213)",
         "selfheal/hourly_marts/run-48213 → main",
-        "runs `dbt build` against the warehouse: it passes.",
+        "runs `dbt build` against a copy of the warehouse: it passes.",
         "From the failure notification to the pull request link in the thread:",
+        "the session builds in a throwaway copy of production's DuckDB",
+        "The production warehouse is byte-identical before and after the session (sha256)",
     ] {
         assert!(
             stdout.contains(expected),
