@@ -422,38 +422,59 @@ fn unspecified_runner(agent: &AgentDef) -> String {
 /// `SELFHEAL_LLM_API_KEY_ENV` (the name of the variable holding the key;
 /// default `OPENAI_API_KEY`), `SELFHEAL_LLM_MAX_TURNS` (30),
 /// `SELFHEAL_LLM_MAX_TOKENS` (200000), `SELFHEAL_LLM_TIMEOUT_SECS` (1200).
+/// `SELFHEAL_LLM_CONTEXT_TOKENS` (default 32768) is the context window of
+/// every `llm` agent that sets no `context_tokens` of its own, with or
+/// without a `selfheal:` section.
 fn with_llm_default(
     mut agents: BTreeMap<String, AgentDef>,
     get: &impl Fn(&str) -> Option<String>,
 ) -> Result<BTreeMap<String, AgentDef>, ConfigError> {
-    let (Some(base_url), Some(model)) = (get("SELFHEAL_LLM_BASE_URL"), get("SELFHEAL_LLM_MODEL"))
-    else {
-        return Ok(agents);
+    let context = match get("SELFHEAL_LLM_CONTEXT_TOKENS") {
+        None => None,
+        Some(v) => match v.trim().parse::<u64>() {
+            Ok(n) if n >= 1024 => Some(n),
+            _ => {
+                return Err(ConfigError::Env {
+                    var: "SELFHEAL_LLM_CONTEXT_TOKENS".into(),
+                    message: format!(
+                        "must be a whole number of tokens, at least 1024 (the model's context window), got {v:?}"
+                    ),
+                })
+            }
+        },
     };
-    if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
-        return Err(ConfigError::Env {
-            var: "SELFHEAL_LLM_BASE_URL".into(),
-            message: format!("must be an http(s) URL, got {base_url:?}"),
-        });
+    if let (Some(base_url), Some(model)) = (get("SELFHEAL_LLM_BASE_URL"), get("SELFHEAL_LLM_MODEL"))
+    {
+        if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
+            return Err(ConfigError::Env {
+                var: "SELFHEAL_LLM_BASE_URL".into(),
+                message: format!("must be an http(s) URL, got {base_url:?}"),
+            });
+        }
+        let mut settings = crate::agent::llm::LlmSettings::new(base_url, model);
+        settings.api_key_env =
+            Some(get("SELFHEAL_LLM_API_KEY_ENV").unwrap_or_else(|| "OPENAI_API_KEY".into()));
+        settings.max_turns =
+            number(get("SELFHEAL_LLM_MAX_TURNS"), "SELFHEAL_LLM_MAX_TURNS", 30)? as u32;
+        settings.max_tokens = number(
+            get("SELFHEAL_LLM_MAX_TOKENS"),
+            "SELFHEAL_LLM_MAX_TOKENS",
+            200_000,
+        )?;
+        settings.timeout = Duration::from_secs(number(
+            get("SELFHEAL_LLM_TIMEOUT_SECS"),
+            "SELFHEAL_LLM_TIMEOUT_SECS",
+            1200,
+        )?);
+        for agent in agents.values_mut() {
+            if agent.runner == Runner::Unspecified {
+                agent.runner = Runner::Llm(settings.clone());
+            }
+        }
     }
-    let mut settings = crate::agent::llm::LlmSettings::new(base_url, model);
-    settings.api_key_env =
-        Some(get("SELFHEAL_LLM_API_KEY_ENV").unwrap_or_else(|| "OPENAI_API_KEY".into()));
-    settings.max_turns =
-        number(get("SELFHEAL_LLM_MAX_TURNS"), "SELFHEAL_LLM_MAX_TURNS", 30)? as u32;
-    settings.max_tokens = number(
-        get("SELFHEAL_LLM_MAX_TOKENS"),
-        "SELFHEAL_LLM_MAX_TOKENS",
-        200_000,
-    )?;
-    settings.timeout = Duration::from_secs(number(
-        get("SELFHEAL_LLM_TIMEOUT_SECS"),
-        "SELFHEAL_LLM_TIMEOUT_SECS",
-        1200,
-    )?);
     for agent in agents.values_mut() {
-        if agent.runner == Runner::Unspecified {
-            agent.runner = Runner::Llm(settings.clone());
+        if let Runner::Llm(s) = &mut agent.runner {
+            s.context_tokens = s.context_tokens.or(context);
         }
     }
     Ok(agents)
