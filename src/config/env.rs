@@ -787,6 +787,52 @@ schedules:
     }
 
     #[test]
+    fn the_context_window_default_reaches_every_llm_agent_without_its_own() {
+        let llm = |extra: &str| {
+            format!(
+                "name: bolt-pipeline-healer\nversion: 1\nrole: r\ngoal: g\nbackstory: b\n{extra}"
+            )
+        };
+        let own =
+            "selfheal: {runner: llm, base_url: 'http://h/v1', model: m, context_tokens: 4096}\n";
+        let file = "selfheal: {runner: llm, base_url: 'http://h/v1', model: m}\n";
+        let env_default = [
+            ("SELFHEAL_LLM_BASE_URL", "http://h/v1"),
+            ("SELFHEAL_LLM_MODEL", "m"),
+        ];
+        let cases: &[(String, &[(&str, &str)], Option<&str>, Option<u64>)] = &[
+            // (agent file, extra environment, SELFHEAL_LLM_CONTEXT_TOKENS, window in force)
+            (llm(own), &[], Some("16384"), Some(4096)),
+            (llm(file), &[], Some("16384"), Some(16384)),
+            (llm(file), &[], None, None),
+            (llm(""), &env_default, Some("8192"), Some(8192)),
+        ];
+        for (agent, extra, context, want) in cases {
+            let dir = project(SCHEDULES, agent);
+            let mut v = vars(dir.path(), extra);
+            // An llm agent edits a repository.
+            v.insert("SELFHEAL_REPO".into(), dir.path().display().to_string());
+            if let Some(c) = context {
+                v.insert("SELFHEAL_LLM_CONTEXT_TOKENS".into(), (*c).into());
+            }
+            let config = load(&v).expect("loads");
+            let Runner::Llm(s) = &config.agents["bolt-pipeline-healer"].runner else {
+                panic!("an llm agent: {agent}")
+            };
+            assert_eq!(s.context_tokens, *want, "{agent} {context:?}");
+        }
+        let dir = project(SCHEDULES, &llm(file));
+        let mut v = vars(dir.path(), &[]);
+        v.insert("SELFHEAL_REPO".into(), dir.path().display().to_string());
+        v.insert("SELFHEAL_LLM_CONTEXT_TOKENS".into(), "lots".into());
+        let err = load(&v).unwrap_err().to_string();
+        assert!(
+            err.contains("SELFHEAL_LLM_CONTEXT_TOKENS") && err.contains("at least 1024"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn every_setting_can_be_overridden() {
         let dir = project(SCHEDULES, AGENT);
         let file = dir.path().join("paradime_schedules.yml");

@@ -181,9 +181,10 @@ impl LlmSettings {
     }
 }
 
-/// A cost for people: `$0.0042`, `$1.25`.
+/// A cost for people: `$0.0042`, `$0.0114`, `$1.25` (cents alone would
+/// round most sessions to nothing).
 pub fn usd(x: f64) -> String {
-    if x > 0.0 && x < 0.01 {
+    if x < 1.0 {
         format!("${x:.4}")
     } else {
         format!("${x:.2}")
