@@ -13,4 +13,5 @@ mod heal;
 mod healing;
 mod helpers;
 mod ignoring;
+mod llm;
 mod resilience;
