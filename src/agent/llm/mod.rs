@@ -579,6 +579,16 @@ impl Session {
                         .push(json!({"role": "user", "content": prompt::CUT_AT_LENGTH}));
                     continue;
                 }
+                // Small models echo the request to finish back as their
+                // answer: that is no answer, and not the model's words.
+                let text = text.replace(prompt::CUT_AT_LENGTH, "");
+                let text = match (text.trim().is_empty(), self.findings.last()) {
+                    (true, Some(last)) => format!(
+                        "The model gave no final answer; its last findings: {}",
+                        ellipsis(last, 1500)
+                    ),
+                    _ => text,
+                };
                 let (claim, said) = finish::plain(&text);
                 return self.conclude(claim, said).await;
             }

@@ -1045,6 +1045,21 @@ async fn a_reply_cut_at_its_length_limit_gets_one_request_to_finish() {
     let (outcome, summary) = result(&events);
     assert_eq!(outcome, Outcome::NoFix);
     assert!(summary.starts_with("Still going on and on"), "{summary}");
+
+    // SmolLM2 on llama.cpp answered the request with the request itself.
+    let w = world("").await;
+    w.fake.script(vec![
+        cut("The ref stg_order looks wrong"),
+        Scripted::answer(prompt::CUT_AT_LENGTH),
+    ]);
+    let (outcome, summary) = result(&w.run(w.settings(), w.task(ToolPolicy::All, no_dbt())).await);
+    assert_eq!(outcome, Outcome::NoFix);
+    assert!(
+        summary.starts_with(
+            "The model gave no final answer; its last findings: The ref stg_order looks wrong"
+        ),
+        "{summary}"
+    );
 }
 
 #[tokio::test]
