@@ -283,7 +283,9 @@ fn each_servers_documented_reply_is_read_into_one_shape() {
 
 #[test]
 fn calls_written_as_text_are_read_in_each_models_format() {
-    let cases: &[(&str, &str, Option<&str>, &[(&str, &str)])] = &[
+    /// (model family, content, text left, calls)
+    type Case<'a> = (&'a str, &'a str, Option<&'a str>, &'a [(&'a str, &'a str)]);
+    let cases: &[Case] = &[
         // (model family, content, text left, calls)
         ("hermes", "<tool_call>\n{\"name\": \"read_file\", \"arguments\": {\"path\": \"models/a.sql\"}}\n</tool_call>", None, &[("read_file", READ)]),
         ("hermes, two blocks", "<tool_call>{\"name\":\"read_file\",\"arguments\":{\"path\":\"models/a.sql\"}}</tool_call>\n<tool_call>{\"name\":\"ripgrep_search\",\"arguments\":{\"pattern\":\"x\"}}</tool_call>", None,
@@ -363,7 +365,9 @@ fn call_ids_are_made_present_and_unique_across_the_session() {
 
 #[test]
 fn refused_parameters_are_read_from_each_servers_error() {
-    let cases: &[(&str, u16, &str, Option<&str>, Option<Param>)] = &[
+    /// (server, status, message, `error.param`, the parameter refused)
+    type Case<'a> = (&'a str, u16, &'a str, Option<&'a str>, Option<Param>);
+    let cases: &[Case] = &[
         ("openai o-series", 400, "Unsupported parameter: 'temperature' is not supported with this model.", Some("temperature"), Some(Param::Temperature)),
         ("openai max_tokens", 400, "Unsupported parameter: 'max_tokens' is not supported with this model. Use 'max_completion_tokens' instead.", Some("max_tokens"), Some(Param::MaxTokens)),
         ("azure", 400, "Unrecognized request argument supplied: stream", None, Some(Param::Stream)),
