@@ -110,13 +110,16 @@ pub fn render(
             .cost_usd
             .map(|c| format!(" · {}", usd(c)))
             .unwrap_or_default();
+        let status = match x.status {
+            0 => "no answer".to_string(),
+            n => n.to_string(),
+        };
         let _ = writeln!(
             out,
-            "\n--- request {} (after {} replies) at {} → {}{tokens}{cost}",
+            "\n--- request {} (after {} replies) at {} → {status}{tokens}{cost}",
             i + 1,
             x.turn,
             e.at.format("%H:%M:%S"),
-            x.status
         );
         let request: Value = serde_json::from_str(&x.request).unwrap_or(Value::Null);
         let params: Vec<String> = ["temperature", "tool_choice", "max_tokens", "stream"]
@@ -156,6 +159,10 @@ pub fn render(
                     cut(c["function"]["arguments"].as_str().unwrap_or(""))
                 );
             }
+        }
+        if x.status == 0 {
+            let _ = writeln!(out, "  < no answer: {}", indent(&cut(&x.response)));
+            continue;
         }
         if x.status != 200 {
             let _ = writeln!(out, "  < refused: {}", indent(&cut(&x.response)));
@@ -256,6 +263,22 @@ mod tests {
             })
             .unwrap();
         store
+            .add_exchange(
+                id,
+                &Exchange {
+                    turn: 1,
+                    request:
+                        serde_json::json!({"model": "m", "earlier_messages": 4, "messages": []})
+                            .to_string(),
+                    status: 0,
+                    response: "no answer before the wall-clock budget ran out".into(),
+                    prompt_tokens: None,
+                    completion_tokens: None,
+                    cost_usd: None,
+                },
+            )
+            .unwrap();
+        store
             .finish(
                 id,
                 Status::NoFix,
@@ -270,7 +293,10 @@ mod tests {
             "Status: no_fix",
             "== prompt ==\nReview the run log and fix run_id 48213",
             "(run log: 90000 bytes, stored; not printed)",
-            "== model: 2 requests, 1000 tokens in, 30 tokens out, $0.0028 ==",
+            "--- request 3 (after 1 replies)",
+            "→ no answer",
+            "< no answer: no answer before the wall-clock budget ran out",
+            "== model: 3 requests, 1000 tokens in, 30 tokens out, $0.0028 ==",
             "--- request 1 (after 0 replies)",
             "→ 200 · 1000 in / 30 out · $0.0028",
             "params: temperature=0.2",

@@ -266,6 +266,7 @@ const LLM_KEYS: &[&str] = &[
     "timeout",
     "temperature",
     "context_tokens",
+    "max_reply_tokens",
     "input_price",
     "output_price",
     "max_cost",
@@ -386,6 +387,9 @@ fn parse_llm(src: Source, node: &Node) -> Result<LlmSettings, ConfigError> {
             ));
         }
         settings.context_tokens = Some(n);
+    }
+    if let Some(n) = positive("max_reply_tokens")? {
+        settings.max_reply_tokens = Some(n);
     }
     // Prices (USD per million tokens) and the cost budget (USD).
     let usd = |key: &str| -> Result<Option<f64>, ConfigError> {
@@ -565,7 +569,7 @@ selfheal:
         let full = format!(
             "{base}selfheal:\n  runner: llm\n  base_url: http://localhost:11434/v1\n  model: llama3.1\n  \
              api_key_env: OPENAI_API_KEY\n  max_turns: 12\n  max_tokens: 50000\n  timeout: 5m\n  temperature: 0\n  \
-             context_tokens: 8192\n  input_price: 2.5\n  output_price: 10\n  max_cost: 0.5\n"
+             context_tokens: 8192\n  max_reply_tokens: 512\n  input_price: 2.5\n  output_price: 10\n  max_cost: 0.5\n"
         );
         let minimal = format!("{base}selfheal: {{runner: llm, base_url: 'https://api.openai.com/v1', model: gpt-4.1}}\n");
         let mut expected_full = LlmSettings::new("http://localhost:11434/v1", "llama3.1");
@@ -575,6 +579,7 @@ selfheal:
         expected_full.timeout = Duration::from_secs(300);
         expected_full.temperature = Some(0.0);
         expected_full.context_tokens = Some(8192);
+        expected_full.max_reply_tokens = Some(512);
         expected_full.input_price = Some(2.5);
         expected_full.output_price = Some(10.0);
         expected_full.max_cost = Some(0.5);

@@ -800,7 +800,12 @@ schedules:
             ("SELFHEAL_LLM_BASE_URL", "http://h/v1"),
             ("SELFHEAL_LLM_MODEL", "m"),
         ];
-        type Case<'a> = (String, &'a [(&'a str, &'a str)], Option<&'a str>, Option<u64>);
+        type Case<'a> = (
+            String,
+            &'a [(&'a str, &'a str)],
+            Option<&'a str>,
+            Option<u64>,
+        );
         let cases: &[Case] = &[
             // (agent file, extra environment, SELFHEAL_LLM_CONTEXT_TOKENS, window in force)
             (llm(own), &[], Some("16384"), Some(4096)),

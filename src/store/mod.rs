@@ -156,7 +156,8 @@ pub struct Exchange {
     /// The request body, with only the messages new since the previous
     /// exchange (the earlier ones are in earlier rows).
     pub request: String,
-    /// The HTTP status (200, or the final refusal).
+    /// The HTTP status (200, or the final refusal); 0 when no answer came
+    /// (the wall clock ran out, or every retry failed).
     pub status: u16,
     /// The response body, or the server's error message.
     pub response: String,

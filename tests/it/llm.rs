@@ -357,16 +357,16 @@ async fn a_real_tiny_model_on_llama_cpp_runs_a_session_to_a_clear_end_within_its
     // survives whatever the model answers, and ends within its budgets with
     // an outcome the thread and SQLite both tell.
     let server = LlamaServer::start().await;
-    // The server's own window; a wall clock that bounds the story on a busy
-    // 2-core machine (the model writes 10 to 80 tokens/s there).
-    let budget = "  max_turns: 4\n  max_tokens: 60000\n  timeout: 3m\n  context_tokens: 8192\n  temperature: 0\n\
-                  \x20 input_price: 0.1\n  output_price: 0.1\n";
+    // The server's own window, and short replies: on a busy 2-core machine
+    // the model writes 10 to 80 tokens/s, so a reply's length is its time.
+    let budget = "  max_turns: 4\n  max_tokens: 60000\n  timeout: 4m\n  context_tokens: 8192\n  \
+                  max_reply_tokens: 256\n  temperature: 0\n  input_price: 0.1\n  output_price: 0.1\n";
     let story = Story::start("900", &server.base_url, "smollm2-135m", budget).await;
 
     // Act
     let started = Instant::now();
     let (_, ts) = story.world.notify_failure("hourly_marts", "900").await;
-    let row = story.session_end("900", Duration::from_secs(5 * 60)).await;
+    let row = story.session_end("900", Duration::from_secs(6 * 60)).await;
     let took = started.elapsed();
 
     // Assert: a clear outcome, and nothing unverified proposed.
@@ -389,8 +389,8 @@ async fn a_real_tiny_model_on_llama_cpp_runs_a_session_to_a_clear_end_within_its
         .iter()
         .filter(|e| e.exchange.status == 200)
         .count();
-    assert!(replies <= 4, "{replies} replies");
-    assert!(took < Duration::from_secs(5 * 60));
+    assert!((1..=4).contains(&replies), "{replies} replies");
+    assert!(took < Duration::from_secs(6 * 60));
     // The real wire format: llama.cpp's own answers, read by the runner.
     let mut speeds = Vec::new();
     for e in exchanges.iter().filter(|e| e.exchange.status == 200) {

@@ -32,6 +32,8 @@ pub struct Window {
     /// Bytes of request per prompt token; starts at 3 (JSON and code run
     /// denser than prose) and follows the server's counts.
     pub bytes_per_token: f64,
+    /// The agent's own cap on one reply (`max_reply_tokens`), if any.
+    pub reply_cap: Option<u64>,
 }
 
 impl Window {
@@ -39,12 +41,25 @@ impl Window {
         Window {
             context_tokens: context_tokens.max(1024),
             bytes_per_token: 3.0,
+            reply_cap: None,
         }
     }
 
-    /// The most one reply may take: a quarter of the window, at most 4,096.
+    /// A window whose replies are capped at `cap` tokens (slow local models:
+    /// a reply's length is its time).
+    pub fn with_reply_cap(self, cap: Option<u64>) -> Window {
+        Window {
+            reply_cap: cap,
+            ..self
+        }
+    }
+
+    /// The most one reply may take: the agent's cap, else a quarter of the
+    /// window, at most 4,096; never more than half the window.
     pub fn reply_tokens(&self) -> u64 {
-        (self.context_tokens / 4).clamp(256, 4096)
+        self.reply_cap
+            .unwrap_or((self.context_tokens / 4).clamp(256, 4096))
+            .clamp(16, self.context_tokens / 2)
     }
 
     /// The most a request may take: the window less the reply and a margin
@@ -200,6 +215,12 @@ mod tests {
                 "{context}"
             );
         }
+        let capped = Window::new(8192).with_reply_cap(Some(256));
+        assert_eq!((capped.reply_tokens(), capped.prompt_budget()), (256, 7527));
+        assert_eq!(
+            Window::new(2048).with_reply_cap(Some(9999)).reply_tokens(),
+            1024
+        );
         let mut w = Window::new(8192);
         w.calibrate(40_000, 10_000);
         assert_eq!(w.bytes_per_token, 4.0);

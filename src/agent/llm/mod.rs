@@ -84,6 +84,9 @@ pub struct LlmSettings {
     /// The model's context window in tokens; None: `SELFHEAL_LLM_CONTEXT_TOKENS`,
     /// else [`context::DEFAULT_CONTEXT_TOKENS`]. The conversation is kept inside it.
     pub context_tokens: Option<u64>,
+    /// The most one reply may take, in tokens (sent as `max_tokens`); None:
+    /// a quarter of the window, at most 4,096.
+    pub max_reply_tokens: Option<u64>,
     /// USD per million prompt (input) tokens; with `output_price`, the cost
     /// of a session is counted and shown.
     pub input_price: Option<f64>,
@@ -110,6 +113,7 @@ impl std::fmt::Debug for LlmSettings {
             .field("timeout", &self.timeout)
             .field("temperature", &self.temperature)
             .field("context_tokens", &self.context_tokens)
+            .field("max_reply_tokens", &self.max_reply_tokens)
             .field("input_price", &self.input_price)
             .field("output_price", &self.output_price)
             .field("max_cost", &self.max_cost)
@@ -133,6 +137,7 @@ impl LlmSettings {
             timeout: Self::DEFAULT_TIMEOUT,
             temperature: None,
             context_tokens: None,
+            max_reply_tokens: None,
             input_price: None,
             output_price: None,
             max_cost: None,
@@ -416,7 +421,8 @@ impl Session {
         let raw_log = task.run_log.as_ref().map(|l| l.raw.clone());
         let tools = Toolbox::new(sandbox, raw_log, task.open_prs, task.tools, task.dbt);
         let offered = tools.offered();
-        let window = Window::new(settings.context_window());
+        let window =
+            Window::new(settings.context_window()).with_reply_cap(settings.max_reply_tokens);
         let system = prompt::system_prompt(
             &task.system,
             &prompt::Rules {
@@ -553,8 +559,20 @@ impl Session {
                         })
                         .await;
                 }
-                Err(ChatError::Deadline) => return self.out_of_budget(Budget::WallClock).await,
-                Err(e) => return self.endpoint_failed(e).await,
+                Err(ChatError::Deadline) => {
+                    // Kept in the transcript too: what was asked, unanswered.
+                    self.record(
+                        &body,
+                        0,
+                        "no answer before the wall-clock budget ran out",
+                        None,
+                    );
+                    return self.out_of_budget(Budget::WallClock).await;
+                }
+                Err(e) => {
+                    self.record(&body, 0, &e.to_string(), None);
+                    return self.endpoint_failed(e).await;
+                }
             };
             let mut reply = answer.reply;
             self.count(&reply, sent_bytes);
