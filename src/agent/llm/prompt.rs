@@ -307,6 +307,54 @@ mod tests {
     }
 
     #[test]
+    fn the_first_message_holds_a_digest_never_the_whole_log() {
+        let node = |i: usize| crate::runlog::NodeFailure {
+            unique_id: None,
+            name: format!("model_{i}"),
+            resource_type: "model".into(),
+            path: Some(format!("models/model_{i}.sql")),
+            kind: crate::runlog::ErrorKind::Compilation,
+            message: "x".repeat(3000),
+            compiled_code: None,
+        };
+        let cases: &[(usize, usize, Option<&str>)] = &[
+            // (failing nodes, nodes listed, the pointer to the rest)
+            (1, 1, None),
+            (3, 3, None),
+            (
+                30,
+                4,
+                Some("- … and 26 more failing node(s), listed in the run log"),
+            ),
+        ];
+        for (failing, listed, rest) in cases {
+            let log = RunLog {
+                run_id: "48213".into(),
+                failures: (0..*failing).map(node).collect(),
+                raw: "a log line\n".repeat(100_000),
+                ..RunLog::default()
+            };
+            let first = first_message("Fix run 48213", Some(&log), true);
+            assert_eq!(
+                first.matches("- model model_").count(),
+                *listed,
+                "{failing}"
+            );
+            assert_eq!(
+                rest.is_some_and(|r| first.contains(r)),
+                rest.is_some(),
+                "{failing}: {first}"
+            );
+            assert!(
+                first.len() < DIGEST_BYTES + 2000,
+                "{failing}: {} bytes",
+                first.len()
+            );
+            assert!(first.contains("The full log has 135 page(s)"), "{first}");
+        }
+    }
+
+    #[test]
     fn final_answers_follow_the_convention() {
         let cases: &[(&str, Option<(bool, &str)>)] = &[
             ("FIXED: renamed the ref", Some((true, "renamed the ref"))),
