@@ -14,6 +14,9 @@
 //! whose tool results do not match the assistant's tool calls, 401 to a
 //! wrong key, and 429/5xx with an `error` object when scripted to. When the
 //! script runs out it answers 400, which ends a runner's session at once.
+//! [`Scripted::Raw`] replays any body with any status as is: the documented
+//! shapes of other servers (Ollama, vLLM, llama.cpp, LM Studio, OpenRouter,
+//! Azure), their refusals of a parameter and their context-overflow errors.
 //! It does no TLS, streaming or real sampling.
 
 use crate::fake_server::LocalServer;
@@ -44,6 +47,8 @@ pub enum Scripted {
     Status(u16, Option<Duration>),
     /// A 200 whose body is this text as is (not a chat completion).
     Malformed(String),
+    /// This status and JSON body, as is: another server's own shape.
+    Raw(u16, Value),
 }
 
 /// Token counts reported in `usage`.
@@ -304,6 +309,10 @@ async fn handle(
         Scripted::Malformed(raw) => {
             (StatusCode::OK, [("content-type", "application/json")], raw).into_response()
         }
+        Scripted::Raw(status, body) => {
+            let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            (code, axum::Json(body)).into_response()
+        }
     }
 }
 
@@ -435,5 +444,21 @@ mod tests {
             "script exhausted"
         );
         assert_eq!(fake.requests().len(), 4);
+    }
+
+    #[tokio::test]
+    async fn raw_answers_are_replayed_as_they_are() {
+        let fake = FakeLlm::start().await.unwrap();
+        let refusal = json!({"error": {"message": "Unrecognized request argument supplied: stream", "type": "invalid_request_error", "param": null, "code": null}});
+        let ollama = json!({"id": "chatcmpl-1", "object": "chat.completion", "model": "llama3.1",
+            "system_fingerprint": "fp_ollama", "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"},
+            "finish_reason": "stop"}]});
+        fake.script(vec![
+            Scripted::Raw(400, refusal.clone()),
+            Scripted::Raw(200, ollama.clone()),
+        ]);
+        let req = json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]});
+        assert_eq!(post(&fake, None, req.clone()).await, (400, refusal));
+        assert_eq!(post(&fake, None, req).await, (200, ollama));
     }
 }

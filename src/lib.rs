@@ -20,6 +20,7 @@
 //! - [`runlog`]: run logs — where they come from (a directory, Paradime, dbt Cloud) and what they say (failing nodes, errors).
 //! - [`redact`]: scrubs secrets from anything that leaves the process.
 //! - [`notify`]: `selfheal notify` — stores a dbt Core run's artifacts and posts its failure notification.
+//! - [`transcript`]: `selfheal session show` — a session's transcript (prompt, model exchanges, outcome, cost).
 //! - [`app`]: wires the parts together and runs until shut down.
 //! - [`demo`]: the demo world (project, origin, scheduler, fakes) behind `selfheal demo` and the end-to-end tests.
 //! - [`bench`]: `selfheal bench` — the release binary measured against the local Slack fake.
@@ -57,4 +58,5 @@ pub mod runlog;
 pub mod session;
 pub mod slack;
 pub mod store;
+pub mod transcript;
 pub mod workspace;

@@ -93,6 +93,11 @@ enum Command {
         #[arg(long, default_value_t = 1_000_000)]
         history_sessions: usize,
     },
+    /// Inspect stored healing sessions.
+    Session {
+        #[command(subcommand)]
+        command: SessionCommand,
+    },
     /// Store a dbt Core run's artifacts as its run log and, when it failed,
     /// post the failure notification to the schedule's channels (for cron/CI).
     Notify {
@@ -114,6 +119,22 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum SessionCommand {
+    /// Print a session's transcript: the prompt, every request to the model and
+    /// its answer, tool calls and results, verification, outcome, tokens and cost.
+    Show {
+        /// The session id (as in the thread's buttons and /selfheal history).
+        id: i64,
+        /// The database (default: SELFHEAL_DB, else data/selfheal.db).
+        #[arg(long)]
+        db: Option<std::path::PathBuf>,
+        /// Print long texts whole instead of cutting them.
+        #[arg(long)]
+        full: bool,
+    },
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // The demo and notify print their own story; the bot's logs would drown it.
@@ -122,7 +143,8 @@ fn main() -> ExitCode {
         | Command::Notify { .. }
         | Command::Fix { .. }
         | Command::Drill { .. }
-        | Command::Bench { .. } => "warn",
+        | Command::Bench { .. }
+        | Command::Session { .. } => "warn",
         _ => "info,slack_morphism=warn",
     };
     tracing_subscriber::fmt()
@@ -181,6 +203,30 @@ fn main() -> ExitCode {
                 }
             }
         });
+    }
+
+    // Reading the store needs no Slack configuration either.
+    if let Command::Session {
+        command: SessionCommand::Show { id, db, full },
+    } = cli.command
+    {
+        let _ = dotenvy::dotenv();
+        let db = db.unwrap_or_else(|| {
+            std::env::var_os("SELFHEAL_DB")
+                .filter(|v| !v.is_empty())
+                .map(Into::into)
+                .unwrap_or_else(|| "data/selfheal.db".into())
+        });
+        return match selfheal::transcript::show(&db, id, full) {
+            Ok(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("selfheal session show: {e:#}");
+                ExitCode::from(2)
+            }
+        };
     }
 
     // `fix` works on a local project and needs no Slack configuration.
@@ -305,7 +351,8 @@ fn main() -> ExitCode {
         Command::Demo { .. }
         | Command::Fix { .. }
         | Command::Bench { .. }
-        | Command::Drill { .. } => {
+        | Command::Drill { .. }
+        | Command::Session { .. } => {
             unreachable!("handled before the configuration is loaded")
         }
         Command::Notify {

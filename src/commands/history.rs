@@ -42,8 +42,13 @@ pub(super) async fn history(ctx: &CommandContext, only: Option<&str>) -> anyhow:
             Some(url) => format!(" · {}", escape(url)),
             None => String::new(),
         };
+        // What an llm agent's model calls cost, when its agent has prices.
+        let cost = match ctx.store.session_cost(row.id) {
+            Ok(Some(c)) => format!(" · {}", crate::agent::llm::usd(c)),
+            _ => String::new(),
+        };
         out.push_str(&format!(
-            "• {} `{}` run {} — {}{pr} · {thread} · {}\n",
+            "• {} `{}` run {} — {}{pr}{cost} · {thread} · {}\n",
             emoji(row.status),
             escape(&row.schedule),
             escape(&row.run_id),

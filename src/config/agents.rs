@@ -265,6 +265,11 @@ const LLM_KEYS: &[&str] = &[
     "max_tokens",
     "timeout",
     "temperature",
+    "context_tokens",
+    "max_reply_tokens",
+    "input_price",
+    "output_price",
+    "max_cost",
 ];
 
 fn parse_runner(src: Source, node: &Node) -> Result<Runner, ConfigError> {
@@ -373,6 +378,46 @@ fn parse_llm(src: Source, node: &Node) -> Result<LlmSettings, ConfigError> {
     }
     if let Some(n) = m.get("timeout") {
         settings.timeout = parse_timeout(src, n, &m.path_of("timeout"))?;
+    }
+    if let Some(n) = positive("context_tokens")? {
+        if n < 1024 {
+            return Err(m.err(
+                "context_tokens",
+                "must be at least 1024 (the model's context window, in tokens)",
+            ));
+        }
+        settings.context_tokens = Some(n);
+    }
+    if let Some(n) = positive("max_reply_tokens")? {
+        settings.max_reply_tokens = Some(n);
+    }
+    // Prices (USD per million tokens) and the cost budget (USD).
+    let usd = |key: &str| -> Result<Option<f64>, ConfigError> {
+        let Some(n) = m.get(key) else {
+            return Ok(None);
+        };
+        let v = match &n.value {
+            yaml::Value::Int(i) => Some(*i as f64),
+            yaml::Value::Float(f) => Some(*f),
+            _ => None,
+        };
+        match v {
+            Some(v) if v.is_finite() && v >= 0.0 => Ok(Some(v)),
+            _ => Err(src.err(
+                n,
+                &m.path_of(key),
+                "expected a number of US dollars, 0 or more",
+            )),
+        }
+    };
+    settings.input_price = usd("input_price")?;
+    settings.output_price = usd("output_price")?;
+    settings.max_cost = usd("max_cost")?;
+    if settings.max_cost.is_some() && !settings.priced() {
+        return Err(m.err(
+            "max_cost",
+            "needs input_price and output_price (USD per million tokens) to count the cost",
+        ));
     }
     if let Some(n) = m.get("temperature") {
         let t = match &n.value {
@@ -523,7 +568,8 @@ selfheal:
         let base = "name: a\nversion: 1\nrole: r\ngoal: g\nbackstory: b\n";
         let full = format!(
             "{base}selfheal:\n  runner: llm\n  base_url: http://localhost:11434/v1\n  model: llama3.1\n  \
-             api_key_env: OPENAI_API_KEY\n  max_turns: 12\n  max_tokens: 50000\n  timeout: 5m\n  temperature: 0\n"
+             api_key_env: OPENAI_API_KEY\n  max_turns: 12\n  max_tokens: 50000\n  timeout: 5m\n  temperature: 0\n  \
+             context_tokens: 8192\n  max_reply_tokens: 512\n  input_price: 2.5\n  output_price: 10\n  max_cost: 0.5\n"
         );
         let minimal = format!("{base}selfheal: {{runner: llm, base_url: 'https://api.openai.com/v1', model: gpt-4.1}}\n");
         let mut expected_full = LlmSettings::new("http://localhost:11434/v1", "llama3.1");
@@ -532,6 +578,11 @@ selfheal:
         expected_full.max_tokens = 50_000;
         expected_full.timeout = Duration::from_secs(300);
         expected_full.temperature = Some(0.0);
+        expected_full.context_tokens = Some(8192);
+        expected_full.max_reply_tokens = Some(512);
+        expected_full.input_price = Some(2.5);
+        expected_full.output_price = Some(10.0);
+        expected_full.max_cost = Some(0.5);
         let cases = [
             (full, expected_full),
             (
@@ -661,6 +712,21 @@ selfheal:
                 "a.yml",
                 format!("{base}selfheal:\n  runner: llm\n  base_url: http://h/v1\n  model: m\n  temperature: hot\n"),
                 "a.yml:10:16: selfheal.temperature: expected a number from 0 to 2",
+            ),
+            (
+                "a.yml",
+                format!("{base}selfheal:\n  runner: llm\n  base_url: http://h/v1\n  model: m\n  context_tokens: 512\n"),
+                "a.yml:10:19: selfheal.context_tokens: must be at least 1024",
+            ),
+            (
+                "a.yml",
+                format!("{base}selfheal:\n  runner: llm\n  base_url: http://h/v1\n  model: m\n  input_price: cheap\n"),
+                "a.yml:10:16: selfheal.input_price: expected a number of US dollars",
+            ),
+            (
+                "a.yml",
+                format!("{base}selfheal:\n  runner: llm\n  base_url: http://h/v1\n  model: m\n  max_cost: 1\n"),
+                "a.yml:10:13: selfheal.max_cost: needs input_price and output_price",
             ),
             (
                 "a.yml",

@@ -434,38 +434,59 @@ fn unspecified_runner(agent: &AgentDef) -> String {
 /// `SELFHEAL_LLM_API_KEY_ENV` (the name of the variable holding the key;
 /// default `OPENAI_API_KEY`), `SELFHEAL_LLM_MAX_TURNS` (30),
 /// `SELFHEAL_LLM_MAX_TOKENS` (200000), `SELFHEAL_LLM_TIMEOUT_SECS` (1200).
+/// `SELFHEAL_LLM_CONTEXT_TOKENS` (default 32768) is the context window of
+/// every `llm` agent that sets no `context_tokens` of its own, with or
+/// without a `selfheal:` section.
 fn with_llm_default(
     mut agents: BTreeMap<String, AgentDef>,
     get: &impl Fn(&str) -> Option<String>,
 ) -> Result<BTreeMap<String, AgentDef>, ConfigError> {
-    let (Some(base_url), Some(model)) = (get("SELFHEAL_LLM_BASE_URL"), get("SELFHEAL_LLM_MODEL"))
-    else {
-        return Ok(agents);
+    let context = match get("SELFHEAL_LLM_CONTEXT_TOKENS") {
+        None => None,
+        Some(v) => match v.trim().parse::<u64>() {
+            Ok(n) if n >= 1024 => Some(n),
+            _ => {
+                return Err(ConfigError::Env {
+                    var: "SELFHEAL_LLM_CONTEXT_TOKENS".into(),
+                    message: format!(
+                        "must be a whole number of tokens, at least 1024 (the model's context window), got {v:?}"
+                    ),
+                })
+            }
+        },
     };
-    if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
-        return Err(ConfigError::Env {
-            var: "SELFHEAL_LLM_BASE_URL".into(),
-            message: format!("must be an http(s) URL, got {base_url:?}"),
-        });
+    if let (Some(base_url), Some(model)) = (get("SELFHEAL_LLM_BASE_URL"), get("SELFHEAL_LLM_MODEL"))
+    {
+        if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
+            return Err(ConfigError::Env {
+                var: "SELFHEAL_LLM_BASE_URL".into(),
+                message: format!("must be an http(s) URL, got {base_url:?}"),
+            });
+        }
+        let mut settings = crate::agent::llm::LlmSettings::new(base_url, model);
+        settings.api_key_env =
+            Some(get("SELFHEAL_LLM_API_KEY_ENV").unwrap_or_else(|| "OPENAI_API_KEY".into()));
+        settings.max_turns =
+            number(get("SELFHEAL_LLM_MAX_TURNS"), "SELFHEAL_LLM_MAX_TURNS", 30)? as u32;
+        settings.max_tokens = number(
+            get("SELFHEAL_LLM_MAX_TOKENS"),
+            "SELFHEAL_LLM_MAX_TOKENS",
+            200_000,
+        )?;
+        settings.timeout = Duration::from_secs(number(
+            get("SELFHEAL_LLM_TIMEOUT_SECS"),
+            "SELFHEAL_LLM_TIMEOUT_SECS",
+            1200,
+        )?);
+        for agent in agents.values_mut() {
+            if agent.runner == Runner::Unspecified {
+                agent.runner = Runner::Llm(settings.clone());
+            }
+        }
     }
-    let mut settings = crate::agent::llm::LlmSettings::new(base_url, model);
-    settings.api_key_env =
-        Some(get("SELFHEAL_LLM_API_KEY_ENV").unwrap_or_else(|| "OPENAI_API_KEY".into()));
-    settings.max_turns =
-        number(get("SELFHEAL_LLM_MAX_TURNS"), "SELFHEAL_LLM_MAX_TURNS", 30)? as u32;
-    settings.max_tokens = number(
-        get("SELFHEAL_LLM_MAX_TOKENS"),
-        "SELFHEAL_LLM_MAX_TOKENS",
-        200_000,
-    )?;
-    settings.timeout = Duration::from_secs(number(
-        get("SELFHEAL_LLM_TIMEOUT_SECS"),
-        "SELFHEAL_LLM_TIMEOUT_SECS",
-        1200,
-    )?);
     for agent in agents.values_mut() {
-        if agent.runner == Runner::Unspecified {
-            agent.runner = Runner::Llm(settings.clone());
+        if let Runner::Llm(s) = &mut agent.runner {
+            s.context_tokens = s.context_tokens.or(context);
         }
     }
     Ok(agents)
@@ -774,6 +795,58 @@ schedules:
         assert!(
             !format!("{config:?}").contains("xoxb-123"),
             "tokens never show in Debug output"
+        );
+    }
+
+    #[test]
+    fn the_context_window_default_reaches_every_llm_agent_without_its_own() {
+        let llm = |extra: &str| {
+            format!(
+                "name: bolt-pipeline-healer\nversion: 1\nrole: r\ngoal: g\nbackstory: b\n{extra}"
+            )
+        };
+        let own =
+            "selfheal: {runner: llm, base_url: 'http://h/v1', model: m, context_tokens: 4096}\n";
+        let file = "selfheal: {runner: llm, base_url: 'http://h/v1', model: m}\n";
+        let env_default = [
+            ("SELFHEAL_LLM_BASE_URL", "http://h/v1"),
+            ("SELFHEAL_LLM_MODEL", "m"),
+        ];
+        type Case<'a> = (
+            String,
+            &'a [(&'a str, &'a str)],
+            Option<&'a str>,
+            Option<u64>,
+        );
+        let cases: &[Case] = &[
+            // (agent file, extra environment, SELFHEAL_LLM_CONTEXT_TOKENS, window in force)
+            (llm(own), &[], Some("16384"), Some(4096)),
+            (llm(file), &[], Some("16384"), Some(16384)),
+            (llm(file), &[], None, None),
+            (llm(""), &env_default, Some("8192"), Some(8192)),
+        ];
+        for (agent, extra, context, want) in cases {
+            let dir = project(SCHEDULES, agent);
+            let mut v = vars(dir.path(), extra);
+            // An llm agent edits a repository.
+            v.insert("SELFHEAL_REPO".into(), dir.path().display().to_string());
+            if let Some(c) = context {
+                v.insert("SELFHEAL_LLM_CONTEXT_TOKENS".into(), (*c).into());
+            }
+            let config = load(&v).expect("loads");
+            let Runner::Llm(s) = &config.agents["bolt-pipeline-healer"].runner else {
+                panic!("an llm agent: {agent}")
+            };
+            assert_eq!(s.context_tokens, *want, "{agent} {context:?}");
+        }
+        let dir = project(SCHEDULES, &llm(file));
+        let mut v = vars(dir.path(), &[]);
+        v.insert("SELFHEAL_REPO".into(), dir.path().display().to_string());
+        v.insert("SELFHEAL_LLM_CONTEXT_TOKENS".into(), "lots".into());
+        let err = load(&v).unwrap_err().to_string();
+        assert!(
+            err.contains("SELFHEAL_LLM_CONTEXT_TOKENS") && err.contains("at least 1024"),
+            "{err}"
         );
     }
 

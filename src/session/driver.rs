@@ -898,6 +898,10 @@ impl Session<'_> {
                     dbt: self.dbt(),
                     redactor: self.deps.redactor.clone(),
                     replies: Some(replies_rx),
+                    transcript: Some(llm::Transcript::new(
+                        self.deps.store.clone(),
+                        start.session_id,
+                    )),
                 };
                 let (tx, rx) = mpsc::channel(64);
                 let settings = settings.clone();

@@ -104,6 +104,23 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX sightings_by_message ON sightings(channel, ts);
     CREATE INDEX failures_by_first_seen ON failures(first_seen_at);
     "#,
+    // 5: what an llm agent sent its model and got back, redacted, one row per
+    // request (`selfheal session show`), with the tokens and cost of each.
+    r#"
+    CREATE TABLE llm_exchanges (
+        id                INTEGER PRIMARY KEY,
+        session_id        INTEGER NOT NULL REFERENCES sessions(id),
+        at                TEXT NOT NULL,
+        turn              INTEGER NOT NULL,
+        request           TEXT NOT NULL,
+        status            INTEGER NOT NULL,
+        response          TEXT NOT NULL,
+        prompt_tokens     INTEGER,
+        completion_tokens INTEGER,
+        cost_usd          REAL
+    );
+    CREATE INDEX llm_exchanges_by_session ON llm_exchanges(session_id, id);
+    "#,
 ];
 
 pub fn migrate(conn: &Connection) -> Result<()> {

@@ -239,4 +239,82 @@ fn demo_lists_its_cases_and_its_help_names_every_one() {
         assert!(list.contains(&format!("{name:<24} {}", breakage.description)), "{list}");
         assert!(help.contains(&name), "--help names {name}: {help}");
     }
+fn session_show_prints_a_stored_transcript_without_any_slack_configuration() {
+    // Arrange: a database holding one session of an llm agent.
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("selfheal.db");
+    let store = selfheal::store::Store::open(&db).unwrap();
+    let selfheal::store::Claim::New(id) = store
+        .claim_session("hourly_marts", "48213", "C0HEAL", "1.0", "llm-healer")
+        .unwrap()
+    else {
+        panic!("a new session")
+    };
+    store
+        .add_event(id, "prompt", "Review the run log and fix run_id 48213")
+        .unwrap();
+    store
+        .add_exchange(
+            id,
+            &selfheal::store::Exchange {
+                turn: 0,
+                request: r#"{"model":"m","messages":[{"role":"user","content":"fix it"}]}"#.into(),
+                status: 200,
+                response: r#"{"choices":[{"message":{"content":"orders refs stg_order"},"finish_reason":"stop"}]}"#.into(),
+                prompt_tokens: Some(900),
+                completion_tokens: Some(12),
+                cost_usd: Some(0.0024),
+            },
+        )
+        .unwrap();
+    store
+        .finish(
+            id,
+            selfheal::store::Status::NoFix,
+            Some("orders refs stg_order"),
+            None,
+        )
+        .unwrap();
+    drop(store);
+
+    // Act: by --db, then by SELFHEAL_DB; and a session that does not exist.
+    let by_flag = selfheal()
+        .args(["session", "show", &id.to_string(), "--db"])
+        .arg(&db)
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let by_env = selfheal()
+        .args(["session", "show", &id.to_string()])
+        .env("SELFHEAL_DB", &db)
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let missing = selfheal()
+        .args(["session", "show", "999"])
+        .env("SELFHEAL_DB", &db)
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+
+    // Assert
+    for out in [&by_flag, &by_env] {
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        for needle in [
+            "schedule `hourly_marts` · run 48213 · agent llm-healer",
+            "> [user] fix it",
+            "< [answer] orders refs stg_order",
+            "$0.0024",
+            "== outcome: no_fix ==",
+        ] {
+            assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
+        }
+    }
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("no session 999"));
 }

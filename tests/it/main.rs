@@ -15,4 +15,5 @@ mod healing;
 mod helpers;
 mod ignoring;
 mod layouts;
+mod llm;
 mod resilience;

@@ -51,7 +51,15 @@ impl Default for Retry {
 pub enum ChatError {
     /// A final 4xx: bad key, unknown model, a request the server will not take.
     #[error("the model endpoint refused the request ({status}): {message}")]
-    Rejected { status: u16, message: String },
+    Rejected {
+        status: u16,
+        message: String,
+        /// OpenAI's `error.param`: the request field at fault.
+        param: Option<String>,
+        /// `error.code`, else `error.type` (`context_length_exceeded`,
+        /// llama.cpp's `exceed_context_size_error`).
+        code: Option<String>,
+    },
     /// Every attempt failed with something worth retrying.
     #[error("the model endpoint failed {attempts} times; last: {last}")]
     Unavailable { attempts: u32, last: String },
@@ -60,23 +68,15 @@ pub enum ChatError {
     Deadline,
 }
 
-/// One tool call the model asked for.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Call {
-    pub id: String,
-    pub name: String,
-    /// The arguments as the model wrote them: a JSON object, as a string.
-    pub arguments: String,
-}
+use super::wire::parse_reply;
+pub use super::wire::{Call, Reply};
 
-/// The model's answer for one turn.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Reply {
-    pub content: Option<String>,
-    pub calls: Vec<Call>,
-    pub finish_reason: Option<String>,
-    /// `usage.total_tokens`, when the server reported it.
-    pub total_tokens: Option<u64>,
+/// A chat-completions answer: the reply and the body as received (for the
+/// transcript).
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub reply: Reply,
+    pub raw: String,
 }
 
 /// A chat-completions endpoint.
@@ -117,7 +117,7 @@ impl Client {
         body: &Value,
         deadline: Instant,
         notes: &mut Vec<String>,
-    ) -> Result<Reply, ChatError> {
+    ) -> Result<Answer, ChatError> {
         let bytes = Bytes::from(serde_json::to_vec(body).unwrap_or_default());
         let mut backoff = self.retry.initial_backoff;
         let max = self.retry.max_attempts.max(1);
@@ -136,7 +136,12 @@ impl Client {
                 Ok(Err(e)) => (format!("{e:#}"), backoff),
                 Ok(Ok((status, retry_after, body))) => match status {
                     200..=299 => match parse_reply(&body) {
-                        Ok(reply) => return Ok(reply),
+                        Ok(reply) => {
+                            return Ok(Answer {
+                                reply,
+                                raw: String::from_utf8_lossy(&body).into_owned(),
+                            })
+                        }
                         Err(e) => (format!("malformed answer: {e}"), backoff),
                     },
                     429 => (
@@ -147,10 +152,13 @@ impl Client {
                         (format!("{status}: {}", error_message(&body)), backoff)
                     }
                     _ => {
+                        let (param, code) = error_fields(&body);
                         return Err(ChatError::Rejected {
                             status,
                             message: error_message(&body),
-                        })
+                            param,
+                            code,
+                        });
                     }
                 },
             };
@@ -240,106 +248,22 @@ fn error_message(body: &[u8]) -> String {
     crate::agent::protocol::truncate(&msg, 300).to_string()
 }
 
-/// Reads `choices[0].message` of a chat completion. Lenient where servers
-/// differ (content as a list of parts, arguments as an object, missing ids).
-pub(crate) fn parse_reply(body: &[u8]) -> Result<Reply, String> {
-    let v: Value = serde_json::from_slice(body).map_err(|e| format!("not JSON ({e})"))?;
-    let choice = v
-        .get("choices")
-        .and_then(Value::as_array)
-        .and_then(|c| c.first())
-        .ok_or("no choices")?;
-    let message = choice.get("message").ok_or("no message in choices[0]")?;
-    let content = match message.get("content") {
-        Some(Value::String(s)) => Some(s.clone()),
-        Some(Value::Array(parts)) => Some(
-            parts
-                .iter()
-                .filter_map(|p| p.get("text").and_then(Value::as_str))
-                .collect::<Vec<_>>()
-                .join(""),
-        ),
-        _ => None,
-    }
-    .filter(|s| !s.trim().is_empty());
-    let mut calls = Vec::new();
-    if let Some(list) = message.get("tool_calls").and_then(Value::as_array) {
-        for (i, call) in list.iter().enumerate() {
-            let function = call.get("function");
-            let name = function
-                .and_then(|f| f.get("name"))
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_string();
-            let arguments = match function.and_then(|f| f.get("arguments")) {
-                Some(Value::String(s)) => s.clone(),
-                Some(Value::Null) | None => String::new(),
-                Some(other) => other.to_string(),
-            };
-            // Tool results are matched to calls by id: make them present and unique.
-            let mut id = call
-                .get("id")
-                .and_then(Value::as_str)
-                .filter(|s| !s.is_empty())
-                .map(str::to_string)
-                .unwrap_or_else(|| format!("call_auto_{i}"));
-            if calls.iter().any(|c: &Call| c.id == id) {
-                id = format!("{id}_{i}");
-            }
-            calls.push(Call {
-                id,
-                name,
-                arguments,
-            });
-        }
-    }
-    let usage = v.get("usage");
-    let total_tokens = usage
-        .and_then(|u| u.get("total_tokens"))
-        .and_then(Value::as_u64)
-        .or_else(|| {
-            let p = usage?.get("prompt_tokens")?.as_u64()?;
-            let c = usage?.get("completion_tokens")?.as_u64()?;
-            Some(p + c)
-        });
-    Ok(Reply {
-        content,
-        calls,
-        finish_reason: choice
-            .get("finish_reason")
+/// `error.param` and `error.code` (or `error.type`) of an error body.
+fn error_fields(body: &[u8]) -> (Option<String>, Option<String>) {
+    let parsed: Option<Value> = serde_json::from_slice(body).ok();
+    let field = |k: &str| {
+        parsed
+            .as_ref()
+            .and_then(|v| v.pointer(&format!("/error/{k}")))
             .and_then(Value::as_str)
-            .map(str::to_string),
-        total_tokens,
-    })
+            .map(str::to_string)
+    };
+    (field("param"), field("code").or_else(|| field("type")))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn replies_are_read_leniently() {
-        let body = br#"{"id":"x","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":null,
-            "tool_calls":[{"id":"call_1","type":"function","function":{"name":"read_file","arguments":"{\"path\":\"a.sql\"}"}},
-                          {"type":"function","function":{"name":"ripgrep_search","arguments":{"pattern":"x"}}}]},
-            "finish_reason":"tool_calls"}],"usage":{"prompt_tokens":10,"completion_tokens":5}}"#;
-        let r = parse_reply(body).unwrap();
-        assert_eq!(r.content, None);
-        assert_eq!(r.total_tokens, Some(15));
-        assert_eq!(r.calls[0].arguments, r#"{"path":"a.sql"}"#);
-        assert_eq!(r.calls[0].id, "call_1");
-        assert_eq!(r.calls[1].id, "call_auto_1");
-        assert_eq!(r.calls[1].arguments, r#"{"pattern":"x"}"#);
-        let parts = br#"{"choices":[{"message":{"content":[{"type":"text","text":"FIXED: "},{"type":"text","text":"ok"}]}}]}"#;
-        assert_eq!(
-            parse_reply(parts).unwrap().content.as_deref(),
-            Some("FIXED: ok")
-        );
-        assert!(parse_reply(b"{\"choices\":[]}")
-            .unwrap_err()
-            .contains("no choices"));
-        assert!(parse_reply(b"<html>").unwrap_err().contains("not JSON"));
-    }
 
     #[test]
     fn keys_never_travel_in_clear_to_other_hosts() {

@@ -1,42 +1,53 @@
 //! The `llm` runner: a native tool-calling loop against any OpenAI-compatible
-//! chat-completions endpoint (OpenAI, Ollama, vLLM, LiteLLM, llama.cpp, …).
+//! chat-completions endpoint (OpenAI, Azure OpenAI, Ollama, vLLM, llama.cpp,
+//! LM Studio, OpenRouter, …).
 //!
 //! The model gets the agent's role, goal and backstory plus selfheal's rules
 //! as the system prompt and the healing prompt as the first user message,
 //! then calls tools (Paradime's names: `read_file`, `ripgrep_search`,
 //! `run_sql_query`, `get_bolt_run_logs`, …) that this module implements on the
-//! session's project directory. It ends when the model answers without a tool
-//! call, starting `FIXED:` or `NO_FIX:`, or when a budget (turns, tokens, wall
-//! clock) runs out — then it reports what the model had found so far.
+//! session's project directory. It ends when the model calls `finish`, or
+//! answers without a tool call, or when a budget (turns, tokens, cost, wall
+//! clock, context window) runs out — then it reports what the model had
+//! found so far. Whether the model changed files, not what it says, decides
+//! the outcome ([`finish::decide`]): a change goes to the bot, which verifies
+//! it with dbt before proposing anything.
 //!
 //! It reports like a built-in agent: `Output::Event(AgentEvent)`s, then one
 //! `Output::Exited { code: Some(0) }`. It never panics the session, never
 //! commits, pushes or opens pull requests (the bot does), and never sends the
-//! API key anywhere but the endpoint's `Authorization` header.
+//! API key anywhere but the endpoint's `Authorization` header. Every request
+//! and response is stored, redacted, in the session's [`Transcript`].
 //!
 //! - [`client`]: one model turn over HTTP, with retries.
+//! - [`wire`]: what real servers answer, read into one shape (pure).
+//! - [`finish`]: how a session ends (pure).
+//! - [`context`]: keeping the conversation inside the model's window (pure).
 //! - [`tools`]: the tool definitions and their implementations.
 //! - [`sandbox`]: file tools confined to the project directory.
 //! - [`sql`], [`terminal`], [`prompt`]: pure checks and texts.
 
 pub mod client;
+pub mod context;
+pub mod finish;
 pub mod prompt;
 pub mod sandbox;
 pub mod sql;
 pub mod terminal;
 pub mod tools;
+pub mod wire;
 
 #[cfg(test)]
 mod tests;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 use std::path::PathBuf;
 use std::time::Duration;
 
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use super::command::Output;
 use super::protocol::{AgentEvent, Outcome};
@@ -44,7 +55,10 @@ use crate::config::ToolPolicy;
 use crate::dbt::Dbt;
 use crate::runlog::RunLog;
 use client::{ChatError, Client, Reply, Retry};
+use context::{Window, TOOL_RESULTS_HEADER};
+use finish::{Claim, FINISH};
 use tools::{ellipsis, Toolbox};
+use wire::{IdBook, Param};
 
 pub use prompt::agent_system;
 
@@ -67,9 +81,23 @@ pub struct LlmSettings {
     pub timeout: Duration,
     /// Sampling temperature; None leaves the server's default.
     pub temperature: Option<f32>,
+    /// The model's context window in tokens; None: `SELFHEAL_LLM_CONTEXT_TOKENS`,
+    /// else [`context::DEFAULT_CONTEXT_TOKENS`]. The conversation is kept inside it.
+    pub context_tokens: Option<u64>,
+    /// The most one reply may take, in tokens (sent as `max_tokens`); None:
+    /// a quarter of the window, at most 4,096.
+    pub max_reply_tokens: Option<u64>,
+    /// USD per million prompt (input) tokens; with `output_price`, the cost
+    /// of a session is counted and shown.
+    pub input_price: Option<f64>,
+    /// USD per million completion (output) tokens.
+    pub output_price: Option<f64>,
+    /// USD per session: a budget like the others.
+    pub max_cost: Option<f64>,
 }
 
-// `temperature` is validated to be a finite number when parsed, so equality
+// `temperature`, the prices and `max_cost` are validated to be finite numbers
+// when parsed, so equality
 // is an equivalence relation here (`Runner` derives `Eq`).
 impl Eq for LlmSettings {}
 
@@ -84,6 +112,11 @@ impl std::fmt::Debug for LlmSettings {
             .field("max_tokens", &self.max_tokens)
             .field("timeout", &self.timeout)
             .field("temperature", &self.temperature)
+            .field("context_tokens", &self.context_tokens)
+            .field("max_reply_tokens", &self.max_reply_tokens)
+            .field("input_price", &self.input_price)
+            .field("output_price", &self.output_price)
+            .field("max_cost", &self.max_cost)
             .finish()
     }
 }
@@ -103,7 +136,30 @@ impl LlmSettings {
             max_tokens: Self::DEFAULT_MAX_TOKENS,
             timeout: Self::DEFAULT_TIMEOUT,
             temperature: None,
+            context_tokens: None,
+            max_reply_tokens: None,
+            input_price: None,
+            output_price: None,
+            max_cost: None,
         }
+    }
+
+    /// The context window in force.
+    pub fn context_window(&self) -> u64 {
+        self.context_tokens
+            .unwrap_or(context::DEFAULT_CONTEXT_TOKENS)
+    }
+
+    /// Whether the session's cost can be counted (a price is set).
+    pub fn priced(&self) -> bool {
+        self.input_price.is_some() || self.output_price.is_some()
+    }
+
+    /// The cost of `prompt` and `completion` tokens, in USD.
+    pub fn cost(&self, prompt: u64, completion: u64) -> f64 {
+        (prompt as f64 * self.input_price.unwrap_or(0.0)
+            + completion as f64 * self.output_price.unwrap_or(0.0))
+            / 1_000_000.0
     }
 
     /// The API key from the environment variable `api_key_env` names.
@@ -114,14 +170,57 @@ impl LlmSettings {
 
     /// One line for humans: what runs the agent.
     pub fn describe(&self) -> String {
+        let cost = self
+            .max_cost
+            .map(|c| format!(", {}", usd(c)))
+            .unwrap_or_default();
         format!(
-            "llm `{}` at {}, up to {} turns, {} tokens, {}s",
+            "llm `{}` at {}, up to {} turns, {} tokens, {}s{cost}, {}-token window",
             self.model,
             without_credentials(&self.base_url),
             self.max_turns,
             self.max_tokens,
-            self.timeout.as_secs()
+            self.timeout.as_secs(),
+            self.context_window()
         )
+    }
+}
+
+/// A cost for people: `$0.0042`, `$0.0114`, `$1.25` (cents alone would
+/// round most sessions to nothing).
+pub fn usd(x: f64) -> String {
+    if x < 1.0 {
+        format!("${x:.4}")
+    } else {
+        format!("${x:.2}")
+    }
+}
+
+/// Where a session's requests and responses are stored, redacted, for
+/// `selfheal session show`.
+#[derive(Clone)]
+pub struct Transcript {
+    store: crate::store::Store,
+    session_id: i64,
+}
+
+impl Transcript {
+    pub fn new(store: crate::store::Store, session_id: i64) -> Transcript {
+        Transcript { store, session_id }
+    }
+
+    fn record(&self, exchange: &crate::store::Exchange) {
+        // A transcript is for debugging: a failed write is logged, and the
+        // session goes on.
+        if let Err(e) = self.store.add_exchange(self.session_id, exchange) {
+            warn!(session = self.session_id, error = %format!("{e:#}"), "could not store a model exchange");
+        }
+    }
+}
+
+impl std::fmt::Debug for Transcript {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Transcript(session {})", self.session_id)
     }
 }
 
@@ -169,6 +268,8 @@ pub struct LlmTask {
     /// People's replies in the healing thread, as the JSON lines a command
     /// agent would get on stdin (`{"type":"reply","user":…,"text":…}`).
     pub replies: Option<mpsc::Receiver<String>>,
+    /// Where every request and response goes; None keeps no transcript.
+    pub transcript: Option<Transcript>,
 }
 
 /// Runs the loop; reports through `tx` (`Output::Event(AgentEvent::…)`, then
@@ -230,6 +331,7 @@ impl Drop for AbortOnDrop {
 enum Budget {
     Turns,
     Tokens,
+    Cost,
     WallClock,
 }
 
@@ -241,15 +343,33 @@ struct Session {
     tx: mpsc::Sender<Output>,
     messages: Vec<Value>,
     tool_schemas: Vec<Value>,
+    /// Names a call may use: the tools (and their aliases) and `finish`.
+    known: Vec<&'static str>,
     turns: u32,
     tokens: u64,
+    /// USD so far (0 when the agent sets no prices).
+    cost: f64,
     deadline: Instant,
+    window: Window,
+    ids: IdBook,
+    /// Request parameters this server refused; never sent again.
+    dropped: BTreeSet<Param>,
+    /// Context-overflow answers so far; each one compacts the history.
+    overflows: u32,
+    /// Set once the model was asked to finish after a reply cut at its limit.
+    length_nudged: bool,
     /// What the model said along the way, for a partial report.
     findings: Vec<String>,
+    /// Lines already shown as progress: a model that repeats itself does not
+    /// fill the progress message.
+    shown: HashSet<String>,
     /// Set when the receiver is gone: the session was stopped.
     closed: bool,
     redactor: crate::redact::Redactor,
     replies: Option<mpsc::Receiver<String>>,
+    transcript: Option<Transcript>,
+    /// Messages already in the transcript: each exchange stores what is new.
+    recorded: usize,
 }
 
 /// Lines of one assistant message shown as progress.
@@ -259,6 +379,8 @@ const EVENT_INPUT: usize = 300;
 const EVENT_OUTPUT: usize = 500;
 /// The final summary is posted to Slack: keep it readable.
 const MAX_SUMMARY: usize = 3000;
+/// Context-overflow answers survived per session before it ends.
+const MAX_OVERFLOWS: u32 = 3;
 
 impl Session {
     async fn start(
@@ -299,6 +421,8 @@ impl Session {
         let raw_log = task.run_log.as_ref().map(|l| l.raw.clone());
         let tools = Toolbox::new(sandbox, raw_log, task.open_prs, task.tools, task.dbt);
         let offered = tools.offered();
+        let window =
+            Window::new(settings.context_window()).with_reply_cap(settings.max_reply_tokens);
         let system = prompt::system_prompt(
             &task.system,
             &prompt::Rules {
@@ -306,14 +430,23 @@ impl Session {
                 max_turns: settings.max_turns,
                 max_tokens: settings.max_tokens,
                 timeout_secs: settings.timeout.as_secs(),
+                max_cost: settings.max_cost,
             },
         );
         let can_page = offered
             .iter()
             .any(|t| t == "get_run_logs" || t == "get_bolt_run_logs");
         let first = prompt::first_message(&task.prompt, task.run_log.as_ref(), can_page);
+        let mut tool_schemas = tools.schemas();
+        tool_schemas.push(finish::schema());
+        let known = tools::TOOLS
+            .iter()
+            .flat_map(|t| std::iter::once(t.name).chain(t.aliases.iter().copied()))
+            .chain(std::iter::once(FINISH))
+            .collect();
         let mut session = Session {
-            tool_schemas: tools.schemas(),
+            tool_schemas,
+            known,
             tools,
             client,
             tx,
@@ -323,70 +456,178 @@ impl Session {
             ],
             turns: 0,
             tokens: 0,
+            cost: 0.0,
             deadline,
+            window,
+            ids: IdBook::default(),
+            dropped: BTreeSet::new(),
+            overflows: 0,
+            length_nudged: false,
             findings: Vec::new(),
+            shown: HashSet::new(),
             closed: false,
             settings,
             redactor,
             replies,
+            transcript: task.transcript,
+            recorded: 0,
         };
         session.converse().await;
     }
 
     async fn converse(&mut self) {
         let s = &self.settings;
+        let cost = s
+            .max_cost
+            .map(|c| format!(", {}", usd(c)))
+            .unwrap_or_default();
         let intro = format!(
-            "🤖 {} is on it (up to {} turns, {} tokens, {} min)",
+            "🤖 {} is on it (up to {} turns, {} tokens, {} min{cost})",
             s.model,
             s.max_turns,
             s.max_tokens,
             s.timeout.as_secs().div_ceil(60)
         );
         self.emit(AgentEvent::Progress(intro)).await;
-        let mut nudged = false;
         while !self.closed {
             if let Some(budget) = self.budget_out() {
                 return self.out_of_budget(budget).await;
             }
             self.take_replies();
+            match self.fit_window() {
+                Ok(0) => {}
+                Ok(saved) => {
+                    self.emit(AgentEvent::Progress(format!(
+                        "🗜 compacted old tool results ({saved} bytes) to stay inside the {}-token window",
+                        self.window.context_tokens
+                    )))
+                    .await
+                }
+                Err(need) => return self.too_long(need).await,
+            }
             let body = self.request();
+            let sent_bytes = body.to_string().len();
             let mut notes = Vec::new();
             let result = self.client.chat(&body, self.deadline, &mut notes).await;
             for note in notes {
                 self.emit(AgentEvent::Progress(note)).await;
             }
-            let reply = match result {
-                Ok(r) => r,
-                Err(ChatError::Deadline) => return self.out_of_budget(Budget::WallClock).await,
-                Err(e) => return self.endpoint_failed(e).await,
+            let answer = match result {
+                Ok(a) => a,
+                Err(ChatError::Rejected {
+                    status,
+                    message,
+                    param,
+                    code,
+                }) => {
+                    self.record(&body, status, &message, None);
+                    let refused = wire::refused_param(status, &message, param.as_deref())
+                        .filter(|p| !self.dropped.contains(p) && self.sends(*p, &body));
+                    if let Some(p) = refused {
+                        // Asked again at once, without it, for the rest of the session.
+                        self.dropped.insert(p);
+                        warn!(param = p.key(), %message, "the model endpoint refused a parameter; dropping it");
+                        self.emit(AgentEvent::Progress(format!(
+                            "⚙️ the model endpoint does not take `{}`; asking again without it",
+                            p.key()
+                        )))
+                        .await;
+                        continue;
+                    }
+                    if wire::context_overflow(status, &message, code.as_deref()) {
+                        self.overflows += 1;
+                        // The server counts more tokens than estimated: estimate higher.
+                        self.window.bytes_per_token = (self.window.bytes_per_token * 0.75).max(1.0);
+                        let keep = if self.overflows == 1 { 1 } else { 0 };
+                        let saved = context::compact(&mut self.messages, keep, usize::MAX);
+                        if self.overflows <= MAX_OVERFLOWS && saved > 0 {
+                            self.emit(AgentEvent::Progress(format!(
+                                "🗜 the model's context window was full; compacted old tool results ({saved} bytes) and asking again"
+                            )))
+                            .await;
+                            continue;
+                        }
+                        let need = self.window.estimate(sent_bytes);
+                        return self.too_long(need).await;
+                    }
+                    return self
+                        .endpoint_failed(ChatError::Rejected {
+                            status,
+                            message,
+                            param,
+                            code,
+                        })
+                        .await;
+                }
+                Err(ChatError::Deadline) => {
+                    // Kept in the transcript too: what was asked, unanswered.
+                    self.record(
+                        &body,
+                        0,
+                        "no answer before the wall-clock budget ran out",
+                        None,
+                    );
+                    return self.out_of_budget(Budget::WallClock).await;
+                }
+                Err(e) => {
+                    self.record(&body, 0, &e.to_string(), None);
+                    return self.endpoint_failed(e).await;
+                }
             };
+            let mut reply = answer.reply;
+            self.count(&reply, sent_bytes);
+            self.record(&body, 200, &answer.raw, Some(&reply));
             self.turns += 1;
-            self.tokens += reply
-                .total_tokens
-                .unwrap_or_else(|| estimate_tokens(&body, &reply));
+            let known = self.known.clone();
+            wire::adopt_text_calls(&mut reply, &known);
+            self.ids.assign(&mut reply.calls);
             self.messages.push(assistant_message(&reply));
             let text = reply.content.clone().unwrap_or_default();
 
             if reply.calls.is_empty() {
-                match prompt::verdict(&text) {
-                    Some((fixed, rest)) => return self.answered(fixed, rest).await,
-                    None if !nudged && self.turns < self.settings.max_turns => {
-                        // One reminder of the convention, then the answer stands as is.
-                        nudged = true;
-                        self.note_findings(&text).await;
-                        self.messages.push(json!({"role": "user", "content": format!(
-                            "Your reply must start with `{}` or `{}` (see the system prompt). \
-                             Continue with tools if you are not done; otherwise give your final answer now.",
-                            prompt::FIXED, prompt::NO_FIX
-                        )}));
-                        continue;
-                    }
-                    None => return self.unmarked(text).await,
+                if reply.cut_at_length()
+                    && !self.length_nudged
+                    && self.turns < self.settings.max_turns
+                {
+                    // A reply cut at the output limit is not an answer yet:
+                    // one request for a short one, then it stands as is.
+                    self.length_nudged = true;
+                    self.note_findings(&text).await;
+                    self.messages
+                        .push(json!({"role": "user", "content": prompt::CUT_AT_LENGTH}));
+                    continue;
                 }
+                // Small models echo the request to finish back as their
+                // answer: that is no answer, and not the model's words.
+                let text = text.replace(prompt::CUT_AT_LENGTH, "");
+                let text = match (text.trim().is_empty(), self.findings.last()) {
+                    (true, Some(last)) => format!(
+                        "The model gave no final answer; its last findings: {}",
+                        ellipsis(last, 1500)
+                    ),
+                    _ => text,
+                };
+                let (claim, said) = finish::plain(&text);
+                return self.conclude(claim, said).await;
             }
 
             self.note_findings(&text).await;
+            let mut results: Vec<(String, String, String)> = Vec::new();
             for call in &reply.calls {
+                if call.name == FINISH {
+                    match finish::parse(&tools::arguments_map(&call.arguments).unwrap_or_default())
+                    {
+                        Ok(f) => return self.conclude(f.claim, f.text()).await,
+                        Err(why) => {
+                            results.push((
+                                call.id.clone(),
+                                call.name.clone(),
+                                format!("ERROR: {why}"),
+                            ));
+                            continue;
+                        }
+                    }
+                }
                 let shown = format!(
                     "🔧 {} {}",
                     call.name,
@@ -401,17 +642,37 @@ impl Session {
                 };
                 // Nothing secret reaches the model.
                 result.text = self.redactor.redact(&result.text);
+                result.text = context::fit_result(
+                    tools::find(&call.name).map_or(call.name.as_str(), |t| t.name),
+                    &result.text,
+                    self.window.max_result_bytes(),
+                );
                 self.emit(AgentEvent::Tool {
                     name: call.name.clone(),
                     input: ellipsis(&call.arguments, EVENT_INPUT),
                     output: ellipsis(&result.text, EVENT_OUTPUT),
                 })
                 .await;
-                self.messages.push(json!({
-                    "role": "tool",
-                    "tool_call_id": call.id,
-                    "content": result.text,
-                }));
+                results.push((call.id.clone(), call.name.clone(), result.text));
+            }
+            if reply.text_calls {
+                // The server did not parse the calls, so it may not render
+                // `tool` messages either: the results go back as text too.
+                let mut text = format!("{TOOL_RESULTS_HEADER}:\n");
+                for (_, name, result) in &results {
+                    text.push_str(&format!(
+                        "<tool_result name=\"{name}\">\n{result}\n</tool_result>\n"
+                    ));
+                }
+                self.messages.push(json!({"role": "user", "content": text}));
+            } else {
+                for (id, _, result) in results {
+                    self.messages.push(json!({
+                        "role": "tool",
+                        "tool_call_id": id,
+                        "content": result,
+                    }));
+                }
             }
         }
     }
@@ -439,16 +700,120 @@ impl Session {
         let mut body = json!({
             "model": self.settings.model,
             "messages": self.messages,
+            "tools": self.tool_schemas,
         });
-        if !self.tool_schemas.is_empty() {
-            body["tools"] = Value::Array(self.tool_schemas.clone());
+        let keep = |p: Param| !self.dropped.contains(&p);
+        if keep(Param::ToolChoice) {
             body["tool_choice"] = json!("auto");
         }
-        if let Some(t) = self.settings.temperature {
+        if let (Some(t), true) = (self.settings.temperature, keep(Param::Temperature)) {
             // f32 → f64 would send 0.20000000298023224.
             body["temperature"] = json!((f64::from(t) * 1000.0).round() / 1000.0);
         }
+        if keep(Param::Stream) {
+            // The default, said out loud: this runner reads whole answers.
+            body["stream"] = json!(false);
+        }
+        if keep(Param::MaxTokens) {
+            body["max_tokens"] = json!(self.window.reply_tokens());
+        }
         body
+    }
+
+    /// Whether `body` carries `p` (a refusal of something not sent is not ours).
+    fn sends(&self, p: Param, body: &Value) -> bool {
+        body.get(p.key()).is_some()
+    }
+
+    /// Compacts old tool results until the next request fits the window;
+    /// the bytes saved, or the tokens it would need when nothing more helps.
+    fn fit_window(&mut self) -> Result<usize, u64> {
+        let budget = self.window.prompt_budget();
+        let need = |s: &Session| s.window.estimate(s.request().to_string().len());
+        let first = need(self);
+        if first <= budget {
+            return Ok(0);
+        }
+        let over = ((first - budget) as f64 * self.window.bytes_per_token) as usize;
+        let mut saved = context::compact(&mut self.messages, 1, over);
+        if need(self) > budget {
+            saved += context::compact(&mut self.messages, 0, usize::MAX);
+        }
+        match need(self) {
+            n if n <= budget => Ok(saved),
+            n => Err(n),
+        }
+    }
+
+    /// Adds one reply's tokens and cost, and learns the server's token ratio.
+    fn count(&mut self, reply: &Reply, sent_bytes: usize) {
+        let usage = reply.usage;
+        let prompt = usage
+            .prompt_tokens
+            .unwrap_or_else(|| self.window.estimate(sent_bytes));
+        let completion = usage.completion_tokens.unwrap_or_else(|| {
+            let got = reply.content.as_deref().map_or(0, str::len)
+                + reply.reasoning.as_deref().map_or(0, str::len)
+                + reply
+                    .calls
+                    .iter()
+                    .map(|c| c.name.len() + c.arguments.len())
+                    .sum::<usize>();
+            (got as u64).div_ceil(4).max(1)
+        });
+        if let Some(p) = usage.prompt_tokens {
+            self.window.calibrate(sent_bytes, p);
+        }
+        self.tokens += usage.total().unwrap_or(prompt + completion);
+        self.cost += self.settings.cost(prompt, completion);
+    }
+
+    /// Stores one exchange: the messages new since the last one, the
+    /// parameters, and the answer, redacted.
+    fn record(&mut self, body: &Value, status: u16, response: &str, reply: Option<&Reply>) {
+        let Some(transcript) = &self.transcript else {
+            return;
+        };
+        let all = body["messages"].as_array().map_or(&[][..], Vec::as_slice);
+        let from = self.recorded.min(all.len());
+        let mut stored = body.clone();
+        stored["messages"] = Value::Array(all[from..].to_vec());
+        if from > 0 {
+            // The earlier messages and the tools are in earlier exchanges.
+            stored["earlier_messages"] = json!(from);
+            if let Some(o) = stored.as_object_mut() {
+                o.remove("tools");
+            }
+        }
+        let (prompt_tokens, completion_tokens, cost) = match reply {
+            Some(r) => (
+                r.usage.prompt_tokens,
+                r.usage.completion_tokens,
+                self.settings.priced().then(|| {
+                    self.settings.cost(
+                        r.usage.prompt_tokens.unwrap_or(0),
+                        r.usage.completion_tokens.unwrap_or(0),
+                    )
+                }),
+            ),
+            None => (None, None, None),
+        };
+        // Redacted value by value: scrubbing the JSON text as a whole could
+        // eat its quotes (`"password": "…"` patterns) and leave it unreadable.
+        let response = match serde_json::from_str::<Value>(response) {
+            Ok(v) => redact_json(&self.redactor, v).to_string(),
+            Err(_) => self.redactor.redact(response),
+        };
+        transcript.record(&crate::store::Exchange {
+            turn: self.turns,
+            request: redact_json(&self.redactor, stored).to_string(),
+            status,
+            response,
+            prompt_tokens,
+            completion_tokens,
+            cost_usd: cost,
+        });
+        self.recorded = all.len();
     }
 
     fn budget_out(&self) -> Option<Budget> {
@@ -456,6 +821,8 @@ impl Session {
             Some(Budget::Turns)
         } else if self.tokens >= self.settings.max_tokens {
             Some(Budget::Tokens)
+        } else if self.settings.max_cost.is_some_and(|m| self.cost >= m) {
+            Some(Budget::Cost)
         } else if Instant::now() >= self.deadline {
             Some(Budget::WallClock)
         } else {
@@ -463,50 +830,39 @@ impl Session {
         }
     }
 
-    /// Shows the model's text as progress and keeps it for a partial report.
+    /// Shows the model's text as progress (lines not shown before) and keeps
+    /// it for a partial report.
     async fn note_findings(&mut self, text: &str) {
+        let text = text.trim();
+        if text.is_empty() {
+            return;
+        }
+        self.findings.push(text.to_string());
         let lines: Vec<String> = text
             .lines()
             .map(str::trim)
             .filter(|l| !l.is_empty())
-            .take(PROGRESS_LINES)
             .map(|l| ellipsis(l, 300))
+            .filter(|l| self.shown.insert(l.clone()))
+            .take(PROGRESS_LINES)
             .collect();
-        if lines.is_empty() {
-            return;
-        }
-        self.findings.push(text.trim().to_string());
         for line in lines {
             self.emit(AgentEvent::Progress(line)).await;
         }
     }
 
-    async fn answered(&mut self, fixed: bool, text: String) {
+    /// Ends with what the model claims, in its words, ruled by what it changed.
+    async fn conclude(&mut self, claim: Claim, text: String) {
         let edited = self.edited_list();
-        let (outcome, body) = match (fixed, edited.is_empty()) {
-            (true, false) => (Outcome::Fixed, text),
-            (true, true) => (
-                Outcome::NoFix,
-                format!("{text}\n(The model said FIXED but changed no file.)"),
-            ),
-            (false, _) => (Outcome::NoFix, text),
-        };
+        let (outcome, body) = finish::decide(claim, &text, &edited);
         info!(
             turns = self.turns,
             tokens = self.tokens,
+            ?claim,
             ?outcome,
-            "llm agent answered"
+            "llm agent finished"
         );
         self.result(outcome, body).await;
-    }
-
-    async fn unmarked(&mut self, text: String) {
-        let body = if text.trim().is_empty() {
-            "The model ended without an answer.".to_string()
-        } else {
-            format!("The model did not say FIXED or NO_FIX; its last answer: {text}")
-        };
-        self.result(Outcome::NoFix, body).await;
     }
 
     async fn out_of_budget(&mut self, budget: Budget) {
@@ -520,6 +876,11 @@ impl Session {
                 "token budget ran out ({} of {} tokens)",
                 self.tokens, s.max_tokens
             ),
+            Budget::Cost => format!(
+                "cost budget ran out ({} of {})",
+                usd(self.cost),
+                usd(s.max_cost.unwrap_or(0.0))
+            ),
             Budget::WallClock => format!("wall-clock budget ran out ({})", human(s.timeout)),
         };
         info!(
@@ -530,6 +891,22 @@ impl Session {
         );
         let body = format!(
             "Stopped before the agent finished: the {what}. {}",
+            self.partial_findings()
+        );
+        self.result(Outcome::NoFix, body).await;
+    }
+
+    /// The conversation cannot be made to fit the model's window.
+    async fn too_long(&mut self, need: u64) {
+        info!(
+            turns = self.turns,
+            need, "llm conversation outgrew the context window"
+        );
+        let body = format!(
+            "Stopped before the agent finished: the conversation no longer fits the model's context window \
+             ({} tokens; about {need} needed) even with old tool results compacted. Raise `context_tokens` \
+             if the model allows more. {}",
+            self.window.context_tokens,
             self.partial_findings()
         );
         self.result(Outcome::NoFix, body).await;
@@ -561,8 +938,13 @@ impl Session {
     }
 
     async fn result(&mut self, outcome: Outcome, body: String) {
+        let cost = if self.settings.priced() {
+            format!(", {}", usd(self.cost))
+        } else {
+            String::new()
+        };
         let summary = format!(
-            "{}\n({}: used {} turns, {} tokens)",
+            "{}\n({}: used {} turns, {} tokens{cost})",
             ellipsis(body.trim(), MAX_SUMMARY),
             self.settings.model,
             self.turns,
@@ -581,6 +963,20 @@ impl Session {
     }
 }
 
+/// Every string in `v` (keys included) redacted.
+fn redact_json(r: &crate::redact::Redactor, v: Value) -> Value {
+    match v {
+        Value::String(s) => Value::String(r.redact(&s)),
+        Value::Array(items) => items.into_iter().map(|i| redact_json(r, i)).collect(),
+        Value::Object(map) => map
+            .into_iter()
+            .map(|(k, v)| (r.redact(&k), redact_json(r, v)))
+            .collect::<serde_json::Map<_, _>>()
+            .into(),
+        other => other,
+    }
+}
+
 /// `20 min`, `90s`.
 fn human(d: Duration) -> String {
     let secs = d.as_secs();
@@ -591,36 +987,51 @@ fn human(d: Duration) -> String {
     }
 }
 
-/// The assistant message as it goes back into the conversation.
+/// The assistant message as it goes back into the conversation: the visible
+/// text (reasoning is not sent back), and the calls in the form they came in.
 fn assistant_message(reply: &Reply) -> Value {
-    let mut msg = json!({
-        "role": "assistant",
-        "content": reply.content.clone().unwrap_or_default(),
-    });
+    let content = reply.content.clone().unwrap_or_default();
+    if reply.text_calls {
+        // Written as text, so sent back as text: the model sees its own words.
+        let calls: Vec<String> = reply
+            .calls
+            .iter()
+            .map(|c| {
+                let args: Value = serde_json::from_str(&c.arguments).unwrap_or(json!({}));
+                format!(
+                    "<tool_call>\n{}\n</tool_call>",
+                    json!({"name": c.name, "arguments": args})
+                )
+            })
+            .collect();
+        let text = [content, calls.join("\n")]
+            .into_iter()
+            .filter(|s| !s.is_empty())
+            .collect::<Vec<_>>()
+            .join("\n");
+        return json!({"role": "assistant", "content": text});
+    }
+    let mut msg = json!({"role": "assistant", "content": content});
     if !reply.calls.is_empty() {
         msg["tool_calls"] = reply
             .calls
             .iter()
             .map(|c| {
+                // Servers that render templates parse these arguments
+                // (llama.cpp answers 500 to invalid JSON): a call whose
+                // arguments were not an object goes back as `{}`; its tool
+                // result already told the model what was wrong.
+                let arguments = match serde_json::from_str::<Value>(&c.arguments) {
+                    Ok(Value::Object(_)) => c.arguments.clone(),
+                    _ => "{}".to_string(),
+                };
                 json!({
                     "id": c.id,
                     "type": "function",
-                    "function": {"name": c.name, "arguments": c.arguments},
+                    "function": {"name": c.name, "arguments": arguments},
                 })
             })
             .collect();
     }
     msg
-}
-
-/// About four characters per token, for servers that report no usage.
-fn estimate_tokens(body: &Value, reply: &Reply) -> u64 {
-    let sent = body.to_string().len();
-    let got = reply.content.as_deref().map_or(0, str::len)
-        + reply
-            .calls
-            .iter()
-            .map(|c| c.name.len() + c.arguments.len())
-            .sum::<usize>();
-    ((sent + got) / 4).max(1) as u64
 }

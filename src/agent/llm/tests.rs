@@ -150,6 +150,7 @@ impl World {
             dbt,
             redactor: crate::redact::Redactor::default(),
             replies: None,
+            transcript: None,
         }
     }
 
@@ -319,10 +320,13 @@ async fn a_scripted_model_fixes_the_misspelt_ref_and_the_build_passes() {
     let first = &requests[0];
     assert_eq!(first["model"], "fake-model");
     assert_eq!(first["tool_choice"], "auto");
-    assert_eq!(offered(first).len(), 9);
+    assert_eq!(offered(first).len(), 10, "nine tools and finish");
+    assert!(offered(first).contains(&"finish".to_string()));
     let system = first["messages"][0]["content"].as_str().unwrap();
     assert!(system.starts_with("# Role\nOn-call analytics engineer"));
-    assert!(system.contains("`FIXED:`") && system.contains("cannot open pull requests"));
+    assert!(
+        system.contains("call the `finish` tool") && system.contains("cannot open pull requests")
+    );
     let user = first["messages"][1]["content"].as_str().unwrap();
     assert!(user.starts_with("Review the run log and fix run_id 48213"));
     assert!(
@@ -373,7 +377,10 @@ async fn a_tool_outside_the_allowlist_is_refused_and_the_loop_goes_on() {
     let events = w.run(w.settings(), w.task(policy, no_dbt())).await;
 
     let requests = w.fake.requests();
-    assert_eq!(offered(&requests[0]), ["get_bolt_run_logs", "read_file"]);
+    assert_eq!(
+        offered(&requests[0]),
+        ["get_bolt_run_logs", "read_file", "finish"]
+    );
     let system = requests[0]["messages"][0]["content"].as_str().unwrap();
     assert!(system.contains("no tool that edits files"));
     let results = tool_results(&requests[1]);
@@ -691,4 +698,614 @@ async fn a_reply_in_the_thread_reaches_the_model_as_a_marked_user_message() {
     let content = reply["content"].as_str().unwrap();
     assert!(content.starts_with("Slack user <@U0CAROL> replied in the healing thread."));
     assert!(content.contains("<slack_reply>\nthe source renamed user_id\n</slack_reply>"));
+}
+
+// ---------------------------------------------------------------------------
+// Finishing: the `finish` tool, plain answers, and the change deciding.
+
+/// A chat completion as the servers answer it.
+fn completion(message: Value, finish: &str) -> Value {
+    json!({"id": "chatcmpl-x", "object": "chat.completion", "created": 1_700_000_000, "model": "m",
+           "choices": [{"index": 0, "message": message, "logprobs": null, "finish_reason": finish}],
+           "usage": {"prompt_tokens": 900, "completion_tokens": 40, "total_tokens": 940}})
+}
+
+fn finish_call(args: Value) -> Scripted {
+    Scripted::tool("finish", args)
+}
+
+#[tokio::test]
+async fn how_a_session_ends_follows_the_change_not_the_word() {
+    let (file, find, replace) = breakage();
+    let patch = || {
+        Scripted::tool(
+            "apply_patch",
+            json!({"path": file, "find": replace, "replace": find}),
+        )
+    };
+    let write = || {
+        Scripted::tool(
+            "write_file",
+            json!({"path": file, "content": "select * from {{ ref('stg_orders') }}\n"}),
+        )
+    };
+    let cases: Vec<(&str, Vec<Scripted>, Outcome, &str)> = vec![
+        (
+            "finish(fixed) after an edit",
+            vec![patch(), finish_call(json!({"status": "fixed", "root_cause": "orders refs stg_order",
+                "summary": "now refs stg_orders", "confidence": 0.9}))],
+            Outcome::Fixed,
+            "Root cause: orders refs stg_order\nnow refs stg_orders\n(confidence: 0.9)",
+        ),
+        (
+            "finish(fixed) without an edit",
+            vec![finish_call(json!({"status": "fixed", "root_cause": "a typo", "summary": "fixed"}))],
+            Outcome::NoFix,
+            "Root cause: a typo\nfixed\n(The model said it fixed the run but changed no file",
+        ),
+        (
+            "finish(needs_human)",
+            vec![finish_call(json!({"status": "needs_human", "root_cause": "raw_orders lost a column",
+                "summary": "the source team must restore it"}))],
+            Outcome::NoFix,
+            "A human is needed: Root cause: raw_orders lost a column",
+        ),
+        (
+            // The report from issue 11, word for word in shape: no prefix, a change.
+            "a plain answer after an edit",
+            vec![write(), Scripted::answer(
+                "Root cause: orders referenced `stg_order`, which does not exist. Fix: changed models/marts/orders.sql \
+                 via write_file to ref `stg_orders`; checked with dbt compile.")],
+            Outcome::Fixed,
+            "Root cause: orders referenced `stg_order`, which does not exist. Fix: changed models/marts/orders.sql",
+        ),
+        (
+            "a plain answer without an edit",
+            vec![Scripted::answer("The failure comes from a misspelt ref: change stg_order to stg_orders.")],
+            Outcome::NoFix,
+            "The failure comes from a misspelt ref: change stg_order to stg_orders.",
+        ),
+        (
+            "the old prefix still works",
+            vec![patch(), Scripted::answer("FIXED: renamed the ref")],
+            Outcome::Fixed,
+            "renamed the ref",
+        ),
+    ];
+    for (case, script, outcome, summary) in cases {
+        let w = world("").await;
+        w.fake.script(script);
+        let events = w.run(w.settings(), w.task(ToolPolicy::All, no_dbt())).await;
+        let (got, text) = result(&events);
+        assert_eq!(got, outcome, "{case}: {text}");
+        assert!(text.starts_with(summary), "{case}: {text}");
+        assert_eq!(w.fake.remaining(), 0, "{case}: ended on its last answer");
+    }
+}
+
+#[tokio::test]
+async fn a_finish_call_with_bad_arguments_is_answered_and_the_loop_goes_on() {
+    let w = world("").await;
+    w.fake.script(vec![
+        finish_call(json!({"status": "done"})),
+        finish_call(json!({"status": "no_fix", "root_cause": "a data problem", "summary": "backfill raw_orders"})),
+    ]);
+    let events = w.run(w.settings(), w.task(ToolPolicy::All, no_dbt())).await;
+    let results = tool_results(&w.fake.requests()[1]);
+    assert!(
+        results[0].starts_with("ERROR: `status` must be fixed, no_fix or needs_human"),
+        "{}",
+        results[0]
+    );
+    let (outcome, summary) = result(&events);
+    assert_eq!(outcome, Outcome::NoFix);
+    assert!(
+        summary.starts_with("Root cause: a data problem\nbackfill raw_orders"),
+        "{summary}"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Real servers' wire formats, replayed from their documented shapes.
+
+/// The read of the broken model, in one server's shape, and that server's final answer.
+struct Shape {
+    server: &'static str,
+    call: Value,
+    answer: Value,
+    /// Text that must never reach the thread (the model's reasoning).
+    hidden: Option<&'static str>,
+}
+
+fn shapes() -> Vec<Shape> {
+    let read = r#"{"path":"models/marts/orders.sql"}"#;
+    let call = |id: Option<&str>, args: Value| {
+        let mut c =
+            json!({"type": "function", "function": {"name": "read_file", "arguments": args}});
+        if let Some(id) = id {
+            c["id"] = json!(id);
+        }
+        c
+    };
+    let answer = |text: &str| completion(json!({"role": "assistant", "content": text}), "stop");
+    vec![
+        Shape {
+            server: "openai",
+            call: completion(
+                json!({"role": "assistant", "content": null, "refusal": null,
+                "tool_calls": [call(Some("call_Qx1"), json!(read))]}),
+                "tool_calls",
+            ),
+            answer: answer("The ref stg_order is misspelt."),
+            hidden: None,
+        },
+        Shape {
+            server: "azure openai",
+            call: {
+                let mut c = completion(
+                    json!({"role": "assistant", "content": null,
+                    "tool_calls": [call(Some("call_az1"), json!(read))]}),
+                    "tool_calls",
+                );
+                c["prompt_filter_results"] =
+                    json!([{"prompt_index": 0, "content_filter_results": {}}]);
+                c["choices"][0]["content_filter_results"] =
+                    json!({"hate": {"filtered": false, "severity": "safe"}});
+                c
+            },
+            answer: answer("The ref stg_order is misspelt."),
+            hidden: None,
+        },
+        Shape {
+            server: "ollama, no id",
+            call: completion(
+                json!({"role": "assistant", "content": "",
+                "tool_calls": [{"index": 0, "type": "function", "function": {"name": "read_file", "arguments": read}}]}),
+                "tool_calls",
+            ),
+            answer: answer("The ref stg_order is misspelt."),
+            hidden: None,
+        },
+        Shape {
+            server: "ollama native, arguments an object, empty id",
+            call: completion(
+                json!({"role": "assistant", "content": "",
+                "tool_calls": [call(Some(""), json!({"path": "models/marts/orders.sql"}))]}),
+                "stop",
+            ),
+            answer: answer("The ref stg_order is misspelt."),
+            hidden: None,
+        },
+        Shape {
+            server: "vllm, reasoning parser",
+            call: completion(
+                json!({"role": "assistant", "content": null, "reasoning_content": "SECRET-THOUGHT-1 read the model",
+                "tool_calls": [call(Some("chatcmpl-tool-9a"), json!(read))]}),
+                "tool_calls",
+            ),
+            answer: completion(
+                json!({"role": "assistant", "reasoning_content": "SECRET-THOUGHT-1 it is a typo",
+                "content": "The ref stg_order is misspelt."}),
+                "stop",
+            ),
+            hidden: Some("SECRET-THOUGHT-1"),
+        },
+        Shape {
+            server: "vllm without a tool parser, hermes text",
+            call: completion(
+                json!({"role": "assistant", "content":
+                "Reading it.\n<tool_call>\n{\"name\": \"read_file\", \"arguments\": {\"path\": \"models/marts/orders.sql\"}}\n</tool_call>"}),
+                "stop",
+            ),
+            answer: answer("The ref stg_order is misspelt."),
+            hidden: None,
+        },
+        Shape {
+            server: "llama.cpp, think tags in content",
+            call: {
+                let mut c = completion(
+                    json!({"role": "assistant", "content": "<think>SECRET-THOUGHT-2</think>",
+                    "tool_calls": [call(Some("Zr8kq0ZpR1xYc3VbN7mLw4Ht6Ds9Ae5"), json!(read))]}),
+                    "tool_calls",
+                );
+                c["timings"] = json!({"predicted_per_second": 76.0});
+                c
+            },
+            answer: answer(
+                "<think>\nSECRET-THOUGHT-2 typo\n</think>\nThe ref stg_order is misspelt.",
+            ),
+            hidden: Some("SECRET-THOUGHT-2"),
+        },
+        Shape {
+            server: "lm studio",
+            call: completion(
+                json!({"role": "assistant", "content": "",
+                "tool_calls": [call(Some("365174485"), json!(read))]}),
+                "tool_calls",
+            ),
+            answer: answer("The ref stg_order is misspelt."),
+            hidden: None,
+        },
+        Shape {
+            server: "openrouter, reasoning field, repeated ids",
+            call: completion(
+                json!({"role": "assistant", "content": "", "reasoning": "SECRET-THOUGHT-3",
+                "tool_calls": [call(Some("call_0"), json!(read)), call(Some("call_0"), json!(read))]}),
+                "tool_calls",
+            ),
+            answer: completion(
+                json!({"role": "assistant", "content": "The ref stg_order is misspelt.",
+                "reasoning": "SECRET-THOUGHT-3"}),
+                "stop",
+            ),
+            hidden: Some("SECRET-THOUGHT-3"),
+        },
+        Shape {
+            server: "mistral text",
+            call: completion(
+                json!({"role": "assistant", "content":
+                "[TOOL_CALLS][{\"name\": \"read_file\", \"arguments\": {\"path\": \"models/marts/orders.sql\"}}]"}),
+                "stop",
+            ),
+            answer: answer("The ref stg_order is misspelt."),
+            hidden: None,
+        },
+        Shape {
+            server: "llama 3 json text",
+            call: completion(
+                json!({"role": "assistant", "content":
+                "{\"name\": \"read_file\", \"parameters\": {\"path\": \"models/marts/orders.sql\"}}"}),
+                "stop",
+            ),
+            answer: answer("The ref stg_order is misspelt."),
+            hidden: None,
+        },
+        Shape {
+            server: "smollm2, a list in the tag",
+            call: completion(
+                json!({"role": "assistant", "content":
+                "<tool_call>[{\"name\": \"read_file\", \"arguments\": {\"path\": \"models/marts/orders.sql\"}}]</tool_call>"}),
+                "stop",
+            ),
+            answer: answer("The ref stg_order is misspelt."),
+            hidden: None,
+        },
+    ]
+}
+
+#[tokio::test]
+async fn each_servers_documented_shapes_drive_the_loop_to_a_clear_end() {
+    for shape in shapes() {
+        let w = world("").await;
+        w.fake.script(vec![
+            Scripted::Raw(200, shape.call.clone()),
+            Scripted::Raw(200, shape.answer.clone()),
+        ]);
+        let events = w.run(w.settings(), w.task(ToolPolicy::All, no_dbt())).await;
+        let server = shape.server;
+        let (outcome, summary) = result(&events);
+        // The fake answers 400 (and the session fails) if tool results do
+        // not match the calls: reaching the answer proves they did.
+        assert_eq!(outcome, Outcome::NoFix, "{server}: {summary}");
+        assert!(
+            summary.starts_with("The ref stg_order is misspelt."),
+            "{server}: {summary}"
+        );
+        let requests = w.fake.requests();
+        assert_eq!(requests.len(), 2, "{server}");
+        let sent = requests[1]["messages"].to_string();
+        assert!(
+            sent.contains("ref('stg_order')"),
+            "{server}: the file reached the model: {sent}"
+        );
+        let ids: Vec<&str> = requests[1]["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|m| m["tool_call_id"].as_str())
+            .collect();
+        let unique: std::collections::HashSet<&&str> = ids.iter().collect();
+        assert!(
+            ids.iter().all(|i| !i.is_empty()) && unique.len() == ids.len(),
+            "{server}: {ids:?}"
+        );
+        if let Some(secret) = shape.hidden {
+            let shown = format!("{events:?}");
+            assert!(
+                !shown.contains(secret),
+                "{server}: reasoning reached the thread: {shown}"
+            );
+            assert!(!sent.contains(secret), "{server}: reasoning was sent back");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_reply_cut_at_its_length_limit_gets_one_request_to_finish() {
+    let w = world("").await;
+    let cut = |text: &str| {
+        Scripted::Raw(
+            200,
+            completion(json!({"role": "assistant", "content": text}), "length"),
+        )
+    };
+    w.fake.script(vec![
+        cut("The ref stg_order looks wrong and I will now explain at great len"),
+        cut("Still going on and on"),
+    ]);
+    let events = w.run(w.settings(), w.task(ToolPolicy::All, no_dbt())).await;
+    let requests = w.fake.requests();
+    assert_eq!(requests.len(), 2);
+    let last = requests[1]["messages"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
+    assert_eq!(last["role"], "user");
+    assert_eq!(last["content"], prompt::CUT_AT_LENGTH);
+    let (outcome, summary) = result(&events);
+    assert_eq!(outcome, Outcome::NoFix);
+    assert!(summary.starts_with("Still going on and on"), "{summary}");
+
+    // SmolLM2 on llama.cpp answered the request with the request itself.
+    let w = world("").await;
+    w.fake.script(vec![
+        cut("The ref stg_order looks wrong"),
+        Scripted::answer(prompt::CUT_AT_LENGTH),
+    ]);
+    let (outcome, summary) = result(&w.run(w.settings(), w.task(ToolPolicy::All, no_dbt())).await);
+    assert_eq!(outcome, Outcome::NoFix);
+    assert!(
+        summary.starts_with(
+            "The model gave no final answer; its last findings: The ref stg_order looks wrong"
+        ),
+        "{summary}"
+    );
+}
+
+#[tokio::test]
+async fn refused_parameters_are_dropped_for_the_rest_of_the_session() {
+    let refusal = |message: &str, param: Value| {
+        Scripted::Raw(
+            400,
+            json!({"error": {"message": message, "type": "invalid_request_error", "param": param, "code": null}}),
+        )
+    };
+    let cases: Vec<(&str, Scripted, &str)> = vec![
+        ("openai o-series", refusal("Unsupported parameter: 'temperature' is not supported with this model.", json!("temperature")), "temperature"),
+        ("azure", refusal("Unrecognized request argument supplied: stream", Value::Null), "stream"),
+        ("vllm", Scripted::Raw(400, json!({"object": "error", "message": "\"auto\" tool choice requires --enable-auto-tool-choice and --tool-call-parser to be set",
+            "type": "BadRequestError", "param": null, "code": 400})), "tool_choice"),
+        ("openai max_tokens", refusal("Unsupported parameter: 'max_tokens' is not supported with this model. Use 'max_completion_tokens' instead.",
+            json!("max_tokens")), "max_tokens"),
+    ];
+    for (server, refused, key) in cases {
+        let w = world("").await;
+        w.fake.script(vec![
+            refused,
+            Scripted::tool("read_file", json!({"path": "models/marts/orders.sql"})),
+            Scripted::answer("The ref stg_order is misspelt."),
+        ]);
+        let mut settings = w.settings();
+        settings.temperature = Some(0.2);
+        let events = w.run(settings, w.task(ToolPolicy::All, no_dbt())).await;
+        let requests = w.fake.requests();
+        assert_eq!(requests.len(), 3, "{server}");
+        assert!(requests[0].get(key).is_some(), "{server}: sent at first");
+        assert!(
+            requests[1..].iter().all(|r| r.get(key).is_none()),
+            "{server}: never again"
+        );
+        assert_eq!(result(&events).0, Outcome::NoFix, "{server}");
+        assert!(
+            progress(&events)
+                .iter()
+                .any(|l| l.contains(&format!("does not take `{key}`"))),
+            "{server}"
+        );
+    }
+}
+
+fn overflow() -> Scripted {
+    // llama.cpp's answer, as its server sends it.
+    Scripted::Raw(
+        400,
+        json!({"error": {"code": 400, "message":
+        "request (9120 tokens) exceeds the available context size (8192 tokens), try increasing it",
+        "type": "exceed_context_size_error", "n_prompt_tokens": 9120, "n_ctx": 8192}}),
+    )
+}
+
+#[tokio::test]
+async fn an_over_long_context_is_compacted_and_asked_again() {
+    let w = world("").await;
+    w.fake.script(vec![
+        Scripted::tool("read_file", json!({"path": "models/marts/orders.sql"})),
+        Scripted::tool(
+            "read_file",
+            json!({"path": "models/staging/stg_orders.sql"}),
+        ),
+        overflow(),
+        Scripted::answer("The ref stg_order is misspelt."),
+    ]);
+    let events = w.run(w.settings(), w.task(ToolPolicy::All, no_dbt())).await;
+    let (outcome, summary) = result(&events);
+    assert_eq!(outcome, Outcome::NoFix);
+    assert!(
+        summary.starts_with("The ref stg_order is misspelt."),
+        "{summary}"
+    );
+    let requests = w.fake.requests();
+    assert_eq!(requests.len(), 4);
+    let before = tool_results(&requests[2]);
+    let after = tool_results(&requests[3]);
+    assert!(!before[0].starts_with(context::COMPACTED));
+    assert!(after[0].starts_with(context::COMPACTED), "{}", after[0]);
+    assert_eq!(after[1], before[1], "the latest result is kept");
+    assert!(progress(&events)
+        .iter()
+        .any(|l| l.contains("context window was full")));
+}
+
+#[tokio::test]
+async fn a_context_that_cannot_shrink_ends_with_a_clear_outcome() {
+    let w = world("").await;
+    w.fake.script(vec![overflow()]);
+    let events = w.run(w.settings(), w.task(ToolPolicy::All, no_dbt())).await;
+    let (outcome, summary) = result(&events);
+    assert_eq!(outcome, Outcome::NoFix);
+    assert!(
+        summary.contains("no longer fits the model's context window (32768 tokens"),
+        "{summary}"
+    );
+    assert_eq!(w.fake.requests().len(), 1);
+}
+
+#[tokio::test]
+async fn a_small_window_cuts_large_results_and_compacts_old_ones() {
+    let w = world("").await;
+    // A large model file (about 40 KB) to read several times.
+    let big: String = (1..=1500)
+        .map(|i| format!("select {i} as column_{i:05}\n"))
+        .collect();
+    std::fs::write(w.dir.join("models/big.sql"), &big).unwrap();
+    let read = |start: u64| {
+        Scripted::with_calls(
+            None,
+            &[(
+                "read_file",
+                &format!(r#"{{"path": "models/big.sql", "start_line": {start}}}"#),
+            )],
+            None,
+        )
+    };
+    w.fake.script(vec![
+        read(1),
+        read(200),
+        read(400),
+        read(600),
+        read(800),
+        Scripted::answer("Nothing wrong in big.sql."),
+    ]);
+    let mut settings = w.settings();
+    settings.context_tokens = Some(8192);
+    let events = w.run(settings, w.task(ToolPolicy::All, no_dbt())).await;
+
+    assert_eq!(result(&events).0, Outcome::NoFix, "{:?}", result(&events));
+    let requests = w.fake.requests();
+    assert_eq!(requests.len(), 6);
+    let window = context::Window::new(8192);
+    for (i, r) in requests.iter().enumerate() {
+        let bytes = r.to_string().len();
+        assert!(
+            window.estimate(bytes) <= window.prompt_budget(),
+            "request {i}: {bytes} bytes"
+        );
+        assert_eq!(r["max_tokens"], window.reply_tokens());
+    }
+    let first = &tool_results(&requests[1])[0];
+    assert!(first.len() <= window.max_result_bytes(), "{}", first.len());
+    assert!(first.contains("call read_file with start_line"), "{first}");
+    let last = tool_results(&requests[5]);
+    assert!(
+        last.iter().any(|r| r.starts_with(context::COMPACTED)),
+        "old results compacted"
+    );
+    assert!(
+        !last.last().unwrap().starts_with(context::COMPACTED),
+        "the newest kept"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Cost and the transcript.
+
+#[tokio::test]
+async fn the_cost_is_counted_shown_and_budgeted() {
+    let w = world("").await;
+    w.fake.script(vec![
+        Scripted::tool("read_file", json!({"path": "models/marts/orders.sql"})),
+        Scripted::answer("The ref stg_order is misspelt."),
+    ]);
+    let mut settings = w.settings();
+    settings.input_price = Some(2.5);
+    settings.output_price = Some(10.0);
+    let (_, summary) = result(
+        &w.run(settings.clone(), w.task(ToolPolicy::All, no_dbt()))
+            .await,
+    );
+    // (1000 + 1000) × 2.5 + (30 + 50) × 10 per million = $0.0058.
+    assert!(
+        summary.ends_with("(fake-model: used 2 turns, 2080 tokens, $0.0058)"),
+        "{summary}"
+    );
+
+    let w = world("").await;
+    w.fake.script(
+        (0..4)
+            .map(|_| Scripted::tool("read_file", json!({"path": "models/marts/orders.sql"})))
+            .collect(),
+    );
+    let mut settings = w.settings();
+    settings.input_price = Some(2.5);
+    settings.output_price = Some(10.0);
+    settings.max_cost = Some(0.004);
+    let (outcome, summary) = result(&w.run(settings, w.task(ToolPolicy::All, no_dbt())).await);
+    assert_eq!(outcome, Outcome::NoFix);
+    assert!(
+        summary.contains("the cost budget ran out ($0.0056 of $0.0040)"),
+        "{summary}"
+    );
+    assert_eq!(w.fake.requests().len(), 2);
+}
+
+#[tokio::test]
+async fn every_request_and_response_is_stored_redacted() {
+    let w = world("").await;
+    let secret = "hunter2-warehouse-password";
+    std::fs::write(
+        w.dir.join("models/creds.sql"),
+        format!("-- password: {secret}\nselect 1\n"),
+    )
+    .unwrap();
+    w.fake.script(vec![
+        Scripted::tool("read_file", json!({"path": "models/creds.sql"})),
+        Scripted::answer(&format!("The file holds {secret}; remove it.")),
+    ]);
+    let store = crate::store::Store::in_memory().unwrap();
+    let crate::store::Claim::New(id) = store.claim_session("s", "48213", "C", "1.0", "a").unwrap()
+    else {
+        panic!("a new session")
+    };
+    let mut task = w.task(ToolPolicy::All, no_dbt());
+    task.redactor = crate::redact::Redactor::new([secret.to_string()]);
+    task.transcript = Some(Transcript::new(store.clone(), id));
+    w.run(w.settings(), task).await;
+
+    let rows = store.exchanges(id).unwrap();
+    assert_eq!(rows.len(), 2);
+    let (first, second) = (&rows[0].exchange, &rows[1].exchange);
+    assert_eq!(
+        (first.turn, first.status, first.prompt_tokens),
+        (0, 200, Some(1000))
+    );
+    let req: Value = serde_json::from_str(&first.request).unwrap();
+    assert_eq!(req["messages"][0]["role"], "system");
+    assert!(req["tools"].is_array());
+    let req: Value = serde_json::from_str(&second.request).unwrap();
+    assert_eq!(
+        req["earlier_messages"], 2,
+        "only what is new is stored again"
+    );
+    assert_eq!(req["messages"][0]["role"], "assistant");
+    assert_eq!(req["messages"][1]["role"], "tool");
+    assert!(req.get("tools").is_none());
+    for row in &rows {
+        assert!(
+            !row.exchange.request.contains(secret) && !row.exchange.response.contains(secret),
+            "{row:?}"
+        );
+    }
+    assert!(second.response.contains("The file holds"));
 }

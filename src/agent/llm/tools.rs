@@ -442,6 +442,11 @@ async fn git(dir: &Path, args: &[String]) -> Result<(bool, String), String> {
     Ok((out.status.success(), text))
 }
 
+/// A call's arguments as an object (empty arguments are an empty object).
+pub fn arguments_map(arguments: &str) -> Result<Map<String, Value>, String> {
+    parse_arguments(arguments)
+}
+
 fn parse_arguments(arguments: &str) -> Result<Map<String, Value>, String> {
     if arguments.trim().is_empty() {
         return Ok(Map::new());
