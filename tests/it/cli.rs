@@ -239,6 +239,9 @@ fn demo_lists_its_cases_and_its_help_names_every_one() {
         assert!(list.contains(&format!("{name:<24} {}", breakage.description)), "{list}");
         assert!(help.contains(&name), "--help names {name}: {help}");
     }
+}
+
+#[test]
 fn session_show_prints_a_stored_transcript_without_any_slack_configuration() {
     // Arrange: a database holding one session of an llm agent.
     let dir = tempfile::tempdir().unwrap();
