@@ -264,7 +264,15 @@ fn main() -> ExitCode {
     let config = match selfheal::config::Config::from_process_env() {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("selfheal: configuration error: {e}");
+            match e.lines().as_slice() {
+                [one] => eprintln!("selfheal: configuration error: {one}"),
+                lines => {
+                    eprintln!("selfheal: {} configuration problems:", lines.len());
+                    for line in lines {
+                        eprintln!("  - {line}");
+                    }
+                }
+            }
             return ExitCode::from(2);
         }
     };

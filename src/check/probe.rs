@@ -35,12 +35,19 @@ pub async fn run(cfg: &Config, offline: bool) -> Vec<(Check, Outcome)> {
     if !offline {
         slack_checks(cfg, &mut out).await;
     }
-    out.push((Check::Repository, repository(cfg, offline).await));
+    let repo = repository(cfg, offline).await;
+    // The project is read from a local repository; a missing one says it all.
+    let repo_ok = !matches!(repo, Outcome::Fail(_));
+    out.push((Check::Repository, repo));
     out.push((Check::RunLogs, run_logs(cfg, offline).await));
     let dbt = dbt_found(&cfg.heal.dbt).await;
     let dbt_ok = matches!(dbt, Outcome::Pass(_));
     out.push((Check::Dbt, dbt));
-    let plan = verification(cfg);
+    let plan = if repo_ok {
+        verification(cfg)
+    } else {
+        Outcome::Skipped("not checked: the repository is not reachable".into())
+    };
     let plan_ok = matches!(plan, Outcome::Pass(_) | Outcome::Warn(_));
     out.push((Check::Verification, plan));
     out.push((Check::DbtDebug, dbt_debug(cfg, offline, dbt_ok, plan_ok).await));

@@ -47,7 +47,7 @@ fn check_summarises_a_valid_configuration() {
         "stderr: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(stdout.starts_with("configuration OK\n"), "{stdout}");
+    assert!(stdout.starts_with("configuration loaded: every variable and file is valid\n"), "{stdout}");
     assert!(
         stdout.contains("hourly_marts: notifies [#data-alerts, #agent-demo], heals in #agent-demo with agent scripted"),
         "{stdout}"
