@@ -305,23 +305,31 @@ pub fn git_reason(error: &str) -> String {
         .to_string()
 }
 
-/// The lines of dbt output that say what went wrong, on one line: dbt debug
-/// prints `ERROR`/`Error`/`[ERROR]` lines, and a last "checks failed" line.
+/// What went wrong in `dbt debug`, on one line: the check that failed
+/// (`Connection test: [ERROR]`) and, when the database said why, its words
+/// (dbt quotes them under a `>Database Error` line).
 pub fn dbt_debug_errors(output: &str) -> String {
-    let wanted: Vec<&str> = output
+    let lines: Vec<&str> = output
         .lines()
         .map(|l| crate::dbt::strip_timestamp(l).trim())
-        .filter(|l| {
-            let lower = l.to_ascii_lowercase();
-            lower.contains("error") || lower.contains("[not ok]") || lower.contains("not found")
-        })
-        .filter(|l| !l.to_ascii_lowercase().starts_with("1 check failed") && !l.is_empty())
-        .take(3)
+        .filter(|l| !l.is_empty())
         .collect();
-    if wanted.is_empty() {
-        crate::dbt::tail_lines(output, 1).replace('\n', " ")
-    } else {
-        wanted.join("; ")
+    let failed: Vec<&str> = lines
+        .iter()
+        .copied()
+        .filter(|l| l.contains("[ERROR") || l.contains("[NOT OK"))
+        .take(2)
+        .collect();
+    let said = lines
+        .iter()
+        .position(|l| l.starts_with('>'))
+        .and_then(|at| lines.get(at + 1))
+        .copied();
+    match (failed.is_empty(), said) {
+        (false, Some(why)) => format!("{}: {why}", failed.join("; ")),
+        (false, None) => failed.join("; "),
+        (true, Some(why)) => why.to_string(),
+        (true, None) => crate::dbt::tail_lines(output, 1).replace('\n', " "),
     }
 }
 
@@ -419,8 +427,14 @@ mod tests {
 
     #[test]
     fn dbt_debug_output_is_cut_to_its_errors() {
-        let out = "12:00:01  Running with dbt=1.8.0\n12:00:01  Connection:\n12:00:02  Connection test: [ERROR]\n\n12:00:02  1 check failed:\n12:00:02  dbt was unable to connect to the specified database.\n";
-        assert_eq!(dbt_debug_errors(out), "Connection test: [ERROR]");
-        assert_eq!(dbt_debug_errors("a\nlast words\n"), "last words");
+        let refused = "12:00:01  Running with dbt=1.10.0\n12:00:02    Connection test: [ERROR]\n\n12:00:02  1 check failed:\n12:00:02  dbt was unable to connect to the specified database.\nThe database returned the following error:\n\n  >Database Error\n  connection to server at \"127.0.0.1\", port 1 failed: Connection refused\n  \tIs the server running on that host and accepting TCP/IP connections?\n";
+        let cases = [
+            (refused, "Connection test: [ERROR]: connection to server at \"127.0.0.1\", port 1 failed: Connection refused"),
+            ("12:00:01    profiles.yml file [ERROR invalid]\n12:00:01  Profile loading failed\n", "profiles.yml file [ERROR invalid]"),
+            ("a\nlast words\n", "last words"),
+        ];
+        for (output, want) in cases {
+            assert_eq!(dbt_debug_errors(output), want);
+        }
     }
 }

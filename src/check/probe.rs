@@ -35,19 +35,12 @@ pub async fn run(cfg: &Config, offline: bool) -> Vec<(Check, Outcome)> {
     if !offline {
         slack_checks(cfg, &mut out).await;
     }
-    let repo = repository(cfg, offline).await;
-    // The project is read from a local repository; a missing one says it all.
-    let repo_ok = !matches!(repo, Outcome::Fail(_));
-    out.push((Check::Repository, repo));
+    out.push((Check::Repository, repository(cfg, offline).await));
     out.push((Check::RunLogs, run_logs(cfg, offline).await));
     let dbt = dbt_found(&cfg.heal.dbt).await;
     let dbt_ok = matches!(dbt, Outcome::Pass(_));
     out.push((Check::Dbt, dbt));
-    let plan = if repo_ok {
-        verification(cfg)
-    } else {
-        Outcome::Skipped("not checked: the repository is not reachable".into())
-    };
+    let plan = verification(cfg);
     let plan_ok = matches!(plan, Outcome::Pass(_) | Outcome::Warn(_));
     out.push((Check::Verification, plan));
     out.push((Check::DbtDebug, dbt_debug(cfg, offline, dbt_ok, plan_ok).await));
@@ -308,6 +301,10 @@ fn verification(cfg: &Config) -> Outcome {
     let Some(project) = local_project(cfg) else {
         return Outcome::Skipped("decided per session from the clone's profile (SELFHEAL_REPO is remote)".into());
     };
+    if !project.is_dir() {
+        // The repository line already says why; a second failure would repeat it.
+        return Outcome::Skipped("not checked: the repository is not reachable".into());
+    }
     match isolate::load_plan(
         &base_dbt(cfg),
         &project,
