@@ -137,6 +137,39 @@ fn check_reports_every_configuration_problem_at_once_and_where_each_came_from() 
 }
 
 #[tokio::test]
+async fn run_with_bad_slack_settings_says_what_is_wrong_in_a_sentence() {
+    let slack = selfheal::fake_slack::FakeSlack::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    write_project(dir.path(), SCHEDULES);
+    let cases = [
+        (slack.api_url(), "xoxb-revoked", "selfheal run: Slack rejected SLACK_BOT_TOKEN (invalid_auth); `selfheal check` tells what to do\n"),
+        ("http://127.0.0.1:1/api/".to_string(), "xoxb-any", "selfheal run: cannot reach 127.0.0.1:1: connection refused (SLACK_API_URL; `selfheal check` tells more)\n"),
+    ];
+    for (api_url, bot_token, want) in cases {
+        // Act: as people run it, with backtraces asked for and stderr to a file.
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_selfheal"))
+            .arg("run")
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .env("RUST_BACKTRACE", "1")
+            .env("SLACK_APP_TOKEN", slack.app_token())
+            .env("SLACK_BOT_TOKEN", bot_token)
+            .env("SLACK_API_URL", &api_url)
+            .env("SELFHEAL_SCHEDULES", dir.path())
+            .env("SELFHEAL_DB", dir.path().join("selfheal.db"))
+            .env("SELFHEAL_LOG", "error")
+            .current_dir(dir.path())
+            .output()
+            .await
+            .unwrap();
+
+        // Assert: one sentence; no backtrace, no HTTP client internals, no colour codes.
+        assert_eq!(out.status.code(), Some(1));
+        assert_eq!(String::from_utf8_lossy(&out.stderr), want);
+    }
+}
+
+#[tokio::test]
 async fn sigterm_stops_the_bot_within_ten_seconds_and_tells_running_threads() {
     // Arrange: the real binary against the fake, with an agent that never ends.
     let mut app = spawn_app_with("echo started; sleep 600 & wait", &[]).await;
