@@ -75,39 +75,78 @@ pub enum Problem {
         var: &'static str,
     },
     /// Slack answered `ok: false` to a token (`invalid_auth`, `token_revoked`, …).
-    SlackTokenRejected { var: &'static str, code: String },
+    SlackTokenRejected {
+        var: &'static str,
+        code: String,
+    },
     /// Slack answered `ok: false` with another error.
-    SlackApi { method: &'static str, code: String },
+    SlackApi {
+        method: &'static str,
+        code: String,
+    },
     /// The bot token lacks scopes the manifest lists.
     MissingScopes(Vec<String>),
     /// Slack did not say which scopes the token has.
     ScopesNotReported,
-    ChannelNotFound { channel: String },
-    NotInChannel { channel: String },
+    ChannelNotFound {
+        channel: String,
+    },
+    NotInChannel {
+        channel: String,
+    },
     /// `git ls-remote` failed; `why` is git's last line.
-    RepositoryUnreachable { repo: String, why: String },
+    RepositoryUnreachable {
+        repo: String,
+        why: String,
+    },
     /// The run-log folder is missing or unreadable.
-    RunLogsMissing { dir: String, why: String },
+    RunLogsMissing {
+        dir: String,
+        why: String,
+    },
     /// A hosted run-log source did not answer as it should.
-    RunLogSource { what: String, why: String },
-    DbtNotFound { exe: String },
+    RunLogSource {
+        what: String,
+        why: String,
+    },
+    DbtNotFound {
+        exe: String,
+    },
     /// `dbt debug` failed; `errors` are its error lines.
-    DbtDebugFailed { errors: String },
+    DbtDebugFailed {
+        errors: String,
+    },
     /// The isolation plan refuses the settings (or cannot read them).
-    PlanRefused { why: String },
+    PlanRefused {
+        why: String,
+    },
     /// Nothing can be built without touching production: compile only.
-    CompileOnly { why: String },
+    CompileOnly {
+        why: String,
+    },
     /// The forge said 401.
-    ForgeTokenRejected { repo: String },
+    ForgeTokenRejected {
+        repo: String,
+    },
     /// The token can read the repository but not push to it.
-    ForgeCannotPush { repo: String },
-    ForgeRepoNotFound { repo: String },
+    ForgeCannotPush {
+        repo: String,
+    },
+    ForgeRepoNotFound {
+        repo: String,
+    },
     /// A forge token without a repository to use it on.
     ForgeRepoUnknown,
     /// Any other forge failure.
-    Forge { why: String },
+    Forge {
+        why: String,
+    },
     /// A model endpoint answered with an error status.
-    ModelRejected { url: String, status: u16, key_env: Option<String> },
+    ModelRejected {
+        url: String,
+        status: u16,
+        key_env: Option<String>,
+    },
 }
 
 impl Problem {
@@ -121,17 +160,27 @@ impl Problem {
             Problem::ScopesNotReported => "Slack did not report the token's scopes".into(),
             Problem::ChannelNotFound { .. } => "not found in the workspace".into(),
             Problem::NotInChannel { .. } => "the bot is not a member".into(),
-            Problem::RepositoryUnreachable { repo, why } => format!("git ls-remote {repo} failed: {why}"),
+            Problem::RepositoryUnreachable { repo, why } => {
+                format!("git ls-remote {repo} failed: {why}")
+            }
             Problem::RunLogsMissing { dir, why } => format!("{dir}: {why}"),
             Problem::RunLogSource { what, why } => format!("{what}: {why}"),
             Problem::DbtNotFound { exe } => format!("`{exe}` not found"),
             Problem::DbtDebugFailed { errors } => format!("failed: {errors}"),
             Problem::PlanRefused { why } => why.clone(),
             Problem::CompileOnly { why } => format!("compiles only, nothing is built: {why}"),
-            Problem::ForgeTokenRejected { repo } => format!("GitHub rejected SELFHEAL_GITHUB_TOKEN for {repo} (401)"),
-            Problem::ForgeCannotPush { repo } => format!("the token can read {repo} but not push to it"),
-            Problem::ForgeRepoNotFound { repo } => format!("{repo} not found, or the token cannot see it"),
-            Problem::ForgeRepoUnknown => "SELFHEAL_GITHUB_TOKEN is set but the repository is unknown".into(),
+            Problem::ForgeTokenRejected { repo } => {
+                format!("GitHub rejected SELFHEAL_GITHUB_TOKEN for {repo} (401)")
+            }
+            Problem::ForgeCannotPush { repo } => {
+                format!("the token can read {repo} but not push to it")
+            }
+            Problem::ForgeRepoNotFound { repo } => {
+                format!("{repo} not found, or the token cannot see it")
+            }
+            Problem::ForgeRepoUnknown => {
+                "SELFHEAL_GITHUB_TOKEN is set but the repository is unknown".into()
+            }
             Problem::Forge { why } => why.clone(),
             Problem::ModelRejected { url, status, .. } => format!("{url} answered HTTP {status}"),
         }
@@ -297,8 +346,14 @@ pub fn failed(results: &[(Check, Outcome)]) -> bool {
 /// What git said went wrong, from its error: the first `fatal:` line
 /// (git's own reason), else the last line.
 pub fn git_reason(error: &str) -> String {
-    let lines: Vec<&str> = error.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
-    let fatal = lines.iter().find_map(|l| l.split_once("fatal: ").map(|(_, why)| why));
+    let lines: Vec<&str> = error
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    let fatal = lines
+        .iter()
+        .find_map(|l| l.split_once("fatal: ").map(|(_, why)| why));
     fatal
         .or(lines.last().copied())
         .unwrap_or("git failed")
@@ -344,8 +399,16 @@ mod tests {
     #[test]
     fn each_outcome_is_one_line_and_each_problem_says_what_to_do() {
         let fail = |p| Outcome::Fail(p);
-        check(Check::BotToken, Outcome::Pass("works as @selfheal in Acme".into()), "✓ Slack bot token: works as @selfheal in Acme\n");
-        check(Check::Forge, Outcome::Skipped("no SELFHEAL_GITHUB_TOKEN".into()), "– forge: no SELFHEAL_GITHUB_TOKEN\n");
+        check(
+            Check::BotToken,
+            Outcome::Pass("works as @selfheal in Acme".into()),
+            "✓ Slack bot token: works as @selfheal in Acme\n",
+        );
+        check(
+            Check::Forge,
+            Outcome::Skipped("no SELFHEAL_GITHUB_TOKEN".into()),
+            "– forge: no SELFHEAL_GITHUB_TOKEN\n",
+        );
         check(Check::BotToken, fail(Problem::Unreachable { host: "slack.com".into(), why: "DNS lookup failed".into(), var: "SLACK_API_URL" }),
             "✗ Slack bot token: cannot reach slack.com: DNS lookup failed\n  → check SLACK_API_URL and that this machine can reach slack.com\n");
         check(Check::BotToken, fail(Problem::SlackTokenRejected { var: "SLACK_BOT_TOKEN", code: "invalid_auth".into() }),
@@ -379,17 +442,31 @@ mod tests {
     #[test]
     fn the_report_is_in_setup_order_with_a_count_and_fails_on_any_failure() {
         let results = vec![
-            (Check::Forge, Outcome::Skipped("no SELFHEAL_GITHUB_TOKEN".into())),
-            (Check::Channel("#b".into()), Outcome::Pass("bot is a member".into())),
+            (
+                Check::Forge,
+                Outcome::Skipped("no SELFHEAL_GITHUB_TOKEN".into()),
+            ),
+            (
+                Check::Channel("#b".into()),
+                Outcome::Pass("bot is a member".into()),
+            ),
             (Check::BotToken, Outcome::Pass("works".into())),
-            (Check::Channel("#a".into()), Outcome::Fail(Problem::ChannelNotFound { channel: "#a".into() })),
+            (
+                Check::Channel("#a".into()),
+                Outcome::Fail(Problem::ChannelNotFound {
+                    channel: "#a".into(),
+                }),
+            ),
         ];
         assert_eq!(
             report(&results),
             "✓ Slack bot token: works\n✓ channel #b: bot is a member\n✗ channel #a: not found in the workspace\n  → create #a or correct it in the schedules file (private channels need groups:read)\n– forge: no SELFHEAL_GITHUB_TOKEN\n2 passed, 0 warnings, 1 failed, 1 not checked\n"
         );
         assert!(failed(&results));
-        let warned = vec![(Check::Verification, Outcome::Warn(Problem::ScopesNotReported))];
+        let warned = vec![(
+            Check::Verification,
+            Outcome::Warn(Problem::ScopesNotReported),
+        )];
         assert!(!failed(&warned), "a warning alone does not fail the check");
     }
 
@@ -402,13 +479,23 @@ mod tests {
             (" chat:write , users:read ,", vec![]),
         ];
         for (header, missing) in cases {
-            assert_eq!(missing_scopes(&["chat:write", "users:read"], &parse_scopes(header)), missing, "{header:?}");
+            assert_eq!(
+                missing_scopes(&["chat:write", "users:read"], &parse_scopes(header)),
+                missing,
+                "{header:?}"
+            );
         }
     }
 
     #[test]
     fn token_errors_are_told_apart_from_other_errors() {
-        for (code, is_token) in [("invalid_auth", true), ("token_revoked", true), ("not_allowed_token_type", true), ("channel_not_found", false), ("ratelimited", false)] {
+        for (code, is_token) in [
+            ("invalid_auth", true),
+            ("token_revoked", true),
+            ("not_allowed_token_type", true),
+            ("channel_not_found", false),
+            ("ratelimited", false),
+        ] {
             assert_eq!(is_token_error(code), is_token, "{code}");
         }
     }

@@ -12,7 +12,10 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::{dbt_debug_errors, git_reason, is_token_error, missing_scopes, parse_scopes, Check, Outcome, Problem};
+use super::{
+    dbt_debug_errors, git_reason, is_token_error, missing_scopes, parse_scopes, Check, Outcome,
+    Problem,
+};
 use crate::config::{normalize_channel, Config, Runner};
 use crate::dbt::isolate::{self, Plan};
 use crate::dbt::Dbt;
@@ -43,12 +46,18 @@ pub async fn run(cfg: &Config, offline: bool) -> Vec<(Check, Outcome)> {
     let plan = verification(cfg);
     let plan_ok = matches!(plan, Outcome::Pass(_) | Outcome::Warn(_));
     out.push((Check::Verification, plan));
-    out.push((Check::DbtDebug, dbt_debug(cfg, offline, dbt_ok, plan_ok).await));
+    out.push((
+        Check::DbtDebug,
+        dbt_debug(cfg, offline, dbt_ok, plan_ok).await,
+    ));
     if !offline {
         out.push((Check::Forge, forge(cfg).await));
         for agent in cfg.agents.values() {
             if let Runner::Llm(llm) = &agent.runner {
-                out.push((Check::Agent(agent.name.clone()), model(&llm.base_url, llm.api_key_env.as_deref()).await));
+                out.push((
+                    Check::Agent(agent.name.clone()),
+                    model(&llm.base_url, llm.api_key_env.as_deref()).await,
+                ));
             }
         }
     }
@@ -56,11 +65,20 @@ pub async fn run(cfg: &Config, offline: bool) -> Vec<(Check, Outcome)> {
 }
 
 /// What a failed Slack call means for a check made with `var`'s token.
-fn slack_problem(api_url: &str, method: &'static str, var: &'static str, err: SlackError) -> Problem {
+fn slack_problem(
+    api_url: &str,
+    method: &'static str,
+    var: &'static str,
+    err: SlackError,
+) -> Problem {
     match err {
         SlackError::Api(code) if is_token_error(&code) => Problem::SlackTokenRejected { var, code },
         SlackError::Api(code) | SlackError::NotFound(code) => Problem::SlackApi { method, code },
-        SlackError::Http(why) => Problem::Unreachable { host: host_of(api_url), why, var: "SLACK_API_URL" },
+        SlackError::Http(why) => Problem::Unreachable {
+            host: host_of(api_url),
+            why,
+            var: "SLACK_API_URL",
+        },
         SlackError::Timeout => Problem::Unreachable {
             host: host_of(api_url),
             why: format!("no answer within {}s", CALL_TIMEOUT.as_secs()),
@@ -88,7 +106,10 @@ async fn slack_checks(cfg: &Config, out: &mut Vec<(Check, Outcome)>) {
             Some(answer.scopes)
         }
         Err(e) => {
-            out.push((Check::BotToken, Outcome::Fail(slack_problem(api, "auth.test", "SLACK_BOT_TOKEN", e))));
+            out.push((
+                Check::BotToken,
+                Outcome::Fail(slack_problem(api, "auth.test", "SLACK_BOT_TOKEN", e)),
+            ));
             None
         }
     };
@@ -96,7 +117,12 @@ async fn slack_checks(cfg: &Config, out: &mut Vec<(Check, Outcome)>) {
     let app = cfg.slack.app_token.expose();
     let socket = match slack::call(api, app, "apps.connections.open", &[], CALL_TIMEOUT).await {
         Ok(_) => Outcome::Pass("opens a Socket Mode connection".into()),
-        Err(e) => Outcome::Fail(slack_problem(api, "apps.connections.open", "SLACK_APP_TOKEN", e)),
+        Err(e) => Outcome::Fail(slack_problem(
+            api,
+            "apps.connections.open",
+            "SLACK_APP_TOKEN",
+            e,
+        )),
     };
     out.push((Check::AppToken, socket));
 
@@ -104,7 +130,11 @@ async fn slack_checks(cfg: &Config, out: &mut Vec<(Check, Outcome)>) {
     let Some(granted) = scopes else {
         let why = "not checked: the bot token does not work";
         out.push((Check::Scopes, Outcome::Skipped(why.into())));
-        out.extend(channels.into_iter().map(|c| (Check::Channel(c), Outcome::Skipped(why.into()))));
+        out.extend(
+            channels
+                .into_iter()
+                .map(|c| (Check::Channel(c), Outcome::Skipped(why.into()))),
+        );
         return;
     };
     let wanted = manifest::bot_scopes();
@@ -113,7 +143,10 @@ async fn slack_checks(cfg: &Config, out: &mut Vec<(Check, Outcome)>) {
         match granted {
             None => Outcome::Warn(Problem::ScopesNotReported),
             Some(header) => match missing_scopes(&wanted, &parse_scopes(&header)).as_slice() {
-                [] => Outcome::Pass(format!("has the {} scopes of data/slack-app-manifest.yml", wanted.len())),
+                [] => Outcome::Pass(format!(
+                    "has the {} scopes of data/slack-app-manifest.yml",
+                    wanted.len()
+                )),
                 missing => Outcome::Fail(Problem::MissingScopes(missing.to_vec())),
             },
         },
@@ -123,10 +156,16 @@ async fn slack_checks(cfg: &Config, out: &mut Vec<(Check, Outcome)>) {
         Ok(known) => {
             for channel in channels {
                 let key = normalize_channel(&channel);
-                let found = known.iter().find(|(id, name, _)| *id == key || *name == key);
+                let found = known
+                    .iter()
+                    .find(|(id, name, _)| *id == key || *name == key);
                 let outcome = match found {
-                    None => Outcome::Fail(Problem::ChannelNotFound { channel: channel.clone() }),
-                    Some((_, _, false)) => Outcome::Fail(Problem::NotInChannel { channel: channel.clone() }),
+                    None => Outcome::Fail(Problem::ChannelNotFound {
+                        channel: channel.clone(),
+                    }),
+                    Some((_, _, false)) => Outcome::Fail(Problem::NotInChannel {
+                        channel: channel.clone(),
+                    }),
                     Some((id, _, true)) => Outcome::Pass(format!("{id}, the bot is a member")),
                 };
                 out.push((Check::Channel(channel), outcome));
@@ -134,7 +173,11 @@ async fn slack_checks(cfg: &Config, out: &mut Vec<(Check, Outcome)>) {
         }
         Err(e) => {
             let why = format!("not checked: conversations.list failed ({e})");
-            out.extend(channels.into_iter().map(|c| (Check::Channel(c), Outcome::Skipped(why.clone()))));
+            out.extend(
+                channels
+                    .into_iter()
+                    .map(|c| (Check::Channel(c), Outcome::Skipped(why.clone()))),
+            );
         }
     }
 }
@@ -163,7 +206,11 @@ async fn list_channels(api: &str, bot: &str) -> Result<Vec<(String, String, bool
     let mut cursor = String::new();
     // Bounded: 50 pages of 1000 channels is more than any workspace we serve.
     for _ in 0..50 {
-        let mut params = vec![("types", "public_channel,private_channel"), ("limit", "1000"), ("exclude_archived", "true")];
+        let mut params = vec![
+            ("types", "public_channel,private_channel"),
+            ("limit", "1000"),
+            ("exclude_archived", "true"),
+        ];
         if !cursor.is_empty() {
             params.push(("cursor", cursor.as_str()));
         }
@@ -175,7 +222,10 @@ async fn list_channels(api: &str, bot: &str) -> Result<Vec<(String, String, bool
                 ch["is_member"].as_bool().unwrap_or(false),
             ));
         }
-        cursor = answer.body["response_metadata"]["next_cursor"].as_str().unwrap_or_default().to_string();
+        cursor = answer.body["response_metadata"]["next_cursor"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
         if cursor.is_empty() {
             break;
         }
@@ -185,7 +235,9 @@ async fn list_channels(api: &str, bot: &str) -> Result<Vec<(String, String, bool
 
 async fn repository(cfg: &Config, offline: bool) -> Outcome {
     let Some(repo) = cfg.heal.repo.as_deref() else {
-        return Outcome::Skipped("not set (SELFHEAL_REPO): command agents work in a scratch folder".into());
+        return Outcome::Skipped(
+            "not set (SELFHEAL_REPO): command agents work in a scratch folder".into(),
+        );
     };
     let shown = crate::workspace::redact_credentials(repo);
     if offline && crate::workspace::is_url(repo) {
@@ -196,7 +248,10 @@ async fn repository(cfg: &Config, offline: bool) -> Outcome {
             "{shown}: {branches} branches, default `{}`",
             default.as_deref().unwrap_or("?")
         )),
-        Err(e) => Outcome::Fail(Problem::RepositoryUnreachable { repo: shown, why: git_reason(&format!("{e:#}")) }),
+        Err(e) => Outcome::Fail(Problem::RepositoryUnreachable {
+            repo: shown,
+            why: git_reason(&format!("{e:#}")),
+        }),
     }
 }
 
@@ -209,19 +264,35 @@ async fn run_logs(cfg: &Config, offline: bool) -> Outcome {
     let what = match settings {
         SourceSettings::Dir(dir) => {
             if !dir.is_dir() {
-                let why = if dir.exists() { "not a folder" } else { "no such folder" };
-                return Outcome::Fail(Problem::RunLogsMissing { dir: dir.display().to_string(), why: why.into() });
+                let why = if dir.exists() {
+                    "not a folder"
+                } else {
+                    "no such folder"
+                };
+                return Outcome::Fail(Problem::RunLogsMissing {
+                    dir: dir.display().to_string(),
+                    why: why.into(),
+                });
             }
             "dir"
         }
-        SourceSettings::Paradime(_) if offline => return Outcome::Skipped("Paradime: not checked (--offline)".into()),
-        SourceSettings::DbtCloud(_) if offline => return Outcome::Skipped("dbt Cloud: not checked (--offline)".into()),
+        SourceSettings::Paradime(_) if offline => {
+            return Outcome::Skipped("Paradime: not checked (--offline)".into())
+        }
+        SourceSettings::DbtCloud(_) if offline => {
+            return Outcome::Skipped("dbt Cloud: not checked (--offline)".into())
+        }
         SourceSettings::Paradime(_) => "Paradime",
         SourceSettings::DbtCloud(_) => "dbt Cloud",
     };
     let source = match Source::from_settings(settings) {
         Ok(s) => s,
-        Err(e) => return Outcome::Fail(Problem::RunLogSource { what: what.into(), why: format!("{e:#}") }),
+        Err(e) => {
+            return Outcome::Fail(Problem::RunLogSource {
+                what: what.into(),
+                why: format!("{e:#}"),
+            })
+        }
     };
     match source.probe().await {
         Ok(seen) => Outcome::Pass(format!("{what}: {seen}")),
@@ -230,7 +301,10 @@ async fn run_logs(cfg: &Config, offline: bool) -> Outcome {
                 dir: dir.display().to_string(),
                 why: e.root_cause().to_string(),
             }),
-            _ => Outcome::Fail(Problem::RunLogSource { what: what.into(), why: format!("{e:#}") }),
+            _ => Outcome::Fail(Problem::RunLogSource {
+                what: what.into(),
+                why: format!("{e:#}"),
+            }),
         },
     }
 }
@@ -250,7 +324,9 @@ fn find_executable(exe: &Path) -> Option<PathBuf> {
 
 async fn dbt_found(exe: &Path) -> Outcome {
     let Some(path) = find_executable(exe) else {
-        return Outcome::Fail(Problem::DbtNotFound { exe: exe.display().to_string() });
+        return Outcome::Fail(Problem::DbtNotFound {
+            exe: exe.display().to_string(),
+        });
     };
     let version = tokio::process::Command::new(&path)
         .arg("--version")
@@ -264,13 +340,18 @@ async fn dbt_found(exe: &Path) -> Outcome {
             // `Core:\n  - installed: 1.10.2` (dbt ≥ 1.5), or `installed version: 1.4.0`.
             let version = text
                 .lines()
-                .find_map(|l| l.split_once("installed").map(|(_, v)| v.trim_start_matches([':', ' ', 'v']).trim()))
+                .find_map(|l| {
+                    l.split_once("installed")
+                        .map(|(_, v)| v.trim_start_matches([':', ' ', 'v']).trim())
+                })
                 .filter(|v| !v.is_empty())
                 .map(|v| v.split_whitespace().next().unwrap_or(v).to_string())
                 .unwrap_or_else(|| "?".into());
             Outcome::Pass(format!("{} (dbt-core {version})", path.display()))
         }
-        _ => Outcome::Fail(Problem::DbtNotFound { exe: format!("{} --version", path.display()) }),
+        _ => Outcome::Fail(Problem::DbtNotFound {
+            exe: format!("{} --version", path.display()),
+        }),
     }
 }
 
@@ -299,7 +380,9 @@ fn verification(cfg: &Config) -> Outcome {
         return Outcome::Skipped("none (no SELFHEAL_REPO)".into());
     }
     let Some(project) = local_project(cfg) else {
-        return Outcome::Skipped("decided per session from the clone's profile (SELFHEAL_REPO is remote)".into());
+        return Outcome::Skipped(
+            "decided per session from the clone's profile (SELFHEAL_REPO is remote)".into(),
+        );
     };
     if !project.is_dir() {
         // The repository line already says why; a second failure would repeat it.
@@ -314,7 +397,9 @@ fn verification(cfg: &Config) -> Outcome {
     ) {
         Ok((Plan::CompileOnly { why, .. }, _, _)) => Outcome::Warn(Problem::CompileOnly { why }),
         Ok((plan, _, _)) => Outcome::Pass(plan.describe(true)),
-        Err(e) => Outcome::Fail(Problem::PlanRefused { why: format!("{e:#}") }),
+        Err(e) => Outcome::Fail(Problem::PlanRefused {
+            why: format!("{e:#}"),
+        }),
     }
 }
 
@@ -322,7 +407,9 @@ fn verification(cfg: &Config) -> Outcome {
 /// connect where verification runs, without opening production for writing.
 async fn dbt_debug(cfg: &Config, offline: bool, dbt_ok: bool, plan_ok: bool) -> Outcome {
     let Some(project) = local_project(cfg) else {
-        return Outcome::Skipped("needs a local SELFHEAL_REPO (a remote one is checked per session)".into());
+        return Outcome::Skipped(
+            "needs a local SELFHEAL_REPO (a remote one is checked per session)".into(),
+        );
     };
     if offline {
         return Outcome::Skipped("not checked (--offline)".into());
@@ -332,7 +419,11 @@ async fn dbt_debug(cfg: &Config, offline: bool, dbt_ok: bool, plan_ok: bool) -> 
     }
     let session = match TempDir::new() {
         Ok(d) => d,
-        Err(e) => return Outcome::Fail(Problem::DbtDebugFailed { errors: format!("cannot make a temporary folder: {e}") }),
+        Err(e) => {
+            return Outcome::Fail(Problem::DbtDebugFailed {
+                errors: format!("cannot make a temporary folder: {e}"),
+            })
+        }
     };
     let base = base_dbt(cfg);
     let inputs = isolate::Inputs {
@@ -349,16 +440,32 @@ async fn dbt_debug(cfg: &Config, offline: bool, dbt_ok: bool, plan_ok: bool) -> 
     };
     let mut isolation = match isolate::prepare(&inputs) {
         Ok(i) => i,
-        Err(e) => return Outcome::Fail(Problem::PlanRefused { why: format!("{e:#}") }),
+        Err(e) => {
+            return Outcome::Fail(Problem::PlanRefused {
+                why: format!("{e:#}"),
+            })
+        }
     };
     // dbt writes logs and a target folder next to the project unless told otherwise.
-    isolation.dbt.env.push(("DBT_LOG_PATH".into(), session.path().join("logs").display().to_string()));
-    isolation.dbt.env.push(("DBT_TARGET_PATH".into(), session.path().join("target").display().to_string()));
+    isolation.dbt.env.push((
+        "DBT_LOG_PATH".into(),
+        session.path().join("logs").display().to_string(),
+    ));
+    isolation.dbt.env.push((
+        "DBT_TARGET_PATH".into(),
+        session.path().join("target").display().to_string(),
+    ));
     let target = isolation.dbt.target.clone().unwrap_or_default();
     match isolation.dbt.run(&project, &["debug".to_string()]).await {
-        Ok(run) if run.success => Outcome::Pass(format!("connects with the session's profile (target `{target}`)")),
-        Ok(run) => Outcome::Fail(Problem::DbtDebugFailed { errors: dbt_debug_errors(&run.output) }),
-        Err(e) => Outcome::Fail(Problem::DbtDebugFailed { errors: format!("{e:#}") }),
+        Ok(run) if run.success => Outcome::Pass(format!(
+            "connects with the session's profile (target `{target}`)"
+        )),
+        Ok(run) => Outcome::Fail(Problem::DbtDebugFailed {
+            errors: dbt_debug_errors(&run.output),
+        }),
+        Err(e) => Outcome::Fail(Problem::DbtDebugFailed {
+            errors: format!("{e:#}"),
+        }),
     }
 }
 
@@ -378,21 +485,33 @@ async fn forge(cfg: &Config) -> Outcome {
     let Some(repo) = repo else {
         return Outcome::Fail(Problem::ForgeRepoUnknown);
     };
-    let retry = RetryPolicy { max_attempts: 1, request_timeout: CALL_TIMEOUT, ..RetryPolicy::default() };
+    let retry = RetryPolicy {
+        max_attempts: 1,
+        request_timeout: CALL_TIMEOUT,
+        ..RetryPolicy::default()
+    };
     let github = match GitHub::new(&heal.github_api_url, &repo, ForgeToken::new(token.expose())) {
         Ok(g) => g.with_retry(retry),
-        Err(e) => return Outcome::Fail(Problem::Forge { why: format!("{e:#}") }),
+        Err(e) => {
+            return Outcome::Fail(Problem::Forge {
+                why: format!("{e:#}"),
+            })
+        }
     };
     match github.can_push().await {
-        Ok(true) => Outcome::Pass(format!("the token can push to {repo} and open pull requests")),
+        Ok(true) => Outcome::Pass(format!(
+            "the token can push to {repo} and open pull requests"
+        )),
         Ok(false) => Outcome::Fail(Problem::ForgeCannotPush { repo }),
         Err(ForgeError::Unauthorized) => Outcome::Fail(Problem::ForgeTokenRejected { repo }),
         Err(ForgeError::NotFound) => Outcome::Fail(Problem::ForgeRepoNotFound { repo }),
-        Err(ForgeError::Http(why)) if why.starts_with("sending request") => Outcome::Fail(Problem::Unreachable {
-            host: host_of(&heal.github_api_url),
-            why: why.trim_start_matches("sending request: ").to_string(),
-            var: "SELFHEAL_GITHUB_API_URL",
-        }),
+        Err(ForgeError::Http(why)) if why.starts_with("sending request") => {
+            Outcome::Fail(Problem::Unreachable {
+                host: host_of(&heal.github_api_url),
+                why: why.trim_start_matches("sending request: ").to_string(),
+                var: "SELFHEAL_GITHUB_API_URL",
+            })
+        }
         Err(ForgeError::Timeout) => Outcome::Fail(Problem::Unreachable {
             host: host_of(&heal.github_api_url),
             why: format!("no answer within {}s", CALL_TIMEOUT.as_secs()),
@@ -405,7 +524,13 @@ async fn forge(cfg: &Config) -> Outcome {
 /// `GET {base}/models`: the endpoint answers and takes the key.
 async fn model(base_url: &str, key_env: Option<&str>) -> Outcome {
     let url = format!("{}/models", base_url.trim_end_matches('/'));
-    let unreachable = |why: String| Outcome::Fail(Problem::Unreachable { host: host_of(base_url), why, var: "the agent's base_url" });
+    let unreachable = |why: String| {
+        Outcome::Fail(Problem::Unreachable {
+            host: host_of(base_url),
+            why,
+            var: "the agent's base_url",
+        })
+    };
     let parsed = match url::Url::parse(&url) {
         Ok(u) => u,
         Err(e) => return unreachable(format!("not a URL: {e}")),
@@ -414,8 +539,13 @@ async fn model(base_url: &str, key_env: Option<&str>) -> Outcome {
         Ok(t) => t,
         Err(e) => return unreachable(format!("{e:#}")),
     };
-    let mut request = hyper::Request::builder().method("GET").uri(url.as_str()).header("user-agent", "selfheal-check");
-    let key = key_env.and_then(|k| std::env::var(k).ok()).filter(|k| !k.is_empty());
+    let mut request = hyper::Request::builder()
+        .method("GET")
+        .uri(url.as_str())
+        .header("user-agent", "selfheal-check");
+    let key = key_env
+        .and_then(|k| std::env::var(k).ok())
+        .filter(|k| !k.is_empty());
     // A key goes only over TLS or to this machine.
     if let Some(key) = key.filter(|_| parsed.scheme() == "https" || is_loopback(&parsed)) {
         match hyper::header::HeaderValue::from_str(&format!("Bearer {key}")) {

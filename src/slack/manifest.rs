@@ -58,6 +58,11 @@ mod tests {
                 "users:read"
             ]
         );
-        assert_eq!(scopes_in("oauth_config:\n  scopes:\n    bot:\n      - a:b   # why\n      - c\nsettings:\n"), ["a:b", "c"]);
+        assert_eq!(
+            scopes_in(
+                "oauth_config:\n  scopes:\n    bot:\n      - a:b   # why\n      - c\nsettings:\n"
+            ),
+            ["a:b", "c"]
+        );
     }
 }

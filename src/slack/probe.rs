@@ -36,7 +36,8 @@ pub async fn call(
     timeout: Duration,
 ) -> Result<Answer, SlackError> {
     let url = format!("{}/{method}", api_url.trim_end_matches('/'));
-    let parsed = url::Url::parse(&url).map_err(|e| SlackError::Http(format!("bad URL {url}: {e}")))?;
+    let parsed =
+        url::Url::parse(&url).map_err(|e| SlackError::Http(format!("bad URL {url}: {e}")))?;
     if parsed.scheme() == "http" && !is_loopback(&parsed) {
         // The token would travel in clear.
         return Err(SlackError::Http(format!("refusing plain http for {url}")));
@@ -89,7 +90,10 @@ pub async fn call(
     let body: Value = serde_json::from_slice(&bytes)
         .map_err(|_| SlackError::Http("the answer is not Slack's JSON".into()))?;
     if body["ok"].as_bool() != Some(true) {
-        let code = body["error"].as_str().unwrap_or("unknown_error").to_string();
+        let code = body["error"]
+            .as_str()
+            .unwrap_or("unknown_error")
+            .to_string();
         return Err(SlackError::Api(code));
     }
     let scopes = parts

@@ -39,10 +39,18 @@ impl World {
             ("SLACK_APP_TOKEN".into(), slack.app_token().to_string()),
             ("SLACK_BOT_TOKEN".into(), slack.bot_token().to_string()),
             ("SLACK_API_URL".into(), slack.api_url()),
-            ("SELFHEAL_SCHEDULES".into(), dir.path().display().to_string()),
+            (
+                "SELFHEAL_SCHEDULES".into(),
+                dir.path().display().to_string(),
+            ),
             ("SELFHEAL_DBT".into(), dbt.display().to_string()),
         ];
-        World { slack, dir, dbt, env }
+        World {
+            slack,
+            dir,
+            dbt,
+            env,
+        }
     }
 
     fn set(&mut self, var: &str, value: impl Into<String>) {
@@ -72,9 +80,12 @@ impl World {
 /// The check's lines: everything after the configuration summary.
 fn report(out: &Output) -> Vec<String> {
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let (_, report) = stdout
-        .split_once("\n\n")
-        .unwrap_or_else(|| panic!("no report in:\n{stdout}\nstderr: {}", String::from_utf8_lossy(&out.stderr)));
+    let (_, report) = stdout.split_once("\n\n").unwrap_or_else(|| {
+        panic!(
+            "no report in:\n{stdout}\nstderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
     report.lines().map(str::to_string).collect()
 }
 
@@ -97,9 +108,21 @@ fn dbt_repo(root: &Path) -> PathBuf {
     for args in [
         vec!["init", "-q", "-b", "main"],
         vec!["add", "."],
-        vec!["-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-qm", "shop"],
+        vec![
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@example.com",
+            "commit",
+            "-qm",
+            "shop",
+        ],
     ] {
-        let status = std::process::Command::new("git").args(&args).current_dir(&repo).status().unwrap();
+        let status = std::process::Command::new("git")
+            .args(&args)
+            .current_dir(&repo)
+            .status()
+            .unwrap();
         assert!(status.success(), "git {args:?}");
     }
     repo
@@ -140,7 +163,12 @@ async fn check_says_which_slack_setting_is_wrong_and_what_to_do() {
     ];
     type Arrange = fn(&mut World);
     let cases: [(&str, Arrange, &[&str], &str); 4] = [
-        ("all good", |_| {}, &all_good, "6 passed, 0 warnings, 0 failed, 5 not checked"),
+        (
+            "all good",
+            |_| {},
+            &all_good,
+            "6 passed, 0 warnings, 0 failed, 5 not checked",
+        ),
         (
             "bad bot token",
             |w| w.set("SLACK_BOT_TOKEN", "xoxb-revoked"),
@@ -181,7 +209,10 @@ async fn check_says_which_slack_setting_is_wrong_and_what_to_do() {
             .find(|l| l.starts_with("✓ dbt: "))
             .cloned()
             .unwrap_or_default();
-        assert!(dbt.starts_with(&format!("✓ dbt: {} (dbt-core ", world.dbt.display())), "{story}: {lines:#?}");
+        assert!(
+            dbt.starts_with(&format!("✓ dbt: {} (dbt-core ", world.dbt.display())),
+            "{story}: {lines:#?}"
+        );
         let mut expected: Vec<String> = slack_lines.iter().map(|s| s.to_string()).collect();
         expected.extend([
             "– repository: not set (SELFHEAL_REPO): command agents work in a scratch folder".to_string(),
@@ -194,7 +225,12 @@ async fn check_says_which_slack_setting_is_wrong_and_what_to_do() {
         ]);
         assert_eq!(lines, expected, "{story}");
         let passes = count.contains(" 0 failed");
-        assert_eq!(out.status.success(), passes, "{story}: exit {:?}", out.status);
+        assert_eq!(
+            out.status.success(),
+            passes,
+            "{story}: exit {:?}",
+            out.status
+        );
     }
 }
 
@@ -221,8 +257,12 @@ async fn check_finds_a_missing_repository_a_missing_dbt_and_a_failing_dbt_debug(
     duckdb.set("SELFHEAL_REPO", duck_repo.display().to_string());
 
     // Act
-    let (gone_out, no_dbt_out, ci_out, duck_out) =
-        tokio::join!(missing_repo.check(), no_dbt.check(), ci_down.check(), duckdb.check());
+    let (gone_out, no_dbt_out, ci_out, duck_out) = tokio::join!(
+        missing_repo.check(),
+        no_dbt.check(),
+        ci_down.check(),
+        duckdb.check()
+    );
 
     // Assert: the lines after Slack's five (checked in the story above).
     let after_slack = |out: &Output| report(out)[5..].to_vec();
@@ -231,7 +271,10 @@ async fn check_finds_a_missing_repository_a_missing_dbt_and_a_failing_dbt_debug(
             .into_iter()
             .find(|l| l.starts_with("✓ dbt: "))
             .unwrap_or_default();
-        assert!(line.starts_with(&format!("✓ dbt: {} (dbt-core ", w.dbt.display())), "{line}");
+        assert!(
+            line.starts_with(&format!("✓ dbt: {} (dbt-core ", w.dbt.display())),
+            "{line}"
+        );
         line
     };
 
@@ -304,7 +347,11 @@ async fn check_finds_a_missing_repository_a_missing_dbt_and_a_failing_dbt_debug(
         .current_dir(&duck_repo)
         .output()
         .unwrap();
-    assert_eq!(String::from_utf8_lossy(&status.stdout), "", "the repository is untouched");
+    assert_eq!(
+        String::from_utf8_lossy(&status.stdout),
+        "",
+        "the repository is untouched"
+    );
 }
 
 /// What `dbt debug` says when the CI target's server does not answer.
@@ -312,7 +359,9 @@ const DBT_DEBUG_CI_DOWN: &str = "✗ dbt debug: failed: Connection test: [ERROR]
 
 #[tokio::test]
 async fn check_says_when_the_forge_refuses_the_token_and_when_a_model_endpoint_does() {
-    let github = FakeGitHub::start("ghp_right", "acme", "analytics").await.unwrap();
+    let github = FakeGitHub::start("ghp_right", "acme", "analytics")
+        .await
+        .unwrap();
     let llm = FakeLlm::start_with_key("sk-right").await.unwrap();
     let cases = [
         ("ghp_right", "sk-right", true, vec![
@@ -344,7 +393,10 @@ async fn check_says_when_the_forge_refuses_the_token_and_when_a_model_endpoint_d
 
         // Assert
         let lines = report(&out);
-        let at = lines.iter().position(|l| l.contains("forge:")).expect("a forge line");
+        let at = lines
+            .iter()
+            .position(|l| l.contains("forge:"))
+            .expect("a forge line");
         let want: Vec<String> = want
             .iter()
             .map(|l| l.replace("{base}", llm.base_url().trim_end_matches('/')))
@@ -363,7 +415,10 @@ async fn check_says_when_the_forge_refuses_the_token_and_when_a_model_endpoint_d
     };
     github.set_can_push(false);
     let lines = report(&world.check().await);
-    let at = lines.iter().position(|l| l.contains("forge:")).expect("a forge line");
+    let at = lines
+        .iter()
+        .position(|l| l.contains("forge:"))
+        .expect("a forge line");
     assert_eq!(
         lines[at..at + 2],
         [
