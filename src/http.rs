@@ -133,7 +133,8 @@ mod tests {
         use std::io::ErrorKind;
         let m = |s: &str| (s.to_string(), None);
         let io = |s: &str, k| (s.to_string(), Some(k));
-        let cases: Vec<(Vec<(String, Option<ErrorKind>)>, &str)> = vec![
+        type Chain = Vec<(String, Option<ErrorKind>)>;
+        let cases: Vec<(Chain, &str)> = vec![
             (vec![m("client error (Connect)"), m("dns error"), io("failed to lookup address information: Name or service not known", ErrorKind::Other)], "DNS lookup failed"),
             (vec![m("client error (Connect)"), m("tcp connect error"), io("Connection refused (os error 111)", ErrorKind::ConnectionRefused)], "connection refused"),
             (vec![m("client error (Connect)"), io("deadline", ErrorKind::TimedOut)], "the connection timed out"),

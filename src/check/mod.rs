@@ -302,7 +302,7 @@ pub fn line(check: &Check, outcome: &Outcome) -> String {
 pub fn report(results: &[(Check, Outcome)]) -> String {
     let mut sorted: Vec<&(Check, Outcome)> = results.iter().collect();
     // Stable: channels keep the order the schedules name them in.
-    sorted.sort_by(|a, b| order(&a.0).cmp(&order(&b.0)));
+    sorted.sort_by_key(|(check, _)| order(check));
     let mut out = String::new();
     for (check, outcome) in &sorted {
         out.push_str(&line(check, outcome));
