@@ -28,7 +28,7 @@ use crate::session::driver::{self, Caps, Control, Controls, Deps, Healing, Start
 use crate::session::sink::Sink;
 use crate::slack::channels::Channels;
 use crate::slack::socket::{Listener, SocketSettings};
-use crate::slack::web::{connector, SlackWeb, WebSettings};
+use crate::slack::web::{connector, SlackError, SlackWeb, WebSettings};
 use crate::slack::{render, Inbound};
 use crate::store::{Claim, Status, Store};
 
@@ -73,10 +73,18 @@ impl App {
                 max_rate_limited_attempts: 5,
             },
         );
-        let me = web
-            .auth_test()
-            .await
-            .context("checking the bot token with auth.test")?;
+        let me = match web.auth_test().await {
+            Ok(me) => me,
+            // Said as what to do: these are the failures a first start meets.
+            Err(SlackError::Http(why)) => anyhow::bail!(
+                "cannot reach {}: {why} (SLACK_API_URL; `selfheal check` tells more)",
+                crate::http::host_of(&cfg.slack.api_url)
+            ),
+            Err(SlackError::Api(code)) if crate::check::is_token_error(&code) => anyhow::bail!(
+                "Slack rejected SLACK_BOT_TOKEN ({code}); `selfheal check` tells what to do"
+            ),
+            Err(e) => return Err(anyhow::Error::new(e).context("checking the bot token with auth.test")),
+        };
         info!(user = %me.user_id, bot = %me.bot_id, "authenticated with Slack");
         if cfg.notifier_bots.is_empty() {
             warn!(
@@ -869,36 +877,6 @@ pub fn healing(settings: &HealSettings) -> Result<Healing> {
         dbt,
         forge,
     })
-}
-
-/// What `selfheal check` says about verification: where sessions will build,
-/// read from the local repository's profile (a remote one is read per session).
-pub fn verification_plan(settings: &HealSettings) -> String {
-    let Some(repo) = settings.repo.as_deref() else {
-        return "verification: none (no SELFHEAL_REPO)".into();
-    };
-    if crate::workspace::is_url(repo) {
-        return "verification: decided per session from the clone's profile (SELFHEAL_REPO is remote)".into();
-    }
-    let dbt = Dbt {
-        exe: settings.dbt.clone(),
-        profiles_dir: settings.dbt_profiles_dir.clone(),
-        target: None,
-        env: vec![],
-        timeout: settings.dbt_timeout,
-        read_only: false,
-    };
-    let project = std::path::Path::new(repo).join(&settings.project_subdir);
-    match crate::dbt::isolate::load_plan(
-        &dbt,
-        &project,
-        settings.dbt_target.as_deref(),
-        settings.dbt_prod_target.as_deref(),
-        settings.dbt_state_dir.is_some(),
-    ) {
-        Ok((plan, _, _)) => format!("verification: {}", plan.describe(true)),
-        Err(e) => format!("verification: ✗ {e:#}"),
-    }
 }
 
 /// The values that must never leave the process: Slack tokens and the

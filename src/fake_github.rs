@@ -17,7 +17,10 @@
 //!   request (`"A pull request already exists for o:branch."`), 201 otherwise;
 //!   with [`FakeGitHub::set_git_dir`], `head` and `base` must exist in that repository;
 //! - `GET /repos/{o}/{r}/pulls?state=&head=&base=&per_page=&page=` with `Link` paging;
-//! - `GET /repos/{o}/{r}/pulls/{n}`.
+//! - `GET /repos/{o}/{r}/pulls/{n}`;
+//! - `GET /repos/{o}/{r}`: the repository, with the token's `permissions`
+//!   (`push` is false after [`FakeGitHub::set_can_push`]`(false)`, as for a
+//!   read-only token).
 //!
 //! Everything else answers 404 like GitHub does for unknown routes. Requests that
 //! would merge (`.../pulls/{n}/merge`, `.../merges`, a GraphQL merge mutation) are
@@ -102,6 +105,8 @@ struct Inner {
     failures: VecDeque<Injected>,
     merge_calls: usize,
     git_dir: Option<PathBuf>,
+    /// Whether the token may push (and so open pull requests).
+    can_push: bool,
 }
 
 #[derive(Clone, Copy)]
@@ -128,6 +133,7 @@ impl FakeGitHub {
             requests: Vec::new(),
             failures: VecDeque::new(),
             merge_calls: 0,
+            can_push: true,
             git_dir: None,
         }));
         let app = Router::new().fallback(handle).with_state(Shared {
@@ -214,6 +220,12 @@ impl FakeGitHub {
     }
 
     /// Stops the server and waits for it.
+    /// Whether the token may push: false makes it a read-only token, whose
+    /// pull requests GitHub refuses with 403.
+    pub fn set_can_push(&self, can_push: bool) {
+        self.lock().can_push = can_push;
+    }
+
     pub async fn shutdown(self) {
         self.server.stop().await;
     }
@@ -381,7 +393,31 @@ async fn handle(
         let inner = lock(&shared.state);
         (inner.owner.clone(), inner.repo.clone())
     };
+    let can_push = lock(&shared.state).can_push;
     match segments.as_slice() {
+        ["repos", o, r] if *o == owner && *r == repo && method == Method::GET => json_response(
+            StatusCode::OK,
+            json!({
+                "id": 1,
+                "name": repo,
+                "full_name": format!("{owner}/{repo}"),
+                "private": true,
+                "owner": { "login": owner },
+                "default_branch": "main",
+                "url": format!("{api_base}/repos/{owner}/{repo}"),
+                "permissions": {
+                    "admin": false,
+                    "maintain": false,
+                    "push": can_push,
+                    "triage": can_push,
+                    "pull": true
+                }
+            }),
+            &[],
+        ),
+        ["repos", o, r, "pulls"] if *o == owner && *r == repo && method == Method::POST && !can_push => {
+            error(StatusCode::FORBIDDEN, "Resource not accessible by personal access token")
+        }
         ["repos", o, r, "pulls"] if *o == owner && *r == repo => match method {
             Method::POST => create_pr(&shared, &body, &api_base, git_dir).await,
             Method::GET => list_prs(&shared, uri.query().unwrap_or(""), &api_base, &route),

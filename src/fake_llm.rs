@@ -7,8 +7,8 @@
 //! [`FakeLlm::base_url`], then assert on [`FakeLlm::requests`]: every request
 //! body, in order — the system prompt, the tools offered, the tool results.
 //!
-//! What it implements, with OpenAI's shapes: `POST /v1/chat/completions` (and
-//! `/chat/completions`) answering `object: "chat.completion"` with `id`,
+//! What it implements, with OpenAI's shapes: `GET /v1/models` (one model),
+//! `POST /v1/chat/completions` (and `/chat/completions`) answering `object: "chat.completion"` with `id`,
 //! `created`, `model`, `choices[{index, message{role, content, tool_calls},
 //! finish_reason}]` and `usage`. Like OpenAI it answers 400 to a request
 //! whose tool results do not match the assistant's tool calls, 401 to a
@@ -191,7 +191,8 @@ async fn handle(
     body: Bytes,
 ) -> Response {
     let path = uri.path();
-    if method != Method::POST || !(path == "/v1/chat/completions" || path == "/chat/completions") {
+    let models = method == Method::GET && (path == "/v1/models" || path == "/models");
+    if !models && (method != Method::POST || !(path == "/v1/chat/completions" || path == "/chat/completions")) {
         return error(
             StatusCode::NOT_FOUND,
             "invalid_request_error",
@@ -211,6 +212,17 @@ async fn handle(
                 "Incorrect API key provided.",
             );
         }
+    }
+    if models {
+        // What `selfheal check` asks: the endpoint answers and takes the key.
+        return (
+            StatusCode::OK,
+            axum::Json(json!({
+                "object": "list",
+                "data": [{"id": "fake-model", "object": "model", "created": 1_700_000_000u64, "owned_by": "fake"}]
+            })),
+        )
+            .into_response();
     }
     let Ok(request) = serde_json::from_slice::<Value>(&body) else {
         return error(

@@ -5,6 +5,7 @@
 //! agent's progress and pull-request link back into the thread.
 //!
 //! # Layout
+//! - [`check`]: `selfheal check` — every setting tried for real, one ✓/⚠/✗ line each (decisions pure, IO in `check::probe`).
 //! - [`commands`]: `/selfheal` slash commands (parsing, handlers, answers).
 //! - [`config`]: environment, schedules-as-code and agent definitions → a validated [`config::Config`].
 //! - [`dbt`]: runs the dbt CLI (verification, the doctor's queries).
@@ -36,6 +37,7 @@
 pub mod agent;
 pub mod app;
 pub mod bench;
+pub mod check;
 pub mod commands;
 pub mod config;
 pub mod dbt;

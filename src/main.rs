@@ -17,8 +17,17 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Validate the configuration (environment, schedules, agents) and exit.
-    Check,
+    /// Check the set-up for real, as `dbt debug` does: the configuration, both
+    /// Slack tokens and the bot's scopes, every channel, the repository, the run
+    /// logs, dbt (and `dbt debug` where verification builds), the forge token and
+    /// each model endpoint. One ✓/⚠/✗ line each, with what to do; exits 1 when
+    /// anything fails.
+    Check {
+        /// Only the checks that need no network (files, paths, dbt, the
+        /// verification plan).
+        #[arg(long)]
+        offline: bool,
+    },
     /// Run the bot until SIGINT or SIGTERM.
     Run,
     /// Tell the whole story locally: a broken commit, the failed run, the
@@ -153,6 +162,8 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| default_log.into()),
         )
         .with_writer(std::io::stderr)
+        // Colour codes only for a person at a terminal, never into a log file.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 
     // The demo brings its own world and needs no configuration.
@@ -318,16 +329,33 @@ fn main() -> ExitCode {
     let config = match selfheal::config::Config::from_process_env() {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("selfheal: configuration error: {e}");
+            match e.lines().as_slice() {
+                [one] => eprintln!("selfheal: configuration error: {one}"),
+                lines => {
+                    eprintln!("selfheal: {} configuration problems:", lines.len());
+                    for line in lines {
+                        eprintln!("  - {line}");
+                    }
+                }
+            }
             return ExitCode::from(2);
         }
     };
     match cli.command {
-        Command::Check => {
+        Command::Check { offline } => block_on(async {
             print!("{}", selfheal::config::summary(&config));
-            println!("{}", selfheal::app::verification_plan(&config.heal));
-            ExitCode::SUCCESS
-        }
+            println!();
+            let results = selfheal::check::probe::run(&config, offline).await;
+            print!("{}", selfheal::check::report(&results));
+            if offline {
+                println!("(--offline: Slack, remote repositories, hosted run logs, dbt debug, the forge and model endpoints were not checked)");
+            }
+            if selfheal::check::failed(&results) {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            }
+        }),
         Command::Run => {
             let runtime = match tokio::runtime::Runtime::new() {
                 Ok(r) => r,
@@ -342,7 +370,10 @@ fn main() -> ExitCode {
                 match selfheal::app::run(config, shutdown).await {
                     Ok(()) => ExitCode::SUCCESS,
                     Err(e) => {
-                        error!(error = ?e, "selfheal stopped with an error");
+                        // `{:#}`, not `{:?}`: the cause chain on one line, and no
+                        // backtrace even when RUST_BACKTRACE is set — a stop like
+                        // this is an expected failure, not a bug.
+                        eprintln!("selfheal run: {e:#}");
                         ExitCode::FAILURE
                     }
                 }

@@ -534,6 +534,13 @@ fn shown_args(args: &[&str]) -> String {
     shown.join(" ")
 }
 
+/// What `git ls-remote` sees of `repo`, for `selfheal check`: its default
+/// branch and how many branches it has. Reads only.
+pub async fn probe_remote(repo: &str) -> anyhow::Result<(Option<String>, usize)> {
+    let (default, heads) = remote_heads(repo).await?;
+    Ok((default, heads.len()))
+}
+
 /// `(default branch, every branch)` of a remote, from `git ls-remote --symref`.
 async fn remote_heads(repo: &str) -> anyhow::Result<(Option<String>, Vec<String>)> {
     let out = git(

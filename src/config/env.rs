@@ -6,13 +6,16 @@
 //! counts as unset, so a copied `.env.example` with blank lines works.
 //! Only [`Config::from_process_env`] touches the real environment (and `.env`).
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::yaml::{self, Node, Source};
-use super::{load_agents, load_schedules, AgentDef, ConfigError, Runner, Schedules, DBT_DOCTOR};
+use super::{
+    load_agents, load_schedules, AgentDef, ConfigError, ConfigErrors, Runner, Schedules, DBT_DOCTOR,
+};
 use crate::recognize::Override;
 
 /// How long shutdown waits for running sessions to record their state.
@@ -183,130 +186,165 @@ pub struct HealSettings {
 
 impl Config {
     /// Loads `.env` (if present, without overriding variables already set),
-    /// then reads the configuration from the process environment.
-    pub fn from_process_env() -> Result<Config, ConfigError> {
-        match dotenvy::dotenv() {
-            Ok(_) => {}
-            Err(e) if e.not_found() => {}
+    /// then reads the configuration from the process environment. Errors say
+    /// where each variable came from: the environment, or `.env` at its path.
+    pub fn from_process_env() -> Result<Config, ConfigErrors> {
+        let before: std::collections::HashSet<String> =
+            std::env::vars_os().filter_map(|(k, _)| k.into_string().ok()).collect();
+        let dotenv = match dotenvy::dotenv() {
+            Ok(path) => Some(path),
+            Err(e) if e.not_found() => None,
             Err(e) => {
-                return Err(ConfigError::Env {
+                return Err(ConfigErrors::new(vec![ConfigError::Env {
                     var: ".env".into(),
                     message: e.to_string(),
-                })
+                }]))
             }
-        }
-        Config::from_env(&|name| std::env::var(name).ok())
+        };
+        let cwd = std::env::current_dir().unwrap_or_default();
+        Config::from_env(&|name| std::env::var(name).ok()).map_err(|e| {
+            e.with_origins(|var| {
+                origin(
+                    var,
+                    before.contains(var),
+                    std::env::var_os(var).is_some(),
+                    dotenv.as_deref(),
+                    &cwd,
+                )
+            })
+        })
     }
 
     /// Reads the configuration through `vars`, loads the schedule and agent
-    /// files it names, and checks that they fit together.
-    pub fn from_env(vars: &impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+    /// files it names, and checks that they fit together. Every problem is
+    /// reported, not only the first: a person fixes them in one go.
+    pub fn from_env(vars: &impl Fn(&str) -> Option<String>) -> Result<Config, ConfigErrors> {
         let get = |name: &str| {
             vars(name)
                 .map(|v| v.trim().to_owned())
                 .filter(|v| !v.is_empty())
         };
-
-        let slack = SlackSettings {
-            app_token: token(get("SLACK_APP_TOKEN"), "SLACK_APP_TOKEN", "xapp-")?,
-            bot_token: token(get("SLACK_BOT_TOKEN"), "SLACK_BOT_TOKEN", "xoxb-")?,
-            api_url: api_url(get("SLACK_API_URL"))?,
+        let problems = RefCell::new(Vec::new());
+        // Keeps a value, or records its problem and goes on with the next setting.
+        fn kept<T>(problems: &RefCell<Vec<ConfigError>>, r: Result<T, ConfigError>) -> Option<T> {
+            r.map_err(|e| problems.borrow_mut().push(e)).ok()
+        }
+        macro_rules! keep {
+            ($r:expr $(,)?) => {
+                kept(&problems, $r)
+            };
+        }
+        let num = |var: &str, default: u64| -> u64 {
+            number(get(var), var, default)
+                .map_err(|e| problems.borrow_mut().push(e))
+                .unwrap_or(default)
         };
+
+        let app_token = keep!(token(get("SLACK_APP_TOKEN"), "SLACK_APP_TOKEN", "xapp-"));
+        let bot_token = keep!(token(get("SLACK_BOT_TOKEN"), "SLACK_BOT_TOKEN", "xoxb-"));
+        let api_url = keep!(api_url(get("SLACK_API_URL")));
         let db_path =
             PathBuf::from(get("SELFHEAL_DB").unwrap_or_else(|| "data/selfheal.db".into()));
-        let schedules_path =
-            PathBuf::from(get("SELFHEAL_SCHEDULES").ok_or_else(|| ConfigError::Env {
-                var: "SELFHEAL_SCHEDULES".into(),
-                message:
-                    "is required: the dbt project directory or its paradime_schedules.yml".into(),
-            })?);
-        let agents_dir = match get("SELFHEAL_AGENTS_DIR") {
-            Some(dir) => PathBuf::from(dir),
-            None => default_agents_dir(&schedules_path),
+        let schedules_path = keep!(
+            get("SELFHEAL_SCHEDULES")
+                .map(PathBuf::from)
+                .ok_or_else(|| ConfigError::Env {
+                    var: "SELFHEAL_SCHEDULES".into(),
+                    message: "is required: the dbt project directory or its paradime_schedules.yml"
+                        .into(),
+                }),
+        );
+        let agents_dir = match (get("SELFHEAL_AGENTS_DIR"), &schedules_path) {
+            (Some(dir), _) => Some(PathBuf::from(dir)),
+            (None, Some(path)) => Some(default_agents_dir(path)),
+            (None, None) => None,
         };
+        let schedules = schedules_path
+            .as_deref()
+            .and_then(|path| keep!(load_schedules(path)));
+        let agents = agents_dir
+            .as_deref()
+            .and_then(|dir| keep!(load_agents(dir)))
+            .and_then(|agents| keep!(with_llm_default(agents, &get)))
+            .map(with_builtins);
+        let channel_interval = Duration::from_millis(num("SELFHEAL_CHANNEL_INTERVAL_MS", 1000));
+        let courtesy_window = Duration::from_secs(num("SELFHEAL_COURTESY_WINDOW_SECS", 30));
+        let edit_interval = Duration::from_millis(num("SELFHEAL_EDIT_INTERVAL_MS", 1000));
+        let api_timeout = Duration::from_secs(num("SELFHEAL_API_TIMEOUT_SECS", 10));
+        let socket_ping = Duration::from_secs(num("SELFHEAL_SOCKET_PING_SECS", 15).max(1));
+        let prior_attempts = num("SELFHEAL_PRIOR_ATTEMPTS", 5) as usize;
+        let overrides = match get("SELFHEAL_RECOGNIZERS") {
+            Some(path) => keep!(load_overrides(Path::new(&path))).unwrap_or_default(),
+            None => Vec::new(),
+        };
+        let max_sessions = num("SELFHEAL_MAX_SESSIONS", 8) as usize;
+        let max_sessions_per_schedule = num("SELFHEAL_MAX_SESSIONS_PER_SCHEDULE", 2) as usize;
+        let rerun_interrupted = match get("SELFHEAL_ON_RESTART").as_deref().map(str::trim) {
+            None | Some("") | Some("rerun") => true,
+            Some("report") => false,
+            Some(other) => {
+                problems.borrow_mut().push(ConfigError::Env {
+                    var: "SELFHEAL_ON_RESTART".into(),
+                    message: format!("'{other}' is neither 'rerun' nor 'report'"),
+                });
+                true
+            }
+        };
+        let run_log_source = keep!(run_log_source(&get)).flatten();
+        let dbt_timeout = Duration::from_secs(num("SELFHEAL_DBT_TIMEOUT_SECS", 900));
+
+        let mut problems = problems.into_inner();
+        let (Some(schedules_path), Some(schedules), Some(agents_dir), Some(agents)) =
+            (schedules_path, schedules, agents_dir, agents)
+        else {
+            // Agents cannot be matched to schedules that did not load.
+            return Err(ConfigErrors::new(problems));
+        };
+        // A bad token is already a problem; the stand-ins only let the
+        // schedules and agents be checked too, and never leave this function.
+        let slack_ok = app_token.is_some() && bot_token.is_some() && api_url.is_some();
         let config = Config {
-            slack,
+            slack: SlackSettings {
+                app_token: app_token.unwrap_or_else(|| Secret::new("")),
+                bot_token: bot_token.unwrap_or_else(|| Secret::new("")),
+                api_url: api_url.unwrap_or_default(),
+            },
             db_path,
-            schedules: load_schedules(&schedules_path)?,
+            schedules,
             schedules_path,
-            agents: with_builtins(with_llm_default(load_agents(&agents_dir)?, &get)?),
+            agents,
             agents_dir,
             // dbt-doctor is the default healing agent.
             default_agent: Some(
                 get("SELFHEAL_DEFAULT_AGENT").unwrap_or_else(|| DBT_DOCTOR.to_string()),
             ),
             notifier_bots: list(get("SELFHEAL_NOTIFIER_BOTS")),
-            channel_interval: Duration::from_millis(number(
-                get("SELFHEAL_CHANNEL_INTERVAL_MS"),
-                "SELFHEAL_CHANNEL_INTERVAL_MS",
-                1000,
-            )?),
-            courtesy_window: Duration::from_secs(number(
-                get("SELFHEAL_COURTESY_WINDOW_SECS"),
-                "SELFHEAL_COURTESY_WINDOW_SECS",
-                30,
-            )?),
-            edit_interval: Duration::from_millis(number(
-                get("SELFHEAL_EDIT_INTERVAL_MS"),
-                "SELFHEAL_EDIT_INTERVAL_MS",
-                1000,
-            )?),
-            api_timeout: Duration::from_secs(number(
-                get("SELFHEAL_API_TIMEOUT_SECS"),
-                "SELFHEAL_API_TIMEOUT_SECS",
-                10,
-            )?),
-            socket_ping: Duration::from_secs(
-                number(
-                    get("SELFHEAL_SOCKET_PING_SECS"),
-                    "SELFHEAL_SOCKET_PING_SECS",
-                    15,
-                )?
-                .max(1),
-            ),
-            prior_attempts: number(get("SELFHEAL_PRIOR_ATTEMPTS"), "SELFHEAL_PRIOR_ATTEMPTS", 5)?
-                as usize,
+            channel_interval,
+            courtesy_window,
+            edit_interval,
+            api_timeout,
+            socket_ping,
+            prior_attempts,
             shutdown_grace: SHUTDOWN_GRACE,
-            overrides: match get("SELFHEAL_RECOGNIZERS") {
-                Some(path) => load_overrides(Path::new(&path))?,
-                None => Vec::new(),
-            },
+            overrides,
             secret_env: list(get("SELFHEAL_SECRET_ENV")),
-            max_sessions: number(get("SELFHEAL_MAX_SESSIONS"), "SELFHEAL_MAX_SESSIONS", 8)?
-                as usize,
-            max_sessions_per_schedule: number(
-                get("SELFHEAL_MAX_SESSIONS_PER_SCHEDULE"),
-                "SELFHEAL_MAX_SESSIONS_PER_SCHEDULE",
-                2,
-            )? as usize,
+            max_sessions,
+            max_sessions_per_schedule,
             admins: list(get("SELFHEAL_ADMINS")),
-            rerun_interrupted: match get("SELFHEAL_ON_RESTART").as_deref().map(str::trim) {
-                None | Some("") | Some("rerun") => true,
-                Some("report") => false,
-                Some(other) => {
-                    return Err(ConfigError::Env {
-                        var: "SELFHEAL_ON_RESTART".into(),
-                        message: format!("'{other}' is neither 'rerun' nor 'report'"),
-                    })
-                }
-            },
+            rerun_interrupted,
             heal: HealSettings {
                 repo: get("SELFHEAL_REPO"),
                 project_subdir: PathBuf::from(
                     get("SELFHEAL_DBT_PROJECT_DIR").unwrap_or_else(|| ".".into()),
                 ),
                 run_logs: get("SELFHEAL_RUN_LOGS").map(PathBuf::from),
-                run_log_source: run_log_source(&get)?,
+                run_log_source,
                 dbt: PathBuf::from(get("SELFHEAL_DBT").unwrap_or_else(|| "dbt".into())),
                 dbt_profiles_dir: get("SELFHEAL_DBT_PROFILES_DIR").map(PathBuf::from),
                 dbt_target: get("SELFHEAL_DBT_TARGET"),
                 dbt_prod_target: get("SELFHEAL_DBT_PROD_TARGET"),
                 dbt_state_dir: get("SELFHEAL_DBT_STATE_DIR").map(PathBuf::from),
-                dbt_timeout: Duration::from_secs(number(
-                    get("SELFHEAL_DBT_TIMEOUT_SECS"),
-                    "SELFHEAL_DBT_TIMEOUT_SECS",
-                    900,
-                )?),
+                dbt_timeout,
                 github_token: get("SELFHEAL_GITHUB_TOKEN").map(Secret::new),
                 github_api_url: get("SELFHEAL_GITHUB_API_URL")
                     .unwrap_or_else(|| "https://api.github.com".into())
@@ -316,8 +354,12 @@ impl Config {
                 repo_web_url: get("SELFHEAL_REPO_WEB_URL"),
             },
         };
-        config.check_agents()?;
-        Ok(config)
+        problems.extend(config.check_agents());
+        if problems.is_empty() && slack_ok {
+            Ok(config)
+        } else {
+            Err(ConfigErrors::new(problems))
+        }
     }
 
     /// The agent that heals `schedule`: its `agent_name`, else the default agent.
@@ -331,7 +373,8 @@ impl Config {
     }
 
     /// Every self-healing schedule must resolve to an agent this version can run.
-    fn check_agents(&self) -> Result<(), ConfigError> {
+    fn check_agents(&self) -> Vec<ConfigError> {
+        let mut problems = Vec::new();
         let known = || {
             let names: Vec<&str> = self.agents.keys().map(String::as_str).collect();
             if names.is_empty() {
@@ -346,14 +389,12 @@ impl Config {
         };
         if let Some(name) = &self.default_agent {
             match self.agents.get(name) {
-                None => {
-                    return Err(ConfigError::Env {
-                        var: "SELFHEAL_DEFAULT_AGENT".into(),
-                        message: format!("unknown agent '{name}' ({})", known()),
-                    })
-                }
+                None => problems.push(ConfigError::Env {
+                    var: "SELFHEAL_DEFAULT_AGENT".into(),
+                    message: format!("unknown agent '{name}' ({})", known()),
+                }),
                 Some(agent) if agent.runner == Runner::Unspecified => {
-                    return Err(ConfigError::Env {
+                    problems.push(ConfigError::Env {
                         var: "SELFHEAL_DEFAULT_AGENT".into(),
                         message: unspecified_runner(agent),
                     })
@@ -362,40 +403,49 @@ impl Config {
             }
         }
         for schedule in self.schedules.iter().filter(|s| s.self_healing.enabled) {
+            // Name the key only where the file has it: with no agent_name, the
+            // default agent was chosen, and the schedule's `self_healing` is the place.
+            let key = if schedule.self_healing.agent_name.is_some() {
+                "self_healing.agent_name"
+            } else {
+                "self_healing"
+            };
             let at = |message: String| ConfigError::Invalid {
                 file: schedule.source.clone(),
                 line: schedule.line,
                 column: 0,
-                key: "self_healing.agent_name".into(),
+                key: key.into(),
                 message,
             };
             let name = match (&schedule.self_healing.agent_name, &self.default_agent) {
                 (Some(name), _) | (None, Some(name)) => name,
                 (None, None) => {
-                    return Err(at(format!(
+                    problems.push(at(format!(
                         "schedule '{}' has self-healing enabled but no agent: set self_healing.agent_name \
                          or SELFHEAL_DEFAULT_AGENT",
                         schedule.name
-                    )))
+                    )));
+                    continue;
                 }
             };
             let Some(agent) = self.agents.get(name) else {
-                return Err(at(format!(
+                problems.push(at(format!(
                     "schedule '{}' names unknown agent '{name}' ({})",
                     schedule.name,
                     known()
                 )));
+                continue;
             };
-            match &agent.runner {
-                Runner::Unspecified => return Err(at(unspecified_runner(agent))),
+            let problem = match &agent.runner {
+                Runner::Unspecified => Some(at(unspecified_runner(agent))),
                 Runner::Builtin(b) if b != DBT_DOCTOR => {
-                    return Err(at(format!(
+                    Some(at(format!(
                         "agent '{}' names unknown built-in '{b}' (this version has: {DBT_DOCTOR})",
                         agent.name
                     )))
                 }
                 Runner::Llm(_) if self.heal.repo.is_none() => {
-                    return Err(at(format!(
+                    Some(at(format!(
                         "schedule '{}' heals with the llm agent '{}', which needs SELFHEAL_REPO \
                          (the dbt repository it edits)",
                         schedule.name, agent.name
@@ -404,17 +454,32 @@ impl Config {
                 Runner::Builtin(_)
                     if self.heal.repo.is_none() || self.heal.run_log_source.is_none() =>
                 {
-                    return Err(at(format!(
+                    Some(at(format!(
                         "schedule '{}' heals with the built-in agent '{}', which needs SELFHEAL_REPO \
                          (the dbt repository) and SELFHEAL_RUN_LOGS (where run logs are) or \
                          SELFHEAL_RUN_LOG_SOURCE=paradime|dbt_cloud",
                         schedule.name, agent.name
                     )))
                 }
-                _ => {}
-            }
+                _ => None,
+            };
+            problems.extend(problem);
         }
-        Ok(())
+        problems
+    }
+}
+
+/// Where a variable came from, or where it was looked for (pure).
+fn origin(var: &str, in_env: bool, set_now: bool, dotenv: Option<&Path>, cwd: &Path) -> String {
+    match (in_env, set_now, dotenv) {
+        (true, _, _) => "from the environment".into(),
+        (false, true, Some(file)) => format!("from {}", file.display()),
+        (false, _, Some(file)) => format!("in neither the environment nor {}", file.display()),
+        (false, _, None) if var == ".env" => format!("in {}", cwd.display()),
+        (false, _, None) => format!(
+            "not in the environment, and no .env in {} or its parents",
+            cwd.display()
+        ),
     }
 }
 
@@ -763,7 +828,7 @@ schedules:
         vars
     }
 
-    fn load(vars: &HashMap<String, String>) -> Result<Config, ConfigError> {
+    fn load(vars: &HashMap<String, String>) -> Result<Config, ConfigErrors> {
         Config::from_env(&|name| vars.get(name).cloned())
     }
 
@@ -960,6 +1025,48 @@ schedules:
     }
 
     #[test]
+    fn every_problem_is_reported_at_once_each_naming_where_it_is() {
+        // Three problems of three kinds: a missing variable, a bad value, and
+        // a schedule naming an agent that does not exist.
+        let dir = project(&SCHEDULES.replace("agent_name: bolt-pipeline-healer", "agent_name: ghost"), AGENT);
+        let mut env = vars(dir.path(), &[("SELFHEAL_PRIOR_ATTEMPTS", "five")]);
+        env.remove("SLACK_BOT_TOKEN");
+        let err = load(&env).expect_err("three problems");
+        let lines = err.lines();
+        assert_eq!(lines.len(), 3, "{lines:#?}");
+        assert!(lines[0].starts_with("SLACK_BOT_TOKEN: is required"), "{}", lines[0]);
+        assert_eq!(lines[1], "SELFHEAL_PRIOR_ATTEMPTS: 'five' is not a whole number");
+        assert!(
+            lines[2].contains("paradime_schedules.yml:2: self_healing.agent_name: schedule 'hourly_marts' names unknown agent 'ghost'"),
+            "{}",
+            lines[2]
+        );
+        assert!(err.to_string().starts_with("3 problems:\n  - SLACK_BOT_TOKEN"), "{err}");
+
+        // Where each variable was read, once the process environment is known.
+        let located = load(&env)
+            .expect_err("three problems")
+            .with_origins(|var| format!("from {var}'s place"));
+        assert_eq!(located.lines()[1], "SELFHEAL_PRIOR_ATTEMPTS (from SELFHEAL_PRIOR_ATTEMPTS's place): 'five' is not a whole number");
+    }
+
+    #[test]
+    fn a_variable_is_said_to_come_from_the_environment_or_the_dotenv_file() {
+        let file = Path::new("/srv/bot/.env");
+        let cwd = Path::new("/srv/bot");
+        let cases = [
+            ("X", true, true, Some(file), "from the environment"),
+            ("X", false, true, Some(file), "from /srv/bot/.env"),
+            ("X", false, false, Some(file), "in neither the environment nor /srv/bot/.env"),
+            ("X", false, false, None, "not in the environment, and no .env in /srv/bot or its parents"),
+            ("X", true, true, None, "from the environment"),
+        ];
+        for (var, in_env, set_now, dotenv, want) in cases {
+            assert_eq!(origin(var, in_env, set_now, dotenv, cwd), want);
+        }
+    }
+
+    #[test]
     fn the_run_log_source_is_chosen_and_its_variables_read() {
         use crate::runlog::{DbtCloudSettings, ParadimeSettings, SourceSettings};
         let dir = project(SCHEDULES, AGENT);
@@ -1096,7 +1203,7 @@ schedules:
                 "paradime_schedules.yml:2: self_healing.agent_name: schedule 'hourly_marts' names unknown agent 'ghost'",
             ),
             // With no agent named, the built-in dbt-doctor heals, and it needs a repository and run logs.
-            (no_name.clone(), AGENT, "paradime_schedules.yml:2: self_healing.agent_name: schedule 'hourly_marts' heals with the built-in agent 'dbt-doctor', which needs SELFHEAL_REPO (the dbt repository) and SELFHEAL_RUN_LOGS (where run logs are)"),
+            (no_name.clone(), AGENT, "paradime_schedules.yml:2: self_healing: schedule 'hourly_marts' heals with the built-in agent 'dbt-doctor', which needs SELFHEAL_REPO (the dbt repository) and SELFHEAL_RUN_LOGS (where run logs are)"),
             (SCHEDULES.into(), &unspecified, "paradime_schedules.yml:2: self_healing.agent_name: agent 'bolt-pipeline-healer' has no `selfheal.runner` (command, llm or builtin) in "),
         ];
         for (schedules, agent, expected) in cases {

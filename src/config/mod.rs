@@ -55,6 +55,66 @@ pub enum ConfigError {
     },
 }
 
+/// Every problem found in the configuration, in the order found, with where
+/// each environment variable was read from when that is known.
+#[derive(Debug)]
+pub struct ConfigErrors {
+    pub errors: Vec<ConfigError>,
+    /// For a variable, where it came from (`the environment`, `.env at /srv/.env`)
+    /// or where it was looked for; filled by [`Config::from_process_env`].
+    origins: std::collections::BTreeMap<String, String>,
+}
+
+impl ConfigErrors {
+    pub fn new(errors: Vec<ConfigError>) -> ConfigErrors {
+        ConfigErrors {
+            errors,
+            origins: Default::default(),
+        }
+    }
+
+    /// Says where each variable named in an error came from.
+    pub fn with_origins(mut self, origin: impl Fn(&str) -> String) -> ConfigErrors {
+        for e in &self.errors {
+            if let ConfigError::Env { var, .. } = e {
+                self.origins.insert(var.clone(), origin(var));
+            }
+        }
+        self
+    }
+
+    /// One line per problem.
+    pub fn lines(&self) -> Vec<String> {
+        self.errors
+            .iter()
+            .map(|e| match e {
+                ConfigError::Env { var, message } => match self.origins.get(var) {
+                    Some(origin) => format!("{var} ({origin}): {message}"),
+                    None => e.to_string(),
+                },
+                other => other.to_string(),
+            })
+            .collect()
+    }
+}
+
+impl std::fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.lines().as_slice() {
+            [one] => f.write_str(one),
+            lines => {
+                write!(f, "{} problems:", lines.len())?;
+                for line in lines {
+                    write!(f, "\n  - {line}")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
 /// Renders `file:line:column: key: message`, leaving out the parts that are unknown.
 fn located(file: &std::path::Path, line: usize, column: usize, key: &str, message: &str) -> String {
     let mut out = file.display().to_string();
@@ -102,7 +162,7 @@ fn looks_like_channel_id(s: &str) -> bool {
 /// What `selfheal check` prints: the effective set-up, one line per fact.
 pub fn summary(cfg: &Config) -> String {
     let mut out = format!(
-        "configuration OK\nschedules: {} (from {})\n",
+        "configuration loaded: every variable and file is valid\nschedules: {} (from {})\n",
         cfg.schedules.len(),
         cfg.schedules_path.display()
     );

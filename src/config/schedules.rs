@@ -730,7 +730,8 @@ schedules:
             (format!("{head}    slack_chanels: ['#a']\n"), "paradime_schedules.yml:6:5: schedules[0].slack_chanels: unknown key 'slack_chanels'"),
             (format!("{head}    notifications:\n      slack_channels:\n        - {{channel: '#a', event: [failed]}}\n"), "paradime_schedules.yml:8:27: schedules[0].notifications.slack_channels[0].event: unknown key 'event'"),
             (format!("{head}    self_healing: {{enabled: true, agent: x}}\n"), "paradime_schedules.yml:6:35: schedules[0].self_healing.agent: unknown key 'agent'"),
-            ("schedule:\n  - name: s\n".into(), "paradime_schedules.yml:1:1: schedule: unknown key 'schedule'"),
+            ("schedule:\n  - name: s\n".into(), "paradime_schedules.yml:1:1: schedule: unknown key 'schedule'; did you mean 'schedules'?"),
+            ("schedules:\n  - name: s\n    schedule: OFF\n    environment: production\n    command: [dbt run]\n".into(), "paradime_schedules.yml:5:5: schedules[0].command: unknown key 'command'; did you mean 'commands'?"),
             // Invalid enum values.
             (format!("{head}    notifications:\n      slack_channels:\n        - channel: '#a'\n          events: [failed, broken]\n"), "paradime_schedules.yml:9:28: schedules[0].notifications.slack_channels[0].events[1]: unknown event 'broken'; expected one of: failed, passed, sla"),
             (format!("{head}    slack_notify: '#a'\n    slack_on: sometimes\n"), "paradime_schedules.yml:7:15: schedules[0].slack_on: unknown event 'sometimes'"),

@@ -309,11 +309,18 @@ impl<'a> Source<'a> {
                     k.line,
                     k.column,
                     &path,
-                    format!(
-                        "unknown key '{}'; expected one of: {}",
-                        k.name,
-                        allowed.join(", ")
-                    ),
+                    match closest(&k.name, allowed) {
+                        Some(near) => format!(
+                            "unknown key '{}'; did you mean '{near}'? (expected one of: {})",
+                            k.name,
+                            allowed.join(", ")
+                        ),
+                        None => format!(
+                            "unknown key '{}'; expected one of: {}",
+                            k.name,
+                            allowed.join(", ")
+                        ),
+                    },
                 ));
             }
         }
@@ -427,4 +434,65 @@ pub(crate) fn read(file: &Path) -> Result<String, ConfigError> {
         file: PathBuf::from(file),
         source,
     })
+}
+
+/// The valid key a misspelt one most likely meant: the nearest by edit
+/// distance, if near enough to be a slip (at most a third of its length, and
+/// 3) rather than another word.
+pub(crate) fn closest<'a>(key: &str, allowed: &[&'a str]) -> Option<&'a str> {
+    let limit = (key.chars().count() / 3).clamp(1, 3);
+    allowed
+        .iter()
+        .map(|a| (edit_distance(&key.to_lowercase(), &a.to_lowercase()), *a))
+        .filter(|(d, _)| *d <= limit)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, a)| a)
+}
+
+/// Levenshtein distance, counting a swap of neighbours as one edit (the
+/// commonest typo).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
+    let b: Vec<char> = b.chars().collect();
+    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    for (j, cell) in d[0].iter_mut().enumerate() {
+        *cell = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            d[i][j] = (d[i - 1][j] + 1).min(d[i][j - 1] + 1).min(d[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                d[i][j] = d[i][j].min(d[i - 2][j - 2] + 1);
+            }
+        }
+    }
+    d[a.len()][b.len()]
+}
+
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_misspelt_key_suggests_the_nearest_valid_one() {
+        let keys = ["commands", "schedule", "slack_channels", "events", "name", "agent_name"];
+        let cases = [
+            ("command", Some("commands")),
+            ("shedule", Some("schedule")),
+            ("slack_chanels", Some("slack_channels")),
+            ("event", Some("events")),
+            ("Name", Some("name")),
+            ("agent", None),
+            ("timezone_of_the_moon", None),
+            ("x", None),
+        ];
+        for (key, want) in cases {
+            assert_eq!(closest(key, &keys), want, "{key}");
+        }
+    }
 }

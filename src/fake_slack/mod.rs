@@ -508,6 +508,15 @@ impl FakeSlack {
         });
     }
 
+    /// The scopes the bot token was granted (by default, the manifest's).
+    /// Slack reports them in `x-oauth-scopes` and answers `missing_scope`
+    /// to a method that needs another.
+    pub fn set_bot_scopes(&self, scopes: &[&str]) {
+        self.inner.update(|st| {
+            st.bot_scopes = scopes.iter().map(|s| s.to_string()).collect();
+        });
+    }
+
     pub fn add_user(&self, id: &str, name: &str, is_admin: bool) {
         self.insert_user(id, name, is_admin, false);
     }

@@ -125,8 +125,14 @@ async fn api(
         }
     }
 
-    let reply = inner.update(|st| {
+    let (reply, scopes) = inner.update(|st| {
         let reply = handle(&inner.config, st, &method, token.as_deref(), &params);
+        // Like Slack, every answer to a known token says what it may do.
+        let scopes = match token.as_deref() {
+            Some(t) if t == inner.config.bot_token => Some(st.bot_scopes.join(",")),
+            Some(t) if t == inner.config.app_token => Some("connections:write".to_string()),
+            _ => None,
+        };
         let error = reply.body["error"].as_str().map(str::to_string);
         st.calls.push(ApiCall {
             method: method.clone(),
@@ -135,7 +141,7 @@ async fn api(
             status: 200,
             error,
         });
-        reply
+        (reply, scopes)
     });
     for frame in reply.frames {
         socket::dispatch(&inner, frame);
@@ -147,7 +153,11 @@ async fn api(
             _ = super::stopped(&mut shutdown) => {}
         }
     }
-    Json(reply.body).into_response()
+    let mut response = Json(reply.body).into_response();
+    if let Some(value) = scopes.and_then(|s| header::HeaderValue::from_str(&s).ok()) {
+        response.headers_mut().insert("x-oauth-scopes", value);
+    }
+    response
 }
 
 fn record(
@@ -291,6 +301,16 @@ fn handle(
             "invalid_auth"
         });
     }
+    if let Some(needed) = needed_scope(method, params, st) {
+        if !st.bot_scopes.iter().any(|s| s == needed) {
+            return Reply::ok(json!({
+                "ok": false,
+                "error": "missing_scope",
+                "needed": needed,
+                "provided": st.bot_scopes.join(","),
+            }));
+        }
+    }
     match method {
         "apps.connections.open" => connections_open(config, st),
         "auth.test" => Reply::ok(json!({
@@ -332,6 +352,25 @@ fn handle(
         },
         _ => Reply::error("unknown_method"),
     }
+}
+
+/// The bot scope a method needs, as Slack's method pages list it; private
+/// channels need the `groups:` twin of the `channels:` scope.
+fn needed_scope(method: &str, params: &Map<String, Value>, st: &State) -> Option<&'static str> {
+    let private = || {
+        str_param(params, "channel")
+            .and_then(|c| st.find_channel(&c))
+            .is_some_and(|c| c.is_private)
+    };
+    Some(match method {
+        "chat.postMessage" | "chat.update" | "chat.postEphemeral" => "chat:write",
+        "conversations.info" if private() => "groups:read",
+        "conversations.info" | "conversations.list" => "channels:read",
+        "conversations.history" | "conversations.replies" if private() => "groups:history",
+        "conversations.history" | "conversations.replies" => "channels:history",
+        "users.info" => "users:read",
+        _ => return None,
+    })
 }
 
 fn connections_open(config: &Config, st: &mut State) -> Reply {

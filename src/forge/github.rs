@@ -174,6 +174,16 @@ impl GitHub {
         Ok(pr)
     }
 
+    /// `GET /repos/{owner}/{repo}`: whether the token may push to the
+    /// repository, which opening a pull request from a pushed branch needs
+    /// (`permissions.push`, present for an authenticated caller).
+    pub async fn can_push(&self) -> Result<bool, ForgeError> {
+        let url = format!("{}/repos/{}/{}", self.api_base, self.owner, self.repo);
+        let resp = self.send(Method::GET, &url, None, &mut false).await?;
+        let repo: serde_json::Value = parse_json(&resp.body)?;
+        Ok(repo["permissions"]["push"].as_bool().unwrap_or(false))
+    }
+
     /// Every open pull request, following `Link: rel="next"` pages.
     pub(super) async fn list_open_pulls(&self) -> Result<Vec<PullRequest>, ForgeError> {
         self.list(&format!("{}?state=open&per_page=100", self.pulls_url()))
@@ -335,7 +345,7 @@ async fn send(
     transport
         .request(req)
         .await
-        .map_err(|e| ForgeError::Http(format!("sending request: {e}")))
+        .map_err(|e| ForgeError::Http(format!("sending request: {}", crate::http::unreachable_reason(&e))))
 }
 
 struct Answer {

@@ -118,6 +118,30 @@ impl Source {
         })
     }
 
+    /// Whether the source answers, for `selfheal check`: the folder can be
+    /// listed, or the API answers an authenticated question about a run
+    /// (a run that does not exist is an answer; a rejected key is not).
+    /// Says what it saw.
+    pub async fn probe(&self) -> Result<String> {
+        match self {
+            Source::Dir(root) => {
+                let runs = std::fs::read_dir(root)
+                    .with_context(|| format!("{} cannot be listed", root.display()))?
+                    .filter_map(|e| e.ok())
+                    .filter(|e| e.path().is_dir())
+                    .count();
+                Ok(format!("{} ({runs} runs)", root.display()))
+            }
+            Source::Paradime(_) | Source::DbtCloud(_) => match self.fetch("1").await {
+                Ok(_) => Ok("answers".into()),
+                // Both clients say "… has no … run 1" for a run the account lacks:
+                // the key was accepted, which is what is being checked.
+                Err(e) if format!("{e:#}").contains("has no") => Ok("answers".into()),
+                Err(e) => Err(e),
+            },
+        }
+    }
+
     /// Fetches and digests the run log of `run_id`.
     pub async fn fetch(&self, run_id: &str) -> Result<RunLog> {
         match self {

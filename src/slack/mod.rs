@@ -4,8 +4,12 @@
 //! - [`web`]: the Web API gateway with pacing, 429 handling, timeouts and retries.
 //! - [`render`]: the text and Block Kit of every message selfheal posts (pure).
 //! - [`channels`]: channel names ↔ ids, as schedules name channels by name.
+//! - [`manifest`]: the bot scopes `data/slack-app-manifest.yml` asks for (pure).
+//! - [`probe`]: single Web API calls for `selfheal check`, with the granted scopes.
 
 pub mod channels;
+pub mod manifest;
+pub mod probe;
 pub mod render;
 pub mod socket;
 pub mod web;

@@ -40,8 +40,9 @@ pub enum SlackError {
     /// Slack answered `ok: false` with this error code.
     #[error("Slack API error: {0}")]
     Api(String),
-    /// The HTTP exchange itself failed.
-    #[error("Slack HTTP failure: {0}")]
+    /// The HTTP exchange itself failed; said in a few words ("DNS lookup
+    /// failed", "HTTP 503"), never as the HTTP client's internals.
+    #[error("cannot reach Slack: {0}")]
     Http(String),
 }
 
@@ -530,8 +531,13 @@ fn classify(err: SlackClientError) -> SlackError {
             SlackError::Http(format!("HTTP {}", e.status_code))
         }
         SlackClientError::HttpError(e) => SlackError::Api(format!("HTTP {}", e.status_code)),
-        SlackClientError::HttpProtocolError(e) => SlackError::Http(e.to_string()),
-        SlackClientError::EndOfStream(e) => SlackError::Http(e.to_string()),
+        SlackClientError::HttpProtocolError(e) => SlackError::Http(match &e.cause {
+            Some(cause) => crate::http::unreachable_reason(cause.as_ref()),
+            None => "the HTTP exchange failed".into(),
+        }),
+        SlackClientError::EndOfStream(_) => {
+            SlackError::Http("the server closed the connection".into())
+        }
         other => SlackError::Api(other.to_string()),
     }
 }

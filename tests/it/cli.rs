@@ -27,13 +27,15 @@ fn write_project(dir: &std::path::Path, schedules: &str) {
     .unwrap();
 }
 
-#[test]
-fn check_summarises_a_valid_configuration() {
+#[tokio::test]
+async fn check_summarises_a_valid_configuration() {
     let dir = tempfile::tempdir().unwrap();
     write_project(dir.path(), SCHEDULES);
+    let dbt = selfheal::demo::locate_dbt().await.unwrap();
 
     let out = selfheal()
-        .arg("check")
+        .args(["check", "--offline"])
+        .env("SELFHEAL_DBT", &dbt)
         .current_dir(dir.path())
         .env("SLACK_APP_TOKEN", "xapp-1-test")
         .env("SLACK_BOT_TOKEN", "xoxb-test")
@@ -47,7 +49,7 @@ fn check_summarises_a_valid_configuration() {
         "stderr: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(stdout.starts_with("configuration OK\n"), "{stdout}");
+    assert!(stdout.starts_with("configuration loaded: every variable and file is valid\n"), "{stdout}");
     assert!(
         stdout.contains("hourly_marts: notifies [#data-alerts, #agent-demo], heals in #agent-demo with agent scripted"),
         "{stdout}"
@@ -95,6 +97,76 @@ fn check_names_a_missing_token() {
 
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("SLACK_APP_TOKEN"));
+}
+
+#[test]
+fn check_reports_every_configuration_problem_at_once_and_where_each_came_from() {
+    // Arrange: one problem in .env, one in the environment, one missing, one in a file.
+    let dir = tempfile::tempdir().unwrap();
+    write_project(dir.path(), &SCHEDULES.replace("    commands:\n      - dbt build\n    notifications", "    command:\n      - dbt build\n    notifications"));
+    std::fs::write(dir.path().join(".env"), "SLACK_BOT_TOKEN=xapp-pasted-the-wrong-one\n").unwrap();
+
+    // Act
+    let out = selfheal()
+        .arg("check")
+        .current_dir(dir.path())
+        .env("SELFHEAL_SCHEDULES", dir.path())
+        .env("SELFHEAL_PRIOR_ATTEMPTS", "five")
+        .output()
+        .unwrap();
+
+    // Assert
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let env_file = dir.path().join(".env");
+    let schedules = dir.path().join("paradime_schedules.yml");
+    let expected = format!(
+        "selfheal: 4 configuration problems:\n\
+         \x20 - SLACK_APP_TOKEN (in neither the environment nor {env}): is required (a Slack token starting with xapp-)\n\
+         \x20 - SLACK_BOT_TOKEN (from {env}): must start with xoxb-\n\
+         \x20 - {file}:22:5: schedules[1].command: unknown key 'command'; did you mean 'commands'? (expected one of: ",
+        env = env_file.display(),
+        file = schedules.display(),
+    );
+    assert!(stderr.starts_with(&expected), "expected:\n{expected}\n---- got:\n{stderr}");
+    assert!(
+        stderr.ends_with("  - SELFHEAL_PRIOR_ATTEMPTS (from the environment): 'five' is not a whole number\n"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("pasted-the-wrong-one"), "token values are never echoed");
+}
+
+#[tokio::test]
+async fn run_with_bad_slack_settings_says_what_is_wrong_in_a_sentence() {
+    let slack = selfheal::fake_slack::FakeSlack::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    write_project(dir.path(), SCHEDULES);
+    let cases = [
+        (slack.api_url(), "xoxb-revoked", "selfheal run: Slack rejected SLACK_BOT_TOKEN (invalid_auth); `selfheal check` tells what to do\n"),
+        ("http://127.0.0.1:1/api/".to_string(), "xoxb-any", "selfheal run: cannot reach 127.0.0.1:1: connection refused (SLACK_API_URL; `selfheal check` tells more)\n"),
+    ];
+    for (api_url, bot_token, want) in cases {
+        // Act: as people run it, with backtraces asked for and stderr to a file.
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_selfheal"))
+            .arg("run")
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .env("RUST_BACKTRACE", "1")
+            .env("SLACK_APP_TOKEN", slack.app_token())
+            .env("SLACK_BOT_TOKEN", bot_token)
+            .env("SLACK_API_URL", &api_url)
+            .env("SELFHEAL_SCHEDULES", dir.path())
+            .env("SELFHEAL_DB", dir.path().join("selfheal.db"))
+            .env("SELFHEAL_LOG", "error")
+            .current_dir(dir.path())
+            .output()
+            .await
+            .unwrap();
+
+        // Assert: one sentence; no backtrace, no HTTP client internals, no colour codes.
+        assert_eq!(out.status.code(), Some(1));
+        assert_eq!(String::from_utf8_lossy(&out.stderr), want);
+    }
 }
 
 #[tokio::test]
@@ -188,24 +260,24 @@ fn check_says_where_verification_builds_and_the_setting_that_turns_on_building()
         (
             "warehouse_only",
             vec![],
-            "verification: compiles only, nothing is built: production `prod` is a postgres warehouse and no CI target is configured; set SELFHEAL_DBT_TARGET to a CI target",
+            "⚠ verification: compiles only, nothing is built: production `prod` is a postgres warehouse and no CI target is configured\n  → set SELFHEAL_DBT_TARGET to a CI target of the profile to verify by building\n",
         ),
         (
             "ignored_db",
             vec![],
-            "verification: builds in a throwaway copy of production's DuckDB (`dev` is never opened)",
+            "✓ verification: builds in a throwaway copy of production's DuckDB (`dev` is never opened)\n",
         ),
         (
             "ignored_db",
             vec![("SELFHEAL_DBT_TARGET", "dev")],
-            "verification: ✗ SELFHEAL_DBT_TARGET is `dev`, the target the scheduler runs in",
+            "✗ verification: SELFHEAL_DBT_TARGET is `dev`, the target the scheduler runs in: selfheal never builds into production; name a CI target\n  → set SELFHEAL_DBT_TARGET to a CI target of the profile that is not production\n",
         ),
     ];
     for (layout, env, want) in cases {
         let project = layouts.join(layout).join("project");
         let profiles = layouts.join(layout);
         let mut cmd = selfheal();
-        cmd.arg("check")
+        cmd.args(["check", "--offline"])
             .current_dir(&project)
             .env("SLACK_APP_TOKEN", "xapp-1-test")
             .env("SLACK_BOT_TOKEN", "xoxb-test")

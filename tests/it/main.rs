@@ -2,6 +2,7 @@
 //! Each module is a set of user stories.
 
 mod bad_input;
+mod check;
 mod cli;
 mod commands;
 mod commands_slash;
