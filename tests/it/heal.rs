@@ -63,41 +63,12 @@ impl Story {
     }
 
     async fn session_end(&self, run_id: &str) -> selfheal::store::SessionRow {
-        let store = self.store();
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            if let Some(s) = store
-                .sessions(50)
-                .unwrap()
-                .into_iter()
-                .find(|s| s.run_id == run_id && s.status.is_terminal())
-            {
-                return s;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "no end for run {run_id}"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        crate::helpers::world_session_end(&self.world, run_id, WAIT).await
     }
 
     /// The final message of the healing thread (the last bot message).
     async fn final_message(&self, ts: &str) -> String {
-        let bot = self.world.slack.bot_user_id().to_string();
-        self.world
-            .slack
-            .wait_until(WAIT, |s| {
-                s.thread(HEALING, ts).into_iter().rev().find(|m| {
-                    m.user.as_deref() == Some(bot.as_str())
-                        && (m.text.contains("No pull request opened")
-                            || m.text.contains("is ready for review")
-                            || m.text.contains("already addresses this error"))
-                })
-            })
-            .await
-            .expect("a final message")
-            .text
+        crate::helpers::world_final_message(&self.world, ts, WAIT).await
     }
 
     async fn stop(self) {

@@ -366,3 +366,55 @@ pub fn failure_text(schedule: &str, run_id: &str) -> String {
 }
 
 pub const HEALING_REPLY: &str = "🦖 Self-healing enabled — starting healing session...";
+
+/// Waits until the session of `run_id` in a staged world's database ends
+/// (the demo's world or a team layout's, `selfheal::demo::World`).
+pub async fn world_session_end(
+    world: &selfheal::demo::World,
+    run_id: &str,
+    within: Duration,
+) -> SessionRow {
+    let store = Store::open(&world.root.join("selfheal.db")).unwrap();
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if let Some(s) = store
+            .sessions(50)
+            .unwrap()
+            .into_iter()
+            .find(|s| s.run_id == run_id && s.status.is_terminal())
+        {
+            return s;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no end for run {run_id}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The final message of a staged world's healing thread (the last bot
+/// message saying how the session ended).
+pub async fn world_final_message(
+    world: &selfheal::demo::World,
+    ts: &str,
+    within: Duration,
+) -> String {
+    let bot = world.slack.bot_user_id().to_string();
+    world
+        .slack
+        .wait_until(within, |s| {
+            s.thread(selfheal::demo::HEALING, ts)
+                .into_iter()
+                .rev()
+                .find(|m| {
+                    m.user.as_deref() == Some(bot.as_str())
+                        && (m.text.contains("No pull request opened")
+                            || m.text.contains("is ready for review")
+                            || m.text.contains("already addresses this error"))
+                })
+        })
+        .await
+        .expect("a final message")
+        .text
+}

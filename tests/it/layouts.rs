@@ -191,35 +191,12 @@ impl Bot {
     }
 
     async fn session_end(&self, run_id: &str) -> selfheal::store::SessionRow {
-        let store = Store::open(&self.world.root.join("selfheal.db")).unwrap();
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            if let Some(s) = store
-                .sessions(50)
-                .unwrap()
-                .into_iter()
-                .find(|s| s.run_id == run_id && s.status.is_terminal())
-            {
-                return s;
-            }
-            assert!(tokio::time::Instant::now() < deadline, "no end for run {run_id}");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        crate::helpers::world_session_end(&self.world, run_id, WAIT).await
     }
 
     /// The thread once its final message is there.
     async fn final_thread(&self, ts: &str) -> String {
-        let bot = self.world.slack.bot_user_id().to_string();
-        self.world
-            .slack
-            .wait_until(WAIT, |s| {
-                s.thread(HEALING, ts).into_iter().find(|m| {
-                    m.user.as_deref() == Some(bot.as_str())
-                        && (m.text.contains("No pull request opened") || m.text.contains("is ready for review"))
-                })
-            })
-            .await
-            .expect("a final message");
+        crate::helpers::world_final_message(&self.world, ts, WAIT).await;
         self.thread_text(ts)
     }
 
