@@ -83,7 +83,9 @@ impl App {
             Err(SlackError::Api(code)) if crate::check::is_token_error(&code) => anyhow::bail!(
                 "Slack rejected SLACK_BOT_TOKEN ({code}); `selfheal check` tells what to do"
             ),
-            Err(e) => return Err(anyhow::Error::new(e).context("checking the bot token with auth.test")),
+            Err(e) => {
+                return Err(anyhow::Error::new(e).context("checking the bot token with auth.test"))
+            }
         };
         info!(user = %me.user_id, bot = %me.bot_id, "authenticated with Slack");
         if cfg.notifier_bots.is_empty() {

@@ -43,7 +43,10 @@ pub fn cases() -> Result<Vec<(String, Breakage)>> {
     for entry in std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))? {
         let path = entry?.path();
         if path.join("breakage.json").is_file() {
-            let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
             let breakage = Breakage::fixture(&name)?;
             cases.push((name, breakage));
         }
@@ -97,7 +100,10 @@ pub struct ScheduledRun {
 /// `<layout>/profiles.yml` lives outside it (`@ROOT@` is the world's
 /// folder); an optional `<layout>/warehouse.sql` loads production's raw data.
 pub fn layouts_dir() -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/projects"))
+    PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/projects"
+    ))
 }
 
 impl World {
@@ -109,7 +115,15 @@ impl World {
             "jaffle_shop:\n  target: prod\n  outputs:\n    prod:\n      type: duckdb\n      path: \"{}\"\n      threads: 1\n",
             warehouse.display()
         );
-        World::build(root, dbt, &demo_project(), "jaffle_shop", Some(profiles), vec![warehouse]).await
+        World::build(
+            root,
+            dbt,
+            &demo_project(),
+            "jaffle_shop",
+            Some(profiles),
+            vec![warehouse],
+        )
+        .await
     }
 
     /// Builds the world of a layout of `tests/fixtures/projects`.
@@ -130,7 +144,15 @@ impl World {
             load_duckdb(dbt, &file, &sql).await?;
             production.push(file);
         }
-        let mut world = World::build(root, dbt, &dir.join("project"), layout, profiles, production).await?;
+        let mut world = World::build(
+            root,
+            dbt,
+            &dir.join("project"),
+            layout,
+            profiles,
+            production,
+        )
+        .await?;
         if !world.profiles_outside {
             // The project's own profile builds into a file inside the checkout.
             world.production.push(world.prod.join("shop.duckdb"));
@@ -338,7 +360,9 @@ impl World {
             .root
             .join(format!("check-{}", branch.replace('/', "-")));
         let _ = std::fs::remove_dir_all(&dir);
-        let profiles = self.root.join(format!("check-profiles-{}", branch.replace('/', "-")));
+        let profiles = self
+            .root
+            .join(format!("check-profiles-{}", branch.replace('/', "-")));
         std::fs::create_dir_all(&profiles)?;
         if self.profiles_outside {
             let mut text = std::fs::read_to_string(self.profiles_dir.join("profiles.yml"))?;
@@ -363,7 +387,11 @@ impl World {
             ],
         )
         .await?;
-        let profiles_dir = if self.profiles_outside { &profiles } else { &dir };
+        let profiles_dir = if self.profiles_outside {
+            &profiles
+        } else {
+            &dir
+        };
         let out = Command::new(&self.dbt)
             .args(["--no-use-colors", "build", "--profiles-dir"])
             .arg(profiles_dir)
@@ -449,7 +477,11 @@ async fn load_duckdb(dbt: &Path, file: &Path, sql: &str) -> Result<()> {
         .await
         .with_context(|| format!("running {} (the Python beside dbt)", python.display()))?;
     if !out.status.success() {
-        bail!("loading {}: {}", file.display(), String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "loading {}: {}",
+            file.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     Ok(())
 }

@@ -415,8 +415,13 @@ async fn handle(
             }),
             &[],
         ),
-        ["repos", o, r, "pulls"] if *o == owner && *r == repo && method == Method::POST && !can_push => {
-            error(StatusCode::FORBIDDEN, "Resource not accessible by personal access token")
+        ["repos", o, r, "pulls"]
+            if *o == owner && *r == repo && method == Method::POST && !can_push =>
+        {
+            error(
+                StatusCode::FORBIDDEN,
+                "Resource not accessible by personal access token",
+            )
         }
         ["repos", o, r, "pulls"] if *o == owner && *r == repo => match method {
             Method::POST => create_pr(&shared, &body, &api_base, git_dir).await,

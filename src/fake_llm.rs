@@ -192,7 +192,10 @@ async fn handle(
 ) -> Response {
     let path = uri.path();
     let models = method == Method::GET && (path == "/v1/models" || path == "/models");
-    if !models && (method != Method::POST || !(path == "/v1/chat/completions" || path == "/chat/completions")) {
+    if !models
+        && (method != Method::POST
+            || !(path == "/v1/chat/completions" || path == "/chat/completions"))
+    {
         return error(
             StatusCode::NOT_FOUND,
             "invalid_request_error",

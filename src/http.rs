@@ -135,12 +135,53 @@ mod tests {
         let io = |s: &str, k| (s.to_string(), Some(k));
         type Chain = Vec<(String, Option<ErrorKind>)>;
         let cases: Vec<(Chain, &str)> = vec![
-            (vec![m("client error (Connect)"), m("dns error"), io("failed to lookup address information: Name or service not known", ErrorKind::Other)], "DNS lookup failed"),
-            (vec![m("client error (Connect)"), m("tcp connect error"), io("Connection refused (os error 111)", ErrorKind::ConnectionRefused)], "connection refused"),
-            (vec![m("client error (Connect)"), io("deadline", ErrorKind::TimedOut)], "the connection timed out"),
-            (vec![m("client error (Connect)"), m("invalid peer certificate: UnknownIssuer")], "the TLS handshake failed (a proxy or an untrusted certificate?)"),
-            (vec![m("client error (SendRequest)"), m("connection closed before message completed")], "the server closed the connection"),
-            (vec![m("outer"), m("the innermost cause")], "the innermost cause"),
+            (
+                vec![
+                    m("client error (Connect)"),
+                    m("dns error"),
+                    io(
+                        "failed to lookup address information: Name or service not known",
+                        ErrorKind::Other,
+                    ),
+                ],
+                "DNS lookup failed",
+            ),
+            (
+                vec![
+                    m("client error (Connect)"),
+                    m("tcp connect error"),
+                    io(
+                        "Connection refused (os error 111)",
+                        ErrorKind::ConnectionRefused,
+                    ),
+                ],
+                "connection refused",
+            ),
+            (
+                vec![
+                    m("client error (Connect)"),
+                    io("deadline", ErrorKind::TimedOut),
+                ],
+                "the connection timed out",
+            ),
+            (
+                vec![
+                    m("client error (Connect)"),
+                    m("invalid peer certificate: UnknownIssuer"),
+                ],
+                "the TLS handshake failed (a proxy or an untrusted certificate?)",
+            ),
+            (
+                vec![
+                    m("client error (SendRequest)"),
+                    m("connection closed before message completed"),
+                ],
+                "the server closed the connection",
+            ),
+            (
+                vec![m("outer"), m("the innermost cause")],
+                "the innermost cause",
+            ),
         ];
         for (chain, want) in cases {
             assert_eq!(reason_of(&chain), want, "{chain:?}");

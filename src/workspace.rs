@@ -79,7 +79,14 @@ pub struct BuildOutputs {
 
 /// File endings of databases and their journals.
 const DATABASE_ENDINGS: &[&str] = &[
-    ".duckdb", ".duckdb.wal", ".db", ".db-wal", ".db-shm", ".sqlite", ".sqlite3", ".wal",
+    ".duckdb",
+    ".duckdb.wal",
+    ".db",
+    ".db-wal",
+    ".db-shm",
+    ".sqlite",
+    ".sqlite3",
+    ".wal",
 ];
 
 impl BuildOutputs {
@@ -110,10 +117,10 @@ impl BuildOutputs {
         let lower = path.to_ascii_lowercase();
         self.files.iter().any(|f| f == path)
             || DATABASE_ENDINGS.iter().any(|e| lower.ends_with(e))
-            || self
-                .folders
-                .iter()
-                .any(|f| path.strip_prefix(f.as_str()).is_some_and(|r| r.starts_with('/')))
+            || self.folders.iter().any(|f| {
+                path.strip_prefix(f.as_str())
+                    .is_some_and(|r| r.starts_with('/'))
+            })
     }
 }
 
@@ -297,7 +304,13 @@ impl Workspace {
         // What changed, as git status sees it (it hashes nothing new), less
         // the build output; only that is staged (a database file can be large).
         let status = self
-            .git(&["status", "--porcelain=v1", "-z", "--untracked-files=all", "--no-renames"])
+            .git(&[
+                "status",
+                "--porcelain=v1",
+                "-z",
+                "--untracked-files=all",
+                "--no-renames",
+            ])
             .await
             .context("listing changes")?;
         let candidates: Vec<&str> = status
@@ -305,7 +318,9 @@ impl Workspace {
             .filter_map(|entry| entry.get(3..))
             .filter(|path| !path.is_empty() && !self.outputs.contains(path))
             .collect();
-        self.git(&["reset", "--quiet"]).await.context("clearing the index")?;
+        self.git(&["reset", "--quiet"])
+            .await
+            .context("clearing the index")?;
         for batch in candidates.chunks(200) {
             let mut args = vec!["add", "--all", "--"];
             args.extend(batch.iter().copied());
@@ -786,11 +801,19 @@ mod tests {
             std::fs::write(p, text).expect("write");
         };
         // The preparation: packages and their lock file.
-        write("shop/dbt_packages/util/macros/m.sql", "{% macro m() %}{% endmacro %}");
+        write(
+            "shop/dbt_packages/util/macros/m.sql",
+            "{% macro m() %}{% endmacro %}",
+        );
         write("shop/package-lock.yml", "packages: []\n");
-        ws.set_build_outputs(BuildOutputs::for_project(Path::new("shop"), "target", "logs", "dbt_packages"))
-            .await
-            .expect("outputs");
+        ws.set_build_outputs(BuildOutputs::for_project(
+            Path::new("shop"),
+            "target",
+            "logs",
+            "dbt_packages",
+        ))
+        .await
+        .expect("outputs");
 
         // Act: the agent fixes a model; dbt builds.
         write("models/orders.sql", "select 2 as id\n");

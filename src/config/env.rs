@@ -189,8 +189,9 @@ impl Config {
     /// then reads the configuration from the process environment. Errors say
     /// where each variable came from: the environment, or `.env` at its path.
     pub fn from_process_env() -> Result<Config, ConfigErrors> {
-        let before: std::collections::HashSet<String> =
-            std::env::vars_os().filter_map(|(k, _)| k.into_string().ok()).collect();
+        let before: std::collections::HashSet<String> = std::env::vars_os()
+            .filter_map(|(k, _)| k.into_string().ok())
+            .collect();
         let dotenv = match dotenvy::dotenv() {
             Ok(path) => Some(path),
             Err(e) if e.not_found() => None,
@@ -245,15 +246,14 @@ impl Config {
         let api_url = keep!(api_url(get("SLACK_API_URL")));
         let db_path =
             PathBuf::from(get("SELFHEAL_DB").unwrap_or_else(|| "data/selfheal.db".into()));
-        let schedules_path = keep!(
-            get("SELFHEAL_SCHEDULES")
+        let schedules_path =
+            keep!(get("SELFHEAL_SCHEDULES")
                 .map(PathBuf::from)
                 .ok_or_else(|| ConfigError::Env {
                     var: "SELFHEAL_SCHEDULES".into(),
                     message: "is required: the dbt project directory or its paradime_schedules.yml"
                         .into(),
-                }),
-        );
+                }),);
         let agents_dir = match (get("SELFHEAL_AGENTS_DIR"), &schedules_path) {
             (Some(dir), _) => Some(PathBuf::from(dir)),
             (None, Some(path)) => Some(default_agents_dir(path)),
@@ -1028,20 +1028,34 @@ schedules:
     fn every_problem_is_reported_at_once_each_naming_where_it_is() {
         // Three problems of three kinds: a missing variable, a bad value, and
         // a schedule naming an agent that does not exist.
-        let dir = project(&SCHEDULES.replace("agent_name: bolt-pipeline-healer", "agent_name: ghost"), AGENT);
+        let dir = project(
+            &SCHEDULES.replace("agent_name: bolt-pipeline-healer", "agent_name: ghost"),
+            AGENT,
+        );
         let mut env = vars(dir.path(), &[("SELFHEAL_PRIOR_ATTEMPTS", "five")]);
         env.remove("SLACK_BOT_TOKEN");
         let err = load(&env).expect_err("three problems");
         let lines = err.lines();
         assert_eq!(lines.len(), 3, "{lines:#?}");
-        assert!(lines[0].starts_with("SLACK_BOT_TOKEN: is required"), "{}", lines[0]);
-        assert_eq!(lines[1], "SELFHEAL_PRIOR_ATTEMPTS: 'five' is not a whole number");
+        assert!(
+            lines[0].starts_with("SLACK_BOT_TOKEN: is required"),
+            "{}",
+            lines[0]
+        );
+        assert_eq!(
+            lines[1],
+            "SELFHEAL_PRIOR_ATTEMPTS: 'five' is not a whole number"
+        );
         assert!(
             lines[2].contains("paradime_schedules.yml:2: self_healing.agent_name: schedule 'hourly_marts' names unknown agent 'ghost'"),
             "{}",
             lines[2]
         );
-        assert!(err.to_string().starts_with("3 problems:\n  - SLACK_BOT_TOKEN"), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("3 problems:\n  - SLACK_BOT_TOKEN"),
+            "{err}"
+        );
 
         // Where each variable was read, once the process environment is known.
         let located = load(&env)
@@ -1057,8 +1071,20 @@ schedules:
         let cases = [
             ("X", true, true, Some(file), "from the environment"),
             ("X", false, true, Some(file), "from /srv/bot/.env"),
-            ("X", false, false, Some(file), "in neither the environment nor /srv/bot/.env"),
-            ("X", false, false, None, "not in the environment, and no .env in /srv/bot or its parents"),
+            (
+                "X",
+                false,
+                false,
+                Some(file),
+                "in neither the environment nor /srv/bot/.env",
+            ),
+            (
+                "X",
+                false,
+                false,
+                None,
+                "not in the environment, and no .env in /srv/bot or its parents",
+            ),
             ("X", true, true, None, "from the environment"),
         ];
         for (var, in_env, set_now, dotenv, want) in cases {

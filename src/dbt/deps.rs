@@ -30,7 +30,12 @@ pub enum Installed {
 }
 
 /// Installs the project's packages into `<project>/<packages_path>`.
-pub async fn install(dbt: &Dbt, project: &Path, packages_path: &str, cache_root: &Path) -> Result<Installed> {
+pub async fn install(
+    dbt: &Dbt,
+    project: &Path,
+    packages_path: &str,
+    cache_root: &Path,
+) -> Result<Installed> {
     let Some(key) = cache_key(project)? else {
         return Ok(Installed::NoPackages);
     };
@@ -42,10 +47,7 @@ pub async fn install(dbt: &Dbt, project: &Path, packages_path: &str, cache_root:
     }
     let run = dbt.run(project, &["deps".to_string()]).await?;
     if !run.success {
-        bail!(
-            "`dbt deps` failed:\n{}",
-            super::error_lines(&run.output, 8)
-        );
+        bail!("`dbt deps` failed:\n{}", super::error_lines(&run.output, 8));
     }
     // Fill the cache; a failure here costs the next session a `dbt deps`, nothing more.
     if dest.is_dir() {
@@ -55,7 +57,11 @@ pub async fn install(dbt: &Dbt, project: &Path, packages_path: &str, cache_root:
         let filled = copy_tree(&dest, &tmp).and_then(|_| {
             std::fs::rename(&tmp, &entry).or_else(|e| {
                 // Another session filled it first.
-                if entry.is_dir() { Ok(()) } else { Err(e) }
+                if entry.is_dir() {
+                    Ok(())
+                } else {
+                    Err(e)
+                }
             })?;
             Ok(())
         });
@@ -83,9 +89,16 @@ fn cache_key(project: &Path) -> Result<Option<u64>> {
         }
         let doc: Value = serde_saphyr::from_str(&text)
             .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-        let packages = doc.get("packages").and_then(Value::as_array).cloned().unwrap_or_default();
+        let packages = doc
+            .get("packages")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
         declared |= !packages.is_empty();
-        for local in packages.iter().filter_map(|p| p.get("local").and_then(Value::as_str)) {
+        for local in packages
+            .iter()
+            .filter_map(|p| p.get("local").and_then(Value::as_str))
+        {
             hash_tree(&project.join(local), &mut hasher)
                 .with_context(|| format!("reading local package {local}"))?;
         }
@@ -101,7 +114,10 @@ fn hash_tree(dir: &Path, hasher: &mut impl Hasher) -> Result<()> {
         .collect();
     entries.sort();
     for path in entries {
-        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         if matches!(name.as_str(), "target" | "logs" | "dbt_packages" | ".git") {
             continue;
         }
@@ -140,19 +156,35 @@ mod tests {
         let p = dir.path();
         assert_eq!(cache_key(p).unwrap(), None, "no package files: no packages");
         std::fs::write(p.join("packages.yml"), "packages: []\n").unwrap();
-        assert_eq!(cache_key(p).unwrap(), None, "an empty list declares nothing");
+        assert_eq!(
+            cache_key(p).unwrap(),
+            None,
+            "an empty list declares nothing"
+        );
 
         std::fs::create_dir_all(p.join("pkgs/util/macros")).unwrap();
-        std::fs::write(p.join("pkgs/util/macros/m.sql"), "{% macro m() %}1{% endmacro %}").unwrap();
+        std::fs::write(
+            p.join("pkgs/util/macros/m.sql"),
+            "{% macro m() %}1{% endmacro %}",
+        )
+        .unwrap();
         std::fs::write(p.join("packages.yml"), "packages:\n  - local: pkgs/util\n").unwrap();
         let first = cache_key(p).unwrap().expect("declares a package");
         assert_eq!(cache_key(p).unwrap(), Some(first), "stable");
 
-        std::fs::write(p.join("pkgs/util/macros/m.sql"), "{% macro m() %}2{% endmacro %}").unwrap();
+        std::fs::write(
+            p.join("pkgs/util/macros/m.sql"),
+            "{% macro m() %}2{% endmacro %}",
+        )
+        .unwrap();
         let changed = cache_key(p).unwrap().unwrap();
         assert_ne!(changed, first, "a local package's change is a new key");
 
         std::fs::write(p.join("package-lock.yml"), "packages: []\nsha1_hash: x\n").unwrap();
-        assert_ne!(cache_key(p).unwrap().unwrap(), changed, "the lock file is part of the key");
+        assert_ne!(
+            cache_key(p).unwrap().unwrap(),
+            changed,
+            "the lock file is part of the key"
+        );
     }
 }

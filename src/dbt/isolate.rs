@@ -35,7 +35,10 @@ pub enum Plan {
     /// The configured CI target; `defer` when production's manifest is known.
     CiTarget { target: String, defer: bool },
     /// A throwaway copy of production's DuckDB file at `prod_path`.
-    DuckDbCopy { prod_target: String, prod_path: String },
+    DuckDbCopy {
+        prod_target: String,
+        prod_path: String,
+    },
     /// No isolated place exists: compile only, never build.
     CompileOnly { prod_target: String, why: String },
 }
@@ -96,7 +99,12 @@ pub fn plan(f: &Facts, env: &dyn Fn(&str) -> Option<String>) -> Result<Plan, Str
         format!(
             "production target `{prod}` is not an output of profile `{}` (it has: {})",
             profile.name,
-            profile.outputs.keys().cloned().collect::<Vec<_>>().join(", ")
+            profile
+                .outputs
+                .keys()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")
         )
     })?;
     if let Some(ci) = f.ci_target {
@@ -109,7 +117,12 @@ pub fn plan(f: &Facts, env: &dyn Fn(&str) -> Option<String>) -> Result<Plan, Str
             format!(
                 "SELFHEAL_DBT_TARGET `{ci}` is not an output of profile `{}` (it has: {})",
                 profile.name,
-                profile.outputs.keys().cloned().collect::<Vec<_>>().join(", ")
+                profile
+                    .outputs
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )
         })?;
         if ci_wh == prod_wh && matches!(ci_wh, Warehouse::DuckDbFile(_)) {
@@ -145,19 +158,40 @@ pub fn plan(f: &Facts, env: &dyn Fn(&str) -> Option<String>) -> Result<Plan, Str
 /// production, parents built in preparation, or deferral to production);
 /// otherwise they are built too (`+node+`). No node known: `dbt parse`
 /// (building) or `dbt compile` proves what can be proved.
-pub fn verification_args(plan: &Plan, nodes: &[String], parents_ready: bool, state: Option<&Path>) -> Vec<String> {
+pub fn verification_args(
+    plan: &Plan,
+    nodes: &[String],
+    parents_ready: bool,
+    state: Option<&Path>,
+) -> Vec<String> {
     let compile_only = matches!(plan, Plan::CompileOnly { .. });
     // Compiling needs no warehouse connection when dbt skips its cache.
     let compile = || vec!["compile".to_string(), "--no-populate-cache".into()];
     if nodes.is_empty() {
-        return if compile_only { compile() } else { vec!["parse".into()] };
+        return if compile_only {
+            compile()
+        } else {
+            vec!["parse".into()]
+        };
     }
-    let prefix = if parents_ready || compile_only { "" } else { "+" };
-    let mut args = if compile_only { compile() } else { vec!["build".into()] };
+    let prefix = if parents_ready || compile_only {
+        ""
+    } else {
+        "+"
+    };
+    let mut args = if compile_only {
+        compile()
+    } else {
+        vec!["build".into()]
+    };
     args.push("--select".into());
     args.extend(nodes.iter().map(|n| format!("{prefix}{n}+")));
     if let (Plan::CiTarget { defer: true, .. }, Some(state)) = (plan, state) {
-        args.extend(["--defer".into(), "--state".into(), state.display().to_string()]);
+        args.extend([
+            "--defer".into(),
+            "--state".into(),
+            state.display().to_string(),
+        ]);
     }
     args
 }
@@ -213,8 +247,17 @@ impl Isolation {
             self.agent_profiles_dir.display().to_string(),
         )];
         if !self.dbt.read_only {
-            env.push(("DBT_TARGET".into(), self.dbt.target.clone().unwrap_or_default()));
-            env.extend(self.dbt.env.iter().filter(|(k, _)| k.starts_with("DBT_")).cloned());
+            env.push((
+                "DBT_TARGET".into(),
+                self.dbt.target.clone().unwrap_or_default(),
+            ));
+            env.extend(
+                self.dbt
+                    .env
+                    .iter()
+                    .filter(|(k, _)| k.starts_with("DBT_"))
+                    .cloned(),
+            );
         }
         env
     }
@@ -225,11 +268,16 @@ impl Isolation {
 pub fn profiles_file(base: &Dbt, project_dir: &Path) -> Option<PathBuf> {
     let env_dir = std::env::var_os("DBT_PROFILES_DIR").map(PathBuf::from);
     let home = std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".dbt"));
-    [base.profiles_dir.clone(), env_dir, Some(project_dir.to_path_buf()), home]
-        .into_iter()
-        .flatten()
-        .map(|d| d.join("profiles.yml"))
-        .find(|f| f.is_file())
+    [
+        base.profiles_dir.clone(),
+        env_dir,
+        Some(project_dir.to_path_buf()),
+        home,
+    ]
+    .into_iter()
+    .flatten()
+    .map(|d| d.join("profiles.yml"))
+    .find(|f| f.is_file())
 }
 
 fn process_env(name: &str) -> Option<String> {
@@ -256,7 +304,8 @@ pub fn load_plan(
             project.profile
         )
     })?;
-    let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+    let text =
+        std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
     let profile = profile::profile(&text, &project.profile, &process_env)
         .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
     let facts = Facts {
@@ -287,7 +336,8 @@ pub fn prepare(inputs: &Inputs) -> Result<Isolation> {
 
     let profiles_dir = inputs.session_dir.join("profiles");
     std::fs::create_dir_all(&profiles_dir).context("creating the session's profiles folder")?;
-    std::fs::create_dir_all(inputs.session_dir.join("ci")).context("creating the session's CI folder")?;
+    std::fs::create_dir_all(inputs.session_dir.join("ci"))
+        .context("creating the session's CI folder")?;
     let mut copied = false;
     let mut state = None;
     let (target, output) = match &plan {
@@ -305,7 +355,10 @@ pub fn prepare(inputs: &Inputs) -> Result<Isolation> {
             separate_session(&mut out, inputs.session_dir, inputs.session_name);
             (target.clone(), out)
         }
-        Plan::DuckDbCopy { prod_target, prod_path } => {
+        Plan::DuckDbCopy {
+            prod_target,
+            prod_path,
+        } => {
             let dir = inputs.session_dir.join("warehouse");
             std::fs::create_dir_all(&dir).context("creating the session's warehouse folder")?;
             let name = Path::new(prod_path)
@@ -331,8 +384,11 @@ pub fn prepare(inputs: &Inputs) -> Result<Isolation> {
     let doc = serde_json::json!({
         profile.name.clone(): { "target": target, "outputs": { target.clone(): output } }
     });
-    std::fs::write(profiles_dir.join("profiles.yml"), serde_json::to_string_pretty(&doc)?)
-        .context("writing the session's profiles.yml")?;
+    std::fs::write(
+        profiles_dir.join("profiles.yml"),
+        serde_json::to_string_pretty(&doc)?,
+    )
+    .context("writing the session's profiles.yml")?;
 
     let agent_profiles_dir = if matches!(plan, Plan::CompileOnly { .. }) {
         let empty = inputs.session_dir.join("agent-profiles");
@@ -348,7 +404,8 @@ pub fn prepare(inputs: &Inputs) -> Result<Isolation> {
         // Every dbt command of the session defers (the doctor's and the
         // agent's queries too), not only verification.
         dbt.env.push(("DBT_DEFER".into(), "true".into()));
-        dbt.env.push(("DBT_STATE".into(), state.display().to_string()));
+        dbt.env
+            .push(("DBT_STATE".into(), state.display().to_string()));
     }
     dbt.read_only = matches!(plan, Plan::CompileOnly { .. });
     Ok(Isolation {
@@ -369,7 +426,11 @@ fn separate_session(out: &mut Value, session_dir: &Path, session_name: &str) {
         return;
     };
     // BigQuery calls the schema a dataset.
-    let key = if map.contains_key("dataset") { "dataset" } else { "schema" };
+    let key = if map.contains_key("dataset") {
+        "dataset"
+    } else {
+        "schema"
+    };
     let base = map
         .get(key)
         .and_then(Value::as_str)
@@ -377,7 +438,10 @@ fn separate_session(out: &mut Value, session_dir: &Path, session_name: &str) {
         .to_string();
     map.insert(key.into(), Value::String(format!("{base}_{session_name}")));
     let is_duckdb_file = map.get("type").and_then(Value::as_str) == Some("duckdb")
-        && map.get("path").and_then(Value::as_str).is_some_and(|p| !p.contains("{{"));
+        && map
+            .get("path")
+            .and_then(Value::as_str)
+            .is_some_and(|p| !p.contains("{{"));
     if is_duckdb_file {
         let name = map
             .get("path")
@@ -411,15 +475,28 @@ fn copy_database(src: &Path, dst: &Path) -> Result<()> {
     if wal.is_file() {
         let mut dst_wal = dst.as_os_str().to_owned();
         dst_wal.push(".wal");
-        std::fs::copy(&wal, PathBuf::from(dst_wal)).with_context(|| format!("copying {}", wal.display()))?;
+        std::fs::copy(&wal, PathBuf::from(dst_wal))
+            .with_context(|| format!("copying {}", wal.display()))?;
     }
     Ok(())
 }
 
 /// Refuses a dbt command that writes when dbt is read-only.
 pub fn check_read_only(args: &[String]) -> Result<()> {
-    const READS: &[&str] = &["compile", "parse", "show", "ls", "list", "debug", "deps", "docs", "--version"];
-    let sub = args.iter().find(|a| !a.starts_with('-') || *a == "--version");
+    const READS: &[&str] = &[
+        "compile",
+        "parse",
+        "show",
+        "ls",
+        "list",
+        "debug",
+        "deps",
+        "docs",
+        "--version",
+    ];
+    let sub = args
+        .iter()
+        .find(|a| !a.starts_with('-') || *a == "--version");
     match sub {
         Some(s) if READS.contains(&s.as_str()) => Ok(()),
         Some(s) => bail!(
@@ -447,7 +524,13 @@ mod tests {
 
     #[test]
     fn the_plan_never_builds_into_production() {
-        type Case = (&'static str, Option<&'static str>, Option<&'static str>, bool, Result<Plan, &'static str>);
+        type Case = (
+            &'static str,
+            Option<&'static str>,
+            Option<&'static str>,
+            bool,
+            Result<Plan, &'static str>,
+        );
         let cases: Vec<Case> = vec![
             // A DuckDB production without a CI target: a throwaway copy.
             (DUCK, None, None, false, Ok(Plan::DuckDbCopy { prod_target: "prod".into(), prod_path: "/srv/warehouse.duckdb".into() })),
@@ -469,7 +552,15 @@ mod tests {
         ];
         for (yaml, ci, prod, state, want) in cases {
             let p = profile_of(yaml);
-            let got = plan(&Facts { profile: &p, prod_target: prod, ci_target: ci, state_known: state }, &env);
+            let got = plan(
+                &Facts {
+                    profile: &p,
+                    prod_target: prod,
+                    ci_target: ci,
+                    state_known: state,
+                },
+                &env,
+            );
             match (got, want) {
                 (Ok(g), Ok(w)) => assert_eq!(g, w, "ci={ci:?} prod={prod:?}"),
                 (Err(g), Err(w)) => assert!(g.contains(w), "{g}"),
@@ -480,28 +571,61 @@ mod tests {
 
     #[test]
     fn an_unrenderable_default_target_asks_for_the_setting() {
-        let p = profile_of("shop:\n  target: \"{{ var('t') }}\"\n  outputs:\n    prod:\n      type: duckdb\n");
-        let err = plan(&Facts { profile: &p, prod_target: None, ci_target: None, state_known: false }, &env).unwrap_err();
+        let p = profile_of(
+            "shop:\n  target: \"{{ var('t') }}\"\n  outputs:\n    prod:\n      type: duckdb\n",
+        );
+        let err = plan(
+            &Facts {
+                profile: &p,
+                prod_target: None,
+                ci_target: None,
+                state_known: false,
+            },
+            &env,
+        )
+        .unwrap_err();
         assert!(err.contains("SELFHEAL_DBT_PROD_TARGET"), "{err}");
     }
 
     #[test]
     fn verification_builds_what_the_place_lacks() {
-        let copy = Plan::DuckDbCopy { prod_target: "prod".into(), prod_path: "p".into() };
-        let slim = Plan::CiTarget { target: "ci".into(), defer: true };
-        let compile = Plan::CompileOnly { prod_target: "prod".into(), why: "w".into() };
+        let copy = Plan::DuckDbCopy {
+            prod_target: "prod".into(),
+            prod_path: "p".into(),
+        };
+        let slim = Plan::CiTarget {
+            target: "ci".into(),
+            defer: true,
+        };
+        let compile = Plan::CompileOnly {
+            prod_target: "prod".into(),
+            why: "w".into(),
+        };
         let nodes = vec!["customers".to_string(), "orders".to_string()];
         let state = Path::new("/s/state");
         let cases: Vec<(&Plan, &[String], bool, &str)> = vec![
             (&copy, &nodes, true, "build --select customers+ orders+"),
             (&copy, &nodes, false, "build --select +customers+ +orders+"),
-            (&slim, &nodes, true, "build --select customers+ orders+ --defer --state /s/state"),
-            (&compile, &nodes, false, "compile --no-populate-cache --select customers+ orders+"),
+            (
+                &slim,
+                &nodes,
+                true,
+                "build --select customers+ orders+ --defer --state /s/state",
+            ),
+            (
+                &compile,
+                &nodes,
+                false,
+                "compile --no-populate-cache --select customers+ orders+",
+            ),
             (&copy, &[], true, "parse"),
             (&compile, &[], false, "compile --no-populate-cache"),
         ];
         for (plan, nodes, ready, want) in cases {
-            assert_eq!(verification_args(plan, nodes, ready, Some(state)).join(" "), want);
+            assert_eq!(
+                verification_args(plan, nodes, ready, Some(state)).join(" "),
+                want
+            );
         }
     }
 
@@ -530,12 +654,29 @@ mod tests {
     #[test]
     fn read_only_dbt_only_reads() {
         let args = |s: &str| s.split(' ').map(String::from).collect::<Vec<_>>();
-        for ok in ["compile --select x", "show --inline select 1", "--no-use-colors parse", "ls", "deps"] {
+        for ok in [
+            "compile --select x",
+            "show --inline select 1",
+            "--no-use-colors parse",
+            "ls",
+            "deps",
+        ] {
             assert!(check_read_only(&args(ok)).is_ok(), "{ok}");
         }
-        for refused in ["build --select x", "run", "--no-use-colors test", "seed", "snapshot", "run-operation m", "clone"] {
+        for refused in [
+            "build --select x",
+            "run",
+            "--no-use-colors test",
+            "seed",
+            "snapshot",
+            "run-operation m",
+            "clone",
+        ] {
             let err = check_read_only(&args(refused)).unwrap_err().to_string();
-            assert!(err.contains("would write to production"), "{refused}: {err}");
+            assert!(
+                err.contains("would write to production"),
+                "{refused}: {err}"
+            );
         }
     }
 }

@@ -171,14 +171,19 @@ pub fn error_lines(output: &str, max: usize) -> String {
     while i < lines.len() && picked.len() < max {
         let l = lines[i];
         let lower = l.to_ascii_lowercase();
-        let is_error = (lower.contains("error") && !lower.contains("warn") && !lower.contains("error=0"))
-            || lower.trim_start().starts_with("failure in")
-            || lower.contains("encountered an error");
+        let is_error =
+            (lower.contains("error") && !lower.contains("warn") && !lower.contains("error=0"))
+                || lower.trim_start().starts_with("failure in")
+                || lower.contains("encountered an error");
         if is_error && !lower.starts_with("done.") && !lower.contains("completed with") {
             picked.push(l.trim_end());
             // The indented lines that follow belong to the error.
             i += 1;
-            while i < lines.len() && picked.len() < max && lines[i].starts_with("  ") && !lines[i].trim().is_empty() {
+            while i < lines.len()
+                && picked.len() < max
+                && lines[i].starts_with("  ")
+                && !lines[i].trim().is_empty()
+            {
                 picked.push(lines[i].trim_end());
                 i += 1;
             }
@@ -196,7 +201,11 @@ pub fn error_lines(output: &str, max: usize) -> String {
 /// `12:01:02  Completed…` → `Completed…` (dbt prefixes console lines with a time).
 pub fn strip_timestamp(line: &str) -> &str {
     let b = line.as_bytes();
-    if b.len() > 10 && b[2] == b':' && b[5] == b':' && b[..8].iter().all(|c| c.is_ascii_digit() || *c == b':') {
+    if b.len() > 10
+        && b[2] == b':'
+        && b[5] == b':'
+        && b[..8].iter().all(|c| c.is_ascii_digit() || *c == b':')
+    {
         // dbt separates the time from the text with two spaces; more is indentation.
         let rest = &line[8..];
         rest.strip_prefix("  ").unwrap_or(rest)

@@ -40,9 +40,7 @@ struct ProjectYml {
 pub fn project_settings(text: &str) -> Result<ProjectSettings, String> {
     let yml: ProjectYml = serde_saphyr::from_str(text).map_err(|e| e.to_string())?;
     Ok(ProjectSettings {
-        profile: yml
-            .profile
-            .ok_or("dbt_project.yml names no `profile`")?,
+        profile: yml.profile.ok_or("dbt_project.yml names no `profile`")?,
         target_path: yml.target_path.unwrap_or_else(|| "target".into()),
         log_path: yml.log_path.unwrap_or_else(|| "logs".into()),
         packages_path: yml.packages_path.unwrap_or_else(|| "dbt_packages".into()),
@@ -72,7 +70,11 @@ pub enum Warehouse {
 }
 
 /// Reads profile `name` from `profiles.yml`; `env` answers `env_var` lookups.
-pub fn profile(text: &str, name: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Profile, String> {
+pub fn profile(
+    text: &str,
+    name: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Profile, String> {
     let doc: Value = serde_saphyr::from_str(text).map_err(|e| e.to_string())?;
     let entry = doc
         .get(name)
@@ -99,9 +101,16 @@ pub fn profile(text: &str, name: &str, env: &dyn Fn(&str) -> Option<String>) -> 
 
 impl Profile {
     /// Where output `target` builds; None when the profile has no such output.
-    pub fn warehouse(&self, target: &str, env: &dyn Fn(&str) -> Option<String>) -> Option<Warehouse> {
+    pub fn warehouse(
+        &self,
+        target: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Option<Warehouse> {
         let out = self.outputs.get(target)?;
-        let adapter = out.get("type").and_then(Value::as_str).and_then(|t| render(t, env));
+        let adapter = out
+            .get("type")
+            .and_then(Value::as_str)
+            .and_then(|t| render(t, env));
         Some(match adapter.as_deref() {
             Some("duckdb") => {
                 let path = match out.get("path") {
@@ -150,7 +159,11 @@ pub fn render(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Option<String
 
 /// `env_var('NAME')` or `env_var('NAME', 'default')`, evaluated.
 fn env_var_call(expr: &str, env: &dyn Fn(&str) -> Option<String>) -> Option<String> {
-    let args = expr.strip_prefix("env_var")?.trim().strip_prefix('(')?.strip_suffix(')')?;
+    let args = expr
+        .strip_prefix("env_var")?
+        .trim()
+        .strip_prefix('(')?
+        .strip_suffix(')')?;
     let mut parts = Vec::new();
     let mut rest = args.trim();
     while !rest.is_empty() {
@@ -185,8 +198,14 @@ mod tests {
             ("plain.duckdb", Some("plain.duckdb")),
             ("{{ env_var('WAREHOUSE') }}", Some("/srv/prod.duckdb")),
             ("{{env_var(\"WAREHOUSE\")}}", Some("/srv/prod.duckdb")),
-            ("{{ env_var('MISSING', 'target/dev.duckdb') }}", Some("target/dev.duckdb")),
-            ("/data/{{ env_var('MISSING', 'x') }}.duckdb", Some("/data/x.duckdb")),
+            (
+                "{{ env_var('MISSING', 'target/dev.duckdb') }}",
+                Some("target/dev.duckdb"),
+            ),
+            (
+                "/data/{{ env_var('MISSING', 'x') }}.duckdb",
+                Some("/data/x.duckdb"),
+            ),
             ("{{ env_var('MISSING') }}", None),
             ("{{ var('x') }}", None),
             ("{% if true %}a{% endif %}", None),
@@ -201,12 +220,24 @@ mod tests {
     fn project_settings_take_dbts_defaults() {
         let p = project_settings("name: shop\nprofile: shop\nversion: '1'\n").unwrap();
         assert_eq!(
-            (p.profile.as_str(), p.target_path.as_str(), p.log_path.as_str(), p.packages_path.as_str()),
+            (
+                p.profile.as_str(),
+                p.target_path.as_str(),
+                p.log_path.as_str(),
+                p.packages_path.as_str()
+            ),
             ("shop", "target", "logs", "dbt_packages")
         );
-        let p = project_settings("profile: shop\ntarget-path: build\npackages-install-path: pkgs\n").unwrap();
-        assert_eq!((p.target_path.as_str(), p.packages_path.as_str()), ("build", "pkgs"));
-        assert!(project_settings("name: shop\n").unwrap_err().contains("profile"));
+        let p =
+            project_settings("profile: shop\ntarget-path: build\npackages-install-path: pkgs\n")
+                .unwrap();
+        assert_eq!(
+            (p.target_path.as_str(), p.packages_path.as_str()),
+            ("build", "pkgs")
+        );
+        assert!(project_settings("name: shop\n")
+            .unwrap_err()
+            .contains("profile"));
     }
 
     const PROFILES: &str = r#"
@@ -236,10 +267,16 @@ shop:
         let p = profile(PROFILES, "shop", &env).unwrap();
         assert_eq!(p.default_target.as_deref(), Some("prod"));
         let cases: &[(&str, Option<Warehouse>)] = &[
-            ("prod", Some(Warehouse::DuckDbFile("/srv/prod.duckdb".into()))),
+            (
+                "prod",
+                Some(Warehouse::DuckDbFile("/srv/prod.duckdb".into())),
+            ),
             ("dev", Some(Warehouse::DuckDbFile("dev.duckdb".into()))),
             ("mem", Some(Warehouse::DuckDbElsewhere(":memory:".into()))),
-            ("cloud", Some(Warehouse::DuckDbElsewhere("md:analytics".into()))),
+            (
+                "cloud",
+                Some(Warehouse::DuckDbElsewhere("md:analytics".into())),
+            ),
             ("snow", Some(Warehouse::Other("snowflake".into()))),
             ("nope", None),
         ];
@@ -250,8 +287,15 @@ shop:
 
     #[test]
     fn a_missing_profile_is_named() {
-        assert!(profile(PROFILES, "other", &env).unwrap_err().contains("`other`"));
-        let no_target = profile("p:\n  outputs:\n    default:\n      type: duckdb\n", "p", &env).unwrap();
+        assert!(profile(PROFILES, "other", &env)
+            .unwrap_err()
+            .contains("`other`"));
+        let no_target = profile(
+            "p:\n  outputs:\n    default:\n      type: duckdb\n",
+            "p",
+            &env,
+        )
+        .unwrap();
         assert_eq!(no_target.default_target.as_deref(), Some("default"));
     }
 }

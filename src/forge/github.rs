@@ -342,10 +342,12 @@ async fn send(
     transport: &Transport,
     req: Request<Full<Bytes>>,
 ) -> Result<hyper::Response<hyper::body::Incoming>, ForgeError> {
-    transport
-        .request(req)
-        .await
-        .map_err(|e| ForgeError::Http(format!("sending request: {}", crate::http::unreachable_reason(&e))))
+    transport.request(req).await.map_err(|e| {
+        ForgeError::Http(format!(
+            "sending request: {}",
+            crate::http::unreachable_reason(&e)
+        ))
+    })
 }
 
 struct Answer {

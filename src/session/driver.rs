@@ -664,7 +664,9 @@ impl Session<'_> {
             .filter(|r| !crate::workspace::is_url(r))
             .map(|r| Path::new(r).join(&settings.project_subdir));
         let mut state_candidates: Vec<PathBuf> = settings.dbt_state_dir.iter().cloned().collect();
-        if let (Some(runlog::SourceSettings::Dir(root)), Some(log)) = (&settings.run_log_source, &self.log) {
+        if let (Some(runlog::SourceSettings::Dir(root)), Some(log)) =
+            (&settings.run_log_source, &self.log)
+        {
             state_candidates.insert(0, root.join(&log.run_id));
         }
         let iso = isolate::prepare(&isolate::Inputs {
@@ -691,7 +693,10 @@ impl Session<'_> {
         };
         self.isolation = Some(iso);
 
-        let packages_path = self.isolation.as_ref().map(|i| i.project.packages_path.clone());
+        let packages_path = self
+            .isolation
+            .as_ref()
+            .map(|i| i.project.packages_path.clone());
         let installed = deps::install(
             &self.dbt(),
             &project,
@@ -713,7 +718,11 @@ impl Session<'_> {
         }
         notes.push(format!("ready in {:.1}s", t0.elapsed().as_secs_f64()));
         self.step(Input::Note(notes.join("; ")), None).await?;
-        if let Some(Isolation { plan: Plan::CompileOnly { .. }, .. }) = &self.isolation {
+        if let Some(Isolation {
+            plan: Plan::CompileOnly { .. },
+            ..
+        }) = &self.isolation
+        {
             self.milestone(format!("⚠️ Verification will only compile: {described}"))
                 .await?;
         }
@@ -752,10 +761,15 @@ impl Session<'_> {
             }
             Ok(r) => {
                 let output = self.deps.redactor.redact(&r.output);
-                let _ = self.deps.store.add_event(self.start.session_id, "prepare", &output);
+                let _ = self
+                    .deps
+                    .store
+                    .add_event(self.start.session_id, "prepare", &output);
                 "the parents could not be built yet; verification builds them".into()
             }
-            Err(e) => format!("the parents could not be built yet ({e:#}); verification builds them"),
+            Err(e) => {
+                format!("the parents could not be built yet ({e:#}); verification builds them")
+            }
         }
     }
 
@@ -965,8 +979,10 @@ impl Session<'_> {
             iso.state.as_deref(),
         );
         let shown = format!("dbt {}", shown_args(&args));
-        self.milestone(format!("🔎 Verifying the change with `{shown}`: the session {place}"))
-            .await?;
+        self.milestone(format!(
+            "🔎 Verifying the change with `{shown}`: the session {place}"
+        ))
+        .await?;
         let t0 = std::time::Instant::now();
         let verified = self.dbt().run(&project, &args).await;
         let took = t0.elapsed().as_secs_f64();
@@ -1000,12 +1016,13 @@ impl Session<'_> {
                 self.milestone(format!("✅ Verification passed: `{shown}` ({took:.1}s)"))
                     .await?
             }
-            false => self
-                .milestone(format!(
+            false => {
+                self.milestone(format!(
                     "✅ Compiles: `{shown}` ({took:.1}s) — nothing was built or tested ({})",
                     isolate::FULL_VERIFICATION_HINT
                 ))
-                .await?,
+                .await?
+            }
         }
 
         // A follow-up pushes to its pull request's branch; the PR picks it up.
@@ -1171,8 +1188,18 @@ fn verification_errors(target_dir: &Path, output: &str) -> String {
         .iter()
         .take(5)
         .map(|f| {
-            let message: Vec<&str> = f.message.lines().filter(|l| !l.trim().is_empty()).take(4).collect();
-            format!("• `{}` ({}): {}", f.name, f.resource_type, message.join(" ⏎ "))
+            let message: Vec<&str> = f
+                .message
+                .lines()
+                .filter(|l| !l.trim().is_empty())
+                .take(4)
+                .collect();
+            format!(
+                "• `{}` ({}): {}",
+                f.name,
+                f.resource_type,
+                message.join(" ⏎ ")
+            )
         })
         .collect();
     if lines.is_empty() {
@@ -1258,11 +1285,18 @@ mod tests {
             compiled_code: None,
         };
         let log = RunLog {
-            failures: vec![f("orders", "model"), f("not_null_x", "test"), f("raw", "seed")],
+            failures: vec![
+                f("orders", "model"),
+                f("not_null_x", "test"),
+                f("raw", "seed"),
+            ],
             ..RunLog::default()
         };
         assert_eq!(failing_nodes(Some(&log), false), ["orders", "raw"]);
-        assert_eq!(failing_nodes(Some(&log), true), ["orders", "not_null_x", "raw"]);
+        assert_eq!(
+            failing_nodes(Some(&log), true),
+            ["orders", "not_null_x", "raw"]
+        );
         assert!(failing_nodes(None, true).is_empty());
     }
 

@@ -426,8 +426,16 @@ mod tests {
             signature: "model:orders: x",
         });
         assert!(body.starts_with("## Root cause\norders refs stg_order\n"));
-        assert!(body.contains("Files committed:\n- `models/orders.sql`\n"), "{body}");
-        assert!(body.contains("## Verification (built and tested)\nThe session builds in a throwaway copy"), "{body}");
+        assert!(
+            body.contains("Files committed:\n- `models/orders.sql`\n"),
+            "{body}"
+        );
+        assert!(
+            body.contains(
+                "## Verification (built and tested)\nThe session builds in a throwaway copy"
+            ),
+            "{body}"
+        );
         assert!(body.contains("```diff\n-a\n+b\n```"));
         assert!(body.contains("`dbt build --select orders+` passed:\n```\nDone. PASS=5\n```"));
         assert!(body.contains("[the Slack thread](https://x.slack.com/archives/C1/p1)"));
@@ -455,7 +463,10 @@ mod tests {
             thread_link: None,
             signature: "",
         });
-        assert!(body.contains("## Verification (compiled only: nothing was built or tested)"), "{body}");
+        assert!(
+            body.contains("## Verification (compiled only: nothing was built or tested)"),
+            "{body}"
+        );
     }
 
     #[test]

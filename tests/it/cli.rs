@@ -49,7 +49,10 @@ async fn check_summarises_a_valid_configuration() {
         "stderr: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(stdout.starts_with("configuration loaded: every variable and file is valid\n"), "{stdout}");
+    assert!(
+        stdout.starts_with("configuration loaded: every variable and file is valid\n"),
+        "{stdout}"
+    );
     assert!(
         stdout.contains("hourly_marts: notifies [#data-alerts, #agent-demo], heals in #agent-demo with agent scripted"),
         "{stdout}"
@@ -103,8 +106,18 @@ fn check_names_a_missing_token() {
 fn check_reports_every_configuration_problem_at_once_and_where_each_came_from() {
     // Arrange: one problem in .env, one in the environment, one missing, one in a file.
     let dir = tempfile::tempdir().unwrap();
-    write_project(dir.path(), &SCHEDULES.replace("    commands:\n      - dbt build\n    notifications", "    command:\n      - dbt build\n    notifications"));
-    std::fs::write(dir.path().join(".env"), "SLACK_BOT_TOKEN=xapp-pasted-the-wrong-one\n").unwrap();
+    write_project(
+        dir.path(),
+        &SCHEDULES.replace(
+            "    commands:\n      - dbt build\n    notifications",
+            "    command:\n      - dbt build\n    notifications",
+        ),
+    );
+    std::fs::write(
+        dir.path().join(".env"),
+        "SLACK_BOT_TOKEN=xapp-pasted-the-wrong-one\n",
+    )
+    .unwrap();
 
     // Act
     let out = selfheal()
@@ -128,12 +141,20 @@ fn check_reports_every_configuration_problem_at_once_and_where_each_came_from() 
         env = env_file.display(),
         file = schedules.display(),
     );
-    assert!(stderr.starts_with(&expected), "expected:\n{expected}\n---- got:\n{stderr}");
     assert!(
-        stderr.ends_with("  - SELFHEAL_PRIOR_ATTEMPTS (from the environment): 'five' is not a whole number\n"),
+        stderr.starts_with(&expected),
+        "expected:\n{expected}\n---- got:\n{stderr}"
+    );
+    assert!(
+        stderr.ends_with(
+            "  - SELFHEAL_PRIOR_ATTEMPTS (from the environment): 'five' is not a whole number\n"
+        ),
         "{stderr}"
     );
-    assert!(!stderr.contains("pasted-the-wrong-one"), "token values are never echoed");
+    assert!(
+        !stderr.contains("pasted-the-wrong-one"),
+        "token values are never echoed"
+    );
 }
 
 #[tokio::test]
@@ -308,7 +329,10 @@ fn demo_lists_its_cases_and_its_help_names_every_one() {
     let cases = selfheal::demo::cases().unwrap();
     assert_eq!(list.lines().count(), cases.len(), "{list}");
     for (name, breakage) in cases {
-        assert!(list.contains(&format!("{name:<24} {}", breakage.description)), "{list}");
+        assert!(
+            list.contains(&format!("{name:<24} {}", breakage.description)),
+            "{list}"
+        );
         assert!(help.contains(&name), "--help names {name}: {help}");
     }
 }

@@ -200,7 +200,11 @@ echo '{"type":"result","status":"fixed","summary":"guessed stg_payments"}'
         .iter()
         .find(|m| m.text.starts_with("❌ Verification failed"))
         .unwrap_or_else(|| panic!("{thread:#?}"));
-    assert!(failed.text.contains("• `orders` (model): "), "{}", failed.text);
+    assert!(
+        failed.text.contains("• `orders` (model): "),
+        "{}",
+        failed.text
+    );
     assert!(failed.text.contains("Error"), "{}", failed.text);
     assert!(!failed.text.contains("Done. PASS="), "{}", failed.text);
     story.stop().await;

@@ -35,16 +35,32 @@ fn aliased_column_typo() -> Breakage {
 }
 
 /// A team on `layout` whose main just got `breakage`, and the failed run `run_id`.
-async fn broken(layout: &str, breakage: &Breakage, run_id: &str, baseline: bool) -> (World, tempfile::TempDir) {
+async fn broken(
+    layout: &str,
+    breakage: &Breakage,
+    run_id: &str,
+    baseline: bool,
+) -> (World, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    let dbt = selfheal::demo::locate_dbt().await.expect("dbt (run scripts/setup-dbt)");
-    let world = World::create_layout(dir.path(), &dbt, layout).await.expect("world");
+    let dbt = selfheal::demo::locate_dbt()
+        .await
+        .expect("dbt (run scripts/setup-dbt)");
+    let world = World::create_layout(dir.path(), &dbt, layout)
+        .await
+        .expect("world");
     if baseline {
         let run = world.scheduled_run("baseline").await.unwrap();
-        assert!(run.passed, "{layout}: yesterday's run passes:\n{}", run.console);
+        assert!(
+            run.passed,
+            "{layout}: yesterday's run passes:\n{}",
+            run.console
+        );
     }
     world.push_breakage(breakage).await.unwrap();
-    assert!(!world.scheduled_run(run_id).await.unwrap().passed, "{layout}: the broken commit fails dbt");
+    assert!(
+        !world.scheduled_run(run_id).await.unwrap().passed,
+        "{layout}: the broken commit fails dbt"
+    );
     (world, dir)
 }
 
@@ -83,15 +99,25 @@ fn files_changed(git_dir: &Path, branch: &str) -> Vec<String> {
         .current_dir(git_dir)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).lines().map(String::from).collect()
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(String::from)
+        .collect()
 }
 
 async fn fix_heals(layout: &str, breakage: Breakage, env: &[(&str, &str)], expect_place: &str) {
     // Arrange
     let (world, _dir) = broken(layout, &breakage, "7001", true).await;
     let before = world.production_checksums();
-    assert!(!before.is_empty() && before.iter().all(|(_, s)| s != "absent"), "{before:?}");
+    assert!(
+        !before.is_empty() && before.iter().all(|(_, s)| s != "absent"),
+        "{before:?}"
+    );
 
     // Act
     let (code, out) = fix(&world, "7001", env);
@@ -99,23 +125,42 @@ async fn fix_heals(layout: &str, breakage: Breakage, env: &[(&str, &str)], expec
     // Assert
     assert_eq!(code, 0, "{layout}: {out}");
     assert!(out.contains("✅ Verification passed"), "{layout}: {out}");
-    assert!(out.contains(expect_place), "{layout}: where it built: {out}");
+    assert!(
+        out.contains(expect_place),
+        "{layout}: where it built: {out}"
+    );
     assert_eq!(
         files_changed(&world.prod, "selfheal/manual/run-7001"),
         [BROKEN_FILE],
         "{layout}: the commit changes exactly the broken file"
     );
-    assert_eq!(world.production_checksums(), before, "{layout}: production is byte-identical");
+    assert_eq!(
+        world.production_checksums(),
+        before,
+        "{layout}: production is byte-identical"
+    );
 }
 
 #[tokio::test]
 async fn fix_heals_a_project_whose_git_ignored_database_holds_its_seeds() {
-    fix_heals("ignored_db", ref_typo(), &[], "throwaway copy of production's DuckDB").await;
+    fix_heals(
+        "ignored_db",
+        ref_typo(),
+        &[],
+        "throwaway copy of production's DuckDB",
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn fix_heals_a_project_with_a_local_package() {
-    fix_heals("local_package", ref_typo(), &[], "packages installed with `dbt deps`").await;
+    fix_heals(
+        "local_package",
+        ref_typo(),
+        &[],
+        "packages installed with `dbt deps`",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -130,8 +175,14 @@ async fn a_second_session_copies_the_packages_from_the_cache() {
 
     // Assert
     assert_eq!((first, second), (0, 0), "{first_out}\n{second_out}");
-    assert!(first_out.contains("packages installed with `dbt deps`"), "{first_out}");
-    assert!(second_out.contains("packages copied from the cache"), "{second_out}");
+    assert!(
+        first_out.contains("packages installed with `dbt deps`"),
+        "{first_out}"
+    );
+    assert!(
+        second_out.contains("packages copied from the cache"),
+        "{second_out}"
+    );
 }
 
 #[tokio::test]
@@ -160,12 +211,24 @@ async fn fix_builds_the_parents_in_the_ci_target_when_the_failed_run_left_no_man
 
 #[tokio::test]
 async fn fix_heals_on_a_copy_of_a_production_warehouse_at_an_absolute_path() {
-    fix_heals("prod_warehouse", ref_typo(), &[], "throwaway copy of production's DuckDB").await;
+    fix_heals(
+        "prod_warehouse",
+        ref_typo(),
+        &[],
+        "throwaway copy of production's DuckDB",
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn fix_commits_only_the_source_file_in_a_project_without_gitignore() {
-    fix_heals("no_gitignore", aliased_column_typo(), &[], "throwaway copy of production's DuckDB").await;
+    fix_heals(
+        "no_gitignore",
+        aliased_column_typo(),
+        &[],
+        "throwaway copy of production's DuckDB",
+    )
+    .await;
 }
 
 /// The bot against a local Slack, for one layout.
@@ -177,7 +240,13 @@ struct Bot {
 }
 
 impl Bot {
-    async fn start(layout: &str, breakage: &Breakage, run_id: &str, baseline: bool, env: &[(&str, &str)]) -> Bot {
+    async fn start(
+        layout: &str,
+        breakage: &Breakage,
+        run_id: &str,
+        baseline: bool,
+        env: &[(&str, &str)],
+    ) -> Bot {
         let (world, dir) = broken(layout, breakage, run_id, baseline).await;
         let shutdown = CancellationToken::new();
         let config = world.config(env).expect("config");
@@ -187,7 +256,12 @@ impl Bot {
             .wait_until(WAIT, |s| (s.hellos() > 0).then_some(()))
             .await
             .expect("the bot connects");
-        Bot { world, _dir: dir, shutdown, task }
+        Bot {
+            world,
+            _dir: dir,
+            shutdown,
+            task,
+        }
     }
 
     async fn session_end(&self, run_id: &str) -> selfheal::store::SessionRow {
@@ -232,16 +306,26 @@ async fn bot_heals(layout: &str, breakage: Breakage, env: &[(&str, &str)], expec
     let prs = bot.world.github.prs();
     assert_eq!(prs.len(), 1, "{layout}: {prs:#?}");
     assert!(
-        prs[0].body.contains(&format!("Files committed:\n- `{BROKEN_FILE}`\n")),
+        prs[0]
+            .body
+            .contains(&format!("Files committed:\n- `{BROKEN_FILE}`\n")),
         "{layout}: {}",
         prs[0].body
     );
-    assert!(prs[0].body.contains("## Verification (built and tested)"), "{}", prs[0].body);
+    assert!(
+        prs[0].body.contains("## Verification (built and tested)"),
+        "{}",
+        prs[0].body
+    );
     assert_eq!(
         files_changed(&bot.world.origin, "selfheal/hourly_marts/run-8001"),
         [BROKEN_FILE]
     );
-    assert_eq!(bot.world.production_checksums(), before, "{layout}: production is byte-identical");
+    assert_eq!(
+        bot.world.production_checksums(),
+        before,
+        "{layout}: production is byte-identical"
+    );
     assert_eq!(bot.world.github.merge_calls(), 0);
     bot.stop().await;
 }
@@ -260,7 +344,13 @@ async fn the_bot_heals_a_fresh_clone_whose_database_is_git_ignored_by_building_t
 
 #[tokio::test]
 async fn the_bot_installs_the_packages_of_a_fresh_clone() {
-    bot_heals("local_package", ref_typo(), &[], "builds in a fresh throwaway DuckDB").await;
+    bot_heals(
+        "local_package",
+        ref_typo(),
+        &[],
+        "builds in a fresh throwaway DuckDB",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -276,13 +366,26 @@ async fn the_bot_verifies_in_the_ci_target_deferring_to_production() {
 
 #[tokio::test]
 async fn the_bot_commits_only_source_files_without_a_gitignore() {
-    bot_heals("no_gitignore", ref_typo(), &[], "builds in a fresh throwaway DuckDB").await;
+    bot_heals(
+        "no_gitignore",
+        ref_typo(),
+        &[],
+        "builds in a fresh throwaway DuckDB",
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn the_bot_refuses_a_ci_target_that_is_production() {
     // Arrange
-    let bot = Bot::start("prod_warehouse", &ref_typo(), "8101", true, &[("SELFHEAL_DBT_TARGET", "prod")]).await;
+    let bot = Bot::start(
+        "prod_warehouse",
+        &ref_typo(),
+        "8101",
+        true,
+        &[("SELFHEAL_DBT_TARGET", "prod")],
+    )
+    .await;
     let before = bot.world.production_checksums();
 
     // Act
@@ -312,8 +415,14 @@ async fn a_warehouse_with_only_production_is_verified_by_compiling_and_says_so()
     // Assert: the thread and the pull request say it was only compiled.
     let thread = bot.final_thread(&ts).await;
     assert_eq!(row.status, Status::Fixed, "{thread}");
-    assert!(thread.contains("⚠️ Verification will only compile"), "{thread}");
-    assert!(thread.contains("SELFHEAL_DBT_TARGET"), "the one setting to change: {thread}");
+    assert!(
+        thread.contains("⚠️ Verification will only compile"),
+        "{thread}"
+    );
+    assert!(
+        thread.contains("SELFHEAL_DBT_TARGET"),
+        "the one setting to change: {thread}"
+    );
     assert!(
         thread.contains("✅ Compiles: `dbt compile --no-populate-cache --select customers+`"),
         "{thread}"
@@ -321,16 +430,22 @@ async fn a_warehouse_with_only_production_is_verified_by_compiling_and_says_so()
     let prs = bot.world.github.prs();
     assert_eq!(prs.len(), 1);
     assert!(
-        prs[0].body.contains("## Verification (compiled only: nothing was built or tested)"),
+        prs[0]
+            .body
+            .contains("## Verification (compiled only: nothing was built or tested)"),
         "{}",
         prs[0].body
     );
-    assert_eq!(files_changed(&bot.world.origin, "selfheal/hourly_marts/run-8201"), [BROKEN_FILE]);
+    assert_eq!(
+        files_changed(&bot.world.origin, "selfheal/hourly_marts/run-8201"),
+        [BROKEN_FILE]
+    );
     bot.stop().await;
 }
 
 #[tokio::test]
-async fn a_command_agent_that_builds_the_whole_project_builds_in_the_session_place_not_production() {
+async fn a_command_agent_that_builds_the_whole_project_builds_in_the_session_place_not_production()
+{
     // Arrange: an agent that fixes the ref, then runs a plain `dbt build` of
     // everything, as an agent checking its work would.
     let bot = Bot::start("prod_warehouse", &ref_typo(), "8301", true, &[]).await;
@@ -356,7 +471,11 @@ echo '{"type":"result","status":"fixed","summary":"customers referenced stg_orde
     .unwrap();
     let schedules = world.prod.join("paradime_schedules.yml");
     let text = std::fs::read_to_string(&schedules).unwrap();
-    std::fs::write(&schedules, text.replace("agent_name: dbt-doctor", "agent_name: builder")).unwrap();
+    std::fs::write(
+        &schedules,
+        text.replace("agent_name: dbt-doctor", "agent_name: builder"),
+    )
+    .unwrap();
     let before = world.production_checksums();
 
     // Act
@@ -375,7 +494,14 @@ echo '{"type":"result","status":"fixed","summary":"customers referenced stg_orde
     let thread = bot.final_thread(&ts).await;
     assert_eq!(row.status, Status::Fixed, "{thread}\n{events}");
     assert!(events.contains("target='selfheal_session'"), "{events}");
-    assert!(events.contains("Done. PASS="), "the agent's build ran: {events}");
-    assert_eq!(world.production_checksums(), before, "production is byte-identical");
+    assert!(
+        events.contains("Done. PASS="),
+        "the agent's build ran: {events}"
+    );
+    assert_eq!(
+        world.production_checksums(),
+        before,
+        "production is byte-identical"
+    );
     bot.stop().await;
 }
