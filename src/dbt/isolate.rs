@@ -380,6 +380,8 @@ pub fn prepare(inputs: &Inputs) -> Result<Isolation> {
             (prod_target.clone(), profile.outputs[prod_target].clone())
         }
     };
+    let mut output = output;
+    attach_read_only(&mut output);
     // JSON is YAML: the session's profiles.yml holds one profile with one output.
     let doc = serde_json::json!({
         profile.name.clone(): { "target": target, "outputs": { target.clone(): output } }
@@ -416,6 +418,18 @@ pub fn prepare(inputs: &Inputs) -> Result<Isolation> {
         copied,
         agent_profiles_dir,
     })
+}
+
+/// Makes every DuckDB `attach:` of the session's output read-only: an
+/// attached database may be production's, and a model that writes there
+/// must fail rather than change it.
+fn attach_read_only(out: &mut Value) {
+    let Some(attach) = out.get_mut("attach").and_then(Value::as_array_mut) else {
+        return;
+    };
+    for entry in attach.iter_mut().filter_map(Value::as_object_mut) {
+        entry.insert("read_only".into(), Value::Bool(true));
+    }
 }
 
 /// Gives the session a CI place of its own, as CI gives each pull request
@@ -649,6 +663,25 @@ mod tests {
             separate_session(&mut out, Path::new("/s"), "selfheal_7");
             assert_eq!(out, want);
         }
+    }
+
+    #[test]
+    fn attached_databases_are_only_read() {
+        let mut out = serde_json::json!({
+            "type": "duckdb",
+            "attach": [{"path": "/srv/warehouse.duckdb"}, {"path": "/srv/raw.duckdb", "read_only": false}]
+        });
+        attach_read_only(&mut out);
+        assert_eq!(
+            out["attach"],
+            serde_json::json!([
+                {"path": "/srv/warehouse.duckdb", "read_only": true},
+                {"path": "/srv/raw.duckdb", "read_only": true}
+            ])
+        );
+        let mut plain = serde_json::json!({"type": "duckdb", "path": "x.duckdb"});
+        attach_read_only(&mut plain);
+        assert_eq!(plain, serde_json::json!({"type": "duckdb", "path": "x.duckdb"}));
     }
 
     #[test]
