@@ -7,11 +7,11 @@
 //! A cache entry is written to a temporary folder and renamed into place, so
 //! two sessions filling the same key never see half an entry.
 
-use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 
 use super::Dbt;
 
@@ -40,7 +40,7 @@ pub async fn install(
         return Ok(Installed::NoPackages);
     };
     let dest = project.join(packages_path);
-    let entry = cache_root.join("dbt-packages").join(format!("{key:016x}"));
+    let entry = cache_root.join("dbt-packages").join(&key);
     if entry.is_dir() {
         copy_tree(&entry, &dest).context("copying packages from the cache")?;
         return Ok(Installed::FromCache);
@@ -53,7 +53,7 @@ pub async fn install(
     if dest.is_dir() {
         let tmp = cache_root
             .join("dbt-packages")
-            .join(format!(".{key:016x}.{}", std::process::id()));
+            .join(format!(".{key}.{}", std::process::id()));
         let filled = copy_tree(&dest, &tmp).and_then(|_| {
             std::fs::rename(&tmp, &entry).or_else(|e| {
                 // Another session filled it first.
@@ -74,16 +74,16 @@ pub async fn install(
 }
 
 /// The cache key of the project's packages; None when it declares none.
-fn cache_key(project: &Path) -> Result<Option<u64>> {
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+fn cache_key(project: &Path) -> Result<Option<String>> {
+    let mut hasher = Sha256::new();
     let mut declared = false;
     for name in PACKAGE_FILES {
         let path = project.join(name);
         let Ok(text) = std::fs::read_to_string(&path) else {
             continue;
         };
-        name.hash(&mut hasher);
-        text.hash(&mut hasher);
+        feed(&mut hasher, name.as_bytes());
+        feed(&mut hasher, text.as_bytes());
         if *name == "package-lock.yml" {
             continue;
         }
@@ -103,11 +103,22 @@ fn cache_key(project: &Path) -> Result<Option<u64>> {
                 .with_context(|| format!("reading local package {local}"))?;
         }
     }
-    Ok(declared.then(|| hasher.finish()))
+    let key: String = hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    Ok(declared.then_some(key))
 }
 
 /// Hashes every file's path and content under `dir`, in a stable order.
-fn hash_tree(dir: &Path, hasher: &mut impl Hasher) -> Result<()> {
+/// Adds `bytes` with their length, so that two fields can't run together.
+fn feed(hasher: &mut Sha256, bytes: &[u8]) {
+    hasher.update((bytes.len() as u64).to_le_bytes());
+    hasher.update(bytes);
+}
+
+fn hash_tree(dir: &Path, hasher: &mut Sha256) -> Result<()> {
     let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
         .with_context(|| format!("reading {}", dir.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -121,11 +132,11 @@ fn hash_tree(dir: &Path, hasher: &mut impl Hasher) -> Result<()> {
         if matches!(name.as_str(), "target" | "logs" | "dbt_packages" | ".git") {
             continue;
         }
-        name.hash(hasher);
+        feed(hasher, name.as_bytes());
         if path.is_dir() {
             hash_tree(&path, hasher)?;
         } else {
-            std::fs::read(&path)?.hash(hasher);
+            feed(hasher, &std::fs::read(&path)?);
         }
     }
     Ok(())
@@ -170,7 +181,7 @@ mod tests {
         .unwrap();
         std::fs::write(p.join("packages.yml"), "packages:\n  - local: pkgs/util\n").unwrap();
         let first = cache_key(p).unwrap().expect("declares a package");
-        assert_eq!(cache_key(p).unwrap(), Some(first), "stable");
+        assert_eq!(cache_key(p).unwrap(), Some(first.clone()), "stable");
 
         std::fs::write(
             p.join("pkgs/util/macros/m.sql"),

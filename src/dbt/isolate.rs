@@ -681,7 +681,10 @@ mod tests {
         );
         let mut plain = serde_json::json!({"type": "duckdb", "path": "x.duckdb"});
         attach_read_only(&mut plain);
-        assert_eq!(plain, serde_json::json!({"type": "duckdb", "path": "x.duckdb"}));
+        assert_eq!(
+            plain,
+            serde_json::json!({"type": "duckdb", "path": "x.duckdb"})
+        );
     }
 
     #[test]
