@@ -224,10 +224,9 @@ impl World {
         self.production
             .iter()
             .map(|f| {
-                let sum = match std::fs::read(f) {
-                    Ok(bytes) => sha256_hex(&bytes),
-                    Err(_) => "absent".into(),
-                };
+                let sum = std::fs::File::open(f)
+                    .and_then(sha256_hex)
+                    .unwrap_or_else(|_| "absent".into());
                 (f.clone(), sum)
             })
             .collect()
@@ -429,10 +428,16 @@ pub async fn locate_dbt() -> Result<PathBuf> {
 }
 
 async fn git(dir: &Path, args: &[&str]) -> Result<()> {
+    git_out(dir, args).await.map(|_| ())
+}
+
+/// Runs git in `dir` (never prompting) and returns its trimmed stdout.
+pub(crate) async fn git_out(dir: &Path, args: &[&str]) -> Result<String> {
     let out = Command::new("git")
         .args(args)
         .current_dir(dir)
         .env("GIT_TERMINAL_PROMPT", "0")
+        .stdin(std::process::Stdio::null())
         .output()
         .await
         .context("running git")?;
@@ -443,7 +448,7 @@ async fn git(dir: &Path, args: &[&str]) -> Result<()> {
             String::from_utf8_lossy(&out.stderr).trim()
         );
     }
-    Ok(())
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
 async fn commit(dir: &Path, message: &str) -> Result<()> {
@@ -486,13 +491,23 @@ async fn load_duckdb(dbt: &Path, file: &Path, sql: &str) -> Result<()> {
     Ok(())
 }
 
-/// Lower-case hex sha256.
-pub fn sha256_hex(bytes: &[u8]) -> String {
+/// The lower-case hex SHA-256 of everything `reader` yields (database files
+/// can be large: read in blocks).
+pub fn sha256_hex(mut reader: impl std::io::Read) -> std::io::Result<String> {
     use sha2::Digest;
-    sha2::Sha256::digest(bytes)
+    let mut hasher = sha2::Sha256::new();
+    let mut block = vec![0u8; 1 << 16];
+    loop {
+        match reader.read(&mut block)? {
+            0 => break,
+            n => hasher.update(&block[..n]),
+        }
+    }
+    Ok(hasher
+        .finalize()
         .iter()
         .map(|b| format!("{b:02x}"))
-        .collect()
+        .collect())
 }
 
 fn copy_dir(from: &Path, to: &Path) -> Result<()> {

@@ -265,11 +265,11 @@ impl Isolation {
 
 /// Finds profiles.yml the way dbt does: `--profiles-dir`, `DBT_PROFILES_DIR`,
 /// the project folder, `~/.dbt`.
-pub fn profiles_file(base: &Dbt, project_dir: &Path) -> Option<PathBuf> {
+pub fn profiles_file(profiles_dir: Option<&Path>, project_dir: &Path) -> Option<PathBuf> {
     let env_dir = std::env::var_os("DBT_PROFILES_DIR").map(PathBuf::from);
     let home = std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".dbt"));
     [
-        base.profiles_dir.clone(),
+        profiles_dir.map(Path::to_path_buf),
         env_dir,
         Some(project_dir.to_path_buf()),
         home,
@@ -298,7 +298,7 @@ pub fn load_plan(
         .with_context(|| format!("reading {}", project_file.display()))?;
     let project = profile::project_settings(&text)
         .map_err(|e| anyhow::anyhow!("{}: {e}", project_file.display()))?;
-    let file = profiles_file(base, project_dir).with_context(|| {
+    let file = profiles_file(base.profiles_dir.as_deref(), project_dir).with_context(|| {
         format!(
             "no profiles.yml for profile `{}` (looked in SELFHEAL_DBT_PROFILES_DIR, DBT_PROFILES_DIR, the project and ~/.dbt)",
             project.profile
@@ -481,7 +481,11 @@ fn find_prod_file(path: &str, source_project: Option<&Path>) -> Option<PathBuf> 
 }
 
 /// Copies a DuckDB file and its write-ahead log, reading only.
-fn copy_database(src: &Path, dst: &Path) -> Result<()> {
+pub(crate) fn copy_database(src: &Path, dst: &Path) -> Result<()> {
+    if let Some(parent) = dst.parent() {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
+    }
     std::fs::copy(src, dst).with_context(|| format!("copying {}", src.display()))?;
     let mut wal = src.as_os_str().to_owned();
     wal.push(".wal");

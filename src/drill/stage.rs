@@ -20,6 +20,7 @@ use super::profile::{rewrite, DrillProfile};
 use super::score::FileCheck;
 use super::yml;
 use crate::dbt::profile::{profile, project_settings, ProjectSettings};
+use crate::demo::{git_out, sha256_hex as sha256};
 
 /// The files that declare a project's packages.
 const PACKAGE_FILES: &[&str] = &["packages.yml", "dependencies.yml"];
@@ -608,29 +609,16 @@ pub fn compare(before: &[(String, String)], after: &[(String, String)]) -> Vec<F
         .collect()
 }
 
-/// The team's profiles.yml: the given folder, else `DBT_PROFILES_DIR`, else
-/// the project's own, else `~/.dbt` (dbt's order).
+/// The team's profiles.yml, found the way dbt finds it.
 fn find_profiles(dir: Option<&Path>, project: &Path) -> Result<PathBuf> {
-    let candidates: Vec<PathBuf> = match dir {
-        Some(d) => vec![d.join("profiles.yml")],
-        None => std::env::var_os("DBT_PROFILES_DIR")
-            .map(|d| PathBuf::from(d).join("profiles.yml"))
-            .into_iter()
-            .chain([project.join("profiles.yml")])
-            .chain(std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".dbt/profiles.yml")))
-            .collect(),
-    };
-    candidates
-        .iter()
-        .find(|p| p.is_file())
-        .cloned()
-        .with_context(|| {
-            let looked: Vec<String> = candidates.iter().map(|p| p.display().to_string()).collect();
-            format!(
-                "no profiles.yml (looked at {}); pass --profiles-dir",
-                looked.join(", ")
-            )
-        })
+    crate::dbt::isolate::profiles_file(dir, project).with_context(|| {
+        format!(
+            "no profiles.yml (looked in {}DBT_PROFILES_DIR, {} and ~/.dbt); pass --profiles-dir",
+            dir.map(|d| format!("{}, ", d.display()))
+                .unwrap_or_default(),
+            project.display()
+        )
+    })
 }
 
 /// Copies the project's source, leaving out build output, installed
@@ -665,26 +653,10 @@ fn copy_project(from_root: &Path, to_root: &Path, rel: &Path, skip: &[PathBuf]) 
 }
 
 /// Copies a team database file (and its write-ahead log) into the drill,
-/// opening it for reading only. A missing file is not an error: the
-/// baseline build creates it.
+/// reading only. A missing file is not an error: the baseline build creates it.
 fn copy_database(from: &Path, to: &Path) -> Result<()> {
-    if let Some(parent) = to.parent() {
-        std::fs::create_dir_all(parent)?;
-    }
-    for (f, t) in [
-        (from.to_path_buf(), to.to_path_buf()),
-        (
-            PathBuf::from(format!("{}.wal", from.display())),
-            PathBuf::from(format!("{}.wal", to.display())),
-        ),
-    ] {
-        if f.is_file() {
-            let mut src = std::fs::File::open(&f)
-                .with_context(|| format!("opening {} to read", f.display()))?;
-            let mut dst = std::fs::File::create(&t)?;
-            std::io::copy(&mut src, &mut dst)
-                .with_context(|| format!("copying {}", f.display()))?;
-        }
+    if from.is_file() {
+        crate::dbt::isolate::copy_database(from, to)?;
     }
     Ok(())
 }
@@ -714,25 +686,6 @@ fn pin_outside_local_packages(file: &Path, team: &Path) -> Result<()> {
     Ok(())
 }
 
-/// The lower-case hex SHA-256 of everything `reader` yields (database files
-/// can be large: read in blocks).
-fn sha256(mut reader: impl std::io::Read) -> std::io::Result<String> {
-    use sha2::Digest;
-    let mut hasher = sha2::Sha256::new();
-    let mut block = vec![0u8; 1 << 16];
-    loop {
-        match reader.read(&mut block)? {
-            0 => break,
-            n => hasher.update(&block[..n]),
-        }
-    }
-    Ok(hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect())
-}
-
 fn read_json(path: &Path) -> Result<Value> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
@@ -747,25 +700,6 @@ pub fn last_lines(text: &str, n: usize) -> String {
 
 async fn git(dir: &Path, args: &[&str]) -> Result<()> {
     git_out(dir, args).await.map(|_| ())
-}
-
-async fn git_out(dir: &Path, args: &[&str]) -> Result<String> {
-    let out = Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_TERMINAL_PROMPT", "0")
-        .stdin(Stdio::null())
-        .output()
-        .await
-        .context("running git")?;
-    if !out.status.success() {
-        bail!(
-            "git {} failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
 async fn commit(dir: &Path, message: &str) -> Result<()> {
