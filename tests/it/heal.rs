@@ -42,14 +42,7 @@ impl Story {
         if let Some(script) = agent {
             use_command_agent(&world, script);
         }
-        let shutdown = CancellationToken::new();
-        let config = world.config(env).expect("config");
-        let bot = tokio::spawn(selfheal::app::run(config, shutdown.clone()));
-        world
-            .slack
-            .wait_until(WAIT, |s| (s.hellos() > 0).then_some(()))
-            .await
-            .expect("the bot connects");
+        let (shutdown, bot) = crate::helpers::start_world_bot(&world, env).await;
         Story {
             world,
             _dir: dir,
@@ -89,13 +82,7 @@ fn use_command_agent(world: &World, script: &str) {
         ),
     )
     .unwrap();
-    let schedules = world.prod.join("paradime_schedules.yml");
-    let text = std::fs::read_to_string(&schedules).unwrap();
-    std::fs::write(
-        schedules,
-        text.replace("agent_name: dbt-doctor", "agent_name: scripted"),
-    )
-    .unwrap();
+    crate::helpers::heal_hourly_marts_with(world, "scripted");
 }
 
 const SED_FIX: &str = r#"

@@ -418,3 +418,32 @@ pub async fn world_final_message(
         .expect("a final message")
         .text
 }
+
+/// Starts the bot in-process on a staged world and waits until it is
+/// connected to the world's Slack.
+pub async fn start_world_bot(
+    world: &selfheal::demo::World,
+    env: &[(&str, &str)],
+) -> (CancellationToken, JoinHandle<anyhow::Result<()>>) {
+    let shutdown = CancellationToken::new();
+    let config = world.config(env).expect("config");
+    let bot = tokio::spawn(selfheal::app::run(config, shutdown.clone()));
+    world
+        .slack
+        .wait_until(WAIT, |s| (s.hellos() > 0).then_some(()))
+        .await
+        .expect("the bot connects");
+    (shutdown, bot)
+}
+
+/// Makes the staged world's `hourly_marts` heal with agent `name` (its file
+/// written under `.dinoai/agents/` by the caller).
+pub fn heal_hourly_marts_with(world: &selfheal::demo::World, name: &str) {
+    let schedules = world.prod.join("paradime_schedules.yml");
+    let text = std::fs::read_to_string(&schedules).unwrap();
+    std::fs::write(
+        &schedules,
+        text.replace("agent_name: dbt-doctor", &format!("agent_name: {name}")),
+    )
+    .unwrap();
+}

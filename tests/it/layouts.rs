@@ -248,14 +248,7 @@ impl Bot {
         env: &[(&str, &str)],
     ) -> Bot {
         let (world, dir) = broken(layout, breakage, run_id, baseline).await;
-        let shutdown = CancellationToken::new();
-        let config = world.config(env).expect("config");
-        let task = tokio::spawn(selfheal::app::run(config, shutdown.clone()));
-        world
-            .slack
-            .wait_until(WAIT, |s| (s.hellos() > 0).then_some(()))
-            .await
-            .expect("the bot connects");
+        let (shutdown, task) = crate::helpers::start_world_bot(&world, env).await;
         Bot {
             world,
             _dir: dir,
@@ -469,13 +462,7 @@ echo '{"type":"result","status":"fixed","summary":"customers referenced stg_orde
         ),
     )
     .unwrap();
-    let schedules = world.prod.join("paradime_schedules.yml");
-    let text = std::fs::read_to_string(&schedules).unwrap();
-    std::fs::write(
-        &schedules,
-        text.replace("agent_name: dbt-doctor", "agent_name: builder"),
-    )
-    .unwrap();
+    crate::helpers::heal_hourly_marts_with(world, "builder");
     let before = world.production_checksums();
 
     // Act

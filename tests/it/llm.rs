@@ -51,23 +51,8 @@ impl Story {
             ),
         )
         .unwrap();
-        let schedules = world.prod.join("paradime_schedules.yml");
-        let text = std::fs::read_to_string(&schedules).unwrap();
-        std::fs::write(
-            &schedules,
-            text.replace("agent_name: dbt-doctor", "agent_name: llm-healer"),
-        )
-        .unwrap();
-        let shutdown = CancellationToken::new();
-        let bot = tokio::spawn(selfheal::app::run(
-            world.config(&[]).unwrap(),
-            shutdown.clone(),
-        ));
-        world
-            .slack
-            .wait_until(WAIT, |s| (s.hellos() > 0).then_some(()))
-            .await
-            .expect("the bot connects");
+        crate::helpers::heal_hourly_marts_with(&world, "llm-healer");
+        let (shutdown, bot) = crate::helpers::start_world_bot(&world, &[]).await;
         Story {
             world,
             _dir: dir,
