@@ -16,7 +16,8 @@ use anyhow::{anyhow, bail, Context, Result};
 use chrono::{TimeZone, Utc};
 use rusqlite::params;
 
-use crate::fake_slack::{BotPost, FakeSlack};
+use selfheal_fakes::slack::{BotPost, FakeSlack};
+
 use crate::slack::render::HEALING_REPLY;
 use crate::store::{Status, Store};
 
@@ -29,6 +30,8 @@ pub struct BenchOptions {
     pub only: Vec<String>,
     /// Stored sessions for the history scenario.
     pub history_sessions: usize,
+    /// The bot to measure; `None`: this executable.
+    pub bin: Option<PathBuf>,
 }
 
 /// The scenarios, in the order they run.
@@ -86,9 +89,8 @@ pub async fn run_bench(opts: BenchOptions) -> Result<bool> {
             bail!("unknown scenario `{name}`; known: {}", SCENARIOS.join(", "));
         }
     }
-    // SELFHEAL_BENCH_BOT measures another build (or a wrapper, e.g. a profiler).
-    let exe = match std::env::var_os("SELFHEAL_BENCH_BOT") {
-        Some(bot) => PathBuf::from(bot),
+    let exe = match opts.bin {
+        Some(bin) => bin,
         None => std::env::current_exe().context("locating the selfheal binary")?,
     };
     println!("selfheal bench — {}", machine());
@@ -206,7 +208,7 @@ impl World {
         let dir =
             std::env::temp_dir().join(format!("selfheal-bench-{}-{stamp}", std::process::id()));
         std::fs::create_dir_all(dir.join(".dinoai/agents"))?;
-        let slack = FakeSlack::start().await;
+        let slack = crate::demo::fake_slack().await;
         let mut schedules = String::from("schedules:\n");
         let mut ids = vec![];
         for c in 0..channels {

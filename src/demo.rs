@@ -11,9 +11,12 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use tokio::process::Command;
 
-use crate::fake_github::FakeGitHub;
-use crate::fake_slack::{BotPost, FakeSlack};
+use selfheal_fakes::github::FakeGitHub;
+use selfheal_fakes::slack::{BotPost, FakeSlack};
+
+use crate::drill::stage::sha256_hex;
 use crate::runlog::{self, Artifacts};
+use crate::workspace::git_out;
 
 /// The demo dbt project shipped with selfheal.
 pub fn demo_project() -> PathBuf {
@@ -199,7 +202,7 @@ impl World {
         .await?;
         git(&prod, &["push", "-q", "origin", "main"]).await?;
 
-        let slack = FakeSlack::start().await;
+        let slack = fake_slack().await;
         slack.add_channel(ALERTS, "data-alerts");
         slack.add_channel(HEALING, "agent-demo");
         let github = FakeGitHub::start(GITHUB_TOKEN, "acme", "jaffle-shop").await?;
@@ -404,51 +407,17 @@ impl World {
     }
 }
 
-/// The dbt executable: `SELFHEAL_DBT`, else the project's pinned venv
-/// (installed by `scripts/setup-dbt` on first use).
-pub async fn locate_dbt() -> Result<PathBuf> {
-    if let Ok(p) = std::env::var("SELFHEAL_DBT") {
-        return Ok(PathBuf::from(p));
-    }
-    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let venv_dbt = repo.join(".venv/bin/dbt");
-    if venv_dbt.is_file() {
-        return Ok(venv_dbt);
-    }
-    eprintln!("Installing the pinned dbt toolchain into .venv (first run only, about a minute)…");
-    let out = Command::new(repo.join("scripts/setup-dbt"))
-        .stderr(std::process::Stdio::inherit())
-        .output()
+/// A local Slack whose bot token has the scopes of selfheal's app manifest,
+/// as a workspace that installed the app would grant them.
+pub async fn fake_slack() -> FakeSlack {
+    FakeSlack::builder()
+        .bot_scopes(&crate::slack::manifest::bot_scopes())
+        .start()
         .await
-        .context("running scripts/setup-dbt")?;
-    if !out.status.success() {
-        bail!("scripts/setup-dbt failed; see its message above");
-    }
-    Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
 }
 
 async fn git(dir: &Path, args: &[&str]) -> Result<()> {
     git_out(dir, args).await.map(|_| ())
-}
-
-/// Runs git in `dir` (never prompting) and returns its trimmed stdout.
-pub(crate) async fn git_out(dir: &Path, args: &[&str]) -> Result<String> {
-    let out = Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_TERMINAL_PROMPT", "0")
-        .stdin(std::process::Stdio::null())
-        .output()
-        .await
-        .context("running git")?;
-    if !out.status.success() {
-        bail!(
-            "git {} failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
 async fn commit(dir: &Path, message: &str) -> Result<()> {
@@ -489,25 +458,6 @@ async fn load_duckdb(dbt: &Path, file: &Path, sql: &str) -> Result<()> {
         );
     }
     Ok(())
-}
-
-/// The lower-case hex SHA-256 of everything `reader` yields (database files
-/// can be large: read in blocks).
-pub fn sha256_hex(mut reader: impl std::io::Read) -> std::io::Result<String> {
-    use sha2::Digest;
-    let mut hasher = sha2::Sha256::new();
-    let mut block = vec![0u8; 1 << 16];
-    loop {
-        match reader.read(&mut block)? {
-            0 => break,
-            n => hasher.update(&block[..n]),
-        }
-    }
-    Ok(hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect())
 }
 
 fn copy_dir(from: &Path, to: &Path) -> Result<()> {
@@ -555,7 +505,7 @@ pub struct DemoOutcome {
     /// How the healing session ended.
     pub status: crate::store::Status,
     /// The pull request, when one was opened.
-    pub pr: Option<crate::fake_github::FakePr>,
+    pub pr: Option<selfheal_fakes::github::FakePr>,
     /// The PR link as posted in the thread.
     pub pr_url: Option<String>,
     /// Whether `dbt build` passes on the PR branch (`None` without a PR).
@@ -603,7 +553,7 @@ async fn tell(breakage: &Breakage, root: &Path) -> Result<DemoOutcome> {
     const RUN_ID: &str = "48213";
 
     header("1. dbt");
-    let dbt = locate_dbt().await?;
+    let dbt = crate::dbt::locate().await?;
     println!("Using {}", dbt.display());
 
     header("2. A data team on this machine");

@@ -27,29 +27,19 @@
 //! - [`bench`]: `selfheal bench` — the release binary measured against the local Slack fake.
 //! - [`fix`]: `selfheal fix`, one healing session in the terminal.
 //! - [`drill`]: `selfheal drill`, a fire drill of realistic faults on a copy of a team's dbt project.
-//! - [`fake_dbt_cloud`]: a local dbt Cloud v2 API (runs, steps, lagging artifacts) for tests, the demo and benchmarks.
-//! - [`fake_github`]: a local GitHub REST API for tests and the demo.
-//! - [`fake_llm`]: a local OpenAI-compatible chat-completions server that replays scripted conversations.
-//! - [`fake_paradime`]: a local Paradime GraphQL API (Bolt runs, paged command logs) for tests, the demo and benchmarks.
-//! - [`fake_server`]: the lifecycle of the local HTTP fakes.
-//! - [`fake_slack`]: a local Slack (Web API + Socket Mode) for tests, the demo and benchmarks.
 
 pub mod agent;
 pub mod app;
+#[cfg(feature = "demo")]
 pub mod bench;
 pub mod check;
 pub mod commands;
 pub mod config;
 pub mod dbt;
+#[cfg(feature = "demo")]
 pub mod demo;
 pub mod doctor;
 pub mod drill;
-pub mod fake_dbt_cloud;
-pub mod fake_github;
-pub mod fake_llm;
-pub mod fake_paradime;
-pub mod fake_server;
-pub mod fake_slack;
 pub mod fix;
 pub mod forge;
 pub mod http;

@@ -32,6 +32,7 @@ enum Command {
     Run,
     /// Tell the whole story locally: a broken commit, the failed run, the
     /// healing thread in a local Slack, the pull request. Needs no configuration.
+    #[cfg(feature = "demo")]
     Demo {
         /// Keep the demo's folder (project, warehouse, database) and print its path.
         #[arg(long)]
@@ -91,6 +92,7 @@ enum Command {
     /// Measure this build against the local Slack fake (ack and reply latency,
     /// a burst of failures, streaming, memory, history at scale) and print each
     /// figure beside its target. Build with --release for figures that mean anything.
+    #[cfg(feature = "demo")]
     Bench {
         /// Runs per scenario; medians are printed.
         #[arg(long, default_value_t = 3)]
@@ -101,6 +103,10 @@ enum Command {
         /// Sessions stored for the history scenario.
         #[arg(long, default_value_t = 1_000_000)]
         history_sessions: usize,
+        /// The selfheal binary to measure (default: this one), e.g. a build
+        /// without the demo, or a wrapper such as a profiler.
+        #[arg(long, env = "SELFHEAL_BENCH_BOT")]
+        bin: Option<std::path::PathBuf>,
     },
     /// Inspect stored healing sessions.
     Session {
@@ -148,11 +154,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // The demo and notify print their own story; the bot's logs would drown it.
     let default_log = match cli.command {
-        Command::Demo { .. }
-        | Command::Notify { .. }
+        #[cfg(feature = "demo")]
+        Command::Demo { .. } | Command::Bench { .. } => "warn",
+        Command::Notify { .. }
         | Command::Fix { .. }
         | Command::Drill { .. }
-        | Command::Bench { .. }
         | Command::Session { .. } => "warn",
         _ => "info,slack_morphism=warn",
     };
@@ -167,6 +173,7 @@ fn main() -> ExitCode {
         .init();
 
     // The demo brings its own world and needs no configuration.
+    #[cfg(feature = "demo")]
     if let Command::Demo { keep, case, list } = cli.command {
         if list {
             return match selfheal::demo::cases() {
@@ -193,10 +200,12 @@ fn main() -> ExitCode {
         });
     }
 
+    #[cfg(feature = "demo")]
     if let Command::Bench {
         runs,
         only,
         history_sessions,
+        bin,
     } = cli.command
     {
         return block_on(async {
@@ -204,6 +213,7 @@ fn main() -> ExitCode {
                 runs: runs.max(1),
                 only,
                 history_sessions: history_sessions.max(1000),
+                bin,
             };
             match selfheal::bench::run_bench(opts).await {
                 Ok(true) => ExitCode::SUCCESS,
@@ -379,11 +389,11 @@ fn main() -> ExitCode {
                 }
             })
         }
-        Command::Demo { .. }
-        | Command::Fix { .. }
-        | Command::Bench { .. }
-        | Command::Drill { .. }
-        | Command::Session { .. } => {
+        #[cfg(feature = "demo")]
+        Command::Demo { .. } | Command::Bench { .. } => {
+            unreachable!("handled before the configuration is loaded")
+        }
+        Command::Fix { .. } | Command::Drill { .. } | Command::Session { .. } => {
             unreachable!("handled before the configuration is loaded")
         }
         Command::Notify {

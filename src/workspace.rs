@@ -486,6 +486,12 @@ impl Drop for TempRoot {
     }
 }
 
+/// Runs git in `dir` and returns its trimmed stdout: for the repositories
+/// the demo and the drill build for themselves.
+pub(crate) async fn git_out(dir: &Path, args: &[&str]) -> anyhow::Result<String> {
+    Ok(git(Some(dir), args).await?.trim().to_string())
+}
+
 /// Runs git and returns its stdout, or an error with its (redacted) stderr.
 async fn git(cwd: Option<&Path>, args: &[&str]) -> anyhow::Result<String> {
     let out = run_git(cwd, args).await?;

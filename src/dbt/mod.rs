@@ -21,6 +21,29 @@ use anyhow::{Context, Result};
 use tokio::io::AsyncReadExt;
 use tokio::process::Command;
 
+/// The dbt executable: `SELFHEAL_DBT`, else the project's pinned venv
+/// (installed by `scripts/setup-dbt` on first use).
+pub async fn locate() -> Result<PathBuf> {
+    if let Ok(p) = std::env::var("SELFHEAL_DBT") {
+        return Ok(PathBuf::from(p));
+    }
+    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let venv_dbt = repo.join(".venv/bin/dbt");
+    if venv_dbt.is_file() {
+        return Ok(venv_dbt);
+    }
+    eprintln!("Installing the pinned dbt toolchain into .venv (first run only, about a minute)…");
+    let out = Command::new(repo.join("scripts/setup-dbt"))
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .await
+        .context("running scripts/setup-dbt")?;
+    if !out.status.success() {
+        anyhow::bail!("scripts/setup-dbt failed; see its message above");
+    }
+    Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
+}
+
 /// Variables dbt never needs and must never see.
 const WITHHELD: &[&str] = &[
     "SLACK_APP_TOKEN",

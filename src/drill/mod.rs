@@ -312,5 +312,5 @@ fn end_line(r: &CaseResult) -> String {
 
 /// The dbt executable for a drill: `SELFHEAL_DBT`, else the pinned one.
 pub async fn default_dbt() -> Result<PathBuf> {
-    crate::demo::locate_dbt().await.context("finding dbt")
+    crate::dbt::locate().await.context("finding dbt")
 }

@@ -20,7 +20,7 @@ use super::profile::{rewrite, DrillProfile};
 use super::score::FileCheck;
 use super::yml;
 use crate::dbt::profile::{profile, project_settings, ProjectSettings};
-use crate::demo::{git_out, sha256_hex as sha256};
+use crate::workspace::git_out;
 
 /// The files that declare a project's packages.
 const PACKAGE_FILES: &[&str] = &["packages.yml", "dependencies.yml"];
@@ -489,7 +489,9 @@ impl Stage {
             .into_iter()
             .map(|f| {
                 let sum = match std::fs::File::open(&f) {
-                    Ok(file) => sha256(file).with_context(|| format!("reading {}", f.display()))?,
+                    Ok(file) => {
+                        sha256_hex(file).with_context(|| format!("reading {}", f.display()))?
+                    }
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => "absent".into(),
                     Err(e) => return Err(e).with_context(|| format!("opening {}", f.display())),
                 };
@@ -698,6 +700,25 @@ pub fn last_lines(text: &str, n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
+/// The lower-case hex SHA-256 of everything `reader` yields (database files
+/// can be large: read in blocks).
+pub fn sha256_hex(mut reader: impl std::io::Read) -> std::io::Result<String> {
+    use sha2::Digest;
+    let mut hasher = sha2::Sha256::new();
+    let mut block = vec![0u8; 1 << 16];
+    loop {
+        match reader.read(&mut block)? {
+            0 => break,
+            n => hasher.update(&block[..n]),
+        }
+    }
+    Ok(hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
+}
+
 async fn git(dir: &Path, args: &[&str]) -> Result<()> {
     git_out(dir, args).await.map(|_| ())
 }
@@ -715,13 +736,13 @@ mod tests {
     #[test]
     fn checksums_are_sha256_in_hex() {
         assert_eq!(
-            sha256(&b"abc"[..]).unwrap(),
+            sha256_hex(&b"abc"[..]).unwrap(),
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
         let big = vec![b'a'; 200_000];
         assert_eq!(
-            sha256(&big[..]).unwrap(),
-            sha256(std::io::Cursor::new(big.clone())).unwrap(),
+            sha256_hex(&big[..]).unwrap(),
+            sha256_hex(std::io::Cursor::new(big.clone())).unwrap(),
             "read in blocks"
         );
     }

@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use super::*;
-use crate::fake_github::{AuthSeen, FakeGitHub};
+use selfheal_fakes::github::{AuthSeen, FakeGitHub};
 
 const TOKEN: &str = "ghs_faketoken0123456789";
 

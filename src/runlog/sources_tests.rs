@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use super::*;
 use crate::config::Secret;
-use crate::fake_dbt_cloud::{FakeDbtCloud, FakeStep};
-use crate::fake_paradime::{FakeCommand, FakeParadime, LogStream};
+use selfheal_fakes::dbt_cloud::{FakeDbtCloud, FakeStep};
+use selfheal_fakes::paradime::{FakeCommand, FakeParadime, LogStream};
 
 const KEY: &str = "pk_test_key_123";
 const SECRET: &str = "ps_test_secret_456";

@@ -5,9 +5,9 @@
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use selfheal::fake_github::FakeGitHub;
-use selfheal::fake_llm::FakeLlm;
-use selfheal::fake_slack::FakeSlack;
+use selfheal_fakes::github::FakeGitHub;
+use selfheal_fakes::llm::FakeLlm;
+use selfheal_fakes::slack::FakeSlack;
 
 use crate::helpers::*;
 
@@ -22,7 +22,7 @@ struct World {
 
 impl World {
     async fn new() -> World {
-        let slack = FakeSlack::start().await;
+        let slack = selfheal::demo::fake_slack().await;
         slack.add_channel(ALERTS, "data-alerts");
         slack.add_channel(HEALING, "agent-demo");
         let dir = tempfile::tempdir().unwrap();
@@ -34,7 +34,7 @@ impl World {
             "name: scripted\nversion: 1\nrole: r\ngoal: g\nbackstory: b\nselfheal:\n  runner: command\n  command: [\"true\"]\n",
         )
         .unwrap();
-        let dbt = selfheal::demo::locate_dbt().await.expect("the pinned dbt");
+        let dbt = selfheal::dbt::locate().await.expect("the pinned dbt");
         let env = vec![
             ("SLACK_APP_TOKEN".into(), slack.app_token().to_string()),
             ("SLACK_BOT_TOKEN".into(), slack.bot_token().to_string()),

@@ -31,7 +31,7 @@ fn write_project(dir: &std::path::Path, schedules: &str) {
 async fn check_summarises_a_valid_configuration() {
     let dir = tempfile::tempdir().unwrap();
     write_project(dir.path(), SCHEDULES);
-    let dbt = selfheal::demo::locate_dbt().await.unwrap();
+    let dbt = selfheal::dbt::locate().await.unwrap();
 
     let out = selfheal()
         .args(["check", "--offline"])
@@ -159,7 +159,7 @@ fn check_reports_every_configuration_problem_at_once_and_where_each_came_from() 
 
 #[tokio::test]
 async fn run_with_bad_slack_settings_says_what_is_wrong_in_a_sentence() {
-    let slack = selfheal::fake_slack::FakeSlack::start().await;
+    let slack = selfheal::demo::fake_slack().await;
     let dir = tempfile::tempdir().unwrap();
     write_project(dir.path(), SCHEDULES);
     let cases = [

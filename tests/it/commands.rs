@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use selfheal::demo::{ALERTS, HEALING};
-use selfheal::fake_slack::FakeSlack;
+use selfheal_fakes::slack::FakeSlack;
 use tokio::process::Command;
 
 /// The binary with none of the operator's environment but PATH and HOME.
@@ -111,7 +111,7 @@ const PASSING_RUN_RESULTS: &str = r#"{"args": {"which": "build", "invocation_com
              {"unique_id": "test.jaffle_shop.unique_orders_order_id", "status": "pass"}]}"#;
 
 async fn slack() -> FakeSlack {
-    let slack = FakeSlack::start().await;
+    let slack = selfheal::demo::fake_slack().await;
     slack.add_channel(ALERTS, "data-alerts");
     slack.add_channel(HEALING, "agent-demo");
     slack

@@ -15,7 +15,7 @@ const ONE_RIGHT_ANSWER: [&str; 4] = ["ref_typo", "source_typo", "column_typo", "
 
 /// Runs `selfheal drill <args>` as a team member would, with its own temporary folder.
 async fn drill(args: &[&str], tmp: &Path) -> Output {
-    let dbt = selfheal::demo::locate_dbt()
+    let dbt = selfheal::dbt::locate()
         .await
         .expect("dbt (run scripts/setup-dbt)");
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_selfheal"));
@@ -304,7 +304,7 @@ async fn drill_runs_on_each_team_layout_without_touching_the_teams_repository_or
         ),
         ("no_gitignore", "ref_typo", &[]),
     ];
-    let dbt = selfheal::demo::locate_dbt()
+    let dbt = selfheal::dbt::locate()
         .await
         .expect("dbt (run scripts/setup-dbt)");
     for (layout, only, extra) in layouts {

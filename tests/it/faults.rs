@@ -8,8 +8,8 @@ use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use selfheal::fake_slack::Failure as Fault;
 use selfheal::store::Status;
+use selfheal_fakes::slack::Failure as Fault;
 
 use crate::helpers::*;
 
@@ -459,7 +459,7 @@ fn assert_one_reply_no_duplicates(app: &TestApp, channel: &str, ts: &str, run_id
 /// envelope written to a connection that then died may go unacked; Slack
 /// redelivers its event under a new envelope id).
 async fn wait_every_event_acked(app: &TestApp) {
-    let unacked = |s: &selfheal::fake_slack::FakeSlack| {
+    let unacked = |s: &selfheal_fakes::slack::FakeSlack| {
         let acked: HashSet<String> = s.acks().into_iter().map(|a| a.envelope_id).collect();
         let sent = s.envelopes_sent();
         let delivered: HashSet<&str> = sent
@@ -485,7 +485,7 @@ async fn wait_every_event_acked(app: &TestApp) {
 
 /// Waits until every envelope sent from index `from` on was acked.
 async fn wait_envelopes_acked(app: &TestApp, from: usize) {
-    let unacked = |s: &selfheal::fake_slack::FakeSlack| {
+    let unacked = |s: &selfheal_fakes::slack::FakeSlack| {
         let acked: HashSet<String> = s.acks().into_iter().map(|a| a.envelope_id).collect();
         s.envelopes_sent()
             .into_iter()

@@ -7,7 +7,7 @@ use selfheal::demo::{Breakage, World};
 /// A repository whose main just broke, and the failed run's log directory.
 async fn broken_world(case: &str, run_id: &str) -> (World, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    let dbt = selfheal::demo::locate_dbt()
+    let dbt = selfheal::dbt::locate()
         .await
         .expect("dbt (run scripts/setup-dbt)");
     let world = World::create(dir.path(), &dbt).await.unwrap();

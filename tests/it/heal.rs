@@ -30,7 +30,7 @@ impl Story {
         env: &[(&str, &str)],
     ) -> Story {
         let dir = tempfile::tempdir().unwrap();
-        let dbt = selfheal::demo::locate_dbt()
+        let dbt = selfheal::dbt::locate()
             .await
             .expect("dbt (run scripts/setup-dbt)");
         let world = World::create(dir.path(), &dbt).await.expect("world");
@@ -468,7 +468,7 @@ async fn without_a_forge_token_the_branch_is_pushed_and_the_compare_link_posted(
 #[tokio::test]
 async fn dbt_doctor_heals_from_paradimes_run_log_api() {
     // The scheduler is Paradime Bolt: the run log lives behind its GraphQL API.
-    let paradime = selfheal::fake_paradime::FakeParadime::start("pk_demo", "ps_demo_secret")
+    let paradime = selfheal_fakes::paradime::FakeParadime::start("pk_demo", "ps_demo_secret")
         .await
         .unwrap();
     let endpoint = paradime.endpoint();
@@ -492,7 +492,7 @@ async fn dbt_doctor_heals_from_paradimes_run_log_api() {
     paradime.add_run(
         48213,
         "FAILED",
-        vec![selfheal::fake_paradime::FakeCommand::stdout(
+        vec![selfheal_fakes::paradime::FakeCommand::stdout(
             1,
             "dbt build",
             1,
@@ -518,7 +518,7 @@ async fn dbt_doctor_heals_from_paradimes_run_log_api() {
 
 #[tokio::test]
 async fn an_llm_agent_fixes_the_run_and_the_bot_opens_the_pull_request() {
-    use selfheal::fake_llm::{FakeLlm, Scripted};
+    use selfheal_fakes::llm::{FakeLlm, Scripted};
     use serde_json::json;
 
     // A Paradime agent file with no selfheal section runs on the configured model.
@@ -534,7 +534,7 @@ async fn an_llm_agent_fixes_the_run_and_the_bot_opens_the_pull_request() {
     std::env::set_var("SELFHEAL_TEST_LLM_KEY", "sk-test-llm-key-0000000000000000");
     let breakage = Breakage::fixture("ref_typo").unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let dbt = selfheal::demo::locate_dbt().await.unwrap();
+    let dbt = selfheal::dbt::locate().await.unwrap();
     let world = World::create(dir.path(), &dbt).await.unwrap();
     assert!(world.scheduled_run("baseline").await.unwrap().passed);
     world.push_breakage(&breakage).await.unwrap();

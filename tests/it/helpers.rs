@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use selfheal::config::Config;
-use selfheal::fake_slack::{BotPost, FakeSlack, Message};
 use selfheal::store::{SessionRow, Store};
+use selfheal_fakes::slack::{BotPost, FakeSlack, Message};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -89,7 +89,7 @@ pub async fn spawn_app_timed(
     timeout: &str,
     extra_env: &[(&str, &str)],
 ) -> TestApp {
-    let slack = FakeSlack::start().await;
+    let slack = selfheal::demo::fake_slack().await;
     slack.add_channel(ALERTS, "data-alerts");
     slack.add_channel(HEALING, "agent-demo");
     slack.add_channel(OTHER, "random");

@@ -2,7 +2,7 @@
 //! start healing, then a real failure in another thread as a barrier: once the
 //! bot has answered the barrier, it has handled (and ignored) what came before.
 
-use selfheal::fake_slack::{BotPost, MessageEdit};
+use selfheal_fakes::slack::{BotPost, MessageEdit};
 
 use crate::helpers::*;
 

@@ -42,7 +42,7 @@ async fn broken(
     baseline: bool,
 ) -> (World, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    let dbt = selfheal::demo::locate_dbt()
+    let dbt = selfheal::dbt::locate()
         .await
         .expect("dbt (run scripts/setup-dbt)");
     let world = World::create_layout(dir.path(), &dbt, layout)

@@ -10,8 +10,8 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use selfheal::demo::{Breakage, World, HEALING};
-use selfheal::fake_llm::{FakeLlm, Scripted};
 use selfheal::store::{SessionRow, Status, Store};
+use selfheal_fakes::llm::{FakeLlm, Scripted};
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
@@ -30,7 +30,7 @@ struct Story {
 impl Story {
     async fn start(run_id: &str, base_url: &str, model: &str, selfheal_extra: &str) -> Story {
         let dir = tempfile::tempdir().unwrap();
-        let dbt = selfheal::demo::locate_dbt()
+        let dbt = selfheal::dbt::locate()
             .await
             .expect("dbt (run scripts/setup-dbt)");
         let world = World::create(dir.path(), &dbt).await.expect("world");

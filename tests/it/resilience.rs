@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-use selfheal::fake_slack::Failure as Fault;
 use selfheal::store::Status;
+use selfheal_fakes::slack::Failure as Fault;
 
 use crate::helpers::*;
 

@@ -86,6 +86,7 @@ use self::socket::OutFrame;
 use self::state::{Channel, State, User};
 
 pub use self::state::{Ack, ApiCall, Ephemeral, Message, SentEnvelope};
+pub use self::web_api::ENFORCED_SCOPES;
 
 /// A failure to inject into the next call(s) of one Web API method.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -242,6 +243,7 @@ pub struct FakeSlackBuilder {
     max_retries: u32,
     disconnect_grace: Duration,
     echo_own_messages: bool,
+    bot_scopes: Vec<String>,
 }
 
 impl Default for FakeSlackBuilder {
@@ -260,6 +262,7 @@ impl Default for FakeSlackBuilder {
             max_retries: 3,
             disconnect_grace: Duration::from_millis(500),
             echo_own_messages: true,
+            bot_scopes: ENFORCED_SCOPES.iter().map(|s| s.to_string()).collect(),
         }
     }
 }
@@ -316,6 +319,14 @@ impl FakeSlackBuilder {
         self
     }
 
+    /// The scopes the bot token is granted (by default [`ENFORCED_SCOPES`]):
+    /// a bot passes the scopes its app manifest asks for, so that the fake
+    /// grants what a workspace installing it would.
+    pub fn bot_scopes(mut self, scopes: &[&str]) -> Self {
+        self.bot_scopes = scopes.iter().map(|s| s.to_string()).collect();
+        self
+    }
+
     /// Binds `127.0.0.1:0` and starts serving.
     ///
     /// # Panics
@@ -342,7 +353,7 @@ impl FakeSlackBuilder {
             disconnect_grace: self.disconnect_grace,
             addr,
         };
-        let state = State::new(self.ack_timeout, self.echo_own_messages);
+        let state = State::new(self.ack_timeout, self.echo_own_messages, self.bot_scopes);
         let inner = Arc::new(Inner {
             config,
             state: Mutex::new(state),
@@ -508,8 +519,8 @@ impl FakeSlack {
         });
     }
 
-    /// The scopes the bot token was granted (by default, the manifest's).
-    /// Slack reports them in `x-oauth-scopes` and answers `missing_scope`
+    /// Changes the scopes the bot token was granted (see
+    /// [`FakeSlackBuilder::bot_scopes`]). Slack reports them in `x-oauth-scopes` and answers `missing_scope`
     /// to a method that needs another.
     pub fn set_bot_scopes(&self, scopes: &[&str]) {
         self.inner.update(|st| {

@@ -3,7 +3,7 @@
 //!
 //! Start one with [`FakeDbtCloud::start`], script runs with
 //! [`FakeDbtCloud::add_run`], delay their artifacts with
-//! [`FakeDbtCloud::artifact_ready_after`], point a [`crate::runlog::DbtCloud`]
+//! [`FakeDbtCloud::artifact_ready_after`], point selfheal's `runlog::DbtCloud`
 //! at [`FakeDbtCloud::base_url`], then assert on [`FakeDbtCloud::requests`].
 //!
 //! What it owns: an HTTP listener on `127.0.0.1:0`, scripted runs of one
@@ -19,7 +19,7 @@
 //! - 401 without `Authorization: Token <token>` (or `Bearer <token>`), 404
 //!   for anything else. It does no TLS and no rate limiting.
 
-use crate::fake_server::LocalServer;
+use crate::server::LocalServer;
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};

@@ -34,6 +34,17 @@ const METHODS: &[&str] = &[
     "users.info",
 ];
 
+/// Every scope some method of the fake needs (see `needed_scope`), which is
+/// what the bot token is granted unless the builder says otherwise.
+pub const ENFORCED_SCOPES: &[&str] = &[
+    "channels:history",
+    "groups:history",
+    "channels:read",
+    "groups:read",
+    "chat:write",
+    "users:read",
+];
+
 /// `conversations.list` page size when the caller sets no `limit` (Slack: 100).
 const DEFAULT_PAGE: usize = 100;
 
@@ -662,4 +673,33 @@ fn list_channels(config: &Config, st: &State, params: &Map<String, Value>) -> Re
         "channels": page,
         "response_metadata": { "next_cursor": next_cursor }
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::slack::state::Channel;
+
+    #[test]
+    fn every_scope_a_method_needs_is_enforced() {
+        let mut st = State::new(std::time::Duration::from_secs(3), false, Vec::new());
+        for (id, is_private) in [("C0PUBLIC", false), ("C0PRIVATE", true)] {
+            st.channels.insert(
+                id.to_string(),
+                Channel {
+                    id: id.to_string(),
+                    name: id.to_lowercase(),
+                    is_private,
+                    is_member: true,
+                },
+            );
+            let params = json!({ "channel": id });
+            let params = params.as_object().expect("an object");
+            for method in METHODS {
+                if let Some(needed) = needed_scope(method, params, &st) {
+                    assert!(ENFORCED_SCOPES.contains(&needed), "{method}: {needed}");
+                }
+            }
+        }
+    }
 }

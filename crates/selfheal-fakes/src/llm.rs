@@ -19,7 +19,7 @@
 //! Azure), their refusals of a parameter and their context-overflow errors.
 //! It does no TLS, streaming or real sampling.
 
-use crate::fake_server::LocalServer;
+use crate::server::LocalServer;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};

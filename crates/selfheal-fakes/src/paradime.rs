@@ -2,7 +2,7 @@
 //! tests, the demo and benchmarks.
 //!
 //! Start one with [`FakeParadime::start`], script runs with
-//! [`FakeParadime::add_run`], point a [`crate::runlog::Paradime`] at
+//! [`FakeParadime::add_run`], point selfheal's `runlog::Paradime` at
 //! [`FakeParadime::endpoint`], then assert on [`FakeParadime::requests`] and
 //! inject trouble with [`FakeParadime::fail_next`].
 //!
@@ -22,7 +22,7 @@
 //!
 //! Wrong or missing credentials answer 401. It does no TLS and no rate limiting.
 
-use crate::fake_server::LocalServer;
+use crate::server::LocalServer;
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};

@@ -147,15 +147,15 @@ pub(crate) struct State {
     pub channel_rate_limit: Option<Duration>,
     /// When each channel was last written to, for `channel_rate_limit`.
     pub last_write: HashMap<String, Instant>,
-    /// The scopes the bot token was granted (default: the manifest's), sent
-    /// in `x-oauth-scopes` and enforced per method as Slack does (`missing_scope`).
+    /// The scopes the bot token was granted, sent in `x-oauth-scopes` and
+    /// enforced per method as Slack does (`missing_scope`).
     pub bot_scopes: Vec<String>,
     last_ts_micros: u64,
     counter: u64,
 }
 
 impl State {
-    pub fn new(ack_timeout: Duration, echo_own_messages: bool) -> Self {
+    pub fn new(ack_timeout: Duration, echo_own_messages: bool, bot_scopes: Vec<String>) -> Self {
         State {
             channels: BTreeMap::new(),
             users: BTreeMap::new(),
@@ -178,10 +178,7 @@ impl State {
             last_event_payload: None,
             channel_rate_limit: None,
             last_write: HashMap::new(),
-            bot_scopes: crate::slack::manifest::bot_scopes()
-                .into_iter()
-                .map(str::to_string)
-                .collect(),
+            bot_scopes,
             last_ts_micros: 0,
             counter: 0,
         }

@@ -1,7 +1,7 @@
 //! A local fake of the GitHub REST API's pull-request endpoints over loopback, for
 //! tests and the demo.
 //!
-//! Start one with [`FakeGitHub::start`], point a [`crate::forge::GitHub`] at
+//! Start one with [`FakeGitHub::start`], point selfheal's `forge::GitHub` at
 //! [`FakeGitHub::api_base`] (or [`FakeGitHub::enterprise_api_base`] for the
 //! `/api/v3` prefix of GitHub Enterprise), then assert on [`FakeGitHub::prs`],
 //! [`FakeGitHub::requests`] and [`FakeGitHub::merge_calls`], and inject trouble with
@@ -27,7 +27,7 @@
 //! also counted in [`FakeGitHub::merge_calls`]: selfheal never merges, and tests
 //! assert the count stays 0. It does no TLS and no real rate limiting.
 
-use crate::fake_server::LocalServer;
+use crate::server::LocalServer;
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::path::PathBuf;

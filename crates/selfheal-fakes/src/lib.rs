@@ -1,0 +1,24 @@
+//! Local fakes of the services selfheal talks to, for its tests, its demo and
+//! its benchmarks: each serves the real protocol on a loopback port, holds
+//! its world in memory, records what it was asked and can be told to fail.
+//!
+//! This crate must not depend on `selfheal` (the demo depends on it, and
+//! cargo forbids cycles): whatever the bot decides — the Slack scopes it is
+//! granted, say — the caller passes in.
+//!
+//! # Layout
+//! - [`server`]: what every fake shares — the server's lifecycle (loopback
+//!   port 0, serve, stop, abort on drop) and the HTTP plumbing (credentials,
+//!   request records, injected failures, JSON answers).
+//! - [`slack`]: Slack's Web API and Socket Mode.
+//! - [`github`]: GitHub's REST API for pull requests.
+//! - [`llm`]: an OpenAI-compatible chat-completions endpoint replaying scripts.
+//! - [`paradime`]: Paradime's GraphQL API for Bolt runs and their logs.
+//! - [`dbt_cloud`]: dbt Cloud's v2 API for runs and their artifacts.
+
+pub mod dbt_cloud;
+pub mod github;
+pub mod llm;
+pub mod paradime;
+pub mod server;
+pub mod slack;
