@@ -5,7 +5,8 @@
 use std::time::{Duration, Instant};
 
 use super::*;
-use selfheal_fakes::github::{AuthSeen, FakeGitHub};
+use selfheal_fakes::github::FakeGitHub;
+use selfheal_fakes::server::AuthSeen;
 
 const TOKEN: &str = "ghs_faketoken0123456789";
 

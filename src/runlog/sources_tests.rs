@@ -88,7 +88,7 @@ async fn paradime_pages_the_failing_commands_log_in_order_and_parses_it() {
     let pages = fake
         .requests()
         .iter()
-        .filter(|r| r.field.as_deref() == Some("boltCommand"))
+        .filter(|r| r.field().as_deref() == Some("boltCommand"))
         .count();
     assert_eq!(pages, console.lines().count().div_ceil(7));
     assert!(pages > 3, "{pages} pages");
@@ -96,11 +96,13 @@ async fn paradime_pages_the_failing_commands_log_in_order_and_parses_it() {
     let requests = fake.requests();
     assert!(requests
         .iter()
-        .filter(|r| r.field.as_deref() == Some("boltCommand"))
+        .filter(|r| r.field().as_deref() == Some("boltCommand"))
         .all(|r| r.variables()["commandId"] == 13));
     assert_eq!(requests[1].variables()["cursor"], serde_json::Value::Null);
     assert_eq!(requests[2].variables()["cursor"], "line:7");
-    assert!(requests.iter().all(|r| r.authorized && r.method == "POST"));
+    assert!(requests
+        .iter()
+        .all(|r| r.authorized() && r.method == "POST"));
 
     assert_eq!(log.command.as_deref(), Some("dbt build --select marts"));
     assert_eq!(log.failures, expected.failures);
@@ -189,7 +191,7 @@ async fn paradime_5xx_is_retried_and_gives_up_after_the_bounded_attempts() {
     assert_eq!(
         fake.requests()[..3]
             .iter()
-            .filter(|r| r.field.as_deref() == Some("boltRunStatus"))
+            .filter(|r| r.field().as_deref() == Some("boltRunStatus"))
             .count(),
         3
     );
@@ -260,7 +262,7 @@ async fn dbt_cloud_waits_for_the_lagging_artifact_and_parses_the_test_failure() 
         "no note when the artifact came"
     );
     let requests = fake.requests();
-    assert!(requests.iter().all(|r| r.authorized));
+    assert!(requests.iter().all(|r| r.authorized()));
     assert_eq!(
         requests[0].path,
         format!("/api/v2/accounts/{ACCOUNT}/runs/9001/")

@@ -19,22 +19,21 @@
 //! - 401 without `Authorization: Token <token>` (or `Bearer <token>`), 404
 //!   for anything else. It does no TLS and no rate limiting.
 
-use crate::server::LocalServer;
-use std::collections::{BTreeMap, VecDeque};
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::collections::BTreeMap;
+use std::sync::MutexGuard;
 
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
-use axum::response::{IntoResponse, Response};
-use axum::Router;
+use axum::http::{Method, StatusCode};
+use axum::response::Response;
 use serde_json::{json, Value};
+
+use crate::server::{
+    self, AuthSeen, Credentials, Gate, HttpFake, RecordedRequest, Request, Shared,
+};
 
 /// A running fake. Dropping it stops the server.
 pub struct FakeDbtCloud {
-    addr: SocketAddr,
-    state: Arc<Mutex<Inner>>,
-    server: LocalServer,
+    fake: HttpFake<Inner>,
 }
 
 /// One step of a scripted run.
@@ -58,18 +57,6 @@ impl FakeStep {
     }
 }
 
-/// One request as the fake saw it.
-#[derive(Debug, Clone)]
-pub struct RecordedRequest {
-    pub method: String,
-    pub path: String,
-    pub query: Option<String>,
-    /// Lower-case names; `authorization` is left out.
-    pub headers: BTreeMap<String, String>,
-    /// `Token <token>` or `Bearer <token>` with the fake's token.
-    pub authorized: bool,
-}
-
 struct Run {
     steps: Vec<FakeStep>,
     run_results: Option<String>,
@@ -79,36 +66,31 @@ struct Run {
 }
 
 struct Inner {
-    token: String,
+    /// `Authorization: Token <token>` (or `Bearer <token>`); injected statuses.
+    gate: Gate<u16>,
     account_id: u64,
     runs: BTreeMap<u64, Run>,
-    requests: Vec<RecordedRequest>,
-    failures: VecDeque<u16>,
 }
 
 impl FakeDbtCloud {
     /// Starts a fake of account `account_id` that accepts `token`.
     pub async fn start(token: &str, account_id: u64) -> anyhow::Result<FakeDbtCloud> {
-        let (listener, addr) = LocalServer::bind("fake dbt Cloud").await?;
-        let state = Arc::new(Mutex::new(Inner {
+        let credentials = Credentials::Authorization {
+            schemes: &["Token", "Bearer"],
             token: token.to_string(),
+        };
+        let inner = Inner {
+            gate: Gate::new(credentials),
             account_id,
             runs: BTreeMap::new(),
-            requests: Vec::new(),
-            failures: VecDeque::new(),
-        }));
-        let app = Router::new().fallback(handle).with_state(state.clone());
-        let server = LocalServer::serve(listener, app, "fake dbt Cloud");
-        Ok(FakeDbtCloud {
-            addr,
-            state,
-            server,
-        })
+        };
+        let fake = HttpFake::start("fake dbt Cloud", inner, handle).await?;
+        Ok(FakeDbtCloud { fake })
     }
 
     /// `http://127.0.0.1:PORT`, like `https://cloud.getdbt.com`.
     pub fn base_url(&self) -> String {
-        format!("http://{}", self.addr)
+        self.fake.base_url()
     }
 
     /// Scripts run `run_id`; without `run_results` its artifact never appears.
@@ -142,78 +124,41 @@ impl FakeDbtCloud {
 
     /// Every request received, in order.
     pub fn requests(&self) -> Vec<RecordedRequest> {
-        self.lock().requests.clone()
+        self.lock().gate.requests()
     }
 
     /// The next `times` requests answer `status` (e.g. 503, 429) before anything else.
     pub fn fail_next(&self, status: u16, times: usize) {
-        self.lock()
-            .failures
-            .extend(std::iter::repeat_n(status, times));
+        self.lock().gate.fail_next(status, times);
     }
 
     /// Stops the server and waits for it.
     pub async fn shutdown(self) {
-        self.server.stop().await;
+        self.fake.shutdown().await;
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
-        lock(&self.state)
+        self.fake.lock()
     }
 }
 
-/// A poisoned lock only means a test panicked mid-request; the data is still usable.
-fn lock(state: &Mutex<Inner>) -> MutexGuard<'_, Inner> {
-    state
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-async fn handle(
-    State(state): State<Arc<Mutex<Inner>>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-) -> Response {
-    let mut inner = lock(&state);
-    let given = headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Token ")
-                .or_else(|| v.strip_prefix("Bearer "))
-        });
-    let authorized = given == Some(inner.token.as_str());
-    inner.requests.push(RecordedRequest {
-        method: method.to_string(),
-        path: uri.path().to_string(),
-        query: uri.query().map(str::to_string),
-        headers: headers
-            .iter()
-            .filter(|(name, _)| *name != "authorization")
-            .map(|(name, value)| {
-                (
-                    name.to_string(),
-                    String::from_utf8_lossy(value.as_bytes()).into_owned(),
-                )
-            })
-            .collect(),
-        authorized,
-    });
-    if let Some(status) = inner.failures.pop_front() {
-        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+async fn handle(State(shared): State<Shared<Inner>>, req: Request) -> Response {
+    let mut inner = shared.lock();
+    let (auth, failure) = inner.gate.admit(&req);
+    if let Some(status) = failure {
         return envelope(
-            status,
+            server::status(status),
             "The service is temporarily unavailable.",
             Value::Null,
         );
     }
-    if !authorized {
+    if auth != AuthSeen::Valid {
         return envelope(StatusCode::UNAUTHORIZED, "Invalid token.", Value::Null);
     }
-    if method != Method::GET {
+    if req.method != Method::GET {
         return not_found();
     }
+    let uri = &req.uri;
     let account = inner.account_id.to_string();
     let segments: Vec<&str> = uri.path().trim_matches('/').split('/').collect();
     let include = uri
@@ -251,11 +196,7 @@ async fn handle(
             run.artifact_requests += 1;
             match &run.run_results {
                 Some(text) if run.artifact_requests > run.not_ready_for => {
-                    let mut response = (StatusCode::OK, text.clone()).into_response();
-                    response
-                        .headers_mut()
-                        .insert("content-type", HeaderValue::from_static("application/json"));
-                    response
+                    server::json_text(StatusCode::OK, text.clone())
                 }
                 _ => envelope(
                     StatusCode::NOT_FOUND,
@@ -331,11 +272,7 @@ fn envelope(status: StatusCode, message: &str, data: Value) -> Response {
         },
         "data": data,
     });
-    let mut response = (status, body.to_string()).into_response();
-    response
-        .headers_mut()
-        .insert("content-type", HeaderValue::from_static("application/json"));
-    response
+    server::json(status, body)
 }
 
 fn not_found() -> Response {

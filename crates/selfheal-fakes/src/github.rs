@@ -27,27 +27,25 @@
 //! also counted in [`FakeGitHub::merge_calls`]: selfheal never merges, and tests
 //! assert the count stays 0. It does no TLS and no real rate limiting.
 
-use crate::server::LocalServer;
-use std::collections::{BTreeMap, VecDeque};
-use std::net::SocketAddr;
+use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::MutexGuard;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
-use axum::response::{IntoResponse, Response};
-use axum::Router;
+use axum::http::{HeaderValue, Method, StatusCode};
+use axum::response::Response;
 use serde_json::{json, Value};
+
+use crate::server::{
+    self, AuthSeen, Credentials, Gate, HttpFake, RecordedRequest, Request, Shared,
+};
 
 const DOCS: &str = "https://docs.github.com/rest/pulls/pulls";
 
 /// A running fake. Dropping it stops the server.
 pub struct FakeGitHub {
-    addr: SocketAddr,
-    state: Arc<Mutex<Inner>>,
-    server: LocalServer,
+    fake: HttpFake<Inner>,
 }
 
 /// A pull request held by the fake.
@@ -66,43 +64,14 @@ pub struct FakePr {
     pub created_at: String,
 }
 
-/// One request as the fake saw it.
-#[derive(Debug, Clone)]
-pub struct RecordedRequest {
-    pub method: String,
-    /// The path without the query, e.g. `/repos/o/r/pulls`.
-    pub path: String,
-    pub query: Option<String>,
-    /// Lower-case names; `authorization` is left out (see [`RecordedRequest::auth`]).
-    pub headers: BTreeMap<String, String>,
-    pub auth: AuthSeen,
-    pub body: String,
-}
-
-impl RecordedRequest {
-    /// The body parsed as JSON, if it is JSON.
-    pub fn json(&self) -> Option<Value> {
-        serde_json::from_str(&self.body).ok()
-    }
-}
-
-/// What the `Authorization` header of a request was, without its value.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AuthSeen {
-    Missing,
-    /// `Bearer <the fake's token>` (or GitHub's older `token <...>` form).
-    Valid,
-    Invalid,
-}
-
 struct Inner {
-    token: String,
+    /// `Authorization: Bearer <token>` (or GitHub's older `token <token>`);
+    /// injected failures.
+    gate: Gate<Injected>,
     owner: String,
     repo: String,
     user: String,
     prs: Vec<FakePr>,
-    requests: Vec<RecordedRequest>,
-    failures: VecDeque<Injected>,
     merge_calls: usize,
     git_dir: Option<PathBuf>,
     /// Whether the token may push (and so open pull requests).
@@ -123,34 +92,27 @@ enum Injected {
 impl FakeGitHub {
     /// Starts a fake serving repository `owner/repo` that accepts `token`.
     pub async fn start(token: &str, owner: &str, repo: &str) -> anyhow::Result<FakeGitHub> {
-        let (listener, addr) = LocalServer::bind("fake GitHub").await?;
-        let state = Arc::new(Mutex::new(Inner {
+        let credentials = Credentials::Authorization {
+            schemes: &["Bearer", "token"],
             token: token.to_string(),
+        };
+        let inner = Inner {
+            gate: Gate::new(credentials),
             owner: owner.to_string(),
             repo: repo.to_string(),
             user: "selfheal-bot".to_string(),
             prs: Vec::new(),
-            requests: Vec::new(),
-            failures: VecDeque::new(),
             merge_calls: 0,
             can_push: true,
             git_dir: None,
-        }));
-        let app = Router::new().fallback(handle).with_state(Shared {
-            state: state.clone(),
-            addr,
-        });
-        let server = LocalServer::serve(listener, app, "fake GitHub");
-        Ok(FakeGitHub {
-            addr,
-            state,
-            server,
-        })
+        };
+        let fake = HttpFake::start("fake GitHub", inner, handle).await?;
+        Ok(FakeGitHub { fake })
     }
 
     /// `http://127.0.0.1:PORT`, like `https://api.github.com`.
     pub fn api_base(&self) -> String {
-        format!("http://{}", self.addr)
+        self.fake.base_url()
     }
 
     /// `http://127.0.0.1:PORT/api/v3`, like a GitHub Enterprise server.
@@ -165,28 +127,25 @@ impl FakeGitHub {
 
     /// Every request received, in order.
     pub fn requests(&self) -> Vec<RecordedRequest> {
-        self.lock().requests.clone()
+        self.lock().gate.requests()
     }
 
     /// The next `times` requests answer `status` with GitHub's error body and, when
     /// given, a `retry-after` header (whole seconds, rounded up).
     pub fn fail_next(&self, status: u16, times: usize, retry_after: Option<Duration>) {
-        let mut inner = self.lock();
-        for _ in 0..times {
-            inner.failures.push_back(Injected::Status {
-                status,
-                retry_after,
-            });
-        }
+        let failure = Injected::Status {
+            status,
+            retry_after,
+        };
+        self.lock().gate.fail_next(failure, times);
     }
 
     /// The next `times` requests answer GitHub's primary rate limit: 403 with
     /// `x-ratelimit-remaining: 0` and `x-ratelimit-reset` `reset_in` from now.
     pub fn exhaust_rate_limit(&self, times: usize, reset_in: Duration) {
-        let mut inner = self.lock();
-        for _ in 0..times {
-            inner.failures.push_back(Injected::RateLimit { reset_in });
-        }
+        self.lock()
+            .gate
+            .fail_next(Injected::RateLimit { reset_in }, times);
     }
 
     /// Closes pull request `number`, as a human would; false if there is none.
@@ -219,33 +178,20 @@ impl FakeGitHub {
         self.lock().git_dir = Some(git_dir.into());
     }
 
-    /// Stops the server and waits for it.
     /// Whether the token may push: false makes it a read-only token, whose
     /// pull requests GitHub refuses with 403.
     pub fn set_can_push(&self, can_push: bool) {
         self.lock().can_push = can_push;
     }
 
+    /// Stops the server and waits for it.
     pub async fn shutdown(self) {
-        self.server.stop().await;
+        self.fake.shutdown().await;
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
-        lock(&self.state)
+        self.fake.lock()
     }
-}
-
-/// A poisoned lock only means a test panicked mid-request; the data is still usable.
-fn lock(state: &Mutex<Inner>) -> MutexGuard<'_, Inner> {
-    state
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-#[derive(Clone)]
-struct Shared {
-    state: Arc<Mutex<Inner>>,
-    addr: SocketAddr,
 }
 
 impl Inner {
@@ -323,61 +269,25 @@ impl Inner {
 
 /// Every request lands here: recording and GitHub-shaped errors are easier with one
 /// router of our own than with axum's extractors and their own rejection bodies.
-async fn handle(
-    State(shared): State<Shared>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let path = uri.path().to_string();
-    let body_text = String::from_utf8_lossy(&body).into_owned();
+async fn handle(State(shared): State<Shared<Inner>>, req: Request) -> Response {
+    let path = req.uri.path();
     let (api_prefix, route) = match path.strip_prefix("/api/v3") {
-        Some(rest) => ("/api/v3", rest.to_string()),
-        None => ("", path.clone()),
+        Some(rest) => ("/api/v3", rest),
+        None => ("", path),
     };
-    let api_base = format!("http://{}{api_prefix}", shared.addr);
+    let api_base = format!("{}{api_prefix}", shared.base_url());
     let segments: Vec<&str> = route.trim_matches('/').split('/').collect();
 
     // Record, count merges, and take an injected failure, all under one lock.
     let (auth, injected, git_dir) = {
-        let mut inner = lock(&shared.state);
-        let auth = match headers.get("authorization").and_then(|v| v.to_str().ok()) {
-            None => AuthSeen::Missing,
-            Some(v) => {
-                let given = v
-                    .strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("token "));
-                if given == Some(inner.token.as_str()) {
-                    AuthSeen::Valid
-                } else {
-                    AuthSeen::Invalid
-                }
-            }
-        };
+        let mut inner = shared.lock();
+        let (auth, injected) = inner.gate.admit(&req);
         let is_merge = segments.iter().any(|s| *s == "merge" || *s == "merges")
-            || (route == "/graphql" && body_text.to_ascii_lowercase().contains("merge"));
+            || (route == "/graphql" && req.text().to_ascii_lowercase().contains("merge"));
         if is_merge {
             inner.merge_calls += 1;
         }
-        inner.requests.push(RecordedRequest {
-            method: method.to_string(),
-            path: path.clone(),
-            query: uri.query().map(str::to_string),
-            headers: headers
-                .iter()
-                .filter(|(name, _)| *name != "authorization")
-                .map(|(name, value)| {
-                    (
-                        name.to_string(),
-                        String::from_utf8_lossy(value.as_bytes()).into_owned(),
-                    )
-                })
-                .collect(),
-            auth,
-            body: body_text.clone(),
-        });
-        (auth, inner.failures.pop_front(), inner.git_dir.clone())
+        (auth, injected, inner.git_dir.clone())
     };
 
     if let Some(injected) = injected {
@@ -389,11 +299,11 @@ async fn handle(
         AuthSeen::Invalid => return error(StatusCode::UNAUTHORIZED, "Bad credentials"),
     }
 
-    let (owner, repo) = {
-        let inner = lock(&shared.state);
-        (inner.owner.clone(), inner.repo.clone())
+    let (owner, repo, can_push) = {
+        let inner = shared.lock();
+        (inner.owner.clone(), inner.repo.clone(), inner.can_push)
     };
-    let can_push = lock(&shared.state).can_push;
+    let method = &req.method;
     match segments.as_slice() {
         ["repos", o, r] if *o == owner && *r == repo && method == Method::GET => json_response(
             StatusCode::OK,
@@ -423,13 +333,13 @@ async fn handle(
                 "Resource not accessible by personal access token",
             )
         }
-        ["repos", o, r, "pulls"] if *o == owner && *r == repo => match method {
-            Method::POST => create_pr(&shared, &body, &api_base, git_dir).await,
-            Method::GET => list_prs(&shared, uri.query().unwrap_or(""), &api_base, &route),
+        ["repos", o, r, "pulls"] if *o == owner && *r == repo => match *method {
+            Method::POST => create_pr(&shared, &req.body, &api_base, git_dir).await,
+            Method::GET => list_prs(&shared, req.uri.query().unwrap_or(""), &api_base, route),
             _ => not_found(),
         },
         ["repos", o, r, "pulls", n] if *o == owner && *r == repo && method == Method::GET => {
-            let inner = lock(&shared.state);
+            let inner = shared.lock();
             match n
                 .parse::<u64>()
                 .ok()
@@ -444,7 +354,7 @@ async fn handle(
 }
 
 async fn create_pr(
-    shared: &Shared,
+    shared: &Shared<Inner>,
     body: &[u8],
     api_base: &str,
     git_dir: Option<PathBuf>,
@@ -465,7 +375,7 @@ async fn create_pr(
         field("title").unwrap_or_default(),
         field("base").unwrap_or_default(),
     );
-    let owner = lock(&shared.state).owner.clone();
+    let owner = shared.lock().owner.clone();
     // GitHub accepts `head` as `branch` or `owner:branch`.
     let head_given = field("head").unwrap_or_default();
     let head = head_given
@@ -493,7 +403,7 @@ async fn create_pr(
         None => fake_sha(&head),
     };
 
-    let mut inner = lock(&shared.state);
+    let mut inner = shared.lock();
     if inner
         .prs
         .iter()
@@ -514,7 +424,7 @@ async fn create_pr(
     json_response(StatusCode::CREATED, body, &[("location", location)])
 }
 
-fn list_prs(shared: &Shared, query: &str, api_base: &str, route: &str) -> Response {
+fn list_prs(shared: &Shared<Inner>, query: &str, api_base: &str, route: &str) -> Response {
     let params: BTreeMap<String, String> = url::form_urlencoded::parse(query.as_bytes())
         .into_owned()
         .collect();
@@ -533,7 +443,7 @@ fn list_prs(shared: &Shared, query: &str, api_base: &str, route: &str) -> Respon
         .unwrap_or(1)
         .max(1);
 
-    let inner = lock(&shared.state);
+    let inner = shared.lock();
     // Newest first, GitHub's default order (`sort=created`, `direction=desc`).
     let mut matching: Vec<&FakePr> = inner
         .prs
@@ -590,7 +500,7 @@ fn injected_response(injected: Injected) -> Response {
             status,
             retry_after,
         } => {
-            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            let status = server::status(status);
             let message = match status.as_u16() {
                 429 | 403 if retry_after.is_some() => "You have exceeded a secondary rate limit. Please wait a few minutes before you try again.",
                 401 => "Bad credentials",
@@ -628,8 +538,9 @@ fn injected_response(injected: Injected) -> Response {
     }
 }
 
+/// A JSON answer with the headers GitHub sends with every answer, and `extra`.
 fn json_response(status: StatusCode, body: Value, extra: &[(&'static str, String)]) -> Response {
-    let mut response = (status, body.to_string()).into_response();
+    let mut response = server::json(status, body);
     let headers = response.headers_mut();
     headers.insert(
         "content-type",

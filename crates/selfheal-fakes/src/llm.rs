@@ -19,18 +19,16 @@
 //! Azure), their refusals of a parameter and their context-overflow errors.
 //! It does no TLS, streaming or real sampling.
 
-use crate::server::LocalServer;
 use std::collections::VecDeque;
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::MutexGuard;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, Method, StatusCode, Uri};
-use axum::response::{IntoResponse, Response};
-use axum::Router;
+use axum::http::{Method, StatusCode};
+use axum::response::Response;
 use serde_json::{json, Value};
+
+use crate::server::{self, AuthSeen, Credentials, HttpFake, Request, Shared};
 
 /// What the fake answers to one request.
 #[derive(Debug, Clone, PartialEq)]
@@ -103,13 +101,12 @@ impl Scripted {
 
 /// A running fake. Dropping it stops the server.
 pub struct FakeLlm {
-    addr: SocketAddr,
-    state: Arc<Mutex<Inner>>,
-    server: LocalServer,
+    fake: HttpFake<Inner>,
 }
 
 struct Inner {
-    key: Option<String>,
+    /// `Authorization: Bearer <key>`, when the fake needs a key.
+    key: Option<Credentials>,
     script: VecDeque<Scripted>,
     requests: Vec<Value>,
     served: u64,
@@ -123,29 +120,23 @@ impl FakeLlm {
 
     /// Starts a fake that answers 401 unless `Authorization: Bearer <key>`.
     pub async fn start_with_key(key: &str) -> anyhow::Result<FakeLlm> {
-        Self::start_inner(Some(key.to_string())).await
+        Self::start_inner(Some(Credentials::bearer(key))).await
     }
 
-    async fn start_inner(key: Option<String>) -> anyhow::Result<FakeLlm> {
-        let (listener, addr) = LocalServer::bind("fake LLM").await?;
-        let state = Arc::new(Mutex::new(Inner {
+    async fn start_inner(key: Option<Credentials>) -> anyhow::Result<FakeLlm> {
+        let inner = Inner {
             key,
             script: VecDeque::new(),
             requests: Vec::new(),
             served: 0,
-        }));
-        let app = Router::new().fallback(handle).with_state(state.clone());
-        let server = LocalServer::serve(listener, app, "fake LLM");
-        Ok(FakeLlm {
-            addr,
-            state,
-            server,
-        })
+        };
+        let fake = HttpFake::start("fake LLM", inner, handle).await?;
+        Ok(FakeLlm { fake })
     }
 
     /// `http://127.0.0.1:PORT/v1`, like `https://api.openai.com/v1`.
     pub fn base_url(&self) -> String {
-        format!("http://{}/v1", self.addr)
+        format!("{}/v1", self.fake.base_url())
     }
 
     /// Appends answers to the script; each request takes the next one.
@@ -165,32 +156,21 @@ impl FakeLlm {
 
     /// Stops the server and waits for it.
     pub async fn shutdown(self) {
-        self.server.stop().await;
+        self.fake.shutdown().await;
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
-        lock(&self.state)
+        self.fake.lock()
     }
-}
-
-/// A poisoned lock only means a test panicked mid-request; the data is still usable.
-fn lock(state: &Mutex<Inner>) -> MutexGuard<'_, Inner> {
-    state.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn error(status: StatusCode, kind: &str, message: &str) -> Response {
     let body = json!({"error": {"message": message, "type": kind, "param": null, "code": null}});
-    (status, axum::Json(body)).into_response()
+    server::json(status, body)
 }
 
-async fn handle(
-    State(state): State<Arc<Mutex<Inner>>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let path = uri.path();
+async fn handle(State(shared): State<Shared<Inner>>, req: Request) -> Response {
+    let (method, path) = (&req.method, req.uri.path());
     let models = method == Method::GET && (path == "/v1/models" || path == "/models");
     if !models
         && (method != Method::POST
@@ -202,32 +182,29 @@ async fn handle(
             &format!("Unknown request URL: {method} {path}."),
         );
     }
-    let key = lock(&state).key.clone();
-    if let Some(key) = key {
-        let auth = headers
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
-        if auth != format!("Bearer {key}") {
-            return error(
-                StatusCode::UNAUTHORIZED,
-                "invalid_request_error",
-                "Incorrect API key provided.",
-            );
-        }
+    let refused = shared
+        .lock()
+        .key
+        .as_ref()
+        .is_some_and(|key| key.check(&req.headers) != AuthSeen::Valid);
+    if refused {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_request_error",
+            "Incorrect API key provided.",
+        );
     }
     if models {
         // What `selfheal check` asks: the endpoint answers and takes the key.
-        return (
+        return server::json(
             StatusCode::OK,
-            axum::Json(json!({
+            json!({
                 "object": "list",
                 "data": [{"id": "fake-model", "object": "model", "created": 1_700_000_000u64, "owned_by": "fake"}]
-            })),
-        )
-            .into_response();
+            }),
+        );
     }
-    let Ok(request) = serde_json::from_slice::<Value>(&body) else {
+    let Ok(request) = serde_json::from_slice::<Value>(&req.body) else {
         return error(
             StatusCode::BAD_REQUEST,
             "invalid_request_error",
@@ -235,7 +212,7 @@ async fn handle(
         );
     };
     let next = {
-        let mut inner = lock(&state);
+        let mut inner = shared.lock();
         inner.requests.push(request.clone());
         if let Err(why) = validate(&request) {
             return error(StatusCode::BAD_REQUEST, "invalid_request_error", &why);
@@ -292,10 +269,10 @@ async fn handle(
                     "total_tokens": u.prompt_tokens + u.completion_tokens,
                 });
             }
-            (StatusCode::OK, axum::Json(body)).into_response()
+            server::json(StatusCode::OK, body)
         }
         Scripted::Status(status, retry_after) => {
-            let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            let code = server::status(status);
             let (kind, msg) = match status {
                 429 => (
                     "rate_limit_exceeded",
@@ -321,13 +298,8 @@ async fn handle(
             }
             response
         }
-        Scripted::Malformed(raw) => {
-            (StatusCode::OK, [("content-type", "application/json")], raw).into_response()
-        }
-        Scripted::Raw(status, body) => {
-            let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            (code, axum::Json(body)).into_response()
-        }
+        Scripted::Malformed(raw) => server::json_text(StatusCode::OK, raw),
+        Scripted::Raw(status, body) => server::json(server::status(status), body),
     }
 }
 
@@ -396,6 +368,7 @@ mod tests {
     use super::*;
 
     async fn post(fake: &FakeLlm, key: Option<&str>, body: Value) -> (u16, Value) {
+        use axum::body::Bytes;
         use http_body_util::{BodyExt, Full};
         use hyper_util::client::legacy::Client;
         use hyper_util::rt::TokioExecutor;

@@ -22,26 +22,24 @@
 //!
 //! Wrong or missing credentials answer 401. It does no TLS and no rate limiting.
 
-use crate::server::LocalServer;
-use std::collections::{BTreeMap, VecDeque};
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::collections::BTreeMap;
+use std::sync::MutexGuard;
 
-use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
-use axum::response::{IntoResponse, Response};
-use axum::Router;
+use axum::http::{Method, StatusCode};
+use axum::response::Response;
 use serde_json::{json, Value};
+
+use crate::server::{
+    self, AuthSeen, Credentials, Gate, HttpFake, RecordedRequest, Request, Shared,
+};
 
 /// The path the fake serves GraphQL on.
 pub const GRAPHQL_PATH: &str = "/api/v1/graphql";
 
 /// A running fake. Dropping it stops the server.
 pub struct FakeParadime {
-    addr: SocketAddr,
-    state: Arc<Mutex<Inner>>,
-    server: LocalServer,
+    fake: HttpFake<Inner>,
 }
 
 /// Which stream a log line was written to.
@@ -85,24 +83,17 @@ impl FakeCommand {
     }
 }
 
-/// One request as the fake saw it.
-#[derive(Debug, Clone)]
-pub struct RecordedRequest {
-    pub method: String,
-    pub path: String,
-    /// Lower-case names; `x-api-key` and `x-api-secret` are left out.
-    pub headers: BTreeMap<String, String>,
-    /// Both credentials present and right.
-    pub authorized: bool,
-    /// The GraphQL operation's root field (`boltRunStatus`, `boltCommand`), if any.
-    pub field: Option<String>,
-    pub body: String,
-}
-
+/// What a GraphQL request recorded by any fake asked for (this one's are
+/// asserted on by their root field and variables).
 impl RecordedRequest {
+    /// The GraphQL operation's root field (`boltRunStatus`, `boltCommand`), if any.
+    pub fn field(&self) -> Option<String> {
+        root_field(self.json()?["query"].as_str()?)
+    }
+
     /// The request's GraphQL `variables`.
     pub fn variables(&self) -> Value {
-        serde_json::from_str::<Value>(&self.body)
+        self.json()
             .map(|v| v["variables"].clone())
             .unwrap_or(Value::Null)
     }
@@ -114,40 +105,33 @@ struct Run {
 }
 
 struct Inner {
-    key: String,
-    secret: String,
+    /// `X-API-KEY` and `X-API-SECRET`; injected statuses.
+    gate: Gate<u16>,
     runs: BTreeMap<u64, Run>,
     page_size: usize,
     logs_supported: bool,
-    requests: Vec<RecordedRequest>,
-    failures: VecDeque<u16>,
 }
 
 impl FakeParadime {
     /// Starts a fake that accepts `X-API-KEY: key` and `X-API-SECRET: secret`.
     pub async fn start(key: &str, secret: &str) -> anyhow::Result<FakeParadime> {
-        let (listener, addr) = LocalServer::bind("fake Paradime").await?;
-        let state = Arc::new(Mutex::new(Inner {
-            key: key.to_string(),
-            secret: secret.to_string(),
+        let credentials = Credentials::Headers(vec![
+            ("x-api-key", key.to_string()),
+            ("x-api-secret", secret.to_string()),
+        ]);
+        let inner = Inner {
+            gate: Gate::new(credentials),
             runs: BTreeMap::new(),
             page_size: 100,
             logs_supported: true,
-            requests: Vec::new(),
-            failures: VecDeque::new(),
-        }));
-        let app = Router::new().fallback(handle).with_state(state.clone());
-        let server = LocalServer::serve(listener, app, "fake Paradime");
-        Ok(FakeParadime {
-            addr,
-            state,
-            server,
-        })
+        };
+        let fake = HttpFake::start("fake Paradime", inner, handle).await?;
+        Ok(FakeParadime { fake })
     }
 
     /// `http://127.0.0.1:PORT/api/v1/graphql`, for `PARADIME_API_ENDPOINT`.
     pub fn endpoint(&self) -> String {
-        format!("http://{}{GRAPHQL_PATH}", self.addr)
+        format!("{}{GRAPHQL_PATH}", self.fake.base_url())
     }
 
     /// Scripts Bolt run `run_id` in `state` (`FAILED`, `ERROR`, `RUNNING`, …).
@@ -174,30 +158,22 @@ impl FakeParadime {
 
     /// Every request received, in order.
     pub fn requests(&self) -> Vec<RecordedRequest> {
-        self.lock().requests.clone()
+        self.lock().gate.requests()
     }
 
     /// The next `times` requests answer `status` (e.g. 502, 429) before anything else.
     pub fn fail_next(&self, status: u16, times: usize) {
-        let mut inner = self.lock();
-        inner.failures.extend(std::iter::repeat_n(status, times));
+        self.lock().gate.fail_next(status, times);
     }
 
     /// Stops the server and waits for it.
     pub async fn shutdown(self) {
-        self.server.stop().await;
+        self.fake.shutdown().await;
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
-        lock(&self.state)
+        self.fake.lock()
     }
-}
-
-/// A poisoned lock only means a test panicked mid-request; the data is still usable.
-fn lock(state: &Mutex<Inner>) -> MutexGuard<'_, Inner> {
-    state
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// The root field a query selects: the first `name(` or `name {` after the
@@ -212,57 +188,31 @@ fn root_field(query: &str) -> Option<String> {
     (!name.is_empty()).then_some(name)
 }
 
-async fn handle(
-    State(state): State<Arc<Mutex<Inner>>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let body_text = String::from_utf8_lossy(&body).into_owned();
-    let request: Value = serde_json::from_str(&body_text).unwrap_or(Value::Null);
+async fn handle(State(shared): State<Shared<Inner>>, req: Request) -> Response {
+    let request: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
     let query = request["query"].as_str().unwrap_or("");
     let field = root_field(query);
-    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
 
-    let mut inner = lock(&state);
-    let authorized = header("x-api-key") == Some(inner.key.as_str())
-        && header("x-api-secret") == Some(inner.secret.as_str());
-    inner.requests.push(RecordedRequest {
-        method: method.to_string(),
-        path: uri.path().to_string(),
-        headers: headers
-            .iter()
-            .filter(|(name, _)| *name != "x-api-key" && *name != "x-api-secret")
-            .map(|(name, value)| {
-                (
-                    name.to_string(),
-                    String::from_utf8_lossy(value.as_bytes()).into_owned(),
-                )
-            })
-            .collect(),
-        authorized,
-        field: field.clone(),
-        body: body_text,
-    });
-    if let Some(status) = inner.failures.pop_front() {
-        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        return json_response(
+    let mut inner = shared.lock();
+    let (auth, failure) = inner.gate.admit(&req);
+    if let Some(status) = failure {
+        let status = server::status(status);
+        return server::json(
             status,
             json!({ "errors": [{ "message": status.canonical_reason().unwrap_or("error") }] }),
         );
     }
-    if uri.path() != GRAPHQL_PATH {
-        return json_response(StatusCode::NOT_FOUND, json!({ "detail": "Not Found" }));
+    if req.uri.path() != GRAPHQL_PATH {
+        return server::json(StatusCode::NOT_FOUND, json!({ "detail": "Not Found" }));
     }
-    if method != Method::POST {
-        return json_response(
+    if req.method != Method::POST {
+        return server::json(
             StatusCode::METHOD_NOT_ALLOWED,
             json!({ "detail": "Method Not Allowed" }),
         );
     }
-    if !authorized {
-        return json_response(
+    if auth != AuthSeen::Valid {
+        return server::json(
             StatusCode::UNAUTHORIZED,
             json!({ "errors": [{ "message": "Invalid API key or secret" }] }),
         );
@@ -283,7 +233,7 @@ async fn handle(
         Some("boltCommand") if !query.contains("logs") => {
             gql_error("boltCommand", "the fake answers only `logs` on boltCommand")
         }
-        Some("boltCommand") if !inner.logs_supported => json_response(
+        Some("boltCommand") if !inner.logs_supported => server::json(
             StatusCode::OK,
             json!({ "errors": [{ "message": "Cannot query field \"logs\" on type \"BoltCommand\"." }] }),
         ),
@@ -319,11 +269,11 @@ async fn handle(
                 "finished": finished,
             }}}))
         }
-        Some(other) => json_response(
+        Some(other) => server::json(
             StatusCode::OK,
             json!({ "errors": [{ "message": format!("Cannot query field \"{other}\" on type \"Query\".") }] }),
         ),
-        None => json_response(
+        None => server::json(
             StatusCode::BAD_REQUEST,
             json!({ "errors": [{ "message": "Must provide query string." }] }),
         ),
@@ -350,25 +300,17 @@ fn command_json(c: &FakeCommand) -> Value {
 }
 
 fn data(value: Value) -> Response {
-    json_response(StatusCode::OK, json!({ "data": value }))
+    server::json(StatusCode::OK, json!({ "data": value }))
 }
 
 fn gql_error(field: &str, message: &str) -> Response {
-    json_response(
+    server::json(
         StatusCode::OK,
         json!({
             "data": { field: Value::Null },
             "errors": [{ "message": message, "path": [field] }],
         }),
     )
-}
-
-fn json_response(status: StatusCode, body: Value) -> Response {
-    let mut response = (status, body.to_string()).into_response();
-    response
-        .headers_mut()
-        .insert("content-type", HeaderValue::from_static("application/json"));
-    response
 }
 
 #[cfg(test)]

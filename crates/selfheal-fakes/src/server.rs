@@ -1,67 +1,487 @@
-//! The lifecycle shared by the local HTTP fakes (GitHub, Paradime, dbt Cloud,
-//! the model endpoint): bind 127.0.0.1:0, serve an axum router, stop
-//! gracefully on request, and never outlive the fake that owns it.
+//! What every fake shares: the lifecycle of its server (bind 127.0.0.1:0,
+//! serve an axum router, stop gracefully on request, never outlive the fake
+//! that owns it) and the HTTP plumbing of the fakes that answer requests
+//! (their state behind one lock, credentials, request records, injected
+//! failures, JSON answers).
+//!
+//! It knows no service's protocol: what a path means and what an error body
+//! looks like stay in each fake.
 
+use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use anyhow::Context;
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use axum::body::Bytes;
+use axum::extract::FromRequest;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use serde_json::Value;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-/// A running local server; dropping it aborts the server task.
+/// A running local server. Dropping it stops it: its clients see the
+/// connection close, and every task watching [`Stopping`] ends.
 pub struct LocalServer {
-    shutdown: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<()>>,
+    stop: watch::Sender<bool>,
+    task: Mutex<Option<JoinHandle<()>>>,
 }
 
+/// A loopback port bound but not yet served, so that a fake can build its
+/// router knowing its own address (and the signal its tasks watch).
+pub struct Bound {
+    listener: TcpListener,
+    addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    what: &'static str,
+}
+
+/// Resolves when the server is asked to stop, for the tasks a fake spawns
+/// beside its server (WebSocket connections, timers).
+#[derive(Clone)]
+pub struct Stopping(watch::Receiver<bool>);
+
 impl LocalServer {
-    /// A listener on a free loopback port (`what` names the fake in errors).
-    pub async fn bind(what: &str) -> anyhow::Result<(TcpListener, SocketAddr)> {
+    /// A free loopback port (`what` names the fake in errors and logs).
+    pub async fn bind(what: &'static str) -> anyhow::Result<Bound> {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .with_context(|| format!("binding the {what} listener"))?;
         let addr = listener
             .local_addr()
             .with_context(|| format!("reading the {what} address"))?;
-        Ok((listener, addr))
-    }
-
-    /// Serves `app` on `listener` until stopped.
-    pub fn serve(listener: TcpListener, app: axum::Router, what: &'static str) -> LocalServer {
-        let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            let server = axum::serve(listener, app).with_graceful_shutdown(async {
-                let _ = rx.await;
-            });
-            if let Err(e) = server.await {
-                tracing::warn!(error = %e, "{what} stopped with an error");
-            }
-        });
-        LocalServer {
-            shutdown: Some(tx),
-            task: Some(task),
-        }
+        let (stop, _) = watch::channel(false);
+        Ok(Bound {
+            listener,
+            addr,
+            stop,
+            what,
+        })
     }
 
     /// Stops the server and waits for it.
-    pub async fn stop(mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(task) = self.task.take() {
+    pub async fn stop(&self) {
+        self.stop.send_replace(true);
+        let task = self.task().take();
+        if let Some(task) = task {
+            // A panic in the server task already failed the test that caused it.
             let _ = task.await;
         }
+    }
+
+    fn task(&self) -> MutexGuard<'_, Option<JoinHandle<()>>> {
+        self.task.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
 impl Drop for LocalServer {
     fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(task) = self.task.take() {
+        self.stop.send_replace(true);
+        if let Some(task) = self.task().take() {
             task.abort();
         }
+    }
+}
+
+impl Bound {
+    /// Where the server listens.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The signal this server's stop sends.
+    pub fn stopping(&self) -> Stopping {
+        Stopping(self.stop.subscribe())
+    }
+
+    /// Serves `app` until stopped.
+    pub fn serve(self, app: Router) -> LocalServer {
+        let mut stopping = self.stopping();
+        let what = self.what;
+        // Like real services, no Nagle delay: without it a frame written
+        // right after another waits for the client's delayed TCP ack (~40 ms).
+        let listener = axum::serve::ListenerExt::tap_io(self.listener, |tcp: &mut TcpStream| {
+            let _ = tcp.set_nodelay(true);
+        });
+        let task = tokio::spawn(async move {
+            let server = axum::serve(listener, app)
+                .with_graceful_shutdown(async move { stopping.wait().await });
+            if let Err(e) = server.await {
+                tracing::warn!(error = %e, "{what} stopped with an error");
+            }
+        });
+        LocalServer {
+            stop: self.stop,
+            task: Mutex::new(Some(task)),
+        }
+    }
+}
+
+impl Stopping {
+    /// Resolves once the server is asked to stop (or is gone, which is the same).
+    pub async fn wait(&mut self) {
+        let _ = self.0.wait_for(|stopping| *stopping).await;
+    }
+}
+
+/// A fake that answers HTTP requests with one handler, its state behind one
+/// lock shared by the handle tests hold and the handler. Dropping it stops
+/// the server.
+pub struct HttpFake<S> {
+    shared: Shared<S>,
+    server: LocalServer,
+}
+
+/// What a fake's handler is given as axum state: the fake's state and address.
+pub struct Shared<S> {
+    state: Arc<Mutex<S>>,
+    addr: SocketAddr,
+}
+
+impl<S> Clone for Shared<S> {
+    fn clone(&self) -> Self {
+        Shared {
+            state: self.state.clone(),
+            addr: self.addr,
+        }
+    }
+}
+
+impl<S> Shared<S> {
+    /// The state. A poisoned lock only means a test panicked mid-request;
+    /// the data is still usable.
+    pub fn lock(&self) -> MutexGuard<'_, S> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+impl<S: Send + 'static> HttpFake<S> {
+    /// Binds a loopback port and answers every request with `handler`.
+    pub async fn start<H, T>(what: &'static str, state: S, handler: H) -> anyhow::Result<Self>
+    where
+        H: axum::handler::Handler<T, Shared<S>>,
+        T: 'static,
+    {
+        let bound = LocalServer::bind(what).await?;
+        let shared = Shared {
+            state: Arc::new(Mutex::new(state)),
+            addr: bound.addr(),
+        };
+        let app = Router::new().fallback(handler).with_state(shared.clone());
+        Ok(HttpFake {
+            server: bound.serve(app),
+            shared,
+        })
+    }
+
+    /// The state, as the handler sees it.
+    pub fn lock(&self) -> MutexGuard<'_, S> {
+        self.shared.lock()
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn base_url(&self) -> String {
+        self.shared.base_url()
+    }
+
+    /// Stops the server and waits for it.
+    pub async fn shutdown(self) {
+        self.server.stop().await;
+    }
+}
+
+/// A request as a fake reads it: the whole of it, the body in memory.
+pub struct Request {
+    pub method: Method,
+    pub uri: Uri,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl<S: Send + Sync> FromRequest<S> for Request {
+    type Rejection = Response;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Response> {
+        let (method, uri, headers) = (
+            req.method().clone(),
+            req.uri().clone(),
+            req.headers().clone(),
+        );
+        let body = Bytes::from_request(req, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        Ok(Request {
+            method,
+            uri,
+            headers,
+            body,
+        })
+    }
+}
+
+impl Request {
+    /// The body as text (lossily, as a fake never refuses a body for its bytes).
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// A header's value, if it is text.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// What a request's credentials were, without their values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthSeen {
+    Missing,
+    Valid,
+    Invalid,
+}
+
+/// How a fake's clients prove who they are.
+#[derive(Debug, Clone)]
+pub enum Credentials {
+    /// `Authorization: <scheme> <token>`, with any of `schemes`
+    /// (`Bearer`, or an API's older `Token`/`token`).
+    Authorization {
+        schemes: &'static [&'static str],
+        token: String,
+    },
+    /// Each of these headers with its value (an API key and its secret).
+    Headers(Vec<(&'static str, String)>),
+}
+
+impl Credentials {
+    /// `Authorization: Bearer <token>`.
+    pub fn bearer(token: &str) -> Credentials {
+        Credentials::Authorization {
+            schemes: &["Bearer"],
+            token: token.to_string(),
+        }
+    }
+
+    /// Whether `headers` carry these credentials.
+    pub fn check(&self, headers: &HeaderMap) -> AuthSeen {
+        let given = |name: &str| headers.get(name).map(|v| v.to_str().unwrap_or(""));
+        let seen = |valid: bool| {
+            if valid {
+                AuthSeen::Valid
+            } else {
+                AuthSeen::Invalid
+            }
+        };
+        match self {
+            Credentials::Authorization { schemes, token } => match given("authorization") {
+                None => AuthSeen::Missing,
+                Some(value) => seen(schemes.iter().any(|scheme| {
+                    value
+                        .strip_prefix(scheme)
+                        .and_then(|rest| rest.strip_prefix(' '))
+                        == Some(token.as_str())
+                })),
+            },
+            Credentials::Headers(pairs) => {
+                let values: Vec<Option<&str>> = pairs.iter().map(|(n, _)| given(n)).collect();
+                if values.iter().all(Option::is_none) {
+                    return AuthSeen::Missing;
+                }
+                seen(
+                    pairs
+                        .iter()
+                        .zip(&values)
+                        .all(|((_, want), got)| *got == Some(want.as_str())),
+                )
+            }
+        }
+    }
+
+    /// Whether a header carries a credential, and so stays out of records.
+    fn carries(&self, name: &HeaderName) -> bool {
+        match self {
+            Credentials::Authorization { .. } => name == "authorization",
+            Credentials::Headers(pairs) => pairs.iter().any(|(n, _)| name == n),
+        }
+    }
+}
+
+/// One request as a fake saw it, without the values of its credentials.
+#[derive(Debug, Clone)]
+pub struct RecordedRequest {
+    pub method: String,
+    /// The path without the query, e.g. `/repos/o/r/pulls`.
+    pub path: String,
+    pub query: Option<String>,
+    /// Lower-case names; the headers that carry credentials are left out
+    /// (see [`RecordedRequest::auth`]).
+    pub headers: BTreeMap<String, String>,
+    pub auth: AuthSeen,
+    pub body: String,
+}
+
+impl RecordedRequest {
+    /// The request carried the fake's credentials.
+    pub fn authorized(&self) -> bool {
+        self.auth == AuthSeen::Valid
+    }
+
+    /// The body parsed as JSON, if it is JSON.
+    pub fn json(&self) -> Option<Value> {
+        serde_json::from_str(&self.body).ok()
+    }
+}
+
+/// The front desk of a fake that answers requests: who may call, what was
+/// asked, and the failures (of the fake's own kind `F`) to answer next.
+pub struct Gate<F> {
+    credentials: Credentials,
+    requests: Vec<RecordedRequest>,
+    failures: VecDeque<F>,
+}
+
+impl<F: Clone> Gate<F> {
+    pub fn new(credentials: Credentials) -> Self {
+        Gate {
+            credentials,
+            requests: Vec::new(),
+            failures: VecDeque::new(),
+        }
+    }
+
+    /// Checks the request's credentials, records it, and takes the next
+    /// injected failure, which comes before anything else (even a 401).
+    pub fn admit(&mut self, req: &Request) -> (AuthSeen, Option<F>) {
+        let auth = self.credentials.check(&req.headers);
+        self.requests.push(RecordedRequest {
+            method: req.method.to_string(),
+            path: req.uri.path().to_string(),
+            query: req.uri.query().map(str::to_string),
+            headers: req
+                .headers
+                .iter()
+                .filter(|(name, _)| !self.credentials.carries(name))
+                .map(|(name, value)| {
+                    let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
+                    (name.to_string(), value)
+                })
+                .collect(),
+            auth,
+            body: req.text(),
+        });
+        (auth, self.failures.pop_front())
+    }
+
+    /// Every request received, in order.
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        self.requests.clone()
+    }
+
+    /// The next `times` requests answer `failure` before anything else.
+    pub fn fail_next(&mut self, failure: F, times: usize) {
+        self.failures.extend(std::iter::repeat_n(failure, times));
+    }
+}
+
+/// A JSON answer.
+pub fn json(status: StatusCode, body: Value) -> Response {
+    json_text(status, body.to_string())
+}
+
+/// An answer that says it is JSON, with this text as is (a stored file, or
+/// a malformed body on purpose).
+pub fn json_text(status: StatusCode, text: String) -> Response {
+    let mut response = (status, text).into_response();
+    response
+        .headers_mut()
+        .insert("content-type", HeaderValue::from_static("application/json"));
+    response
+}
+
+/// An injected status code as an HTTP status (500 for a number that is none).
+pub fn status(code: u16) -> StatusCode {
+    StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.insert(*name, HeaderValue::from_str(value).expect("a header value"));
+        }
+        map
+    }
+
+    #[test]
+    fn credentials_are_missing_valid_or_invalid() {
+        let token = Credentials::Authorization {
+            schemes: &["Token", "Bearer"],
+            token: "t0k".into(),
+        };
+        let keys = Credentials::Headers(vec![
+            ("x-api-key", "k".into()),
+            ("x-api-secret", "s".into()),
+        ]);
+        let cases: [(&Credentials, &[(&'static str, &str)], AuthSeen); 9] = [
+            (&token, &[], AuthSeen::Missing),
+            (&token, &[("authorization", "Token t0k")], AuthSeen::Valid),
+            (&token, &[("authorization", "Bearer t0k")], AuthSeen::Valid),
+            (&token, &[("authorization", "Basic t0k")], AuthSeen::Invalid),
+            (
+                &token,
+                &[("authorization", "Bearer t0k2")],
+                AuthSeen::Invalid,
+            ),
+            (&keys, &[], AuthSeen::Missing),
+            (
+                &keys,
+                &[("x-api-key", "k"), ("x-api-secret", "s")],
+                AuthSeen::Valid,
+            ),
+            (&keys, &[("x-api-key", "k")], AuthSeen::Invalid),
+            (
+                &keys,
+                &[("x-api-key", "k"), ("x-api-secret", "x")],
+                AuthSeen::Invalid,
+            ),
+        ];
+        for (credentials, given, want) in cases {
+            assert_eq!(credentials.check(&headers(given)), want, "{given:?}");
+        }
+    }
+
+    #[test]
+    fn records_leave_out_the_credentials_and_failures_come_first() {
+        let mut gate = Gate::new(Credentials::bearer("t0k"));
+        gate.fail_next(503u16, 1);
+        let req = Request {
+            method: Method::POST,
+            uri: "/a/b?c=d".parse().expect("a uri"),
+            headers: headers(&[("authorization", "Bearer t0k"), ("accept", "x/y")]),
+            body: Bytes::from_static(b"{\"k\":1}"),
+        };
+        assert_eq!(gate.admit(&req), (AuthSeen::Valid, Some(503)));
+        assert_eq!(gate.admit(&req), (AuthSeen::Valid, None));
+        let recorded = &gate.requests()[0];
+        assert_eq!(
+            (recorded.method.as_str(), recorded.path.as_str()),
+            ("POST", "/a/b")
+        );
+        assert_eq!(recorded.query.as_deref(), Some("c=d"));
+        assert_eq!(
+            recorded.headers.keys().collect::<Vec<_>>(),
+            ["accept"],
+            "no authorization"
+        );
+        assert_eq!(recorded.json(), Some(serde_json::json!({"k": 1})));
     }
 }

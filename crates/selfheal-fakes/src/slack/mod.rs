@@ -80,10 +80,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use tokio::sync::{watch, Notify};
+use tokio::sync::Notify;
 
 use self::socket::OutFrame;
 use self::state::{Channel, State, User};
+use crate::server::{LocalServer, Stopping};
 
 pub use self::state::{Ack, ApiCall, Ephemeral, Message, SentEnvelope};
 pub use self::web_api::ENFORCED_SCOPES;
@@ -332,13 +333,10 @@ impl FakeSlackBuilder {
     /// # Panics
     /// If no loopback port can be bound, which leaves a test nothing to do.
     pub async fn start(self) -> FakeSlack {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        let bound = LocalServer::bind("fake Slack")
             .await
             .expect("a test host can bind a loopback port");
-        let addr = listener
-            .local_addr()
-            .expect("a bound listener has a local address");
-        let (shutdown_tx, _) = watch::channel(false);
+        let addr = bound.addr();
         let config = Config {
             team_id: self.team_id,
             team_name: self.team_name,
@@ -359,29 +357,13 @@ impl FakeSlackBuilder {
             state: Mutex::new(state),
             changed: Notify::new(),
             pongs_changed: Notify::new(),
-            shutdown_tx,
-            server: Mutex::new(None),
+            stopping: bound.stopping(),
         });
-        let app = web_api::router(inner.clone());
-        let mut shutdown_rx = inner.shutdown_tx.subscribe();
-        let server = tokio::spawn(async move {
-            // Like Slack's servers, no Nagle delay: without it a frame written
-            // right after another waits for the bot's delayed TCP ack (~40 ms).
-            let listener =
-                axum::serve::ListenerExt::tap_io(listener, |tcp: &mut tokio::net::TcpStream| {
-                    let _ = tcp.set_nodelay(true);
-                });
-            let serve = axum::serve(listener, app)
-                .with_graceful_shutdown(async move { stopped(&mut shutdown_rx).await });
-            if let Err(err) = serve.await {
-                tracing::warn!(error = %err, "fake slack server stopped with an error");
-            }
-        });
-        *inner
-            .server
-            .lock()
-            .expect("fake slack server slot poisoned") = Some(server);
-        FakeSlack { inner }
+        let server = bound.serve(web_api::router(inner.clone()));
+        FakeSlack {
+            inner,
+            server: Arc::new(server),
+        }
     }
 }
 
@@ -413,9 +395,8 @@ pub(crate) struct Inner {
     changed: Notify,
     /// Signalled when [`FakeSlack::set_pongs`] flips, so connection loops re-check it.
     pongs_changed: Notify,
-    /// Flips to `true` once, on shutdown; the server, connections and timers watch it.
-    shutdown_tx: watch::Sender<bool>,
-    server: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Resolves on shutdown; connections, timers and hanging answers watch it.
+    stopping: Stopping,
 }
 
 impl Inner {
@@ -433,16 +414,12 @@ impl Inner {
     }
 }
 
-/// Resolves once the fake shuts down (or its shutdown sender is gone, which is the same).
-/// It returns nothing so no `watch` guard is held across a `select!` branch.
-async fn stopped(shutdown: &mut watch::Receiver<bool>) {
-    let _ = shutdown.wait_for(|stopping| *stopping).await;
-}
-
-/// A running fake Slack. Cheap to clone; all clones drive the same workspace.
+/// A running fake Slack. Cheap to clone; all clones drive the same workspace,
+/// which stops when the last of them is dropped.
 #[derive(Clone)]
 pub struct FakeSlack {
     inner: Arc<Inner>,
+    server: Arc<LocalServer>,
 }
 
 impl std::fmt::Debug for FakeSlack {
@@ -903,17 +880,7 @@ impl FakeSlack {
 
     /// Stops the server, closes every connection and cancels redelivery timers.
     pub async fn shutdown(self) {
-        self.inner.shutdown_tx.send_replace(true);
-        let server = self
-            .inner
-            .server
-            .lock()
-            .expect("fake slack server slot poisoned")
-            .take();
-        if let Some(server) = server {
-            // A panic in the server task already failed the test that caused it.
-            let _ = server.await;
-        }
+        self.server.stop().await;
         // Connection tasks outlive the HTTP server (they are upgraded connections);
         // wait briefly for them to notice the shutdown and unregister.
         self.wait_until(Duration::from_secs(2), |fake| {

@@ -153,7 +153,7 @@ async fn run_connection(inner: Arc<Inner>, socket: WebSocket) {
         dispatch(&inner, frame);
     }
 
-    let mut shutdown = inner.shutdown_tx.subscribe();
+    let mut stopping = inner.stopping.clone();
     loop {
         // Created before reading the flag, so a flip in between still wakes us.
         let pongs_changed = inner.pongs_changed.notified();
@@ -183,7 +183,7 @@ async fn run_connection(inner: Arc<Inner>, socket: WebSocket) {
                 Some(Ok(_)) => {}
             },
             _ = pongs_changed => {}
-            _ = super::stopped(&mut shutdown) => {
+            _ = stopping.wait() => {
                 let _ = sink.send(close_frame()).await;
                 break;
             }
@@ -309,11 +309,11 @@ fn send_locked(st: &mut State, frame: OutFrame) -> Result<Option<(String, Durati
 /// After `timeout`, redelivers the envelope if it is still unacked and has retries left.
 fn spawn_ack_timer(inner: &Arc<Inner>, envelope_id: String, timeout: Duration) {
     let inner = inner.clone();
-    let mut shutdown = inner.shutdown_tx.subscribe();
+    let mut stopping = inner.stopping.clone();
     tokio::spawn(async move {
         tokio::select! {
             _ = tokio::time::sleep(timeout) => {}
-            _ = super::stopped(&mut shutdown) => return,
+            _ = stopping.wait() => return,
         }
         let max_retries = inner.config.max_retries;
         let retry = inner.update(|st| {
@@ -350,14 +350,14 @@ pub(crate) fn disconnect_all(inner: &Arc<Inner>, reason: &str) {
         if tx.send(ConnCommand::Text(frame, None)).is_err() {
             continue;
         }
-        let mut shutdown = inner.shutdown_tx.subscribe();
+        let mut stopping = inner.stopping.clone();
         tokio::spawn(async move {
             tokio::select! {
                 _ = tokio::time::sleep(grace) => {
                     // The client may have closed first; then there is nobody to tell.
                     let _ = tx.send(ConnCommand::Close);
                 }
-                _ = super::stopped(&mut shutdown) => {}
+                _ = stopping.wait() => {}
             }
         });
     }

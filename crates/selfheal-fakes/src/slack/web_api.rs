@@ -99,10 +99,10 @@ async fn api(
     if let Some(failure) = failure {
         let response = match failure {
             Failure::Hang(delay) => {
-                let mut shutdown = inner.shutdown_tx.subscribe();
+                let mut stopping = inner.stopping.clone();
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => None,
-                    _ = super::stopped(&mut shutdown) => {
+                    _ = stopping.wait() => {
                         Some((StatusCode::SERVICE_UNAVAILABLE, "fake slack is shutting down").into_response())
                     }
                 }
@@ -158,10 +158,10 @@ async fn api(
         socket::dispatch(&inner, frame);
     }
     if let Some(delay) = late_by {
-        let mut shutdown = inner.shutdown_tx.subscribe();
+        let mut stopping = inner.stopping.clone();
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
-            _ = super::stopped(&mut shutdown) => {}
+            _ = stopping.wait() => {}
         }
     }
     let mut response = Json(reply.body).into_response();
