@@ -77,7 +77,7 @@ mod tests;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 use tokio::sync::Notify;
@@ -550,40 +550,20 @@ impl FakeSlack {
     /// # Panics
     /// If `channel` was never added: that is a mistake in the test, not a Slack error.
     pub async fn post_as_bot(&self, channel: &str, post: BotPost) -> String {
-        let (ts, frame) = self.inner.update(|st| {
-            let channel = st.expect_channel(channel);
-            let user = post.user.clone().or_else(|| {
-                (!post.classic).then(|| format!("U{}", post.bot_id.trim_start_matches('B')))
-            });
-            let message = Message {
-                ts: st.next_ts(),
-                thread_ts: st.thread_root(&channel.id, post.thread_ts.as_deref()),
-                channel: channel.id.clone(),
-                user,
-                bot_id: Some(post.bot_id.clone()),
-                app_id: if post.classic {
-                    None
-                } else {
-                    post.app_id.clone()
-                },
-                username: Some(post.name.clone()),
-                subtype: post.classic.then(|| "bot_message".to_string()),
-                text: post.text.clone(),
-                blocks: post.blocks.clone(),
-                attachments: post.attachments.clone(),
-                edits: Vec::new(),
-                edited_ts: None,
-                posted_at: Instant::now(),
-                by_bot: false,
-            };
-            let event = payloads::message_event(&self.inner.config, st, &message, &channel);
-            let frame = st.events_api_frame(&self.inner.config, event);
-            let ts = message.ts.clone();
-            st.store_message(message);
-            (ts, frame)
+        let user = post.user.clone().or_else(|| {
+            (!post.classic).then(|| format!("U{}", post.bot_id.trim_start_matches('B')))
         });
-        socket::dispatch(&self.inner, frame);
-        ts
+        self.deliver_post(channel, post.thread_ts.as_deref(), |message| Message {
+            user,
+            bot_id: Some(post.bot_id),
+            app_id: if post.classic { None } else { post.app_id },
+            username: Some(post.name),
+            subtype: post.classic.then(|| "bot_message".to_string()),
+            text: post.text,
+            blocks: post.blocks,
+            attachments: post.attachments,
+            ..message
+        })
     }
 
     /// Stores a message from a person and delivers it as an `events_api` envelope.
@@ -598,25 +578,25 @@ impl FakeSlack {
         text: &str,
         thread_ts: Option<&str>,
     ) -> String {
+        self.deliver_post(channel, thread_ts, |message| Message {
+            user: Some(user.to_string()),
+            text: text.to_string(),
+            blocks: Some(payloads::rich_text_blocks(text)),
+            ..message
+        })
+    }
+
+    /// Stores a new message in `channel` (`author` fills in who wrote what)
+    /// and delivers it as an `events_api` envelope. Returns its `ts`.
+    fn deliver_post(
+        &self,
+        channel: &str,
+        thread_ts: Option<&str>,
+        author: impl FnOnce(Message) -> Message,
+    ) -> String {
         let (ts, frame) = self.inner.update(|st| {
             let channel = st.expect_channel(channel);
-            let message = Message {
-                ts: st.next_ts(),
-                thread_ts: st.thread_root(&channel.id, thread_ts),
-                channel: channel.id.clone(),
-                user: Some(user.to_string()),
-                bot_id: None,
-                app_id: None,
-                username: None,
-                subtype: None,
-                text: text.to_string(),
-                blocks: Some(payloads::rich_text_blocks(text)),
-                attachments: None,
-                edits: Vec::new(),
-                edited_ts: None,
-                posted_at: Instant::now(),
-                by_bot: false,
-            };
+            let message = author(st.new_message(&channel.id, thread_ts));
             let event = payloads::message_event(&self.inner.config, st, &message, &channel);
             let frame = st.events_api_frame(&self.inner.config, event);
             let ts = message.ts.clone();
@@ -683,22 +663,9 @@ impl FakeSlack {
         command: &str,
         text: &str,
     ) -> String {
-        let frame = self.inner.update(|st| {
-            let envelope_id = st.next_envelope_id();
-            let envelope = payloads::slash_command_envelope(
-                &self.inner.config,
-                st,
-                &envelope_id,
-                user,
-                channel,
-                command,
-                text,
-            );
-            OutFrame::envelope(envelope, envelope_id, None, "slash_commands", 0, None)
-        });
-        let envelope_id = frame.envelope_id().unwrap_or_default().to_string();
-        socket::dispatch(&self.inner, frame);
-        envelope_id
+        self.deliver_once("slash_commands", |config, st, envelope_id| {
+            payloads::slash_command_envelope(config, st, envelope_id, user, channel, command, text)
+        })
     }
 
     /// A person clicks a button (`block_actions`) on a message. Returns the envelope id.
@@ -710,19 +677,32 @@ impl FakeSlack {
         action_id: &str,
         value: &str,
     ) -> String {
-        let frame = self.inner.update(|st| {
-            let envelope_id = st.next_envelope_id();
-            let envelope = payloads::block_actions_envelope(
-                &self.inner.config,
+        self.deliver_once("interactive", |config, st, envelope_id| {
+            payloads::block_actions_envelope(
+                config,
                 st,
-                &envelope_id,
+                envelope_id,
                 user,
                 channel,
                 message_ts,
                 action_id,
                 value,
-            );
-            OutFrame::envelope(envelope, envelope_id, None, "interactive", 0, None)
+            )
+        })
+    }
+
+    /// Delivers an envelope of `kind` that is never redelivered (Slack shows
+    /// the user an error instead); `envelope` builds it around its id.
+    /// Returns the envelope id.
+    fn deliver_once(
+        &self,
+        kind: &str,
+        envelope: impl FnOnce(&Config, &mut State, &str) -> Value,
+    ) -> String {
+        let frame = self.inner.update(|st| {
+            let envelope_id = st.next_envelope_id();
+            let envelope = envelope(&self.inner.config, st, &envelope_id);
+            OutFrame::envelope(envelope, envelope_id, None, kind, 0, None)
         });
         let envelope_id = frame.envelope_id().unwrap_or_default().to_string();
         socket::dispatch(&self.inner, frame);

@@ -248,6 +248,28 @@ impl State {
         })
     }
 
+    /// A message posted now in `channel` (an id), in the thread of `thread_ts`
+    /// if given; its author and content are for the caller to fill in.
+    pub fn new_message(&mut self, channel: &str, thread_ts: Option<&str>) -> Message {
+        Message {
+            ts: self.next_ts(),
+            thread_ts: self.thread_root(channel, thread_ts),
+            channel: channel.to_string(),
+            user: None,
+            bot_id: None,
+            app_id: None,
+            username: None,
+            subtype: None,
+            text: String::new(),
+            blocks: None,
+            attachments: None,
+            edits: Vec::new(),
+            edited_ts: None,
+            posted_at: Instant::now(),
+            by_bot: false,
+        }
+    }
+
     pub fn find_message(&self, channel: &str, ts: &str) -> Option<&Message> {
         self.messages.get(channel)?.iter().find(|m| m.ts == ts)
     }

@@ -413,25 +413,20 @@ fn post_message(config: &Config, st: &mut State, params: &Map<String, Value>) ->
             return Reply::error("thread_not_found");
         }
     }
-    let thread_root = st.thread_root(&channel.id, thread_ts.as_deref());
-    let broadcast = thread_root.is_some() && bool_param(params, "reply_broadcast");
-    let message = Message {
-        ts: st.next_ts(),
-        thread_ts: thread_root,
-        channel: channel.id.clone(),
+    let mut message = Message {
         user: Some(config.bot_user_id.clone()),
         bot_id: Some(config.bot_id.clone()),
         app_id: Some(config.app_id.clone()),
         username: Some(config.bot_name.clone()),
-        subtype: broadcast.then(|| "thread_broadcast".to_string()),
         text: text.unwrap_or_default(),
         blocks,
         attachments,
-        edits: Vec::new(),
-        edited_ts: None,
-        posted_at: Instant::now(),
         by_bot: true,
+        ..st.new_message(&channel.id, thread_ts.as_deref())
     };
+    if message.thread_ts.is_some() && bool_param(params, "reply_broadcast") {
+        message.subtype = Some("thread_broadcast".to_string());
+    }
     let body = json!({
         "ok": true,
         "channel": channel.id,
