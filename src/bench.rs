@@ -2,7 +2,8 @@
 //! and prints each figure beside its target.
 //!
 //! The bot runs as its own process (`selfheal run`, started from this very
-//! executable) so its memory and latency are its own; the fake Slack, the
+//! executable, or from the one `--bin` names, such as a build without the
+//! demo) so its memory and latency are its own; the fake Slack, the
 //! traffic and the clocks live in the bench process. Every scenario runs
 //! `runs` times on a fresh bot and database and the median is reported.
 //! History at scale runs in-process on a real SQLite file.

@@ -23,10 +23,14 @@
 //! - [`notify`]: `selfheal notify` — stores a dbt Core run's artifacts and posts its failure notification.
 //! - [`transcript`]: `selfheal session show` — a session's transcript (prompt, model exchanges, outcome, cost).
 //! - [`app`]: wires the parts together and runs until shut down.
-//! - [`demo`]: the demo world (project, origin, scheduler, fakes) behind `selfheal demo` and the end-to-end tests.
-//! - [`bench`]: `selfheal bench` — the release binary measured against the local Slack fake.
+//! - `demo` (feature `demo`): the demo world (project, origin, scheduler, fakes) behind `selfheal demo` and the end-to-end tests.
+//! - `bench` (feature `demo`): `selfheal bench` — the release binary measured against the local Slack fake.
 //! - [`fix`]: `selfheal fix`, one healing session in the terminal.
 //! - [`drill`]: `selfheal drill`, a fire drill of realistic faults on a copy of a team's dbt project.
+//!
+//! The fakes of Slack, GitHub, the model endpoint, Paradime and dbt Cloud are
+//! the `selfheal-fakes` crate: a dev-dependency, and a dependency of the
+//! `demo` feature (on by default) only, so a build without it carries none.
 
 pub mod agent;
 pub mod app;

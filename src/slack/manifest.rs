@@ -65,4 +65,14 @@ mod tests {
             ["a:b", "c"]
         );
     }
+
+    #[test]
+    fn the_manifest_grants_every_scope_the_fake_slack_enforces() {
+        // The stories run against a fake Slack granted the manifest's scopes;
+        // a method the fake guards with a scope the manifest lacks would fail
+        // there as it would in a workspace that installed the app.
+        for scope in selfheal_fakes::slack::ENFORCED_SCOPES {
+            assert!(bot_scopes().contains(scope), "{scope}");
+        }
+    }
 }
