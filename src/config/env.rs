@@ -8,14 +8,14 @@
 //! build a `Config` from a `HashMap`. Only the `from_process_env` functions
 //! touch the real environment (and, for `Config`, `.env`).
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::settings::*;
-use super::vars::{Setting, Vars};
-use super::yaml::{self, Node, Source};
+use super::recognizers::load_recognizers;
+use super::vars::{ProcessEnv, Setting, Vars};
 use super::{
     load_agents, load_schedules, AgentDef, ConfigError, ConfigErrors, Runner, Schedules, DBT_DOCTOR,
 };
@@ -117,7 +117,7 @@ pub struct Config {
 
 /// What a session needs to do real work: a repository to fix, run logs to
 /// read, dbt to verify with and a forge to open pull requests on.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct HealSettings {
     /// [`SELFHEAL_REPO`]: each session works on a fresh clone of it.
     pub repo: Option<String>,
@@ -246,7 +246,7 @@ impl Config {
         let prior_attempts = vars.value(&SELFHEAL_PRIOR_ATTEMPTS);
         let overrides = vars
             .get(&SELFHEAL_RECOGNIZERS)
-            .and_then(|path| vars.keep(load_overrides(&path)))
+            .and_then(|path| vars.keep(load_recognizers(&path)))
             .unwrap_or_default();
         let max_sessions = vars.value(&SELFHEAL_MAX_SESSIONS);
         let max_sessions_per_schedule = vars.value(&SELFHEAL_MAX_SESSIONS_PER_SCHEDULE);
@@ -421,77 +421,6 @@ impl Config {
     }
 }
 
-/// The process environment, and what loading `.env` added to it: errors
-/// say where each variable came from, or where it was looked for.
-struct ProcessEnv {
-    /// The variables set before `.env` was loaded.
-    before: HashSet<String>,
-    /// The `.env` file loaded, if any.
-    dotenv: Option<PathBuf>,
-}
-
-impl ProcessEnv {
-    /// Loads `.env` (if present), without overriding variables already set.
-    fn with_dotenv() -> Result<ProcessEnv, ConfigErrors> {
-        let before = ProcessEnv::as_is().before;
-        let dotenv = match dotenvy::dotenv() {
-            Ok(path) => Some(path),
-            Err(e) if e.not_found() => None,
-            Err(e) => {
-                return Err(ConfigErrors::new(vec![ConfigError::Env {
-                    var: ".env".into(),
-                    message: e.to_string(),
-                }]))
-            }
-        };
-        Ok(ProcessEnv { before, dotenv })
-    }
-
-    /// The process environment without `.env`.
-    fn as_is() -> ProcessEnv {
-        let before = std::env::vars_os()
-            .filter_map(|(k, _)| k.into_string().ok())
-            .collect();
-        ProcessEnv {
-            before,
-            dotenv: None,
-        }
-    }
-
-    /// What `read` makes of the process environment, its errors located.
-    fn read<T>(
-        &self,
-        read: impl FnOnce(&dyn Fn(&str) -> Option<String>) -> Result<T, ConfigErrors>,
-    ) -> Result<T, ConfigErrors> {
-        let cwd = std::env::current_dir().unwrap_or_default();
-        read(&|name| std::env::var(name).ok()).map_err(|e| {
-            e.with_origins(|var| {
-                origin(
-                    var,
-                    self.before.contains(var),
-                    std::env::var_os(var).is_some(),
-                    self.dotenv.as_deref(),
-                    &cwd,
-                )
-            })
-        })
-    }
-}
-
-/// Where a variable came from, or where it was looked for (pure).
-fn origin(var: &str, in_env: bool, set_now: bool, dotenv: Option<&Path>, cwd: &Path) -> String {
-    match (in_env, set_now, dotenv) {
-        (true, _, _) => "from the environment".into(),
-        (false, true, Some(file)) => format!("from {}", file.display()),
-        (false, _, Some(file)) => format!("in neither the environment nor {}", file.display()),
-        (false, _, None) if var == ".env" => format!("in {}", cwd.display()),
-        (false, _, None) => format!(
-            "not in the environment, and no .env in {} or its parents",
-            cwd.display()
-        ),
-    }
-}
-
 fn unspecified_runner(agent: &AgentDef) -> String {
     format!(
         "agent '{}' has no `selfheal.runner` (command, llm or builtin) in {}, and no default model \
@@ -582,68 +511,6 @@ fn required<T>(vars: &Vars, setting: &Setting<T>, source: &str) -> Result<T, Con
             SELFHEAL_RUN_LOG_SOURCE.name()
         ))
     })
-}
-
-/// Loads the `recognizers:` file named by `SELFHEAL_RECOGNIZERS`.
-fn load_overrides(file: &Path) -> Result<Vec<Override>, ConfigError> {
-    let text = yaml::read(file)?;
-    let root = yaml::parse(file, &text)?;
-    let src = yaml::source(file);
-    let top = src.map(&root, "", &["recognizers"])?;
-    let mut out = Vec::new();
-    for (i, node) in src
-        .list(top.require("recognizers")?, "recognizers")?
-        .iter()
-        .enumerate()
-    {
-        let m = src.map(
-            node,
-            &format!("recognizers[{i}]"),
-            &["source", "run_id", "schedule", "failure"],
-        )?;
-        let regex = |key: &str, group: Option<&str>| -> Result<Option<regex::Regex>, ConfigError> {
-            let Some(n) = m.get(key) else { return Ok(None) };
-            compile(src, n, &m.path_of(key), group).map(Some)
-        };
-        out.push(Override {
-            source: m.req_string("source")?,
-            run_id: regex("run_id", Some("run_id"))?
-                .ok_or_else(|| m.err("run_id", "missing required key 'run_id'"))?,
-            schedule: regex("schedule", Some("schedule"))?,
-            failure: regex("failure", None)?,
-        });
-    }
-    Ok(out)
-}
-
-fn compile(
-    src: Source,
-    node: &Node,
-    path: &str,
-    group: Option<&str>,
-) -> Result<regex::Regex, ConfigError> {
-    let pattern = src.string(node, path)?;
-    let re = regex::Regex::new(&pattern).map_err(|e| {
-        // Regex errors span several lines (pattern, caret, message); keep them on one.
-        let detail = e
-            .to_string()
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty())
-            .collect::<Vec<_>>()
-            .join(" ");
-        src.err(node, path, format!("invalid regex: {detail}"))
-    })?;
-    if let Some(group) = group {
-        if !re.capture_names().any(|n| n == Some(group)) {
-            return Err(src.err(
-                node,
-                path,
-                format!("the regex must have a named group (?P<{group}>…)"),
-            ));
-        }
-    }
-    Ok(re)
 }
 
 #[cfg(test)]
@@ -801,10 +668,12 @@ schedules:
                 ("SELFHEAL_DEFAULT_AGENT", "bolt-pipeline-healer"),
                 ("SELFHEAL_EDIT_INTERVAL_MS", ""),
                 ("SELFHEAL_ON_RESTART", "report"),
+                ("SELFHEAL_NOTIFY_TOKEN", "xoxb-notifier"),
             ],
         ))
         .expect("loads");
         assert!(!config.rerun_interrupted);
+        assert_eq!(config.slack.notify_token, Some(Secret::new("xoxb-notifier")));
         assert_eq!(config.slack.api_url, "http://127.0.0.1:9999/api/");
         assert_eq!(
             config.agents_dir,
@@ -930,31 +799,34 @@ schedules:
     }
 
     #[test]
-    fn a_variable_is_said_to_come_from_the_environment_or_the_dotenv_file() {
-        let file = Path::new("/srv/bot/.env");
-        let cwd = Path::new("/srv/bot");
-        let cases = [
-            ("X", true, true, Some(file), "from the environment"),
-            ("X", false, true, Some(file), "from /srv/bot/.env"),
-            (
-                "X",
-                false,
-                false,
-                Some(file),
-                "in neither the environment nor /srv/bot/.env",
-            ),
-            (
-                "X",
-                false,
-                false,
-                None,
-                "not in the environment, and no .env in /srv/bot or its parents",
-            ),
-            ("X", true, true, None, "from the environment"),
+    fn run_and_fix_read_the_dbt_settings_alike() {
+        let dir = project(SCHEDULES, AGENT);
+        let dbt_vars = [
+            ("SELFHEAL_DBT", "/opt/dbt/bin/dbt"),
+            ("SELFHEAL_DBT_PROFILES_DIR", "/etc/dbt"),
+            ("SELFHEAL_DBT_TARGET", "ci"),
+            ("SELFHEAL_DBT_PROD_TARGET", "prod"),
+            ("SELFHEAL_DBT_STATE_DIR", "/srv/state"),
+            ("SELFHEAL_DBT_TIMEOUT_SECS", "60"),
         ];
-        for (var, in_env, set_now, dotenv, want) in cases {
-            assert_eq!(origin(var, in_env, set_now, dotenv, cwd), want);
+        for set in [&dbt_vars[..], &[]] {
+            let env = vars(dir.path(), set);
+            let heal = load(&env).expect("loads").heal;
+            let dbt = DbtSettings::from_env(&|name| env.get(name).cloned()).expect("valid");
+            // What `fix` reads changes nothing in what `run` read.
+            assert_eq!(heal.clone().with_dbt(dbt), heal, "{set:?}");
         }
+        let defaults = DbtSettings::from_env(&|_| None).expect("no setting is required");
+        assert_eq!((defaults.exe, defaults.timeout), (PathBuf::from("dbt"), Duration::from_secs(900)));
+
+        let bad = [("SELFHEAL_DBT_TIMEOUT_SECS", "soon")];
+        let env = vars(dir.path(), &bad);
+        let from_run = load(&env).expect_err("a bad timeout").to_string();
+        let from_fix = DbtSettings::from_env(&|name| env.get(name).cloned())
+            .expect_err("a bad timeout")
+            .to_string();
+        assert_eq!(from_run, "SELFHEAL_DBT_TIMEOUT_SECS: 'soon' is not a whole number");
+        assert_eq!(from_fix, from_run);
     }
 
     #[test]

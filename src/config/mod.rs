@@ -13,6 +13,7 @@
 //!   renders the README's settings tables and `.env.example` from them.
 //! - [`env`](Config): the settings as a typed [`Config`] (and [`DbtSettings`]
 //!   for `fix`), and the cross-checks between all of the above.
+//! - `recognizers`: the `SELFHEAL_RECOGNIZERS` file of per-notifier regexes.
 //! - `yaml`: a located YAML tree and a small reader over it (private).
 //!
 //! This module reads files and the environment only when asked to load; it
@@ -23,6 +24,7 @@ mod agents;
 #[cfg(test)]
 mod docs;
 mod env;
+mod recognizers;
 mod schedules;
 pub mod settings;
 mod vars;

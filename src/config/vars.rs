@@ -8,11 +8,12 @@
 //! go. An empty variable counts as unset, so a copied `.env.example` with
 //! blank values works.
 //!
-//! Only the two `*_process_env` functions touch the real environment; this
-//! module never reads files.
+//! Only [`ProcessEnv`] and the `*_process_env` functions touch the real
+//! environment (and `.env`); this module reads no other file.
 
 use std::cell::RefCell;
-use std::path::PathBuf;
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -205,6 +206,77 @@ impl<'a> Vars<'a> {
     }
 }
 
+/// The process environment, and what loading `.env` added to it: errors
+/// say where each variable came from, or where it was looked for.
+pub(super) struct ProcessEnv {
+    /// The variables set before `.env` was loaded.
+    before: HashSet<String>,
+    /// The `.env` file loaded, if any.
+    dotenv: Option<PathBuf>,
+}
+
+impl ProcessEnv {
+    /// Loads `.env` (if present), without overriding variables already set.
+    pub(super) fn with_dotenv() -> Result<ProcessEnv, ConfigErrors> {
+        let before = ProcessEnv::as_is().before;
+        let dotenv = match dotenvy::dotenv() {
+            Ok(path) => Some(path),
+            Err(e) if e.not_found() => None,
+            Err(e) => {
+                return Err(ConfigErrors::new(vec![ConfigError::Env {
+                    var: ".env".into(),
+                    message: e.to_string(),
+                }]))
+            }
+        };
+        Ok(ProcessEnv { before, dotenv })
+    }
+
+    /// The process environment without `.env`.
+    pub(super) fn as_is() -> ProcessEnv {
+        let before = std::env::vars_os()
+            .filter_map(|(k, _)| k.into_string().ok())
+            .collect();
+        ProcessEnv {
+            before,
+            dotenv: None,
+        }
+    }
+
+    /// What `read` makes of the process environment, its errors located.
+    pub(super) fn read<T>(
+        &self,
+        read: impl FnOnce(&dyn Fn(&str) -> Option<String>) -> Result<T, ConfigErrors>,
+    ) -> Result<T, ConfigErrors> {
+        let cwd = std::env::current_dir().unwrap_or_default();
+        read(&|name| std::env::var(name).ok()).map_err(|e| {
+            e.with_origins(|var| {
+                origin(
+                    var,
+                    self.before.contains(var),
+                    std::env::var_os(var).is_some(),
+                    self.dotenv.as_deref(),
+                    &cwd,
+                )
+            })
+        })
+    }
+}
+
+/// Where a variable came from, or where it was looked for (pure).
+fn origin(var: &str, in_env: bool, set_now: bool, dotenv: Option<&Path>, cwd: &Path) -> String {
+    match (in_env, set_now, dotenv) {
+        (true, _, _) => "from the environment".into(),
+        (false, true, Some(file)) => format!("from {}", file.display()),
+        (false, _, Some(file)) => format!("in neither the environment nor {}", file.display()),
+        (false, _, None) if var == ".env" => format!("in {}", cwd.display()),
+        (false, _, None) => format!(
+            "not in the environment, and no .env in {} or its parents",
+            cwd.display()
+        ),
+    }
+}
+
 // The parsers most settings share. Each gets a trimmed, non-empty value.
 
 pub fn text(value: &str) -> Result<String, String> {
@@ -318,6 +390,34 @@ mod tests {
         );
         assert_eq!(NUMBER.set(&lookup).map_err(|e| e.to_string()), Err("N: 'five' is not a whole number".into()));
         assert_eq!(NUMBER.set(&|_: &str| None).ok(), Some(None), "set ignores the default");
+    }
+
+    #[test]
+    fn a_variable_is_said_to_come_from_the_environment_or_the_dotenv_file() {
+        let file = Path::new("/srv/bot/.env");
+        let cwd = Path::new("/srv/bot");
+        let cases = [
+            ("X", true, true, Some(file), "from the environment"),
+            ("X", false, true, Some(file), "from /srv/bot/.env"),
+            (
+                "X",
+                false,
+                false,
+                Some(file),
+                "in neither the environment nor /srv/bot/.env",
+            ),
+            (
+                "X",
+                false,
+                false,
+                None,
+                "not in the environment, and no .env in /srv/bot or its parents",
+            ),
+            ("X", true, true, None, "from the environment"),
+        ];
+        for (var, in_env, set_now, dotenv, want) in cases {
+            assert_eq!(origin(var, in_env, set_now, dotenv, cwd), want);
+        }
     }
 
     #[test]
