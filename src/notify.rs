@@ -147,7 +147,11 @@ pub async fn run(cfg: &Config, req: &Request) -> Result<Report> {
 
     let log = runlog::parse(&req.run_id, &artifacts);
     let (text, blocks) = notification(&req.schedule, &log);
-    let token = cfg.slack.notify_token.as_ref().unwrap_or(&cfg.slack.bot_token);
+    let token = cfg
+        .slack
+        .notify_token
+        .as_ref()
+        .unwrap_or(&cfg.slack.bot_token);
     let client = Arc::new(SlackClient::new(connector(&cfg.slack.api_url)?));
     let web = SlackWeb::new(
         client,

@@ -84,7 +84,10 @@ pub fn readme_table(table: Table) -> String {
             Unset::Means(words) => words.to_string(),
             Unset::Off => "—".to_string(),
         };
-        out.push_str(&format!("| `{}` | {default} | {} |\n", about.name, about.doc));
+        out.push_str(&format!(
+            "| `{}` | {default} | {} |\n",
+            about.name, about.doc
+        ));
     }
     out
 }
@@ -203,7 +206,10 @@ mod tests {
         let readme = with_readme_tables(&readme).unwrap_or_else(|e| panic!("{e}"));
         // A stale file is rewritten, so that the next run passes, and the test fails.
         let mut stale = vec![];
-        for (path, want) in [(readme_path, readme), (root.join(".env.example"), env_example())] {
+        for (path, want) in [
+            (readme_path, readme),
+            (root.join(".env.example"), env_example()),
+        ] {
             if std::fs::read_to_string(&path).unwrap_or_default() != want {
                 std::fs::write(&path, want).expect("rewrite the stale file");
                 stale.push(path.display().to_string());
@@ -222,7 +228,12 @@ mod tests {
         let mut seen = vec![];
         for about in ALL.iter().map(|s| s.about()) {
             if seen.last() != Some(&about.section) {
-                assert!(!seen.contains(&about.section), "{:?} comes back at {}", about.section, about.name);
+                assert!(
+                    !seen.contains(&about.section),
+                    "{:?} comes back at {}",
+                    about.section,
+                    about.name
+                );
                 seen.push(about.section);
             }
         }
@@ -233,7 +244,10 @@ mod tests {
         use crate::config::settings::*;
         let row = |name: &str| {
             let table = Table::ALL.map(readme_table).concat();
-            table.lines().find(|l| l.starts_with(&format!("| `{name}` |"))).map(str::to_owned)
+            table
+                .lines()
+                .find(|l| l.starts_with(&format!("| `{name}` |")))
+                .map(str::to_owned)
         };
         // (setting, its README row, its .env.example entry)
         let cases: [(&dyn crate::config::vars::Declared, &str, &str); 4] = [
@@ -267,8 +281,10 @@ mod tests {
 
     #[test]
     fn a_readme_without_a_table_marker_is_refused() {
-        let err = with_readme_tables("# selfheal\n<!-- settings: main -->\n| old |\n<!-- end settings -->\n")
-            .expect_err("two tables are missing");
+        let err = with_readme_tables(
+            "# selfheal\n<!-- settings: main -->\n| old |\n<!-- end settings -->\n",
+        )
+        .expect_err("two tables are missing");
         assert_eq!(err, "the README has no `<!-- settings: healing -->` line");
     }
 }

@@ -13,8 +13,8 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::settings::*;
 use super::recognizers::load_recognizers;
+use super::settings::*;
 use super::vars::{ProcessEnv, Setting, Vars};
 use super::{
     load_agents, load_schedules, AgentDef, ConfigError, ConfigErrors, Runner, Schedules, DBT_DOCTOR,
@@ -487,7 +487,11 @@ fn default_agents_dir(schedules_path: &Path) -> PathBuf {
 fn run_log_source(vars: &Vars) -> Result<Option<SourceSettings>, ConfigError> {
     let source = match vars.read(&SELFHEAL_RUN_LOG_SOURCE)? {
         None => vars.read(&SELFHEAL_RUN_LOGS)?.map(SourceSettings::Dir),
-        Some(RunLogKind::Dir) => Some(SourceSettings::Dir(required(vars, &SELFHEAL_RUN_LOGS, "dir")?)),
+        Some(RunLogKind::Dir) => Some(SourceSettings::Dir(required(
+            vars,
+            &SELFHEAL_RUN_LOGS,
+            "dir",
+        )?)),
         Some(RunLogKind::Paradime) => Some(SourceSettings::Paradime(ParadimeSettings {
             endpoint: required(vars, &PARADIME_API_ENDPOINT, "paradime")?,
             api_key: required(vars, &PARADIME_API_KEY, "paradime")?,
@@ -673,7 +677,10 @@ schedules:
         ))
         .expect("loads");
         assert!(!config.rerun_interrupted);
-        assert_eq!(config.slack.notify_token, Some(Secret::new("xoxb-notifier")));
+        assert_eq!(
+            config.slack.notify_token,
+            Some(Secret::new("xoxb-notifier"))
+        );
         assert_eq!(config.slack.api_url, "http://127.0.0.1:9999/api/");
         assert_eq!(
             config.agents_dir,
@@ -817,7 +824,10 @@ schedules:
             assert_eq!(heal.clone().with_dbt(dbt), heal, "{set:?}");
         }
         let defaults = DbtSettings::from_env(&|_| None).expect("no setting is required");
-        assert_eq!((defaults.exe, defaults.timeout), (PathBuf::from("dbt"), Duration::from_secs(900)));
+        assert_eq!(
+            (defaults.exe, defaults.timeout),
+            (PathBuf::from("dbt"), Duration::from_secs(900))
+        );
 
         let bad = [("SELFHEAL_DBT_TIMEOUT_SECS", "soon")];
         let env = vars(dir.path(), &bad);
@@ -825,7 +835,10 @@ schedules:
         let from_fix = DbtSettings::from_env(&|name| env.get(name).cloned())
             .expect_err("a bad timeout")
             .to_string();
-        assert_eq!(from_run, "SELFHEAL_DBT_TIMEOUT_SECS: 'soon' is not a whole number");
+        assert_eq!(
+            from_run,
+            "SELFHEAL_DBT_TIMEOUT_SECS: 'soon' is not a whole number"
+        );
         assert_eq!(from_fix, from_run);
     }
 

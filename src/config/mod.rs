@@ -34,8 +34,8 @@ use std::path::PathBuf;
 
 pub use agents::{load_agents, AgentDef, Runner, ToolPolicy, DBT_DOCTOR};
 pub use env::{Config, DbtSettings, HealSettings, Secret, SlackSettings, SHUTDOWN_GRACE};
-pub use vars::{About, Declared, Setting, Unset};
 pub use schedules::{load_schedules, NotifyEvent, Schedule, Schedules, SelfHealing, SlackNotify};
+pub use vars::{About, Declared, Setting, Unset};
 
 /// Why the configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]

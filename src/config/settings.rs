@@ -13,8 +13,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::vars::{list, millis, path, seconds, secret, text, whole, About, Declared, Setting};
 use super::vars::Unset::{Means, Off, Required, Use};
+use super::vars::{list, millis, path, seconds, secret, text, whole, About, Declared, Setting};
 use super::{Secret, DBT_DOCTOR};
 
 /// Where the docs list a setting: a heading of `.env.example`, and one of
@@ -608,7 +608,12 @@ mod tests {
                 assert_eq!(setting.check(default), Ok(()), "{}'s default", about.name);
             }
             if !about.example.is_empty() {
-                assert_eq!(setting.check(about.example), Ok(()), "{}'s example", about.name);
+                assert_eq!(
+                    setting.check(about.example),
+                    Ok(()),
+                    "{}'s example",
+                    about.name
+                );
             }
         }
     }
@@ -626,7 +631,11 @@ mod tests {
                 about.name
             );
             if let Unset::Means(words) | Unset::Required(words) = about.unset {
-                assert!(!words.is_empty(), "{} says nothing about being unset", about.name);
+                assert!(
+                    !words.is_empty(),
+                    "{} says nothing about being unset",
+                    about.name
+                );
             }
         }
     }
@@ -640,11 +649,22 @@ mod tests {
         let cases: [(&dyn Declared, String); 5] = [
             (
                 &SELFHEAL_DBT_CLOUD_ARTIFACT_WAIT_SECS,
-                crate::runlog::dbt_cloud::DEFAULT_ARTIFACT_WAIT.as_secs().to_string(),
+                crate::runlog::dbt_cloud::DEFAULT_ARTIFACT_WAIT
+                    .as_secs()
+                    .to_string(),
             ),
-            (&SELFHEAL_LLM_MAX_TURNS, LlmSettings::DEFAULT_MAX_TURNS.to_string()),
-            (&SELFHEAL_LLM_MAX_TOKENS, LlmSettings::DEFAULT_MAX_TOKENS.to_string()),
-            (&SELFHEAL_LLM_TIMEOUT_SECS, LlmSettings::DEFAULT_TIMEOUT.as_secs().to_string()),
+            (
+                &SELFHEAL_LLM_MAX_TURNS,
+                LlmSettings::DEFAULT_MAX_TURNS.to_string(),
+            ),
+            (
+                &SELFHEAL_LLM_MAX_TOKENS,
+                LlmSettings::DEFAULT_MAX_TOKENS.to_string(),
+            ),
+            (
+                &SELFHEAL_LLM_TIMEOUT_SECS,
+                LlmSettings::DEFAULT_TIMEOUT.as_secs().to_string(),
+            ),
             (
                 &SELFHEAL_LLM_CONTEXT_TOKENS,
                 crate::agent::llm::context::DEFAULT_CONTEXT_TOKENS.to_string(),
@@ -655,28 +675,128 @@ mod tests {
         }
     }
 
+    /// Every `.rs` file under `src/`, with its path from the crate root.
+    fn sources() -> Vec<(String, String)> {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut dirs = vec![root.join("src")];
+        let mut files = vec![];
+        while let Some(dir) = dirs.pop() {
+            for entry in std::fs::read_dir(&dir).expect("read src").flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    dirs.push(path);
+                } else if path.extension().is_some_and(|e| e == "rs") {
+                    let text = std::fs::read_to_string(&path).expect("read a source file");
+                    let name = path.strip_prefix(root).expect("under the root");
+                    files.push((name.display().to_string(), text));
+                }
+            }
+        }
+        files
+    }
+
+    #[test]
+    fn every_setting_is_read_through_its_declaration_and_no_other_way() {
+        // Reads of a variable by a literal name, outside the declarations.
+        // Allowed: tests finding the pinned dbt, and `selfheal bench`'s
+        // SELFHEAL_BENCH_BOT, a knob for measuring another build of the
+        // bench's own child process, not a setting of the bot.
+        let reader = regex::Regex::new(r#"(env::var(_os)?|from_env)\("(SELFHEAL|SLACK)_\w+"\)"#)
+            .expect("a valid regex");
+        let allowed = ["src/doctor/e2e_tests.rs", "src/agent/llm/tests.rs"];
+        let sources = sources();
+        for (file, text) in &sources {
+            for found in reader.find_iter(text) {
+                let ok = allowed.contains(&file.as_str())
+                    || (file == "src/bench.rs" && found.as_str().contains("SELFHEAL_BENCH_BOT"));
+                assert!(
+                    ok,
+                    "{file} reads {} by its name: declare it in config::settings",
+                    found.as_str()
+                );
+            }
+        }
+        // And every declaration is read somewhere (or its docs would describe nothing).
+        for setting in ALL {
+            let name = setting.about().name;
+            let read = regex::Regex::new(&format!(r"&{name}\b|\b{name}\.[a-z_]+\("))
+                .expect("a valid regex");
+            assert!(
+                sources
+                    .iter()
+                    .any(|(file, text)| file != "src/config/settings.rs" && read.is_match(text)),
+                "{name} is declared but never read"
+            );
+        }
+    }
+
     #[test]
     fn values_are_parsed_or_refused_with_a_reason() {
         fn check<T: std::fmt::Debug>(s: &Setting<T>, value: &str, want: Result<&str, &str>) {
             let got = (s.parse)(value).map(|v| format!("{v:?}"));
-            assert_eq!(got.as_deref().map_err(String::as_str), want, "{} = {value:?}", s.name());
+            assert_eq!(
+                got.as_deref().map_err(String::as_str),
+                want,
+                "{} = {value:?}",
+                s.name()
+            );
         }
-        check(&SLACK_API_URL, "http://127.0.0.1:9999/api//", Ok("\"http://127.0.0.1:9999/api/\""));
-        check(&SLACK_API_URL, "https://", Err("'https://' is not an http(s) URL"));
-        check(&SLACK_API_URL, "slack.com/api", Err("'slack.com/api' is not an http(s) URL"));
+        check(
+            &SLACK_API_URL,
+            "http://127.0.0.1:9999/api//",
+            Ok("\"http://127.0.0.1:9999/api/\""),
+        );
+        check(
+            &SLACK_API_URL,
+            "https://",
+            Err("'https://' is not an http(s) URL"),
+        );
+        check(
+            &SLACK_API_URL,
+            "slack.com/api",
+            Err("'slack.com/api' is not an http(s) URL"),
+        );
         check(&SLACK_APP_TOKEN, "xoxb-wrong", Err("must start with xapp-"));
         check(&SLACK_BOT_TOKEN, "xoxb-1", Ok("Secret(***)"));
         check(&SELFHEAL_ON_RESTART, "report", Ok("false"));
-        check(&SELFHEAL_ON_RESTART, "resume", Err("'resume' is neither 'rerun' nor 'report'"));
+        check(
+            &SELFHEAL_ON_RESTART,
+            "resume",
+            Err("'resume' is neither 'rerun' nor 'report'"),
+        );
         check(&SELFHEAL_RUN_LOG_SOURCE, "DBT-Cloud", Ok("DbtCloud"));
-        check(&SELFHEAL_RUN_LOG_SOURCE, "s3", Err("'s3' is not a run-log source (dir, paradime or dbt_cloud)"));
-        check(&DBT_CLOUD_API_URL, "https://emea.dbt.com/api/v2/", Ok("\"https://emea.dbt.com\""));
+        check(
+            &SELFHEAL_RUN_LOG_SOURCE,
+            "s3",
+            Err("'s3' is not a run-log source (dir, paradime or dbt_cloud)"),
+        );
+        check(
+            &DBT_CLOUD_API_URL,
+            "https://emea.dbt.com/api/v2/",
+            Ok("\"https://emea.dbt.com\""),
+        );
         check(&DBT_CLOUD_API_TOKEN, "Bearer dbtc_1", Ok("Secret(***)"));
-        check(&DBT_CLOUD_ACCOUNT_ID, "0", Err("'0' is not an account id (a whole number)"));
-        check(&SELFHEAL_GITHUB_API_URL, "https://ghe.acme.com/api/v3/", Ok("\"https://ghe.acme.com/api/v3\""));
-        check(&SELFHEAL_LLM_BASE_URL, "localhost:11434", Err("must be an http(s) URL, got \"localhost:11434\""));
+        check(
+            &DBT_CLOUD_ACCOUNT_ID,
+            "0",
+            Err("'0' is not an account id (a whole number)"),
+        );
+        check(
+            &SELFHEAL_GITHUB_API_URL,
+            "https://ghe.acme.com/api/v3/",
+            Ok("\"https://ghe.acme.com/api/v3\""),
+        );
+        check(
+            &SELFHEAL_LLM_BASE_URL,
+            "localhost:11434",
+            Err("must be an http(s) URL, got \"localhost:11434\""),
+        );
         check(&SELFHEAL_LLM_CONTEXT_TOKENS, "512", Err("must be a whole number of tokens, at least 1024 (the model's context window), got \"512\""));
-        check(&SELFHEAL_DBT_TIMEOUT_SECS, "15m", Err("'15m' is not a whole number"));
+        check(
+            &SELFHEAL_DBT_TIMEOUT_SECS,
+            "15m",
+            Err("'15m' is not a whole number"),
+        );
         check(&SELFHEAL_DBT_TIMEOUT_SECS, "60", Ok("60s"));
     }
 }

@@ -353,13 +353,36 @@ mod tests {
     #[test]
     fn a_setting_reads_its_value_its_default_or_says_what_is_wrong() {
         // (variables set, what N, R and O read as)
-        type Case = (&'static [(&'static str, &'static str)], [Result<Option<&'static str>, &'static str>; 3]);
+        type Case = (
+            &'static [(&'static str, &'static str)],
+            [Result<Option<&'static str>, &'static str>; 3],
+        );
         let cases: &[Case] = &[
             (&[("R", "x")], [Ok(Some("7")), Ok(Some("x")), Ok(None)]),
-            (&[("N", " 12 "), ("R", " y "), ("O", "o")], [Ok(Some("12")), Ok(Some("y")), Ok(Some("o"))]),
-            (&[("N", ""), ("R", "  "), ("O", "")], [Ok(Some("7")), Err("R: is required (a name)"), Ok(None)]),
-            (&[("N", "1s")], [Err("N: '1s' is not a whole number"), Err("R: is required (a name)"), Ok(None)]),
-            (&[("N", "-1")], [Err("N: '-1' is not a whole number"), Err("R: is required (a name)"), Ok(None)]),
+            (
+                &[("N", " 12 "), ("R", " y "), ("O", "o")],
+                [Ok(Some("12")), Ok(Some("y")), Ok(Some("o"))],
+            ),
+            (
+                &[("N", ""), ("R", "  "), ("O", "")],
+                [Ok(Some("7")), Err("R: is required (a name)"), Ok(None)],
+            ),
+            (
+                &[("N", "1s")],
+                [
+                    Err("N: '1s' is not a whole number"),
+                    Err("R: is required (a name)"),
+                    Ok(None),
+                ],
+            ),
+            (
+                &[("N", "-1")],
+                [
+                    Err("N: '-1' is not a whole number"),
+                    Err("R: is required (a name)"),
+                    Ok(None),
+                ],
+            ),
         ];
         for (set, want) in cases {
             let env: HashMap<&str, &str> = set.iter().copied().collect();
@@ -370,7 +393,9 @@ mod tests {
                 shown(NEEDED.read(&lookup)),
                 shown(OPTIONAL.read(&lookup)),
             ];
-            let want = want.clone().map(|w| w.map(|v| v.map(str::to_owned)).map_err(str::to_owned));
+            let want = want
+                .clone()
+                .map(|w| w.map(|v| v.map(str::to_owned)).map_err(str::to_owned));
             assert_eq!(got, want, "{set:?}");
         }
     }
@@ -388,8 +413,15 @@ mod tests {
             problems,
             ["N: 'five' is not a whole number", "R: is required (a name)"]
         );
-        assert_eq!(NUMBER.set(&lookup).map_err(|e| e.to_string()), Err("N: 'five' is not a whole number".into()));
-        assert_eq!(NUMBER.set(&|_: &str| None).ok(), Some(None), "set ignores the default");
+        assert_eq!(
+            NUMBER.set(&lookup).map_err(|e| e.to_string()),
+            Err("N: 'five' is not a whole number".into())
+        );
+        assert_eq!(
+            NUMBER.set(&|_: &str| None).ok(),
+            Some(None),
+            "set ignores the default"
+        );
     }
 
     #[test]
