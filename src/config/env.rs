@@ -230,7 +230,7 @@ impl Config {
             .or_else(|| schedules_path.as_deref().map(default_agents_dir));
         let schedules = schedules_path
             .as_deref()
-            .and_then(|path| vars.keep(load_schedules(path)));
+            .and_then(|path| vars.keep_all(load_schedules(path)));
         let agents = agents_dir
             .as_deref()
             .and_then(|dir| vars.keep(load_agents(dir)))

@@ -190,6 +190,13 @@ impl<'a> Vars<'a> {
         result.map_err(|e| self.problems.borrow_mut().push(e)).ok()
     }
 
+    /// `result`'s value, or `None` after keeping each of its problems.
+    pub fn keep_all<T>(&self, result: Result<T, Vec<ConfigError>>) -> Option<T> {
+        result
+            .map_err(|e| self.problems.borrow_mut().extend(e))
+            .ok()
+    }
+
     /// Every problem kept so far, in the order found.
     pub fn into_problems(self) -> Vec<ConfigError> {
         self.problems.into_inner()

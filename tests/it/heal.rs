@@ -325,17 +325,35 @@ async fn doctor_fixes(case: &str, node: &str, file: &str, run_id: &str) {
 
 #[tokio::test]
 async fn dbt_doctor_fixes_a_missing_source_table() {
-    doctor_fixes("source_typo", "stg_orders", "models/staging/stg_orders.sql", "202").await;
+    doctor_fixes(
+        "source_typo",
+        "stg_orders",
+        "models/staging/stg_orders.sql",
+        "202",
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn dbt_doctor_fixes_an_unknown_column_duckdb_names_candidates_for() {
-    doctor_fixes("column_typo", "stg_orders", "models/staging/stg_orders.sql", "203").await;
+    doctor_fixes(
+        "column_typo",
+        "stg_orders",
+        "models/staging/stg_orders.sql",
+        "203",
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn dbt_doctor_fixes_a_misspelt_macro() {
-    doctor_fixes("macro_typo", "customers", "models/marts/customers.sql", "204").await;
+    doctor_fixes(
+        "macro_typo",
+        "customers",
+        "models/marts/customers.sql",
+        "204",
+    )
+    .await;
 }
 
 #[tokio::test]

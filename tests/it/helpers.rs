@@ -372,11 +372,7 @@ pub const HEALING_REPLY: &str = "🦖 Self-healing enabled — starting healing 
 
 /// Waits until the session of `run_id` in a staged world's database ends
 /// (the demo's world or a team layout's, `World`).
-pub async fn world_session_end(
-    world: &World,
-    run_id: &str,
-    within: Duration,
-) -> SessionRow {
+pub async fn world_session_end(world: &World, run_id: &str, within: Duration) -> SessionRow {
     let store = Store::open(&world.root.join("selfheal.db")).unwrap();
     let deadline = tokio::time::Instant::now() + within;
     loop {
@@ -398,11 +394,7 @@ pub async fn world_session_end(
 
 /// The final message of a staged world's healing thread (the last bot
 /// message saying how the session ended).
-pub async fn world_final_message(
-    world: &World,
-    ts: &str,
-    within: Duration,
-) -> String {
+pub async fn world_final_message(world: &World, ts: &str, within: Duration) -> String {
     let bot = world.slack.bot_user_id().to_string();
     world
         .slack
@@ -485,7 +477,11 @@ pub async fn yesterdays_run_passed(world: &World, project: &str) {
         return;
     }
     let run = world.scheduled_run("baseline").await.unwrap();
-    assert!(run.passed, "{project}: yesterday's run passes:\n{}", run.console);
+    assert!(
+        run.passed,
+        "{project}: yesterday's run passes:\n{}",
+        run.console
+    );
     keep(project, world, None);
 }
 
@@ -494,13 +490,20 @@ pub async fn break_main(world: &World, project: &str, breakage: &Breakage, run_i
     world.push_breakage(breakage).await.expect("breakage");
     // A project with packages keeps what `dbt deps` installed in the
     // scheduler's checkout too: its runs are not kept.
-    let key = format!("{project} {}: {:?} → {:?}", breakage.file, breakage.find, breakage.replace);
+    let key = format!(
+        "{project} {}: {:?} → {:?}",
+        breakage.file, breakage.find, breakage.replace
+    );
     let keepable = !world.prod.join("packages.yml").exists();
     if keepable && restore_kept(&key, world, Some(run_id)) {
         return;
     }
     let run = world.scheduled_run(run_id).await.unwrap();
-    assert!(!run.passed, "the broken commit must fail dbt:\n{}", run.console);
+    assert!(
+        !run.passed,
+        "the broken commit must fail dbt:\n{}",
+        run.console
+    );
     if keepable {
         keep(&key, world, Some(run_id));
     }
@@ -525,7 +528,9 @@ fn restore_kept(key: &str, world: &World, run_id: Option<&str>) -> bool {
         return false;
     };
     for file in &world.production {
-        let relative = file.strip_prefix(&world.root).expect("production is in the world");
+        let relative = file
+            .strip_prefix(&world.root)
+            .expect("production is in the world");
         std::fs::create_dir_all(file.parent().unwrap()).unwrap();
         std::fs::copy(dir.join("production").join(relative), file).expect("copying a kept run");
     }
@@ -548,7 +553,9 @@ fn keep(key: &str, world: &World, run_id: Option<&str>) {
     static STORIES: AtomicUsize = AtomicUsize::new(0);
     let dir = kept_dir().join(STORIES.fetch_add(1, Ordering::Relaxed).to_string());
     for file in &world.production {
-        let relative = file.strip_prefix(&world.root).expect("production is in the world");
+        let relative = file
+            .strip_prefix(&world.root)
+            .expect("production is in the world");
         let to = dir.join("production").join(relative);
         std::fs::create_dir_all(to.parent().unwrap()).unwrap();
         std::fs::copy(file, &to).expect("keeping a run");
@@ -560,7 +567,9 @@ fn keep(key: &str, world: &World, run_id: Option<&str>) {
             std::fs::copy(&from, dir.join("log").join(from.file_name().unwrap())).unwrap();
         }
     }
-    KEPT.lock().unwrap().insert(key.to_string(), (dir, world.root.clone()));
+    KEPT.lock()
+        .unwrap()
+        .insert(key.to_string(), (dir, world.root.clone()));
 }
 
 /// This test process's folder of kept runs, under cargo's temporary folder
