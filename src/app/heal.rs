@@ -30,7 +30,7 @@ impl App {
     /// The schedule's YAML, overridden by `/selfheal`, and the pause switch.
     pub(super) fn healing_now(&self, schedule: &str) -> Result<HealingNow> {
         let paused = crate::commands::paused(&self.parts.store)?;
-        let channel = crate::commands::effective(&self.parts, schedule)?
+        let channel = crate::commands::effective(&self.parts.cfg, &self.parts.store, schedule)?
             .filter(|e| e.enabled)
             .and_then(|e| e.healing_channel);
         let switch = match (&channel, paused) {
@@ -187,8 +187,10 @@ impl App {
     /// The agent that heals the schedule now: YAML, overridden by `/selfheal`,
     /// else the default agent.
     pub(super) fn agent_in_force(&self, schedule: &Schedule) -> Result<Option<String>> {
-        Ok(crate::commands::effective(&self.parts, &schedule.name)?
-            .and_then(|e| e.agent(&self.parts.cfg).map(str::to_string)))
+        Ok(
+            crate::commands::effective(&self.parts.cfg, &self.parts.store, &schedule.name)?
+                .and_then(|e| e.agent(&self.parts.cfg).map(str::to_string)),
+        )
     }
 
     /// Claims the failure and, if this call won the claim, posts the healing

@@ -313,143 +313,102 @@ mod tests {
         }
     }
 
+    fn heal_with(name: Option<&str>) -> Decision {
+        HealOnRequest {
+            agent: name.map(str::to_string),
+        }
+    }
+
+    // The tables below keep one case per line, aligned in columns; rustfmt
+    // would fold them into several lines each.
+
     #[test]
+    #[rustfmt::skip]
     fn a_notification_heals_in_the_healing_channel_and_points_or_waits_elsewhere() {
-        check(notification(true, On, HealingChannel, false), HealHere);
+        //                 first  switch place            thread
+        check(notification(true,  On,    HealingChannel,  false), HealHere);
         // The claim, not the policy, refuses a second session for the failure.
-        check(notification(true, On, HealingChannel, true), HealHere);
-        check(notification(true, On, NotifiedChannel, true), Point);
-        check(
-            notification(true, On, NotifiedChannel, false),
-            AwaitHealingCopy,
-        );
-        check(notification(true, On, Elsewhere, true), Ignore(NotNotified));
-        check(
-            notification(true, On, Elsewhere, false),
-            Ignore(NotNotified),
-        );
+        check(notification(true,  On,    HealingChannel,  true),  HealHere);
+        check(notification(true,  On,    NotifiedChannel, true),  Point);
+        check(notification(true,  On,    NotifiedChannel, false), AwaitHealingCopy);
+        check(notification(true,  On,    Elsewhere,       true),  Ignore(NotNotified));
+        check(notification(true,  On,    Elsewhere,       false), Ignore(NotNotified));
     }
 
     #[test]
+    #[rustfmt::skip]
     fn a_notification_is_ignored_when_seen_before_off_or_paused() {
-        check(
-            notification(false, On, HealingChannel, false),
-            Ignore(SeenHere),
-        );
-        check(
-            notification(false, PausedSwitch, NotifiedChannel, true),
-            Ignore(SeenHere),
-        );
-        check(
-            notification(true, Disabled, HealingChannel, false),
-            Ignore(Off),
-        );
-        check(
-            notification(true, Disabled, NotifiedChannel, true),
-            Ignore(Off),
-        );
-        check(
-            notification(true, PausedSwitch, HealingChannel, false),
-            Ignore(Paused),
-        );
-        check(
-            notification(true, PausedSwitch, Elsewhere, false),
-            Ignore(Paused),
-        );
+        //                 first  switch        place            thread
+        check(notification(false, On,           HealingChannel,  false), Ignore(SeenHere));
+        check(notification(false, PausedSwitch, NotifiedChannel, true),  Ignore(SeenHere));
+        check(notification(true,  Disabled,     HealingChannel,  false), Ignore(Off));
+        check(notification(true,  Disabled,     NotifiedChannel, true),  Ignore(Off));
+        check(notification(true,  PausedSwitch, HealingChannel,  false), Ignore(Paused));
+        check(notification(true,  PausedSwitch, Elsewhere,       false), Ignore(Paused));
     }
 
     #[test]
+    #[rustfmt::skip]
     fn a_lapsed_window_heals_top_level_unless_claimed_off_or_paused() {
-        check(overdue(false, On), HealTopLevel);
-        check(overdue(true, On), Ignore(Claimed));
-        check(overdue(true, PausedSwitch), Ignore(Claimed));
-        check(overdue(false, Disabled), Ignore(Off));
-        check(overdue(false, PausedSwitch), Ignore(Paused));
+        //            claimed switch
+        check(overdue(false,  On),           HealTopLevel);
+        check(overdue(true,   On),           Ignore(Claimed));
+        check(overdue(true,   PausedSwitch), Ignore(Claimed));
+        check(overdue(false,  Disabled),     Ignore(Off));
+        check(overdue(false,  PausedSwitch), Ignore(Paused));
     }
 
     #[test]
+    #[rustfmt::skip]
     fn a_restart_waits_again_for_copies_and_pointers() {
-        check(restarted(false, On), AwaitHealingCopy);
-        check(restarted(true, On), ResumePointers);
-        check(restarted(true, Disabled), Ignore(Off));
-        check(restarted(false, PausedSwitch), Ignore(Paused));
+        //              claimed switch
+        check(restarted(false,  On),           AwaitHealingCopy);
+        check(restarted(true,   On),           ResumePointers);
+        check(restarted(true,   Disabled),     Ignore(Off));
+        check(restarted(false,  PausedSwitch), Ignore(Paused));
     }
 
     #[test]
+    #[rustfmt::skip]
     fn another_channel_is_pointed_in_its_copy_or_after_the_window() {
-        check(Moment::OtherChannel { copy_seen: true }, Point);
-        check(
-            Moment::OtherChannel { copy_seen: false },
-            AwaitCopyThenPoint,
-        );
+        check(Moment::OtherChannel { copy_seen: true },  Point);
+        check(Moment::OtherChannel { copy_seen: false }, AwaitCopyThenPoint);
     }
 
     #[test]
+    #[rustfmt::skip]
     fn words_in_a_running_session_thread_go_to_its_agent() {
-        check(person("stop", false, Some("running"), false), StopSession);
-        check(person("STOP", true, Some("running"), true), StopSession);
-        check(
-            person("try the staging model", false, Some("running"), false),
-            GuideSession,
-        );
-        check(
-            person("stop it now", false, Some("running"), false),
-            GuideSession,
-        );
-        check(person("hm", false, Some("running"), true), GuideSession);
+        //           text                     mention session          paused
+        check(person("stop",                  false,  Some("running"), false), StopSession);
+        check(person("STOP",                  true,   Some("running"), true),  StopSession);
+        check(person("try the staging model", false,  Some("running"), false), GuideSession);
+        check(person("stop it now",           false,  Some("running"), false), GuideSession);
+        check(person("hm",                    false,  Some("running"), true),  GuideSession);
     }
 
     #[test]
+    #[rustfmt::skip]
     fn a_mention_after_a_session_ended_follows_up() {
-        check(
-            person("try again", true, Some("ended"), false),
-            follow_up("scripted"),
-        );
-        check(
-            person("fix with `llm-agent`.", true, Some("ended"), false),
-            follow_up("llm-agent"),
-        );
-        check(person("try again", true, Some("ended"), true), SayPaused);
-        check(
-            person("thanks!", false, Some("ended"), false),
-            Ignore(NotForMe),
-        );
+        //           text                     mention session        paused
+        check(person("try again",             true,   Some("ended"), false), follow_up("scripted"));
+        check(person("fix with `llm-agent`.", true,   Some("ended"), false), follow_up("llm-agent"));
+        check(person("try again",             true,   Some("ended"), true),  SayPaused);
+        check(person("thanks!",               false,  Some("ended"), false), Ignore(NotForMe));
     }
 
     #[test]
+    #[rustfmt::skip]
     fn a_mention_under_a_failure_without_a_session_heals_on_request() {
-        check(
-            person("fix this", true, None, false),
-            HealOnRequest {
-                agent: agent("dbt-doctor"),
-            },
-        );
-        check(
-            person("Fix with DinoAI", true, None, false),
-            HealOnRequest {
-                agent: agent("DinoAI"),
-            },
-        );
-        check(person("fix this", true, None, true), SayPaused);
-        check(person("fix this", false, None, false), Ignore(NotForMe));
-        let no_default = Reply {
-            default_agent: None,
-            ..reply("fix this", true, None, false)
-        };
-        check(
-            Moment::PersonInThread(no_default),
-            HealOnRequest { agent: None },
-        );
-        let not_a_failure = Reply {
-            under_failure: false,
-            ..reply("fix this", true, None, false)
-        };
-        check(Moment::PersonInThread(not_a_failure), Ignore(NotForMe));
-        let paused_elsewhere = Reply {
-            under_failure: false,
-            ..reply("fix this", true, None, true)
-        };
-        check(Moment::PersonInThread(paused_elsewhere), SayPaused);
+        //           text               mention session paused
+        check(person("fix this",        true,   None,   false), heal_with(Some("dbt-doctor")));
+        check(person("Fix with DinoAI", true,   None,   false), heal_with(Some("DinoAI")));
+        check(person("fix this",        true,   None,   true),  SayPaused);
+        check(person("fix this",        false,  None,   false), Ignore(NotForMe));
+        let fix_this = reply("fix this", true, None, false);
+        check(Moment::PersonInThread(Reply { default_agent: None, ..fix_this }),  heal_with(None));
+        check(Moment::PersonInThread(Reply { under_failure: false, ..fix_this }), Ignore(NotForMe));
+        let paused = Reply { paused: true, under_failure: false, ..fix_this };
+        check(Moment::PersonInThread(paused), SayPaused);
     }
 
     #[test]

@@ -5,7 +5,6 @@
 use chrono::{DateTime, Utc};
 
 use crate::config::{Config, Schedule};
-use crate::parts::Parts;
 use crate::store::{ScheduleOverride, Store};
 
 /// The settings that decide automatic healing for a schedule right now: YAML, overridden by /selfheal.
@@ -31,11 +30,11 @@ pub enum Source {
 }
 
 /// The effective settings of `schedule`; `None` for an unknown schedule.
-pub fn effective(parts: &Parts, schedule: &str) -> anyhow::Result<Option<Effective>> {
-    let Some(s) = parts.cfg.schedules.get(schedule) else {
+pub fn effective(cfg: &Config, store: &Store, schedule: &str) -> anyhow::Result<Option<Effective>> {
+    let Some(s) = cfg.schedules.get(schedule) else {
         return Ok(None);
     };
-    let o = parts.store.schedule_override(schedule)?;
+    let o = store.schedule_override(schedule)?;
     Ok(Some(combine(s, o.as_ref())))
 }
 

@@ -20,7 +20,7 @@ pub(super) async fn switch(
     }
     let mut channels: Vec<String> = vec![];
     for s in ctx.parts.cfg.schedules.iter() {
-        if let Some(e) = effective(&ctx.parts, &s.name)? {
+        if let Some(e) = effective(&ctx.parts.cfg, &ctx.parts.store, &s.name)? {
             if let (true, Some(c)) = (e.enabled, e.healing_channel) {
                 channels.push(c);
             }

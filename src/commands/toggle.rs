@@ -58,7 +58,8 @@ pub(super) async fn enable(
             escape(name)
         ));
     };
-    let before = super::effective(&ctx.parts, name)?.expect("the schedule exists");
+    let before =
+        super::effective(&ctx.parts.cfg, &ctx.parts.store, name)?.expect("the schedule exists");
     ctx.parts
         .store
         .set_schedule_override(&o, "enable", &before.to_json(), &after.to_json())?;
@@ -87,7 +88,8 @@ pub(super) async fn disable(
     let Some(schedule) = cfg.schedules.get(name) else {
         return Ok(unknown_schedule(cfg, name));
     };
-    let before = super::effective(&ctx.parts, name)?.expect("the schedule exists");
+    let before =
+        super::effective(&ctx.parts.cfg, &ctx.parts.store, name)?.expect("the schedule exists");
     let o = ScheduleOverride {
         schedule: name.to_string(),
         enabled: false,
@@ -118,7 +120,8 @@ pub(super) async fn reset(ctx: &CommandContext, user: &str, name: &str) -> anyho
     let Some(schedule) = cfg.schedules.get(name) else {
         return Ok(unknown_schedule(cfg, name));
     };
-    let before = super::effective(&ctx.parts, name)?.expect("the schedule exists");
+    let before =
+        super::effective(&ctx.parts.cfg, &ctx.parts.store, name)?.expect("the schedule exists");
     let after = combine(schedule, None);
     if !ctx
         .parts
