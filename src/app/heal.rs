@@ -8,11 +8,11 @@
 use std::sync::Arc;
 
 use anyhow::Result;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use super::policy::{decide, Decision, Ignored, Moment, Place, Switch};
 use super::{nothing_to_do, App};
-use crate::config::{AgentDef, Schedule};
+use crate::config::Schedule;
 use crate::recognize::Failure;
 use crate::session::driver::Start;
 use crate::slack::render;
@@ -166,19 +166,18 @@ impl App {
         thread_ts: Option<&str>,
         notification: &str,
     ) -> Result<()> {
-        let name = self.agent_in_force(schedule)?;
-        let Some(agent) = name.as_deref().and_then(|n| self.parts.cfg.agents.get(n)) else {
-            warn!(schedule = %f.schedule, agent = ?name, "no such agent; nothing started");
-            if let Some(ts) = thread_ts {
-                self.say_unknown_agent(channel, ts, name.as_deref().unwrap_or(""))
-                    .await?;
-            }
-            return Ok(());
-        };
-        if self
-            .open_session(f, schedule, channel, thread_ts, notification, agent)
-            .await?
-        {
+        let agent = self.agent_in_force(schedule)?;
+        let started = self
+            .open_session(
+                f,
+                schedule,
+                channel,
+                thread_ts,
+                notification,
+                agent.as_deref(),
+            )
+            .await?;
+        if started {
             self.point_other_channels(f, schedule, channel).await?;
         }
         Ok(())
@@ -193,8 +192,10 @@ impl App {
         )
     }
 
-    /// Claims the failure and, if this call won the claim, posts the healing
-    /// reply and starts the agent. True when the session started.
+    /// Claims the failure for `agent` and, if this call won the claim, posts
+    /// the healing reply in `channel` (in the thread `thread_ts`, else top-level) and
+    /// starts the agent. True when the session started. An unknown agent is
+    /// said in the thread, when there is one.
     pub(super) async fn open_session(
         self: &Arc<Self>,
         f: &Failure,
@@ -202,8 +203,22 @@ impl App {
         channel: &str,
         thread_ts: Option<&str>,
         notification: &str,
-        agent: &AgentDef,
+        agent: Option<&str>,
     ) -> Result<bool> {
+        let cfg = &self.parts.cfg;
+        let Some(agent) = agent.and_then(|name| cfg.agents.get(name)) else {
+            warn!(schedule = %f.schedule, ?agent, "no such agent; nothing started");
+            if let Some(ts) = thread_ts {
+                let known: Vec<&str> = cfg.agents.keys().map(String::as_str).collect();
+                let text = format!(
+                    "I don't know the agent `{}`. Known agents: {}.",
+                    render::escape(agent.unwrap_or("")),
+                    known.join(", ")
+                );
+                self.parts.web.post(channel, Some(ts), &text, None).await?;
+            }
+            return Ok(false);
+        };
         let store = &self.parts.store;
         let claim = store.claim_session(
             &f.schedule,
@@ -213,7 +228,7 @@ impl App {
             &agent.name,
         )?;
         let Claim::New(id) = claim else {
-            tracing::debug!(schedule = %f.schedule, run_id = %f.run_id, "a session for this failure exists already");
+            debug!(schedule = %f.schedule, run_id = %f.run_id, "a session for this failure exists already");
             return Ok(false);
         };
         let posted = match self
@@ -253,23 +268,6 @@ impl App {
             followup: None,
         });
         Ok(true)
-    }
-
-    /// Says in a thread that an agent is unknown, naming the known ones.
-    pub(super) async fn say_unknown_agent(
-        &self,
-        channel: &str,
-        ts: &str,
-        name: &str,
-    ) -> Result<()> {
-        let known: Vec<&str> = self.parts.cfg.agents.keys().map(String::as_str).collect();
-        let text = format!(
-            "I don't know the agent `{}`. Known agents: {}.",
-            render::escape(name),
-            known.join(", ")
-        );
-        self.parts.web.post(channel, Some(ts), &text, None).await?;
-        Ok(())
     }
 
     /// Points every other channel the schedule notifies at the healing thread

@@ -97,17 +97,11 @@ impl App {
         let Some(schedule) = self.parts.cfg.schedules.get(&f.schedule) else {
             return Ok(());
         };
-        let name = match agent {
+        let agent = match agent {
             Some(name) => Some(name.to_string()),
             None => self.agent_in_force(schedule)?,
         };
-        let Some(def) = name.as_deref().and_then(|n| self.parts.cfg.agents.get(n)) else {
-            warn!(schedule = %f.schedule, agent = ?name, "no such agent; nothing started");
-            return self
-                .say_unknown_agent(channel, thread_ts, name.as_deref().unwrap_or(""))
-                .await;
-        };
-        self.open_session(f, schedule, channel, Some(thread_ts), "", def)
+        self.open_session(f, schedule, channel, Some(thread_ts), "", agent.as_deref())
             .await
             .map(drop)
     }
