@@ -58,8 +58,7 @@ pub(super) async fn enable(
             escape(name)
         ));
     };
-    let before =
-        super::effective(&ctx.parts.cfg, &ctx.parts.store, name)?.expect("the schedule exists");
+    let before = super::effective(cfg, &ctx.parts.store, name)?.expect("the schedule exists");
     ctx.parts
         .store
         .set_schedule_override(&o, "enable", &before.to_json(), &after.to_json())?;
@@ -88,8 +87,7 @@ pub(super) async fn disable(
     let Some(schedule) = cfg.schedules.get(name) else {
         return Ok(unknown_schedule(cfg, name));
     };
-    let before =
-        super::effective(&ctx.parts.cfg, &ctx.parts.store, name)?.expect("the schedule exists");
+    let before = super::effective(cfg, &ctx.parts.store, name)?.expect("the schedule exists");
     let o = ScheduleOverride {
         schedule: name.to_string(),
         enabled: false,
@@ -120,8 +118,7 @@ pub(super) async fn reset(ctx: &CommandContext, user: &str, name: &str) -> anyho
     let Some(schedule) = cfg.schedules.get(name) else {
         return Ok(unknown_schedule(cfg, name));
     };
-    let before =
-        super::effective(&ctx.parts.cfg, &ctx.parts.store, name)?.expect("the schedule exists");
+    let before = super::effective(cfg, &ctx.parts.store, name)?.expect("the schedule exists");
     let after = combine(schedule, None);
     if !ctx
         .parts
