@@ -116,14 +116,21 @@ impl App {
     pub(super) fn await_healing_copy(self: &Arc<Self>, f: Failure, text: String) {
         let app = self.clone();
         self.tasks.spawn(async move {
-            tokio::select! {
-                _ = tokio::time::sleep(app.parts.cfg.courtesy_window) => {}
-                _ = app.shutdown.cancelled() => return,
+            if !app.courtesy_window().await {
+                return;
             }
             if let Err(e) = app.on_copy_overdue(&f, &text).await {
                 error!(error = ?e, "failed to start a top-level healing session");
             }
         });
+    }
+
+    /// Waits the courtesy window; false when shutdown came first.
+    async fn courtesy_window(&self) -> bool {
+        tokio::select! {
+            _ = tokio::time::sleep(self.parts.cfg.courtesy_window) => true,
+            _ = self.shutdown.cancelled() => false,
+        }
     }
 
     async fn on_copy_overdue(self: &Arc<Self>, f: &Failure, text: &str) -> Result<()> {
@@ -326,9 +333,8 @@ impl App {
     ) {
         let app = self.clone();
         self.tasks.spawn(async move {
-            tokio::select! {
-                _ = tokio::time::sleep(app.parts.cfg.courtesy_window) => {}
-                _ = app.shutdown.cancelled() => return,
+            if !app.courtesy_window().await {
+                return;
             }
             match app.parts.store.sighting(&f.schedule, &f.run_id, &channel) {
                 Ok(ts) => {
