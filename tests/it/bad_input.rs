@@ -193,8 +193,8 @@ async fn injection_mentions_and_odd_unicode_stay_data_from_notification_to_threa
         .events(row.id)
         .unwrap()
         .into_iter()
-        .filter(|(k, t)| k == "progress" && t.starts_with("heard: "))
-        .map(|(_, t)| t)
+        .filter(|e| e.kind == "progress" && e.text.starts_with("heard: "))
+        .map(|e| e.text)
         .collect();
     let reply: serde_json::Value =
         serde_json::from_str(heard[0].trim_start_matches("heard: ")).expect("a JSON line");

@@ -596,7 +596,7 @@ async fn an_llm_agent_fixes_the_run_and_the_bot_opens_the_pull_request() {
         .events(row.id)
         .unwrap()
         .into_iter()
-        .filter(|(k, _)| k == "tool")
+        .filter(|e| e.kind == "tool")
         .count();
     assert_eq!(tools, 4);
     let progress = story
@@ -669,9 +669,9 @@ fi
         .events(second.id)
         .unwrap()
         .into_iter()
-        .find(|(k, _)| k == "prompt")
+        .find(|e| e.kind == "prompt")
         .unwrap()
-        .1;
+        .text;
     assert!(prompt.contains("also add a note for reviewers"), "{prompt}");
     assert!(
         prompt.contains("orders now refs stg_orders"),

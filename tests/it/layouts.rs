@@ -460,7 +460,7 @@ echo '{"type":"result","status":"fixed","summary":"customers referenced stg_orde
         .events(row.id)
         .unwrap()
         .into_iter()
-        .map(|(_, text)| text)
+        .map(|e| e.text)
         .collect::<Vec<_>>()
         .join("\n");
     let thread = bot.final_thread(&ts).await;
