@@ -124,8 +124,11 @@ proptest! {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("paradime_schedules.yml");
         std::fs::write(&path, &yaml).unwrap();
-        if let Err(e) = selfheal::config::load_schedules(&path) {
-            prop_assert!(e.to_string().contains("paradime_schedules.yml"), "{e}");
+        if let Err(errors) = selfheal::config::load_schedules(&path) {
+            prop_assert!(!errors.is_empty());
+            for e in errors {
+                prop_assert!(e.to_string().contains("paradime_schedules.yml"), "{e}");
+            }
         }
     }
 
