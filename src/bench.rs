@@ -682,8 +682,8 @@ async fn streaming(exe: &Path) -> Result<Vec<Figure>> {
     let stored: std::collections::HashSet<String> = store
         .events(row.id)?
         .into_iter()
-        .filter(|(kind, _)| kind == "progress")
-        .map(|(_, text)| text)
+        .filter(|e| e.kind == "progress")
+        .map(|e| e.text)
         .collect();
     let lost = (1..=LINES)
         .filter(|i| !stored.contains(&format!("line {i} of the agent transcript")))

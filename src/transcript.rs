@@ -14,7 +14,7 @@ use anyhow::Context;
 use serde_json::Value;
 
 use crate::agent::llm::{usd, wire};
-use crate::store::{ExchangeRow, SessionRow, Store};
+use crate::store::{EventRow, ExchangeRow, SessionRow, Store};
 
 /// Characters of one message or event shown unless `full`.
 const CUT: usize = 1500;
@@ -38,7 +38,7 @@ pub fn show(db: &Path, id: i64, full: bool) -> anyhow::Result<String> {
 /// The transcript as text.
 pub fn render(
     row: &SessionRow,
-    events: &[(String, String)],
+    events: &[EventRow],
     exchanges: &[ExchangeRow],
     full: bool,
 ) -> String {
@@ -73,11 +73,15 @@ pub fn render(
         let _ = writeln!(out, "Pull request: {pr}");
     }
 
-    for (kind, text) in events.iter().filter(|(k, _)| k == "prompt") {
-        let _ = writeln!(out, "\n== {kind} ==\n{}", cut(text));
+    for e in events.iter().filter(|e| e.kind == "prompt") {
+        let _ = writeln!(out, "\n== {} ==\n{}", e.kind, cut(&e.text));
     }
-    if let Some((_, log)) = events.iter().find(|(k, _)| k == "run_log") {
-        let _ = writeln!(out, "\n(run log: {} bytes, stored; not printed)", log.len());
+    if let Some(log) = events.iter().find(|e| e.kind == "run_log") {
+        let _ = writeln!(
+            out,
+            "\n(run log: {} bytes, stored; not printed)",
+            log.text.len()
+        );
     }
 
     if !exchanges.is_empty() {
@@ -190,14 +194,14 @@ pub fn render(
     }
 
     let shown = ["prompt", "run_log"];
-    let rest: Vec<&(String, String)> = events
+    let rest: Vec<&EventRow> = events
         .iter()
-        .filter(|(k, _)| !shown.contains(&k.as_str()))
+        .filter(|e| !shown.contains(&e.kind.as_str()))
         .collect();
     if !rest.is_empty() {
         let _ = writeln!(out, "\n== session events ==");
-        for (kind, text) in rest {
-            let _ = writeln!(out, "[{kind}] {}", indent(&cut(text)));
+        for e in rest {
+            let _ = writeln!(out, "[{}] {}", e.kind, indent(&cut(&e.text)));
         }
     }
     let _ = writeln!(
