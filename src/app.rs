@@ -11,7 +11,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use slack_morphism::prelude::SlackClient;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -24,11 +23,12 @@ use crate::forge::{parse_github_remote, Forge, ForgeToken, GitHub};
 use crate::recognize::{Failure, InboundMessage, Recognizer};
 use crate::redact::Redactor;
 use crate::runlog::SourceSettings;
+use crate::domain::{EventKind, FollowUp, Place, SessionId};
 use crate::session::driver::{self, Caps, Control, Controls, Deps, Healing, Start};
 use crate::session::sink::Sink;
 use crate::slack::channels::Channels;
 use crate::slack::socket::{Listener, SocketSettings};
-use crate::slack::web::{connector, SlackError, SlackWeb, WebSettings};
+use crate::slack::web::{SlackError, SlackWeb, WebSettings};
 use crate::slack::{render, Inbound};
 use crate::store::{Claim, Status, Store};
 
@@ -62,9 +62,8 @@ impl App {
     /// sessions a previous process left unfinished.
     pub async fn build(cfg: Config, shutdown: CancellationToken) -> Result<Arc<App>> {
         let store = Store::open(&cfg.db_path)?;
-        let client = Arc::new(SlackClient::new(connector(&cfg.slack.api_url)?));
-        let web = SlackWeb::new(
-            client,
+        let web = SlackWeb::connect(
+            &cfg.slack.api_url,
             cfg.slack.bot_token.expose(),
             WebSettings {
                 channel_interval: cfg.channel_interval,
@@ -72,7 +71,7 @@ impl App {
                 max_attempts: 3,
                 max_rate_limited_attempts: 5,
             },
-        );
+        )?;
         let me = match web.auth_test().await {
             Ok(me) => me,
             // Said as what to do: these are the failures a first start meets.
@@ -281,17 +280,16 @@ impl App {
                 .store
                 .events(before)?
                 .into_iter()
-                .find(|(kind, _)| kind == "run_log")
+                .find(|(kind, _)| EventKind::parse(kind) == Some(EventKind::RunLog))
                 .map(|(_, text)| text)
                 .unwrap_or_default(),
             None => String::new(),
         };
         Ok(Some(Start {
-            session_id: row.id,
+            session_id: SessionId(row.id),
             schedule: row.schedule.clone(),
             run_id: row.run_id.clone(),
-            channel: row.channel.clone(),
-            thread_ts: row.thread_ts.clone(),
+            place: Place::thread(&row.channel, &row.thread_ts),
             agent: agent.clone(),
             base_branch: schedule.git_branch.clone(),
             notification,
@@ -417,7 +415,7 @@ impl App {
             // View PR is a link button: Slack opens it; nothing to do.
             return Ok(());
         }
-        let Some(id) = action.value.as_deref().and_then(|v| v.parse::<i64>().ok()) else {
+        let Some(id) = action.value.as_deref().and_then(|v| v.parse::<SessionId>().ok()) else {
             return Ok(());
         };
         let stop = Control::Stop {
@@ -465,7 +463,7 @@ impl App {
                     text: text.clone(),
                 }
             };
-            self.deps.controls.send(session.id, control);
+            self.deps.controls.send(SessionId(session.id), control);
             return Ok(());
         }
         if !mentioned {
@@ -561,7 +559,7 @@ impl App {
                     .unwrap_or_default(),
             ));
             for (kind, event) in self.store.events(s.id)? {
-                if matches!(kind.as_str(), "milestone" | "note") && event.starts_with("💬") {
+                if EventKind::parse(&kind) == Some(EventKind::Guidance) {
                     history.push_str(&format!("  {event}\n"));
                 }
             }
@@ -588,15 +586,14 @@ impl App {
             .get(&previous.schedule)
             .and_then(|s| s.git_branch.clone());
         let start = Start {
-            session_id: id,
+            session_id: SessionId(id),
             schedule: previous.schedule.clone(),
             run_id: previous.run_id.clone(),
-            channel: previous.channel.clone(),
-            thread_ts: previous.thread_ts.clone(),
+            place: Place::thread(&previous.channel, &previous.thread_ts),
             agent: agent.clone(),
             base_branch,
             notification: String::new(),
-            followup: Some(driver::FollowUp {
+            followup: Some(FollowUp {
                 by: user.to_string(),
                 instruction: text.to_string(),
                 history,
@@ -771,11 +768,10 @@ impl App {
             }
         };
         let start = Start {
-            session_id: id,
+            session_id: SessionId(id),
             schedule: f.schedule.clone(),
             run_id: f.run_id.clone(),
-            channel: channel.to_string(),
-            thread_ts: thread,
+            place: Place::thread(channel, thread),
             agent: agent.clone(),
             base_branch: schedule.git_branch.clone(),
             notification: notification.to_string(),

@@ -14,10 +14,11 @@ use anyhow::{bail, Context, Result};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{load_agents, AgentDef, HealSettings, DBT_DOCTOR};
+use crate::domain::{Place, SessionId, Status};
 use crate::redact::Redactor;
 use crate::session::driver::{self, Deps, Start};
 use crate::session::sink::Sink;
-use crate::store::{Claim, Status, Store};
+use crate::store::{Claim, Store};
 
 /// What to heal.
 #[derive(Debug, Clone)]
@@ -130,8 +131,11 @@ pub async fn run_fix(opts: FixOptions, shutdown: CancellationToken) -> Result<St
         .unwrap_or_default();
 
     let store = Store::in_memory()?;
+    // The session lives in the terminal: no Slack thread.
+    let place = Place::Terminal;
+    let (channel, thread_ts) = place.columns();
     let Claim::New(id) =
-        store.claim_session(&opts.schedule, &run_id, "terminal", "0", &agent.name)?
+        store.claim_session(&opts.schedule, &run_id, channel, thread_ts, &agent.name)?
     else {
         bail!("a fresh store cannot already hold this session");
     };
@@ -155,11 +159,10 @@ pub async fn run_fix(opts: FixOptions, shutdown: CancellationToken) -> Result<St
         repo.display()
     ));
     let start = Start {
-        session_id: id,
+        session_id: SessionId(id),
         schedule: opts.schedule.clone(),
         run_id,
-        channel: "terminal".into(),
-        thread_ts: "0".into(),
+        place,
         agent,
         base_branch: None,
         notification: String::new(),

@@ -32,7 +32,7 @@ pub mod warehouse;
 
 use std::path::{Component, Path};
 
-use crate::agent::protocol::{AgentEvent, Outcome};
+use crate::domain::{AgentEvent, Outcome};
 use crate::dbt::Dbt;
 use crate::runlog::{ErrorKind, RunLog};
 

@@ -50,8 +50,7 @@ use tokio::time::Instant;
 use tracing::{error, info, warn};
 
 use super::command::Output;
-use super::protocol::{AgentEvent, Outcome};
-use crate::config::ToolPolicy;
+use crate::domain::{AgentEvent, Outcome, ToolPolicy};
 use crate::dbt::Dbt;
 use crate::runlog::RunLog;
 use client::{ChatError, Client, Reply, Retry};

@@ -17,7 +17,7 @@ use super::prompt::{self, COMMAND_OUTPUT, PULL_REQUESTS, QUERY_RESULT};
 use super::sandbox::Sandbox;
 use super::terminal::{self, Allowed};
 use super::{sql, PrInfo};
-use crate::config::ToolPolicy;
+use crate::domain::ToolPolicy;
 use crate::dbt::Dbt;
 use crate::redact::Redactor;
 
