@@ -19,12 +19,13 @@ use tracing::{debug, error, info, warn};
 
 use crate::config::{Config, HealSettings, Runner, Schedule};
 use crate::dbt::Dbt;
+use crate::domain::{EventKind, FollowUp, Place, SessionId};
 use crate::forge::{parse_github_remote, Forge, ForgeToken, GitHub};
 use crate::recognize::{Failure, InboundMessage, Recognizer};
 use crate::redact::Redactor;
 use crate::runlog::SourceSettings;
-use crate::domain::{EventKind, FollowUp, Place, SessionId};
-use crate::session::driver::{self, Caps, Control, Controls, Deps, Healing, Start};
+use crate::session::controls::{Caps, Control, Controls};
+use crate::session::driver::{self, Deps, Healing, Start};
 use crate::session::sink::Sink;
 use crate::slack::channels::Channels;
 use crate::slack::socket::{Listener, SocketSettings};
@@ -415,7 +416,11 @@ impl App {
             // View PR is a link button: Slack opens it; nothing to do.
             return Ok(());
         }
-        let Some(id) = action.value.as_deref().and_then(|v| v.parse::<SessionId>().ok()) else {
+        let Some(id) = action
+            .value
+            .as_deref()
+            .and_then(|v| v.parse::<SessionId>().ok())
+        else {
             return Ok(());
         };
         let stop = Control::Stop {

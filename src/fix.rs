@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{load_agents, AgentDef, HealSettings, DBT_DOCTOR};
 use crate::domain::{Place, SessionId, Status};
 use crate::redact::Redactor;
+use crate::session::controls::{Caps, Controls};
 use crate::session::driver::{self, Deps, Start};
 use crate::session::sink::Sink;
 use crate::store::{Claim, Store};
@@ -149,8 +150,8 @@ pub async fn run_fix(opts: FixOptions, shutdown: CancellationToken) -> Result<St
         prior_attempts: 0,
         work_root: work_root.clone(),
         healing: Arc::new(crate::app::healing(&settings)?),
-        controls: driver::Controls::default(),
-        caps: driver::Caps::default(),
+        controls: Controls::default(),
+        caps: Caps::default(),
     };
     sink.say(&format!(
         "🦖 Healing run {run_id} of {} with {} (repository {})\n",

@@ -22,6 +22,7 @@ const NODES: &[&str] = &[
     "agent::protocol",
     "agent::runner",
     "commands::parse",
+    "session::controls",
     "session::driver",
     "session::machine",
     "session::prompt",
@@ -208,10 +209,8 @@ fn module_graph(src: &Path) -> Graph {
         .iter()
         .map(|(module, text)| (module, read(text, module)))
         .collect();
-    let test_only: BTreeSet<&Vec<String>> = read_all
-        .iter()
-        .flat_map(|(_, (_, tests))| tests)
-        .collect();
+    let test_only: BTreeSet<&Vec<String>> =
+        read_all.iter().flat_map(|(_, (_, tests))| tests).collect();
     let mut graph = Graph::new();
     for (module, (paths, _)) in &read_all {
         if module.is_empty() || test_only.iter().any(|t| module.starts_with(t)) {
@@ -285,7 +284,12 @@ fn read(text: &str, module: &[String]) -> (Vec<Vec<String>>, Vec<Vec<String>>) {
 
 /// A path (or a `use` tree) from `tokens[start]`, as the paths it names.
 fn use_tree(tokens: &[String], start: usize) -> Vec<Vec<String>> {
-    fn walk(tokens: &[String], mut i: usize, prefix: Vec<String>, out: &mut Vec<Vec<String>>) -> usize {
+    fn walk(
+        tokens: &[String],
+        mut i: usize,
+        prefix: Vec<String>,
+        out: &mut Vec<Vec<String>>,
+    ) -> usize {
         let mut path = prefix;
         loop {
             match tokens.get(i).map(String::as_str) {
@@ -468,11 +472,21 @@ fn tokens(text: &str) -> Vec<String> {
                     i += 1;
                 }
             }
-        } else if !after_ident && (c == 'r' || (c == 'b' && next == Some('r'))) && raw_start(&chars, i).is_some() {
+        } else if !after_ident
+            && (c == 'r' || (c == 'b' && next == Some('r')))
+            && raw_start(&chars, i).is_some()
+        {
             let (hashes, body) = raw_start(&chars, i).expect("checked");
             i = body;
             while i < chars.len() {
-                if chars[i] == '"' && chars[i + 1..].iter().take(hashes).filter(|h| **h == '#').count() == hashes {
+                if chars[i] == '"'
+                    && chars[i + 1..]
+                        .iter()
+                        .take(hashes)
+                        .filter(|h| **h == '#')
+                        .count()
+                        == hashes
+                {
                     i += 1 + hashes;
                     break;
                 }

@@ -14,6 +14,7 @@ use anyhow::Context;
 use serde_json::Value;
 
 use crate::agent::llm::{usd, wire};
+use crate::domain::EventKind;
 use crate::store::{ExchangeRow, SessionRow, Store};
 
 /// Characters of one message or event shown unless `full`.
@@ -73,10 +74,17 @@ pub fn render(
         let _ = writeln!(out, "Pull request: {pr}");
     }
 
-    for (kind, text) in events.iter().filter(|(k, _)| k == "prompt") {
+    let kind_of = |(kind, _): &&(String, String)| EventKind::parse(kind);
+    for (kind, text) in events
+        .iter()
+        .filter(|e| kind_of(e) == Some(EventKind::Prompt))
+    {
         let _ = writeln!(out, "\n== {kind} ==\n{}", cut(text));
     }
-    if let Some((_, log)) = events.iter().find(|(k, _)| k == "run_log") {
+    if let Some((_, log)) = events
+        .iter()
+        .find(|e| kind_of(e) == Some(EventKind::RunLog))
+    {
         let _ = writeln!(out, "\n(run log: {} bytes, stored; not printed)", log.len());
     }
 
@@ -189,10 +197,9 @@ pub fn render(
         }
     }
 
-    let shown = ["prompt", "run_log"];
     let rest: Vec<&(String, String)> = events
         .iter()
-        .filter(|(k, _)| !shown.contains(&k.as_str()))
+        .filter(|e| !matches!(kind_of(e), Some(EventKind::Prompt | EventKind::RunLog)))
         .collect();
     if !rest.is_empty() {
         let _ = writeln!(out, "\n== session events ==");

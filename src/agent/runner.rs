@@ -98,7 +98,6 @@ impl Runner {
     }
 }
 
-
 impl Runner {
     /// Whether the runner reads the open selfheal pull requests (so the
     /// session lists them before it starts the agent).

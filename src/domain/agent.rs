@@ -83,8 +83,14 @@ mod tests {
     fn mapping_the_text_keeps_names_and_outcomes() {
         let upper = |s: &str| s.to_uppercase();
         for (event, expected) in [
-            (AgentEvent::Progress("a".into()), AgentEvent::Progress("A".into())),
-            (AgentEvent::Milestone("b".into()), AgentEvent::Milestone("B".into())),
+            (
+                AgentEvent::Progress("a".into()),
+                AgentEvent::Progress("A".into()),
+            ),
+            (
+                AgentEvent::Milestone("b".into()),
+                AgentEvent::Milestone("B".into()),
+            ),
             (AgentEvent::Pr("c".into()), AgentEvent::Pr("C".into())),
             (
                 AgentEvent::Result {

@@ -207,7 +207,10 @@ impl Ending {
 
     /// selfheal itself failed; its log says how (the thread is not told details).
     pub fn internal_error() -> Ending {
-        Ending::new(Status::Failed, "selfheal hit an internal error; see its log")
+        Ending::new(
+            Status::Failed,
+            "selfheal hit an internal error; see its log",
+        )
     }
 
     /// The agent changed files but did not call it a fix: its ending stands,

@@ -18,6 +18,7 @@ use tokio::time::{Instant, Interval};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
+use super::controls::{Caps, Control, Controls, Slot};
 use super::machine::{
     Branch, Brief, Change, DbtReady, Depth, Effect, Input, LogRead, Machine, Message, PrDraft,
     Purpose, Step, Verification, Verified, Workflow,
@@ -54,116 +55,6 @@ pub struct Deps {
     pub controls: Controls,
     /// Limits on concurrent sessions, global and per schedule.
     pub caps: Caps,
-}
-
-/// Concurrency caps. A session holds one global and one per-schedule permit
-/// while it runs; without them it waits, shown as queued in its thread.
-#[derive(Clone)]
-pub struct Caps {
-    global: Arc<tokio::sync::Semaphore>,
-    per_schedule: usize,
-    global_limit: usize,
-    schedules:
-        Arc<std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Semaphore>>>>,
-}
-
-/// The permits a running session holds.
-pub struct Slot(
-    #[allow(dead_code)] tokio::sync::OwnedSemaphorePermit,
-    #[allow(dead_code)] tokio::sync::OwnedSemaphorePermit,
-);
-
-impl Caps {
-    pub fn new(global: usize, per_schedule: usize) -> Caps {
-        Caps {
-            global: Arc::new(tokio::sync::Semaphore::new(global.max(1))),
-            per_schedule: per_schedule.max(1),
-            global_limit: global.max(1),
-            schedules: Arc::default(),
-        }
-    }
-
-    fn schedule(&self, name: &str) -> Arc<tokio::sync::Semaphore> {
-        self.schedules
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(name.to_string())
-            .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(self.per_schedule)))
-            .clone()
-    }
-
-    fn try_acquire(&self, schedule: &str) -> Option<Slot> {
-        let own = self.schedule(schedule).try_acquire_owned().ok()?;
-        let global = self.global.clone().try_acquire_owned().ok()?;
-        Some(Slot(own, global))
-    }
-
-    async fn acquire(&self, schedule: &str) -> Slot {
-        // Per schedule first, so a busy schedule does not hold global slots while it waits.
-        let own = self
-            .schedule(schedule)
-            .acquire_owned()
-            .await
-            .expect("the semaphore is never closed");
-        let global = self
-            .global
-            .clone()
-            .acquire_owned()
-            .await
-            .expect("the semaphore is never closed");
-        Slot(own, global)
-    }
-}
-
-impl Default for Caps {
-    fn default() -> Caps {
-        Caps::new(8, 2)
-    }
-}
-
-/// What a person can do to a running session.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Control {
-    Stop {
-        user: String,
-    },
-    /// A reply in the thread: guidance for the agent.
-    Reply {
-        user: String,
-        text: String,
-    },
-}
-
-/// Running sessions by id. A std lock: held only to insert, remove or clone a sender.
-#[derive(Clone, Default)]
-pub struct Controls(
-    Arc<std::sync::Mutex<std::collections::HashMap<SessionId, mpsc::UnboundedSender<Control>>>>,
-);
-
-impl Controls {
-    fn register(&self, id: SessionId) -> mpsc::UnboundedReceiver<Control> {
-        let (tx, rx) = mpsc::unbounded_channel();
-        self.0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(id, tx);
-        rx
-    }
-
-    fn unregister(&self, id: SessionId) {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
-    }
-
-    /// Delivers `control` to session `id`; false when it is not running.
-    pub fn send(&self, id: SessionId, control: Control) -> bool {
-        let tx = self
-            .0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&id)
-            .cloned();
-        tx.is_some_and(|tx| tx.send(control).is_ok())
-    }
 }
 
 /// The parts of real healing: run logs, the repository, dbt and the forge.
@@ -346,8 +237,7 @@ impl<'a> Session<'a> {
                 Effect::EditProgress => {
                     if let Some(ts) = &self.progress_ts {
                         let view = self.machine.view(Instant::now().into_std());
-                        if let Err(e) = deps.sink.edit_progress(&start.place, ts, &view, id).await
-                        {
+                        if let Err(e) = deps.sink.edit_progress(&start.place, ts, &view, id).await {
                             warn!(session = id.0, error = %e, "could not edit the progress message");
                         }
                     }
@@ -555,7 +445,7 @@ impl<'a> Session<'a> {
         Ok(read)
     }
 
-/// The open pull request an earlier session opened for the same error.
+    /// The open pull request an earlier session opened for the same error.
     async fn open_pr_for_same_error(&self) -> Result<Option<String>> {
         let Some(sig) = &self.signature else {
             return Ok(None);

@@ -273,7 +273,10 @@ enum Phase {
     /// The bot's work before the agent; the step under way.
     Preparing(Prep),
     /// The agent runs.
-    Running { agent: Agent, then: AfterAgent },
+    Running {
+        agent: Agent,
+        then: AfterAgent,
+    },
     /// The bot's work after the agent, on the agent's ending.
     Finishing {
         agent: Ending,

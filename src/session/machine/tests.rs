@@ -88,7 +88,11 @@ fn running(workflow: Workflow, purpose: Purpose) -> (Machine, Instant) {
 /// A clone session whose agent reported a fix and exited.
 fn agent_done(purpose: Purpose) -> (Machine, Instant) {
     let (mut m, t0) = running(Workflow::Clone, purpose);
-    feed(&mut m, t0, vec![fixed("renamed the ref"), Input::Exited { code: Some(0) }]);
+    feed(
+        &mut m,
+        t0,
+        vec![fixed("renamed the ref"), Input::Exited { code: Some(0) }],
+    );
     (m, t0)
 }
 
@@ -170,7 +174,10 @@ fn a_clone_session_takes_every_step_in_order_and_ends_with_the_pull_request() {
         assert_eq!(steps(&last), expected, "after {shown}");
     }
     assert!(last.contains(&Effect::SavePr(PR.into())));
-    assert_eq!(ending(&last), (Ending::fixed("renamed the ref"), Some(PR.into())));
+    assert_eq!(
+        ending(&last),
+        (Ending::fixed("renamed the ref"), Some(PR.into()))
+    );
     assert!(m.is_over());
     assert_eq!(m.view(t0).pr_url.as_deref(), Some(PR));
 }
@@ -613,7 +620,11 @@ fn the_exit_decides_the_outcome() {
     ];
     for (events, code, expected) in cases {
         let (mut m, t0) = running(Workflow::AgentAlone, Purpose::Heal);
-        feed(&mut m, t0, events.iter().cloned().map(Input::Agent).collect());
+        feed(
+            &mut m,
+            t0,
+            events.iter().cloned().map(Input::Agent).collect(),
+        );
         let (end, _) = ending(&m.handle(Input::Exited { code }, t0));
         assert_eq!(end.status(), expected, "events {events:?}, code {code:?}");
     }
