@@ -680,8 +680,8 @@ async fn streaming(exe: &Path) -> Result<Vec<Figure>> {
     let stored: std::collections::HashSet<String> = store
         .events(row.id)?
         .into_iter()
-        .filter(|(kind, _)| EventKind::parse(kind) == Some(EventKind::Progress))
-        .map(|(_, text)| text)
+        .filter(|e| EventKind::parse(&e.kind) == Some(EventKind::Progress))
+        .map(|e| e.text)
         .collect();
     let lost = (1..=LINES)
         .filter(|i| !stored.contains(&format!("line {i} of the agent transcript")))

@@ -407,8 +407,8 @@ impl World {
 /// The dbt executable: `SELFHEAL_DBT`, else the project's pinned venv
 /// (installed by `scripts/setup-dbt` on first use).
 pub async fn locate_dbt() -> Result<PathBuf> {
-    if let Ok(p) = std::env::var("SELFHEAL_DBT") {
-        return Ok(PathBuf::from(p));
+    if let Some(p) = crate::config::settings::SELFHEAL_DBT.set_in_process_env()? {
+        return Ok(p);
     }
     let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let venv_dbt = repo.join(".venv/bin/dbt");

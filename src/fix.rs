@@ -13,7 +13,8 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{load_agents, AgentDef, HealSettings, DBT_DOCTOR};
+use crate::config::settings::SELFHEAL_SECRET_ENV;
+use crate::config::{load_agents, AgentDef, DbtSettings, HealSettings, DBT_DOCTOR};
 use crate::domain::{Place, SessionId, Status};
 use crate::redact::Redactor;
 use crate::session::controls::{Caps, Controls};
@@ -32,48 +33,11 @@ pub struct FixOptions {
     pub agent: Option<String>,
     /// Names the branch: `selfheal/<schedule>/run-<id>`.
     pub schedule: String,
-    /// How dbt runs, as `SELFHEAL_DBT*` configure it for the bot.
-    pub dbt: FixDbt,
+    /// How dbt runs, as `SELFHEAL_DBT*` configure it for the bot
+    /// ([`DbtSettings::from_process_env`]).
+    pub dbt: DbtSettings,
     /// Where the session's messages go (default: standard output).
     pub transcript: Option<Sink>,
-}
-
-/// The dbt settings of a `selfheal fix` session (the bot's `SELFHEAL_DBT*`).
-#[derive(Debug, Clone)]
-pub struct FixDbt {
-    /// The dbt executable.
-    pub exe: PathBuf,
-    /// `--profiles-dir`; None: the project's own `profiles.yml`, else dbt's default.
-    pub profiles_dir: Option<PathBuf>,
-    /// A target that is safe to build into (slim CI); None: an isolated copy or compile only.
-    pub ci_target: Option<String>,
-    /// The target the scheduler runs in; None: the profile's default.
-    pub prod_target: Option<String>,
-    /// A folder holding production's `manifest.json`, for `--defer --state`.
-    pub state_dir: Option<PathBuf>,
-    /// The limit of one dbt command.
-    pub timeout: Duration,
-}
-
-impl FixDbt {
-    /// The settings from the environment, as the bot reads them.
-    pub fn from_env() -> Result<FixDbt> {
-        let env = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
-        let timeout = match env("SELFHEAL_DBT_TIMEOUT_SECS") {
-            Some(v) => v.trim().parse::<u64>().with_context(|| {
-                format!("SELFHEAL_DBT_TIMEOUT_SECS must be a number of seconds, got '{v}'")
-            })?,
-            None => 900,
-        };
-        Ok(FixDbt {
-            exe: PathBuf::from(env("SELFHEAL_DBT").unwrap_or_else(|| "dbt".into())),
-            profiles_dir: env("SELFHEAL_DBT_PROFILES_DIR").map(PathBuf::from),
-            ci_target: env("SELFHEAL_DBT_TARGET"),
-            prod_target: env("SELFHEAL_DBT_PROD_TARGET"),
-            state_dir: env("SELFHEAL_DBT_STATE_DIR").map(PathBuf::from),
-            timeout: Duration::from_secs(timeout),
-        })
-    }
 }
 
 /// Runs the session; returns how it ended.
@@ -104,7 +68,6 @@ pub async fn run_fix(opts: FixOptions, shutdown: CancellationToken) -> Result<St
         .context("the run-log directory has no parent")?;
 
     let agent = pick_agent(&project, opts.agent.as_deref())?;
-    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
     let settings = HealSettings {
         repo: Some(repo.display().to_string()),
         project_subdir: if project_subdir.as_os_str().is_empty() {
@@ -114,22 +77,15 @@ pub async fn run_fix(opts: FixOptions, shutdown: CancellationToken) -> Result<St
         },
         run_logs: Some(run_logs.to_path_buf()),
         run_log_source: Some(crate::runlog::SourceSettings::Dir(run_logs.to_path_buf())),
-        dbt: opts.dbt.exe.clone(),
-        dbt_profiles_dir: opts.dbt.profiles_dir.clone(),
-        dbt_target: opts.dbt.ci_target.clone(),
-        dbt_prod_target: opts.dbt.prod_target.clone(),
-        dbt_state_dir: opts.dbt.state_dir.clone(),
-        dbt_timeout: opts.dbt.timeout,
         ..HealSettings::default()
-    };
-    let secrets = env("SELFHEAL_SECRET_ENV")
-        .map(|names| {
-            names
-                .split([',', ' '])
-                .filter_map(|n| std::env::var(n.trim()).ok())
-                .collect::<Vec<_>>()
-        })
-        .unwrap_or_default();
+    }
+    .with_dbt(opts.dbt.clone());
+    let secrets = SELFHEAL_SECRET_ENV
+        .from_process_env()?
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|name| std::env::var(name).ok())
+        .collect::<Vec<_>>();
 
     let store = Store::in_memory()?;
     // The session lives in the terminal: no Slack thread.

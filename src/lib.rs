@@ -24,6 +24,7 @@
 //! - [`notify`]: `selfheal notify` — stores a dbt Core run's artifacts and posts its failure notification.
 //! - [`transcript`]: `selfheal session show` — a session's transcript (prompt, model exchanges, outcome, cost).
 //! - [`app`]: wires the parts together and runs until shut down.
+//! - [`parts`]: the parts the app and the slash commands share (config, store, Slack gateway, channels).
 //! - [`demo`]: the demo world (project, origin, scheduler, fakes) behind `selfheal demo` and the end-to-end tests.
 //! - [`bench`]: `selfheal bench` — the release binary measured against the local Slack fake.
 //! - [`fix`]: `selfheal fix`, one healing session in the terminal.
@@ -56,6 +57,7 @@ pub mod fix;
 pub mod forge;
 pub mod http;
 pub mod notify;
+pub mod parts;
 pub mod recognize;
 pub mod redact;
 pub mod runlog;

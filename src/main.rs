@@ -4,6 +4,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use selfheal::config::settings::{SELFHEAL_DB, SELFHEAL_LOG};
 use tokio_util::sync::CancellationToken;
 use tracing::error;
 
@@ -154,11 +155,11 @@ fn main() -> ExitCode {
         | Command::Drill { .. }
         | Command::Bench { .. }
         | Command::Session { .. } => "warn",
-        _ => "info,slack_morphism=warn",
+        _ => SELFHEAL_LOG.default_text(),
     };
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("SELFHEAL_LOG")
+            tracing_subscriber::EnvFilter::try_from_env(SELFHEAL_LOG.name())
                 .unwrap_or_else(|_| default_log.into()),
         )
         .with_writer(std::io::stderr)
@@ -222,12 +223,10 @@ fn main() -> ExitCode {
     } = cli.command
     {
         let _ = dotenvy::dotenv();
-        let db = db.unwrap_or_else(|| {
-            std::env::var_os("SELFHEAL_DB")
-                .filter(|v| !v.is_empty())
-                .map(Into::into)
-                .unwrap_or_else(|| "data/selfheal.db".into())
-        });
+        // A path is never invalid, so the default always stands in.
+        let db = db
+            .or_else(|| SELFHEAL_DB.from_process_env().ok().flatten())
+            .unwrap_or_default();
         return match selfheal::transcript::show(&db, id, full) {
             Ok(text) => {
                 print!("{text}");
@@ -251,7 +250,7 @@ fn main() -> ExitCode {
         return block_on(async {
             let shutdown = CancellationToken::new();
             tokio::spawn(cancel_on_signal(shutdown.clone()));
-            let dbt = match selfheal::fix::FixDbt::from_env() {
+            let dbt = match selfheal::config::DbtSettings::from_process_env() {
                 Ok(d) => d,
                 Err(e) => {
                     eprintln!("selfheal fix: {e:#}");
@@ -290,7 +289,8 @@ fn main() -> ExitCode {
         return block_on(async {
             let shutdown = CancellationToken::new();
             tokio::spawn(cancel_on_signal(shutdown.clone()));
-            let settings = selfheal::fix::FixDbt::from_env();
+            let settings =
+                selfheal::config::DbtSettings::from_process_env().map_err(anyhow::Error::from);
             let dbt = selfheal::drill::default_dbt().await;
             let (settings, dbt) = match (settings, dbt) {
                 (Ok(s), Ok(d)) => (s, d),

@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 /// one node: a `mod.rs` that dispatches to children which use its types is
 /// how Rust modules are built, not a cycle worth breaking.)
 const NODES: &[&str] = &[
+    "app::policy",
     "agent::command",
     "agent::llm",
     "agent::protocol",
@@ -33,6 +34,7 @@ const NODES: &[&str] = &[
 const PURE: &[&str] = &[
     "domain",
     "recognize",
+    "app::policy",
     "session::machine",
     "session::prompt",
     "commands::parse",

@@ -27,10 +27,6 @@ use crate::slack::web::{SlackWeb, WebSettings};
 /// The `block_id` of the context block every notification carries.
 pub const BLOCK_ID: &str = "selfheal-notify";
 
-/// The environment variable naming the token of a separate "dbt notifier" Slack
-/// app; without it, notifications are posted with `SLACK_BOT_TOKEN`.
-pub const NOTIFY_TOKEN_VAR: &str = "SELFHEAL_NOTIFY_TOKEN";
-
 /// How many failing nodes a notification names.
 const NODES_SHOWN: usize = 5;
 
@@ -149,13 +145,14 @@ pub async fn run(cfg: &Config, req: &Request) -> Result<Report> {
 
     let log = runlog::parse(&req.run_id, &artifacts);
     let (text, blocks) = notification(&req.schedule, &log);
-    let token = std::env::var(NOTIFY_TOKEN_VAR)
-        .ok()
-        .filter(|t| !t.trim().is_empty())
-        .unwrap_or_else(|| cfg.slack.bot_token.expose().to_string());
+    let token = cfg
+        .slack
+        .notify_token
+        .as_ref()
+        .unwrap_or(&cfg.slack.bot_token);
     let web = SlackWeb::connect(
         &cfg.slack.api_url,
-        token.trim(),
+        token.expose(),
         WebSettings {
             channel_interval: cfg.channel_interval,
             timeout: cfg.api_timeout,

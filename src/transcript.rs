@@ -15,7 +15,7 @@ use serde_json::Value;
 
 use crate::agent::llm::{usd, wire};
 use crate::domain::EventKind;
-use crate::store::{ExchangeRow, SessionRow, Store};
+use crate::store::{EventRow, ExchangeRow, SessionRow, Store};
 
 /// Characters of one message or event shown unless `full`.
 const CUT: usize = 1500;
@@ -39,7 +39,7 @@ pub fn show(db: &Path, id: i64, full: bool) -> anyhow::Result<String> {
 /// The transcript as text.
 pub fn render(
     row: &SessionRow,
-    events: &[(String, String)],
+    events: &[EventRow],
     exchanges: &[ExchangeRow],
     full: bool,
 ) -> String {
@@ -74,18 +74,22 @@ pub fn render(
         let _ = writeln!(out, "Pull request: {pr}");
     }
 
-    let kind_of = |(kind, _): &&(String, String)| EventKind::parse(kind);
-    for (kind, text) in events
+    let kind_of = |e: &&EventRow| EventKind::parse(&e.kind);
+    for e in events
         .iter()
         .filter(|e| kind_of(e) == Some(EventKind::Prompt))
     {
-        let _ = writeln!(out, "\n== {kind} ==\n{}", cut(text));
+        let _ = writeln!(out, "\n== {} ==\n{}", e.kind, cut(&e.text));
     }
-    if let Some((_, log)) = events
+    if let Some(log) = events
         .iter()
         .find(|e| kind_of(e) == Some(EventKind::RunLog))
     {
-        let _ = writeln!(out, "\n(run log: {} bytes, stored; not printed)", log.len());
+        let _ = writeln!(
+            out,
+            "\n(run log: {} bytes, stored; not printed)",
+            log.text.len()
+        );
     }
 
     if !exchanges.is_empty() {
@@ -197,14 +201,14 @@ pub fn render(
         }
     }
 
-    let rest: Vec<&(String, String)> = events
+    let rest: Vec<&EventRow> = events
         .iter()
         .filter(|e| !matches!(kind_of(e), Some(EventKind::Prompt | EventKind::RunLog)))
         .collect();
     if !rest.is_empty() {
         let _ = writeln!(out, "\n== session events ==");
-        for (kind, text) in rest {
-            let _ = writeln!(out, "[{kind}] {}", indent(&cut(text)));
+        for e in rest {
+            let _ = writeln!(out, "[{}] {}", e.kind, indent(&cut(&e.text)));
         }
     }
     let _ = writeln!(

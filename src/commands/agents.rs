@@ -7,11 +7,11 @@ use crate::config::{AgentDef, Runner};
 use crate::slack::render::escape;
 
 pub(super) fn agents(ctx: &CommandContext) -> anyhow::Result<String> {
-    let cfg = &ctx.cfg;
+    let cfg = &ctx.parts.cfg;
     // (schedule, agent) for every schedule that heals now.
     let mut uses: Vec<(String, String)> = vec![];
     for s in cfg.schedules.iter() {
-        let e = combine(s, ctx.store.schedule_override(&s.name)?.as_ref());
+        let e = combine(s, ctx.parts.store.schedule_override(&s.name)?.as_ref());
         if let (true, Some(agent)) = (e.enabled, e.agent(cfg)) {
             uses.push((s.name.clone(), agent.to_string()));
         }

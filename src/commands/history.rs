@@ -16,11 +16,11 @@ const PERMALINK_BUDGET: Duration = Duration::from_millis(800);
 
 pub(super) async fn history(ctx: &CommandContext, only: Option<&str>) -> anyhow::Result<String> {
     if let Some(name) = only {
-        if ctx.cfg.schedules.get(name).is_none() {
-            return Ok(unknown_schedule(&ctx.cfg, name));
+        if ctx.parts.cfg.schedules.get(name).is_none() {
+            return Ok(unknown_schedule(&ctx.parts.cfg, name));
         }
     }
-    let rows = ctx.store.recent_sessions(only, ROWS)?;
+    let rows = ctx.parts.store.recent_sessions(only, ROWS)?;
     if rows.is_empty() {
         return Ok(match only {
             Some(name) => format!("No healing sessions yet for `{}`.", escape(name)),
@@ -43,7 +43,7 @@ pub(super) async fn history(ctx: &CommandContext, only: Option<&str>) -> anyhow:
             None => String::new(),
         };
         // What an llm agent's model calls cost, when its agent has prices.
-        let cost = match ctx.store.session_cost(row.id) {
+        let cost = match ctx.parts.store.session_cost(row.id) {
             Ok(Some(c)) => format!(" · {}", crate::agent::llm::usd(c)),
             _ => String::new(),
         };
@@ -63,7 +63,7 @@ pub(super) async fn history(ctx: &CommandContext, only: Option<&str>) -> anyhow:
 async fn permalinks(ctx: &CommandContext, rows: &[SessionRow]) -> Vec<Option<String>> {
     let asks = rows
         .iter()
-        .map(|r| async move { ctx.web.permalink(&r.channel, &r.thread_ts).await.ok() });
+        .map(|r| async move { ctx.parts.web.permalink(&r.channel, &r.thread_ts).await.ok() });
     tokio::time::timeout(PERMALINK_BUDGET, futures_util::future::join_all(asks))
         .await
         .unwrap_or_else(|_| vec![None; rows.len()])

@@ -27,11 +27,9 @@ use chrono::{DateTime, Utc};
 use tracing::{error, warn};
 
 use crate::config::{normalize_channel, Config};
-use crate::slack::channels::Channels;
+use crate::parts::Parts;
 use crate::slack::render::escape;
-use crate::slack::web::SlackWeb;
 use crate::slack::{CommandReply, CommandRequest};
-use crate::store::Store;
 
 pub use effective::{effective, paused, Effective, Source};
 pub use parse::{help_text, parse, Command, UsageError, HELP};
@@ -39,35 +37,20 @@ pub use parse::{help_text, parse, Command, UsageError, HELP};
 /// How long a `users.info` answer about admin rights is trusted.
 pub const ADMIN_CACHE_TTL: Duration = Duration::from_secs(10 * 60);
 
-/// What command handlers may use.
+/// What command handlers may use: the bot's shared parts, and what only
+/// commands keep.
 #[derive(Clone)]
 pub struct CommandContext {
-    pub cfg: Arc<Config>,
-    pub store: Store,
-    pub web: SlackWeb,
-    pub channels: Channels,
-    /// `SELFHEAL_ADMINS`: user ids allowed to change settings besides the
-    /// workspace admins and owners (see [`parse_admins`]).
-    pub admins: Vec<String>,
+    pub parts: Arc<Parts>,
     /// user id → (is admin, when Slack said so). Shared by clones, so keep one
     /// context for the app's life rather than building one per command.
     pub admin_cache: Arc<Mutex<HashMap<String, (bool, Instant)>>>,
 }
 
 impl CommandContext {
-    pub fn new(
-        cfg: Arc<Config>,
-        store: Store,
-        web: SlackWeb,
-        channels: Channels,
-        admins: Vec<String>,
-    ) -> CommandContext {
+    pub fn new(parts: Arc<Parts>) -> CommandContext {
         CommandContext {
-            cfg,
-            store,
-            web,
-            channels,
-            admins,
+            parts,
             admin_cache: Arc::default(),
         }
     }
@@ -149,10 +132,10 @@ pub async fn handle(ctx: &CommandContext, req: &CommandRequest) -> CommandReply 
     }
 }
 
-/// `SELFHEAL_ADMINS` first (no API call), then workspace admins and owners
-/// from `users.info`, cached for [`ADMIN_CACHE_TTL`].
+/// `SELFHEAL_ADMINS` (see [`parse_admins`]) first (no API call), then
+/// workspace admins and owners from `users.info`, cached for [`ADMIN_CACHE_TTL`].
 async fn is_admin(ctx: &CommandContext, user: &str) -> Result<bool, crate::slack::web::SlackError> {
-    if ctx.admins.iter().any(|a| a == user) {
+    if ctx.parts.cfg.admins.iter().any(|a| a == user) {
         return Ok(true);
     }
     let cached = {
@@ -165,7 +148,7 @@ async fn is_admin(ctx: &CommandContext, user: &str) -> Result<bool, crate::slack
     if let Some(admin) = cached {
         return Ok(admin);
     }
-    let admin = ctx.web.is_admin(user).await?;
+    let admin = ctx.parts.web.is_admin(user).await?;
     ctx.admin_cache
         .lock()
         .unwrap_or_else(|p| p.into_inner())
@@ -216,7 +199,7 @@ async fn announce(ctx: &CommandContext, channels: &[String], text: &str) -> Vec<
     let mut ids: Vec<(String, String)> = vec![];
     let mut failed = vec![];
     for configured in channels {
-        match ctx.channels.id_of(configured).await {
+        match ctx.parts.channels.id_of(configured).await {
             Some(id) if !ids.iter().any(|(known, _)| *known == id) => {
                 ids.push((id, configured.clone()))
             }
@@ -228,7 +211,7 @@ async fn announce(ctx: &CommandContext, channels: &[String], text: &str) -> Vec<
         }
     }
     let posts = ids.iter().map(|(id, configured)| async move {
-        match ctx.web.post(id, None, text, None).await {
+        match ctx.parts.web.post(id, None, text, None).await {
             Ok(_) => None,
             Err(e) => {
                 warn!(channel = %id, error = %e, "could not announce a /selfheal change");

@@ -8,8 +8,8 @@ pub(super) async fn switch(
     user: &str,
     pause: bool,
 ) -> anyhow::Result<String> {
-    if !ctx.store.set_paused(pause, user)? {
-        return Ok(match ctx.store.pause()? {
+    if !ctx.parts.store.set_paused(pause, user)? {
+        return Ok(match ctx.parts.store.pause()? {
             Some(p) => format!(
                 "⏸ Self-healing is already paused (by <@{}> since {}).",
                 p.paused_by,
@@ -19,8 +19,8 @@ pub(super) async fn switch(
         });
     }
     let mut channels: Vec<String> = vec![];
-    for s in ctx.cfg.schedules.iter() {
-        if let Some(e) = effective(&ctx.cfg, &ctx.store, &s.name)? {
+    for s in ctx.parts.cfg.schedules.iter() {
+        if let Some(e) = effective(&ctx.parts.cfg, &ctx.parts.store, &s.name)? {
             if let (true, Some(c)) = (e.enabled, e.healing_channel) {
                 channels.push(c);
             }

@@ -8,13 +8,13 @@ use crate::config::Config;
 use crate::slack::render::escape;
 
 pub(super) fn status(ctx: &CommandContext, only: Option<&str>) -> anyhow::Result<String> {
-    let cfg = &ctx.cfg;
+    let cfg = &ctx.parts.cfg;
     if let Some(name) = only {
         if cfg.schedules.get(name).is_none() {
             return Ok(unknown_schedule(cfg, name));
         }
     }
-    let mut out = match ctx.store.pause()? {
+    let mut out = match ctx.parts.store.pause()? {
         Some(p) => format!(
             "⏸ *Paused workspace-wide* by <@{}> since {}: nothing is healed until `/selfheal resume`.\n",
             p.paused_by,
@@ -27,7 +27,7 @@ pub(super) fn status(ctx: &CommandContext, only: Option<&str>) -> anyhow::Result
         .iter()
         .filter(|s| only.is_none_or(|n| n == s.name))
     {
-        let o = ctx.store.schedule_override(&s.name)?;
+        let o = ctx.parts.store.schedule_override(&s.name)?;
         let e = combine(s, o.as_ref());
         out.push_str(&format!("• `{}`: {}", escape(&s.name), describe(cfg, &e)));
         match &e.source {
@@ -40,6 +40,7 @@ pub(super) fn status(ctx: &CommandContext, only: Option<&str>) -> anyhow::Result
         }
     }
     let running: Vec<_> = ctx
+        .parts
         .store
         .unfinished_sessions()?
         .into_iter()

@@ -17,7 +17,7 @@ pub(super) async fn enable(
     channel: Option<&ChannelArg>,
     agent: Option<&str>,
 ) -> anyhow::Result<String> {
-    let cfg = &ctx.cfg;
+    let cfg = &ctx.parts.cfg;
     let Some(schedule) = cfg.schedules.get(name) else {
         return Ok(unknown_schedule(cfg, name));
     };
@@ -58,8 +58,9 @@ pub(super) async fn enable(
             escape(name)
         ));
     };
-    let before = super::effective(cfg, &ctx.store, name)?.expect("the schedule exists");
-    ctx.store
+    let before = super::effective(cfg, &ctx.parts.store, name)?.expect("the schedule exists");
+    ctx.parts
+        .store
         .set_schedule_override(&o, "enable", &before.to_json(), &after.to_json())?;
     let agent = after.agent(cfg).unwrap_or("?");
     let text = format!(
@@ -82,11 +83,11 @@ pub(super) async fn disable(
     user: &str,
     name: &str,
 ) -> anyhow::Result<String> {
-    let cfg = &ctx.cfg;
+    let cfg = &ctx.parts.cfg;
     let Some(schedule) = cfg.schedules.get(name) else {
         return Ok(unknown_schedule(cfg, name));
     };
-    let before = super::effective(cfg, &ctx.store, name)?.expect("the schedule exists");
+    let before = super::effective(cfg, &ctx.parts.store, name)?.expect("the schedule exists");
     let o = ScheduleOverride {
         schedule: name.to_string(),
         enabled: false,
@@ -96,7 +97,8 @@ pub(super) async fn disable(
         changed_at: Utc::now(),
     };
     let after = combine(schedule, Some(&o));
-    ctx.store
+    ctx.parts
+        .store
         .set_schedule_override(&o, "disable", &before.to_json(), &after.to_json())?;
     let text = format!(
         "⛔ <@{user}> disabled self-healing for `{}`: its failures will not be healed automatically.",
@@ -112,13 +114,14 @@ pub(super) async fn disable(
 }
 
 pub(super) async fn reset(ctx: &CommandContext, user: &str, name: &str) -> anyhow::Result<String> {
-    let cfg = &ctx.cfg;
+    let cfg = &ctx.parts.cfg;
     let Some(schedule) = cfg.schedules.get(name) else {
         return Ok(unknown_schedule(cfg, name));
     };
-    let before = super::effective(cfg, &ctx.store, name)?.expect("the schedule exists");
+    let before = super::effective(cfg, &ctx.parts.store, name)?.expect("the schedule exists");
     let after = combine(schedule, None);
     if !ctx
+        .parts
         .store
         .clear_schedule_override(name, user, &before.to_json(), &after.to_json())?
     {
@@ -186,8 +189,8 @@ async fn configured_channel(
         return Some(found);
     }
     match (&arg.id, &arg.name) {
-        (Some(id), None) => keys.extend(ctx.channels.name_of(id).await),
-        (None, Some(name)) => keys.extend(ctx.channels.id_of(name).await),
+        (Some(id), None) => keys.extend(ctx.parts.channels.name_of(id).await),
+        (None, Some(name)) => keys.extend(ctx.parts.channels.id_of(name).await),
         _ => {}
     }
     find(&keys)
@@ -195,7 +198,7 @@ async fn configured_channel(
 
 /// The agent must exist and be runnable, as `selfheal check` demands of the YAML.
 fn check_agent(ctx: &CommandContext, after: &Effective) -> Result<(), String> {
-    let cfg = &ctx.cfg;
+    let cfg = &ctx.parts.cfg;
     let known = || {
         cfg.agents
             .keys()

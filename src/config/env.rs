@@ -1,165 +1,187 @@
-//! The bot's settings from environment variables, and the checks that tie
-//! schedules, agents and settings together.
+//! The bot's settings as typed values, and the checks that tie schedules,
+//! agents and settings together.
 //!
-//! [`Config::from_env`] takes a lookup closure rather than reading the process
-//! environment, so tests build a `Config` from a `HashMap`. An empty variable
-//! counts as unset, so a copied `.env.example` with blank lines works.
-//! Only [`Config::from_process_env`] touches the real environment (and `.env`).
+//! Each variable is declared once in `settings` (name, default, docs,
+//! parsing); this module only says which settings make up a [`Config`] or a
+//! [`DbtSettings`], and what they mean together. [`Config::from_env`] takes a
+//! lookup closure rather than reading the process environment, so tests
+//! build a `Config` from a `HashMap`. Only the `from_process_env` functions
+//! touch the real environment (and, for `Config`, `.env`).
 
-use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::yaml::{self, Node, Source};
+use super::recognizers::load_recognizers;
+use super::settings::*;
+use super::vars::{ProcessEnv, Setting, Vars};
 use super::{
     load_agents, load_schedules, AgentDef, ConfigError, ConfigErrors, Runner, Schedules, DBT_DOCTOR,
 };
 use crate::domain::Secret;
 use crate::recognize::Override;
+use crate::runlog::{DbtCloudSettings, ParadimeSettings, SourceSettings};
 
 /// How long shutdown waits for running sessions to record their state.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
+// Field docs name the setting each field comes from; what it means, and its
+// default, are said once, in the setting's declaration.
+
 /// How to reach Slack.
 #[derive(Debug, Clone)]
 pub struct SlackSettings {
-    /// `SLACK_APP_TOKEN` (required, `xapp-…`): the app-level token with
-    /// `connections:write`, used to open the Socket Mode connection.
+    /// [`SLACK_APP_TOKEN`]: opens the Socket Mode connection.
     pub app_token: Secret,
-    /// `SLACK_BOT_TOKEN` (required, `xoxb-…`): the bot token used for Web API calls.
+    /// [`SLACK_BOT_TOKEN`]: Web API calls.
     pub bot_token: Secret,
-    /// `SLACK_API_URL` (default `https://slack.com/api/`): the Web API base URL,
-    /// always ending with `/`. Point it at a local fake Slack for tests and demos.
+    /// [`SLACK_API_URL`], always ending with `/`.
     pub api_url: String,
+    /// [`SELFHEAL_NOTIFY_TOKEN`]: what `selfheal notify` posts with, when not the bot token.
+    pub notify_token: Option<Secret>,
 }
 
 /// Everything the bot needs to run, validated.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Slack tokens and API URL (`SLACK_APP_TOKEN`, `SLACK_BOT_TOKEN`, `SLACK_API_URL`).
     pub slack: SlackSettings,
-    /// `SELFHEAL_DB` (default `data/selfheal.db`): the SQLite database holding
-    /// session history; its directory is created on start.
+    /// [`SELFHEAL_DB`]; its directory is created on start.
     pub db_path: PathBuf,
-    /// `SELFHEAL_SCHEDULES` (required): the dbt project directory (reads
-    /// `paradime_schedules.yml` and `.bolt/**/*.yml`) or one schedules file.
+    /// [`SELFHEAL_SCHEDULES`].
     pub schedules_path: PathBuf,
     /// The schedules loaded from `schedules_path`.
     pub schedules: Schedules,
-    /// `SELFHEAL_AGENTS_DIR` (default `<dbt project>/.dinoai/agents`, where the
-    /// project is `SELFHEAL_SCHEDULES` when it is a directory, else the
-    /// schedules file's directory): where agent definitions live.
+    /// [`SELFHEAL_AGENTS_DIR`], else `.dinoai/agents` in the dbt project:
+    /// `SELFHEAL_SCHEDULES` when it is a directory, else the schedules file's.
     pub agents_dir: PathBuf,
-    /// The agents loaded from `agents_dir`, by name.
+    /// The agents loaded from `agents_dir`, and the built-in ones, by name.
     pub agents: BTreeMap<String, AgentDef>,
-    /// `SELFHEAL_DEFAULT_AGENT` (optional): the agent used when a schedule's
-    /// `self_healing.agent_name` is empty, and by "Fix with DinoAI".
+    /// [`SELFHEAL_DEFAULT_AGENT`]: heals when a schedule names no agent, and
+    /// when a person asks for a fix without naming one.
     pub default_agent: Option<String>,
-    /// `SELFHEAL_NOTIFIER_BOTS` (optional, comma or space separated): bot ids,
-    /// app ids or usernames of the schedulers whose failure notifications are
-    /// recognised. Empty means any bot (never humans, never selfheal itself).
+    /// [`SELFHEAL_NOTIFIER_BOTS`]; empty means any bot.
     pub notifier_bots: Vec<String>,
-    /// `SELFHEAL_CHANNEL_INTERVAL_MS` (default 1000): the minimum spacing
-    /// between two writes to one Slack channel, to stay under Slack's rate limits.
+    /// [`SELFHEAL_CHANNEL_INTERVAL_MS`].
     pub channel_interval: Duration,
-    /// `SELFHEAL_COURTESY_WINDOW_SECS` (default 30): how long to wait for a
-    /// channel's copy of a failure notification before posting the courtesy
-    /// pointer there top-level instead of in its thread.
+    /// [`SELFHEAL_COURTESY_WINDOW_SECS`].
     pub courtesy_window: Duration,
-    /// `SELFHEAL_EDIT_INTERVAL_MS` (default 1000): the minimum spacing between
-    /// two edits of a session's progress message.
+    /// [`SELFHEAL_EDIT_INTERVAL_MS`].
     pub edit_interval: Duration,
-    /// `SELFHEAL_API_TIMEOUT_SECS` (default 10): the timeout of one Slack Web API call.
+    /// [`SELFHEAL_API_TIMEOUT_SECS`].
     pub api_timeout: Duration,
-    /// `SELFHEAL_SOCKET_PING_SECS` (default 15): how often each Socket Mode
-    /// connection is pinged; one that answers no pong for five intervals is
-    /// dropped and replaced, so a silently dead link does not go unnoticed.
+    /// [`SELFHEAL_SOCKET_PING_SECS`], at least a second.
     pub socket_ping: Duration,
-    /// `SELFHEAL_PRIOR_ATTEMPTS` (default 5): how many earlier sessions of the
-    /// same schedule are summarised for the agent, so it does not open a duplicate PR.
+    /// [`SELFHEAL_PRIOR_ATTEMPTS`].
     pub prior_attempts: usize,
     /// How long shutdown waits for running sessions ([`SHUTDOWN_GRACE`], not configurable).
     pub shutdown_grace: Duration,
-    /// `SELFHEAL_RECOGNIZERS` (optional): a YAML file of per-notifier regexes
-    /// for notification formats the built-in recogniser does not read:
+    /// The regexes of the [`SELFHEAL_RECOGNIZERS`] file:
     /// `recognizers: [{source, run_id: '…(?P<run_id>…)…', schedule: '…(?P<schedule>…)…', failure: '…'}]`.
     pub overrides: Vec<Override>,
-    /// `SELFHEAL_SECRET_ENV` (optional, comma or space separated): names of
-    /// further environment variables whose values are scrubbed from anything
-    /// selfheal posts (the Slack tokens always are).
+    /// [`SELFHEAL_SECRET_ENV`].
     pub secret_env: Vec<String>,
     /// Where the dbt code, the run logs and dbt itself are, and where pull
     /// requests go.
     pub heal: HealSettings,
-    /// `SELFHEAL_MAX_SESSIONS` (default 8): sessions running at once; more wait, shown as queued.
+    /// [`SELFHEAL_MAX_SESSIONS`].
     pub max_sessions: usize,
-    /// `SELFHEAL_MAX_SESSIONS_PER_SCHEDULE` (default 2): the same, per schedule.
+    /// [`SELFHEAL_MAX_SESSIONS_PER_SCHEDULE`].
     pub max_sessions_per_schedule: usize,
-    /// `SELFHEAL_ADMINS` (optional, comma or space separated): Slack user ids
-    /// allowed to change settings with `/selfheal`, besides workspace admins and owners.
+    /// [`SELFHEAL_ADMINS`].
     pub admins: Vec<String>,
-    /// `SELFHEAL_ON_RESTART` (`rerun`, the default, or `report`): what a
-    /// start does with sessions a crash or stop interrupted. Both tell the
-    /// thread; `rerun` also runs the session again, once (a re-run is never re-run).
+    /// [`SELFHEAL_ON_RESTART`] is `rerun`.
     pub rerun_interrupted: bool,
 }
 
 /// What a session needs to do real work: a repository to fix, run logs to
 /// read, dbt to verify with and a forge to open pull requests on.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct HealSettings {
-    /// `SELFHEAL_REPO` (optional): the dbt repository, a URL or a local path.
-    /// Each session works on a fresh clone of it. Without it, command agents
-    /// run in a scratch folder and only report what they did.
+    /// [`SELFHEAL_REPO`]: each session works on a fresh clone of it.
     pub repo: Option<String>,
-    /// `SELFHEAL_DBT_PROJECT_DIR` (default `.`): the dbt project inside the repository.
+    /// [`SELFHEAL_DBT_PROJECT_DIR`].
     pub project_subdir: PathBuf,
-    /// `SELFHEAL_RUN_LOGS` (optional): a directory with one folder of dbt
-    /// artifacts per run id (`run_results.json`, `dbt.log`, `console.txt`).
+    /// [`SELFHEAL_RUN_LOGS`].
     pub run_logs: Option<PathBuf>,
-    /// `SELFHEAL_RUN_LOG_SOURCE` (optional; `dir`, `paradime` or `dbt_cloud`):
-    /// where a session reads the failed run's log. Default: `dir` when
-    /// `SELFHEAL_RUN_LOGS` is set, else none. `paradime` needs
-    /// `PARADIME_API_ENDPOINT`, `PARADIME_API_KEY` and `PARADIME_API_SECRET`;
-    /// `dbt_cloud` needs `DBT_CLOUD_API_TOKEN` and `DBT_CLOUD_ACCOUNT_ID`, and
-    /// reads `DBT_CLOUD_API_URL` (default `https://cloud.getdbt.com`; EU, AU and
-    /// single-tenant hosts differ) and `SELFHEAL_DBT_CLOUD_ARTIFACT_WAIT_SECS`
-    /// (default 90: how long `run_results.json` is waited for, since dbt Cloud
-    /// uploads it after the failure is announced). Build the source with
+    /// [`SELFHEAL_RUN_LOG_SOURCE`] and its variables; build the source with
     /// [`crate::runlog::Source::from_settings`].
-    pub run_log_source: Option<crate::runlog::SourceSettings>,
-    /// `SELFHEAL_DBT` (default `dbt` on the PATH): the dbt executable.
+    pub run_log_source: Option<SourceSettings>,
+    /// The fields of [`DbtSettings`], as [`HealSettings::with_dbt`] sets them.
     pub dbt: PathBuf,
-    /// `SELFHEAL_DBT_PROFILES_DIR` (optional): `--profiles-dir` for dbt;
-    /// default: the project's own `profiles.yml` if it has one, else `~/.dbt`.
     pub dbt_profiles_dir: Option<PathBuf>,
-    /// `SELFHEAL_DBT_TARGET` (optional): a CI target that is safe to build
-    /// into; verification, agents and the doctor use it (slim CI, deferring
-    /// to production when its manifest is known). Without it, a DuckDB
-    /// production is copied per session, and any other warehouse is only
-    /// compiled against.
     pub dbt_target: Option<String>,
-    /// `SELFHEAL_DBT_PROD_TARGET` (default: the profile's default target):
-    /// the target the scheduler runs in, which selfheal never builds into.
     pub dbt_prod_target: Option<String>,
-    /// `SELFHEAL_DBT_STATE_DIR` (optional): a folder with production's
-    /// `manifest.json`, for `--defer --state` when the run log has none.
     pub dbt_state_dir: Option<PathBuf>,
-    /// `SELFHEAL_DBT_TIMEOUT_SECS` (default 900): the limit of one dbt command.
     pub dbt_timeout: Duration,
-    /// `SELFHEAL_GITHUB_TOKEN` (optional): the token the bot — never the agent —
-    /// opens pull requests with. Without it, the branch is pushed and a
-    /// compare link is posted.
+    /// [`SELFHEAL_GITHUB_TOKEN`]: the bot — never the agent — opens pull
+    /// requests with it.
     pub github_token: Option<Secret>,
-    /// `SELFHEAL_GITHUB_API_URL` (default `https://api.github.com`; GitHub
-    /// Enterprise: `https://HOST/api/v3`).
+    /// [`SELFHEAL_GITHUB_API_URL`], without a trailing `/`.
     pub github_api_url: String,
-    /// `SELFHEAL_GITHUB_REPO` (default: from the repository's GitHub URL): `owner/name`.
+    /// [`SELFHEAL_GITHUB_REPO`]; None: from the repository's GitHub URL.
     pub github_repo: Option<String>,
-    /// `SELFHEAL_REPO_WEB_URL` (optional): the repository's web page, for
-    /// compare links when there is no API (e.g. `https://github.com/acme/dbt`).
+    /// [`SELFHEAL_REPO_WEB_URL`].
     pub repo_web_url: Option<String>,
+}
+
+impl HealSettings {
+    /// These settings with dbt run as `dbt` says.
+    pub fn with_dbt(self, dbt: DbtSettings) -> HealSettings {
+        HealSettings {
+            dbt: dbt.exe,
+            dbt_profiles_dir: dbt.profiles_dir,
+            dbt_target: dbt.ci_target,
+            dbt_prod_target: dbt.prod_target,
+            dbt_state_dir: dbt.state_dir,
+            dbt_timeout: dbt.timeout,
+            ..self
+        }
+    }
+}
+
+/// How dbt runs: the `SELFHEAL_DBT*` settings, which `selfheal run`, `fix`
+/// and `drill` read alike.
+#[derive(Debug, Clone)]
+pub struct DbtSettings {
+    /// [`SELFHEAL_DBT`].
+    pub exe: PathBuf,
+    /// [`SELFHEAL_DBT_PROFILES_DIR`].
+    pub profiles_dir: Option<PathBuf>,
+    /// [`SELFHEAL_DBT_TARGET`]: a target that is safe to build into (slim CI).
+    pub ci_target: Option<String>,
+    /// [`SELFHEAL_DBT_PROD_TARGET`].
+    pub prod_target: Option<String>,
+    /// [`SELFHEAL_DBT_STATE_DIR`].
+    pub state_dir: Option<PathBuf>,
+    /// [`SELFHEAL_DBT_TIMEOUT_SECS`].
+    pub timeout: Duration,
+}
+
+impl DbtSettings {
+    /// The dbt settings from the process environment as it is. `fix` and
+    /// `drill` work on a project named on their command line, from any
+    /// directory, so they do not look for a `.env` as `run` does.
+    pub fn from_process_env() -> Result<DbtSettings, ConfigErrors> {
+        ProcessEnv::as_is().read(DbtSettings::from_env)
+    }
+
+    /// The dbt settings through `vars`, or every problem with them.
+    pub fn from_env(vars: &dyn Fn(&str) -> Option<String>) -> Result<DbtSettings, ConfigErrors> {
+        let vars = Vars::new(vars);
+        let dbt = DbtSettings::read(&vars);
+        vars.finish(dbt)
+    }
+
+    fn read(vars: &Vars) -> DbtSettings {
+        DbtSettings {
+            exe: vars.value(&SELFHEAL_DBT),
+            profiles_dir: vars.get(&SELFHEAL_DBT_PROFILES_DIR),
+            ci_target: vars.get(&SELFHEAL_DBT_TARGET),
+            prod_target: vars.get(&SELFHEAL_DBT_PROD_TARGET),
+            state_dir: vars.get(&SELFHEAL_DBT_STATE_DIR),
+            timeout: vars.value(&SELFHEAL_DBT_TIMEOUT_SECS),
+        }
+    }
 }
 
 impl Config {
@@ -167,136 +189,90 @@ impl Config {
     /// then reads the configuration from the process environment. Errors say
     /// where each variable came from: the environment, or `.env` at its path.
     pub fn from_process_env() -> Result<Config, ConfigErrors> {
-        let before: std::collections::HashSet<String> = std::env::vars_os()
-            .filter_map(|(k, _)| k.into_string().ok())
-            .collect();
-        let dotenv = match dotenvy::dotenv() {
-            Ok(path) => Some(path),
-            Err(e) if e.not_found() => None,
-            Err(e) => {
-                return Err(ConfigErrors::new(vec![ConfigError::Env {
-                    var: ".env".into(),
-                    message: e.to_string(),
-                }]))
-            }
-        };
-        let cwd = std::env::current_dir().unwrap_or_default();
-        Config::from_env(&|name| std::env::var(name).ok()).map_err(|e| {
-            e.with_origins(|var| {
-                origin(
-                    var,
-                    before.contains(var),
-                    std::env::var_os(var).is_some(),
-                    dotenv.as_deref(),
-                    &cwd,
-                )
-            })
-        })
+        ProcessEnv::with_dotenv()?.read(Config::from_env)
     }
 
     /// Reads the configuration through `vars`, loads the schedule and agent
     /// files it names, and checks that they fit together. Every problem is
     /// reported, not only the first: a person fixes them in one go.
-    pub fn from_env(vars: &impl Fn(&str) -> Option<String>) -> Result<Config, ConfigErrors> {
-        let get = |name: &str| {
-            vars(name)
-                .map(|v| v.trim().to_owned())
-                .filter(|v| !v.is_empty())
-        };
-        let problems = RefCell::new(Vec::new());
-        // Keeps a value, or records its problem and goes on with the next setting.
-        fn kept<T>(problems: &RefCell<Vec<ConfigError>>, r: Result<T, ConfigError>) -> Option<T> {
-            r.map_err(|e| problems.borrow_mut().push(e)).ok()
-        }
-        macro_rules! keep {
-            ($r:expr $(,)?) => {
-                kept(&problems, $r)
-            };
-        }
-        let num = |var: &str, default: u64| -> u64 {
-            number(get(var), var, default)
-                .map_err(|e| problems.borrow_mut().push(e))
-                .unwrap_or(default)
-        };
-
-        let app_token = keep!(token(get("SLACK_APP_TOKEN"), "SLACK_APP_TOKEN", "xapp-"));
-        let bot_token = keep!(token(get("SLACK_BOT_TOKEN"), "SLACK_BOT_TOKEN", "xoxb-"));
-        let api_url = keep!(api_url(get("SLACK_API_URL")));
-        let db_path =
-            PathBuf::from(get("SELFHEAL_DB").unwrap_or_else(|| "data/selfheal.db".into()));
-        let schedules_path =
-            keep!(get("SELFHEAL_SCHEDULES")
-                .map(PathBuf::from)
-                .ok_or_else(|| ConfigError::Env {
-                    var: "SELFHEAL_SCHEDULES".into(),
-                    message: "is required: the dbt project directory or its paradime_schedules.yml"
-                        .into(),
-                }),);
-        let agents_dir = match (get("SELFHEAL_AGENTS_DIR"), &schedules_path) {
-            (Some(dir), _) => Some(PathBuf::from(dir)),
-            (None, Some(path)) => Some(default_agents_dir(path)),
-            (None, None) => None,
-        };
+    pub fn from_env(vars: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigErrors> {
+        let vars = Vars::new(vars);
+        // The order of reading is the order problems are told in.
+        let app_token = vars.get(&SLACK_APP_TOKEN);
+        let bot_token = vars.get(&SLACK_BOT_TOKEN);
+        let api_url = vars.value(&SLACK_API_URL);
+        let db_path = vars.value(&SELFHEAL_DB);
+        let schedules_path = vars.get(&SELFHEAL_SCHEDULES);
+        let agents_dir = vars
+            .get(&SELFHEAL_AGENTS_DIR)
+            .or_else(|| schedules_path.as_deref().map(default_agents_dir));
         let schedules = schedules_path
             .as_deref()
-            .and_then(|path| keep!(load_schedules(path)));
+            .and_then(|path| vars.keep_all(load_schedules(path)));
         let agents = agents_dir
             .as_deref()
-            .and_then(|dir| keep!(load_agents(dir)))
-            .and_then(|agents| keep!(with_llm_default(agents, &get)))
+            .and_then(|dir| vars.keep(load_agents(dir)))
+            .and_then(|agents| vars.keep(with_llm_default(agents, &vars)))
             .map(with_builtins);
-        let channel_interval = Duration::from_millis(num("SELFHEAL_CHANNEL_INTERVAL_MS", 1000));
-        let courtesy_window = Duration::from_secs(num("SELFHEAL_COURTESY_WINDOW_SECS", 30));
-        let edit_interval = Duration::from_millis(num("SELFHEAL_EDIT_INTERVAL_MS", 1000));
-        let api_timeout = Duration::from_secs(num("SELFHEAL_API_TIMEOUT_SECS", 10));
-        let socket_ping = Duration::from_secs(num("SELFHEAL_SOCKET_PING_SECS", 15).max(1));
-        let prior_attempts = num("SELFHEAL_PRIOR_ATTEMPTS", 5) as usize;
-        let overrides = match get("SELFHEAL_RECOGNIZERS") {
-            Some(path) => keep!(load_overrides(Path::new(&path))).unwrap_or_default(),
-            None => Vec::new(),
-        };
-        let max_sessions = num("SELFHEAL_MAX_SESSIONS", 8) as usize;
-        let max_sessions_per_schedule = num("SELFHEAL_MAX_SESSIONS_PER_SCHEDULE", 2) as usize;
-        let rerun_interrupted = match get("SELFHEAL_ON_RESTART").as_deref().map(str::trim) {
-            None | Some("") | Some("rerun") => true,
-            Some("report") => false,
-            Some(other) => {
-                problems.borrow_mut().push(ConfigError::Env {
-                    var: "SELFHEAL_ON_RESTART".into(),
-                    message: format!("'{other}' is neither 'rerun' nor 'report'"),
-                });
-                true
-            }
-        };
-        let run_log_source = keep!(run_log_source(&get)).flatten();
-        let dbt_timeout = Duration::from_secs(num("SELFHEAL_DBT_TIMEOUT_SECS", 900));
+        let channel_interval = vars.value(&SELFHEAL_CHANNEL_INTERVAL_MS);
+        let courtesy_window = vars.value(&SELFHEAL_COURTESY_WINDOW_SECS);
+        let edit_interval = vars.value(&SELFHEAL_EDIT_INTERVAL_MS);
+        let api_timeout = vars.value(&SELFHEAL_API_TIMEOUT_SECS);
+        let socket_ping = vars
+            .value(&SELFHEAL_SOCKET_PING_SECS)
+            .max(Duration::from_secs(1));
+        let prior_attempts = vars.value(&SELFHEAL_PRIOR_ATTEMPTS);
+        let overrides = vars
+            .get(&SELFHEAL_RECOGNIZERS)
+            .and_then(|path| vars.keep(load_recognizers(&path)))
+            .unwrap_or_default();
+        let max_sessions = vars.value(&SELFHEAL_MAX_SESSIONS);
+        let max_sessions_per_schedule = vars.value(&SELFHEAL_MAX_SESSIONS_PER_SCHEDULE);
+        let rerun_interrupted = vars.value(&SELFHEAL_ON_RESTART);
+        let run_log_source = vars.keep(run_log_source(&vars)).flatten();
+        let dbt = DbtSettings::read(&vars);
+        let heal = HealSettings {
+            repo: vars.get(&SELFHEAL_REPO),
+            project_subdir: vars.value(&SELFHEAL_DBT_PROJECT_DIR),
+            run_logs: vars.get(&SELFHEAL_RUN_LOGS),
+            run_log_source,
+            github_token: vars.get(&SELFHEAL_GITHUB_TOKEN),
+            github_api_url: vars.value(&SELFHEAL_GITHUB_API_URL),
+            github_repo: vars.get(&SELFHEAL_GITHUB_REPO),
+            repo_web_url: vars.get(&SELFHEAL_REPO_WEB_URL),
+            ..HealSettings::default()
+        }
+        .with_dbt(dbt);
+        let default_agent = vars.value(&SELFHEAL_DEFAULT_AGENT);
+        let notifier_bots = vars.get(&SELFHEAL_NOTIFIER_BOTS).unwrap_or_default();
+        let secret_env = vars.get(&SELFHEAL_SECRET_ENV).unwrap_or_default();
+        let admins = vars.get(&SELFHEAL_ADMINS).unwrap_or_default();
+        let notify_token = vars.get(&SELFHEAL_NOTIFY_TOKEN);
 
-        let mut problems = problems.into_inner();
+        let mut problems = vars.into_problems();
         let (Some(schedules_path), Some(schedules), Some(agents_dir), Some(agents)) =
             (schedules_path, schedules, agents_dir, agents)
         else {
             // Agents cannot be matched to schedules that did not load.
             return Err(ConfigErrors::new(problems));
         };
-        // A bad token is already a problem; the stand-ins only let the
-        // schedules and agents be checked too, and never leave this function.
-        let slack_ok = app_token.is_some() && bot_token.is_some() && api_url.is_some();
         let config = Config {
             slack: SlackSettings {
+                // A missing token is already a problem; the stand-ins only let
+                // the schedules and agents be checked too, and never leave
+                // this function.
                 app_token: app_token.unwrap_or_else(|| Secret::new("")),
                 bot_token: bot_token.unwrap_or_else(|| Secret::new("")),
-                api_url: api_url.unwrap_or_default(),
+                api_url,
+                notify_token,
             },
             db_path,
             schedules,
             schedules_path,
             agents,
             agents_dir,
-            // dbt-doctor is the default healing agent.
-            default_agent: Some(
-                get("SELFHEAL_DEFAULT_AGENT").unwrap_or_else(|| DBT_DOCTOR.to_string()),
-            ),
-            notifier_bots: list(get("SELFHEAL_NOTIFIER_BOTS")),
+            default_agent: Some(default_agent),
+            notifier_bots,
             channel_interval,
             courtesy_window,
             edit_interval,
@@ -305,35 +281,15 @@ impl Config {
             prior_attempts,
             shutdown_grace: SHUTDOWN_GRACE,
             overrides,
-            secret_env: list(get("SELFHEAL_SECRET_ENV")),
+            secret_env,
             max_sessions,
             max_sessions_per_schedule,
-            admins: list(get("SELFHEAL_ADMINS")),
+            admins,
             rerun_interrupted,
-            heal: HealSettings {
-                repo: get("SELFHEAL_REPO"),
-                project_subdir: PathBuf::from(
-                    get("SELFHEAL_DBT_PROJECT_DIR").unwrap_or_else(|| ".".into()),
-                ),
-                run_logs: get("SELFHEAL_RUN_LOGS").map(PathBuf::from),
-                run_log_source,
-                dbt: PathBuf::from(get("SELFHEAL_DBT").unwrap_or_else(|| "dbt".into())),
-                dbt_profiles_dir: get("SELFHEAL_DBT_PROFILES_DIR").map(PathBuf::from),
-                dbt_target: get("SELFHEAL_DBT_TARGET"),
-                dbt_prod_target: get("SELFHEAL_DBT_PROD_TARGET"),
-                dbt_state_dir: get("SELFHEAL_DBT_STATE_DIR").map(PathBuf::from),
-                dbt_timeout,
-                github_token: get("SELFHEAL_GITHUB_TOKEN").map(Secret::new),
-                github_api_url: get("SELFHEAL_GITHUB_API_URL")
-                    .unwrap_or_else(|| "https://api.github.com".into())
-                    .trim_end_matches('/')
-                    .to_string(),
-                github_repo: get("SELFHEAL_GITHUB_REPO"),
-                repo_web_url: get("SELFHEAL_REPO_WEB_URL"),
-            },
+            heal,
         };
         problems.extend(config.check_agents());
-        if problems.is_empty() && slack_ok {
+        if problems.is_empty() {
             Ok(config)
         } else {
             Err(ConfigErrors::new(problems))
@@ -367,15 +323,11 @@ impl Config {
         };
         if let Some(name) = &self.default_agent {
             match self.agents.get(name) {
-                None => problems.push(ConfigError::Env {
-                    var: "SELFHEAL_DEFAULT_AGENT".into(),
-                    message: format!("unknown agent '{name}' ({})", known()),
-                }),
+                None => problems.push(
+                    SELFHEAL_DEFAULT_AGENT.error(format!("unknown agent '{name}' ({})", known())),
+                ),
                 Some(agent) if agent.runner == Runner::Unspecified => {
-                    problems.push(ConfigError::Env {
-                        var: "SELFHEAL_DEFAULT_AGENT".into(),
-                        message: unspecified_runner(agent),
-                    })
+                    problems.push(SELFHEAL_DEFAULT_AGENT.error(unspecified_runner(agent)))
                 }
                 Some(_) => {}
             }
@@ -447,83 +399,39 @@ impl Config {
     }
 }
 
-/// Where a variable came from, or where it was looked for (pure).
-fn origin(var: &str, in_env: bool, set_now: bool, dotenv: Option<&Path>, cwd: &Path) -> String {
-    match (in_env, set_now, dotenv) {
-        (true, _, _) => "from the environment".into(),
-        (false, true, Some(file)) => format!("from {}", file.display()),
-        (false, _, Some(file)) => format!("in neither the environment nor {}", file.display()),
-        (false, _, None) if var == ".env" => format!("in {}", cwd.display()),
-        (false, _, None) => format!(
-            "not in the environment, and no .env in {} or its parents",
-            cwd.display()
-        ),
-    }
-}
-
 fn unspecified_runner(agent: &AgentDef) -> String {
     format!(
         "agent '{}' has no `selfheal.runner` (command, llm or builtin) in {}, and no default model \
-         is configured: set SELFHEAL_LLM_BASE_URL and SELFHEAL_LLM_MODEL",
+         is configured: set {} and {}",
         agent.name,
-        agent.source.display()
+        agent.source.display(),
+        SELFHEAL_LLM_BASE_URL.name(),
+        SELFHEAL_LLM_MODEL.name(),
     )
 }
 
 /// Paradime agent files without a `selfheal:` section run as `llm` agents
-/// with the model configured in the environment:
-/// `SELFHEAL_LLM_BASE_URL` (an OpenAI-compatible API, e.g. `https://api.openai.com/v1`
-/// or Ollama's `http://localhost:11434/v1`), `SELFHEAL_LLM_MODEL`,
-/// `SELFHEAL_LLM_API_KEY_ENV` (the name of the variable holding the key;
-/// default `OPENAI_API_KEY`), `SELFHEAL_LLM_MAX_TURNS` (30),
-/// `SELFHEAL_LLM_MAX_TOKENS` (200000), `SELFHEAL_LLM_TIMEOUT_SECS` (1200).
-/// `SELFHEAL_LLM_CONTEXT_TOKENS` (default 32768) is the context window of
-/// every `llm` agent that sets no `context_tokens` of its own, with or
-/// without a `selfheal:` section.
+/// with the model `SELFHEAL_LLM_*` configures, once both its base URL and
+/// model are set. `SELFHEAL_LLM_CONTEXT_TOKENS` reaches every `llm` agent
+/// that sets no `context_tokens` of its own, with or without a `selfheal:`
+/// section. The first problem is told: the others are likely the same mistake.
 fn with_llm_default(
     mut agents: BTreeMap<String, AgentDef>,
-    get: &impl Fn(&str) -> Option<String>,
+    vars: &Vars,
 ) -> Result<BTreeMap<String, AgentDef>, ConfigError> {
-    let context = match get("SELFHEAL_LLM_CONTEXT_TOKENS") {
-        None => None,
-        Some(v) => match v.trim().parse::<u64>() {
-            Ok(n) if n >= 1024 => Some(n),
-            _ => {
-                return Err(ConfigError::Env {
-                    var: "SELFHEAL_LLM_CONTEXT_TOKENS".into(),
-                    message: format!(
-                        "must be a whole number of tokens, at least 1024 (the model's context window), got {v:?}"
-                    ),
-                })
-            }
-        },
-    };
-    if let (Some(base_url), Some(model)) = (get("SELFHEAL_LLM_BASE_URL"), get("SELFHEAL_LLM_MODEL"))
-    {
-        if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
-            return Err(ConfigError::Env {
-                var: "SELFHEAL_LLM_BASE_URL".into(),
-                message: format!("must be an http(s) URL, got {base_url:?}"),
-            });
-        }
-        let mut settings = crate::agent::llm::LlmSettings::new(base_url, model);
-        settings.api_key_env =
-            Some(get("SELFHEAL_LLM_API_KEY_ENV").unwrap_or_else(|| "OPENAI_API_KEY".into()));
-        settings.max_turns =
-            number(get("SELFHEAL_LLM_MAX_TURNS"), "SELFHEAL_LLM_MAX_TURNS", 30)? as u32;
-        settings.max_tokens = number(
-            get("SELFHEAL_LLM_MAX_TOKENS"),
-            "SELFHEAL_LLM_MAX_TOKENS",
-            200_000,
-        )?;
-        settings.timeout = Duration::from_secs(number(
-            get("SELFHEAL_LLM_TIMEOUT_SECS"),
-            "SELFHEAL_LLM_TIMEOUT_SECS",
-            1200,
-        )?);
-        for agent in agents.values_mut() {
-            if agent.runner == Runner::Unspecified {
-                agent.runner = Runner::Llm(settings.clone());
+    let context = vars.read(&SELFHEAL_LLM_CONTEXT_TOKENS)?;
+    // The base URL is only checked once a model makes the default complete.
+    if let Some(model) = vars.read(&SELFHEAL_LLM_MODEL)? {
+        if let Some(base_url) = vars.read(&SELFHEAL_LLM_BASE_URL)? {
+            let mut settings = crate::agent::llm::LlmSettings::new(base_url, model);
+            settings.api_key_env = Some(vars.value(&SELFHEAL_LLM_API_KEY_ENV));
+            settings.max_turns = vars.value(&SELFHEAL_LLM_MAX_TURNS);
+            settings.max_tokens = vars.value(&SELFHEAL_LLM_MAX_TOKENS);
+            settings.timeout = vars.value(&SELFHEAL_LLM_TIMEOUT_SECS);
+            for agent in agents.values_mut() {
+                if agent.runner == Runner::Unspecified {
+                    agent.runner = Runner::Llm(settings.clone());
+                }
             }
         }
     }
@@ -552,211 +460,39 @@ fn default_agents_dir(schedules_path: &Path) -> PathBuf {
     project.join(".dinoai").join("agents")
 }
 
-fn token(value: Option<String>, var: &str, prefix: &str) -> Result<Secret, ConfigError> {
-    let env = |message: String| ConfigError::Env {
-        var: var.into(),
-        message,
-    };
-    let value = value.ok_or_else(|| {
-        env(format!(
-            "is required (a Slack token starting with {prefix})"
-        ))
-    })?;
-    if !value.starts_with(prefix) {
-        // The value itself is a secret, so it is not echoed.
-        return Err(env(format!("must start with {prefix}")));
-    }
-    Ok(Secret(value))
-}
-
-fn api_url(value: Option<String>) -> Result<String, ConfigError> {
-    let Some(url) = value else {
-        return Ok("https://slack.com/api/".into());
-    };
-    let rest = url
-        .strip_prefix("https://")
-        .or_else(|| url.strip_prefix("http://"));
-    match rest {
-        Some(rest)
-            if !rest.is_empty() && !rest.starts_with('/') && !url.contains(char::is_whitespace) =>
-        {
-            Ok(format!("{}/", url.trim_end_matches('/')))
-        }
-        _ => Err(ConfigError::Env {
-            var: "SLACK_API_URL".into(),
-            message: format!("'{url}' is not an http(s) URL"),
-        }),
-    }
-}
-
-/// `SELFHEAL_RUN_LOG_SOURCE` and the variables of the source it names.
-fn run_log_source(
-    get: &impl Fn(&str) -> Option<String>,
-) -> Result<Option<crate::runlog::SourceSettings>, ConfigError> {
-    use crate::runlog::{DbtCloudSettings, ParadimeSettings, SourceSettings};
-    let err = |var: &str, message: String| ConfigError::Env {
-        var: var.into(),
-        message,
-    };
-    let required = |var: &str, why: &str| {
-        get(var).ok_or_else(|| {
-            err(
-                var,
-                format!("is required with SELFHEAL_RUN_LOG_SOURCE={why}"),
-            )
-        })
-    };
-    let url = |var: &str, value: String| -> Result<String, ConfigError> {
-        let value = value.trim_end_matches('/').to_string();
-        crate::runlog::check_api_url(&value).map_err(|m| err(var, m))?;
-        Ok(value)
-    };
-    let kind = get("SELFHEAL_RUN_LOG_SOURCE").map(|k| k.to_ascii_lowercase().replace('-', "_"));
-    let source = match kind.as_deref() {
-        None => get("SELFHEAL_RUN_LOGS").map(|dir| SourceSettings::Dir(PathBuf::from(dir))),
-        Some("dir") => Some(SourceSettings::Dir(PathBuf::from(required(
-            "SELFHEAL_RUN_LOGS",
+/// `SELFHEAL_RUN_LOG_SOURCE` and the variables of the source it names. The
+/// first problem is told, as the others belong to the same source.
+fn run_log_source(vars: &Vars) -> Result<Option<SourceSettings>, ConfigError> {
+    let source = match vars.read(&SELFHEAL_RUN_LOG_SOURCE)? {
+        None => vars.read(&SELFHEAL_RUN_LOGS)?.map(SourceSettings::Dir),
+        Some(RunLogKind::Dir) => Some(SourceSettings::Dir(required(
+            vars,
+            &SELFHEAL_RUN_LOGS,
             "dir",
-        )?))),
-        Some("paradime") => Some(SourceSettings::Paradime(ParadimeSettings {
-            endpoint: url(
-                "PARADIME_API_ENDPOINT",
-                required("PARADIME_API_ENDPOINT", "paradime")?,
-            )?,
-            api_key: Secret(required("PARADIME_API_KEY", "paradime")?),
-            api_secret: Secret(required("PARADIME_API_SECRET", "paradime")?),
+        )?)),
+        Some(RunLogKind::Paradime) => Some(SourceSettings::Paradime(ParadimeSettings {
+            endpoint: required(vars, &PARADIME_API_ENDPOINT, "paradime")?,
+            api_key: required(vars, &PARADIME_API_KEY, "paradime")?,
+            api_secret: required(vars, &PARADIME_API_SECRET, "paradime")?,
         })),
-        Some("dbt_cloud") => {
-            let token = required("DBT_CLOUD_API_TOKEN", "dbt_cloud")?;
-            // A pasted `Token …` or `Bearer …` header value still works.
-            let token = token
-                .strip_prefix("Token ")
-                .or_else(|| token.strip_prefix("Bearer "))
-                .unwrap_or(&token)
-                .trim()
-                .to_string();
-            let account = required("DBT_CLOUD_ACCOUNT_ID", "dbt_cloud")?;
-            let account_id = account
-                .parse::<u64>()
-                .ok()
-                .filter(|n| *n > 0)
-                .ok_or_else(|| {
-                    err(
-                        "DBT_CLOUD_ACCOUNT_ID",
-                        format!("'{account}' is not an account id (a whole number)"),
-                    )
-                })?;
-            let api_url = url(
-                "DBT_CLOUD_API_URL",
-                get("DBT_CLOUD_API_URL")
-                    .unwrap_or_else(|| crate::runlog::dbt_cloud::DEFAULT_API_URL.into()),
-            )?;
-            // The access URL, without the API path some people copy along.
-            let api_url = api_url
-                .strip_suffix("/api/v2")
-                .unwrap_or(&api_url)
-                .to_string();
-            Some(SourceSettings::DbtCloud(DbtCloudSettings {
-                api_url,
-                token: Secret(token),
-                account_id,
-                artifact_wait: Duration::from_secs(number(
-                    get("SELFHEAL_DBT_CLOUD_ARTIFACT_WAIT_SECS"),
-                    "SELFHEAL_DBT_CLOUD_ARTIFACT_WAIT_SECS",
-                    crate::runlog::dbt_cloud::DEFAULT_ARTIFACT_WAIT.as_secs(),
-                )?),
-            }))
-        }
-        Some(other) => {
-            return Err(err(
-                "SELFHEAL_RUN_LOG_SOURCE",
-                format!("'{other}' is not a run-log source (dir, paradime or dbt_cloud)"),
-            ))
-        }
+        Some(RunLogKind::DbtCloud) => Some(SourceSettings::DbtCloud(DbtCloudSettings {
+            token: required(vars, &DBT_CLOUD_API_TOKEN, "dbt_cloud")?,
+            account_id: required(vars, &DBT_CLOUD_ACCOUNT_ID, "dbt_cloud")?,
+            api_url: vars.value(&DBT_CLOUD_API_URL),
+            artifact_wait: vars.value(&SELFHEAL_DBT_CLOUD_ARTIFACT_WAIT_SECS),
+        })),
     };
     Ok(source)
 }
 
-fn number(value: Option<String>, var: &str, default: u64) -> Result<u64, ConfigError> {
-    match value {
-        None => Ok(default),
-        Some(v) => v.parse().map_err(|_| ConfigError::Env {
-            var: var.into(),
-            message: format!("'{v}' is not a whole number"),
-        }),
-    }
-}
-
-/// Splits a comma- or space-separated list, dropping empty items.
-fn list(value: Option<String>) -> Vec<String> {
-    value
-        .unwrap_or_default()
-        .split(|c: char| c == ',' || c.is_whitespace())
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
-        .collect()
-}
-
-/// Loads the `recognizers:` file named by `SELFHEAL_RECOGNIZERS`.
-fn load_overrides(file: &Path) -> Result<Vec<Override>, ConfigError> {
-    let text = yaml::read(file)?;
-    let root = yaml::parse(file, &text)?;
-    let src = yaml::source(file);
-    let top = src.map(&root, "", &["recognizers"])?;
-    let mut out = Vec::new();
-    for (i, node) in src
-        .list(top.require("recognizers")?, "recognizers")?
-        .iter()
-        .enumerate()
-    {
-        let m = src.map(
-            node,
-            &format!("recognizers[{i}]"),
-            &["source", "run_id", "schedule", "failure"],
-        )?;
-        let regex = |key: &str, group: Option<&str>| -> Result<Option<regex::Regex>, ConfigError> {
-            let Some(n) = m.get(key) else { return Ok(None) };
-            compile(src, n, &m.path_of(key), group).map(Some)
-        };
-        out.push(Override {
-            source: m.req_string("source")?,
-            run_id: regex("run_id", Some("run_id"))?
-                .ok_or_else(|| m.err("run_id", "missing required key 'run_id'"))?,
-            schedule: regex("schedule", Some("schedule"))?,
-            failure: regex("failure", None)?,
-        });
-    }
-    Ok(out)
-}
-
-fn compile(
-    src: Source,
-    node: &Node,
-    path: &str,
-    group: Option<&str>,
-) -> Result<regex::Regex, ConfigError> {
-    let pattern = src.string(node, path)?;
-    let re = regex::Regex::new(&pattern).map_err(|e| {
-        // Regex errors span several lines (pattern, caret, message); keep them on one.
-        let detail = e
-            .to_string()
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty())
-            .collect::<Vec<_>>()
-            .join(" ");
-        src.err(node, path, format!("invalid regex: {detail}"))
-    })?;
-    if let Some(group) = group {
-        if !re.capture_names().any(|n| n == Some(group)) {
-            return Err(src.err(
-                node,
-                path,
-                format!("the regex must have a named group (?P<{group}>…)"),
-            ));
-        }
-    }
-    Ok(re)
+/// A setting the run-log source `source` needs.
+fn required<T>(vars: &Vars, setting: &Setting<T>, source: &str) -> Result<T, ConfigError> {
+    vars.read(setting)?.ok_or_else(|| {
+        setting.error(format!(
+            "is required with {}={source}",
+            SELFHEAL_RUN_LOG_SOURCE.name()
+        ))
+    })
 }
 
 #[cfg(test)]
@@ -914,10 +650,15 @@ schedules:
                 ("SELFHEAL_DEFAULT_AGENT", "bolt-pipeline-healer"),
                 ("SELFHEAL_EDIT_INTERVAL_MS", ""),
                 ("SELFHEAL_ON_RESTART", "report"),
+                ("SELFHEAL_NOTIFY_TOKEN", "xoxb-notifier"),
             ],
         ))
         .expect("loads");
         assert!(!config.rerun_interrupted);
+        assert_eq!(
+            config.slack.notify_token,
+            Some(Secret::new("xoxb-notifier"))
+        );
         assert_eq!(config.slack.api_url, "http://127.0.0.1:9999/api/");
         assert_eq!(
             config.agents_dir,
@@ -1043,31 +784,40 @@ schedules:
     }
 
     #[test]
-    fn a_variable_is_said_to_come_from_the_environment_or_the_dotenv_file() {
-        let file = Path::new("/srv/bot/.env");
-        let cwd = Path::new("/srv/bot");
-        let cases = [
-            ("X", true, true, Some(file), "from the environment"),
-            ("X", false, true, Some(file), "from /srv/bot/.env"),
-            (
-                "X",
-                false,
-                false,
-                Some(file),
-                "in neither the environment nor /srv/bot/.env",
-            ),
-            (
-                "X",
-                false,
-                false,
-                None,
-                "not in the environment, and no .env in /srv/bot or its parents",
-            ),
-            ("X", true, true, None, "from the environment"),
+    fn run_and_fix_read_the_dbt_settings_alike() {
+        let dir = project(SCHEDULES, AGENT);
+        let dbt_vars = [
+            ("SELFHEAL_DBT", "/opt/dbt/bin/dbt"),
+            ("SELFHEAL_DBT_PROFILES_DIR", "/etc/dbt"),
+            ("SELFHEAL_DBT_TARGET", "ci"),
+            ("SELFHEAL_DBT_PROD_TARGET", "prod"),
+            ("SELFHEAL_DBT_STATE_DIR", "/srv/state"),
+            ("SELFHEAL_DBT_TIMEOUT_SECS", "60"),
         ];
-        for (var, in_env, set_now, dotenv, want) in cases {
-            assert_eq!(origin(var, in_env, set_now, dotenv, cwd), want);
+        for set in [&dbt_vars[..], &[]] {
+            let env = vars(dir.path(), set);
+            let heal = load(&env).expect("loads").heal;
+            let dbt = DbtSettings::from_env(&|name| env.get(name).cloned()).expect("valid");
+            // What `fix` reads changes nothing in what `run` read.
+            assert_eq!(heal.clone().with_dbt(dbt), heal, "{set:?}");
         }
+        let defaults = DbtSettings::from_env(&|_| None).expect("no setting is required");
+        assert_eq!(
+            (defaults.exe, defaults.timeout),
+            (PathBuf::from("dbt"), Duration::from_secs(900))
+        );
+
+        let bad = [("SELFHEAL_DBT_TIMEOUT_SECS", "soon")];
+        let env = vars(dir.path(), &bad);
+        let from_run = load(&env).expect_err("a bad timeout").to_string();
+        let from_fix = DbtSettings::from_env(&|name| env.get(name).cloned())
+            .expect_err("a bad timeout")
+            .to_string();
+        assert_eq!(
+            from_run,
+            "SELFHEAL_DBT_TIMEOUT_SECS: 'soon' is not a whole number"
+        );
+        assert_eq!(from_fix, from_run);
     }
 
     #[test]

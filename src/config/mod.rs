@@ -8,15 +8,26 @@
 //! # Layout
 //! - [`schedules`](load_schedules): `paradime_schedules.yml` and `.bolt/**/*.yml`, as Paradime reads them.
 //! - [`agents`](load_agents): `.dinoai/agents/<name>.yml`, plus our own `selfheal:` section.
-//! - [`env`](Config): environment variables, and the cross-checks between all of the above.
+//! - [`settings`]: every environment variable, declared once (name, default,
+//!   docs, parsing); `vars` reads them and collects the problems, `docs`
+//!   renders the README's settings tables and `.env.example` from them.
+//! - [`env`](Config): the settings as a typed [`Config`] (and [`DbtSettings`]
+//!   for `fix`), and the cross-checks between all of the above.
+//! - `recognizers`: the `SELFHEAL_RECOGNIZERS` file of per-notifier regexes.
 //! - `yaml`: a located YAML tree and a small reader over it (private).
 //!
 //! This module reads files and the environment only when asked to load; it
 //! never talks to Slack, the store or an agent.
 
 mod agents;
+// Only the test that keeps the README and `.env.example` in step renders them.
+#[cfg(test)]
+mod docs;
 mod env;
+mod recognizers;
 mod schedules;
+pub mod settings;
+mod vars;
 mod yaml;
 
 use std::path::PathBuf;
@@ -24,8 +35,9 @@ use std::path::PathBuf;
 pub use agents::load_agents;
 // Agent definitions are the agent module's types; the config only reads them.
 pub use crate::agent::{AgentDef, Runner, DBT_DOCTOR};
-pub use env::{Config, HealSettings, SlackSettings, SHUTDOWN_GRACE};
+pub use env::{Config, DbtSettings, HealSettings, SlackSettings, SHUTDOWN_GRACE};
 pub use schedules::{load_schedules, NotifyEvent, Schedule, Schedules, SelfHealing, SlackNotify};
+pub use vars::{About, Declared, Setting, Unset};
 
 /// Why the configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]

@@ -221,32 +221,51 @@ impl Schedule {
 /// then `paradime_schedules.yml` (or `.yaml`) at its root, if present, and every
 /// `*.yml`/`*.yaml` under `.bolt/` (recursively, in path order) are read and
 /// their schedules merged. Schedule names must be unique across all files.
-pub fn load_schedules(path: &Path) -> Result<Schedules, ConfigError> {
+pub fn load_schedules(path: &Path) -> Result<Schedules, Vec<ConfigError>> {
     let files = if path.is_dir() {
-        schedule_files(path)?
+        schedule_files(path).map_err(|e| vec![e])?
     } else {
         vec![path.to_path_buf()]
     };
     if files.is_empty() {
-        return Err(ConfigError::Invalid {
+        return Err(vec![ConfigError::Invalid {
             file: path.to_path_buf(),
             line: 0,
             column: 0,
             key: String::new(),
             message: "no schedule files found: expected paradime_schedules.yml or .bolt/*.yml"
                 .into(),
-        });
+        }]);
     }
+    // Every broken schedule is reported, not only the first: each one is
+    // parsed on its own, and a file that is not YAML at all is one problem.
     let mut list: Vec<Schedule> = Vec::new();
+    let mut problems = Vec::new();
     let mut first_seen: HashMap<String, usize> = HashMap::new();
     for file in &files {
-        let text = yaml::read(file)?;
+        let parsed = yaml::read(file).and_then(|text| {
+            let root = yaml::parse(file, &text)?;
+            Ok((text, root))
+        });
+        let root = match parsed {
+            Ok((_, root)) => root,
+            Err(e) => {
+                problems.push(e);
+                continue;
+            }
+        };
         let src = yaml::source(file);
-        let root = yaml::parse(file, &text)?;
-        for (schedule, name_node, key) in parse_file(src, &root)? {
+        for parsed in parse_file(src, &root) {
+            let (schedule, name_node, key) = match parsed {
+                Ok(one) => one,
+                Err(e) => {
+                    problems.push(e);
+                    continue;
+                }
+            };
             if let Some(&earlier) = first_seen.get(&schedule.name) {
                 let first = &list[earlier];
-                return Err(src.err(
+                problems.push(src.err(
                     name_node,
                     &key,
                     format!(
@@ -256,12 +275,17 @@ pub fn load_schedules(path: &Path) -> Result<Schedules, ConfigError> {
                         first.line
                     ),
                 ));
+                continue;
             }
             first_seen.insert(schedule.name.clone(), list.len());
             list.push(schedule);
         }
     }
-    Ok(Schedules { list })
+    if problems.is_empty() {
+        Ok(Schedules { list })
+    } else {
+        Err(problems)
+    }
 }
 
 /// The schedule files of a project directory, root file first.
@@ -306,24 +330,33 @@ pub(crate) fn is_yaml(path: &Path) -> bool {
     )
 }
 
-/// Parses one file's schedules, each with its `name` node and key path (for duplicate errors).
+/// Parses one file's schedules, each with its `name` node and key path (for
+/// duplicate errors), or the problem that stopped it.
 fn parse_file<'n>(
     src: Source,
     root: &'n Node,
-) -> Result<Vec<(Schedule, &'n Node, String)>, ConfigError> {
-    let top = src.map(root, "", &["version", "schedules"])?;
-    if top.get("version").is_some() {
-        top.opt_int("version")?;
-    }
-    let list = src.list(top.require("schedules")?, "schedules")?;
-    let mut out = Vec::new();
-    for (i, node) in list.iter().enumerate() {
-        let path = format!("schedules[{i}]");
-        let schedule = parse_schedule(src, node, &path)?;
-        let map = src.map(node, &path, SCHEDULE_KEYS)?;
-        out.push((schedule, map.require("name")?, map.path_of("name")));
-    }
-    Ok(out)
+) -> Vec<Result<(Schedule, &'n Node, String), ConfigError>> {
+    let list = src
+        .map(root, "", &["version", "schedules"])
+        .and_then(|top| {
+            if top.get("version").is_some() {
+                top.opt_int("version")?;
+            }
+            src.list(top.require("schedules")?, "schedules")
+        });
+    let list = match list {
+        Ok(list) => list,
+        Err(e) => return vec![Err(e)],
+    };
+    list.iter()
+        .enumerate()
+        .map(|(i, node)| {
+            let path = format!("schedules[{i}]");
+            let schedule = parse_schedule(src, node, &path)?;
+            let map = src.map(node, &path, SCHEDULE_KEYS)?;
+            Ok((schedule, map.require("name")?, map.path_of("name")))
+        })
+        .collect()
 }
 
 fn parse_schedule(src: Source, node: &Node, path: &str) -> Result<Schedule, ConfigError> {
@@ -516,15 +549,16 @@ mod tests {
         dir
     }
 
-    fn load_one(text: &str) -> Result<Schedules, ConfigError> {
+    fn load_one(text: &str) -> Result<Schedules, Vec<ConfigError>> {
         let dir = project(&[("paradime_schedules.yml", text)]);
         load_schedules(&dir.path().join("paradime_schedules.yml"))
     }
 
     /// Loads `text` as paradime_schedules.yml and returns the error, minus the temp dir prefix.
     fn error_of(text: &str) -> String {
-        let err = load_one(text).expect_err("the file should be rejected");
-        let full = err.to_string();
+        let errors = load_one(text).expect_err("the file should be rejected");
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        let full = errors[0].to_string();
         let at = full
             .find("paradime_schedules.yml")
             .expect("the error names the file");
@@ -597,16 +631,17 @@ schedules:
     fn a_directory_without_schedule_files_is_an_error() {
         let dir = project(&[("models/x.sql", "select 1")]);
         let err = load_schedules(dir.path()).expect_err("rejected");
-        assert!(err.to_string().contains("no schedule files found"), "{err}");
+        assert!(
+            err[0].to_string().contains("no schedule files found"),
+            "{err:?}"
+        );
     }
 
     #[test]
     fn duplicate_names_across_files_point_at_the_second_one() {
         let one = "schedules:\n  - name: nightly\n    schedule: OFF\n    environment: production\n    commands: [dbt run]\n";
         let dir = project(&[("paradime_schedules.yml", one), (".bolt/more.yml", one)]);
-        let err = load_schedules(dir.path())
-            .expect_err("rejected")
-            .to_string();
+        let err = load_schedules(dir.path()).expect_err("rejected")[0].to_string();
         assert!(
             err.contains(
                 ".bolt/more.yml:2:11: schedules[0].name: duplicate schedule name 'nightly'"
@@ -614,6 +649,60 @@ schedules:
             "{err}"
         );
         assert!(err.contains("paradime_schedules.yml:2)"), "{err}");
+    }
+
+    #[test]
+    fn every_broken_schedule_is_reported_with_its_own_location() {
+        let text = "\
+schedules:
+  - name: a
+    schedule: OFF
+    environment: production
+    command: [dbt run]
+  - name: fine
+    schedule: OFF
+    environment: production
+    commands: [dbt run]
+  - name: b
+    schedule: OFF
+    environment: production
+    commands: [dbt run]
+    self_healing:
+      enabled: maybe
+  - name: fine
+    schedule: OFF
+    environment: production
+    commands: [dbt run]
+";
+        let dir = project(&[("paradime_schedules.yml", text)]);
+        let errors: Vec<String> = load_schedules(&dir.path().join("paradime_schedules.yml"))
+            .expect_err("rejected")
+            .iter()
+            .map(|e| {
+                let e = e.to_string();
+                e[e.find("paradime_schedules.yml").expect("names the file")..].to_string()
+            })
+            .collect();
+        assert_eq!(errors.len(), 3, "{errors:#?}");
+        assert!(
+            errors[0].starts_with("paradime_schedules.yml:5:5: schedules[0].command: unknown key"),
+            "{errors:#?}"
+        );
+        assert!(
+            errors[0].contains("did you mean 'commands'?"),
+            "{errors:#?}"
+        );
+        assert!(
+            errors[1]
+                .starts_with("paradime_schedules.yml:15:16: schedules[2].self_healing.enabled:"),
+            "{errors:#?}"
+        );
+        assert!(
+            errors[2].starts_with(
+                "paradime_schedules.yml:16:11: schedules[3].name: duplicate schedule name 'fine'"
+            ),
+            "{errors:#?}"
+        );
     }
 
     #[test]

@@ -5,10 +5,8 @@ use std::fmt;
 /// A token or password. It lives here, not in `config`, because the config
 /// reads secrets and the clients that send them (`runlog`, `slack`, `forge`)
 /// must not depend on the config for the type.
-/// The field is visible in the crate because the config wraps what it reads
-/// (`Secret(value)`); outside the config, use [`Secret::expose`].
 #[derive(Clone, PartialEq, Eq)]
-pub struct Secret(pub(crate) String);
+pub struct Secret(String);
 
 impl Secret {
     /// Wraps a secret value.

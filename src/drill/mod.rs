@@ -25,8 +25,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::DBT_DOCTOR;
-use crate::fix::{run_fix, FixDbt, FixOptions};
+use crate::config::{DbtSettings, DBT_DOCTOR};
+use crate::fix::{run_fix, FixOptions};
 use crate::session::sink::Sink;
 use crate::store::Status;
 use faults::{Case, Facts, Fault};
@@ -236,7 +236,7 @@ async fn run_case(
         run: stage.run_logs.join(run_id),
         agent: Some(agent.to_string()),
         schedule: SCHEDULE.to_string(),
-        dbt: FixDbt {
+        dbt: DbtSettings {
             exe: opts.dbt.clone(),
             profiles_dir: Some(stage.profiles_dir.clone()),
             ci_target: opts.ci_target.clone(),

@@ -124,8 +124,11 @@ proptest! {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("paradime_schedules.yml");
         std::fs::write(&path, &yaml).unwrap();
-        if let Err(e) = selfheal::config::load_schedules(&path) {
-            prop_assert!(e.to_string().contains("paradime_schedules.yml"), "{e}");
+        if let Err(errors) = selfheal::config::load_schedules(&path) {
+            prop_assert!(!errors.is_empty());
+            for e in errors {
+                prop_assert!(e.to_string().contains("paradime_schedules.yml"), "{e}");
+            }
         }
     }
 
@@ -193,8 +196,8 @@ async fn injection_mentions_and_odd_unicode_stay_data_from_notification_to_threa
         .events(row.id)
         .unwrap()
         .into_iter()
-        .filter(|(k, t)| k == "progress" && t.starts_with("heard: "))
-        .map(|(_, t)| t)
+        .filter(|e| e.kind == "progress" && e.text.starts_with("heard: "))
+        .map(|e| e.text)
         .collect();
     let reply: serde_json::Value =
         serde_json::from_str(heard[0].trim_start_matches("heard: ")).expect("a JSON line");

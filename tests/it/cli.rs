@@ -103,6 +103,35 @@ fn check_names_a_missing_token() {
 }
 
 #[test]
+fn fix_and_drill_read_the_dbt_settings_as_the_bot_does_and_name_a_bad_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("48213");
+    for (command, args) in [
+        ("fix", vec!["--run", run.to_str().unwrap()]),
+        ("drill", vec![]),
+    ] {
+        // Act: the settings are read before the project is looked at.
+        let out = selfheal()
+            .arg(command)
+            .arg("--project")
+            .arg(dir.path())
+            .args(&args)
+            // Where the drill's dbt is, so that it does not install one.
+            .env("SELFHEAL_DBT", "/nonexistent/dbt")
+            .env("SELFHEAL_DBT_TIMEOUT_SECS", "15m")
+            .output()
+            .unwrap();
+
+        // Assert: the bot's own words for the same mistake.
+        assert_eq!(out.status.code(), Some(2), "{command}");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stderr),
+            format!("selfheal {command}: SELFHEAL_DBT_TIMEOUT_SECS (from the environment): '15m' is not a whole number\n")
+        );
+    }
+}
+
+#[test]
 fn check_reports_every_configuration_problem_at_once_and_where_each_came_from() {
     // Arrange: one problem in .env, one in the environment, one missing, one in a file.
     let dir = tempfile::tempdir().unwrap();

@@ -47,7 +47,6 @@ async fn demo_tells_the_story_from_broken_commit_to_passing_pull_request() {
     assert!(setup.status.success(), "{}", explain(&setup));
     let dbt = text(&setup.stdout).trim().to_string();
     let cwd = tempfile::tempdir().unwrap();
-    let started = std::time::Instant::now();
 
     // Act
     let out = selfheal()
@@ -81,11 +80,6 @@ async fn demo_tells_the_story_from_broken_commit_to_passing_pull_request() {
         !text(&out.stderr).contains(" INFO "),
         "the bot's logs stay quiet: {}",
         text(&out.stderr)
-    );
-    assert!(
-        started.elapsed().as_secs() < 60,
-        "took {:?}",
-        started.elapsed()
     );
 }
 

@@ -96,8 +96,8 @@ done
         .events(row.id)
         .unwrap()
         .into_iter()
-        .filter(|(k, t)| k == "progress" && t.starts_with("heard: "))
-        .map(|(_, t)| t)
+        .filter(|e| e.kind == "progress" && e.text.starts_with("heard: "))
+        .map(|e| e.text)
         .collect();
     assert_eq!(heard.len(), 2, "{heard:?}");
     let first: serde_json::Value =

@@ -6,18 +6,7 @@ use selfheal::demo::{Breakage, World};
 
 /// A repository whose main just broke, and the failed run's log directory.
 async fn broken_world(case: &str, run_id: &str) -> (World, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let dbt = selfheal::demo::locate_dbt()
-        .await
-        .expect("dbt (run scripts/setup-dbt)");
-    let world = World::create(dir.path(), &dbt).await.unwrap();
-    assert!(world.scheduled_run("baseline").await.unwrap().passed);
-    world
-        .push_breakage(&Breakage::fixture(case).unwrap())
-        .await
-        .unwrap();
-    assert!(!world.scheduled_run(run_id).await.unwrap().passed);
-    (world, dir)
+    crate::helpers::broken_world("demo", &Breakage::fixture(case).unwrap(), run_id).await
 }
 
 fn fix(world: &World, run_id: &str) -> std::process::Output {

@@ -29,16 +29,7 @@ impl Story {
         agent: Option<&str>,
         env: &[(&str, &str)],
     ) -> Story {
-        let dir = tempfile::tempdir().unwrap();
-        let dbt = selfheal::demo::locate_dbt()
-            .await
-            .expect("dbt (run scripts/setup-dbt)");
-        let world = World::create(dir.path(), &dbt).await.expect("world");
-        // Yesterday's run passed: the warehouse has every table.
-        assert!(world.scheduled_run("baseline").await.unwrap().passed);
-        world.push_breakage(breakage).await.expect("breakage");
-        let run = world.scheduled_run(run_id).await.unwrap();
-        assert!(!run.passed, "the broken commit must fail dbt");
+        let (world, dir) = crate::helpers::broken_world("demo", breakage, run_id).await;
         if let Some(script) = agent {
             use_command_agent(&world, script);
         }
@@ -293,10 +284,11 @@ echo '{"type":"result","status":"fixed","summary":"fixed; connected to postgres:
     story.stop().await;
 }
 
-/// dbt-doctor, the built-in default agent, on each failure class it fixes:
-/// the session fixes it, dbt passes on the PR branch, the PR reaches GitHub
-/// and its link lands in the thread.
-async fn doctor_fixes(case: &str, node: &str, run_id: &str) {
+/// dbt-doctor, the built-in default agent, on each failure class it fixes
+/// (a misspelt ref is the demo's story, `commands::demo_tells_the_story…`):
+/// the session fixes it by editing exactly the broken file, dbt passes on
+/// the PR branch, the PR reaches GitHub and its link lands in the thread.
+async fn doctor_fixes(case: &str, node: &str, file: &str, run_id: &str) {
     let story = Story::start(&Breakage::fixture(case).unwrap(), run_id, None).await;
 
     let (_, ts) = story.world.notify_failure("hourly_marts", run_id).await;
@@ -315,6 +307,13 @@ async fn doctor_fixes(case: &str, node: &str, run_id: &str) {
     );
     assert!(prs[0].body.contains("## Root cause\n"), "{}", prs[0].body);
     assert!(prs[0].body.contains("passed:"), "{}", prs[0].body);
+    assert!(
+        prs[0]
+            .body
+            .contains(&format!("Files committed:\n- `{file}`\n\n```")),
+        "{case}: only the broken file: {}",
+        prs[0].body
+    );
     let fin = story.final_message(&ts).await;
     assert!(fin.contains(row.pr_url.as_deref().unwrap()), "{fin}");
     assert!(
@@ -325,23 +324,36 @@ async fn doctor_fixes(case: &str, node: &str, run_id: &str) {
 }
 
 #[tokio::test]
-async fn dbt_doctor_fixes_a_ref_to_a_missing_model() {
-    doctor_fixes("ref_typo", "orders", "201").await;
-}
-
-#[tokio::test]
 async fn dbt_doctor_fixes_a_missing_source_table() {
-    doctor_fixes("source_typo", "stg_orders", "202").await;
+    doctor_fixes(
+        "source_typo",
+        "stg_orders",
+        "models/staging/stg_orders.sql",
+        "202",
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn dbt_doctor_fixes_an_unknown_column_duckdb_names_candidates_for() {
-    doctor_fixes("column_typo", "stg_orders", "203").await;
+    doctor_fixes(
+        "column_typo",
+        "stg_orders",
+        "models/staging/stg_orders.sql",
+        "203",
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn dbt_doctor_fixes_a_misspelt_macro() {
-    doctor_fixes("macro_typo", "customers", "204").await;
+    doctor_fixes(
+        "macro_typo",
+        "customers",
+        "models/marts/customers.sql",
+        "204",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -533,12 +545,7 @@ async fn an_llm_agent_fixes_the_run_and_the_bot_opens_the_pull_request() {
     ];
     std::env::set_var("SELFHEAL_TEST_LLM_KEY", "sk-test-llm-key-0000000000000000");
     let breakage = Breakage::fixture("ref_typo").unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let dbt = selfheal::demo::locate_dbt().await.unwrap();
-    let world = World::create(dir.path(), &dbt).await.unwrap();
-    assert!(world.scheduled_run("baseline").await.unwrap().passed);
-    world.push_breakage(&breakage).await.unwrap();
-    assert!(!world.scheduled_run("800").await.unwrap().passed);
+    let (world, dir) = crate::helpers::broken_world("demo", &breakage, "800").await;
     std::fs::write(
         world.prod.join(".dinoai/agents/bolt-pipeline-healer.yml"),
         "name: bolt-pipeline-healer\nversion: 1\nrole: On-call analytics engineer for the dbt pipeline\n\
@@ -547,13 +554,7 @@ async fn an_llm_agent_fixes_the_run_and_the_bot_opens_the_pull_request() {
          tools:\n  mode: allowlist\n  list: [read_file, ripgrep_search, get_bolt_run_logs, apply_patch, run_terminal_command]\n",
     )
     .unwrap();
-    let schedules = world.prod.join("paradime_schedules.yml");
-    let text = std::fs::read_to_string(&schedules).unwrap();
-    std::fs::write(
-        &schedules,
-        text.replace("agent_name: dbt-doctor", "agent_name: bolt-pipeline-healer"),
-    )
-    .unwrap();
+    crate::helpers::heal_hourly_marts_with(&world, "bolt-pipeline-healer");
     llm.script(vec![
         Scripted::tool("get_bolt_run_logs", json!({})),
         Scripted::tool("read_file", json!({"path": "models/marts/orders.sql"})),
@@ -564,16 +565,7 @@ async fn an_llm_agent_fixes_the_run_and_the_bot_opens_the_pull_request() {
         Scripted::tool("run_terminal_command", json!({"command": "dbt parse"})),
         Scripted::answer("FIXED: orders referenced `stg_order`, which does not exist; it now refs `stg_orders`."),
     ]);
-    let shutdown = CancellationToken::new();
-    let bot = tokio::spawn(selfheal::app::run(
-        world.config(&env).unwrap(),
-        shutdown.clone(),
-    ));
-    world
-        .slack
-        .wait_until(WAIT, |s| (s.hellos() > 0).then_some(()))
-        .await
-        .unwrap();
+    let (shutdown, bot) = crate::helpers::start_world_bot(&world, &env).await;
     let story = Story {
         world,
         _dir: dir,
@@ -604,7 +596,7 @@ async fn an_llm_agent_fixes_the_run_and_the_bot_opens_the_pull_request() {
         .events(row.id)
         .unwrap()
         .into_iter()
-        .filter(|(k, _)| k == "tool")
+        .filter(|e| e.kind == "tool")
         .count();
     assert_eq!(tools, 4);
     let progress = story
@@ -677,9 +669,9 @@ fi
         .events(second.id)
         .unwrap()
         .into_iter()
-        .find(|(k, _)| k == "prompt")
+        .find(|e| e.kind == "prompt")
         .unwrap()
-        .1;
+        .text;
     assert!(prompt.contains("also add a note for reviewers"), "{prompt}");
     assert!(
         prompt.contains("orders now refs stg_orders"),

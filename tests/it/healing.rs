@@ -111,7 +111,7 @@ async fn progress_streams_into_one_edited_message_then_the_pr_link_lands() {
         .events(row.id)
         .unwrap()
         .into_iter()
-        .map(|(k, _)| k)
+        .map(|e| e.kind)
         .collect();
     for kind in ["prompt", "progress", "milestone", "pr", "result", "end"] {
         assert!(
@@ -151,7 +151,7 @@ echo '{"type":"result","status":"no_fix","summary":"just noise"}'
         .events(row.id)
         .unwrap()
         .into_iter()
-        .filter(|(k, _)| k == "progress")
+        .filter(|e| e.kind == "progress")
         .count();
     assert_eq!(lines, 6000);
     assert_eq!(row.status, Status::NoFix);
@@ -317,9 +317,13 @@ echo '{"type":"result","status":"failed","summary":"token ghp_abcdefghijklmnopqr
             assert!(!blocks.contains(s), "secret {s} in blocks");
         }
     }
-    for (_, text) in app.store().events(row.id).unwrap() {
+    for event in app.store().events(row.id).unwrap() {
         for s in secrets {
-            assert!(!text.contains(s), "secret {s} in the store: {text}");
+            assert!(
+                !event.text.contains(s),
+                "secret {s} in the store: {}",
+                event.text
+            );
         }
     }
     assert!(!row.summary.unwrap_or_default().contains("ghp_"));

@@ -1,11 +1,14 @@
 //! `spawn_app()`: the real bot against a local Slack fake, a temporary dbt
 //! project with schedules-as-code and agent files, and a temporary database.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use selfheal::config::Config;
+use selfheal::demo::{Breakage, World};
 use selfheal::fake_slack::{BotPost, FakeSlack, Message};
 use selfheal::store::{SessionRow, Store};
 use tokio::task::JoinHandle;
@@ -368,12 +371,8 @@ pub fn failure_text(schedule: &str, run_id: &str) -> String {
 pub const HEALING_REPLY: &str = "🦖 Self-healing enabled — starting healing session...";
 
 /// Waits until the session of `run_id` in a staged world's database ends
-/// (the demo's world or a team layout's, `selfheal::demo::World`).
-pub async fn world_session_end(
-    world: &selfheal::demo::World,
-    run_id: &str,
-    within: Duration,
-) -> SessionRow {
+/// (the demo's world or a team layout's, `World`).
+pub async fn world_session_end(world: &World, run_id: &str, within: Duration) -> SessionRow {
     let store = Store::open(&world.root.join("selfheal.db")).unwrap();
     let deadline = tokio::time::Instant::now() + within;
     loop {
@@ -395,11 +394,7 @@ pub async fn world_session_end(
 
 /// The final message of a staged world's healing thread (the last bot
 /// message saying how the session ended).
-pub async fn world_final_message(
-    world: &selfheal::demo::World,
-    ts: &str,
-    within: Duration,
-) -> String {
+pub async fn world_final_message(world: &World, ts: &str, within: Duration) -> String {
     let bot = world.slack.bot_user_id().to_string();
     world
         .slack
@@ -422,7 +417,7 @@ pub async fn world_final_message(
 /// Starts the bot in-process on a staged world and waits until it is
 /// connected to the world's Slack.
 pub async fn start_world_bot(
-    world: &selfheal::demo::World,
+    world: &World,
     env: &[(&str, &str)],
 ) -> (CancellationToken, JoinHandle<anyhow::Result<()>>) {
     let shutdown = CancellationToken::new();
@@ -438,7 +433,7 @@ pub async fn start_world_bot(
 
 /// Makes the staged world's `hourly_marts` heal with agent `name` (its file
 /// written under `.dinoai/agents/` by the caller).
-pub fn heal_hourly_marts_with(world: &selfheal::demo::World, name: &str) {
+pub fn heal_hourly_marts_with(world: &World, name: &str) {
     let schedules = world.prod.join("paradime_schedules.yml");
     let text = std::fs::read_to_string(&schedules).unwrap();
     std::fs::write(
@@ -446,4 +441,145 @@ pub fn heal_hourly_marts_with(world: &selfheal::demo::World, name: &str) {
         text.replace("agent_name: dbt-doctor", &format!("agent_name: {name}")),
     )
     .unwrap();
+}
+
+/// A staged world: the demo's project (`"demo"`) or a layout of
+/// `tests/fixtures/projects`, in a folder of its own.
+pub async fn staged_world(project: &str) -> (World, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let dbt = selfheal::demo::locate_dbt()
+        .await
+        .expect("dbt (run scripts/setup-dbt)");
+    let world = match project {
+        "demo" => World::create(dir.path(), &dbt).await,
+        layout => World::create_layout(dir.path(), &dbt, layout).await,
+    }
+    .expect("world");
+    (world, dir)
+}
+
+/// A team whose main just got `breakage`, after yesterday's passing run, and
+/// whose scheduled run `run_id` failed on it.
+pub async fn broken_world(
+    project: &str,
+    breakage: &Breakage,
+    run_id: &str,
+) -> (World, tempfile::TempDir) {
+    let (world, dir) = staged_world(project).await;
+    yesterdays_run_passed(&world, project).await;
+    break_main(&world, project, breakage, run_id).await;
+    (world, dir)
+}
+
+/// Yesterday's scheduled run of `project` passed: production holds every table.
+pub async fn yesterdays_run_passed(world: &World, project: &str) {
+    if restore_kept(project, world, None) {
+        return;
+    }
+    let run = world.scheduled_run("baseline").await.unwrap();
+    assert!(
+        run.passed,
+        "{project}: yesterday's run passes:\n{}",
+        run.console
+    );
+    keep(project, world, None);
+}
+
+/// Pushes `breakage` to main; the scheduled run `run_id` then fails on it.
+pub async fn break_main(world: &World, project: &str, breakage: &Breakage, run_id: &str) {
+    world.push_breakage(breakage).await.expect("breakage");
+    // A project with packages keeps what `dbt deps` installed in the
+    // scheduler's checkout too: its runs are not kept.
+    let key = format!(
+        "{project} {}: {:?} → {:?}",
+        breakage.file, breakage.find, breakage.replace
+    );
+    let keepable = !world.prod.join("packages.yml").exists();
+    if keepable && restore_kept(&key, world, Some(run_id)) {
+        return;
+    }
+    let run = world.scheduled_run(run_id).await.unwrap();
+    assert!(
+        !run.passed,
+        "the broken commit must fail dbt:\n{}",
+        run.console
+    );
+    if keepable {
+        keep(&key, world, Some(run_id));
+    }
+}
+
+// What a scheduled run left, kept for later stories of the same project (and
+// breakage): production's database files and the run's log.
+//
+// Every story of a project starts from the same passing run, and many from
+// the same failing one, so the first story of the test process runs `dbt
+// build` for real (and asserts its outcome), and later stories copy what it
+// left instead of building the same tables again. The run log names the
+// first story's folder; the copy names the new world's.
+
+/// Kept runs by key: the folder holding the copies, and the world's root then.
+static KEPT: Mutex<BTreeMap<String, (PathBuf, PathBuf)>> = Mutex::new(BTreeMap::new());
+
+/// Copies the run kept as `key` into `world` (its log as `run_id`'s); false
+/// when nothing is kept yet.
+fn restore_kept(key: &str, world: &World, run_id: Option<&str>) -> bool {
+    let Some((dir, root)) = KEPT.lock().unwrap().get(key).cloned() else {
+        return false;
+    };
+    for file in &world.production {
+        let relative = file
+            .strip_prefix(&world.root)
+            .expect("production is in the world");
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+        std::fs::copy(dir.join("production").join(relative), file).expect("copying a kept run");
+    }
+    if let Some(run_id) = run_id {
+        let to = world.run_logs.join(run_id);
+        std::fs::create_dir_all(&to).unwrap();
+        let (old, new) = (root.display().to_string(), world.root.display().to_string());
+        for entry in std::fs::read_dir(dir.join("log")).unwrap() {
+            let from = entry.unwrap().path();
+            let text = std::fs::read_to_string(&from).unwrap();
+            std::fs::write(to.join(from.file_name().unwrap()), text.replace(&old, &new)).unwrap();
+        }
+    }
+    true
+}
+
+/// Keeps, as `key`, what the run `run_id` (or the baseline) left in `world`.
+fn keep(key: &str, world: &World, run_id: Option<&str>) {
+    // A folder per story: two first stories may keep theirs at once.
+    static STORIES: AtomicUsize = AtomicUsize::new(0);
+    let dir = kept_dir().join(STORIES.fetch_add(1, Ordering::Relaxed).to_string());
+    for file in &world.production {
+        let relative = file
+            .strip_prefix(&world.root)
+            .expect("production is in the world");
+        let to = dir.join("production").join(relative);
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(file, &to).expect("keeping a run");
+    }
+    if let Some(run_id) = run_id {
+        std::fs::create_dir_all(dir.join("log")).unwrap();
+        for entry in std::fs::read_dir(world.run_logs.join(run_id)).unwrap() {
+            let from = entry.unwrap().path();
+            std::fs::copy(&from, dir.join("log").join(from.file_name().unwrap())).unwrap();
+        }
+    }
+    KEPT.lock()
+        .unwrap()
+        .insert(key.to_string(), (dir, world.root.clone()));
+}
+
+/// This test process's folder of kept runs, under cargo's temporary folder
+/// for integration tests (earlier processes' folders are removed).
+fn kept_dir() -> PathBuf {
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let all = Path::new(env!("CARGO_TARGET_TMPDIR")).join("kept-runs");
+        let _ = std::fs::remove_dir_all(&all);
+        all.join(std::process::id().to_string())
+    })
+    .clone()
 }

@@ -41,26 +41,11 @@ async fn broken(
     run_id: &str,
     baseline: bool,
 ) -> (World, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let dbt = selfheal::demo::locate_dbt()
-        .await
-        .expect("dbt (run scripts/setup-dbt)");
-    let world = World::create_layout(dir.path(), &dbt, layout)
-        .await
-        .expect("world");
     if baseline {
-        let run = world.scheduled_run("baseline").await.unwrap();
-        assert!(
-            run.passed,
-            "{layout}: yesterday's run passes:\n{}",
-            run.console
-        );
+        return crate::helpers::broken_world(layout, breakage, run_id).await;
     }
-    world.push_breakage(breakage).await.unwrap();
-    assert!(
-        !world.scheduled_run(run_id).await.unwrap().passed,
-        "{layout}: the broken commit fails dbt"
-    );
+    let (world, dir) = crate::helpers::staged_world(layout).await;
+    crate::helpers::break_main(&world, layout, breakage, run_id).await;
     (world, dir)
 }
 
@@ -475,7 +460,7 @@ echo '{"type":"result","status":"fixed","summary":"customers referenced stg_orde
         .events(row.id)
         .unwrap()
         .into_iter()
-        .map(|(_, text)| text)
+        .map(|e| e.text)
         .collect::<Vec<_>>()
         .join("\n");
     let thread = bot.final_thread(&ts).await;

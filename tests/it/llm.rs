@@ -29,17 +29,8 @@ struct Story {
 
 impl Story {
     async fn start(run_id: &str, base_url: &str, model: &str, selfheal_extra: &str) -> Story {
-        let dir = tempfile::tempdir().unwrap();
-        let dbt = selfheal::demo::locate_dbt()
-            .await
-            .expect("dbt (run scripts/setup-dbt)");
-        let world = World::create(dir.path(), &dbt).await.expect("world");
-        assert!(world.scheduled_run("baseline").await.unwrap().passed);
-        world
-            .push_breakage(&Breakage::fixture("ref_typo").unwrap())
-            .await
-            .unwrap();
-        assert!(!world.scheduled_run(run_id).await.unwrap().passed);
+        let breakage = Breakage::fixture("ref_typo").unwrap();
+        let (world, dir) = crate::helpers::broken_world("demo", &breakage, run_id).await;
         std::fs::write(
             world.prod.join(".dinoai/agents/llm-healer.yml"),
             format!(

@@ -1,0 +1,285 @@
+//! Wires the parts together and runs the bot until it is told to stop.
+//!
+//! [`App::build`] connects to the store and Slack, builds the [`Parts`] the
+//! app and the slash commands share, and recovers what a previous process
+//! left unfinished; [`App::serve`] starts the Socket Mode listener and routes
+//! what it delivers. Every spawned task belongs to the app's [`TaskTracker`],
+//! and shutdown waits for them (at most [`crate::config::SHUTDOWN_GRACE`]).
+//!
+//! # Layout
+//! - `router.rs`: events to per-thread workers (one thread's events in order,
+//!   different threads concurrently), and each event to its handler.
+//! - `heal.rs`: a recognised failure: heal here, point the other notified
+//!   channels at the healing thread, wait for a copy, heal top-level.
+//! - `people.rs`: people in threads: `stop`, guidance, fix requests, follow-ups.
+//! - `buttons.rs`: the Stop button.
+//! - `recovery.rs`: at start, what a crash or a stop left: interrupted
+//!   sessions, re-runs, decisions whose timers were lost.
+//! - `policy.rs`: the decisions of the three above, pure and table-tested.
+//!   The rest of `app` gathers facts for it and carries its decisions out.
+
+mod buttons;
+mod heal;
+mod people;
+pub mod policy;
+mod recovery;
+mod router;
+
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, error, info, warn};
+
+use crate::commands::CommandContext;
+use crate::config::{Config, HealSettings, Runner};
+use crate::dbt::Dbt;
+use crate::forge::{parse_github_remote, Forge, ForgeToken, GitHub};
+use crate::parts::Parts;
+use crate::recognize::{Identity, Recognizer};
+use crate::redact::Redactor;
+use crate::runlog::SourceSettings;
+use crate::session::controls::{Caps, Controls};
+use crate::session::driver::{self, Deps, Healing, Start};
+use crate::session::sink::Sink;
+use crate::slack::channels::Channels;
+use crate::slack::socket::{Listener, SocketSettings};
+use crate::slack::web::{SlackError, SlackWeb, WebSettings};
+use policy::Decision;
+use router::Router;
+
+/// The running bot.
+pub struct App {
+    /// Config, store, Slack gateway and channels, shared with the commands.
+    parts: Arc<Parts>,
+    recognizer: Recognizer,
+    /// Who selfheal is in Slack (for mentions).
+    me: Identity,
+    /// What `/selfheal` handlers use; one for the app's life (it caches admins).
+    commands: CommandContext,
+    /// What every session's driver is given (cloned per session).
+    deps: Deps,
+    /// Owns every task the app spawns, so shutdown can wait for them.
+    tasks: TaskTracker,
+    /// Cancelled once to stop everything: the listener, timers and sessions.
+    shutdown: CancellationToken,
+}
+
+/// Builds the app and serves until `shutdown` is cancelled.
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
+    let app = App::build(config, shutdown).await?;
+    app.serve().await
+}
+
+impl App {
+    /// Opens the store, checks the bot token, learns the channels and recovers
+    /// sessions a previous process left unfinished.
+    pub async fn build(cfg: Config, shutdown: CancellationToken) -> Result<Arc<App>> {
+        let store = crate::store::Store::open(&cfg.db_path)?;
+        let web = SlackWeb::connect(
+            &cfg.slack.api_url,
+            cfg.slack.bot_token.expose(),
+            WebSettings {
+                channel_interval: cfg.channel_interval,
+                timeout: cfg.api_timeout,
+                max_attempts: 3,
+                max_rate_limited_attempts: 5,
+            },
+        )?;
+        let me = match web.auth_test().await {
+            Ok(me) => me,
+            // Said as what to do: these are the failures a first start meets.
+            Err(SlackError::Http(why)) => anyhow::bail!(
+                "cannot reach {}: {why} (SLACK_API_URL; `selfheal check` tells more)",
+                crate::http::host_of(&cfg.slack.api_url)
+            ),
+            Err(SlackError::Api(code)) if crate::check::is_token_error(&code) => anyhow::bail!(
+                "Slack rejected SLACK_BOT_TOKEN ({code}); `selfheal check` tells what to do"
+            ),
+            Err(e) => {
+                return Err(anyhow::Error::new(e).context("checking the bot token with auth.test"))
+            }
+        };
+        info!(user = %me.user_id, bot = %me.bot_id, "authenticated with Slack");
+        if cfg.notifier_bots.is_empty() {
+            warn!(
+                "SELFHEAL_NOTIFIER_BOTS is empty: any bot's failure notification can start healing; \
+                 set it to your scheduler's bot id, app id or username"
+            );
+        }
+        let channels = Channels::new(web.clone());
+        channels.load().await;
+        let recognizer = Recognizer::new(
+            me.clone(),
+            cfg.schedules
+                .names()
+                .into_iter()
+                .map(str::to_string)
+                .collect(),
+            cfg.notifier_bots.clone(),
+            cfg.overrides.clone(),
+        );
+        // One folder per app instance: session ids restart with every database.
+        static INSTANCE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let instance = INSTANCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let work_root =
+            std::env::temp_dir().join(format!("selfheal-{}-{instance}", std::process::id()));
+        let deps = Deps {
+            store: store.clone(),
+            sink: Sink::Slack(web.clone()),
+            redactor: Redactor::new(secret_values(&cfg)),
+            edit_interval: cfg.edit_interval,
+            prior_attempts: cfg.prior_attempts,
+            work_root,
+            healing: Arc::new(healing(&cfg.heal)?),
+            controls: Controls::default(),
+            caps: Caps::new(cfg.max_sessions, cfg.max_sessions_per_schedule),
+        };
+        let parts = Arc::new(Parts {
+            cfg,
+            store,
+            web,
+            channels,
+        });
+        let app = Arc::new(App {
+            commands: CommandContext::new(parts.clone()),
+            parts,
+            recognizer,
+            me,
+            deps,
+            tasks: TaskTracker::new(),
+            shutdown,
+        });
+        app.recover().await?;
+        Ok(app)
+    }
+
+    /// Connects Socket Mode and handles events until shutdown, then stops
+    /// running sessions (recorded as interrupted, threads told).
+    pub async fn serve(self: Arc<Self>) -> Result<()> {
+        let cfg = &self.parts.cfg;
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let listener = Listener::start(
+            &cfg.slack.api_url,
+            cfg.slack.app_token.expose(),
+            &SocketSettings {
+                connections: 2,
+                reconnect_secs: 3,
+                ping_secs: cfg.socket_ping.as_secs(),
+            },
+            tx,
+        )
+        .await?;
+        let mut router = Router::default();
+        loop {
+            tokio::select! {
+                inbound = rx.recv() => match inbound {
+                    Some(inbound) => router.dispatch(&self, inbound),
+                    None => break,
+                },
+                _ = self.shutdown.cancelled() => break,
+            }
+        }
+        info!("shutting down");
+        listener.shutdown().await;
+        self.tasks.close();
+        if tokio::time::timeout(cfg.shutdown_grace, self.tasks.wait())
+            .await
+            .is_err()
+        {
+            warn!("some sessions did not finish within the shutdown grace period");
+        }
+        // Sessions remove their own folders; this removes the (now empty) root.
+        let _ = std::fs::remove_dir_all(&self.deps.work_root);
+        Ok(())
+    }
+
+    /// Runs a claimed session to its end, owned by the app's task tracker.
+    fn spawn_session(&self, start: Start) {
+        self.tasks.spawn(driver::drive(
+            self.deps.clone(),
+            start,
+            self.shutdown.clone(),
+        ));
+    }
+}
+
+/// Logs a decision that leaves nothing to do: an [`Decision::Ignore`] (at
+/// debug), or, a bug, a decision the policy does not give at this moment.
+fn nothing_to_do(decision: &Decision, at: &str) {
+    match decision {
+        Decision::Ignore(why) => debug!(?why, at, "nothing to do"),
+        other => {
+            error!(decision = ?other, at, "the healing policy gave a decision this moment cannot carry out; ignored")
+        }
+    }
+}
+
+/// Builds what sessions need for real healing: dbt and the forge.
+pub fn healing(settings: &HealSettings) -> Result<Healing> {
+    let dbt = Dbt {
+        exe: settings.dbt.clone(),
+        profiles_dir: settings.dbt_profiles_dir.clone(),
+        target: settings.dbt_target.clone(),
+        env: vec![],
+        timeout: settings.dbt_timeout,
+        read_only: false,
+    };
+    let github_repo = settings.github_repo.clone().or_else(|| {
+        settings
+            .repo
+            .as_deref()
+            .and_then(parse_github_remote)
+            .map(|(owner, name)| format!("{owner}/{name}"))
+    });
+    let forge = match (&settings.github_token, github_repo) {
+        (Some(token), Some(repo)) => Forge::GitHub(
+            GitHub::new(&settings.github_api_url, &repo, ForgeToken::new(token.expose()))
+                .context("configuring the GitHub API")?,
+        ),
+        (Some(_), None) => anyhow::bail!(
+            "SELFHEAL_GITHUB_TOKEN is set but the repository is unknown: set SELFHEAL_GITHUB_REPO=owner/name"
+        ),
+        (None, _) => Forge::Plain {
+            web_base: settings.repo_web_url.clone(),
+        },
+    };
+    Ok(Healing {
+        settings: settings.clone(),
+        dbt,
+        forge,
+    })
+}
+
+/// The values that must never leave the process: Slack tokens and the
+/// configured secret environment variables.
+fn secret_values(cfg: &Config) -> Vec<String> {
+    let mut values = vec![
+        cfg.slack.app_token.expose().to_string(),
+        cfg.slack.bot_token.expose().to_string(),
+    ];
+    if let Some(token) = &cfg.heal.github_token {
+        values.push(token.expose().to_string());
+    }
+    match &cfg.heal.run_log_source {
+        Some(SourceSettings::Paradime(p)) => {
+            values.push(p.api_key.expose().to_string());
+            values.push(p.api_secret.expose().to_string());
+        }
+        Some(SourceSettings::DbtCloud(d)) => values.push(d.token.expose().to_string()),
+        _ => {}
+    }
+    for agent in cfg.agents.values() {
+        if let Runner::Llm(llm) = &agent.runner {
+            values.extend(llm.api_key_from_env());
+        }
+    }
+    for name in &cfg.secret_env {
+        if let Ok(v) = std::env::var(name) {
+            values.push(v);
+        }
+    }
+    values
+}

@@ -1,0 +1,22 @@
+//! The running bot's shared parts: its configuration, the store, the Slack
+//! Web API gateway and the channel directory.
+//!
+//! `app` builds them once and holds them behind one `Arc`, and so does the
+//! `/selfheal` command context, instead of each cloning each part. Building
+//! and holding only: nothing here does IO.
+
+use crate::config::Config;
+use crate::slack::channels::Channels;
+use crate::slack::web::SlackWeb;
+use crate::store::Store;
+
+/// What the app and the slash commands share for the bot's life.
+pub struct Parts {
+    pub cfg: Config,
+    /// The source of truth: every decision that must happen once is a row here.
+    pub store: Store,
+    /// Every write to Slack goes through it (pacing, retries, rate limits).
+    pub web: SlackWeb,
+    /// Channel names as configured ↔ ids as Slack sends them.
+    pub channels: Channels,
+}
