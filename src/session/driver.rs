@@ -936,25 +936,9 @@ mod tests {
 
     #[test]
     fn the_signature_is_read_back_from_a_pr_body() {
-        let body = render::pr_body(&render::PrBody {
-            schedule: "s",
-            run_id: "1",
-            agent: "a",
-            root_cause: "r",
-            diff_stat: "",
-            diff: "",
-            verification_command: "dbt build",
-            verification_output: "Done.",
-            verification_place: "builds",
-            built: true,
-            files: &[],
-            thread_link: None,
-            signature: "model:orders: x",
-        });
-        assert_eq!(
-            signature_in(&body),
-            Some(render::signature_marker("model:orders: x"))
-        );
+        // The marker as `render::pr_body` writes it, at the end of the body.
+        let body = "## Context\nselfheal opened this pull request.\n\n<!-- selfheal-signature: d1296dccbe5463ad -->\n";
+        assert_eq!(signature_in(body), Some("d1296dccbe5463ad".to_string()));
         assert_eq!(signature_in("no marker"), None);
     }
 }
