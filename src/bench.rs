@@ -16,6 +16,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use chrono::{TimeZone, Utc};
 use rusqlite::params;
 
+use crate::domain::EventKind;
 use crate::fake_slack::{BotPost, FakeSlack};
 use crate::slack::render::HEALING_REPLY;
 use crate::store::{Status, Store};
@@ -679,7 +680,7 @@ async fn streaming(exe: &Path) -> Result<Vec<Figure>> {
     let stored: std::collections::HashSet<String> = store
         .events(row.id)?
         .into_iter()
-        .filter(|e| e.kind == "progress")
+        .filter(|e| EventKind::parse(&e.kind) == Some(EventKind::Progress))
         .map(|e| e.text)
         .collect();
     let lost = (1..=LINES)

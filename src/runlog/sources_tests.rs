@@ -4,7 +4,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::*;
-use crate::config::Secret;
+use crate::domain::Secret;
 use crate::fake_dbt_cloud::{FakeDbtCloud, FakeStep};
 use crate::fake_paradime::{FakeCommand, FakeParadime, LogStream};
 

@@ -118,18 +118,16 @@ pub fn connector(api_url: &str) -> anyhow::Result<Connector> {
 }
 
 impl SlackWeb {
-    pub fn new(
-        client: Arc<SlackClient<Connector>>,
-        bot_token: &str,
-        settings: WebSettings,
-    ) -> Self {
-        SlackWeb {
-            client,
+    /// A client of the Web API at `api_url` (`https://slack.com/api/`, or a
+    /// local fake) with `bot_token`. Nothing is sent yet.
+    pub fn connect(api_url: &str, bot_token: &str, settings: WebSettings) -> anyhow::Result<Self> {
+        Ok(SlackWeb {
+            client: Arc::new(SlackClient::new(connector(api_url)?)),
             token: SlackApiToken::new(bot_token.into()),
             settings,
             pacers: Arc::default(),
             posted: Arc::default(),
-        }
+        })
     }
 
     /// Who the bot is.
