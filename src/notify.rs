@@ -153,12 +153,7 @@ pub async fn run(cfg: &Config, req: &Request) -> Result<Report> {
     let web = SlackWeb::connect(
         &cfg.slack.api_url,
         token.expose(),
-        WebSettings {
-            channel_interval: cfg.channel_interval,
-            timeout: cfg.api_timeout,
-            max_attempts: 3,
-            max_rate_limited_attempts: 5,
-        },
+        WebSettings::from_config(&cfg),
     )?;
     let channels = Channels::new(web.clone());
     channels.load().await;

@@ -81,12 +81,7 @@ impl App {
         let web = SlackWeb::connect(
             &cfg.slack.api_url,
             cfg.slack.bot_token.expose(),
-            WebSettings {
-                channel_interval: cfg.channel_interval,
-                timeout: cfg.api_timeout,
-                max_attempts: 3,
-                max_rate_limited_attempts: 5,
-            },
+            WebSettings::from_config(&cfg),
         )?;
         let me = match web.auth_test().await {
             Ok(me) => me,

@@ -59,6 +59,18 @@ pub struct WebSettings {
     pub max_rate_limited_attempts: u32,
 }
 
+impl WebSettings {
+    /// The configured pacing and timeout, with the bot's retry limits.
+    pub fn from_config(cfg: &crate::config::Config) -> WebSettings {
+        WebSettings {
+            channel_interval: cfg.channel_interval,
+            timeout: cfg.api_timeout,
+            max_attempts: 3,
+            max_rate_limited_attempts: 5,
+        }
+    }
+}
+
 /// A posted message's coordinates.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Posted {
