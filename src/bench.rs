@@ -19,6 +19,7 @@ use rusqlite::params;
 
 use selfheal_fakes::slack::{BotPost, FakeSlack};
 
+use crate::domain::EventKind;
 use crate::slack::render::HEALING_REPLY;
 use crate::store::{Status, Store};
 
@@ -682,7 +683,7 @@ async fn streaming(exe: &Path) -> Result<Vec<Figure>> {
     let stored: std::collections::HashSet<String> = store
         .events(row.id)?
         .into_iter()
-        .filter(|e| e.kind == "progress")
+        .filter(|e| EventKind::parse(&e.kind) == Some(EventKind::Progress))
         .map(|e| e.text)
         .collect();
     let lost = (1..=LINES)

@@ -15,10 +15,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::settings::SELFHEAL_SECRET_ENV;
 use crate::config::{load_agents, AgentDef, DbtSettings, HealSettings, DBT_DOCTOR};
+use crate::domain::{Place, SessionId, Status};
 use crate::redact::Redactor;
+use crate::session::controls::{Caps, Controls};
 use crate::session::driver::{self, Deps, Start};
 use crate::session::sink::Sink;
-use crate::store::{Claim, Status, Store};
+use crate::store::{Claim, Store};
 
 /// What to heal.
 #[derive(Debug, Clone)]
@@ -86,8 +88,11 @@ pub async fn run_fix(opts: FixOptions, shutdown: CancellationToken) -> Result<St
         .collect::<Vec<_>>();
 
     let store = Store::in_memory()?;
+    // The session lives in the terminal: no Slack thread.
+    let place = Place::Terminal;
+    let (channel, thread_ts) = place.columns();
     let Claim::New(id) =
-        store.claim_session(&opts.schedule, &run_id, "terminal", "0", &agent.name)?
+        store.claim_session(&opts.schedule, &run_id, channel, thread_ts, &agent.name)?
     else {
         bail!("a fresh store cannot already hold this session");
     };
@@ -101,8 +106,8 @@ pub async fn run_fix(opts: FixOptions, shutdown: CancellationToken) -> Result<St
         prior_attempts: 0,
         work_root: work_root.clone(),
         healing: Arc::new(crate::app::healing(&settings)?),
-        controls: driver::Controls::default(),
-        caps: driver::Caps::default(),
+        controls: Controls::default(),
+        caps: Caps::default(),
     };
     sink.say(&format!(
         "🦖 Healing run {run_id} of {} with {} (repository {})\n",
@@ -111,11 +116,10 @@ pub async fn run_fix(opts: FixOptions, shutdown: CancellationToken) -> Result<St
         repo.display()
     ));
     let start = Start {
-        session_id: id,
+        session_id: SessionId(id),
         schedule: opts.schedule.clone(),
         run_id,
-        channel: "terminal".into(),
-        thread_ts: "0".into(),
+        place,
         agent,
         base_branch: None,
         notification: String::new(),

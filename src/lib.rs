@@ -7,12 +7,13 @@
 //! # Layout
 //! - [`check`]: `selfheal check` — every setting tried for real, one ✓/⚠/✗ line each (decisions pure, IO in `check::probe`).
 //! - [`commands`]: `/selfheal` slash commands (parsing, handlers, answers).
+//! - [`domain`]: the shared words — ids, a session's place, status and ending, event kinds, agent events; imports nothing from the crate.
 //! - [`config`]: environment, schedules-as-code and agent definitions → a validated [`config::Config`].
 //! - [`dbt`]: runs the dbt CLI (verification, the doctor's queries).
 //! - [`recognize`]: a Slack message → `Some(Failure)` or `None` (pure).
 //! - [`slack`]: the only module that speaks to Slack (Socket Mode listener, Web API gateway, rendering).
-//! - [`session`]: the healing session — a pure state machine and the driver that performs its effects.
-//! - [`agent`]: agent runners; the one place that knows the agent protocol.
+//! - [`session`]: the healing session — a pure state machine holding its whole lifecycle, the driver that performs its effects, the sinks that render them.
+//! - [`agent`]: agent definitions and runners; the one place that starts one and that knows the agent protocol.
 //! - [`doctor`]: dbt-doctor, the deterministic built-in agent.
 //! - [`workspace`]: a fresh clone of the dbt repository per session; pushes only `selfheal/` branches.
 //! - [`forge`]: pull requests (GitHub REST, or a plain remote's compare link); the only holder of the forge token.
@@ -44,6 +45,7 @@ pub mod dbt;
 #[cfg(feature = "demo")]
 pub mod demo;
 pub mod doctor;
+pub mod domain;
 pub mod drill;
 pub mod fix;
 pub mod forge;
@@ -58,3 +60,6 @@ pub mod slack;
 pub mod store;
 pub mod transcript;
 pub mod workspace;
+
+#[cfg(test)]
+mod module_graph_tests;

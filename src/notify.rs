@@ -14,17 +14,15 @@
 use std::fmt;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
-use slack_morphism::prelude::SlackClient;
 
 use crate::config::Config;
 use crate::runlog::{self, Artifacts, RunLog};
 use crate::slack::channels::Channels;
 use crate::slack::render::escape;
-use crate::slack::web::{connector, SlackWeb, WebSettings};
+use crate::slack::web::{SlackWeb, WebSettings};
 
 /// The `block_id` of the context block every notification carries.
 pub const BLOCK_ID: &str = "selfheal-notify";
@@ -152,17 +150,11 @@ pub async fn run(cfg: &Config, req: &Request) -> Result<Report> {
         .notify_token
         .as_ref()
         .unwrap_or(&cfg.slack.bot_token);
-    let client = Arc::new(SlackClient::new(connector(&cfg.slack.api_url)?));
-    let web = SlackWeb::new(
-        client,
+    let web = SlackWeb::connect(
+        &cfg.slack.api_url,
         token.expose(),
-        WebSettings {
-            channel_interval: cfg.channel_interval,
-            timeout: cfg.api_timeout,
-            max_attempts: 3,
-            max_rate_limited_attempts: 5,
-        },
-    );
+        WebSettings::from_config(&cfg),
+    )?;
     let channels = Channels::new(web.clone());
     channels.load().await;
     let mut failed = vec![];

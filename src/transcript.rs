@@ -14,6 +14,7 @@ use anyhow::Context;
 use serde_json::Value;
 
 use crate::agent::llm::{usd, wire};
+use crate::domain::EventKind;
 use crate::store::{EventRow, ExchangeRow, SessionRow, Store};
 
 /// Characters of one message or event shown unless `full`.
@@ -73,10 +74,17 @@ pub fn render(
         let _ = writeln!(out, "Pull request: {pr}");
     }
 
-    for e in events.iter().filter(|e| e.kind == "prompt") {
+    let kind_of = |e: &&EventRow| EventKind::parse(&e.kind);
+    for e in events
+        .iter()
+        .filter(|e| kind_of(e) == Some(EventKind::Prompt))
+    {
         let _ = writeln!(out, "\n== {} ==\n{}", e.kind, cut(&e.text));
     }
-    if let Some(log) = events.iter().find(|e| e.kind == "run_log") {
+    if let Some(log) = events
+        .iter()
+        .find(|e| kind_of(e) == Some(EventKind::RunLog))
+    {
         let _ = writeln!(
             out,
             "\n(run log: {} bytes, stored; not printed)",
@@ -193,10 +201,9 @@ pub fn render(
         }
     }
 
-    let shown = ["prompt", "run_log"];
     let rest: Vec<&EventRow> = events
         .iter()
-        .filter(|e| !shown.contains(&e.kind.as_str()))
+        .filter(|e| !matches!(kind_of(e), Some(EventKind::Prompt | EventKind::RunLog)))
         .collect();
     if !rest.is_empty() {
         let _ = writeln!(out, "\n== session events ==");

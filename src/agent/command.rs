@@ -43,7 +43,7 @@ pub enum Output {
     Stdout(String),
     Stderr(String),
     /// An already-interpreted event, from a built-in agent.
-    Event(super::protocol::AgentEvent),
+    Event(crate::domain::AgentEvent),
     /// The process exited; `code` is None when a signal ended it.
     Exited {
         code: Option<i32>,

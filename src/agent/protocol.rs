@@ -11,38 +11,14 @@
 //!
 //! Any pull-request URL in any line counts as the PR link. A line that looks
 //! like JSON but is not one of these is shown as plain text. Pure; no IO.
+//! What a line means is a [`crate::domain::AgentEvent`].
 
 use std::sync::LazyLock;
 
 use regex::Regex;
 use serde::Deserialize;
 
-/// How the agent says it ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    Fixed,
-    NoFix,
-    Failed,
-}
-
-/// One thing an agent said.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AgentEvent {
-    Progress(String),
-    Milestone(String),
-    Pr(String),
-    Result {
-        outcome: Outcome,
-        summary: String,
-    },
-    /// A built-in agent used a tool: what it called, with what, and what came
-    /// back (both already shortened for the session log).
-    Tool {
-        name: String,
-        input: String,
-        output: String,
-    },
-}
+use crate::domain::{AgentEvent, Outcome};
 
 /// Lines longer than this are cut: a single line of output must not be able to
 /// exhaust memory or a Slack message.

@@ -1,5 +1,5 @@
 //! Buttons on selfheal's messages. Stop ends the session's agent (through
-//! `driver::Controls`, like a `stop` reply); View PR is a link Slack opens
+//! `session::controls::Controls`, like a `stop` reply); View PR is a link Slack opens
 //! itself, so it needs nothing here.
 
 use std::sync::Arc;
@@ -7,7 +7,8 @@ use std::sync::Arc;
 use anyhow::Result;
 
 use super::App;
-use crate::session::driver::Control;
+use crate::domain::SessionId;
+use crate::session::controls::Control;
 use crate::slack::{render, ActionRequest};
 
 impl App {
@@ -15,7 +16,11 @@ impl App {
         if action.action_id != render::STOP_ACTION {
             return Ok(());
         }
-        let Some(id) = action.value.as_deref().and_then(|v| v.parse::<i64>().ok()) else {
+        let Some(id) = action
+            .value
+            .as_deref()
+            .and_then(|v| v.parse::<SessionId>().ok())
+        else {
             return Ok(());
         };
         let stop = Control::Stop {

@@ -13,6 +13,7 @@ use tracing::{debug, error, info, warn};
 use super::policy::{decide, Decision, Ignored, Moment, Place, Switch};
 use super::{nothing_to_do, App};
 use crate::config::Schedule;
+use crate::domain::SessionId;
 use crate::recognize::Failure;
 use crate::session::driver::Start;
 use crate::slack::render;
@@ -264,11 +265,11 @@ impl App {
             }
         };
         self.spawn_session(Start {
-            session_id: id,
+            session_id: SessionId(id),
             schedule: f.schedule.clone(),
             run_id: f.run_id.clone(),
-            channel: channel.to_string(),
-            thread_ts: thread,
+            // `Place` here is the policy's (where a notification was seen).
+            place: crate::domain::Place::thread(channel, thread),
             agent: agent.clone(),
             base_branch: schedule.git_branch.clone(),
             notification: notification.to_string(),

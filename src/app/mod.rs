@@ -28,7 +28,6 @@ mod router;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use slack_morphism::prelude::SlackClient;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -42,11 +41,12 @@ use crate::parts::Parts;
 use crate::recognize::{Identity, Recognizer};
 use crate::redact::Redactor;
 use crate::runlog::SourceSettings;
-use crate::session::driver::{self, Caps, Controls, Deps, Healing, Start};
+use crate::session::controls::{Caps, Controls};
+use crate::session::driver::{self, Deps, Healing, Start};
 use crate::session::sink::Sink;
 use crate::slack::channels::Channels;
 use crate::slack::socket::{Listener, SocketSettings};
-use crate::slack::web::{connector, SlackError, SlackWeb, WebSettings};
+use crate::slack::web::{SlackError, SlackWeb, WebSettings};
 use policy::Decision;
 use router::Router;
 
@@ -78,17 +78,11 @@ impl App {
     /// sessions a previous process left unfinished.
     pub async fn build(cfg: Config, shutdown: CancellationToken) -> Result<Arc<App>> {
         let store = crate::store::Store::open(&cfg.db_path)?;
-        let client = Arc::new(SlackClient::new(connector(&cfg.slack.api_url)?));
-        let web = SlackWeb::new(
-            client,
+        let web = SlackWeb::connect(
+            &cfg.slack.api_url,
             cfg.slack.bot_token.expose(),
-            WebSettings {
-                channel_interval: cfg.channel_interval,
-                timeout: cfg.api_timeout,
-                max_attempts: 3,
-                max_rate_limited_attempts: 5,
-            },
-        );
+            WebSettings::from_config(&cfg),
+        )?;
         let me = match web.auth_test().await {
             Ok(me) => me,
             // Said as what to do: these are the failures a first start meets.

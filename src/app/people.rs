@@ -10,8 +10,10 @@ use tracing::{info, warn};
 
 use super::policy::{decide, Decision, Moment, Reply, ThreadSession};
 use super::{nothing_to_do, App};
+use crate::domain::{EventKind, FollowUp, Place, SessionId};
 use crate::recognize::{Failure, InboundMessage};
-use crate::session::driver::{Control, FollowUp, Start};
+use crate::session::controls::Control;
+use crate::session::driver::Start;
 use crate::slack::render;
 use crate::store::{EventRow, SessionRow, Status};
 
@@ -47,7 +49,7 @@ impl App {
             (Decision::StopSession, Some(s), _) => {
                 self.deps
                     .controls
-                    .send(s.id, Control::Stop { user: user.clone() });
+                    .send(SessionId(s.id), Control::Stop { user: user.clone() });
                 Ok(())
             }
             (Decision::GuideSession, Some(s), _) => {
@@ -55,7 +57,7 @@ impl App {
                     user: user.clone(),
                     text,
                 };
-                self.deps.controls.send(s.id, reply);
+                self.deps.controls.send(SessionId(s.id), reply);
                 Ok(())
             }
             (Decision::FollowUp { agent }, Some(s), _) => {
@@ -155,11 +157,10 @@ impl App {
             .get(&previous.schedule)
             .and_then(|s| s.git_branch.clone());
         self.spawn_session(Start {
-            session_id: id,
+            session_id: SessionId(id),
             schedule: previous.schedule,
             run_id: previous.run_id,
-            channel: previous.channel,
-            thread_ts: previous.thread_ts,
+            place: Place::thread(previous.channel, previous.thread_ts),
             agent: agent.clone(),
             base_branch,
             notification: String::new(),
@@ -191,9 +192,9 @@ fn history_entry(s: &SessionRow, events: &[EventRow]) -> String {
             .map(|p| format!(" — PR {p}"))
             .unwrap_or_default(),
     );
-    // People's words are recorded as milestones or notes that start with 💬.
+    // People's words are recorded as guidance.
     for e in events {
-        if matches!(e.kind.as_str(), "milestone" | "note") && e.text.starts_with("💬") {
+        if EventKind::parse(&e.kind) == Some(EventKind::Guidance) {
             out.push_str(&format!("  {}\n", e.text));
         }
     }
@@ -221,9 +222,10 @@ mod tests {
         };
         let events = [
             event("prompt", "💬 not a person: the prompt"),
-            event("milestone", "💬 <@U1>: use the staging model"),
+            event("guidance", "💬 <@U1>: use the staging model"),
+            event("milestone", "💬 an agent's words, not a person's"),
             event("milestone", "🔍 reading the run log"),
-            event("note", "💬 <@U2>: thanks"),
+            event("guidance", "💬 <@U2>: thanks"),
         ];
         assert_eq!(
             history_entry(&s, &events),

@@ -9,7 +9,7 @@
 //! the app gathers the facts and carries the decision out.
 //!
 //! Queueing is not decided here: a session waits for a slot in
-//! `driver::Caps`, whose semaphores count running sessions and hand out
+//! `session::controls::Caps`, whose semaphores count running sessions and hand out
 //! slots in one atomic step, which a decision over counts read earlier could
 //! not. Exactly-once is not decided here either: the store's claims make it,
 //! so a decision to heal or point is always safe to carry out twice.

@@ -11,6 +11,7 @@ use tracing::warn;
 
 use super::policy::{decide, Decision, Moment};
 use super::{nothing_to_do, App};
+use crate::domain::{EventKind, Place, SessionId};
 use crate::recognize::Failure;
 use crate::session::driver::Start;
 use crate::slack::render;
@@ -113,17 +114,16 @@ impl App {
                 .store
                 .events(before)?
                 .into_iter()
-                .find(|e| e.kind == "run_log")
+                .find(|e| EventKind::parse(&e.kind) == Some(EventKind::RunLog))
                 .map(|e| e.text)
                 .unwrap_or_default(),
             None => String::new(),
         };
         Ok(Some(Start {
-            session_id: row.id,
+            session_id: SessionId(row.id),
             schedule: row.schedule.clone(),
             run_id: row.run_id.clone(),
-            channel: row.channel.clone(),
-            thread_ts: row.thread_ts.clone(),
+            place: Place::thread(&row.channel, &row.thread_ts),
             agent: agent.clone(),
             base_branch: schedule.git_branch.clone(),
             notification,

@@ -37,6 +37,8 @@ use std::time::Duration;
 use super::yaml::{self, Node, Source};
 use super::ConfigError;
 use crate::agent::llm::LlmSettings;
+use crate::agent::{AgentDef, Runner};
+use crate::domain::ToolPolicy;
 
 /// How long a command agent may run when `selfheal.timeout` is not set.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
@@ -54,107 +56,6 @@ const AGENT_KEYS: &[&str] = &[
     "agents_squad",
     "selfheal",
 ];
-
-/// One agent definition.
-#[derive(Debug, Clone)]
-pub struct AgentDef {
-    /// The agent's name, equal to its file name without the extension.
-    pub name: String,
-    /// `role`, `goal` and `backstory` together form the agent's system prompt.
-    pub role: String,
-    pub goal: String,
-    pub backstory: String,
-    /// Which tools the agent may use.
-    pub tools: ToolPolicy,
-    /// The model family the agent asks for, passed on to runners that care.
-    pub model_family: Option<String>,
-    /// How selfheal runs the agent (the `selfheal:` section).
-    pub runner: Runner,
-    /// The file the agent is defined in.
-    pub source: PathBuf,
-}
-
-/// Which tools an agent may use (`tools: {mode, list}`).
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub enum ToolPolicy {
-    /// No `tools` key: every tool is allowed.
-    #[default]
-    All,
-    /// `mode: allowlist`: only these tools.
-    Allow(Vec<String>),
-    /// `mode: denylist`: every tool but these.
-    Deny(Vec<String>),
-}
-
-impl ToolPolicy {
-    /// Whether the agent may use `tool`.
-    pub fn allows(&self, tool: &str) -> bool {
-        match self {
-            ToolPolicy::All => true,
-            ToolPolicy::Allow(list) => list.iter().any(|t| t == tool),
-            ToolPolicy::Deny(list) => !list.iter().any(|t| t == tool),
-        }
-    }
-}
-
-/// How selfheal runs an agent.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Runner {
-    /// The file has no `selfheal:` section; the caller decides (this version
-    /// refuses to heal with such an agent, later ones default to an LLM runner).
-    Unspecified,
-    /// `runner: command`: run a program.
-    Command {
-        /// The program and its arguments; a single string `s` becomes `["sh", "-c", s]`.
-        argv: Vec<String>,
-        /// Wall-clock limit for one session.
-        timeout: Duration,
-        /// Extra environment variables for the program.
-        env: BTreeMap<String, String>,
-        /// The program's working directory, as written (relative paths are
-        /// relative to the bot's working directory); `None` means the bot's.
-        workdir: Option<PathBuf>,
-    },
-    /// `runner: builtin` with `builtin: <name>`: reserved for agents built into selfheal.
-    Builtin(String),
-    /// `runner: llm`: selfheal's own tool-calling loop against an
-    /// OpenAI-compatible chat-completions endpoint.
-    Llm(LlmSettings),
-}
-
-/// The name of the built-in deterministic agent.
-pub const DBT_DOCTOR: &str = "dbt-doctor";
-
-impl AgentDef {
-    /// `dbt-doctor`, available without a file (a file of that name overrides it).
-    pub fn dbt_doctor() -> AgentDef {
-        AgentDef {
-            name: DBT_DOCTOR.into(),
-            role: "On-call analytics engineer for the dbt pipeline".into(),
-            goal: "Fix the failures that have one right answer; diagnose the rest precisely".into(),
-            backstory: "Deterministic: it reads the run log, checks the project and never guesses."
-                .into(),
-            tools: ToolPolicy::All,
-            model_family: None,
-            runner: Runner::Builtin(DBT_DOCTOR.into()),
-            source: PathBuf::from("<built-in>"),
-        }
-    }
-}
-
-impl Runner {
-    /// One line for humans: what runs this agent.
-    pub fn describe(&self) -> String {
-        match self {
-            Runner::Unspecified => "no selfheal.runner (cannot heal)".to_string(),
-            Runner::Command { argv, timeout, .. } => {
-                format!("command `{}`, limit {}s", argv.join(" "), timeout.as_secs())
-            }
-            Runner::Builtin(name) => format!("built-in `{name}`"),
-            Runner::Llm(settings) => settings.describe(),
-        }
-    }
-}
 
 /// Loads every `*.yml`/`*.yaml` agent file directly in `dir`, keyed by name.
 ///

@@ -9,7 +9,6 @@
 //! touch the real environment (and, for `Config`, `.env`).
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -19,33 +18,12 @@ use super::vars::{ProcessEnv, Setting, Vars};
 use super::{
     load_agents, load_schedules, AgentDef, ConfigError, ConfigErrors, Runner, Schedules, DBT_DOCTOR,
 };
+use crate::domain::Secret;
 use crate::recognize::Override;
 use crate::runlog::{DbtCloudSettings, ParadimeSettings, SourceSettings};
 
 /// How long shutdown waits for running sessions to record their state.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
-
-/// A secret value (a token) that never shows in `Debug` output or logs.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a secret value.
-    pub fn new(value: impl Into<String>) -> Self {
-        Secret(value.into())
-    }
-
-    /// The secret itself, for the one place that must send it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(***)")
-    }
-}
 
 // Field docs name the setting each field comes from; what it means, and its
 // default, are said once, in the setting's declaration.

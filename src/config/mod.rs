@@ -32,8 +32,10 @@ mod yaml;
 
 use std::path::PathBuf;
 
-pub use agents::{load_agents, AgentDef, Runner, ToolPolicy, DBT_DOCTOR};
-pub use env::{Config, DbtSettings, HealSettings, Secret, SlackSettings, SHUTDOWN_GRACE};
+pub use agents::load_agents;
+// Agent definitions are the agent module's types; the config only reads them.
+pub use crate::agent::{AgentDef, Runner, DBT_DOCTOR};
+pub use env::{Config, DbtSettings, HealSettings, SlackSettings, SHUTDOWN_GRACE};
 pub use schedules::{load_schedules, NotifyEvent, Schedule, Schedules, SelfHealing, SlackNotify};
 pub use vars::{About, Declared, Setting, Unset};
 

@@ -15,7 +15,8 @@ use std::time::Duration;
 
 use super::vars::Unset::{Means, Off, Required, Use};
 use super::vars::{list, millis, path, seconds, secret, text, whole, About, Declared, Setting};
-use super::{Secret, DBT_DOCTOR};
+use super::DBT_DOCTOR;
+use crate::domain::Secret;
 
 /// Where the docs list a setting: a heading of `.env.example`, and one of
 /// the README's tables.

@@ -18,7 +18,8 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use super::settings::Section;
-use super::{ConfigError, ConfigErrors, Secret};
+use super::{ConfigError, ConfigErrors};
+use crate::domain::Secret;
 
 /// One environment variable selfheal reads: declared once in `settings`,
 /// read by every command through [`Vars`], documented from the same place.

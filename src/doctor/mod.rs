@@ -32,8 +32,8 @@ pub mod warehouse;
 
 use std::path::{Component, Path};
 
-use crate::agent::protocol::{AgentEvent, Outcome};
 use crate::dbt::Dbt;
+use crate::domain::{AgentEvent, Outcome};
 use crate::runlog::{ErrorKind, RunLog};
 
 pub use diagnose::{diagnose, Action, DataTest, Finding, Relation, WarehouseColumns};

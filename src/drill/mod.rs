@@ -257,7 +257,7 @@ async fn run_case(
     result.production = stage::compare(&before, &stage.checksums()?);
     result.session = Some(status);
 
-    let branch = crate::session::driver::branch_name(SCHEDULE, run_id);
+    let branch = crate::session::machine::branch_name(SCHEDULE, run_id);
     let proposal = match stage.changed_files(&bad, &branch).await? {
         None => None,
         Some(files) => {

@@ -23,7 +23,7 @@ use tracing::{info, warn};
 
 use super::http::{numeric_run_id, Call, HttpClient, RetryPolicy};
 use super::{parse, Artifacts, RunLog};
-use crate::config::Secret;
+use crate::domain::Secret;
 
 /// dbt Cloud's multi-tenant host in North America.
 pub const DEFAULT_API_URL: &str = "https://cloud.getdbt.com";

@@ -27,7 +27,7 @@ use tracing::warn;
 
 use super::http::{host_of, numeric_run_id, scrub, Call, HttpClient, RetryPolicy};
 use super::{parse, Artifacts, RunLog};
-use crate::config::Secret;
+use crate::domain::Secret;
 
 /// The run and its commands (the SDK's query, plus `ok` and `state`).
 pub const RUN_STATUS_QUERY: &str = "query BoltRunStatus($runId: Int!) { boltRunStatus(runId: $runId) { ok state commands { id command startDttm endDttm stdout stderr returnCode } } }";

@@ -4,7 +4,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::*;
-use crate::config::Secret;
+use crate::domain::Secret;
 use selfheal_fakes::dbt_cloud::{FakeDbtCloud, FakeStep};
 use selfheal_fakes::paradime::{FakeCommand, FakeParadime, LogStream};
 

@@ -1,20 +1,104 @@
 //! The healing session as a pure state machine: `handle(input, now) -> effects`.
 //!
-//! It decides what the thread shows and when: which agent lines become
-//! milestones, when the progress message is edited (at most once per
-//! `edit_interval`, however fast the agent prints), and how the session ends.
-//! It performs no IO and is not async; the driver performs its effects.
+//! It holds a session's whole lifecycle. It waits for a slot, reads the run
+//! log, looks for an open pull request that already addresses the error,
+//! prepares the clone and dbt, starts the agent and, once the agent is done,
+//! finishes as the bot: it lists the change, verifies it with dbt, looks again
+//! for an open pull request, commits, pushes and opens the pull request. Each
+//! of those steps is an [`Effect::Do`] that the driver carries out and answers
+//! with an [`Input`]; the machine decides what comes next. It also decides
+//! what the thread shows and when: which agent lines become milestones, when
+//! the progress message is edited (at most once per `edit_interval`, however
+//! fast the agent prints), and how the session ends.
+//!
+//! It performs no IO, is not async and renders nothing. It depends only on
+//! [`crate::domain`] and [`crate::agent::protocol`]; what it says is data
+//! ([`Message`], [`Progress`]) that `session::sink` renders for Slack or the
+//! terminal.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use crate::agent::protocol::{AgentEvent, Outcome};
-use crate::store::Status;
+use crate::agent::protocol::truncate;
+use crate::domain::{AgentEvent, Ending, EventKind, Outcome, Progress, Status};
 
 /// How many recent lines the progress message shows.
 const RECENT_LINES: usize = 12;
 /// How many stderr lines are kept to explain a crash.
 const STDERR_TAIL: usize = 5;
+
+/// What the session is for and how it works; fixed when it starts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Brief {
+    pub run_id: String,
+    pub schedule: String,
+    /// The agent's name, as the progress message shows it.
+    pub agent: String,
+    pub workflow: Workflow,
+    pub purpose: Purpose,
+}
+
+/// Who turns the agent's work into a pull request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Workflow {
+    /// No repository is configured: the agent works wherever it runs, and its
+    /// verdict and its own pull request are the outcome.
+    AgentAlone,
+    /// The bot clones the repository and prepares dbt before the agent, then
+    /// verifies the agent's change and proposes it.
+    Clone,
+}
+
+/// Why the session runs.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Purpose {
+    /// Heal a failure.
+    Heal,
+    /// A person asked for more after an earlier session of the thread ended.
+    /// `pr` is that session's pull request: the follow-up adds to its branch
+    /// (and, building on it on purpose, skips the search for a duplicate).
+    FollowUp { pr: Option<String> },
+}
+
+/// A piece of the bot's own work. The driver carries it out and answers with
+/// the input named here.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Step {
+    /// Take a slot under the concurrency caps if one is free:
+    /// [`Input::SlotTaken`] or [`Input::SlotBusy`].
+    TakeSlot,
+    /// Wait for a slot: [`Input::SlotTaken`] (or [`Input::Stop`]).
+    WaitForSlot,
+    /// Read the run log, store it and its error signature: [`Input::RunLogRead`].
+    ReadRunLog,
+    /// Look for an open pull request for the same error: [`Input::OpenPr`].
+    FindOpenPr,
+    /// Clone the repository and check out the branch: [`Input::Cloned`].
+    PrepareClone(Branch),
+    /// Prepare the isolated place dbt builds in: [`Input::DbtPrepared`].
+    PrepareDbt,
+    /// Build the prompt and start the agent: [`Input::AgentStarted`] or [`Input::SpawnFailed`].
+    StartAgent,
+    /// List (and stage) the source files the agent changed: [`Input::Changes`].
+    ListChanges,
+    /// Run the verification planned when dbt was prepared: [`Input::Verified`].
+    Verify,
+    /// Commit the staged change with this message: [`Input::Committed`].
+    Commit(String),
+    /// Push this branch: [`Input::Pushed`].
+    Push(String),
+    /// Open the pull request: [`Input::PrOpened`].
+    OpenPr(PrDraft),
+}
+
+/// The session's branch in the clone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Branch {
+    /// A new branch at the base commit.
+    Start(String),
+    /// The existing branch of the pull request a follow-up adds to.
+    Continue(String),
+}
 
 /// What happened.
 #[derive(Debug, Clone, PartialEq)]
@@ -23,9 +107,8 @@ pub enum Input {
     Agent(AgentEvent),
     /// The agent wrote to stderr (already redacted).
     Stderr(String),
-    /// The bot itself says something worth a progress line (run log read,
-    /// clone ready, verification).
-    Note(String),
+    /// A person replied in the thread; the driver passed it to the agent.
+    Guidance { by: String, text: String },
     /// The agent process exited.
     Exited { code: Option<i32> },
     /// Time passed; edits are coalesced on ticks.
@@ -36,10 +119,121 @@ pub enum Input {
     Shutdown,
     /// A person stopped the session (Stop button or a `stop` reply).
     Stop { by: String },
+    /// The session holds a slot.
+    SlotTaken,
+    /// No slot is free: at most `at_once` sessions run, `per_schedule` per schedule.
+    SlotBusy { at_once: usize, per_schedule: usize },
+    /// The run log was read.
+    RunLogRead(LogRead),
+    /// The open pull request that already addresses the error, if any.
+    OpenPr(Option<String>),
+    /// The clone is ready (what to say about it), or why it is not.
+    Cloned(Result<String, String>),
+    /// dbt is ready (what to say, how verification will go), or why it is not.
+    DbtPrepared(Result<DbtReady, String>),
+    /// The agent runs.
+    AgentStarted,
     /// The agent could not be started.
     SpawnFailed(String),
-    /// The bot's own work after the agent (verification, pull request) is done.
-    Finalized {
+    /// The source files the agent changed.
+    Changes(Vec<String>),
+    /// What verification found.
+    Verified(Verified),
+    /// The change was committed.
+    Committed(Change),
+    /// The branch was pushed.
+    Pushed,
+    /// The pull request's URL; Ok(None) when the forge gives no link (a plain
+    /// remote); Err when the forge refused it.
+    PrOpened(Result<Option<String>, String>),
+}
+
+/// What reading the run log found.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogRead {
+    /// Which source provided it (`dir:/var/runs/48213`).
+    pub origin: String,
+    /// The failing nodes' names, in the log's order.
+    pub failing: Vec<String>,
+    /// Why the configured source could not be read (the notification was read instead).
+    pub unreadable: Option<String>,
+}
+
+/// dbt is prepared.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DbtReady {
+    /// What preparing did (where dbt builds, packages, parents, time).
+    pub note: String,
+    pub verification: Verification,
+}
+
+/// How the bot will verify the agent's change.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Verification {
+    /// The dbt command as a person reads it (no session paths).
+    pub command: String,
+    /// Where it runs ("builds in a throwaway copy of production's DuckDB").
+    pub place: String,
+    pub depth: Depth,
+}
+
+/// What verification proves.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Depth {
+    /// It builds and tests the change and everything downstream.
+    Builds,
+    /// It only compiles; `hint` says how to make it build.
+    CompilesOnly { hint: String },
+}
+
+/// What verification found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Verified {
+    Passed {
+        took_secs: f64,
+        /// dbt's closing line (`Done. PASS=5 …`).
+        dbt_says: String,
+    },
+    Failed {
+        /// The failing nodes and their errors.
+        errors: String,
+    },
+}
+
+/// The committed change, as the pull request shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Change {
+    pub diff_stat: String,
+    pub diff: String,
+    pub files: Vec<String>,
+}
+
+/// What the pull request says, but for what only the driver knows (the
+/// thread's link, the error signature).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PrDraft {
+    pub title: String,
+    /// The head branch.
+    pub branch: String,
+    /// The agent's summary.
+    pub root_cause: String,
+    pub change: Change,
+    pub verification: Verification,
+    /// dbt's closing line of the verification.
+    pub dbt_says: String,
+}
+
+/// What the thread is told; `session::sink` renders it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Message {
+    /// Something the bot itself says, as plain text.
+    Bot(String),
+    /// A milestone the agent reported.
+    Milestone(String),
+    /// The agent reported its pull request.
+    PrFound(String),
+    /// The session is over: the pull request, or why there is none.
+    Final {
         ending: Ending,
         pr_url: Option<String>,
     },
@@ -49,259 +243,603 @@ pub enum Input {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Effect {
     /// Append to the session's stored log.
-    Record { kind: &'static str, text: String },
+    Record { kind: EventKind, text: String },
     /// Post a new message in the thread.
-    Post(String),
+    Post(Message),
+    /// Post the progress message, which the session edits from then on.
+    OpenProgress,
+    /// Post what the run log says (the driver holds the log).
+    ShowRunLog,
     /// Re-render and edit the progress message.
     EditProgress,
     /// Remember the pull request.
     SavePr(String),
-    /// Stop the agent process (and its children).
+    /// Stop the agent process (and its children), if one runs.
     Kill,
-    /// The agent is done; verify its change and open the pull request. The
-    /// ending is the agent's own verdict, for when there is nothing to verify.
-    Finalize(Ending),
-    /// The session is over.
-    Finish(Ending),
+    /// Carry out a step and answer with its input.
+    Do(Step),
+    /// The session is over: store how it ended.
+    Finish {
+        ending: Ending,
+        pr_url: Option<String>,
+    },
 }
 
-/// How a session ended.
+/// Where the session is.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Ending {
-    pub status: Status,
-    pub summary: String,
+enum Phase {
+    /// Waiting for a slot; nothing is posted yet but the queue notice.
+    Waiting,
+    /// The bot's work before the agent; the step under way.
+    Preparing(Prep),
+    /// The agent runs.
+    Running {
+        agent: Agent,
+        then: AfterAgent,
+    },
+    /// The bot's work after the agent, on the agent's ending.
+    Finishing {
+        agent: Ending,
+        verification: Verification,
+        step: Finish,
+    },
+    Over(Ending),
 }
 
-/// What the progress message shows.
+/// The step under way before the agent.
 #[derive(Debug, Clone, PartialEq)]
-pub struct View {
-    pub run_id: String,
-    pub agent: String,
-    pub elapsed_secs: u64,
-    pub recent: Vec<String>,
-    pub total_lines: usize,
-    pub pr_url: Option<String>,
-    pub ending: Option<Ending>,
+enum Prep {
+    RunLog,
+    OpenPr,
+    Clone,
+    Dbt,
+    Agent(AfterAgent),
+}
+
+/// What follows the agent's exit.
+#[derive(Debug, Clone, PartialEq)]
+enum AfterAgent {
+    /// Its verdict is the session's ending.
+    Verdict,
+    /// The bot verifies (as planned) and proposes its change.
+    Finish(Verification),
+}
+
+/// What the running agent has said that decides its ending.
+#[derive(Debug, Clone, PartialEq, Default)]
+struct Agent {
+    verdict: Option<(Outcome, String)>,
+    stderr_tail: VecDeque<String>,
+}
+
+/// The step under way after the agent.
+#[derive(Debug, Clone, PartialEq)]
+enum Finish {
+    Changes,
+    Verify,
+    Dedupe { dbt_says: String },
+    Commit { dbt_says: String },
+    Push { change: Change, dbt_says: String },
+    OpenPr,
 }
 
 pub struct Machine {
-    run_id: String,
-    agent: String,
+    brief: Brief,
     started: Instant,
     edit_interval: Duration,
     recent: VecDeque<String>,
     total_lines: usize,
-    stderr_tail: VecDeque<String>,
     pr_url: Option<String>,
-    result: Option<(Outcome, String)>,
+    /// The pull request's title: the first failing node, once the run log names it.
+    title: String,
+    /// The progress message shows less than the machine knows.
     dirty: bool,
     last_edit: Option<Instant>,
-    ending: Option<Ending>,
-    /// The bot verifies and opens the pull request after the agent exits.
-    finalize: bool,
-    finalizing: bool,
+    phase: Phase,
 }
 
 impl Machine {
-    pub fn new(run_id: &str, agent: &str, started: Instant, edit_interval: Duration) -> Self {
+    pub fn new(brief: Brief, now: Instant, edit_interval: Duration) -> Self {
         Machine {
-            run_id: run_id.to_string(),
-            agent: agent.to_string(),
-            started,
+            title: pr_title(&brief.schedule, &brief.run_id, None),
+            brief,
+            started: now,
             edit_interval,
             recent: VecDeque::with_capacity(RECENT_LINES),
             total_lines: 0,
-            stderr_tail: VecDeque::with_capacity(STDERR_TAIL),
             pr_url: None,
-            result: None,
             dirty: false,
             last_edit: None,
-            ending: None,
-            finalize: false,
-            finalizing: false,
+            phase: Phase::Waiting,
         }
     }
 
-    /// Makes the agent's exit lead to [`Effect::Finalize`] instead of the end.
-    pub fn with_finalize(mut self) -> Self {
-        self.finalize = true;
-        self
+    /// The first effects: every session starts by asking for a slot.
+    pub fn start(&self) -> Vec<Effect> {
+        vec![Effect::Do(Step::TakeSlot)]
     }
 
     pub fn is_over(&self) -> bool {
-        self.ending.is_some()
+        matches!(self.phase, Phase::Over(_))
     }
 
-    pub fn pr_url(&self) -> Option<&str> {
-        self.pr_url.as_deref()
-    }
-
-    pub fn view(&self, now: Instant) -> View {
-        View {
-            run_id: self.run_id.clone(),
-            agent: self.agent.clone(),
+    /// What the progress message shows now.
+    pub fn view(&self, now: Instant) -> Progress {
+        Progress {
+            run_id: self.brief.run_id.clone(),
+            agent: self.brief.agent.clone(),
             elapsed_secs: now.saturating_duration_since(self.started).as_secs(),
             recent: self.recent.iter().cloned().collect(),
             total_lines: self.total_lines,
             pr_url: self.pr_url.clone(),
-            ending: self.ending.clone(),
+            ending: match &self.phase {
+                Phase::Over(ending) => Some(ending.clone()),
+                _ => None,
+            },
         }
     }
 
     pub fn handle(&mut self, input: Input, now: Instant) -> Vec<Effect> {
-        if self.ending.is_some() {
+        if self.is_over() {
             // Nothing after the end changes the outcome.
             return vec![];
         }
-        let mut fx = vec![];
+        let waiting = self.phase == Phase::Waiting;
         match input {
-            Input::Agent(AgentEvent::Progress(text)) => {
+            Input::Agent(event) => self.agent_said(event),
+            Input::Stderr(line) => {
+                if let Phase::Running { agent, .. } = &mut self.phase {
+                    if agent.stderr_tail.len() == STDERR_TAIL {
+                        agent.stderr_tail.pop_front();
+                    }
+                    agent.stderr_tail.push_back(line.clone());
+                }
+                vec![Effect::Record {
+                    kind: EventKind::Stderr,
+                    text: line,
+                }]
+            }
+            Input::Guidance { by, text } => {
+                let text = format!("💬 guidance from <@{by}>: {text}");
+                self.push_line(&text);
+                vec![Effect::Record {
+                    kind: EventKind::Guidance,
+                    text,
+                }]
+            }
+            Input::Tick => self.tick(now),
+            Input::Exited { code } => self.agent_exited(code),
+            Input::TimedOut { limit } => self.kill_and_finish(Ending::timed_out(limit)),
+            Input::Shutdown if waiting => self.end(Ending::interrupted_while_queued(), None),
+            Input::Shutdown => self.kill_and_finish(Ending::interrupted()),
+            Input::Stop { by } if waiting => self.end(Ending::stopped_while_queued(&by), None),
+            Input::Stop { by } => {
+                let so_far: Vec<String> = self.recent.iter().rev().take(3).rev().cloned().collect();
+                self.kill_and_finish(Ending::stopped(&by, &so_far))
+            }
+            answer => self.answer(answer, now),
+        }
+    }
+
+    /// The answer to a step: the machine decides the next one.
+    fn answer(&mut self, input: Input, now: Instant) -> Vec<Effect> {
+        // The phase is taken and every arm puts the next one back (a step, or
+        // the end); an answer the machine did not ask for changes nothing.
+        let phase = std::mem::replace(&mut self.phase, Phase::Waiting);
+        let mut fx = vec![];
+        match (phase, input) {
+            (Phase::Waiting, Input::SlotTaken) => {
+                // The session's clock starts when it gets to work.
+                self.started = now;
+                fx.push(Effect::OpenProgress);
+                fx.push(self.go(Phase::Preparing(Prep::RunLog), Step::ReadRunLog));
+            }
+            (
+                Phase::Waiting,
+                Input::SlotBusy {
+                    at_once,
+                    per_schedule,
+                },
+            ) => {
+                let text = format!(
+                    "⏳ Queued: other healing sessions are running (at most {at_once} at once, {per_schedule} per schedule); this one starts when a slot frees up."
+                );
+                fx.push(Effect::Record {
+                    kind: EventKind::Queued,
+                    text: text.clone(),
+                });
+                fx.push(Effect::Post(Message::Bot(text)));
+                fx.push(self.go(Phase::Waiting, Step::WaitForSlot));
+            }
+            (Phase::Preparing(Prep::RunLog), Input::RunLogRead(read)) => {
+                if let Some(why) = &read.unreadable {
+                    fx.extend(self.bot_milestone(format!(
+                        "Could not read the run log ({why}); working from the Slack notification instead"
+                    )));
+                }
+                // A log that names no failing node is not worth a message of its own.
+                if !read.failing.is_empty() {
+                    fx.push(Effect::ShowRunLog);
+                }
+                fx.extend(self.note(format!(
+                    "read the run log ({}): {} failing node(s)",
+                    read.origin,
+                    read.failing.len()
+                )));
+                self.title = pr_title(
+                    &self.brief.schedule,
+                    &self.brief.run_id,
+                    read.failing.first().map(String::as_str),
+                );
+                fx.push(match self.brief.purpose {
+                    // A follow-up builds on its own pull request on purpose.
+                    Purpose::FollowUp { .. } => self.prepare(),
+                    Purpose::Heal => self.go(Phase::Preparing(Prep::OpenPr), Step::FindOpenPr),
+                });
+            }
+            (Phase::Preparing(Prep::OpenPr), Input::OpenPr(found)) => match found {
+                Some(pr) => fx.extend(self.finish(Ending::duplicate(&pr), Some(pr))),
+                None => fx.push(self.prepare()),
+            },
+            (Phase::Preparing(Prep::Clone), Input::Cloned(Ok(note))) => {
+                fx.extend(self.note(note));
+                fx.push(self.go(Phase::Preparing(Prep::Dbt), Step::PrepareDbt));
+            }
+            (Phase::Preparing(Prep::Clone), Input::Cloned(Err(why))) => {
+                let why = format!("could not prepare the repository: {why}");
+                fx.extend(self.finish(Ending::not_started(&why), None));
+            }
+            (Phase::Preparing(Prep::Dbt), Input::DbtPrepared(Ok(ready))) => {
+                fx.extend(self.note(ready.note));
+                let verification = ready.verification;
+                if let Depth::CompilesOnly { .. } = verification.depth {
+                    fx.extend(self.bot_milestone(format!(
+                        "⚠️ Verification will only compile: {}",
+                        verification.place
+                    )));
+                }
+                let then = AfterAgent::Finish(verification);
+                fx.push(self.go(Phase::Preparing(Prep::Agent(then)), Step::StartAgent));
+            }
+            (Phase::Preparing(Prep::Dbt), Input::DbtPrepared(Err(why))) => {
+                let why = format!("could not prepare a safe place to run dbt: {why}");
+                fx.extend(self.finish(Ending::not_started(&why), None));
+            }
+            (Phase::Preparing(Prep::Agent(then)), Input::AgentStarted) => {
+                self.phase = Phase::Running {
+                    agent: Agent::default(),
+                    then,
+                };
+            }
+            (Phase::Preparing(Prep::Agent(_)), Input::SpawnFailed(why)) => {
+                fx.extend(self.finish(Ending::not_started(&why), None));
+            }
+            (
+                Phase::Finishing {
+                    agent,
+                    verification,
+                    step: Finish::Changes,
+                },
+                Input::Changes(files),
+            ) => {
+                if files.is_empty() {
+                    fx.extend(self.finish(agent, None));
+                } else if agent.status() != Status::Fixed {
+                    fx.extend(self.finish(agent.not_proposed(&files), None));
+                } else {
+                    // Verification runs in the isolated place: the failing
+                    // nodes and everything downstream of them.
+                    fx.extend(self.bot_milestone(format!(
+                        "🔎 Verifying the change with `{}`: the session {}",
+                        verification.command, verification.place
+                    )));
+                    let next = Phase::Finishing {
+                        agent,
+                        verification,
+                        step: Finish::Verify,
+                    };
+                    fx.push(self.go(next, Step::Verify));
+                }
+            }
+            (
+                Phase::Finishing {
+                    agent,
+                    verification,
+                    step: Finish::Verify,
+                },
+                Input::Verified(verified),
+            ) => match verified {
+                Verified::Failed { errors } => {
+                    fx.extend(self.bot_milestone(format!("❌ Verification failed:\n{errors}")));
+                    fx.extend(self.finish(agent.unverified(&verification.command), None));
+                }
+                Verified::Passed {
+                    took_secs,
+                    dbt_says,
+                } => {
+                    let command = &verification.command;
+                    fx.extend(self.bot_milestone(match &verification.depth {
+                        Depth::Builds => {
+                            format!("✅ Verification passed: `{command}` ({took_secs:.1}s)")
+                        }
+                        Depth::CompilesOnly { hint } => format!(
+                            "✅ Compiles: `{command}` ({took_secs:.1}s) — nothing was built or tested ({hint})"
+                        ),
+                    }));
+                    fx.push(match self.followup_pr() {
+                        // A follow-up pushes to its pull request's branch; the PR picks it up.
+                        Some(_) => {
+                            let message = format!(
+                                "selfheal: follow-up for run {}\n\n{}",
+                                self.brief.run_id,
+                                agent.summary().trim()
+                            );
+                            let next = Phase::Finishing {
+                                agent,
+                                verification,
+                                step: Finish::Commit { dbt_says },
+                            };
+                            self.go(next, Step::Commit(message))
+                        }
+                        // The error may have been fixed by someone else's PR in the meantime.
+                        None => {
+                            let next = Phase::Finishing {
+                                agent,
+                                verification,
+                                step: Finish::Dedupe { dbt_says },
+                            };
+                            self.go(next, Step::FindOpenPr)
+                        }
+                    });
+                }
+            },
+            (
+                Phase::Finishing {
+                    agent,
+                    verification,
+                    step: Finish::Dedupe { dbt_says },
+                },
+                Input::OpenPr(found),
+            ) => match found {
+                Some(pr) => fx.extend(self.finish(Ending::duplicate(&pr), Some(pr))),
+                None => {
+                    let message = format!("{}\n\n{}", self.title, agent.summary().trim());
+                    let next = Phase::Finishing {
+                        agent,
+                        verification,
+                        step: Finish::Commit { dbt_says },
+                    };
+                    fx.push(self.go(next, Step::Commit(message)));
+                }
+            },
+            (
+                Phase::Finishing {
+                    agent,
+                    verification,
+                    step: Finish::Commit { dbt_says },
+                },
+                Input::Committed(change),
+            ) => {
+                let next = Phase::Finishing {
+                    agent,
+                    verification,
+                    step: Finish::Push { change, dbt_says },
+                };
+                fx.push(self.go(next, Step::Push(self.branch())));
+            }
+            (
+                Phase::Finishing {
+                    agent,
+                    verification,
+                    step: Finish::Push { change, dbt_says },
+                },
+                Input::Pushed,
+            ) => match self.followup_pr().map(str::to_string) {
+                Some(pr) => fx.extend(self.finish(agent, Some(pr))),
+                None => {
+                    let draft = PrDraft {
+                        title: self.title.clone(),
+                        branch: self.branch(),
+                        root_cause: agent.summary().to_string(),
+                        change,
+                        verification: verification.clone(),
+                        dbt_says,
+                    };
+                    let next = Phase::Finishing {
+                        agent,
+                        verification,
+                        step: Finish::OpenPr,
+                    };
+                    fx.push(self.go(next, Step::OpenPr(draft)));
+                }
+            },
+            (
+                Phase::Finishing {
+                    agent,
+                    step: Finish::OpenPr,
+                    ..
+                },
+                Input::PrOpened(opened),
+            ) => {
+                let branch = self.branch();
+                fx.extend(match opened {
+                    Ok(Some(url)) => self.finish(agent, Some(url)),
+                    Ok(None) => self.finish(agent.on_branch(&branch), None),
+                    Err(why) => self.finish(Ending::pr_failed(&branch, &why), None),
+                });
+            }
+            (phase, _) => self.phase = phase,
+        }
+        fx
+    }
+
+    /// The step after the run log (and the search for a duplicate): the
+    /// clone, or straight to the agent when there is no repository.
+    fn prepare(&mut self) -> Effect {
+        match self.brief.workflow {
+            Workflow::Clone => {
+                let name = self.branch();
+                let branch = match self.followup_pr() {
+                    Some(_) => Branch::Continue(name),
+                    None => Branch::Start(name),
+                };
+                self.go(Phase::Preparing(Prep::Clone), Step::PrepareClone(branch))
+            }
+            Workflow::AgentAlone => self.go(
+                Phase::Preparing(Prep::Agent(AfterAgent::Verdict)),
+                Step::StartAgent,
+            ),
+        }
+    }
+
+    fn go(&mut self, phase: Phase, step: Step) -> Effect {
+        self.phase = phase;
+        Effect::Do(step)
+    }
+
+    fn followup_pr(&self) -> Option<&str> {
+        match &self.brief.purpose {
+            Purpose::FollowUp { pr } => pr.as_deref(),
+            Purpose::Heal => None,
+        }
+    }
+
+    fn branch(&self) -> String {
+        branch_name(&self.brief.schedule, &self.brief.run_id)
+    }
+
+    fn agent_said(&mut self, event: AgentEvent) -> Vec<Effect> {
+        let mut fx = vec![];
+        match event {
+            AgentEvent::Progress(text) => {
                 self.push_line(&text);
                 fx.push(Effect::Record {
-                    kind: "progress",
+                    kind: EventKind::Progress,
                     text,
                 });
             }
-            Input::Agent(AgentEvent::Milestone(text)) => {
+            AgentEvent::Milestone(text) => {
                 self.push_line(&text);
-                fx.push(Effect::Post(crate::slack::render::milestone(&text)));
+                fx.push(Effect::Post(Message::Milestone(text.clone())));
                 fx.push(Effect::Record {
-                    kind: "milestone",
+                    kind: EventKind::Milestone,
                     text,
                 });
             }
-            Input::Agent(AgentEvent::Pr(url)) => {
+            AgentEvent::Pr(url) => {
                 if self.pr_url.as_deref() != Some(url.as_str()) {
                     let first = self.pr_url.is_none();
                     self.pr_url = Some(url.clone());
                     self.dirty = true;
                     fx.push(Effect::SavePr(url.clone()));
                     if first {
-                        fx.push(Effect::Post(crate::slack::render::pr_found(&url)));
+                        fx.push(Effect::Post(Message::PrFound(url.clone())));
                     }
                     fx.push(Effect::Record {
-                        kind: "pr",
+                        kind: EventKind::Pr,
                         text: url,
                     });
                 }
             }
-            Input::Agent(AgentEvent::Tool {
+            AgentEvent::Tool {
                 name,
                 input,
                 output,
-            }) => {
+            } => {
                 // The call itself was already shown as progress when it
                 // started; this line says what came of it.
                 let first = output.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
-                self.push_line(&format!(
-                    "↳ {name}: {}",
-                    crate::agent::protocol::truncate(first.trim(), 160)
-                ));
+                self.push_line(&format!("↳ {name}: {}", truncate(first.trim(), 160)));
                 fx.push(Effect::Record {
-                    kind: "tool",
+                    kind: EventKind::Tool,
                     text: format!("{name} {input} -> {output}"),
                 });
             }
-            Input::Agent(AgentEvent::Result { outcome, summary }) => {
+            AgentEvent::Result { outcome, summary } => {
                 fx.push(Effect::Record {
-                    kind: "result",
+                    kind: EventKind::Result,
                     text: format!("{outcome:?}: {summary}"),
                 });
-                self.result = Some((outcome, summary));
-            }
-            Input::Note(text) => {
-                self.push_line(&text);
-                fx.push(Effect::Record { kind: "note", text });
-            }
-            Input::Stderr(line) => {
-                if self.stderr_tail.len() == STDERR_TAIL {
-                    self.stderr_tail.pop_front();
+                if let Phase::Running { agent, .. } = &mut self.phase {
+                    agent.verdict = Some((outcome, summary));
                 }
-                self.stderr_tail.push_back(line.clone());
-                fx.push(Effect::Record {
-                    kind: "stderr",
-                    text: line,
-                });
-            }
-            Input::Tick => {
-                let due = self
-                    .last_edit
-                    .is_none_or(|at| now.saturating_duration_since(at) >= self.edit_interval);
-                if self.dirty && due {
-                    self.dirty = false;
-                    self.last_edit = Some(now);
-                    fx.push(Effect::EditProgress);
-                }
-            }
-            Input::Exited { code } => {
-                let ending = self.ending_on_exit(code);
-                if self.finalize && !self.finalizing {
-                    self.finalizing = true;
-                    fx.push(Effect::Record {
-                        kind: "agent_end",
-                        text: format!("{}: {}", ending.status.as_str(), ending.summary),
-                    });
-                    fx.push(Effect::Finalize(ending));
-                } else {
-                    fx.extend(self.finish(ending));
-                }
-            }
-            Input::Finalized { ending, pr_url } => {
-                if let Some(url) = pr_url {
-                    if self.pr_url.as_deref() != Some(url.as_str()) {
-                        self.pr_url = Some(url.clone());
-                        fx.push(Effect::SavePr(url));
-                    }
-                }
-                fx.extend(self.finish(ending));
-            }
-            Input::TimedOut { limit } => {
-                fx.push(Effect::Kill);
-                let summary = format!(
-                    "the agent ran past its {} wall-clock limit and was stopped",
-                    human_duration(limit)
-                );
-                fx.extend(self.finish(Ending {
-                    status: Status::TimedOut,
-                    summary,
-                }));
-            }
-            Input::Shutdown => {
-                fx.push(Effect::Kill);
-                fx.extend(self.finish(Ending {
-                    status: Status::Interrupted,
-                    summary: "selfheal was shut down while the session ran".into(),
-                }));
-            }
-            Input::Stop { by } => {
-                fx.push(Effect::Kill);
-                let so_far: Vec<&str> = self
-                    .recent
-                    .iter()
-                    .rev()
-                    .take(3)
-                    .map(String::as_str)
-                    .collect();
-                let mut summary = format!("stopped by <@{by}>");
-                if !so_far.is_empty() {
-                    let so_far: Vec<&str> = so_far.into_iter().rev().collect();
-                    summary.push_str(&format!(
-                        "; what it had done so far: {}",
-                        so_far.join(" / ")
-                    ));
-                }
-                fx.extend(self.finish(Ending {
-                    status: Status::Stopped,
-                    summary,
-                }));
-            }
-            Input::SpawnFailed(why) => {
-                fx.extend(self.finish(Ending {
-                    status: Status::Failed,
-                    summary: format!("the agent could not be started: {why}"),
-                }));
             }
         }
+        fx
+    }
+
+    fn agent_exited(&mut self, code: Option<i32>) -> Vec<Effect> {
+        let Phase::Running { agent, then } = &self.phase else {
+            return vec![];
+        };
+        let ending = self.ending_on_exit(agent, then, code);
+        let AfterAgent::Finish(verification) = then.clone() else {
+            return self.finish(ending, None);
+        };
+        let mut fx = vec![Effect::Record {
+            kind: EventKind::AgentEnd,
+            text: ending.to_string(),
+        }];
+        if self.pr_url.is_some() {
+            // The agent opened a pull request itself; selfheal does not open another.
+            fx.extend(self.finish(ending, None));
+        } else {
+            let next = Phase::Finishing {
+                agent: ending,
+                verification,
+                step: Finish::Changes,
+            };
+            fx.push(self.go(next, Step::ListChanges));
+        }
+        fx
+    }
+
+    /// The agent's ending once it has exited.
+    fn ending_on_exit(&self, agent: &Agent, then: &AfterAgent, code: Option<i32>) -> Ending {
+        let crashed = code != Some(0);
+        // With a clone, the bot itself verifies the change and opens the PR.
+        let bot_proposes = matches!(then, AfterAgent::Finish(_));
+        match (&agent.verdict, &self.pr_url) {
+            (Some((Outcome::Fixed, summary)), Some(_)) => Ending::fixed(summary.as_str()),
+            (Some((Outcome::Fixed, summary)), None) if bot_proposes => {
+                Ending::fixed(summary.as_str())
+            }
+            (Some((Outcome::Fixed, summary)), None) => Ending::fix_without_pr(summary),
+            (Some((outcome, summary)), _) => Ending::verdict(*outcome, summary.as_str()),
+            (None, Some(_)) if !crashed => Ending::fixed(""),
+            (None, None) if !crashed => Ending::without_report(),
+            (None, _) => {
+                let tail: Vec<String> = agent.stderr_tail.iter().cloned().collect();
+                Ending::crashed(code, &tail)
+            }
+        }
+    }
+
+    fn tick(&mut self, now: Instant) -> Vec<Effect> {
+        let due = self
+            .last_edit
+            .is_none_or(|at| now.saturating_duration_since(at) >= self.edit_interval);
+        if self.dirty && due {
+            self.dirty = false;
+            self.last_edit = Some(now);
+            return vec![Effect::EditProgress];
+        }
+        vec![]
+    }
+
+    /// Something the bot did: a progress line, kept in the session log.
+    fn note(&mut self, text: String) -> Vec<Effect> {
+        self.push_line(&text);
+        vec![Effect::Record {
+            kind: EventKind::Note,
+            text,
+        }]
+    }
+
+    /// Something the bot did that deserves its own message in the thread too.
+    fn bot_milestone(&mut self, text: String) -> Vec<Effect> {
+        let mut fx = vec![Effect::Post(Message::Bot(text.clone()))];
+        fx.extend(self.note(text));
         fx
     }
 
@@ -316,291 +854,71 @@ impl Machine {
         self.dirty = true;
     }
 
-    /// The session's verdict once the agent has exited.
-    fn ending_on_exit(&self, code: Option<i32>) -> Ending {
-        let crashed = code != Some(0);
-        match (&self.result, &self.pr_url) {
-            (Some((Outcome::Fixed, summary)), Some(_)) => Ending {
-                status: Status::Fixed,
-                summary: summary.clone(),
-            },
-            // With finalize, the bot itself verifies the change and opens the PR.
-            (Some((Outcome::Fixed, summary)), None) if self.finalize => Ending {
-                status: Status::Fixed,
-                summary: summary.clone(),
-            },
-            (Some((Outcome::Fixed, summary)), None) => Ending {
-                status: Status::NoFix,
-                summary: join(summary, "the agent reported a fix but no pull request"),
-            },
-            (Some((Outcome::NoFix, summary)), _) => Ending {
-                status: Status::NoFix,
-                summary: summary.clone(),
-            },
-            (Some((Outcome::Failed, summary)), _) => Ending {
-                status: Status::Failed,
-                summary: summary.clone(),
-            },
-            (None, Some(_)) if !crashed => Ending {
-                status: Status::Fixed,
-                summary: String::new(),
-            },
-            (None, None) if !crashed => Ending {
-                status: Status::NoFix,
-                summary: "the agent finished without reporting a pull request".into(),
-            },
-            (None, _) => {
-                let how = match code {
-                    Some(c) => format!("the agent exited with code {c}"),
-                    None => "the agent was killed by a signal".to_string(),
-                };
-                let tail: Vec<&str> = self.stderr_tail.iter().map(String::as_str).collect();
-                let summary = if tail.is_empty() {
-                    how
-                } else {
-                    format!("{how}; its last words: {}", tail.join(" / "))
-                };
-                Ending {
-                    status: Status::Failed,
-                    summary,
-                }
+    fn kill_and_finish(&mut self, ending: Ending) -> Vec<Effect> {
+        let mut fx = vec![Effect::Kill];
+        fx.extend(self.finish(ending, None));
+        fx
+    }
+
+    /// Ends a session whose progress message is posted: the message shows
+    /// the end too, before the ending is stored and said.
+    fn finish(&mut self, ending: Ending, pr_url: Option<String>) -> Vec<Effect> {
+        let mut fx = self.end(ending, pr_url);
+        fx.insert(fx.len() - 2, Effect::EditProgress);
+        fx
+    }
+
+    /// Ends the session: the ending is recorded, stored and said (the last
+    /// two effects, [`Effect::Finish`] and the final [`Message`]).
+    fn end(&mut self, ending: Ending, pr_url: Option<String>) -> Vec<Effect> {
+        let mut fx = vec![];
+        if let Some(url) = pr_url {
+            if self.pr_url.as_deref() != Some(url.as_str()) {
+                self.pr_url = Some(url.clone());
+                fx.push(Effect::SavePr(url));
             }
         }
-    }
-
-    fn finish(&mut self, ending: Ending) -> Vec<Effect> {
-        self.ending = Some(ending.clone());
-        vec![
-            Effect::Record {
-                kind: "end",
-                text: format!("{}: {}", ending.status.as_str(), ending.summary),
-            },
-            Effect::EditProgress,
-            Effect::Finish(ending),
-        ]
-    }
-}
-
-fn join(a: &str, b: &str) -> String {
-    if a.trim().is_empty() {
-        b.to_string()
-    } else {
-        format!("{a} ({b})")
+        fx.push(Effect::Record {
+            kind: EventKind::End,
+            text: ending.to_string(),
+        });
+        self.phase = Phase::Over(ending.clone());
+        fx.push(Effect::Finish {
+            ending: ending.clone(),
+            pr_url: self.pr_url.clone(),
+        });
+        fx.push(Effect::Post(Message::Final {
+            ending,
+            pr_url: self.pr_url.clone(),
+        }));
+        fx
     }
 }
 
-fn human_duration(d: Duration) -> String {
-    let s = d.as_secs();
-    match s {
-        s if s % 3600 == 0 && s > 0 => format!("{}h", s / 3600),
-        s if s % 60 == 0 && s > 0 => format!("{}m", s / 60),
-        s => format!("{s}s"),
+/// `selfheal/<schedule>/run-<id>`, with characters git refuses replaced.
+pub fn branch_name(schedule: &str, run_id: &str) -> String {
+    let clean = |s: &str| -> String {
+        s.chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || matches!(c, '-' | '_') {
+                    c
+                } else {
+                    '-'
+                }
+            })
+            .collect::<String>()
+            .trim_matches('-')
+            .to_string()
+    };
+    format!("selfheal/{}/run-{}", clean(schedule), clean(run_id))
+}
+
+fn pr_title(schedule: &str, run_id: &str, first_failing: Option<&str>) -> String {
+    match first_failing {
+        Some(node) => format!("selfheal: fix {node} in {schedule} (run {run_id})"),
+        None => format!("selfheal: fix {schedule} (run {run_id})"),
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use AgentEvent::*;
-
-    const EDIT: Duration = Duration::from_secs(1);
-
-    fn machine() -> (Machine, Instant) {
-        let t0 = Instant::now();
-        (Machine::new("42", "healer", t0, EDIT), t0)
-    }
-
-    fn edits(fx: &[Effect]) -> usize {
-        fx.iter().filter(|e| **e == Effect::EditProgress).count()
-    }
-
-    #[test]
-    fn a_flood_of_progress_is_coalesced_into_one_edit_per_interval() {
-        let (mut m, t0) = machine();
-        let mut total_edits = 0;
-        // 10,000 lines over 10 seconds, with a tick every 100 ms.
-        for i in 0..10_000u64 {
-            let now = t0 + Duration::from_millis(i);
-            m.handle(Input::Agent(Progress(format!("line {i}"))), now);
-            if i % 100 == 0 {
-                total_edits += edits(&m.handle(Input::Tick, now));
-            }
-        }
-        assert!((9..=11).contains(&total_edits), "edits: {total_edits}");
-        let view = m.view(t0 + Duration::from_secs(10));
-        assert_eq!(view.total_lines, 10_000);
-        assert_eq!(view.recent.last().unwrap(), "line 9999");
-    }
-
-    #[test]
-    fn no_edit_without_news() {
-        let (mut m, t0) = machine();
-        assert_eq!(edits(&m.handle(Input::Tick, t0 + EDIT * 5)), 0);
-    }
-
-    #[test]
-    fn a_tool_call_is_recorded_and_shown_as_one_line() {
-        let (mut m, t0) = machine();
-        let fx = m.handle(
-            Input::Agent(Tool {
-                name: "read_file".into(),
-                input: r#"{"path":"models/a.sql"}"#.into(),
-                output: "\nselect 1\nfrom x".into(),
-            }),
-            t0,
-        );
-        assert_eq!(
-            fx,
-            [Effect::Record {
-                kind: "tool",
-                text: "read_file {\"path\":\"models/a.sql\"} -> \nselect 1\nfrom x".into(),
-            }]
-        );
-        assert_eq!(m.view(t0).recent, ["↳ read_file: select 1"]);
-    }
-
-    #[test]
-    fn the_first_pr_url_is_announced_once() {
-        let (mut m, t0) = machine();
-        let url = "https://github.com/a/b/pull/1".to_string();
-        let fx = m.handle(Input::Agent(Pr(url.clone())), t0);
-        assert!(fx.contains(&Effect::SavePr(url.clone())));
-        assert_eq!(
-            fx.iter().filter(|e| matches!(e, Effect::Post(_))).count(),
-            1
-        );
-        assert!(m.handle(Input::Agent(Pr(url)), t0).is_empty());
-    }
-
-    fn ending(fx: &[Effect]) -> Ending {
-        fx.iter()
-            .find_map(|e| match e {
-                Effect::Finish(end) => Some(end.clone()),
-                _ => None,
-            })
-            .expect("a finish effect")
-    }
-
-    #[test]
-    fn the_exit_decides_the_outcome() {
-        let pr = || Pr("https://github.com/a/b/pull/1".into());
-        let fixed = || Result {
-            outcome: Outcome::Fixed,
-            summary: "done".into(),
-        };
-        let no_fix = || Result {
-            outcome: Outcome::NoFix,
-            summary: "data issue".into(),
-        };
-        let cases: Vec<(Vec<AgentEvent>, Option<i32>, Status)> = vec![
-            (vec![pr(), fixed()], Some(0), Status::Fixed),
-            (vec![pr()], Some(0), Status::Fixed),
-            (vec![fixed()], Some(0), Status::NoFix),
-            (vec![no_fix()], Some(0), Status::NoFix),
-            (vec![], Some(0), Status::NoFix),
-            (vec![], Some(3), Status::Failed),
-            (vec![], None, Status::Failed),
-            (vec![no_fix()], Some(1), Status::NoFix),
-        ];
-        for (events, code, expected) in cases {
-            let (mut m, t0) = machine();
-            for e in events.clone() {
-                m.handle(Input::Agent(e), t0);
-            }
-            let end = ending(&m.handle(Input::Exited { code }, t0));
-            assert_eq!(end.status, expected, "events {events:?}, code {code:?}");
-        }
-    }
-
-    #[test]
-    fn a_crash_is_explained_with_the_last_stderr_lines() {
-        let (mut m, t0) = machine();
-        for i in 0..8 {
-            m.handle(Input::Stderr(format!("err {i}")), t0);
-        }
-        let end = ending(&m.handle(Input::Exited { code: Some(2) }, t0));
-        assert_eq!(
-            end.summary,
-            "the agent exited with code 2; its last words: err 3 / err 4 / err 5 / err 6 / err 7"
-        );
-    }
-
-    #[test]
-    fn a_timeout_kills_the_agent_and_ends_the_session_once() {
-        let (mut m, t0) = machine();
-        let fx = m.handle(
-            Input::TimedOut {
-                limit: Duration::from_secs(1800),
-            },
-            t0,
-        );
-        assert!(fx.contains(&Effect::Kill));
-        let end = ending(&fx);
-        assert_eq!(end.status, Status::TimedOut);
-        assert_eq!(
-            end.summary,
-            "the agent ran past its 30m wall-clock limit and was stopped"
-        );
-        assert!(m.handle(Input::Exited { code: None }, t0).is_empty());
-        assert!(m.is_over());
-    }
-
-    #[test]
-    fn shutdown_interrupts_the_session() {
-        let (mut m, t0) = machine();
-        let fx = m.handle(Input::Shutdown, t0);
-        assert!(fx.contains(&Effect::Kill));
-        assert_eq!(ending(&fx).status, Status::Interrupted);
-    }
-
-    #[test]
-    fn with_finalize_the_exit_hands_over_to_the_bot_which_decides_the_end() {
-        let t0 = Instant::now();
-        let mut m = Machine::new("42", "healer", t0, EDIT).with_finalize();
-        m.handle(
-            Input::Agent(Result {
-                outcome: Outcome::Fixed,
-                summary: "edited".into(),
-            }),
-            t0,
-        );
-        let fx = m.handle(Input::Exited { code: Some(0) }, t0);
-        assert!(fx.iter().any(|e| matches!(e, Effect::Finalize(_))));
-        assert!(!m.is_over());
-        let pr = "https://github.com/a/b/pull/3".to_string();
-        let fx = m.handle(
-            Input::Finalized {
-                ending: Ending {
-                    status: Status::Fixed,
-                    summary: "edited".into(),
-                },
-                pr_url: Some(pr.clone()),
-            },
-            t0,
-        );
-        assert!(fx.contains(&Effect::SavePr(pr.clone())));
-        assert_eq!(ending(&fx).status, Status::Fixed);
-        assert_eq!(m.pr_url(), Some(pr.as_str()));
-    }
-
-    #[test]
-    fn a_person_can_stop_the_session_and_sees_what_was_done() {
-        let (mut m, t0) = machine();
-        m.handle(Input::Agent(Progress("read the log".into())), t0);
-        let fx = m.handle(Input::Stop { by: "U1".into() }, t0);
-        assert!(fx.contains(&Effect::Kill));
-        let end = ending(&fx);
-        assert_eq!(end.status, Status::Stopped);
-        assert_eq!(
-            end.summary,
-            "stopped by <@U1>; what it had done so far: read the log"
-        );
-    }
-
-    #[test]
-    fn milestones_get_their_own_message() {
-        let (mut m, t0) = machine();
-        let fx = m.handle(Input::Agent(Milestone("found <it>".into())), t0);
-        assert!(fx.contains(&Effect::Post("📍 found &lt;it&gt;".into())));
-    }
-}
+mod tests;

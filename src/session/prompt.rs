@@ -1,10 +1,11 @@
-//! The opening prompt of a healing session. Pure.
+//! The opening prompt of a healing session. Pure: it depends only on
+//! [`crate::domain`] (the driver turns stored sessions into [`PriorAttempt`]s).
 
-use crate::store::{SessionRow, Status};
+use crate::domain::{FollowUp, PriorAttempt, Status};
 
 /// `Review the run log and fix run_id <N>`, then what earlier sessions of the
 /// same schedule did, so the agent builds on them instead of repeating them.
-pub fn opening(run_id: &str, schedule: &str, prior: &[SessionRow]) -> String {
+pub fn opening(run_id: &str, schedule: &str, prior: &[PriorAttempt]) -> String {
     let mut out = format!("Review the run log and fix run_id {run_id}\n");
     out.push_str(&format!("\nPrior attempts for schedule `{schedule}`"));
     if prior.is_empty() {
@@ -16,7 +17,7 @@ pub fn opening(run_id: &str, schedule: &str, prior: &[SessionRow]) -> String {
         out.push_str(&format!(
             "- run_id {} at {}: {}",
             s.run_id,
-            s.created_at.format("%Y-%m-%d %H:%M UTC"),
+            s.at.format("%Y-%m-%d %H:%M UTC"),
             outcome_words(s.status)
         ));
         match &s.pr_url {
@@ -40,7 +41,7 @@ pub fn opening(run_id: &str, schedule: &str, prior: &[SessionRow]) -> String {
 
 /// The prompt of a follow-up: the person's request and the thread's story
 /// first, quoted as data, then the usual opening.
-pub fn followup(f: &super::driver::FollowUp, opening: &str) -> String {
+pub fn followup(f: &FollowUp, opening: &str) -> String {
     let quote = |t: &str| t.replace("</thread>", "</thread\u{200b}>");
     let mut out = format!(
         "Follow-up requested by Slack user <@{}> in the healing thread (guidance from a person on the team):\n<thread>\n{}\n</thread>\n",
@@ -88,23 +89,14 @@ mod tests {
     use super::*;
     use chrono::TimeZone;
 
-    fn row(run: &str, status: Status, pr: Option<&str>, summary: Option<&str>) -> SessionRow {
-        SessionRow {
-            id: 1,
-            schedule: "hourly_marts".into(),
+    fn row(run: &str, status: Status, pr: Option<&str>, summary: Option<&str>) -> PriorAttempt {
+        PriorAttempt {
             run_id: run.into(),
-            channel: "C1".into(),
-            thread_ts: "1.0".into(),
-            progress_ts: None,
-            agent: "healer".into(),
+            at: chrono::Utc.with_ymd_and_hms(2026, 11, 20, 7, 5, 0).unwrap(),
             status,
-            created_at: chrono::Utc.with_ymd_and_hms(2026, 11, 20, 7, 5, 0).unwrap(),
-            ended_at: None,
             pr_url: pr.map(str::to_string),
-            summary: summary.map(str::to_string),
             error: None,
-            signature: None,
-            rerun_of: None,
+            summary: summary.map(str::to_string),
         }
     }
 

@@ -1,5 +1,9 @@
-//! Where a session's messages go: a Slack thread, or the terminal for
-//! `selfheal fix` (or a file, for each case of `selfheal drill`).
+//! Where a session's messages go, and how they look there: a Slack thread
+//! (rendered by `slack::render`), or the terminal of `selfheal fix` (the same
+//! words as plain text; or a file, for each case of `selfheal drill`).
+//!
+//! The session machine says what happened ([`Message`], [`Progress`]); this
+//! module is the only part of a session that renders it.
 
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -7,7 +11,11 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::Value;
 
-use crate::slack::web::{Posted, SlackError, SlackWeb};
+use super::machine::Message;
+use crate::domain::{EventKind, Place, Progress, SessionId};
+use crate::runlog::RunLog;
+use crate::slack::render;
+use crate::slack::web::{SlackError, SlackWeb};
 
 #[derive(Clone)]
 pub enum Sink {
@@ -54,55 +62,116 @@ impl Sink {
         }
     }
 
-    pub async fn post(
+    /// Posts the progress message; returns its `ts`, for the edits.
+    pub async fn open_progress(
         &self,
-        channel: &str,
-        thread_ts: Option<&str>,
-        text: &str,
-        blocks: Option<&Value>,
-    ) -> Result<Posted, SlackError> {
-        match self {
-            Sink::Slack(web) => web.post(channel, thread_ts, text, blocks).await,
-            Sink::Terminal(t) => {
-                let n = t.posted.fetch_add(1, Ordering::Relaxed);
-                t.say(&format!("\n{}\n", plain(text)));
-                Ok(Posted {
-                    channel: channel.to_string(),
-                    ts: format!("{n}.000000"),
-                })
-            }
-        }
+        place: &Place,
+        view: &Progress,
+        id: SessionId,
+    ) -> Result<String, SlackError> {
+        let (text, blocks) = render::progress(view, id);
+        self.send(place, &text, Some(&blocks)).await
     }
 
-    pub async fn update(
+    /// Shows the progress message as it is now.
+    pub async fn edit_progress(
         &self,
-        channel: &str,
+        place: &Place,
         ts: &str,
-        text: &str,
-        blocks: Option<&Value>,
+        view: &Progress,
+        id: SessionId,
     ) -> Result<(), SlackError> {
         match self {
-            Sink::Slack(web) => web.update(channel, ts, text, blocks).await,
+            Sink::Slack(web) => {
+                let (text, blocks) = render::progress(view, id);
+                web.update(&thread(place)?.channel, ts, &text, Some(&blocks))
+                    .await
+            }
             Sink::Terminal(_) => Ok(()),
         }
     }
 
-    pub async fn permalink(&self, channel: &str, ts: &str) -> Option<String> {
-        match self {
-            Sink::Slack(web) => web.permalink(channel, ts).await.ok(),
-            Sink::Terminal(_) => None,
+    /// Posts what the session says; `run_id` names the run in the final message.
+    pub async fn post(
+        &self,
+        place: &Place,
+        run_id: &str,
+        message: &Message,
+    ) -> Result<(), SlackError> {
+        let text = match message {
+            Message::Bot(text) => render::escape(text),
+            Message::Milestone(text) => render::milestone(text),
+            Message::PrFound(url) => render::pr_found(url),
+            Message::Final { ending, pr_url } => {
+                render::final_message(run_id, ending, pr_url.as_deref())
+            }
+        };
+        self.send(place, &text, None).await.map(|_| ())
+    }
+
+    /// Posts what the run log says.
+    pub async fn run_log(&self, place: &Place, log: &RunLog) -> Result<(), SlackError> {
+        self.send(place, &render::run_log_summary(log), None)
+            .await
+            .map(|_| ())
+    }
+
+    /// A link to the thread, for the pull request.
+    pub async fn permalink(&self, place: &Place) -> Option<String> {
+        match (self, place) {
+            (Sink::Slack(web), Place::Thread(t)) => web.permalink(&t.channel, &t.ts).await.ok(),
+            _ => None,
         }
     }
 
-    /// A line of agent output (already redacted): shown live in the terminal;
-    /// in Slack it reaches the thread through progress edits instead.
-    pub fn line(&self, kind: &str, text: &str) {
-        if let Sink::Terminal(t) = self {
-            let mark = if kind == "stderr" { "!" } else { "│" };
-            for line in text.lines() {
-                t.say(&format!("  {mark} {line}\n"));
+    /// An event of the session's log (already redacted). The terminal shows
+    /// the lines of output live; in Slack they reach the thread through
+    /// progress edits instead.
+    pub fn record(&self, kind: EventKind, text: &str) {
+        let Sink::Terminal(t) = self else { return };
+        let mark = match kind {
+            EventKind::Stderr => "!",
+            EventKind::Progress | EventKind::Note | EventKind::Guidance => "│",
+            _ => return,
+        };
+        for line in text.lines() {
+            t.say(&format!("  {mark} {line}\n"));
+        }
+    }
+
+    /// Posts mrkdwn `text` (and `blocks`) in the place; returns the message's `ts`.
+    async fn send(
+        &self,
+        place: &Place,
+        text: &str,
+        blocks: Option<&Value>,
+    ) -> Result<String, SlackError> {
+        match self {
+            Sink::Slack(web) => {
+                let thread = thread(place)?;
+                let posted = web
+                    .post(&thread.channel, Some(&thread.ts), text, blocks)
+                    .await?;
+                Ok(posted.ts)
+            }
+            Sink::Terminal(t) => {
+                let n = t.posted.fetch_add(1, Ordering::Relaxed);
+                t.say(&format!("\n{}\n", plain(text)));
+                Ok(format!("{n}.000000"))
             }
         }
+    }
+}
+
+/// The Slack thread of a place. The bot's sessions live in threads and
+/// `selfheal fix` uses the terminal sink, so a terminal place never reaches
+/// Slack; if it did, it is said as a missing target.
+fn thread(place: &Place) -> Result<&crate::domain::Thread, SlackError> {
+    match place {
+        Place::Thread(t) => Ok(t),
+        Place::Terminal => Err(SlackError::NotFound(
+            "a terminal session has no Slack thread".into(),
+        )),
     }
 }
 
@@ -143,6 +212,7 @@ pub fn plain(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::Ending;
 
     #[test]
     fn mrkdwn_becomes_plain_text() {
@@ -158,5 +228,43 @@ mod tests {
         ] {
             assert_eq!(plain(input), expected);
         }
+    }
+
+    /// A file-backed terminal sink and a way to read what it printed.
+    fn transcript() -> (Sink, impl Fn() -> String) {
+        let file = tempfile::NamedTempFile::new().expect("a temporary file");
+        let path = file.path().to_path_buf();
+        let sink = Sink::writer(Box::new(file.reopen().expect("reopen")));
+        let read = move || {
+            let _keep = &file;
+            std::fs::read_to_string(&path).expect("the transcript")
+        };
+        (sink, read)
+    }
+
+    #[tokio::test]
+    async fn the_terminal_shows_messages_as_plain_text_and_output_lines_live() {
+        let (sink, read) = transcript();
+        let place = Place::Terminal;
+        sink.post(&place, "42", &Message::Milestone("found <it>".into()))
+            .await
+            .unwrap();
+        sink.post(
+            &place,
+            "42",
+            &Message::Final {
+                ending: Ending::fixed("renamed the ref"),
+                pr_url: None,
+            },
+        )
+        .await
+        .unwrap();
+        sink.record(EventKind::Progress, "compiling\nrunning");
+        sink.record(EventKind::Stderr, "warning");
+        sink.record(EventKind::Prompt, "not shown");
+        assert_eq!(
+            read(),
+            "\n📍 found <it>\n\n✅ Fix for run `42` is verified: renamed the ref\n  │ compiling\n  │ running\n  ! warning\n"
+        );
     }
 }

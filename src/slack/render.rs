@@ -6,8 +6,7 @@
 
 use serde_json::{json, Value};
 
-use crate::session::machine::{Ending, View};
-use crate::store::Status;
+use crate::domain::{Ending, Progress, SessionId, Status};
 
 /// The healing reply, byte for byte as Paradime posts it.
 pub const HEALING_REPLY: &str = "🦖 Self-healing enabled — starting healing session...";
@@ -44,7 +43,7 @@ pub const VIEW_PR_ACTION: &str = "selfheal_view_pr";
 
 /// The progress message: text (for notifications and fallbacks) and blocks,
 /// with a Stop button while the session runs and View PR once there is one.
-pub fn progress(view: &View, session_id: i64) -> (String, Value) {
+pub fn progress(view: &Progress, session_id: SessionId) -> (String, Value) {
     let head = match &view.ending {
         None => format!(
             "⏳ Healing run `{}` with agent `{}` — {}",
@@ -54,10 +53,10 @@ pub fn progress(view: &View, session_id: i64) -> (String, Value) {
         ),
         Some(ending) => format!(
             "{} Healing run `{}` with agent `{}` — {} after {}",
-            icon(ending.status),
+            icon(ending.status()),
             escape(&view.run_id),
             escape(&view.agent),
-            status_words(ending.status),
+            status_words(ending.status()),
             elapsed(view.elapsed_secs)
         ),
     };
@@ -121,7 +120,7 @@ pub fn progress(view: &View, session_id: i64) -> (String, Value) {
 pub fn final_message(run_id: &str, ending: &Ending, pr_url: Option<&str>) -> String {
     let run = escape(run_id);
     let summary = escape_keeping_stopper(ending);
-    match (ending.status, pr_url) {
+    match (ending.status(), pr_url) {
         (Status::Duplicate, Some(pr)) => format!(
             "🔁 An open pull request already addresses this error: {} — no new pull request for run `{run}`.",
             escape(pr)
@@ -257,8 +256,8 @@ pub fn signature_marker(signature: &str) -> String {
 /// Escapes a summary; the one mention selfheal itself writes — who stopped
 /// the session — stays a real mention.
 fn escape_keeping_stopper(ending: &Ending) -> String {
-    let summary = ending.summary.trim();
-    if ending.status == Status::Stopped {
+    let summary = ending.summary().trim();
+    if ending.status() == Status::Stopped {
         if let Some(rest) = summary.strip_prefix("stopped by <@") {
             if let Some((user, tail)) = rest.split_once('>') {
                 if !user.is_empty() && user.chars().all(|c| c.is_ascii_alphanumeric()) {
@@ -373,8 +372,8 @@ mod tests {
         }
     }
 
-    fn view(lines: &[&str], ending: Option<Ending>) -> View {
-        View {
+    fn view(lines: &[&str], ending: Option<Ending>) -> Progress {
+        Progress {
             run_id: "48213".into(),
             agent: "healer".into(),
             elapsed_secs: 75,
@@ -387,7 +386,7 @@ mod tests {
 
     #[test]
     fn progress_shows_the_run_the_agent_and_the_newest_lines() {
-        let (text, blocks) = progress(&view(&["reading log", "<b>"], None), 7);
+        let (text, blocks) = progress(&view(&["reading log", "<b>"], None), SessionId(7));
         assert_eq!(text, "⏳ Healing run `48213` with agent `healer` — 1m15s");
         let body = blocks[1]["text"]["text"].as_str().unwrap();
         assert_eq!(body, "```reading log\n&lt;b&gt;```");
@@ -403,7 +402,7 @@ mod tests {
     fn progress_keeps_only_what_fits_in_a_section() {
         let long = "x".repeat(1000);
         let lines: Vec<&str> = std::iter::repeat_n(long.as_str(), 10).collect();
-        let (_, blocks) = progress(&view(&lines, None), 7);
+        let (_, blocks) = progress(&view(&lines, None), SessionId(7));
         let body = blocks[1]["text"]["text"].as_str().unwrap();
         assert!(body.len() <= MAX_SECTION + 6, "len {}", body.len());
     }
@@ -477,26 +476,22 @@ mod tests {
 
     #[test]
     fn final_messages_give_the_pr_or_the_reason() {
-        let fixed = Ending {
-            status: Status::Fixed,
-            summary: "renamed ref".into(),
-        };
+        let fixed = Ending::fixed("renamed ref");
         assert_eq!(
             final_message("7", &fixed, Some("https://github.com/a/b/pull/1")),
             "✅ Fix for run `7` is ready for review: https://github.com/a/b/pull/1\n>renamed ref"
         );
-        let timed_out = Ending {
-            status: Status::TimedOut,
-            summary: "the agent ran past its 30s limit".into(),
-        };
+        let timed_out = Ending::timed_out(std::time::Duration::from_secs(30));
         assert_eq!(
             final_message("7", &timed_out, None),
-            "⏱️ No pull request opened for run `7` (timed out): the agent ran past its 30s limit"
+            "⏱️ No pull request opened for run `7` (timed out): the agent ran past its 30s wall-clock limit and was stopped"
         );
-        let no_fix = Ending {
-            status: Status::NoFix,
-            summary: String::new(),
-        };
+        let stopped = Ending::stopped("U1", &["read <it>".to_string()]);
+        assert_eq!(
+            final_message("7", &stopped, None),
+            "✋ No pull request opened for run `7` (stopped): stopped by <@U1>; what it had done so far: read &lt;it&gt;"
+        );
+        let no_fix = Ending::verdict(crate::domain::Outcome::NoFix, "");
         assert_eq!(
             final_message("7", &no_fix, None),
             "⚠️ No pull request opened for run `7` (no fix): the agent gave no reason"

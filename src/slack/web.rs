@@ -59,6 +59,18 @@ pub struct WebSettings {
     pub max_rate_limited_attempts: u32,
 }
 
+impl WebSettings {
+    /// The configured pacing and timeout, with the bot's retry limits.
+    pub fn from_config(cfg: &crate::config::Config) -> WebSettings {
+        WebSettings {
+            channel_interval: cfg.channel_interval,
+            timeout: cfg.api_timeout,
+            max_attempts: 3,
+            max_rate_limited_attempts: 5,
+        }
+    }
+}
+
 /// A posted message's coordinates.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Posted {
@@ -118,18 +130,16 @@ pub fn connector(api_url: &str) -> anyhow::Result<Connector> {
 }
 
 impl SlackWeb {
-    pub fn new(
-        client: Arc<SlackClient<Connector>>,
-        bot_token: &str,
-        settings: WebSettings,
-    ) -> Self {
-        SlackWeb {
-            client,
+    /// A client of the Web API at `api_url` (`https://slack.com/api/`, or a
+    /// local fake) with `bot_token`. Nothing is sent yet.
+    pub fn connect(api_url: &str, bot_token: &str, settings: WebSettings) -> anyhow::Result<Self> {
+        Ok(SlackWeb {
+            client: Arc::new(SlackClient::new(connector(api_url)?)),
             token: SlackApiToken::new(bot_token.into()),
             settings,
             pacers: Arc::default(),
             posted: Arc::default(),
-        }
+        })
     }
 
     /// Who the bot is.

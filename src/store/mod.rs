@@ -46,63 +46,9 @@ pub use exchanges::{Exchange, ExchangeRow};
 pub use failures::RecentFailure;
 pub use sessions::{Claim, SessionRow};
 
-/// Where a session stands. Terminal states never change again.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Status {
-    /// The failure was claimed; the healing reply may not be posted yet.
-    Claimed,
-    /// The agent is running.
-    Running,
-    /// The agent reported a fix (usually with a pull request).
-    Fixed,
-    /// The agent finished without a fix; the summary says why.
-    NoFix,
-    /// The agent failed (non-zero exit, crash, protocol error).
-    Failed,
-    /// The wall-clock limit ran out and the agent was killed.
-    TimedOut,
-    /// selfheal stopped or crashed while the session ran.
-    Interrupted,
-    /// An open pull request already addresses the same error; none was opened.
-    Duplicate,
-    /// A person stopped it (Stop button or a `stop` reply).
-    Stopped,
-}
-
-impl Status {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Claimed => "claimed",
-            Status::Running => "running",
-            Status::Fixed => "fixed",
-            Status::NoFix => "no_fix",
-            Status::Failed => "failed",
-            Status::TimedOut => "timed_out",
-            Status::Interrupted => "interrupted",
-            Status::Duplicate => "duplicate",
-            Status::Stopped => "stopped",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Status> {
-        Some(match s {
-            "claimed" => Status::Claimed,
-            "running" => Status::Running,
-            "fixed" => Status::Fixed,
-            "no_fix" => Status::NoFix,
-            "failed" => Status::Failed,
-            "timed_out" => Status::TimedOut,
-            "interrupted" => Status::Interrupted,
-            "duplicate" => Status::Duplicate,
-            "stopped" => Status::Stopped,
-            _ => return None,
-        })
-    }
-
-    pub fn is_terminal(self) -> bool {
-        !matches!(self, Status::Claimed | Status::Running)
-    }
-}
+// `Status` is a domain word (the session machine, the renderers and the
+// prompt use it); the store keeps it as text and re-exports it for its rows.
+pub use crate::domain::Status;
 
 /// Handle to the database; cheap to clone.
 #[derive(Clone)]

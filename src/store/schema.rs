@@ -121,6 +121,11 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX llm_exchanges_by_session ON llm_exchanges(session_id, id);
     "#,
+    // 6: a person's guidance has a kind of its own; before, it was a note
+    // whose text started with 💬, and a follow-up must still see it.
+    r#"
+    UPDATE session_events SET kind = 'guidance' WHERE kind = 'note' AND text LIKE '💬%';
+    "#,
 ];
 
 pub fn migrate(conn: &Connection) -> Result<()> {
@@ -141,4 +146,38 @@ pub fn migrate(conn: &Connection) -> Result<()> {
         tx.commit()?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guidance_written_before_it_had_a_kind_of_its_own_is_still_guidance() {
+        // A database at schema version 5 with one guidance note and one plain note.
+        let conn = Connection::open_in_memory().unwrap();
+        // Events alone are enough here: no session rows to point at.
+        conn.pragma_update(None, "foreign_keys", "OFF").unwrap();
+        for sql in &MIGRATIONS[..5] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.pragma_update(None, "user_version", 5).unwrap();
+        conn.execute_batch(
+            "INSERT INTO session_events (session_id, at, kind, text) VALUES
+                 (1, 'now', 'note', '💬 guidance from <@U1>: try the staging ref'),
+                 (1, 'now', 'note', 'queued behind 2 sessions');",
+        )
+        .unwrap();
+
+        migrate(&conn).unwrap();
+
+        let kinds: Vec<String> = conn
+            .prepare("SELECT kind FROM session_events ORDER BY id")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(kinds, ["guidance", "note"]);
+    }
 }

@@ -10,7 +10,7 @@
 
 use serde_json::{json, Map, Value};
 
-use crate::agent::protocol::Outcome;
+use crate::domain::Outcome;
 
 /// The name of the tool that ends the session.
 pub const FINISH: &str = "finish";

@@ -50,9 +50,8 @@ use tokio::time::Instant;
 use tracing::{error, info, warn};
 
 use super::command::Output;
-use super::protocol::{AgentEvent, Outcome};
-use crate::config::ToolPolicy;
 use crate::dbt::Dbt;
+use crate::domain::{AgentEvent, Outcome, ToolPolicy};
 use crate::runlog::RunLog;
 use client::{ChatError, Client, Reply, Retry};
 use context::{Window, TOOL_RESULTS_HEADER};

@@ -13,7 +13,6 @@ use std::sync::LazyLock;
 
 use regex::Regex;
 
-use crate::config::AgentDef;
 use crate::runlog::RunLog;
 
 /// The tags of quoted blocks.
@@ -49,12 +48,12 @@ pub const RUN_LOG_PAGE: usize = 8 * 1024;
 
 /// `role`, `goal` and `backstory` of a Paradime agent as the first part of
 /// its system prompt (what [`super::LlmTask::system`] holds).
-pub fn agent_system(agent: &AgentDef) -> String {
+pub fn agent_system(role: &str, goal: &str, backstory: &str) -> String {
     format!(
         "# Role\n{}\n\n# Goal\n{}\n\n# Backstory\n{}\n",
-        agent.role.trim(),
-        agent.goal.trim(),
-        agent.backstory.trim()
+        role.trim(),
+        goal.trim(),
+        backstory.trim()
     )
 }
 

@@ -17,8 +17,8 @@ use super::prompt::{self, COMMAND_OUTPUT, PULL_REQUESTS, QUERY_RESULT};
 use super::sandbox::Sandbox;
 use super::terminal::{self, Allowed};
 use super::{sql, PrInfo};
-use crate::config::ToolPolicy;
 use crate::dbt::Dbt;
+use crate::domain::ToolPolicy;
 use crate::redact::Redactor;
 
 /// The most a tool result may add to the conversation.
