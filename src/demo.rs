@@ -553,7 +553,8 @@ async fn tell(breakage: &Breakage, root: &Path) -> Result<DemoOutcome> {
     const RUN_ID: &str = "48213";
 
     header("1. dbt");
-    let dbt = crate::dbt::locate().await?;
+    let dbt =
+        crate::dbt::locate(crate::config::settings::SELFHEAL_DBT.set_in_process_env()?).await?;
     println!("Using {}", dbt.display());
 
     header("2. A data team on this machine");

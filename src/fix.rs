@@ -77,9 +77,9 @@ pub async fn run_fix(opts: FixOptions, shutdown: CancellationToken) -> Result<St
         },
         run_logs: Some(run_logs.to_path_buf()),
         run_log_source: Some(crate::runlog::SourceSettings::Dir(run_logs.to_path_buf())),
+        dbt: opts.dbt.clone(),
         ..HealSettings::default()
-    }
-    .with_dbt(opts.dbt.clone());
+    };
     let secrets = SELFHEAL_SECRET_ENV
         .from_process_env()?
         .unwrap_or_default()

@@ -215,11 +215,11 @@ fn nothing_to_do(decision: &Decision, at: &str) {
 /// Builds what sessions need for real healing: dbt and the forge.
 pub fn healing(settings: &HealSettings) -> Result<Healing> {
     let dbt = Dbt {
-        exe: settings.dbt.clone(),
-        profiles_dir: settings.dbt_profiles_dir.clone(),
-        target: settings.dbt_target.clone(),
+        exe: settings.dbt.exe.clone(),
+        profiles_dir: settings.dbt.profiles_dir.clone(),
+        target: settings.dbt.ci_target.clone(),
         env: vec![],
-        timeout: settings.dbt_timeout,
+        timeout: settings.dbt.timeout,
         read_only: false,
     };
     let github_repo = settings.github_repo.clone().or_else(|| {

@@ -40,7 +40,7 @@ pub async fn run(cfg: &Config, offline: bool) -> Vec<(Check, Outcome)> {
     }
     out.push((Check::Repository, repository(cfg, offline).await));
     out.push((Check::RunLogs, run_logs(cfg, offline).await));
-    let dbt = dbt_found(&cfg.heal.dbt).await;
+    let dbt = dbt_found(&cfg.heal.dbt.exe).await;
     let dbt_ok = matches!(dbt, Outcome::Pass(_));
     out.push((Check::Dbt, dbt));
     let plan = verification(cfg);
@@ -358,11 +358,11 @@ async fn dbt_found(exe: &Path) -> Outcome {
 /// dbt as configured, for planning and the check's `dbt debug`.
 fn base_dbt(cfg: &Config) -> Dbt {
     Dbt {
-        exe: cfg.heal.dbt.clone(),
-        profiles_dir: cfg.heal.dbt_profiles_dir.clone(),
+        exe: cfg.heal.dbt.exe.clone(),
+        profiles_dir: cfg.heal.dbt.profiles_dir.clone(),
         target: None,
         env: vec![],
-        timeout: DBT_DEBUG_TIMEOUT.min(cfg.heal.dbt_timeout),
+        timeout: DBT_DEBUG_TIMEOUT.min(cfg.heal.dbt.timeout),
         read_only: false,
     }
 }
@@ -391,9 +391,9 @@ fn verification(cfg: &Config) -> Outcome {
     match isolate::load_plan(
         &base_dbt(cfg),
         &project,
-        cfg.heal.dbt_target.as_deref(),
-        cfg.heal.dbt_prod_target.as_deref(),
-        cfg.heal.dbt_state_dir.is_some(),
+        cfg.heal.dbt.ci_target.as_deref(),
+        cfg.heal.dbt.prod_target.as_deref(),
+        cfg.heal.dbt.state_dir.is_some(),
     ) {
         Ok((Plan::CompileOnly { why, .. }, _, _)) => Outcome::Warn(Problem::CompileOnly { why }),
         Ok((plan, _, _)) => Outcome::Pass(plan.describe(true)),
@@ -433,8 +433,8 @@ async fn dbt_debug(cfg: &Config, offline: bool, dbt_ok: bool, plan_ok: bool) -> 
         // check should not copy a warehouse. A fresh file stands in for it.
         source_project_dir: None,
         session_dir: session.path(),
-        ci_target: cfg.heal.dbt_target.as_deref(),
-        prod_target: cfg.heal.dbt_prod_target.as_deref(),
+        ci_target: cfg.heal.dbt.ci_target.as_deref(),
+        prod_target: cfg.heal.dbt.prod_target.as_deref(),
         state_candidates: vec![],
         session_name: "check",
     };

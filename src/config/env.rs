@@ -106,13 +106,8 @@ pub struct HealSettings {
     /// [`SELFHEAL_RUN_LOG_SOURCE`] and its variables; build the source with
     /// [`crate::runlog::Source::from_settings`].
     pub run_log_source: Option<SourceSettings>,
-    /// The fields of [`DbtSettings`], as [`HealSettings::with_dbt`] sets them.
-    pub dbt: PathBuf,
-    pub dbt_profiles_dir: Option<PathBuf>,
-    pub dbt_target: Option<String>,
-    pub dbt_prod_target: Option<String>,
-    pub dbt_state_dir: Option<PathBuf>,
-    pub dbt_timeout: Duration,
+    /// How dbt runs: what `fix` and `drill` read too.
+    pub dbt: DbtSettings,
     /// [`SELFHEAL_GITHUB_TOKEN`]: the bot — never the agent — opens pull
     /// requests with it.
     pub github_token: Option<Secret>,
@@ -124,24 +119,9 @@ pub struct HealSettings {
     pub repo_web_url: Option<String>,
 }
 
-impl HealSettings {
-    /// These settings with dbt run as `dbt` says.
-    pub fn with_dbt(self, dbt: DbtSettings) -> HealSettings {
-        HealSettings {
-            dbt: dbt.exe,
-            dbt_profiles_dir: dbt.profiles_dir,
-            dbt_target: dbt.ci_target,
-            dbt_prod_target: dbt.prod_target,
-            dbt_state_dir: dbt.state_dir,
-            dbt_timeout: dbt.timeout,
-            ..self
-        }
-    }
-}
-
 /// How dbt runs: the `SELFHEAL_DBT*` settings, which `selfheal run`, `fix`
 /// and `drill` read alike.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct DbtSettings {
     /// [`SELFHEAL_DBT`].
     pub exe: PathBuf,
@@ -240,9 +220,8 @@ impl Config {
             github_api_url: vars.value(&SELFHEAL_GITHUB_API_URL),
             github_repo: vars.get(&SELFHEAL_GITHUB_REPO),
             repo_web_url: vars.get(&SELFHEAL_REPO_WEB_URL),
-            ..HealSettings::default()
-        }
-        .with_dbt(dbt);
+            dbt,
+        };
         let default_agent = vars.value(&SELFHEAL_DEFAULT_AGENT);
         let notifier_bots = vars.get(&SELFHEAL_NOTIFIER_BOTS).unwrap_or_default();
         let secret_env = vars.get(&SELFHEAL_SECRET_ENV).unwrap_or_default();
@@ -799,7 +778,7 @@ schedules:
             let heal = load(&env).expect("loads").heal;
             let dbt = DbtSettings::from_env(&|name| env.get(name).cloned()).expect("valid");
             // What `fix` reads changes nothing in what `run` read.
-            assert_eq!(heal.clone().with_dbt(dbt), heal, "{set:?}");
+            assert_eq!(dbt, heal.dbt, "{set:?}");
         }
         let defaults = DbtSettings::from_env(&|_| None).expect("no setting is required");
         assert_eq!(

@@ -21,10 +21,10 @@ use anyhow::{Context, Result};
 use tokio::io::AsyncReadExt;
 use tokio::process::Command;
 
-/// The dbt executable: `SELFHEAL_DBT`, else the project's pinned venv
-/// (installed by `scripts/setup-dbt` on first use).
-pub async fn locate() -> Result<PathBuf> {
-    if let Some(p) = crate::config::settings::SELFHEAL_DBT.set_in_process_env()? {
+/// The dbt executable: `configured` (`SELFHEAL_DBT`), else the project's
+/// pinned venv (installed by `scripts/setup-dbt` on first use).
+pub async fn locate(configured: Option<PathBuf>) -> Result<PathBuf> {
+    if let Some(p) = configured {
         return Ok(p);
     }
     let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));

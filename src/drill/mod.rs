@@ -312,5 +312,7 @@ fn end_line(r: &CaseResult) -> String {
 
 /// The dbt executable for a drill: `SELFHEAL_DBT`, else the pinned one.
 pub async fn default_dbt() -> Result<PathBuf> {
-    crate::dbt::locate().await.context("finding dbt")
+    crate::dbt::locate(crate::config::settings::SELFHEAL_DBT.set_in_process_env()?)
+        .await
+        .context("finding dbt")
 }

@@ -513,7 +513,7 @@ impl<'a> Session<'a> {
             .as_deref()
             .filter(|r| !crate::workspace::is_url(r))
             .map(|r| Path::new(r).join(&settings.project_subdir));
-        let mut state_candidates: Vec<PathBuf> = settings.dbt_state_dir.iter().cloned().collect();
+        let mut state_candidates: Vec<PathBuf> = settings.dbt.state_dir.iter().cloned().collect();
         if let (Some(runlog::SourceSettings::Dir(root)), Some(log)) =
             (&settings.run_log_source, &self.log)
         {
@@ -524,8 +524,8 @@ impl<'a> Session<'a> {
             project_dir: &project,
             source_project_dir: source_project.as_deref(),
             session_dir: self.dir,
-            ci_target: settings.dbt_target.as_deref(),
-            prod_target: settings.dbt_prod_target.as_deref(),
+            ci_target: settings.dbt.ci_target.as_deref(),
+            prod_target: settings.dbt.prod_target.as_deref(),
             state_candidates,
             session_name: &format!("selfheal_{}_{}", self.start.session_id, std::process::id()),
         })?;

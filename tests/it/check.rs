@@ -34,7 +34,9 @@ impl World {
             "name: scripted\nversion: 1\nrole: r\ngoal: g\nbackstory: b\nselfheal:\n  runner: command\n  command: [\"true\"]\n",
         )
         .unwrap();
-        let dbt = selfheal::dbt::locate().await.expect("the pinned dbt");
+        let dbt = selfheal::dbt::locate(std::env::var_os("SELFHEAL_DBT").map(Into::into))
+            .await
+            .expect("the pinned dbt");
         let env = vec![
             ("SLACK_APP_TOKEN".into(), slack.app_token().to_string()),
             ("SLACK_BOT_TOKEN".into(), slack.bot_token().to_string()),

@@ -31,7 +31,9 @@ fn write_project(dir: &std::path::Path, schedules: &str) {
 async fn check_summarises_a_valid_configuration() {
     let dir = tempfile::tempdir().unwrap();
     write_project(dir.path(), SCHEDULES);
-    let dbt = selfheal::dbt::locate().await.unwrap();
+    let dbt = selfheal::dbt::locate(std::env::var_os("SELFHEAL_DBT").map(Into::into))
+        .await
+        .unwrap();
 
     let out = selfheal()
         .args(["check", "--offline"])

@@ -15,7 +15,7 @@ const ONE_RIGHT_ANSWER: [&str; 4] = ["ref_typo", "source_typo", "column_typo", "
 
 /// Runs `selfheal drill <args>` as a team member would, with its own temporary folder.
 async fn drill(args: &[&str], tmp: &Path) -> Output {
-    let dbt = selfheal::dbt::locate()
+    let dbt = selfheal::dbt::locate(std::env::var_os("SELFHEAL_DBT").map(Into::into))
         .await
         .expect("dbt (run scripts/setup-dbt)");
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_selfheal"));
@@ -270,7 +270,7 @@ async fn drill_runs_on_each_team_layout_without_touching_the_teams_repository_or
         ),
         ("no_gitignore", "ref_typo", &[]),
     ];
-    let dbt = selfheal::dbt::locate()
+    let dbt = selfheal::dbt::locate(std::env::var_os("SELFHEAL_DBT").map(Into::into))
         .await
         .expect("dbt (run scripts/setup-dbt)");
     for (layout, only, extra) in layouts {

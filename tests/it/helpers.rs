@@ -447,7 +447,7 @@ pub fn heal_hourly_marts_with(world: &World, name: &str) {
 /// `tests/fixtures/projects`, in a folder of its own.
 pub async fn staged_world(project: &str) -> (World, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    let dbt = selfheal::dbt::locate()
+    let dbt = selfheal::dbt::locate(std::env::var_os("SELFHEAL_DBT").map(Into::into))
         .await
         .expect("dbt (run scripts/setup-dbt)");
     let world = match project {
