@@ -553,8 +553,7 @@ async fn tell(breakage: &Breakage, root: &Path) -> Result<DemoOutcome> {
     const RUN_ID: &str = "48213";
 
     header("1. dbt");
-    let dbt =
-        crate::dbt::locate(crate::config::settings::SELFHEAL_DBT.set_in_process_env()?).await?;
+    let dbt = crate::drill::default_dbt().await?;
     println!("Using {}", dbt.display());
 
     header("2. A data team on this machine");

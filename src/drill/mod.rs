@@ -310,7 +310,8 @@ fn end_line(r: &CaseResult) -> String {
     )
 }
 
-/// The dbt executable for a drill: `SELFHEAL_DBT`, else the pinned one.
+/// The dbt executable for a drill (and the demo): `SELFHEAL_DBT`, else the
+/// pinned one.
 pub async fn default_dbt() -> Result<PathBuf> {
     crate::dbt::locate(crate::config::settings::SELFHEAL_DBT.set_in_process_env()?)
         .await

@@ -20,7 +20,8 @@ pub struct Caps {
         Arc<std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Semaphore>>>>,
 }
 
-/// The permits a running session holds.
+/// The permits a running session holds (global, per schedule). They are
+/// never read: dropping the slot gives both back.
 pub struct Slot(
     #[allow(dead_code)] tokio::sync::OwnedSemaphorePermit,
     #[allow(dead_code)] tokio::sync::OwnedSemaphorePermit,
