@@ -39,6 +39,7 @@ pub mod app;
 #[cfg(feature = "demo")]
 pub mod bench;
 pub mod check;
+pub mod classify;
 pub mod commands;
 pub mod config;
 pub mod dbt;

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 
-use crate::config::Config;
+use crate::config::{normalize_channel, Config, NotifyEvent, Schedule};
 use crate::runlog::{self, Artifacts, RunLog};
 use crate::slack::channels::Channels;
 use crate::slack::render::escape;
@@ -77,7 +77,19 @@ impl fmt::Display for Report {
             }
         )?;
         match self.status {
-            RunStatus::Passed => writeln!(f, "Run {} passed; nothing posted.", self.run_id),
+            RunStatus::Passed if self.posted.is_empty() => {
+                writeln!(f, "Run {} passed; nothing posted.", self.run_id)
+            }
+            RunStatus::Passed => writeln!(
+                f,
+                "Run {} passed: posted to {}",
+                self.run_id,
+                self.posted
+                    .iter()
+                    .map(|(name, _)| name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
             RunStatus::Failed => {
                 for (name, id) in &self.posted {
                     writeln!(
@@ -139,12 +151,22 @@ pub async fn run(cfg: &Config, req: &Request) -> Result<Report> {
         files,
         posted: vec![],
     };
-    if status == RunStatus::Passed {
-        return Ok(report);
-    }
-
-    let log = runlog::parse(&req.run_id, &artifacts);
-    let (text, blocks) = notification(&req.schedule, &log);
+    let recovering = remember_status(run_logs, &req.schedule, status);
+    let (text, blocks, channels) = match status {
+        RunStatus::Failed => {
+            let log = runlog::parse(&req.run_id, &artifacts);
+            let (text, blocks) = notification(&req.schedule, &log);
+            (text, blocks, schedule.failure_channels())
+        }
+        RunStatus::Passed => {
+            let channels = pass_channels(schedule, recovering);
+            if channels.is_empty() {
+                return Ok(report);
+            }
+            let (text, blocks) = pass_notification(&req.schedule, &req.run_id);
+            (text, blocks, channels)
+        }
+    };
     let token = cfg
         .slack
         .notify_token
@@ -158,7 +180,7 @@ pub async fn run(cfg: &Config, req: &Request) -> Result<Report> {
     let channels = Channels::new(web.clone());
     channels.load().await;
     let mut failed = vec![];
-    for name in schedule.failure_channels() {
+    for name in channels {
         let Some(id) = channels.id_of(&name).await else {
             failed.push(format!(
                 "{name}: no such channel visible to the notifier (invite it to the channel)"
@@ -173,8 +195,12 @@ pub async fn run(cfg: &Config, req: &Request) -> Result<Report> {
     if !failed.is_empty() {
         let posted: Vec<&str> = report.posted.iter().map(|(n, _)| n.as_str()).collect();
         bail!(
-            "stored the run log in {}, but could not post the failure of run {} to {} (posted to: {})",
+            "stored the run log in {}, but could not post the {} of run {} to {} (posted to: {})",
             report.stored_in.display(),
+            match status {
+                RunStatus::Failed => "failure",
+                RunStatus::Passed => "recovery",
+            },
             req.run_id,
             failed.join("; "),
             if posted.is_empty() { "none".to_string() } else { posted.join(", ") }
@@ -187,6 +213,71 @@ pub async fn run(cfg: &Config, req: &Request) -> Result<Report> {
         );
     }
     Ok(report)
+}
+
+/// Where the last status `notify` saw for each schedule is kept.
+const LAST_STATUS_DIR: &str = ".selfheal-last-status";
+
+/// Records `status` as the schedule's last; true when the run before it
+/// failed (so a pass now is a recovery). Best effort: a read-only folder
+/// only costs the recovery notice.
+fn remember_status(run_logs: &Path, schedule: &str, status: RunStatus) -> bool {
+    let dir = run_logs.join(LAST_STATUS_DIR);
+    let file = dir.join(
+        schedule
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
+            .collect::<String>(),
+    );
+    let before = std::fs::read_to_string(&file).unwrap_or_default();
+    let now = match status {
+        RunStatus::Failed => "failed",
+        RunStatus::Passed => "passed",
+    };
+    if let Err(e) = std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(&file, now)) {
+        tracing::warn!(error = %e, file = %file.display(), "could not record the run's status");
+    }
+    before.trim() == "failed"
+}
+
+/// Where a passing run is announced: the channels the schedule notifies on
+/// `passed`, and — when it recovers from a failure — the ones that heard of
+/// the failure, so their healing threads close. A pass after a pass in a
+/// schedule that notifies no one on `passed` says nothing.
+pub fn pass_channels(schedule: &Schedule, recovering: bool) -> Vec<String> {
+    let mut out: Vec<String> = vec![];
+    let passed = schedule
+        .slack
+        .iter()
+        .filter(|n| n.events.contains(&NotifyEvent::Passed))
+        .map(|n| n.channel.clone());
+    let failed = recovering.then(|| schedule.failure_channels()).unwrap_or_default();
+    for channel in failed.into_iter().chain(passed) {
+        let key = normalize_channel(&channel);
+        if !out.iter().any(|c| normalize_channel(c) == key) {
+            out.push(channel);
+        }
+    }
+    out
+}
+
+/// The success notification of a passing run (with the block the bot
+/// recognises as `notify`'s).
+pub fn pass_notification(schedule: &str, run_id: &str) -> (String, Value) {
+    let text = format!(
+        ":white_check_mark: *dbt run passed* — schedule *{}*\nRun ID: {}",
+        escape(schedule),
+        escape(run_id)
+    );
+    let blocks = json!([
+        {"type": "section", "text": {"type": "mrkdwn", "text": text}},
+        {
+            "type": "context",
+            "block_id": BLOCK_ID,
+            "elements": [{"type": "mrkdwn", "text": "Sent by `selfheal notify`."}]
+        }
+    ]);
+    (text, blocks)
 }
 
 /// Reads what dbt left in `project` and the console output (`-`: stdin).
@@ -460,5 +551,67 @@ mod tests {
             text.ends_with("Failed: `m1`, `m2`, `m3`, `m4`, `m5` and 2 more"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn a_pass_is_announced_where_the_failure_was_only_when_it_recovers() {
+        use crate::config::SlackNotify;
+        let notify = |channel: &str, events: &[NotifyEvent]| SlackNotify {
+            channel: channel.into(),
+            events: events.to_vec(),
+        };
+        let schedule = Schedule {
+            name: "hourly_marts".into(),
+            slack: vec![
+                notify("#data-alerts", &[NotifyEvent::Failed]),
+                notify("#agent-demo", &[NotifyEvent::Failed, NotifyEvent::Passed]),
+                notify("wins", &[NotifyEvent::Passed]),
+            ],
+            ..Default::default()
+        };
+        assert_eq!(
+            pass_channels(&schedule, true),
+            ["#data-alerts", "#agent-demo", "wins"]
+        );
+        assert_eq!(pass_channels(&schedule, false), ["#agent-demo", "wins"]);
+        let quiet = Schedule {
+            slack: vec![notify("#data-alerts", &[NotifyEvent::Failed])],
+            ..schedule
+        };
+        assert!(pass_channels(&quiet, false).is_empty());
+    }
+
+    #[test]
+    fn the_last_status_makes_a_pass_a_recovery_once() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(!remember_status(dir.path(), "a/b", RunStatus::Passed));
+        assert!(!remember_status(dir.path(), "a/b", RunStatus::Failed));
+        assert!(remember_status(dir.path(), "a/b", RunStatus::Passed));
+        assert!(!remember_status(dir.path(), "a/b", RunStatus::Passed));
+    }
+
+    #[test]
+    fn the_bot_reads_a_pass_notification_as_the_schedule_passing() {
+        use crate::recognize::{Identity, InboundMessage, Passed, Recognizer};
+        let (text, blocks) = pass_notification("hourly_marts", "48250");
+        let msg = InboundMessage {
+            text,
+            blocks: blocks.as_array().unwrap().clone(),
+            ..Default::default()
+        };
+        let recognizer = Recognizer::new(
+            Identity::default(),
+            vec!["hourly_marts".into()],
+            vec![],
+            vec![],
+        );
+        assert_eq!(
+            recognizer.recognize_pass_content(&msg),
+            Some(Passed {
+                schedule: "hourly_marts".into(),
+                run_id: "48250".into()
+            })
+        );
+        assert_eq!(recognizer.recognize_content(&msg), None);
     }
 }

@@ -77,6 +77,14 @@ pub struct Failure {
     pub run_id: String,
 }
 
+/// "Schedule S passed in run N".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Passed {
+    /// The configured spelling of the schedule's name.
+    pub schedule: String,
+    pub run_id: String,
+}
+
 /// Decides whether Slack messages are failure notifications worth healing.
 pub struct Recognizer {
     me: Identity,
@@ -112,23 +120,50 @@ impl Recognizer {
 
     /// Full decision for automatic healing: sender checks + content.
     pub fn recognize(&self, msg: &InboundMessage) -> Option<Failure> {
-        if self.is_mine(msg) || msg.edited {
+        if !self.from_notifier(msg) {
             return None;
+        }
+        self.recognize_content(msg)
+    }
+
+    /// A notifier's success notification: "schedule S passed in run N", which
+    /// closes the loop of the schedule's earlier failures. The same sender
+    /// rules as failures; the headline must report success and no failure.
+    pub fn recognize_pass(&self, msg: &InboundMessage) -> Option<Passed> {
+        if !self.from_notifier(msg) {
+            return None;
+        }
+        self.recognize_pass_content(msg)
+    }
+
+    /// Content only, for the passes `selfheal notify` posts with selfheal's token.
+    pub fn recognize_pass_content(&self, msg: &InboundMessage) -> Option<Passed> {
+        let text = message_text(msg);
+        if !reports_success(&text) {
+            return None;
+        }
+        let run_id = find_run_id(&text)?;
+        let schedule = self.find_schedule(&text)?;
+        Some(Passed { schedule, run_id })
+    }
+
+    /// Sender rules: a fresh post by a notifier bot, never by a person,
+    /// never by selfheal itself, never an edit.
+    fn from_notifier(&self, msg: &InboundMessage) -> bool {
+        if self.is_mine(msg) || msg.edited {
+            return false;
         }
         // Only fresh top-level posts and thread broadcasts count; every other subtype is an
         // edit, a deletion or housekeeping.
         let is_classic_bot = match msg.subtype.as_deref() {
             None | Some("thread_broadcast") => false,
             Some("bot_message") => true,
-            Some(_) => return None,
+            Some(_) => return false,
         };
         if non_empty(&msg.bot_id).is_none() && !is_classic_bot {
-            return None;
+            return false;
         }
-        if !self.notifiers.is_empty() && !self.notifiers.iter().any(|n| sender_matches(n, msg)) {
-            return None;
-        }
-        self.recognize_content(msg)
+        self.notifiers.is_empty() || self.notifiers.iter().any(|n| sender_matches(n, msg))
     }
 
     /// Content only (no sender checks) — used later for manual "fix this" on any recognised notification.
@@ -434,6 +469,27 @@ fn reports_failure(text: &str) -> bool {
     }
 }
 
+/// True when the text reports a passed run: no failure signal anywhere (a
+/// "0 failed" count aside), and a success word in its headline, or a
+/// "recovered" / "back to green" anywhere.
+fn reports_success(text: &str) -> bool {
+    let text = URL.replace_all(text, " ");
+    let text = ZERO_FAILURES.replace_all(&text, " ");
+    if RECOVERED.is_match(&text) {
+        return true;
+    }
+    if FAILURE_SIGNAL.is_match(&text) {
+        return false;
+    }
+    let text = RUN_NUMBER.replace_all(&text, "run");
+    let text = SUCCESS_COUNT.replace_all(&text, " ");
+    let headline = text
+        .lines()
+        .find(|line| !line.trim().is_empty())
+        .unwrap_or("");
+    SUCCESS_SIGNAL.is_match(headline)
+}
+
 fn static_regex(pattern: &str) -> Regex {
     Regex::new(pattern).expect("static regex")
 }
@@ -633,6 +689,53 @@ mod tests {
             text: text.into(),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn success_notifications_close_the_loop_and_failures_never_do() {
+        let passed = |schedule: &str, run_id: &str| {
+            Some(Passed {
+                schedule: schedule.into(),
+                run_id: run_id.into(),
+            })
+        };
+        let cases: &[(&str, Option<Passed>)] = &[
+            (DBT_CLOUD_SUCCESS, passed("hourly_marts", "48213")),
+            (
+                "✅ hourly_marts passed (run 48250): 12 models, 0 failures",
+                passed("hourly_marts", "48250"),
+            ),
+            (
+                ":white_check_mark: Bolt schedule *daily_orders* succeeded. Run ID: 912",
+                passed("daily_orders", "912"),
+            ),
+            (
+                "Nightly recovered: run 77 is back to green",
+                passed("Nightly", "77"),
+            ),
+            ("Run 48213 of hourly_marts: 5 passed, 1 failed", None),
+            (DBT_CLOUD_ERRORED, None),
+            ("❌ hourly_marts failed (run 48213)", None),
+            // A success with nothing to tie it to a schedule or a run.
+            ("✅ all good today", None),
+            ("✅ unknown_schedule passed (run 5)", None),
+        ];
+        for (text, want) in cases {
+            assert_eq!(&rec().recognize_pass(&app_bot(text)), want, "{text}");
+        }
+        // People, edits and selfheal itself never close the loop.
+        assert_eq!(rec().recognize_pass(&human("✅ hourly_marts passed (run 1)")), None);
+        let mut edited = app_bot("✅ hourly_marts passed (run 1)");
+        edited.edited = true;
+        assert_eq!(rec().recognize_pass(&edited), None);
+        let mut mine = app_bot("✅ hourly_marts passed (run 1)");
+        mine.bot_id = Some("B0SELF".into());
+        assert_eq!(rec().recognize_pass(&mine), None);
+        // A notifier allowlist applies to passes as to failures.
+        assert_eq!(
+            allow(&["B0OTHER"]).recognize_pass(&app_bot("✅ hourly_marts passed (run 1)")),
+            None
+        );
     }
 
     fn human(text: &str) -> InboundMessage {

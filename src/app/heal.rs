@@ -14,7 +14,8 @@ use super::policy::{decide, Decision, Ignored, Moment, Place, Switch};
 use super::{nothing_to_do, App};
 use crate::config::Schedule;
 use crate::domain::SessionId;
-use crate::recognize::Failure;
+use crate::recognize::{Failure, Passed};
+use crate::session::closing::Closer;
 use crate::session::driver::Start;
 use crate::slack::render;
 use crate::store::{Claim, Status};
@@ -40,6 +41,20 @@ impl App {
             (None, false) => Switch::Off,
         };
         Ok(HealingNow { switch, channel })
+    }
+
+    /// A success notification: the schedule passed again, which closes the
+    /// loop in the threads of its failures.
+    pub(super) async fn on_pass(&self, p: &Passed) -> Result<()> {
+        let closer = Closer {
+            store: &self.parts.store,
+            web: &self.parts.web,
+            forge: &self.deps.healing.forge,
+            redactor: &self.deps.redactor,
+        };
+        let told = closer.schedule_passed(&p.schedule, &p.run_id).await?;
+        debug!(schedule = %p.schedule, run_id = %p.run_id, threads = told, "success notification");
+        Ok(())
     }
 
     /// A failure notification arrived in `channel` at `ts`; `text` is its
@@ -257,6 +272,7 @@ impl App {
                 return Ok(false);
             }
         };
+        store.set_reply_ts(id, &posted.ts)?;
         let thread = match thread_ts {
             Some(t) => t.to_string(),
             None => {

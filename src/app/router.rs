@@ -142,7 +142,20 @@ impl App {
             self.recognizer.recognize(msg)
         };
         let Some(failure) = failure else {
-            return self.on_thread_reply(msg).await;
+            let passed = if self.recognizer.is_mine(msg) {
+                is_notify_post(msg)
+                    .then(|| self.recognizer.recognize_pass_content(msg))
+                    .flatten()
+            } else {
+                self.recognizer.recognize_pass(msg)
+            };
+            return match passed {
+                Some(p) if self.parts.store.first_sight_of_event(event_id)? => {
+                    self.on_pass(&p).await
+                }
+                Some(_) => Ok(()),
+                None => self.on_thread_reply(msg).await,
+            };
         };
         if !self.parts.store.first_sight_of_event(event_id)? {
             debug!(event_id, "redelivered event ignored");

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use super::{unknown_schedule, when, CommandContext};
-use crate::slack::render::escape;
+use crate::slack::render::{archive_link, escape};
 use crate::store::{SessionRow, Status};
 
 /// At most this many sessions: the answer stays short and fast.
@@ -69,20 +69,6 @@ async fn permalinks(ctx: &CommandContext, rows: &[SessionRow]) -> Vec<Option<Str
         .unwrap_or_else(|_| vec![None; rows.len()])
 }
 
-/// A link to a message built from its channel and ts, as Slack's permalinks
-/// are shaped (`https://slack.com/archives/C…/p16…`); Slack redirects it to
-/// the workspace.
-pub(super) fn archive_link(channel: &str, ts: &str, label: &str) -> String {
-    let ok = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '.');
-    if !ok(channel) || !ok(ts) {
-        return label.to_string();
-    }
-    format!(
-        "<https://slack.com/archives/{channel}/p{}|{label}>",
-        ts.replace('.', "")
-    )
-}
-
 /// A URL that can go inside `<…|…>` unchanged.
 fn safe_url(url: &str) -> bool {
     (url.starts_with("https://") || url.starts_with("http://"))
@@ -102,6 +88,8 @@ fn emoji(status: Status) -> &'static str {
         Status::Interrupted => "⏹️",
         Status::Duplicate => "🔁",
         Status::Stopped => "✋",
+        Status::Retried => "🔁",
+        Status::NeedsPeople => "🙋",
     }
 }
 
@@ -116,6 +104,8 @@ fn outcome(status: Status) -> &'static str {
         Status::Interrupted => "interrupted",
         Status::Duplicate => "already addressed",
         Status::Stopped => "stopped by a person",
+        Status::Retried => "re-run by the scheduler",
+        Status::NeedsPeople => "needs a person",
     }
 }
 

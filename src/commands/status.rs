@@ -57,7 +57,7 @@ pub(super) fn status(ctx: &CommandContext, only: Option<&str>) -> anyhow::Result
                 escape(&r.run_id),
                 escape(&r.agent),
                 when(r.created_at),
-                super::history::archive_link(&r.channel, &r.thread_ts, "thread"),
+                crate::slack::render::archive_link(&r.channel, &r.thread_ts, "thread"),
             ));
         }
     }

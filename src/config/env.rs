@@ -117,6 +117,56 @@ pub struct HealSettings {
     pub github_repo: Option<String>,
     /// [`SELFHEAL_REPO_WEB_URL`].
     pub repo_web_url: Option<String>,
+    /// What a transient failure gets: re-runs through the scheduler.
+    pub retries: Retries,
+}
+
+/// Re-running transient failures: [`SELFHEAL_RETRIES`],
+/// [`SELFHEAL_RETRY_COMMAND`], [`SELFHEAL_RETRY_POLL_MS`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Retries {
+    pub budget: RetryBudget,
+    /// Re-runs a schedule fed by `selfheal notify` (`sh -c`).
+    pub command: Option<String>,
+    /// How often a re-run's state is asked for.
+    pub poll: Duration,
+}
+
+impl Default for Retries {
+    fn default() -> Retries {
+        Retries {
+            budget: RetryBudget::default(),
+            command: None,
+            poll: Duration::from_secs(15),
+        }
+    }
+}
+
+/// How many re-runs a failed run gets, per schedule.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetryBudget {
+    pub default: u32,
+    /// Schedules with a budget of their own (0: retries are off).
+    pub per_schedule: std::collections::BTreeMap<String, u32>,
+}
+
+impl Default for RetryBudget {
+    fn default() -> RetryBudget {
+        RetryBudget {
+            default: 1,
+            per_schedule: Default::default(),
+        }
+    }
+}
+
+impl RetryBudget {
+    /// The budget of `schedule` (0: retries are off for it).
+    pub fn for_schedule(&self, schedule: &str) -> u32 {
+        self.per_schedule
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case(schedule))
+            .map_or(self.default, |(_, n)| *n)
+    }
 }
 
 /// How dbt runs: the `SELFHEAL_DBT*` settings, which `selfheal run`, `fix`
@@ -220,6 +270,11 @@ impl Config {
             github_api_url: vars.value(&SELFHEAL_GITHUB_API_URL),
             github_repo: vars.get(&SELFHEAL_GITHUB_REPO),
             repo_web_url: vars.get(&SELFHEAL_REPO_WEB_URL),
+            retries: Retries {
+                budget: vars.value(&SELFHEAL_RETRIES),
+                command: vars.get(&SELFHEAL_RETRY_COMMAND),
+                poll: vars.value(&SELFHEAL_RETRY_POLL_MS),
+            },
             dbt,
         };
         let default_agent = vars.value(&SELFHEAL_DEFAULT_AGENT);

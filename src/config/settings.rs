@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use super::vars::Unset::{Means, Off, Required, Use};
 use super::vars::{list, millis, path, seconds, secret, text, whole, About, Declared, Setting};
-use super::DBT_DOCTOR;
+use super::{RetryBudget, DBT_DOCTOR};
 use crate::domain::Secret;
 
 /// Where the docs list a setting: a heading of `.env.example`, and one of
@@ -315,6 +315,30 @@ settings! {
         example: "xoxb-notifier-app-token",
         parse: secret,
     }
+    SELFHEAL_RETRIES: RetryBudget {
+        section: Healing,
+        unset: Use("1"),
+        doc: "how many re-runs selfheal asks the scheduler for after a transient failure, per failed run: `N`, `off`, or a default with per-schedule values (`1,nightly=2,hourly_marts=off`)",
+        comment: "Transient failures (connection resets, warehouse timeouts, locks, out of memory) are re-run through the scheduler's API instead of being sent to an agent: this many times per failed run.",
+        example: "",
+        parse: retry_budget,
+    }
+    SELFHEAL_RETRY_COMMAND: String {
+        section: Healing,
+        unset: Means("the thread asks people to re-run"),
+        doc: "for runs fed by `selfheal notify`: a shell command that re-runs a schedule (`SELFHEAL_SCHEDULE` and `SELFHEAL_RUN_ID` are set for it)",
+        comment: "",
+        example: "systemctl start \"dbt@$SELFHEAL_SCHEDULE.service\"",
+        parse: text,
+    }
+    SELFHEAL_RETRY_POLL_MS: Duration {
+        section: Healing,
+        unset: Use("15000"),
+        doc: "how often a re-run's state is asked of the scheduler until it ends",
+        comment: "",
+        example: "",
+        parse: millis,
+    }
 
     SELFHEAL_LLM_BASE_URL: String {
         section: Llm,
@@ -490,6 +514,29 @@ pub enum RunLogKind {
     Dir,
     Paradime,
     DbtCloud,
+}
+
+/// `N`, `off`, or `N,schedule=N,schedule=off`.
+fn retry_budget(value: &str) -> Result<RetryBudget, String> {
+    let count = |v: &str| -> Result<u32, String> {
+        match v.trim().to_ascii_lowercase().as_str() {
+            "off" | "no" | "false" => Ok(0),
+            n => n
+                .parse()
+                .map_err(|_| format!("'{}' is not a number of re-runs or `off`", v.trim())),
+        }
+    };
+    let mut budget = RetryBudget::default();
+    for part in value.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        match part.split_once('=') {
+            Some((schedule, n)) if !schedule.trim().is_empty() => {
+                budget.per_schedule.insert(schedule.trim().to_string(), count(n)?);
+            }
+            Some(_) => return Err(format!("'{part}' names no schedule before `=`")),
+            None => budget.default = count(part)?,
+        }
+    }
+    Ok(budget)
 }
 
 fn run_log_kind(value: &str) -> Result<RunLogKind, String> {

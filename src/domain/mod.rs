@@ -8,12 +8,14 @@
 //! nothing for Slack: the sinks do.
 
 mod agent;
+mod class_tmp;
 mod event;
 mod ids;
 mod secret;
 mod session;
 
 pub use agent::{AgentEvent, Outcome, ToolPolicy};
+pub use class_tmp::{FailureClass, Mission};
 pub use event::EventKind;
 pub use ids::{Place, SessionId, Thread};
 pub use secret::Secret;

@@ -28,6 +28,11 @@ pub enum Status {
     Duplicate,
     /// A person stopped it (Stop button or a `stop` reply).
     Stopped,
+    /// A transient failure: the scheduler was asked to re-run it; no agent ran.
+    Retried,
+    /// People must act (a permissions or configuration problem, or a
+    /// transient failure past its retry budget); no agent ran.
+    NeedsPeople,
 }
 
 impl Status {
@@ -43,6 +48,8 @@ impl Status {
             Status::Interrupted => "interrupted",
             Status::Duplicate => "duplicate",
             Status::Stopped => "stopped",
+            Status::Retried => "retried",
+            Status::NeedsPeople => "needs_people",
         }
     }
 
@@ -57,6 +64,8 @@ impl Status {
             "interrupted" => Status::Interrupted,
             "duplicate" => Status::Duplicate,
             "stopped" => Status::Stopped,
+            "retried" => Status::Retried,
+            "needs_people" => Status::NeedsPeople,
             _ => return None,
         })
     }
@@ -211,6 +220,88 @@ impl Ending {
             Status::Failed,
             "selfheal hit an internal error; see its log",
         )
+    }
+
+    /// A permissions or configuration problem (`why`): people act, no agent runs.
+    pub fn for_people(why: &str) -> Ending {
+        Ending::new(
+            Status::NeedsPeople,
+            format!(
+                "a person must fix this permissions or configuration problem ({why}); selfheal changes no grants, schemas or profiles, so no agent ran"
+            ),
+        )
+    }
+
+    /// A transient failure selfheal could not have re-run (`why`).
+    pub fn rerun_by_hand(why: &str) -> Ending {
+        Ending::new(
+            Status::NeedsPeople,
+            format!("a transient failure: re-run it ({why}); no agent ran and no pull request was opened"),
+        )
+    }
+
+    /// A transient failure again, past its retry budget.
+    pub fn retries_spent(root: &str, used: u32) -> Ending {
+        let times = if used == 1 { "once".to_string() } else { format!("{used} times") };
+        Ending::new(
+            Status::NeedsPeople,
+            format!(
+                "a transient failure again, and run {root} was re-run {times} already, its whole retry budget: re-run it by hand once the warehouse is healthy"
+            ),
+        )
+    }
+
+    /// `by` was asked to re-run the run and names no run to follow.
+    pub fn rerun_asked(by: &str) -> Ending {
+        Ending::new(
+            Status::Retried,
+            format!("a transient failure: {by} was asked to re-run it; no agent ran"),
+        )
+    }
+
+    /// The re-run passed.
+    pub fn rerun_passed(run_id: &str) -> Ending {
+        Ending::new(
+            Status::Retried,
+            format!("a transient failure: the re-run (run {run_id}) passed, with no change and no pull request"),
+        )
+    }
+
+    /// The re-run failed too (`word`: the scheduler's state).
+    pub fn rerun_failed(run_id: &str, word: &str) -> Ending {
+        Ending::new(
+            Status::Retried,
+            format!("the re-run (run {run_id}) failed too ({word}); its own notification decides what comes next"),
+        )
+    }
+
+    /// The re-run's state could not be read.
+    pub fn rerun_unknown(run_id: &str, why: &str) -> Ending {
+        Ending::new(
+            Status::Retried,
+            format!("the re-run (run {run_id}) was started, but its state could not be read: {why}"),
+        )
+    }
+
+    /// The re-run ran longer than selfheal follows one.
+    pub fn rerun_still_running(run_id: &str, waited: Duration) -> Ending {
+        Ending::new(
+            Status::Retried,
+            format!(
+                "the re-run (run {run_id}) was still running after {}; selfheal stopped following it",
+                human_duration(waited)
+            ),
+        )
+    }
+
+    /// The agent of a data failure ended: it diagnoses only, so a "fix" is
+    /// its diagnosis, and nothing it changed is proposed.
+    pub fn diagnosis_only(&self) -> Ending {
+        let note = "a failing data test is diagnosed only: nothing was changed or proposed";
+        match self.status {
+            Status::Fixed => Ending::new(Status::NoFix, format!("{} ({note})", self.summary.trim())),
+            _ => self.clone(),
+        }
     }
 
     /// The agent changed files but did not call it a fix: its ending stands,

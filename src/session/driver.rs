@@ -19,9 +19,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use super::controls::{Caps, Control, Controls, Slot};
+use super::closing::Closer;
 use super::machine::{
-    Branch, Brief, Change, DbtReady, Depth, Effect, Input, LogRead, Machine, Message, PrDraft,
-    Purpose, Step, Verification, Verified, Workflow,
+    Branch, Brief, Change, DbtReady, Depth, Earlier, Effect, Input, LogRead, Machine, Message,
+    PrDraft, Purpose, RerunState, RetryAnswer, Step, Verification, Verified, Workflow,
 };
 use super::prompt;
 use super::sink::Sink;
@@ -34,9 +35,10 @@ use crate::dbt::{deps, error_lines, Dbt};
 use crate::domain::{Ending, EventKind, FollowUp, Place, PriorAttempt, SessionId};
 use crate::forge::{Forge, Opened, PrRequest};
 use crate::redact::Redactor;
-use crate::runlog::{self, RunLog};
+use crate::classify::classify;
+use crate::runlog::{self, RunLog, RunState};
 use crate::slack::render;
-use crate::store::{SessionRow, Store};
+use crate::store::{RetryClaim, SessionRow, Store};
 use crate::workspace::{BuildOutputs, Workspace};
 
 /// What every session needs; cloned per session.
@@ -81,6 +83,9 @@ pub struct Start {
     /// Set when a person asked for more after an earlier session ended.
     pub followup: Option<FollowUp>,
 }
+
+/// How long the retry command may take to start a re-run.
+const RETRY_COMMAND_LIMIT: Duration = Duration::from_secs(60);
 
 /// Grace between SIGTERM and SIGKILL when an agent is stopped.
 const KILL_GRACE: Duration = Duration::from_secs(2);
@@ -312,6 +317,26 @@ impl<'a> Session<'a> {
                 Input::Pushed
             }
             Step::OpenPr(draft) => Input::PrOpened(self.open_pr(draft).await?),
+            Step::Retry => Input::Retry(self.retry().await?),
+            Step::PollRerun(run_id) => {
+                let poll = self.deps.healing.settings.retries.poll;
+                // Following a re-run is the one long step: a person may stop it.
+                loop {
+                    tokio::select! {
+                        _ = tokio::time::sleep(poll) => break Input::Rerun(self.rerun_state(&run_id).await),
+                        control = self.controls.recv() => match control {
+                            Some(Control::Stop { user }) => break Input::Stop { by: user },
+                            // No agent listens while a re-run is followed.
+                            Some(Control::Reply { .. }) => continue,
+                            None => break Input::Rerun(self.rerun_state(&run_id).await),
+                        },
+                    }
+                }
+            }
+            Step::ClosePassed(run_id) => {
+                self.close_passed(&run_id).await?;
+                Input::LoopClosed
+            }
         })
     }
 
@@ -436,13 +461,134 @@ impl<'a> Session<'a> {
                 .set_error(self.start.session_id.0, &error, &signature)?;
             self.signature = Some(signature);
         }
+        let earlier = match &self.signature {
+            Some(sig) => self
+                .deps
+                .store
+                .earlier_with_signature(sig, &self.start.schedule, &self.start.run_id)?
+                .map(|s| Earlier {
+                    run_id: s.run_id,
+                    channel: s.channel,
+                    thread_ts: s.thread_ts,
+                    pr_url: s.pr_url,
+                }),
+            None => None,
+        };
+        let sorted = classify(&log);
         let read = LogRead {
             origin: log.origin.clone(),
             failing: log.failures.iter().map(|f| f.name.clone()).collect(),
             unreadable,
+            class: sorted.class,
+            why: sorted.why,
+            earlier,
         };
         self.log = Some(log);
         Ok(read)
+    }
+
+    /// The configured run-log source, when there is one.
+    fn source(&self) -> Option<Result<runlog::Source>> {
+        let settings = self.deps.healing.settings.run_log_source.as_ref()?;
+        Some(runlog::Source::from_settings(settings))
+    }
+
+    /// Asks the scheduler (or the retry command) to re-run the failed run,
+    /// within the schedule's budget; the claim in the store makes it once.
+    async fn retry(&mut self) -> Result<RetryAnswer> {
+        let (deps, start) = (self.deps, self.start);
+        let retries = &deps.healing.settings.retries;
+        let budget = retries.budget.for_schedule(&start.schedule);
+        if budget == 0 {
+            return Ok(RetryAnswer::Off);
+        }
+        let source = match self.source() {
+            Some(Ok(source)) if source.can_retry() => Some(source),
+            Some(Err(e)) => {
+                let why = deps.redactor.redact(&format!("{e:#}"));
+                return Ok(RetryAnswer::Refused(why));
+            }
+            _ => None,
+        };
+        if source.is_none() && retries.command.is_none() {
+            return Ok(RetryAnswer::NoWay);
+        }
+        let claim =
+            deps.store
+                .claim_retry(&start.schedule, &start.run_id, start.session_id.0, budget)?;
+        let (id, attempt) = match claim {
+            RetryClaim::Granted { id, attempt, .. } => (id, attempt),
+            RetryClaim::Spent { root, used } => return Ok(RetryAnswer::Spent { root, used }),
+            RetryClaim::AlreadyAsked {
+                attempt, run_id, ..
+            } => return Ok(RetryAnswer::AlreadyAsked { attempt, run_id }),
+        };
+        let asked = match (&source, &retries.command) {
+            (Some(source), _) => source
+                .retry(&start.run_id)
+                .await
+                .map(|run| (source.scheduler().to_string(), Some(run))),
+            (None, Some(command)) => run_retry_command(command, &start.schedule, &start.run_id)
+                .await
+                .map(|()| ("the retry command".to_string(), None)),
+            (None, None) => unreachable!("checked above"),
+        };
+        match asked {
+            Ok((by, run_id)) => {
+                if let Some(run) = &run_id {
+                    deps.store.set_retry_run(id, run)?;
+                }
+                Ok(RetryAnswer::Started {
+                    by,
+                    run_id,
+                    attempt,
+                    budget,
+                })
+            }
+            Err(e) => {
+                deps.store.release_retry(id)?;
+                Ok(RetryAnswer::Refused(
+                    deps.redactor.redact(&format!("{e:#}")),
+                ))
+            }
+        }
+    }
+
+    /// The re-run's state, as its scheduler reports it.
+    async fn rerun_state(&self, run_id: &str) -> Result<RerunState, String> {
+        let redact = |e: anyhow::Error| self.deps.redactor.redact(&format!("{e:#}"));
+        let source = self
+            .source()
+            .ok_or_else(|| "no run-log source is configured".to_string())?
+            .map_err(redact)?;
+        Ok(match source.run_state(run_id).await.map_err(redact)? {
+            RunState::InProgress => RerunState::Running,
+            RunState::Passed => RerunState::Passed,
+            RunState::Failed(word) => RerunState::Failed(word),
+        })
+    }
+
+    /// The schedule passed again in `run_id`: every thread of its open
+    /// failures hears it (in the terminal, this session's does).
+    async fn close_passed(&self, run_id: &str) -> Result<()> {
+        let (deps, start) = (self.deps, self.start);
+        match &deps.sink {
+            Sink::Slack(web) => {
+                let closer = Closer {
+                    store: &deps.store,
+                    web,
+                    forge: &deps.healing.forge,
+                    redactor: &deps.redactor,
+                };
+                closer.schedule_passed(&start.schedule, run_id).await?;
+            }
+            Sink::Terminal(_) => {
+                deps.store.resolve_failures(&start.schedule, run_id)?;
+                let line = render::passed_again(&start.schedule, run_id);
+                self.post(&Message::Bot(line)).await;
+            }
+        }
+        Ok(())
     }
 
     /// The open pull request an earlier session opened for the same error.
@@ -941,4 +1087,31 @@ mod tests {
         assert_eq!(signature_in(body), Some("d1296dccbe5463ad".to_string()));
         assert_eq!(signature_in("no marker"), None);
     }
+}
+
+/// Runs the configured retry command for a schedule fed by `selfheal notify`
+/// (`sh -c`, with `SELFHEAL_SCHEDULE` and `SELFHEAL_RUN_ID` set and nothing
+/// else of selfheal's environment: no token reaches it).
+async fn run_retry_command(command: &str, schedule: &str, run_id: &str) -> Result<()> {
+    let mut child = tokio::process::Command::new("sh");
+    child
+        .arg("-c")
+        .arg(command)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", std::env::var_os("HOME").unwrap_or_default())
+        .env("SELFHEAL_SCHEDULE", schedule)
+        .env("SELFHEAL_RUN_ID", run_id)
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true);
+    let out = tokio::time::timeout(RETRY_COMMAND_LIMIT, child.output())
+        .await
+        .context("the retry command ran past its minute")?
+        .context("could not start the retry command")?;
+    if out.status.success() {
+        return Ok(());
+    }
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let last = stderr.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("");
+    anyhow::bail!("the retry command failed ({}): {last}", out.status)
 }

@@ -20,8 +20,12 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use crate::agent::protocol::truncate;
-use crate::domain::{AgentEvent, Ending, EventKind, Outcome, Progress, Status};
+use crate::domain::{AgentEvent, Ending, EventKind, FailureClass, Outcome, Progress, Status};
 
+/// How long a re-run is followed before the session stops waiting for it.
+const RERUN_WAIT: Duration = Duration::from_secs(3 * 3600);
+/// How many failed reads of a re-run's state in a row end the wait.
+const RERUN_UNREADABLE: u32 = 5;
 /// How many recent lines the progress message shows.
 const RECENT_LINES: usize = 12;
 /// How many stderr lines are kept to explain a crash.
@@ -89,6 +93,16 @@ pub enum Step {
     Push(String),
     /// Open the pull request: [`Input::PrOpened`].
     OpenPr(PrDraft),
+    /// Ask the scheduler to re-run the failed run, within the retry budget:
+    /// [`Input::Retry`].
+    Retry,
+    /// Wait a poll interval, then ask for the re-run's state: [`Input::Rerun`]
+    /// (or [`Input::Stop`]).
+    PollRerun(String),
+    /// The schedule passed again in this run: close the loop in every thread
+    /// of its failures (the recovery line, the healing reply edited, an open
+    /// pull request told): [`Input::LoopClosed`].
+    ClosePassed(String),
 }
 
 /// The session's branch in the clone.
@@ -146,6 +160,46 @@ pub enum Input {
     /// The pull request's URL; Ok(None) when the forge gives no link (a plain
     /// remote); Err when the forge refused it.
     PrOpened(Result<Option<String>, String>),
+    /// What asking for a re-run came to.
+    Retry(RetryAnswer),
+    /// The re-run's state, or why it could not be read.
+    Rerun(Result<RerunState, String>),
+    /// The loop is closed.
+    LoopClosed,
+}
+
+/// What asking the scheduler for a re-run came to.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RetryAnswer {
+    /// `by` (the scheduler, or the retry command) re-runs it, as `run_id`
+    /// when it says; attempt `attempt` of a budget of `budget`.
+    Started {
+        by: String,
+        run_id: Option<String>,
+        attempt: u32,
+        budget: u32,
+    },
+    /// A re-run of this failure was asked for already (before a restart);
+    /// `run_id` is that re-run, when known.
+    AlreadyAsked { attempt: u32, run_id: Option<String> },
+    /// The budget is spent: run `root` was re-run `used` times already.
+    Spent { root: String, used: u32 },
+    /// Re-runs are off for the schedule.
+    Off,
+    /// Nothing can re-run it: the run-log source has no retry API and no
+    /// retry command is configured.
+    NoWay,
+    /// The scheduler refused, or could not be asked.
+    Refused(String),
+}
+
+/// A re-run's state, as its scheduler reports it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RerunState {
+    Running,
+    Passed,
+    /// It failed too; the scheduler's word for it (`FAILED`, `Error`).
+    Failed(String),
 }
 
 /// What reading the run log found.
@@ -157,6 +211,22 @@ pub struct LogRead {
     pub failing: Vec<String>,
     /// Why the configured source could not be read (the notification was read instead).
     pub unreadable: Option<String>,
+    /// What kind of failure it is, which decides the session's path.
+    pub class: FailureClass,
+    /// Why, in one line quoting the evidence.
+    pub why: String,
+    /// The latest earlier failure with the same error, if any.
+    pub earlier: Option<Earlier>,
+}
+
+/// An earlier failure with the same error.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Earlier {
+    pub run_id: String,
+    /// Its healing thread.
+    pub channel: String,
+    pub thread_ts: String,
+    pub pr_url: Option<String>,
 }
 
 /// dbt is prepared.
@@ -232,6 +302,10 @@ pub enum Message {
     Milestone(String),
     /// The agent reported its pull request.
     PrFound(String),
+    /// What kind of failure this is, and why.
+    Sorted { class: FailureClass, why: String },
+    /// The same error happened before.
+    Recurrence(Earlier),
     /// The session is over: the pull request, or why there is none.
     Final {
         ending: Ending,
@@ -277,6 +351,9 @@ enum Phase {
         agent: Agent,
         then: AfterAgent,
     },
+    /// A transient failure: the scheduler is asked for a re-run, then the
+    /// re-run is followed until it ends.
+    Retrying(Rerun),
     /// The bot's work after the agent, on the agent's ending.
     Finishing {
         agent: Ending,
@@ -296,11 +373,27 @@ enum Prep {
     Agent(AfterAgent),
 }
 
+/// Where a re-run stands.
+#[derive(Debug, Clone, PartialEq)]
+enum Rerun {
+    Asking,
+    Following {
+        run_id: String,
+        since: Instant,
+        /// Reads of its state that failed in a row.
+        unreadable: u32,
+    },
+    Closing(String),
+}
+
 /// What follows the agent's exit.
 #[derive(Debug, Clone, PartialEq)]
 enum AfterAgent {
     /// Its verdict is the session's ending.
     Verdict,
+    /// A data failure: the agent diagnoses, whatever it changed, and nothing
+    /// is proposed.
+    Diagnose,
     /// The bot verifies (as planned) and proposes its change.
     Finish(Verification),
 }
@@ -336,6 +429,8 @@ pub struct Machine {
     dirty: bool,
     last_edit: Option<Instant>,
     phase: Phase,
+    /// What kind of failure it is, once the run log is read.
+    class: Option<FailureClass>,
 }
 
 impl Machine {
@@ -351,6 +446,7 @@ impl Machine {
             dirty: false,
             last_edit: None,
             phase: Phase::Waiting,
+            class: None,
         }
     }
 
@@ -471,11 +567,71 @@ impl Machine {
                     &self.brief.run_id,
                     read.failing.first().map(String::as_str),
                 );
-                fx.push(match self.brief.purpose {
-                    // A follow-up builds on its own pull request on purpose.
-                    Purpose::FollowUp { .. } => self.prepare(),
-                    Purpose::Heal => self.go(Phase::Preparing(Prep::OpenPr), Step::FindOpenPr),
-                });
+                if let Purpose::FollowUp { .. } = self.brief.purpose {
+                    // A follow-up builds on its own pull request on purpose:
+                    // people asked for it, whatever the failure's kind.
+                    fx.push(self.prepare());
+                    return fx;
+                }
+                self.class = Some(read.class);
+                fx.push(Effect::Post(Message::Sorted {
+                    class: read.class,
+                    why: read.why.clone(),
+                }));
+                fx.extend(self.note(format!("sorted as {}: {}", read.class.label(), read.why)));
+                if let Some(earlier) = read.earlier {
+                    fx.push(Effect::Post(Message::Recurrence(earlier)));
+                }
+                match read.class {
+                    FailureClass::Code => {
+                        fx.push(self.go(Phase::Preparing(Prep::OpenPr), Step::FindOpenPr));
+                    }
+                    // Nothing will be proposed, so there is no duplicate to look for.
+                    FailureClass::Data => fx.push(self.prepare()),
+                    FailureClass::Transient => {
+                        fx.push(self.go(Phase::Retrying(Rerun::Asking), Step::Retry));
+                    }
+                    FailureClass::Setup => fx.extend(self.finish(Ending::for_people(&read.why), None)),
+                }
+            }
+            (Phase::Retrying(Rerun::Asking), Input::Retry(answer)) => {
+                fx.extend(self.retry_answered(answer, now));
+            }
+            (
+                Phase::Retrying(Rerun::Following {
+                    run_id,
+                    since,
+                    unreadable,
+                }),
+                Input::Rerun(state),
+            ) => match state {
+                Ok(RerunState::Passed) => {
+                    fx.push(self.go(
+                        Phase::Retrying(Rerun::Closing(run_id.clone())),
+                        Step::ClosePassed(run_id),
+                    ));
+                }
+                Ok(RerunState::Failed(word)) => {
+                    fx.extend(self.finish(Ending::rerun_failed(&run_id, &word), None));
+                }
+                Err(why) if unreadable + 1 >= RERUN_UNREADABLE => {
+                    fx.extend(self.finish(Ending::rerun_unknown(&run_id, &why), None));
+                }
+                _ if now.saturating_duration_since(since) >= RERUN_WAIT => {
+                    fx.extend(self.finish(Ending::rerun_still_running(&run_id, RERUN_WAIT), None));
+                }
+                state => {
+                    let unreadable = if state.is_err() { unreadable + 1 } else { 0 };
+                    let next = Phase::Retrying(Rerun::Following {
+                        run_id: run_id.clone(),
+                        since,
+                        unreadable,
+                    });
+                    fx.push(self.go(next, Step::PollRerun(run_id)));
+                }
+            },
+            (Phase::Retrying(Rerun::Closing(run_id)), Input::LoopClosed) => {
+                fx.extend(self.finish(Ending::rerun_passed(&run_id), None));
             }
             (Phase::Preparing(Prep::OpenPr), Input::OpenPr(found)) => match found {
                 Some(pr) => fx.extend(self.finish(Ending::duplicate(&pr), Some(pr))),
@@ -498,7 +654,10 @@ impl Machine {
                         verification.place
                     )));
                 }
-                let then = AfterAgent::Finish(verification);
+                let then = match self.class {
+                    Some(FailureClass::Data) => AfterAgent::Diagnose,
+                    _ => AfterAgent::Finish(verification),
+                };
                 fx.push(self.go(Phase::Preparing(Prep::Agent(then)), Step::StartAgent));
             }
             (Phase::Preparing(Prep::Dbt), Input::DbtPrepared(Err(why))) => {
@@ -685,16 +844,97 @@ impl Machine {
                 };
                 self.go(Phase::Preparing(Prep::Clone), Step::PrepareClone(branch))
             }
-            Workflow::AgentAlone => self.go(
-                Phase::Preparing(Prep::Agent(AfterAgent::Verdict)),
-                Step::StartAgent,
-            ),
+            Workflow::AgentAlone => {
+                let then = match self.class {
+                    Some(FailureClass::Data) => AfterAgent::Diagnose,
+                    _ => AfterAgent::Verdict,
+                };
+                self.go(Phase::Preparing(Prep::Agent(then)), Step::StartAgent)
+            }
         }
     }
 
     fn go(&mut self, phase: Phase, step: Step) -> Effect {
         self.phase = phase;
         Effect::Do(step)
+    }
+
+    /// What the scheduler's answer to a re-run request means for the session.
+    fn retry_answered(&mut self, answer: RetryAnswer, now: Instant) -> Vec<Effect> {
+        let schedule = self.brief.schedule.clone();
+        let mut fx = vec![];
+        let follow = |run_id: String| {
+            (
+                Phase::Retrying(Rerun::Following {
+                    run_id: run_id.clone(),
+                    since: now,
+                    unreadable: 0,
+                }),
+                Step::PollRerun(run_id),
+            )
+        };
+        match answer {
+            RetryAnswer::Started {
+                by,
+                run_id: Some(run_id),
+                attempt,
+                budget,
+            } => {
+                fx.extend(self.bot_milestone(format!(
+                    "🔁 Asked {by} to re-run the failed part, with no agent and no pull request (re-run {attempt} of {budget}): run {run_id}. Its result comes here."
+                )));
+                let (phase, step) = follow(run_id);
+                fx.push(self.go(phase, step));
+            }
+            RetryAnswer::Started {
+                by,
+                run_id: None,
+                attempt,
+                budget,
+            } => {
+                fx.extend(self.bot_milestone(format!(
+                    "🔁 Ran {by} (re-run {attempt} of {budget}); this thread hears when {schedule} passes again."
+                )));
+                fx.extend(self.finish(Ending::rerun_asked(&by), None));
+            }
+            RetryAnswer::AlreadyAsked {
+                run_id: Some(run_id),
+                ..
+            } => {
+                fx.extend(self.note(format!("a re-run was asked for already: following run {run_id}")));
+                let (phase, step) = follow(run_id);
+                fx.push(self.go(phase, step));
+            }
+            RetryAnswer::AlreadyAsked { run_id: None, .. } => {
+                fx.extend(self.finish(Ending::rerun_asked("the retry command"), None));
+            }
+            RetryAnswer::Spent { root, used } => {
+                fx.extend(self.finish(Ending::retries_spent(&root, used), None));
+            }
+            RetryAnswer::Off => {
+                fx.extend(self.finish(Ending::rerun_by_hand(&format!("re-runs are off for {schedule}")), None));
+            }
+            RetryAnswer::NoWay => {
+                let why = "selfheal cannot re-run this scheduler's runs (no retry API and no SELFHEAL_RETRY_COMMAND)";
+                fx.extend(self.finish(Ending::rerun_by_hand(why), None));
+            }
+            RetryAnswer::Refused(why) => {
+                let why = format!("asking for a re-run failed: {why}");
+                fx.extend(self.finish(Ending::rerun_by_hand(&why), None));
+            }
+        }
+        fx
+    }
+
+    /// True while the agent of a data failure runs: it diagnoses only.
+    fn diagnosing(&self) -> bool {
+        matches!(
+            &self.phase,
+            Phase::Running {
+                then: AfterAgent::Diagnose,
+                ..
+            } | Phase::Preparing(Prep::Agent(AfterAgent::Diagnose))
+        )
     }
 
     fn followup_pr(&self) -> Option<&str> {
@@ -724,6 +964,13 @@ impl Machine {
                 fx.push(Effect::Record {
                     kind: EventKind::Milestone,
                     text,
+                });
+            }
+            AgentEvent::Pr(url) if self.diagnosing() => {
+                // A data failure is diagnosed only: no pull request is shown as its outcome.
+                fx.push(Effect::Record {
+                    kind: EventKind::Note,
+                    text: format!("ignored a pull request reported for a data failure: {url}"),
                 });
             }
             AgentEvent::Pr(url) => {
@@ -773,8 +1020,10 @@ impl Machine {
             return vec![];
         };
         let ending = self.ending_on_exit(agent, then, code);
-        let AfterAgent::Finish(verification) = then.clone() else {
-            return self.finish(ending, None);
+        let verification = match then.clone() {
+            AfterAgent::Finish(verification) => verification,
+            AfterAgent::Verdict => return self.finish(ending, None),
+            AfterAgent::Diagnose => return self.finish(ending.diagnosis_only(), None),
         };
         let mut fx = vec![Effect::Record {
             kind: EventKind::AgentEnd,

@@ -69,6 +69,8 @@ fn outcome_words(status: Status) -> &'static str {
         Status::Interrupted => "interrupted",
         Status::Duplicate => "an open PR already addressed it",
         Status::Stopped => "stopped by a person",
+        Status::Retried => "a transient failure, re-run by the scheduler",
+        Status::NeedsPeople => "left to people (permissions, configuration, or re-runs spent)",
         Status::Claimed | Status::Running => "still running",
     }
 }

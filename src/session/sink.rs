@@ -102,6 +102,10 @@ impl Sink {
             Message::Bot(text) => render::escape(text),
             Message::Milestone(text) => render::milestone(text),
             Message::PrFound(url) => render::pr_found(url),
+            Message::Sorted { class, why } => render::sorted(*class, why),
+            Message::Recurrence(e) => {
+                render::recurrence(&e.run_id, &e.channel, &e.thread_ts, e.pr_url.as_deref())
+            }
             Message::Final { ending, pr_url } => {
                 render::final_message(run_id, ending, pr_url.as_deref())
             }

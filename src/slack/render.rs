@@ -6,7 +6,7 @@
 
 use serde_json::{json, Value};
 
-use crate::domain::{Ending, Progress, SessionId, Status};
+use crate::domain::{Ending, FailureClass, Progress, SessionId, Status};
 
 /// The healing reply, byte for byte as Paradime posts it.
 pub const HEALING_REPLY: &str = "🦖 Self-healing enabled — starting healing session...";
@@ -133,6 +133,8 @@ pub fn final_message(run_id: &str, ending: &Ending, pr_url: Option<&str>) -> Str
             text
         }
         (Status::Fixed, None) => format!("✅ Fix for run `{run}` is verified: {summary}"),
+        (Status::Retried, _) => format!("🔁 Run `{run}`: {summary}"),
+        (Status::NeedsPeople, _) => format!("🙋 Run `{run}` needs a person: {summary}"),
         (status, _) => {
             let reason = if summary.is_empty() {
                 "the agent gave no reason".to_string()
@@ -279,6 +281,82 @@ pub fn pr_found(url: &str) -> String {
     format!("🔗 Pull request opened: {}", escape(url))
 }
 
+/// What kind of failure the run log shows, and why: the session's path.
+pub fn sorted(class: FailureClass, why: &str) -> String {
+    let (icon, path) = match class {
+        FailureClass::Transient => ("🌩️", "no agent: the scheduler is asked to re-run it"),
+        FailureClass::Code => ("🛠️", "an agent fixes the code"),
+        FailureClass::Data => ("🧪", "diagnosed only: a failing test is never edited to pass"),
+        FailureClass::Setup => ("🔐", "no agent: this is for people"),
+    };
+    format!("{icon} Sorted as *{}* ({path}): {}", class.label(), escape(why))
+}
+
+/// The same error happened before, in another thread.
+pub fn recurrence(run_id: &str, channel: &str, thread_ts: &str, pr_url: Option<&str>) -> String {
+    let thread = archive_link(channel, thread_ts, "its thread");
+    let mut text = format!(
+        "🔁 This error happened before, in run `{}` ({thread})",
+        escape(run_id)
+    );
+    if let Some(pr) = pr_url {
+        text.push_str(&format!(", pull request {}", escape(pr)));
+    }
+    text.push('.');
+    text
+}
+
+/// A link to a message built from its channel and ts, as Slack's permalinks
+/// are shaped (`https://slack.com/archives/C…/p16…`); Slack redirects it to
+/// the workspace. Junk ids give the label alone.
+pub fn archive_link(channel: &str, ts: &str, label: &str) -> String {
+    let ok = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '.');
+    if !ok(channel) || !ok(ts) {
+        return escape(label);
+    }
+    format!(
+        "<https://slack.com/archives/{channel}/p{}|{}>",
+        ts.replace('.', ""),
+        escape(label)
+    )
+}
+
+/// Closes the loop in a healing thread: the schedule passed again.
+pub fn passed_again(schedule: &str, run_id: &str) -> String {
+    format!("✅ {} passed again (run {})", escape(schedule), escape(run_id))
+}
+
+/// The healing reply, edited once the schedule passed again.
+pub fn resolved_reply(schedule: &str, run_id: &str) -> String {
+    format!(
+        "🦖 Self-healing enabled — ✅ resolved: {} passed again (run {})",
+        escape(schedule),
+        escape(run_id)
+    )
+}
+
+/// Said in the thread when the schedule recovered while the session's pull
+/// request is still open.
+pub fn pr_left_open(schedule: &str, pr_url: &str) -> String {
+    format!(
+        "📝 {} passed without {}, which is still open: I said so on the pull request. Merge it if the change is still wanted, or close it.",
+        escape(schedule),
+        escape(pr_url)
+    )
+}
+
+/// The comment on a selfheal pull request the schedule recovered without (Markdown).
+pub fn pr_recovered_comment(schedule: &str, run_id: &str, thread: Option<&str>) -> String {
+    let mut text = format!(
+        "`{schedule}` passed again in run {run_id} without this change. It may still be worth merging if it fixes the cause; otherwise close it."
+    );
+    if let Some(link) = thread {
+        text.push_str(&format!("\n\nSlack thread: {link}"));
+    }
+    text.push_str("\n\n_selfheal_");
+    text
+}
+
 /// Posted in the thread of a session that was running when selfheal stopped or crashed.
 pub fn interrupted(run_id: &str, why: &str) -> String {
     format!(
@@ -316,6 +394,8 @@ fn icon(status: Status) -> &'static str {
         Status::Interrupted => "🛑",
         Status::Duplicate => "🔁",
         Status::Stopped => "✋",
+        Status::Retried => "🔁",
+        Status::NeedsPeople => "🙋",
         Status::Failed | Status::Claimed | Status::Running => "❌",
     }
 }
@@ -329,6 +409,8 @@ fn status_words(status: Status) -> &'static str {
         Status::Interrupted => "interrupted",
         Status::Duplicate => "already addressed",
         Status::Stopped => "stopped",
+        Status::Retried => "re-run",
+        Status::NeedsPeople => "needs a person",
         Status::Claimed | Status::Running => "running",
     }
 }

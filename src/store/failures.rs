@@ -6,7 +6,7 @@ use anyhow::Result;
 use chrono::{DateTime, Utc};
 use rusqlite::{params, OptionalExtension, Transaction};
 
-use super::{all, now, Store};
+use super::{all, now, SessionRow, Store};
 use crate::recognize::Failure;
 
 /// A failure seen lately, for finishing the decisions a crash cut short.
@@ -15,6 +15,14 @@ pub struct RecentFailure {
     pub failure: Failure,
     /// Whether a session was claimed for it.
     pub session_claimed: bool,
+}
+
+/// A failure a passing run resolved.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Resolved {
+    pub failure: Failure,
+    /// The latest session in its thread, when it had one.
+    pub session: Option<SessionRow>,
 }
 
 impl Store {
@@ -116,6 +124,45 @@ impl Store {
                 |r| r.get(0),
             )
         })
+    }
+
+    /// The schedule passed in `run_id`: every failure of it not yet resolved
+    /// is resolved by that run, claimed here once (a second delivery of the
+    /// pass, or another source reporting it, gets nothing back). Returns
+    /// them, oldest first, with the latest session in each one's thread.
+    pub fn resolve_failures(&self, schedule: &str, run_id: &str) -> Result<Vec<Resolved>> {
+        let claimed = self.with_tx("resolving failures", |tx| {
+            let open: Vec<(i64, String, Option<i64>)> = all(
+                tx,
+                "SELECT f.id, f.run_id,
+                        (SELECT s.id FROM sessions s WHERE s.failure_id = f.id AND s.thread_ts != ''
+                         ORDER BY s.id DESC LIMIT 1)
+                 FROM failures f WHERE f.schedule = ?1 AND f.resolved_run IS NULL AND f.run_id != ?2
+                 ORDER BY f.id",
+                params![schedule, run_id],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )?;
+            let at = now();
+            for (id, ..) in &open {
+                tx.execute(
+                    "UPDATE failures SET resolved_run = ?2, resolved_at = ?3 WHERE id = ?1 AND resolved_run IS NULL",
+                    params![id, run_id, at],
+                )?;
+            }
+            Ok(open)
+        })?;
+        claimed
+            .into_iter()
+            .map(|(_, failed_run, session)| {
+                Ok(Resolved {
+                    failure: Failure {
+                        schedule: schedule.to_string(),
+                        run_id: failed_run,
+                    },
+                    session: session.map(|id| self.session(id)).transpose()?,
+                })
+            })
+            .collect()
     }
 
     /// How many failures were recorded (for tests and status).

@@ -16,10 +16,13 @@
 //! block; a second backend would give each concern a second body without
 //! changing a caller.
 //! - `failures.rs`: recognised failures, their sightings per channel, courtesy
-//!   pointers and Slack event ids — the exactly-once claims.
+//!   pointers and Slack event ids — the exactly-once claims — and which
+//!   passing run resolved them.
 //! - `sessions.rs`: healing sessions, from their claim to their outcome.
 //! - `events.rs`: a session's event log (prompt, run log, milestones).
 //! - `exchanges.rs`: what llm agents sent their model and got back.
+//! - `retries.rs`: the re-runs selfheal asked schedulers for, under each
+//!   run's retry budget.
 //! - `controls.rs`: `/selfheal` overrides, the pause switch and the audit log.
 //! - `schema.rs`: the migrations.
 //!
@@ -37,13 +40,15 @@ mod controls;
 mod events;
 mod exchanges;
 mod failures;
+mod retries;
 mod schema;
 mod sessions;
 
 pub use controls::{AuditEntry, Pause, ScheduleOverride};
 pub use events::EventRow;
 pub use exchanges::{Exchange, ExchangeRow};
-pub use failures::RecentFailure;
+pub use failures::{RecentFailure, Resolved};
+pub use retries::RetryClaim;
 pub use sessions::{Claim, SessionRow};
 
 // `Status` is a domain word (the session machine, the renderers and the

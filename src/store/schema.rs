@@ -126,6 +126,29 @@ const MIGRATIONS: &[&str] = &[
     r#"
     UPDATE session_events SET kind = 'guidance' WHERE kind = 'note' AND text LIKE '💬%';
     "#,
+    // 7: closing the loop. The healing reply's ts (edited once the schedule
+    // passes again); which run resolved a failure (claimed once); and the
+    // re-runs selfheal asked a scheduler for, one row per attempt, so the
+    // retry budget of a run holds across its re-runs and restarts.
+    r#"
+    ALTER TABLE sessions ADD COLUMN reply_ts TEXT;
+    ALTER TABLE failures ADD COLUMN resolved_run TEXT;
+    ALTER TABLE failures ADD COLUMN resolved_at TEXT;
+    CREATE INDEX failures_unresolved ON failures(schedule) WHERE resolved_run IS NULL;
+    CREATE TABLE retries (
+        id            INTEGER PRIMARY KEY,
+        schedule      TEXT NOT NULL,
+        root_run_id   TEXT NOT NULL,
+        attempt       INTEGER NOT NULL,
+        failed_run_id TEXT NOT NULL,
+        run_id        TEXT,
+        session_id    INTEGER NOT NULL REFERENCES sessions(id),
+        asked_at      TEXT NOT NULL,
+        UNIQUE (schedule, root_run_id, attempt),
+        UNIQUE (schedule, failed_run_id)
+    );
+    CREATE UNIQUE INDEX retries_by_run ON retries(schedule, run_id) WHERE run_id IS NOT NULL;
+    "#,
 ];
 
 pub fn migrate(conn: &Connection) -> Result<()> {

@@ -158,6 +158,22 @@ impl Store {
         )
     }
 
+    /// The latest earlier session, of another failure, that met the same
+    /// error: a recurrence links to it.
+    pub fn earlier_with_signature(
+        &self,
+        signature: &str,
+        schedule: &str,
+        run_id: &str,
+    ) -> Result<Option<SessionRow>> {
+        self.session_where(
+            "looking up an earlier failure with the same error",
+            "WHERE signature = ?1 AND NOT (schedule = ?2 AND run_id = ?3) AND thread_ts != ''
+             ORDER BY id DESC LIMIT 1",
+            params![signature, schedule, run_id],
+        )
+    }
+
     /// Every session of a thread, oldest first.
     pub fn sessions_in_thread(&self, channel: &str, thread_ts: &str) -> Result<Vec<SessionRow>> {
         self.sessions_where(
@@ -252,6 +268,26 @@ impl Store {
             "UPDATE sessions SET thread_ts = ?2 WHERE id = ?1",
             params![id, ts],
         )
+    }
+
+    /// The ts of the session's healing reply, edited when the schedule passes again.
+    pub fn set_reply_ts(&self, id: i64, ts: &str) -> Result<()> {
+        self.update(
+            "recording the healing reply",
+            "UPDATE sessions SET reply_ts = ?2 WHERE id = ?1",
+            params![id, ts],
+        )
+    }
+
+    /// The ts of the session's healing reply, when it was posted.
+    pub fn reply_ts(&self, id: i64) -> Result<Option<String>> {
+        self.with_conn("looking up the healing reply", |c| {
+            c.query_row(
+                "SELECT reply_ts FROM sessions WHERE id = ?1",
+                params![id],
+                |r| r.get(0),
+            )
+        })
     }
 
     /// Records the failure's error (first line) and signature once the run log is read.

@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod check;
+mod closing;
 mod cli;
 mod commands;
 mod commands_slash;

@@ -16,10 +16,17 @@ fn brief(workflow: Workflow, purpose: Purpose) -> Brief {
 }
 
 fn log(failing: &[&str]) -> Input {
+    sorted_log(failing, FailureClass::Code)
+}
+
+fn sorted_log(failing: &[&str], class: FailureClass) -> Input {
     Input::RunLogRead(LogRead {
         origin: "dir:/runs/42".into(),
         failing: failing.iter().map(|s| s.to_string()).collect(),
         unreadable: None,
+        class,
+        why: "the evidence".into(),
+        earlier: None,
     })
 }
 
@@ -760,4 +767,243 @@ fn branch_names_are_safe_for_git() {
     ] {
         assert_eq!(branch_name(schedule, run), expected);
     }
+}
+
+// ---------------------------------------------------------------------------
+// Sorting the failure: each kind has its own path.
+// ---------------------------------------------------------------------------
+
+/// A heal session past its slot, given a run log of `class`.
+fn sorted(workflow: Workflow, class: FailureClass) -> (Machine, Instant, Vec<Effect>) {
+    let t0 = Instant::now();
+    let mut m = Machine::new(brief(workflow, Purpose::Heal), t0, EDIT);
+    let fx = feed(&mut m, t0, vec![Input::SlotTaken, sorted_log(&["orders"], class)]);
+    (m, t0, fx)
+}
+
+#[test]
+fn each_kind_of_failure_takes_its_own_path_and_the_thread_says_which_and_why() {
+    let cases: &[(FailureClass, Workflow, Option<Step>, Option<Status>)] = &[
+        (FailureClass::Code, Workflow::Clone, Some(Step::FindOpenPr), None),
+        // A data failure proposes nothing, so there is no duplicate to look for.
+        (
+            FailureClass::Data,
+            Workflow::Clone,
+            Some(Step::PrepareClone(Branch::Start(BRANCH.into()))),
+            None,
+        ),
+        (FailureClass::Data, Workflow::AgentAlone, Some(Step::StartAgent), None),
+        (FailureClass::Transient, Workflow::Clone, Some(Step::Retry), None),
+        (FailureClass::Transient, Workflow::AgentAlone, Some(Step::Retry), None),
+        // Permissions and configuration: no agent, a word for people.
+        (FailureClass::Setup, Workflow::Clone, None, Some(Status::NeedsPeople)),
+    ];
+    for (class, workflow, step, status) in cases {
+        let (_, _, fx) = sorted(*workflow, *class);
+        assert!(
+            posts(&fx).contains(&Message::Sorted {
+                class: *class,
+                why: "the evidence".into()
+            }),
+            "{class:?}: {fx:?}"
+        );
+        assert_eq!(steps(&fx).first(), step.as_ref(), "{class:?} {workflow:?}");
+        match status {
+            Some(status) => assert_eq!(ending(&fx).0.status(), *status, "{class:?}"),
+            None => assert!(!fx.iter().any(|e| matches!(e, Effect::Finish { .. }))),
+        }
+    }
+}
+
+#[test]
+fn a_follow_up_is_not_sorted_again() {
+    let t0 = Instant::now();
+    let mut m = Machine::new(
+        brief(Workflow::Clone, Purpose::FollowUp { pr: Some(PR.into()) }),
+        t0,
+        EDIT,
+    );
+    let fx = feed(
+        &mut m,
+        t0,
+        vec![Input::SlotTaken, sorted_log(&["orders"], FailureClass::Transient)],
+    );
+    assert!(!posts(&fx).iter().any(|p| matches!(p, Message::Sorted { .. })));
+    assert_eq!(
+        steps(&fx),
+        [Step::PrepareClone(Branch::Continue(BRANCH.into()))]
+    );
+}
+
+#[test]
+fn a_recurrence_links_the_earlier_thread() {
+    let t0 = Instant::now();
+    let mut m = Machine::new(brief(Workflow::Clone, Purpose::Heal), t0, EDIT);
+    let earlier = Earlier {
+        run_id: "41".into(),
+        channel: "C1".into(),
+        thread_ts: "1.2".into(),
+        pr_url: Some(PR.into()),
+    };
+    let Input::RunLogRead(mut read) = log(&["orders"]) else {
+        unreachable!()
+    };
+    read.earlier = Some(earlier.clone());
+    let fx = feed(&mut m, t0, vec![Input::SlotTaken, Input::RunLogRead(read)]);
+    assert!(posts(&fx).contains(&Message::Recurrence(earlier)));
+}
+
+#[test]
+fn a_data_failure_is_diagnosed_only_whatever_the_agent_changed() {
+    let (mut m, t0, _) = sorted(Workflow::Clone, FailureClass::Data);
+    feed(
+        &mut m,
+        t0,
+        vec![
+            Input::Cloned(Ok("clone".into())),
+            dbt_ready(Depth::Builds),
+            Input::AgentStarted,
+            Input::Agent(Pr(PR.into())),
+        ],
+    );
+    let fx = feed(
+        &mut m,
+        t0,
+        vec![fixed("relaxed the test"), Input::Exited { code: Some(0) }],
+    );
+    // No listing of changes, no verification, no pull request.
+    assert!(steps(&fx).is_empty(), "{fx:?}");
+    let (end, pr) = ending(&fx);
+    assert_eq!(end.status(), Status::NoFix);
+    assert!(end.summary().contains("diagnosed only"), "{}", end.summary());
+    assert_eq!(pr, None);
+}
+
+fn rerun_started(run: Option<&str>) -> Input {
+    Input::Retry(RetryAnswer::Started {
+        by: "Paradime".into(),
+        run_id: run.map(str::to_string),
+        attempt: 1,
+        budget: 1,
+    })
+}
+
+#[test]
+fn a_transient_failure_is_re_run_and_followed_until_the_re_run_ends() {
+    // (answers after the retry, the last step asked for, the ending's status and words)
+    type Case = (Vec<Input>, Option<Step>, Option<(Status, &'static str)>);
+    let poll = || Some(Step::PollRerun("43".into()));
+    let cases: Vec<Case> = vec![
+        (vec![rerun_started(Some("43"))], poll(), None),
+        (
+            vec![rerun_started(Some("43")), Input::Rerun(Ok(RerunState::Running))],
+            poll(),
+            None,
+        ),
+        (
+            vec![rerun_started(Some("43")), Input::Rerun(Ok(RerunState::Passed))],
+            Some(Step::ClosePassed("43".into())),
+            None,
+        ),
+        (
+            vec![
+                rerun_started(Some("43")),
+                Input::Rerun(Ok(RerunState::Passed)),
+                Input::LoopClosed,
+            ],
+            None,
+            Some((Status::Retried, "run 43) passed")),
+        ),
+        (
+            vec![
+                rerun_started(Some("43")),
+                Input::Rerun(Ok(RerunState::Failed("FAILED".into()))),
+            ],
+            None,
+            Some((Status::Retried, "failed too (FAILED)")),
+        ),
+        (
+            vec![rerun_started(None)],
+            None,
+            Some((Status::Retried, "Paradime was asked to re-run it")),
+        ),
+        (
+            vec![Input::Retry(RetryAnswer::AlreadyAsked {
+                attempt: 1,
+                run_id: Some("43".into()),
+            })],
+            poll(),
+            None,
+        ),
+        (
+            vec![Input::Retry(RetryAnswer::Spent {
+                root: "40".into(),
+                used: 1,
+            })],
+            None,
+            Some((Status::NeedsPeople, "run 40 was re-run once already")),
+        ),
+        (
+            vec![Input::Retry(RetryAnswer::Off)],
+            None,
+            Some((Status::NeedsPeople, "re-runs are off for hourly_marts")),
+        ),
+        (
+            vec![Input::Retry(RetryAnswer::NoWay)],
+            None,
+            Some((Status::NeedsPeople, "re-run it (selfheal cannot re-run")),
+        ),
+        (
+            vec![Input::Retry(RetryAnswer::Refused("RETRY_NOT_LATEST_RUN".into()))],
+            None,
+            Some((Status::NeedsPeople, "RETRY_NOT_LATEST_RUN")),
+        ),
+    ];
+    for (answers, last_step, end) in cases {
+        let (mut m, t0, _) = sorted(Workflow::Clone, FailureClass::Transient);
+        let fx = feed(&mut m, t0, answers.clone());
+        assert_eq!(steps(&fx).last(), last_step.as_ref(), "{answers:?}");
+        match end {
+            Some((status, words)) => {
+                let (end, pr) = ending(&fx);
+                assert_eq!(end.status(), status, "{answers:?}");
+                assert!(end.summary().contains(words), "{}", end.summary());
+                assert_eq!(pr, None, "a re-run never has a pull request");
+            }
+            None => assert!(!m.is_over(), "{answers:?}"),
+        }
+        // A transient failure never reaches an agent or the clone.
+        assert!(!steps(&fx).iter().any(|s| matches!(
+            s,
+            Step::StartAgent | Step::PrepareClone(_) | Step::OpenPr(_)
+        )));
+    }
+}
+
+#[test]
+fn following_a_re_run_gives_up_after_unreadable_states_or_too_long() {
+    let (mut m, t0, _) = sorted(Workflow::Clone, FailureClass::Transient);
+    feed(&mut m, t0, vec![rerun_started(Some("43"))]);
+    let unreadable = |n| vec![Input::Rerun(Err("502 from Paradime".into())); n];
+    let fx = feed(&mut m, t0, unreadable(RERUN_UNREADABLE as usize - 1));
+    assert!(!m.is_over(), "{fx:?}");
+    // A good read resets the count.
+    feed(&mut m, t0, vec![Input::Rerun(Ok(RerunState::Running))]);
+    feed(&mut m, t0, unreadable(RERUN_UNREADABLE as usize - 1));
+    assert!(!m.is_over());
+    let fx = feed(&mut m, t0, unreadable(1));
+    assert!(ending(&fx).0.summary().contains("could not be read: 502 from Paradime"));
+
+    let (mut m, t0, _) = sorted(Workflow::Clone, FailureClass::Transient);
+    feed(&mut m, t0, vec![rerun_started(Some("43"))]);
+    let fx = m.handle(Input::Rerun(Ok(RerunState::Running)), t0 + RERUN_WAIT);
+    assert!(ending(&fx).0.summary().contains("still running after"));
+}
+
+#[test]
+fn a_person_can_stop_a_followed_re_run() {
+    let (mut m, t0, _) = sorted(Workflow::Clone, FailureClass::Transient);
+    feed(&mut m, t0, vec![rerun_started(Some("43"))]);
+    let fx = feed(&mut m, t0, vec![Input::Stop { by: "U1".into() }]);
+    assert_eq!(ending(&fx).0.status(), Status::Stopped);
 }
