@@ -260,8 +260,7 @@ fn secret_values(cfg: &Config) -> Vec<String> {
     }
     match &cfg.heal.run_log_source {
         Some(SourceSettings::Paradime(p)) => {
-            values.push(p.api_key.expose().to_string());
-            values.push(p.api_secret.expose().to_string());
+            values.extend(p.auth.secrets().into_iter().map(str::to_string));
         }
         Some(SourceSettings::DbtCloud(d)) => values.push(d.token.expose().to_string()),
         _ => {}

@@ -20,7 +20,10 @@ use super::{
 };
 use crate::domain::Secret;
 use crate::recognize::Override;
-use crate::runlog::{DbtCloudSettings, ParadimeSettings, SourceSettings};
+use crate::runlog::paradime::{COMPANY_TOKEN_PREFIX, WORKSPACE_TOKEN_PREFIX};
+use crate::runlog::{
+    DbtCloudSettings, MissingCredential, ParadimeAuth, ParadimeSettings, SourceSettings,
+};
 
 /// How long shutdown waits for running sessions to record their state.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -504,11 +507,7 @@ fn run_log_source(vars: &Vars) -> Result<Option<SourceSettings>, ConfigError> {
             &SELFHEAL_RUN_LOGS,
             "dir",
         )?)),
-        Some(RunLogKind::Paradime) => Some(SourceSettings::Paradime(ParadimeSettings {
-            endpoint: required(vars, &PARADIME_API_ENDPOINT, "paradime")?,
-            api_key: required(vars, &PARADIME_API_KEY, "paradime")?,
-            api_secret: required(vars, &PARADIME_API_SECRET, "paradime")?,
-        })),
+        Some(RunLogKind::Paradime) => Some(SourceSettings::Paradime(paradime(vars)?)),
         Some(RunLogKind::DbtCloud) => Some(SourceSettings::DbtCloud(DbtCloudSettings {
             token: required(vars, &DBT_CLOUD_API_TOKEN, "dbt_cloud")?,
             account_id: required(vars, &DBT_CLOUD_ACCOUNT_ID, "dbt_cloud")?,
@@ -517,6 +516,29 @@ fn run_log_source(vars: &Vars) -> Result<Option<SourceSettings>, ConfigError> {
         })),
     };
     Ok(source)
+}
+
+/// Paradime's endpoint and credentials, read as Paradime's SDK reads them:
+/// `PARADIME_API_SECRET` holds a legacy secret (then `PARADIME_API_KEY` is
+/// needed) or a token (`prdm_wsp_…`, or `prdm_cmp_…` with
+/// `PARADIME_WORKSPACE_UID`).
+fn paradime(vars: &Vars) -> Result<ParadimeSettings, ConfigError> {
+    let endpoint = required(vars, &PARADIME_API_ENDPOINT, "paradime")?;
+    let secret = required(vars, &PARADIME_API_SECRET, "paradime")?;
+    let key = vars.read(&PARADIME_API_KEY)?;
+    let workspace_uid = vars.read(&PARADIME_WORKSPACE_UID)?;
+    let auth = ParadimeAuth::from_parts(key, secret, workspace_uid).map_err(|missing| match missing {
+        MissingCredential::ApiKey => PARADIME_API_KEY.error(format!(
+            "is required with {}=paradime when {} is a legacy secret (a token starts with {WORKSPACE_TOKEN_PREFIX} or {COMPANY_TOKEN_PREFIX})",
+            SELFHEAL_RUN_LOG_SOURCE.name(),
+            PARADIME_API_SECRET.name(),
+        )),
+        MissingCredential::WorkspaceUid => PARADIME_WORKSPACE_UID.error(format!(
+            "is required when {} is a company token ({COMPANY_TOKEN_PREFIX}…): the uid of the workspace it targets",
+            PARADIME_API_SECRET.name(),
+        )),
+    })?;
+    Ok(ParadimeSettings { endpoint, auth })
 }
 
 /// A setting the run-log source `source` needs.
@@ -856,7 +878,7 @@ schedules:
 
     #[test]
     fn the_run_log_source_is_chosen_and_its_variables_read() {
-        use crate::runlog::{DbtCloudSettings, ParadimeSettings, SourceSettings};
+        use crate::runlog::{DbtCloudSettings, ParadimeAuth, ParadimeSettings, SourceSettings};
         let dir = project(SCHEDULES, AGENT);
         let source = |extra: &[(&str, &str)]| {
             load(&vars(dir.path(), extra))
@@ -883,8 +905,41 @@ schedules:
             ]),
             Some(SourceSettings::Paradime(ParadimeSettings {
                 endpoint: "https://api.paradime.io/api/v1/abc/graphql".into(),
-                api_key: Secret::new("pk_1234"),
-                api_secret: Secret::new("ps_5678"),
+                auth: ParadimeAuth::KeyAndSecret {
+                    key: Secret::new("pk_1234"),
+                    secret: Secret::new("ps_5678"),
+                },
+            }))
+        );
+        // A token goes where the secret goes, as in Paradime's SDK.
+        let endpoint = (
+            "PARADIME_API_ENDPOINT",
+            "https://api.paradime.io/api/v1/abc/graphql",
+        );
+        assert_eq!(
+            source(&[
+                ("SELFHEAL_RUN_LOG_SOURCE", "paradime"),
+                endpoint,
+                ("PARADIME_API_SECRET", "prdm_wsp_abcd"),
+            ]),
+            Some(SourceSettings::Paradime(ParadimeSettings {
+                endpoint: endpoint.1.into(),
+                auth: ParadimeAuth::WorkspaceToken(Secret::new("prdm_wsp_abcd")),
+            }))
+        );
+        assert_eq!(
+            source(&[
+                ("SELFHEAL_RUN_LOG_SOURCE", "paradime"),
+                endpoint,
+                ("PARADIME_API_SECRET", "prdm_cmp_abcd"),
+                ("PARADIME_WORKSPACE_UID", "ws_3f2a"),
+            ]),
+            Some(SourceSettings::Paradime(ParadimeSettings {
+                endpoint: endpoint.1.into(),
+                auth: ParadimeAuth::CompanyToken {
+                    token: Secret::new("prdm_cmp_abcd"),
+                    workspace_uid: "ws_3f2a".into(),
+                },
             }))
         );
         assert_eq!(
@@ -943,6 +998,12 @@ schedules:
             ("PARADIME_API_KEY", "pk_1234"),
             ("PARADIME_API_SECRET", "ps_5678"),
         ];
+        // A company token without the workspace it targets.
+        let company = [
+            ("SELFHEAL_RUN_LOG_SOURCE", "paradime"),
+            ("PARADIME_API_ENDPOINT", "https://api.paradime.io/graphql"),
+            ("PARADIME_API_SECRET", "prdm_cmp_9abc"),
+        ];
         let dbt_cloud = [
             ("SELFHEAL_RUN_LOG_SOURCE", "dbt_cloud"),
             ("DBT_CLOUD_API_TOKEN", "dbtc_abcd"),
@@ -956,6 +1017,8 @@ schedules:
             (&paradime, ("PARADIME_API_ENDPOINT", ""), "PARADIME_API_ENDPOINT: is required with SELFHEAL_RUN_LOG_SOURCE=paradime"),
             (&paradime, ("PARADIME_API_KEY", ""), "PARADIME_API_KEY: is required with SELFHEAL_RUN_LOG_SOURCE=paradime"),
             (&paradime, ("PARADIME_API_SECRET", ""), "PARADIME_API_SECRET: is required with SELFHEAL_RUN_LOG_SOURCE=paradime"),
+            (&company, ("PARADIME_API_KEY", "pk_1234"), "PARADIME_WORKSPACE_UID: is required when PARADIME_API_SECRET is a company token (prdm_cmp_…): the uid of the workspace it targets"),
+            (&company, ("PARADIME_WORKSPACE_UID", "my workspace"), "PARADIME_WORKSPACE_UID: \"my workspace\" is not a workspace uid"),
             (&paradime, ("PARADIME_API_ENDPOINT", "http://api.paradime.io/graphql"), "PARADIME_API_ENDPOINT: refusing plain http for http://api.paradime.io/graphql"),
             (&paradime, ("PARADIME_API_ENDPOINT", "api.paradime.io"), "PARADIME_API_ENDPOINT: 'api.paradime.io' is not a URL"),
             (&dbt_cloud, ("DBT_CLOUD_API_TOKEN", ""), "DBT_CLOUD_API_TOKEN: is required with SELFHEAL_RUN_LOG_SOURCE=dbt_cloud"),
@@ -974,7 +1037,7 @@ schedules:
                 err.starts_with(expected),
                 "\nexpected: {expected}\n     got: {err}"
             );
-            for secret in ["pk_1234", "ps_5678", "dbtc_abcd"] {
+            for secret in ["pk_1234", "ps_5678", "prdm_cmp_9abc", "dbtc_abcd"] {
                 assert!(!err.contains(secret), "{err}");
             }
         }

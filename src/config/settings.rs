@@ -173,8 +173,8 @@ settings! {
     }
     PARADIME_API_KEY: Secret {
         section: Healing,
-        unset: Means("required with `paradime`"),
-        doc: "a Paradime API key",
+        unset: Means("required with `paradime` and a legacy secret"),
+        doc: "a Paradime API key (legacy; not needed with a token)",
         comment: "",
         example: "...",
         parse: secret,
@@ -182,10 +182,18 @@ settings! {
     PARADIME_API_SECRET: Secret {
         section: Healing,
         unset: Means("required with `paradime`"),
-        doc: "the secret of the Paradime API key",
-        comment: "",
+        doc: "the secret of the API key, or an API token in its place as Paradime's SDK takes it: a workspace token (`prdm_wsp_…`) or a company token (`prdm_cmp_…`), told apart by the prefix",
+        comment: "A legacy API secret (with PARADIME_API_KEY), or a bearer token: prdm_wsp_... (workspace) or prdm_cmp_... (company, with PARADIME_WORKSPACE_UID).",
         example: "...",
         parse: secret,
+    }
+    PARADIME_WORKSPACE_UID: String {
+        section: Healing,
+        unset: Means("required with a company token"),
+        doc: "the uid of the workspace a company token (`prdm_cmp_…`) targets, sent as `X-Paradime-Workspace`; other credentials are scoped to their workspace and ignore it",
+        comment: "",
+        example: "<workspace-uid>",
+        parse: header_value,
     }
     DBT_CLOUD_API_URL: String {
         section: Healing,
@@ -592,6 +600,17 @@ fn https_api_url(url: &str) -> Result<String, String> {
     Ok(url)
 }
 
+/// A value sent as an HTTP header: visible characters, no spaces.
+fn header_value(value: &str) -> Result<String, String> {
+    if value.chars().all(|c| c.is_ascii_graphic()) {
+        Ok(value.to_string())
+    } else {
+        Err(format!(
+            "{value:?} is not a workspace uid (visible ASCII characters, no spaces)"
+        ))
+    }
+}
+
 /// dbt Cloud's access URL, without the API path some people copy along.
 fn dbt_cloud_api_url(url: &str) -> Result<String, String> {
     let url = https_api_url(url)?;
@@ -824,6 +843,12 @@ mod tests {
             Ok("\"https://emea.dbt.com\""),
         );
         check(&DBT_CLOUD_API_TOKEN, "Bearer dbtc_1", Ok("Secret(***)"));
+        check(&PARADIME_WORKSPACE_UID, "ws_3f2a", Ok("\"ws_3f2a\""));
+        check(
+            &PARADIME_WORKSPACE_UID,
+            "my workspace",
+            Err("\"my workspace\" is not a workspace uid (visible ASCII characters, no spaces)"),
+        );
         check(
             &DBT_CLOUD_ACCOUNT_ID,
             "0",

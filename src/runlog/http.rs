@@ -1,6 +1,9 @@
 //! The HTTP client the hosted run-log sources share: TLS for real hosts, plain
 //! TCP only for loopback fakes, a timeout on every request, and bounded retries
-//! of 429, 5xx, timeouts and transport errors.
+//! of 429, 5xx, timeouts and transport errors for reads ([`HttpClient::send`]).
+//! A request that starts something (a scheduler's retry of a run) goes through
+//! [`HttpClient::send_mutation`], which repeats only what the server cannot
+//! have acted on.
 //!
 //! It never formats a request header into an error or a log line, and every
 //! text taken from a response is scrubbed of the caller's secrets before it
@@ -9,7 +12,7 @@
 //! Kept private to `runlog` rather than shared with `forge::github`: that
 //! client's retry rules are GitHub's (rate-limit headers, 403s), these are not.
 
-use crate::http::{is_loopback, Transport};
+use crate::http::{is_loopback, unreachable_reason, Transport};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
@@ -111,8 +114,29 @@ impl HttpClient {
 
     /// Sends `call`, retrying 429, 5xx, timeouts and transport errors with
     /// doubling backoff (or the server's `Retry-After`, capped). Any other
-    /// answer, success or not, is returned for the caller to judge.
+    /// answer, success or not, is returned for the caller to judge. For reads:
+    /// asking twice costs nothing.
     pub async fn send(&self, call: &Call<'_>) -> Result<Answer> {
+        self.send_repeating(call, |_| true).await
+    }
+
+    /// Sends `call`, a request that starts something (a run), repeating it
+    /// only when the server cannot have acted on it: a 429 (refused before
+    /// acting) or a connection that was never made (nothing was sent). After a
+    /// 5xx, a timeout or a connection lost mid-request the server may have
+    /// started the run already, and a second request could start a second
+    /// one: the 5xx answer is returned as is, and the error says the request
+    /// was not repeated.
+    pub async fn send_mutation(&self, call: &Call<'_>) -> Result<Answer> {
+        self.send_repeating(call, |why| {
+            matches!(why, Repeat::TooManyRequests | Repeat::NotSent)
+        })
+        .await
+    }
+
+    /// The retry loop of [`HttpClient::send`] and [`HttpClient::send_mutation`]:
+    /// `repeat` says which failures are asked again (while attempts remain).
+    async fn send_repeating(&self, call: &Call<'_>, repeat: fn(Repeat) -> bool) -> Result<Answer> {
         let mut backoff = self.retry.initial_backoff;
         let mut attempt = 0;
         loop {
@@ -120,17 +144,24 @@ impl HttpClient {
             let last = attempt >= self.retry.max_attempts.max(1);
             let (problem, asked) = match self.send_once(call).await {
                 Ok((answer, retry_after)) => {
-                    let s = answer.status.as_u16();
-                    if s != 429 && s < 500 {
-                        return Ok(answer);
-                    }
-                    if last {
+                    let why = match answer.status.as_u16() {
+                        429 => Repeat::TooManyRequests,
+                        s if s >= 500 => Repeat::ServerError,
+                        _ => return Ok(answer),
+                    };
+                    if last || !repeat(why) {
                         return Ok(answer);
                     }
                     (format!("HTTP {}", answer.status), retry_after)
                 }
-                Err(e) if last => return Err(e),
-                Err(e) => (format!("{e:#}"), None),
+                Err(NoAnswer::MaybeSent(e)) if !repeat(Repeat::MaybeSent) => {
+                    return Err(e.context(
+                        "the request may have reached the server, so it was not sent again",
+                    ))
+                }
+                Err(NoAnswer::NotSent(e) | NoAnswer::MaybeSent(e)) if last => return Err(e),
+                Err(NoAnswer::NotSent(e)) if !repeat(Repeat::NotSent) => return Err(e),
+                Err(NoAnswer::NotSent(e) | NoAnswer::MaybeSent(e)) => (format!("{e:#}"), None),
             };
             let wait = asked.unwrap_or(backoff).min(self.retry.max_backoff);
             warn!(url = %call.url, attempt, problem = %problem, wait_ms = wait.as_millis() as u64, "run-log API request failed; retrying");
@@ -139,7 +170,10 @@ impl HttpClient {
         }
     }
 
-    async fn send_once(&self, call: &Call<'_>) -> Result<(Answer, Option<Duration>)> {
+    async fn send_once(
+        &self,
+        call: &Call<'_>,
+    ) -> std::result::Result<(Answer, Option<Duration>), NoAnswer> {
         let mut builder = Request::builder()
             .method(call.method.clone())
             .uri(call.url)
@@ -147,8 +181,11 @@ impl HttpClient {
             .header("accept", "application/json");
         for (name, value, sensitive) in &call.headers {
             // The value is never echoed: it may be a secret.
-            let mut value = HeaderValue::from_str(value)
-                .map_err(|_| anyhow::anyhow!("the {name} header value is not valid in HTTP"))?;
+            let mut value = HeaderValue::from_str(value).map_err(|_| {
+                NoAnswer::NotSent(anyhow::anyhow!(
+                    "the {name} header value is not valid in HTTP"
+                ))
+            })?;
             value.set_sensitive(*sensitive);
             builder = builder.header(*name, value);
         }
@@ -159,14 +196,22 @@ impl HttpClient {
             .body(Full::new(Bytes::from(
                 call.body.clone().unwrap_or_default(),
             )))
-            .context("building the request")?;
+            .context("building the request")
+            .map_err(NoAnswer::NotSent)?;
         let exchange = async {
-            // hyper-util's errors name the host, never headers, so they carry no secret.
-            let response = match &self.transport {
-                Transport::Https(c) => c.request(request).await,
-                Transport::Plain(c) => c.request(request).await,
-            }
-            .map_err(|e| anyhow::anyhow!("sending the request: {e}"))?;
+            // The reason names the host, never headers, so it carries no secret.
+            let response = self.transport.request(request).await.map_err(|e| {
+                let why = anyhow::anyhow!(
+                    "cannot reach {}: {}",
+                    crate::http::host_of(call.url),
+                    unreachable_reason(&e)
+                );
+                if e.is_connect() {
+                    NoAnswer::NotSent(why)
+                } else {
+                    NoAnswer::MaybeSent(why)
+                }
+            })?;
             let (parts, body) = response.into_parts();
             let retry_after = parts
                 .headers
@@ -177,7 +222,7 @@ impl HttpClient {
             let body = Limited::new(body, MAX_BODY_BYTES)
                 .collect()
                 .await
-                .map_err(|e| anyhow::anyhow!("reading the response: {e}"))?
+                .map_err(|e| NoAnswer::MaybeSent(anyhow::anyhow!("reading the response: {e}")))?
                 .to_bytes();
             Ok((
                 Answer {
@@ -189,12 +234,32 @@ impl HttpClient {
         };
         match tokio::time::timeout(self.retry.request_timeout, exchange).await {
             Ok(result) => result,
-            Err(_) => bail!(
+            // The request may have been sent before the time ran out.
+            Err(_) => Err(NoAnswer::MaybeSent(anyhow::anyhow!(
                 "no answer within {}s",
                 self.retry.request_timeout.as_secs_f32()
-            ),
+            ))),
         }
     }
+}
+
+/// Why an attempt is a candidate for repeating.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Repeat {
+    /// HTTP 429: the server refused before acting.
+    TooManyRequests,
+    /// HTTP 5xx: the server may have acted before failing.
+    ServerError,
+    /// No connection was made: nothing was sent.
+    NotSent,
+    /// A timeout or a connection lost mid-request: it may have been received.
+    MaybeSent,
+}
+
+/// An attempt that got no HTTP answer, by whether the request left.
+enum NoAnswer {
+    NotSent(anyhow::Error),
+    MaybeSent(anyhow::Error),
 }
 
 /// `text` with every non-empty secret replaced by `***`.

@@ -5,7 +5,11 @@
 //! Cloud's v2 API ([`dbt_cloud`]) — and every source hands what it found to
 //! the one parser: [`parse`] turns dbt's artifacts and console output into a
 //! [`RunLog`]: the failing nodes, their errors and the failed command, with the
-//! raw text kept at hand. Parsing is pure; only `Source::fetch` does IO.
+//! raw text kept at hand. Parsing is pure; only `Source`'s methods do IO.
+//!
+//! A hosted source also speaks for its scheduler: [`Source::run_state`] asks
+//! how a run stands ([`RunState`]) and [`Source::retry`] asks the scheduler to
+//! re-run a failed run's failed part. A run-log folder can do neither.
 //!
 //! The hosted sources hold their API credentials and send them only in request
 //! headers: no error or log line carries them.
@@ -23,7 +27,7 @@ use anyhow::{Context, Result};
 
 pub use dbt_cloud::{DbtCloud, DbtCloudSettings};
 pub use http::RetryPolicy;
-pub use paradime::{Paradime, ParadimeSettings};
+pub use paradime::{GraphqlError, MissingCredential, Paradime, ParadimeAuth, ParadimeSettings};
 pub use parse::{parse, signature};
 
 /// What kind of failure a node had, as dbt reports it.
@@ -84,13 +88,27 @@ pub enum Source {
     DbtCloud(DbtCloud),
 }
 
+/// A run's state as its scheduler reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunState {
+    /// Queued, starting or running.
+    InProgress,
+    /// Finished, and passed.
+    Passed,
+    /// Finished without passing, in the scheduler's words: Bolt's `FAILED`,
+    /// `ERROR`, `CANCELED` or `SKIPPED`; dbt Cloud's `20 Error` or `30 Cancelled`.
+    Failed(String),
+}
+
 /// Which source to read run logs from, as configured
 /// (`SELFHEAL_RUN_LOG_SOURCE`); plain data, so configuration stays free of IO.
 #[derive(Debug, Clone, PartialEq)]
 pub enum SourceSettings {
     /// `dir`: `SELFHEAL_RUN_LOGS`.
     Dir(PathBuf),
-    /// `paradime`: `PARADIME_API_ENDPOINT`, `PARADIME_API_KEY`, `PARADIME_API_SECRET`.
+    /// `paradime`: `PARADIME_API_ENDPOINT`, `PARADIME_API_SECRET` (a legacy
+    /// secret with `PARADIME_API_KEY`, or a token; a company token with
+    /// `PARADIME_WORKSPACE_UID`).
     Paradime(ParadimeSettings),
     /// `dbt_cloud`: `DBT_CLOUD_API_URL`, `DBT_CLOUD_API_TOKEN`, `DBT_CLOUD_ACCOUNT_ID`.
     DbtCloud(DbtCloudSettings),
@@ -139,6 +157,38 @@ impl Source {
                 Err(e) if format!("{e:#}").contains("has no") => Ok("answers".into()),
                 Err(e) => Err(e),
             },
+        }
+    }
+
+    /// Whether this source can ask its scheduler to re-run a failed run
+    /// (a run-log folder cannot).
+    pub fn can_retry(&self) -> bool {
+        match self {
+            Source::Dir(_) => false,
+            Source::Paradime(_) | Source::DbtCloud(_) => true,
+        }
+    }
+
+    /// Asks the scheduler to re-run the failed part of `run_id`: Bolt's
+    /// `retryBoltRun` (the failed commands), dbt Cloud's retry from the point
+    /// of failure. `Ok` is the new run's id. Errors say why in a sentence fit
+    /// for a Slack thread (the scheduler's refusal and its reason, rejected
+    /// credentials, an unreachable host) and never carry credentials. The
+    /// request is not repeated once the scheduler may have started a run.
+    pub async fn retry(&self, run_id: &str) -> Result<String> {
+        match self {
+            Source::Paradime(p) => p.retry(run_id).await,
+            Source::DbtCloud(c) => c.retry(run_id).await,
+            Source::Dir(_) => anyhow::bail!("a run-log folder cannot re-run a run"),
+        }
+    }
+
+    /// The state of run `run_id`, as its scheduler reports it.
+    pub async fn run_state(&self, run_id: &str) -> Result<RunState> {
+        match self {
+            Source::Paradime(p) => p.run_state(run_id).await,
+            Source::DbtCloud(c) => c.run_state(run_id).await,
+            Source::Dir(_) => anyhow::bail!("a run-log folder cannot report run states"),
         }
     }
 

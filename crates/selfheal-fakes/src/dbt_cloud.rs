@@ -2,9 +2,12 @@
 //! loopback, for tests, the demo and benchmarks.
 //!
 //! Start one with [`FakeDbtCloud::start`], script runs with
-//! [`FakeDbtCloud::add_run`], delay their artifacts with
-//! [`FakeDbtCloud::artifact_ready_after`], point selfheal's `runlog::DbtCloud`
-//! at [`FakeDbtCloud::base_url`], then assert on [`FakeDbtCloud::requests`].
+//! [`FakeDbtCloud::add_run`] (and [`FakeDbtCloud::in_job`]), delay their
+//! artifacts with [`FakeDbtCloud::artifact_ready_after`], say how a retry's
+//! run ends with [`FakeDbtCloud::on_retry`] (or that it is refused, with
+//! [`FakeDbtCloud::refuse_retry`]), point selfheal's `runlog::DbtCloud` at
+//! [`FakeDbtCloud::base_url`], then assert on [`FakeDbtCloud::requests`],
+//! [`FakeDbtCloud::retry_calls`] and [`FakeDbtCloud::retries_of`].
 //!
 //! What it owns: an HTTP listener on `127.0.0.1:0`, scripted runs of one
 //! account in memory, and a record of every request (the `Authorization` value
@@ -13,7 +16,14 @@
 //! What it answers, in dbt Cloud's envelope
 //! `{"status": {"code", "is_success", "user_message", "developer_message"}, "data"}`:
 //! - `GET /api/v2/accounts/{account}/runs/{run}/` — the run, with `run_steps`
-//!   when `include_related` names them;
+//!   when `include_related` names them; each is a status poll of a run a
+//!   retry started (`status` 1 queued, 2 starting, 3 running, then its final
+//!   10, 20 or 30);
+//! - `POST /api/v2/accounts/{account}/runs/{run}/retry/` — a NEW run (in
+//!   `data`), or a 400 whose `status.user_message` names the reason:
+//!   `RETRY_NOT_FAILED_RUN` (its status is not 20), `RETRY_NOT_LATEST_RUN`
+//!   (its job has a later run), `RETRY_NO_RUN_RESULTS` (no
+//!   `run_results.json`), or the reason a test chose;
 //! - `GET /api/v2/accounts/{account}/runs/{run}/artifacts/run_results.json` — the
 //!   raw file, or 404 (`data: null`) until it is "uploaded";
 //! - 401 without `Authorization: Token <token>` (or `Bearer <token>`), 404
@@ -27,6 +37,8 @@ use axum::http::{Method, StatusCode};
 use axum::response::Response;
 use serde_json::{json, Value};
 
+pub use crate::retry::FinalState;
+use crate::retry::{Phase, Progress};
 use crate::server::{
     self, AuthSeen, Credentials, Gate, HttpFake, RecordedRequest, Request, Shared,
 };
@@ -57,12 +69,42 @@ impl FakeStep {
     }
 }
 
+/// Where a run stands.
+enum Status {
+    /// As its steps say: 20 when one errored, else 30 when one was
+    /// cancelled, else 10.
+    Scripted(u8),
+    /// Started by a retry: in progress for some polls, then its final status.
+    Retrying(Progress),
+}
+
 struct Run {
     steps: Vec<FakeStep>,
     run_results: Option<String>,
     /// Artifact requests answered 404 before the file is served.
     not_ready_for: usize,
     artifact_requests: usize,
+    job_id: u64,
+    status: Status,
+    /// The run this one retried.
+    parent: Option<u64>,
+    /// The reason a test chose for refusing a retry of this run.
+    refusal: Option<String>,
+}
+
+impl Run {
+    /// The status code now; `poll` counts a status poll of a retry's run.
+    fn status(&mut self, poll: bool) -> u8 {
+        match &mut self.status {
+            Status::Scripted(code) => *code,
+            Status::Retrying(p) => match if poll { p.poll() } else { p.peek() } {
+                Phase::InProgress { earlier_polls } => (earlier_polls.min(2) + 1) as u8,
+                Phase::Ended(FinalState::Success) => 10,
+                Phase::Ended(FinalState::Failed | FinalState::Error) => 20,
+                Phase::Ended(FinalState::Canceled) => 30,
+            },
+        }
+    }
 }
 
 struct Inner {
@@ -70,6 +112,9 @@ struct Inner {
     gate: Gate<u16>,
     account_id: u64,
     runs: BTreeMap<u64, Run>,
+    /// How the run a retry of a run starts ends: (final state, polls before it).
+    retry_plans: BTreeMap<u64, (FinalState, usize)>,
+    retry_calls: usize,
 }
 
 impl FakeDbtCloud {
@@ -83,6 +128,8 @@ impl FakeDbtCloud {
             gate: Gate::new(credentials),
             account_id,
             runs: BTreeMap::new(),
+            retry_plans: BTreeMap::new(),
+            retry_calls: 0,
         };
         let fake = HttpFake::start("fake dbt Cloud", inner, handle).await?;
         Ok(FakeDbtCloud { fake })
@@ -93,8 +140,17 @@ impl FakeDbtCloud {
         self.fake.base_url()
     }
 
-    /// Scripts run `run_id`; without `run_results` its artifact never appears.
+    /// Scripts run `run_id` of job 1; without `run_results` its artifact
+    /// never appears. Its status follows its steps: 20 (Error) when one
+    /// errored, else 30 (Cancelled) when one was cancelled, else 10 (Success).
     pub fn add_run(&self, run_id: u64, steps: Vec<FakeStep>, run_results: Option<String>) {
+        let code = if steps.iter().any(|s| s.status == "Error") {
+            20
+        } else if steps.iter().any(|s| s.status == "Cancelled") {
+            30
+        } else {
+            10
+        };
         self.lock().runs.insert(
             run_id,
             Run {
@@ -102,8 +158,50 @@ impl FakeDbtCloud {
                 run_results,
                 not_ready_for: 0,
                 artifact_requests: 0,
+                job_id: 1,
+                status: Status::Scripted(code),
+                parent: None,
+                refusal: None,
             },
         );
+    }
+
+    /// Makes run `run_id` a run of job `job_id` (a retry is refused for any
+    /// but the latest run of its job).
+    pub fn in_job(&self, run_id: u64, job_id: u64) {
+        if let Some(run) = self.lock().runs.get_mut(&run_id) {
+            run.job_id = job_id;
+        }
+    }
+
+    /// The run a retry of `run_id` starts is queued, starting, then running
+    /// for `after_polls` status polls, then ends as `ends` for good. Without
+    /// this, it errors again, after one poll.
+    pub fn on_retry(&self, run_id: u64, ends: FinalState, after_polls: usize) {
+        self.lock().retry_plans.insert(run_id, (ends, after_polls));
+    }
+
+    /// Refuses a retry of run `run_id` with `reason` (`RETRY_UNSUPPORTED_CMD`,
+    /// `RETRY_UNSUPPORTED_VERSION`, …) whatever the run is.
+    pub fn refuse_retry(&self, run_id: u64, reason: &str) {
+        if let Some(run) = self.lock().runs.get_mut(&run_id) {
+            run.refusal = Some(reason.to_string());
+        }
+    }
+
+    /// How many retry requests reached an existing run, refused ones included.
+    pub fn retry_calls(&self) -> usize {
+        self.lock().retry_calls
+    }
+
+    /// The runs started by retries of `run_id`, oldest first.
+    pub fn retries_of(&self, run_id: u64) -> Vec<u64> {
+        self.lock()
+            .runs
+            .iter()
+            .filter(|(_, r)| r.parent == Some(run_id))
+            .map(|(id, _)| *id)
+            .collect()
     }
 
     /// The first `n_requests` requests for run `run_id`'s artifacts answer 404,
@@ -155,9 +253,6 @@ async fn handle(State(shared): State<Shared<Inner>>, req: Request) -> Response {
     if auth != AuthSeen::Valid {
         return envelope(StatusCode::UNAUTHORIZED, "Invalid token.", Value::Null);
     }
-    if req.method != Method::GET {
-        return not_found();
-    }
     let uri = &req.uri;
     let account = inner.account_id.to_string();
     let segments: Vec<&str> = uri.path().trim_matches('/').split('/').collect();
@@ -168,23 +263,58 @@ async fn handle(State(shared): State<Shared<Inner>>, req: Request) -> Response {
                 .any(|(k, v)| k == "include_related" && v.contains("run_steps"))
         })
         .unwrap_or(false);
+    let get = req.method == Method::GET;
     match segments.as_slice() {
-        ["api", "v2", "accounts", a, "runs", id] if *a == account => {
+        ["api", "v2", "accounts", a, "runs", id] if *a == account && get => {
+            let account_id = inner.account_id;
             let Some((id, run)) = id
                 .parse::<u64>()
                 .ok()
-                .and_then(|id| inner.runs.get(&id).map(|r| (id, r)))
+                .and_then(|id| inner.runs.get_mut(&id).map(|r| (id, r)))
             else {
                 return not_found();
             };
+            let code = run.status(true);
             envelope(
                 StatusCode::OK,
                 "Success!",
-                run_json(id, &inner, run, include),
+                run_json(id, account_id, run, code, include),
             )
         }
+        ["api", "v2", "accounts", a, "runs", id, "retry"]
+            if *a == account && req.method == Method::POST =>
+        {
+            let Some(id) = id
+                .parse::<u64>()
+                .ok()
+                .filter(|id| inner.runs.contains_key(id))
+            else {
+                return not_found();
+            };
+            inner.retry_calls += 1;
+            match retry(&mut inner, id) {
+                Ok(new) => {
+                    let account_id = inner.account_id;
+                    let run = inner
+                        .runs
+                        .get_mut(&new)
+                        .expect("the retry's run was just added");
+                    let code = run.status(false);
+                    envelope(
+                        StatusCode::OK,
+                        "Success!",
+                        run_json(new, account_id, run, code, true),
+                    )
+                }
+                Err(reason) => envelope(
+                    StatusCode::BAD_REQUEST,
+                    &format!("Run {id} cannot be retried: {reason}"),
+                    Value::Null,
+                ),
+            }
+        }
         ["api", "v2", "accounts", a, "runs", id, "artifacts", "run_results.json"]
-            if *a == account =>
+            if *a == account && get =>
         {
             let Some(run) = id
                 .parse::<u64>()
@@ -219,23 +349,85 @@ fn status_code(humanized: &str) -> u8 {
     }
 }
 
-fn run_json(id: u64, inner: &Inner, run: &Run, include_steps: bool) -> Value {
-    let errored = run.steps.iter().any(|s| s.status == "Error");
-    let humanized = if errored { "Error" } else { "Success" };
+/// Starts the run a retry of run `id` makes, unless dbt Cloud would refuse
+/// it; the new run's id, or the reason code of the refusal.
+fn retry(inner: &mut Inner, id: u64) -> Result<u64, String> {
+    let run = inner.runs.get_mut(&id).expect("the caller found the run");
+    let code = run.status(false);
+    let job_id = run.job_id;
+    let later = inner.runs.range(id + 1..).any(|(_, r)| r.job_id == job_id);
+    let run = &inner.runs[&id];
+    if let Some(reason) = &run.refusal {
+        return Err(reason.clone());
+    }
+    if code != 20 {
+        return Err("RETRY_NOT_FAILED_RUN".into());
+    }
+    if later {
+        return Err("RETRY_NOT_LATEST_RUN".into());
+    }
+    if run.run_results.is_none() {
+        return Err("RETRY_NO_RUN_RESULTS".into());
+    }
+    let (ends, after_polls) = inner
+        .retry_plans
+        .get(&id)
+        .copied()
+        .unwrap_or((FinalState::Error, 1));
+    let steps = run
+        .steps
+        .iter()
+        .map(|s| match ends {
+            FinalState::Success => FakeStep::new(&s.name, "Success", "Completed successfully"),
+            _ => s.clone(),
+        })
+        .collect();
+    let retried = Run {
+        steps,
+        run_results: run.run_results.clone(),
+        not_ready_for: 0,
+        artifact_requests: 0,
+        job_id,
+        status: Status::Retrying(Progress::new(ends, after_polls)),
+        parent: Some(id),
+        refusal: None,
+    };
+    let new = inner.runs.keys().max().copied().unwrap_or(0) + 1;
+    inner.runs.insert(new, retried);
+    Ok(new)
+}
+
+/// dbt Cloud's name of a run status code.
+fn humanized(code: u8) -> &'static str {
+    match code {
+        1 => "Queued",
+        2 => "Starting",
+        3 => "Running",
+        10 => "Success",
+        20 => "Error",
+        30 => "Cancelled",
+        _ => "Unknown",
+    }
+}
+
+fn run_json(id: u64, account_id: u64, run: &Run, code: u8, include_steps: bool) -> Value {
+    let complete = code >= 10;
     let mut data = json!({
         "id": id,
-        "account_id": inner.account_id,
-        "job_definition_id": 1,
-        "status": status_code(humanized),
-        "status_humanized": humanized,
-        "in_progress": false,
-        "is_complete": true,
-        "is_success": !errored,
-        "is_error": errored,
+        "account_id": account_id,
+        "job_definition_id": run.job_id,
+        "job_id": run.job_id,
+        "status": code,
+        "status_humanized": humanized(code),
+        "in_progress": !complete,
+        "is_complete": complete,
+        "is_success": code == 10,
+        "is_error": code == 20,
+        "is_cancelled": code == 30,
         "has_docs_generated": false,
         "has_sources_generated": false,
         "created_at": "2024-05-01 04:20:00.000000+00:00",
-        "finished_at": "2024-05-01 04:21:00.000000+00:00",
+        "finished_at": complete.then_some("2024-05-01 04:21:00.000000+00:00"),
     });
     if include_steps {
         data["run_steps"] = run
@@ -246,7 +438,7 @@ fn run_json(id: u64, inner: &Inner, run: &Run, include_steps: bool) -> Value {
                 json!({
                     "id": id * 100 + i as u64,
                     "run_id": id,
-                    "account_id": inner.account_id,
+                    "account_id": account_id,
                     "index": i + 1,
                     "name": s.name,
                     "status": status_code(&s.status),
@@ -281,4 +473,93 @@ fn not_found() -> Response {
         "The requested resource was not found.",
         Value::Null,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TOKEN: [(&str, &str); 1] = [("authorization", "Token dbtc_t0k")];
+
+    async fn call(fake: &FakeDbtCloud, method: Method, path: &str) -> (u16, Value) {
+        let url = format!("{}/api/v2/accounts/7{path}", fake.base_url());
+        server::send(method, &url, &TOKEN, None).await
+    }
+
+    #[tokio::test]
+    async fn a_retry_is_refused_with_dbt_clouds_reasons_or_starts_a_new_run() {
+        let fake = FakeDbtCloud::start("dbtc_t0k", 7).await.expect("fake");
+        let failed = || {
+            vec![FakeStep::new(
+                "Invoke dbt with `dbt build`",
+                "Error",
+                "boom",
+            )]
+        };
+        let results = || Some("{}".to_string());
+        fake.add_run(1, failed(), results());
+        fake.add_run(2, failed(), results()); // job 1's latest run
+        fake.add_run(
+            3,
+            vec![FakeStep::new(
+                "Invoke dbt with `dbt build`",
+                "Success",
+                "ok",
+            )],
+            results(),
+        );
+        fake.add_run(4, failed(), None);
+        fake.add_run(5, failed(), results());
+        fake.add_run(6, failed(), results());
+        for (run, job) in [(3, 3), (4, 4), (5, 5), (6, 6)] {
+            fake.in_job(run, job);
+        }
+        fake.refuse_retry(5, "RETRY_UNSUPPORTED_VERSION");
+        fake.on_retry(6, FinalState::Success, 3);
+
+        let cases = [
+            (1, "RETRY_NOT_LATEST_RUN"),
+            (3, "RETRY_NOT_FAILED_RUN"),
+            (4, "RETRY_NO_RUN_RESULTS"),
+            (5, "RETRY_UNSUPPORTED_VERSION"),
+        ];
+        for (run, reason) in cases {
+            let (status, body) = call(&fake, Method::POST, &format!("/runs/{run}/retry/")).await;
+            assert_eq!(status, 400, "{body}");
+            assert_eq!(
+                body["status"]["user_message"],
+                format!("Run {run} cannot be retried: {reason}")
+            );
+        }
+        assert_eq!(call(&fake, Method::POST, "/runs/99/retry/").await.0, 404);
+        assert_eq!(fake.retry_calls(), 4, "the unknown run is not counted");
+
+        let (status, body) = call(&fake, Method::POST, "/runs/6/retry/").await;
+        assert_eq!(
+            (status, body["data"]["id"].clone()),
+            (200, json!(7)),
+            "{body}"
+        );
+        assert_eq!(body["data"]["status"], 1);
+        assert_eq!(fake.retries_of(6), [7]);
+        let mut seen = vec![];
+        for _ in 0..5 {
+            let (_, body) = call(&fake, Method::GET, "/runs/7/").await;
+            seen.push((
+                body["data"]["status"].clone(),
+                body["data"]["in_progress"].clone(),
+            ));
+        }
+        let want = [(1, true), (2, true), (3, true), (10, false), (10, false)]
+            .map(|(code, going)| (json!(code), json!(going)));
+        assert_eq!(seen, want);
+        let (_, body) = call(&fake, Method::GET, "/runs/1/").await;
+        assert_eq!(
+            (
+                body["data"]["status"].clone(),
+                body["data"]["status_humanized"].clone()
+            ),
+            (json!(20), json!("Error"))
+        );
+    }
 }

@@ -13,12 +13,15 @@
 //! - [`slack`]: Slack's Web API and Socket Mode.
 //! - [`github`]: GitHub's REST API for pull requests.
 //! - [`llm`]: an OpenAI-compatible chat-completions endpoint replaying scripts.
-//! - [`paradime`]: Paradime's GraphQL API for Bolt runs and their logs.
-//! - [`dbt_cloud`]: dbt Cloud's v2 API for runs and their artifacts.
+//! - [`paradime`]: Paradime's GraphQL API for Bolt runs, their logs and
+//!   retries, in the documents Paradime's SDK sends.
+//! - [`dbt_cloud`]: dbt Cloud's v2 API for runs, their artifacts and retries.
+//! - [`retry`]: what those two share about the runs a retry starts.
 
 pub mod dbt_cloud;
 pub mod github;
 pub mod llm;
 pub mod paradime;
+pub mod retry;
 pub mod server;
 pub mod slack;

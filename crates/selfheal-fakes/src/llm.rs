@@ -368,27 +368,13 @@ mod tests {
     use super::*;
 
     async fn post(fake: &FakeLlm, key: Option<&str>, body: Value) -> (u16, Value) {
-        use axum::body::Bytes;
-        use http_body_util::{BodyExt, Full};
-        use hyper_util::client::legacy::Client;
-        use hyper_util::rt::TokioExecutor;
-        let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new())
-            .build(hyper_util::client::legacy::connect::HttpConnector::new());
-        let mut req = hyper::Request::post(format!("{}/chat/completions", fake.base_url()))
-            .header("content-type", "application/json");
-        if let Some(k) = key {
-            req = req.header("authorization", format!("Bearer {k}"));
-        }
-        let resp = client
-            .request(req.body(Full::new(Bytes::from(body.to_string()))).unwrap())
-            .await
-            .unwrap();
-        let status = resp.status().as_u16();
-        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-        (
-            status,
-            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-        )
+        let bearer = key.map(|k| format!("Bearer {k}"));
+        let headers: Vec<(&str, &str)> = bearer
+            .iter()
+            .map(|b| ("authorization", b.as_str()))
+            .collect();
+        let url = format!("{}/chat/completions", fake.base_url());
+        crate::server::send(axum::http::Method::POST, &url, &headers, Some(body)).await
     }
 
     #[tokio::test]

@@ -257,6 +257,8 @@ pub enum Credentials {
     },
     /// Each of these headers with its value (an API key and its secret).
     Headers(Vec<(&'static str, String)>),
+    /// Any one of these (an API that takes several kinds of credentials).
+    AnyOf(Vec<Credentials>),
 }
 
 impl Credentials {
@@ -300,6 +302,16 @@ impl Credentials {
                         .all(|((_, want), got)| *got == Some(want.as_str())),
                 )
             }
+            Credentials::AnyOf(kinds) => {
+                let seen: Vec<AuthSeen> = kinds.iter().map(|k| k.check(headers)).collect();
+                if seen.contains(&AuthSeen::Valid) {
+                    AuthSeen::Valid
+                } else if seen.iter().all(|s| *s == AuthSeen::Missing) {
+                    AuthSeen::Missing
+                } else {
+                    AuthSeen::Invalid
+                }
+            }
         }
     }
 
@@ -308,6 +320,7 @@ impl Credentials {
         match self {
             Credentials::Authorization { .. } => name == "authorization",
             Credentials::Headers(pairs) => pairs.iter().any(|(n, _)| name == n),
+            Credentials::AnyOf(kinds) => kinds.iter().any(|k| k.carries(name)),
         }
     }
 }
@@ -409,6 +422,39 @@ pub fn status(code: u16) -> StatusCode {
     StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
 }
 
+/// A plain HTTP client for the fakes' own tests: one request, its status
+/// and its body as JSON (`null` when it is not JSON).
+#[cfg(test)]
+pub(crate) async fn send(
+    method: Method,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Option<Value>,
+) -> (u16, Value) {
+    use http_body_util::{BodyExt, Full};
+    use hyper_util::client::legacy::{connect::HttpConnector, Client};
+    let client: Client<_, Full<Bytes>> =
+        Client::builder(hyper_util::rt::TokioExecutor::new()).build(HttpConnector::new());
+    let mut req = axum::http::Request::builder()
+        .method(method)
+        .uri(url)
+        .header("content-type", "application/json");
+    for (name, value) in headers {
+        req = req.header(*name, *value);
+    }
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let resp = client
+        .request(req.body(Full::new(Bytes::from(body))).expect("a request"))
+        .await
+        .expect("an answer");
+    let status = resp.status().as_u16();
+    let bytes = resp.into_body().collect().await.expect("a body").to_bytes();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -431,7 +477,10 @@ mod tests {
             ("x-api-key", "k".into()),
             ("x-api-secret", "s".into()),
         ]);
-        let cases: [(&Credentials, &[(&'static str, &str)], AuthSeen); 9] = [
+        let either = Credentials::AnyOf(vec![keys.clone(), Credentials::bearer("t0k")]);
+        // (the credentials, the headers given, what they are)
+        type Case<'a> = (&'a Credentials, &'a [(&'static str, &'a str)], AuthSeen);
+        let cases: [Case; 13] = [
             (&token, &[], AuthSeen::Missing),
             (&token, &[("authorization", "Token t0k")], AuthSeen::Valid),
             (&token, &[("authorization", "Bearer t0k")], AuthSeen::Valid),
@@ -453,6 +502,14 @@ mod tests {
                 &[("x-api-key", "k"), ("x-api-secret", "x")],
                 AuthSeen::Invalid,
             ),
+            (&either, &[], AuthSeen::Missing),
+            (
+                &either,
+                &[("x-api-key", "k"), ("x-api-secret", "s")],
+                AuthSeen::Valid,
+            ),
+            (&either, &[("authorization", "Bearer t0k")], AuthSeen::Valid),
+            (&either, &[("authorization", "Bearer k")], AuthSeen::Invalid),
         ];
         for (credentials, given, want) in cases {
             assert_eq!(credentials.check(&headers(given)), want, "{given:?}");
