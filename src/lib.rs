@@ -11,6 +11,7 @@
 //! - [`config`]: environment, schedules-as-code and agent definitions → a validated [`config::Config`].
 //! - [`dbt`]: runs the dbt CLI (verification, the doctor's queries).
 //! - [`recognize`]: a Slack message → `Some(Failure)` or `None` (pure).
+//! - [`classify`]: a failed run → transient, code, data or setup, and why (pure).
 //! - [`slack`]: the only module that speaks to Slack (Socket Mode listener, Web API gateway, rendering).
 //! - [`session`]: the healing session — a pure state machine holding its whole lifecycle, the driver that performs its effects, the sinks that render them.
 //! - [`agent`]: agent definitions and runners; the one place that starts one and that knows the agent protocol.

@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 use super::command::{self, CommandSpec, Output, Running};
 use super::llm::{self, LlmSettings};
 use crate::dbt::Dbt;
-use crate::domain::{SessionId, ToolPolicy};
+use crate::domain::{Mission, SessionId, ToolPolicy};
 use crate::redact::Redactor;
 use crate::runlog::RunLog;
 
@@ -119,6 +119,9 @@ pub struct Job<'a> {
     pub project: Option<PathBuf>,
     /// The run log (redacted), when one was read.
     pub log: Option<&'a RunLog>,
+    /// What the agent is sent to do. Only the llm runner tells the difference
+    /// (see [`llm::LlmTask::mission`]); a command or dbt-doctor ignores it.
+    pub mission: Mission,
     /// dbt as the session runs it: isolated, and tagged with the session.
     pub dbt: Dbt,
     /// What points a command agent's own dbt at the isolated place.
@@ -254,6 +257,7 @@ fn start_llm(agent: &AgentDef, job: Job<'_>, settings: &LlmSettings) -> Result<S
         run_log: job.log.cloned(),
         open_prs: job.open_prs,
         tools: agent.tools.clone(),
+        mission: job.mission,
         dbt: job.dbt,
         redactor: job.redactor,
         replies: Some(replies_rx),

@@ -265,8 +265,13 @@ async fn show(project_dir: &Path, dbt: &Dbt, sql: &str, jinja: bool) -> Result<S
 }
 
 /// A test's query, from `dbt compile --select <test>` (its run_results.json
-/// carries the compiled code; the compiled file name may be hashed).
-async fn compile_test(project_dir: &Path, test: &str, dbt: &Dbt) -> Result<String, String> {
+/// carries the compiled code; the compiled file name may be hashed). The llm
+/// runner's data diagnosis gets a test's query the same way.
+pub(crate) async fn compile_test(
+    project_dir: &Path,
+    test: &str,
+    dbt: &Dbt,
+) -> Result<String, String> {
     let args = vec![
         "compile".to_string(),
         "--select".to_string(),

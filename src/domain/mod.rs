@@ -1,6 +1,7 @@
 //! The words every part of selfheal shares: ids, where a session lives, how a
 //! session stands and ends, the kinds of its stored events, what an agent
-//! says, and the plain data the pure core hands to the IO around it.
+//! says, what kind of failure a run had and what an agent is sent to do, and
+//! the plain data the pure core hands to the IO around it.
 //!
 //! It imports nothing from the crate (only std, serde and chrono), so any
 //! module may depend on it and it depends on none; `module_graph_tests`
@@ -8,15 +9,15 @@
 //! nothing for Slack: the sinks do.
 
 mod agent;
-mod class_tmp;
 mod event;
+mod failure;
 mod ids;
 mod secret;
 mod session;
 
 pub use agent::{AgentEvent, Outcome, ToolPolicy};
-pub use class_tmp::{FailureClass, Mission};
 pub use event::EventKind;
+pub use failure::{FailureClass, Mission};
 pub use ids::{Place, SessionId, Thread};
 pub use secret::Secret;
 pub use session::{Ending, FollowUp, PriorAttempt, Progress, Status};

@@ -32,7 +32,7 @@ use crate::agent::{self, llm, AgentDef, Job};
 use crate::config::HealSettings;
 use crate::dbt::isolate::{self, Isolation, Plan};
 use crate::dbt::{deps, error_lines, Dbt};
-use crate::domain::{Ending, EventKind, FollowUp, Place, PriorAttempt, SessionId};
+use crate::domain::{Ending, EventKind, FollowUp, Mission, Place, PriorAttempt, SessionId};
 use crate::forge::{Forge, Opened, PrRequest};
 use crate::redact::Redactor;
 use crate::classify::classify;
@@ -823,6 +823,7 @@ impl<'a> Session<'a> {
             dir: self.dir,
             project: self.project_dir(),
             log: self.log.as_ref(),
+            mission: Mission::Fix,
             dbt: self.dbt(),
             dbt_env: self
                 .isolation

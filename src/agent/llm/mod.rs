@@ -26,9 +26,13 @@
 //! - [`tools`]: the tool definitions and their implementations.
 //! - [`sandbox`]: file tools confined to the project directory.
 //! - [`sql`], [`terminal`], [`prompt`]: pure checks and texts.
+//! - [`data`]: what a data diagnosis ([`Mission::DiagnoseData`]) is shown
+//!   before its first turn: the failing tests' rows and lineage. Such a
+//!   session is offered no tool that edits files.
 
 pub mod client;
 pub mod context;
+pub mod data;
 pub mod finish;
 pub mod prompt;
 pub mod sandbox;
@@ -51,7 +55,7 @@ use tracing::{error, info, warn};
 
 use super::command::Output;
 use crate::dbt::Dbt;
-use crate::domain::{AgentEvent, Outcome, ToolPolicy};
+use crate::domain::{AgentEvent, Mission, Outcome, ToolPolicy};
 use crate::runlog::RunLog;
 use client::{ChatError, Client, Reply, Retry};
 use context::{Window, TOOL_RESULTS_HEADER};
@@ -259,6 +263,9 @@ pub struct LlmTask {
     pub open_prs: Vec<PrInfo>,
     /// Which tools the agent may use.
     pub tools: ToolPolicy,
+    /// What the session is for. A data diagnosis is told to change nothing,
+    /// is shown the failing rows and lineage first, and gets no edit tools.
+    pub mission: Mission,
     /// How to run dbt for queries and builds.
     pub dbt: Dbt,
     /// Scrubs every tool result before the model sees it (files and query
@@ -418,7 +425,12 @@ impl Session {
         let redactor = task.redactor.clone();
         let replies = task.replies;
         let raw_log = task.run_log.as_ref().map(|l| l.raw.clone());
-        let tools = Toolbox::new(sandbox, raw_log, task.open_prs, task.tools, task.dbt);
+        let policy = match task.mission {
+            Mission::Fix => task.tools,
+            Mission::DiagnoseData => tools::without_edits(&task.tools),
+        };
+        let dbt = task.dbt.clone();
+        let tools = Toolbox::new(sandbox, raw_log, task.open_prs, policy, task.dbt);
         let offered = tools.offered();
         let window =
             Window::new(settings.context_window()).with_reply_cap(settings.max_reply_tokens);
@@ -430,12 +442,23 @@ impl Session {
                 max_tokens: settings.max_tokens,
                 timeout_secs: settings.timeout.as_secs(),
                 max_cost: settings.max_cost,
+                mission: task.mission,
             },
         );
         let can_page = offered
             .iter()
             .any(|t| t == "get_run_logs" || t == "get_bolt_run_logs");
-        let first = prompt::first_message(&task.prompt, task.run_log.as_ref(), can_page);
+        let mut first = prompt::first_message(&task.prompt, task.run_log.as_ref(), can_page);
+        if let (Mission::DiagnoseData, Some(log)) = (task.mission, task.run_log.as_ref()) {
+            let _ = tx
+                .send(Output::Event(AgentEvent::Progress(
+                    "🔎 reading the failing tests' rows and lineage".into(),
+                )))
+                .await;
+            let context = data::context(log, &tools, &task.project_dir, &dbt, deadline).await;
+            // Rows are warehouse data: nothing secret reaches the model.
+            first.push_str(&redactor.redact(&context));
+        }
         let mut tool_schemas = tools.schemas();
         tool_schemas.push(finish::schema());
         let known = tools::TOOLS

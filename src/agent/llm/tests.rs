@@ -42,19 +42,30 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-fn fixture(name: &str) -> String {
-    std::fs::read_to_string(repo_root().join("tests/fixtures/dbt/ref_typo").join(name))
+/// The fixture most stories use: orders refs `stg_order`, which does not exist.
+const REF_TYPO: &str = "ref_typo";
+
+fn fixture_of(case: &str, name: &str) -> String {
+    std::fs::read_to_string(repo_root().join("tests/fixtures/dbt").join(case).join(name))
         .expect("fixture")
 }
 
 fn breakage() -> (String, String, String) {
-    let b: Value = serde_json::from_str(&fixture("breakage.json")).expect("breakage json");
+    breakage_of(REF_TYPO)
+}
+
+fn breakage_of(case: &str) -> (String, String, String) {
+    let b: Value = serde_json::from_str(&fixture_of(case, "breakage.json")).expect("breakage json");
     let s = |k: &str| b[k].as_str().expect("breakage field").to_string();
     (s("file"), s("find"), s("replace"))
 }
 
 fn break_project(dir: &Path) {
-    let (file, find, replace) = breakage();
+    break_project_as(dir, REF_TYPO)
+}
+
+fn break_project_as(dir: &Path, case: &str) {
+    let (file, find, replace) = breakage_of(case);
     let path = dir.join(&file);
     let text = std::fs::read_to_string(&path).expect("file to break");
     assert_eq!(text.matches(&find).count(), 1);
@@ -62,14 +73,19 @@ fn break_project(dir: &Path) {
 }
 
 async fn world(console_extra: &str) -> World {
+    world_of(REF_TYPO, console_extra).await
+}
+
+/// The demo project broken like the fixture `case`, with that fixture's run log.
+async fn world_of(case: &str, console_extra: &str) -> World {
     let tmp = tempfile::tempdir().expect("temp dir");
     let dir = tmp.path().join("jaffle_shop");
     copy_dir(&demo_dir(), &dir);
     let outside = tmp.path().join("outside");
     std::fs::create_dir_all(&outside).expect("mkdir");
     std::fs::write(outside.join("secret.txt"), "keep out").expect("write");
-    break_project(&dir);
-    let console = fixture("console.plain.txt") + console_extra;
+    break_project_as(&dir, case);
+    let console = fixture_of(case, "console.plain.txt") + console_extra;
     let log = parse(
         "48213",
         &Artifacts {
@@ -147,6 +163,7 @@ impl World {
                 signature: Some("model.customers|compilation".into()),
             }],
             tools,
+            mission: Mission::Fix,
             dbt,
             redactor: crate::redact::Redactor::default(),
             replies: None,
@@ -1308,4 +1325,82 @@ async fn every_request_and_response_is_stored_redacted() {
         );
     }
     assert!(second.response.contains("The file holds"));
+}
+
+#[tokio::test]
+async fn a_data_diagnosis_starts_from_the_failing_rows_and_lineage_and_cannot_edit() {
+    // Arrange: order 14 of the seed says `delivered`, which the accepted_values
+    // test on stg_orders refuses; real dbt builds it, and its run log is the
+    // session's. The clone is fresh: no manifest.json until the session asks.
+    let mut w = world_of("accepted_values_failure", "").await;
+    let dbt = real_dbt(w._tmp.path());
+    let build = dbt.run(&w.dir, &["build".into()]).await.expect("dbt runs");
+    assert!(!build.success, "the test must fail:\n{}", build.output);
+    w.log = parse(
+        "48213",
+        &Artifacts {
+            console: Some(build.output.clone()),
+            run_results: std::fs::read_to_string(w.dir.join("target/run_results.json")).ok(),
+            command: Some(build.command.clone()),
+            ..Artifacts::default()
+        },
+    );
+    std::fs::remove_dir_all(w.dir.join("target")).expect("a fresh clone has no target");
+    let schema = std::fs::read_to_string(w.dir.join("models/staging/schema.yml")).unwrap();
+    w.fake.script(vec![
+        Scripted::tool(
+            "write_file",
+            json!({"path": "models/staging/schema.yml", "content": "version: 2\n"}),
+        ),
+        finish_call(json!({"status": "no_fix",
+            "root_cause": "order 14 in the raw_orders seed has status `delivered`",
+            "summary": "the owner of the orders load should map `delivered` to `completed`"})),
+    ]);
+    let mut task = w.task(ToolPolicy::All, dbt);
+    task.mission = Mission::DiagnoseData;
+
+    // Act
+    let events = w.run(w.settings(), task).await;
+
+    // Assert: the first request already carries the rule, the rows and the lineage.
+    let requests = w.fake.requests();
+    let first = &requests[0];
+    let tools = offered(first);
+    assert!(
+        !tools
+            .iter()
+            .any(|t| t == "write_file" || t == "apply_patch"),
+        "{tools:?}"
+    );
+    assert!(tools.iter().any(|t| t == "run_sql_query"), "{tools:?}");
+    let system = first["messages"][0]["content"].as_str().unwrap();
+    assert!(
+        system.contains("You must not edit, weaken, disable or delete a test: no `where:` filter"),
+        "{system}"
+    );
+    let user = first["messages"][1]["content"].as_str().unwrap();
+    for needle in [
+        "## accepted_values_stg_orders_status__placed__shipped__completed__return_pending__returned\nOffending rows:\n<query_result",
+        "| delivered ",
+        "Lineage (from `dbt parse` of the clone): it tests model.jaffle_shop.stg_orders (models/staging/stg_orders.sql)",
+        "- parents: seed.jaffle_shop.raw_orders (seeds/raw_orders.csv), source.jaffle_shop.jaffle_raw.raw_orders",
+        "model.jaffle_shop.orders (models/marts/orders.sql)",
+    ] {
+        assert!(user.contains(needle), "missing {needle:?} in:\n{user}");
+    }
+    // The write the model tried was refused, and nothing changed.
+    let refused = &tool_results(&requests[1])[0];
+    assert!(
+        refused.starts_with("ERROR: the tool `write_file` is not allowed"),
+        "{refused}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(w.dir.join("models/staging/schema.yml")).unwrap(),
+        schema
+    );
+    let (outcome, summary) = result(&events);
+    assert_eq!(outcome, Outcome::NoFix, "{summary}");
+    assert!(progress(&events)
+        .iter()
+        .any(|p| p.starts_with("🔎 reading the failing tests")));
 }

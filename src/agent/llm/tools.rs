@@ -176,6 +176,38 @@ pub fn permits(policy: &ToolPolicy, tool: &ToolDef) -> bool {
     }
 }
 
+/// `policy` without any tool that edits files: what a session that must
+/// change nothing (a data diagnosis) may use. Every other tool keeps the
+/// agent's own say.
+pub fn without_edits(policy: &ToolPolicy) -> ToolPolicy {
+    let edits = TOOLS
+        .iter()
+        .filter(|t| t.edits)
+        .flat_map(|t| std::iter::once(t.name).chain(t.aliases.iter().copied()));
+    match policy {
+        ToolPolicy::All => ToolPolicy::Deny(edits.map(str::to_string).collect()),
+        ToolPolicy::Deny(list) => {
+            let mut list = list.clone();
+            list.extend(
+                edits
+                    .map(str::to_string)
+                    .filter(|e| !list.contains(e))
+                    .collect::<Vec<_>>(),
+            );
+            ToolPolicy::Deny(list)
+        }
+        ToolPolicy::Allow(list) => {
+            let edits: Vec<&str> = edits.collect();
+            ToolPolicy::Allow(
+                list.iter()
+                    .filter(|t| !edits.contains(&t.as_str()))
+                    .cloned()
+                    .collect(),
+            )
+        }
+    }
+}
+
 /// The name a tool is offered under: the one the allowlist uses, else its own.
 fn offered_name(policy: &ToolPolicy, tool: &ToolDef) -> &'static str {
     match policy {
@@ -338,6 +370,14 @@ impl Toolbox {
     }
 
     async fn query(&self, sql: &str, limit: u64) -> Result<String, String> {
+        let table = self.query_table(sql, limit).await?;
+        Ok(prompt::quote(QUERY_RESULT, &head(&table, MAX_OUTPUT - 200)))
+    }
+
+    /// What `run_sql_query` runs: one read-only query through `dbt show`,
+    /// redacted; the result table (from dbt's "Previewing" on), unquoted, or
+    /// why there is none.
+    pub async fn query_table(&self, sql: &str, limit: u64) -> Result<String, String> {
         let sql = sql::check_read_only(sql)?;
         let args = vec![
             "show".to_string(),
@@ -363,7 +403,7 @@ impl Toolbox {
             .find("Previewing")
             .map(|i| &output[i..])
             .unwrap_or(&output);
-        Ok(prompt::quote(QUERY_RESULT, &head(table, MAX_OUTPUT - 200)))
+        Ok(table.to_string())
     }
 
     fn pull_requests(&self) -> String {
@@ -552,7 +592,8 @@ fn cap(text: String) -> String {
     )
 }
 
-fn head(text: &str, max: usize) -> String {
+/// The first `max` bytes of `text`, marked when cut.
+pub fn head(text: &str, max: usize) -> String {
     if text.len() <= max {
         return text.to_string();
     }
@@ -729,6 +770,64 @@ mod tests {
         }
         let got = tb.call("run_sql_query", r#"{"sql":"select 1"}"#).await;
         assert!(!got.ok && got.text.contains("is dbt installed"), "{got:?}");
+    }
+
+    #[tokio::test]
+    async fn without_edits_no_edit_tool_is_offered_or_runs_and_reading_stays() {
+        let cases: Vec<(ToolPolicy, ToolPolicy)> = vec![
+            (
+                ToolPolicy::All,
+                ToolPolicy::Deny(strings(&["apply_patch", "write_file"])),
+            ),
+            (
+                ToolPolicy::Deny(strings(&["run_sql_query", "write_file"])),
+                ToolPolicy::Deny(strings(&["run_sql_query", "write_file", "apply_patch"])),
+            ),
+            (
+                ToolPolicy::Allow(strings(&["read_file", "apply_patch", "run_sql_query"])),
+                ToolPolicy::Allow(strings(&["read_file", "run_sql_query"])),
+            ),
+        ];
+        for (policy, expected) in cases {
+            assert_eq!(without_edits(&policy), expected, "{policy:?}");
+        }
+
+        let (tmp, mut tb) = toolbox(without_edits(&ToolPolicy::All));
+        assert_eq!(
+            tb.offered(),
+            [
+                "get_run_logs",
+                "read_file",
+                "ripgrep_search",
+                "search_files_and_directories",
+                "run_sql_query",
+                "list_pull_requests",
+                "run_terminal_command",
+            ]
+        );
+        for (name, args) in [
+            ("write_file", r#"{"path":"a.sql","content":"select 2"}"#),
+            (
+                "apply_patch",
+                r#"{"path":"a.sql","find":"select 1","replace":"select 2"}"#,
+            ),
+        ] {
+            let got = tb.call(name, args).await;
+            assert!(
+                !got.ok
+                    && got
+                        .text
+                        .starts_with(&format!("ERROR: the tool `{name}` is not allowed")),
+                "{name}: {got:?}"
+            );
+        }
+        assert_eq!(
+            std::fs::read_to_string(tmp.path().join("a.sql")).unwrap(),
+            "select 1\n"
+        );
+        assert!(tb.edited.is_empty());
+        let read = tb.call("read_file", r#"{"path":"a.sql"}"#).await;
+        assert!(read.ok && read.text.contains("select 1"), "{read:?}");
     }
 
     #[test]
