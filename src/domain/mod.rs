@@ -1,6 +1,7 @@
 //! The words every part of selfheal shares: ids, where a session lives, how a
-//! session stands and ends, the kinds of its stored events, what an agent
-//! says, and the plain data the pure core hands to the IO around it.
+//! session stands and ends, the kinds of its stored events, where a pull
+//! request stands, what an agent says, and the plain data the pure core
+//! hands to the IO around it.
 //!
 //! It imports nothing from the crate (only std, serde and chrono), so any
 //! module may depend on it and it depends on none; `module_graph_tests`
@@ -10,11 +11,13 @@
 mod agent;
 mod event;
 mod ids;
+mod pr;
 mod secret;
 mod session;
 
 pub use agent::{AgentEvent, Outcome, ToolPolicy};
 pub use event::EventKind;
 pub use ids::{Place, SessionId, Thread};
+pub use pr::PrState;
 pub use secret::Secret;
 pub use session::{Ending, FollowUp, PriorAttempt, Progress, Status};
