@@ -35,7 +35,7 @@ use std::path::PathBuf;
 pub use agents::load_agents;
 // Agent definitions are the agent module's types; the config only reads them.
 pub use crate::agent::{AgentDef, Runner, DBT_DOCTOR};
-pub use env::{Config, DbtSettings, HealSettings, SlackSettings, SHUTDOWN_GRACE};
+pub use env::{Config, DbtSettings, HealSettings, PrPoll, SlackSettings, SHUTDOWN_GRACE};
 pub use schedules::{load_schedules, NotifyEvent, Schedule, Schedules, SelfHealing, SlackNotify};
 pub use vars::{About, Declared, Setting, Unset};
 

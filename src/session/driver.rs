@@ -242,7 +242,13 @@ impl<'a> Session<'a> {
                         }
                     }
                 }
-                Effect::SavePr(url) => deps.store.set_pr_url(id.0, &url)?,
+                Effect::SavePr(url) => {
+                    deps.store.set_pr_url(id.0, &url)?;
+                    // Watched until merged or closed, when the forge can say (not a compare link).
+                    if deps.healing.forge.owns_pr(&url) {
+                        deps.store.watch_pr(id.0, &url)?;
+                    }
+                }
                 Effect::Kill => {
                     if let Some(agent) = &self.agent {
                         agent.running.terminate(KILL_GRACE);

@@ -21,6 +21,7 @@
 //! - `events.rs`: a session's event log (prompt, run log, milestones).
 //! - `exchanges.rs`: what llm agents sent their model and got back.
 //! - `controls.rs`: `/selfheal` overrides, the pause switch and the audit log.
+//! - `prs.rs`: pull requests selfheal opened, watched until merged or closed.
 //! - `schema.rs`: the migrations.
 //!
 //! Here: opening the database, and the one lock-query-context shape every
@@ -37,6 +38,7 @@ mod controls;
 mod events;
 mod exchanges;
 mod failures;
+mod prs;
 mod schema;
 mod sessions;
 
@@ -44,6 +46,7 @@ pub use controls::{AuditEntry, Pause, ScheduleOverride};
 pub use events::EventRow;
 pub use exchanges::{Exchange, ExchangeRow};
 pub use failures::RecentFailure;
+pub use prs::WatchedPr;
 pub use sessions::{Claim, SessionRow};
 
 // `Status` is a domain word (the session machine, the renderers and the
