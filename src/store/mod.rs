@@ -3,7 +3,8 @@
 //! Slack messages are a view of this store. Every decision that must happen
 //! exactly once — starting a session for a failure, posting a courtesy pointer
 //! in a channel, handling a Slack event — is a row inserted under a uniqueness
-//! constraint, so redelivered events, the same failure in several channels,
+//! constraint (or, for a pull request's end, a row's state changed only from
+//! `open`), so redelivered events, the same failure in several channels,
 //! reconnects and restarts cannot repeat work.
 //!
 //! The connection sits behind a `std::sync::Mutex`: every query is short and
