@@ -13,7 +13,8 @@
 //!
 //! The end is claimed in the store (`state` leaves `open` under a condition)
 //! before the thread is told, so a restart, or a second process on the same
-//! database, never tells it twice.
+//! database, never tells it twice (a crash between the claim and the post
+//! loses the line rather than repeating it).
 
 use std::sync::Arc;
 use std::time::Duration;
