@@ -177,11 +177,11 @@ pub async fn run(cfg: &Config, req: &Request) -> Result<Report> {
         token.expose(),
         WebSettings::from_config(&cfg),
     )?;
-    let channels = Channels::new(web.clone());
-    channels.load().await;
+    let directory = Channels::new(web.clone());
+    directory.load().await;
     let mut failed = vec![];
     for name in channels {
-        let Some(id) = channels.id_of(&name).await else {
+        let Some(id) = directory.id_of(&name).await else {
             failed.push(format!(
                 "{name}: no such channel visible to the notifier (invite it to the channel)"
             ));

@@ -15,6 +15,8 @@
 //! - `buttons.rs`: the Stop button.
 //! - `recovery.rs`: at start, what a crash or a stop left: interrupted
 //!   sessions, re-runs, decisions whose timers were lost.
+//! - `watch.rs`: the pull requests selfheal opened, asked about until they
+//!   are merged or closed, which their threads are told once.
 //! - `policy.rs`: the decisions of the three above, pure and table-tested.
 //!   The rest of `app` gathers facts for it and carries its decisions out.
 
@@ -24,6 +26,7 @@ mod people;
 pub mod policy;
 mod recovery;
 mod router;
+mod watch;
 
 use std::sync::Arc;
 
@@ -167,6 +170,10 @@ impl App {
             tx,
         )
         .await?;
+        // Only a forge with an API can say whether a pull request was merged.
+        if matches!(self.deps.healing.forge, Forge::GitHub(_)) {
+            self.tasks.spawn(self.clone().watch_prs());
+        }
         let mut router = Router::default();
         loop {
             tokio::select! {

@@ -86,7 +86,7 @@ impl App {
     }
 
     /// Posts in a session's thread; a failure is logged, not fatal.
-    async fn tell(&self, s: &SessionRow, text: &str) {
+    pub(super) async fn tell(&self, s: &SessionRow, text: &str) {
         if let Err(e) = self
             .parts
             .web

@@ -1,10 +1,12 @@
 //! `history [schedule]`: the 10 most recent sessions with their outcome,
-//! pull request and thread. Links come from `chat.getPermalink` when Slack
+//! pull request (merged by whom, closed or open, when selfheal watches it)
+//! and thread. Links come from `chat.getPermalink` when Slack
 //! answers quickly, else from the stored channel and ts.
 
 use std::time::Duration;
 
 use super::{unknown_schedule, when, CommandContext};
+use crate::domain::PrState;
 use crate::slack::render::{archive_link, escape};
 use crate::store::{SessionRow, Status};
 
@@ -42,13 +44,21 @@ pub(super) async fn history(ctx: &CommandContext, only: Option<&str>) -> anyhow:
             Some(url) => format!(" · {}", escape(url)),
             None => String::new(),
         };
+        // Where it stands, when selfheal watches it (not a compare link).
+        let pr_state = match &row.pr_url {
+            Some(url) => match ctx.parts.store.watched_pr(url) {
+                Ok(Some(watched)) => format!(" {}", pr_state(&watched.state)),
+                _ => String::new(),
+            },
+            None => String::new(),
+        };
         // What an llm agent's model calls cost, when its agent has prices.
         let cost = match ctx.parts.store.session_cost(row.id) {
             Ok(Some(c)) => format!(" · {}", crate::agent::llm::usd(c)),
             _ => String::new(),
         };
         out.push_str(&format!(
-            "• {} `{}` run {} — {}{pr}{cost} · {thread} · {}\n",
+            "• {} `{}` run {} — {}{pr}{pr_state}{cost} · {thread} · {}\n",
             emoji(row.status),
             escape(&row.schedule),
             escape(&row.run_id),
@@ -75,6 +85,16 @@ fn safe_url(url: &str) -> bool {
         && !url
             .chars()
             .any(|c| c.is_whitespace() || c.is_control() || matches!(c, '<' | '>' | '|'))
+}
+
+/// A pull request's state in a history line.
+fn pr_state(state: &PrState) -> String {
+    match state {
+        PrState::Open => "(open)".to_string(),
+        PrState::Merged { by: Some(login) } => format!("(merged by @{})", escape(login)),
+        PrState::Merged { by: None } => "(merged)".to_string(),
+        PrState::Closed => "(closed)".to_string(),
+    }
 }
 
 fn emoji(status: Status) -> &'static str {
@@ -123,5 +143,23 @@ mod tests {
         assert!(safe_url("https://github.com/acme/analytics/pull/7"));
         assert!(!safe_url("https://x|<!channel>"));
         assert!(!safe_url("javascript:alert(1)"));
+    }
+
+    #[test]
+    fn a_pull_requests_state_says_who_merged_it() {
+        let cases = [
+            (PrState::Open, "(open)"),
+            (
+                PrState::Merged {
+                    by: Some("octocat".into()),
+                },
+                "(merged by @octocat)",
+            ),
+            (PrState::Merged { by: None }, "(merged)"),
+            (PrState::Closed, "(closed)"),
+        ];
+        for (state, want) in cases {
+            assert_eq!(pr_state(&state), want);
+        }
     }
 }

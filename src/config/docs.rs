@@ -34,7 +34,7 @@ impl Table {
 
     fn of(section: Section) -> Table {
         match section {
-            Section::Healing => Table::Healing,
+            Section::Healing | Section::PullRequests => Table::Healing,
             Section::Llm => Table::Llm,
             Section::Slack
             | Section::Scope
@@ -61,6 +61,7 @@ fn heading(section: Section) -> &'static str {
         Section::Manners => "Slack manners (defaults are right for real Slack)",
         Section::Sessions => "Sessions",
         Section::Logging => "Logging",
+        Section::PullRequests => "Pull requests selfheal opened: merged or closed?",
     }
 }
 

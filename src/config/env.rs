@@ -94,6 +94,18 @@ pub struct Config {
     pub admins: Vec<String>,
     /// [`SELFHEAL_ON_RESTART`] is `rerun`.
     pub rerun_interrupted: bool,
+    /// How often the pull requests selfheal opened are asked about.
+    pub pr_poll: PrPoll,
+}
+
+/// How often selfheal asks the forge about a pull request it opened: `first`,
+/// doubled for each answer without news, up to `max`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PrPoll {
+    /// [`SELFHEAL_PR_POLL_SECS`], at least a second.
+    pub first: Duration,
+    /// [`SELFHEAL_PR_POLL_MAX_SECS`], at least `first`.
+    pub max: Duration,
 }
 
 /// What a session needs to do real work: a repository to fix, run logs to
@@ -262,6 +274,13 @@ impl Config {
         let max_sessions = vars.value(&SELFHEAL_MAX_SESSIONS);
         let max_sessions_per_schedule = vars.value(&SELFHEAL_MAX_SESSIONS_PER_SCHEDULE);
         let rerun_interrupted = vars.value(&SELFHEAL_ON_RESTART);
+        let pr_poll_first = vars
+            .value(&SELFHEAL_PR_POLL_SECS)
+            .max(Duration::from_secs(1));
+        let pr_poll = PrPoll {
+            first: pr_poll_first,
+            max: vars.value(&SELFHEAL_PR_POLL_MAX_SECS).max(pr_poll_first),
+        };
         let run_log_source = vars.keep(run_log_source(&vars)).flatten();
         let dbt = DbtSettings::read(&vars);
         let heal = HealSettings {
@@ -323,6 +342,7 @@ impl Config {
             max_sessions_per_schedule,
             admins,
             rerun_interrupted,
+            pr_poll,
             heal,
         };
         problems.extend(config.check_agents());
@@ -683,6 +703,29 @@ schedules:
             err.contains("SELFHEAL_LLM_CONTEXT_TOKENS") && err.contains("at least 1024"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn pull_requests_are_polled_every_minute_backing_off_to_half_an_hour_unless_told() {
+        let dir = project(SCHEDULES, AGENT);
+        let poll = |extra: &[(&str, &str)]| load(&vars(dir.path(), extra)).expect("loads").pr_poll;
+        let secs = |first, max| PrPoll {
+            first: Duration::from_secs(first),
+            max: Duration::from_secs(max),
+        };
+        assert_eq!(poll(&[]), secs(60, 1800));
+        let cases: [(&str, &str, PrPoll); 3] = [
+            ("5", "40", secs(5, 40)),
+            ("0", "0", secs(1, 1)),
+            ("90", "30", secs(90, 90)),
+        ];
+        for (first, max, want) in cases {
+            let got = poll(&[
+                ("SELFHEAL_PR_POLL_SECS", first),
+                ("SELFHEAL_PR_POLL_MAX_SECS", max),
+            ]);
+            assert_eq!(got, want, "{first} {max}");
+        }
     }
 
     #[test]

@@ -38,6 +38,8 @@ pub enum Section {
     /// How many sessions run, and what they remember.
     Sessions,
     Logging,
+    /// Watching the pull requests selfheal opened until they are merged or closed.
+    PullRequests,
 }
 
 /// Declares each setting as a constant named after its variable, and
@@ -513,6 +515,23 @@ settings! {
         comment: "",
         example: "",
         parse: text,
+    }
+
+    SELFHEAL_PR_POLL_SECS: Duration {
+        section: PullRequests,
+        unset: Use("60"),
+        doc: "first wait before asking GitHub again whether a pull request selfheal opened was merged or closed; each unchanged answer doubles it (at least 1)",
+        comment: "How long selfheal first waits before asking GitHub again whether a pull request it opened was merged or closed (then it says so in the session's thread). Each unchanged answer (a 304, which GitHub does not count against the rate limit) doubles the wait, up to SELFHEAL_PR_POLL_MAX_SECS.",
+        example: "",
+        parse: seconds,
+    }
+    SELFHEAL_PR_POLL_MAX_SECS: Duration {
+        section: PullRequests,
+        unset: Use("1800"),
+        doc: "the longest wait between two questions about one pull request (at least `SELFHEAL_PR_POLL_SECS`)",
+        comment: "",
+        example: "",
+        parse: seconds,
     }
 }
 

@@ -1,7 +1,8 @@
 //! The words every part of selfheal shares: ids, where a session lives, how a
-//! session stands and ends, the kinds of its stored events, what an agent
-//! says, what kind of failure a run had and what an agent is sent to do, and
-//! the plain data the pure core hands to the IO around it.
+//! session stands and ends, the kinds of its stored events, where a pull
+//! request stands, what an agent says, what kind of failure a run had and
+//! what an agent is sent to do, and the plain data the pure core hands to
+//! the IO around it.
 //!
 //! It imports nothing from the crate (only std, serde and chrono), so any
 //! module may depend on it and it depends on none; `module_graph_tests`
@@ -12,6 +13,7 @@ mod agent;
 mod event;
 mod failure;
 mod ids;
+mod pr;
 mod secret;
 mod session;
 
@@ -19,5 +21,6 @@ pub use agent::{AgentEvent, Outcome, ToolPolicy};
 pub use event::EventKind;
 pub use failure::{FailureClass, Mission};
 pub use ids::{Place, SessionId, Thread};
+pub use pr::PrState;
 pub use secret::Secret;
 pub use session::{Ending, FollowUp, PriorAttempt, Progress, Status};

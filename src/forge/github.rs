@@ -1,5 +1,12 @@
 //! The GitHub (and GitHub Enterprise) REST API client: create a pull request, list
-//! open ones. It never calls a merge endpoint: selfheal never merges.
+//! open ones, read one's state (conditionally, with its ETag), comment on one. It
+//! never calls a merge, review or update endpoint: selfheal never merges, approves
+//! or closes.
+//!
+//! Only pull requests of the configured repository are read or commented on: a
+//! pull request URL is accepted only when it is this repository's web address
+//! (`https://github.com/{owner}/{repo}/pull/{n}`, or the GitHub Enterprise host's),
+//! and the request is always built from the configured owner and name.
 //!
 //! Retries: 5xx answers, transport errors and timeouts are retried with doubling
 //! backoff; rate limits (429, or 403 with `retry-after` or an exhausted
@@ -18,7 +25,8 @@ use hyper::{Method, Request, StatusCode};
 use serde::Deserialize;
 use tracing::{info, warn};
 
-use super::{ForgeError, PrRequest, PullRequest};
+use super::{ForgeError, PrRequest, PrSnapshot, PullRequest};
+use crate::domain::PrState;
 use crate::http::{is_loopback, Transport};
 
 /// Bodies larger than this are not read: no legitimate answer is this big.
@@ -79,6 +87,9 @@ impl Default for RetryPolicy {
 pub struct GitHub {
     /// e.g. `https://api.github.com` or `https://ghe.example.com/api/v3`, no trailing slash.
     api_base: String,
+    /// Where the repository's web pages are (`https://github.com`, the GitHub
+    /// Enterprise host): the origin of the pull request URLs selfheal accepts.
+    web_origin: String,
     owner: String,
     repo: String,
     token: ForgeToken,
@@ -117,6 +128,7 @@ impl GitHub {
             other => bail!("unsupported scheme `{other}` in forge API URL {api_base}"),
         };
         Ok(GitHub {
+            web_origin: web_origin(&parsed),
             api_base,
             owner: owner.to_string(),
             repo: name.to_string(),
@@ -155,7 +167,13 @@ impl GitHub {
             .map_err(|e| ForgeError::Http(format!("encoding request: {e}")))?;
         let mut ambiguous = false;
         let result = self
-            .send(Method::POST, &self.pulls_url(), Some(body), &mut ambiguous)
+            .send(
+                Method::POST,
+                &self.pulls_url(),
+                Some(body),
+                &[],
+                &mut ambiguous,
+            )
             .await;
         let pr = match result {
             Ok(resp) => parse_json::<ApiPull>(&resp.body)?.into(),
@@ -179,9 +197,76 @@ impl GitHub {
     /// (`permissions.push`, present for an authenticated caller).
     pub async fn can_push(&self) -> Result<bool, ForgeError> {
         let url = format!("{}/repos/{}/{}", self.api_base, self.owner, self.repo);
-        let resp = self.send(Method::GET, &url, None, &mut false).await?;
+        let resp = self.send(Method::GET, &url, None, &[], &mut false).await?;
         let repo: serde_json::Value = parse_json(&resp.body)?;
         Ok(repo["permissions"]["push"].as_bool().unwrap_or(false))
+    }
+
+    /// The number of `pr_url` when it is a pull request of this repository
+    /// (`{web origin}/{owner}/{repo}/pull/{n}`, owner and name in any case);
+    /// None for anything else, which selfheal never asks about.
+    pub(super) fn pr_number(&self, pr_url: &str) -> Option<u64> {
+        let url = url::Url::parse(pr_url.trim()).ok()?;
+        if origin(&url) != self.web_origin || url.query().is_some() || url.fragment().is_some() {
+            return None;
+        }
+        let path = url.path().trim_end_matches('/');
+        let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+        match segments.as_slice() {
+            [owner, repo, "pull", number]
+                if owner.eq_ignore_ascii_case(&self.owner)
+                    && repo.eq_ignore_ascii_case(&self.repo)
+                    && number.bytes().all(|b| b.is_ascii_digit()) =>
+            {
+                number.parse().ok().filter(|n| *n > 0)
+            }
+            _ => None,
+        }
+    }
+
+    /// `GET /repos/{owner}/{repo}/pulls/{number}`, with `If-None-Match: etag`
+    /// when there is one: None when GitHub answers 304 (unchanged since that
+    /// ETag; such answers do not count against the rate limit).
+    pub(super) async fn pull_state(
+        &self,
+        number: u64,
+        etag: Option<&str>,
+    ) -> Result<Option<PrSnapshot>, ForgeError> {
+        let url = format!("{}/{number}", self.pulls_url());
+        let conditional: Vec<(&'static str, &str)> =
+            etag.map(|e| ("if-none-match", e)).into_iter().collect();
+        let resp = self
+            .send(Method::GET, &url, None, &conditional, &mut false)
+            .await?;
+        if resp.status == StatusCode::NOT_MODIFIED {
+            return Ok(None);
+        }
+        let pull: ApiPull = parse_json(&resp.body)?;
+        let etag = resp
+            .headers
+            .get("etag")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        Ok(Some(PrSnapshot {
+            state: pull.pr_state(),
+            etag,
+        }))
+    }
+
+    /// `POST /repos/{owner}/{repo}/issues/{number}/comments` (a pull request is
+    /// an issue to GitHub's comments API). Retried like every call, so a
+    /// comment whose answer was lost may appear twice; never lost silently.
+    pub(super) async fn comment(&self, number: u64, body: &str) -> Result<(), ForgeError> {
+        let url = format!(
+            "{}/repos/{}/{}/issues/{number}/comments",
+            self.api_base, self.owner, self.repo
+        );
+        let body = serde_json::to_vec(&serde_json::json!({ "body": body }))
+            .map_err(|e| ForgeError::Http(format!("encoding request: {e}")))?;
+        self.send(Method::POST, &url, Some(body), &[], &mut false)
+            .await?;
+        info!(number, "commented on pull request");
+        Ok(())
     }
 
     /// Every open pull request, following `Link: rel="next"` pages.
@@ -213,7 +298,7 @@ impl GitHub {
         let mut next = Some(first.to_string());
         for _ in 0..MAX_PAGES {
             let Some(url) = next.take() else { break };
-            let resp = self.send(Method::GET, &url, None, &mut false).await?;
+            let resp = self.send(Method::GET, &url, None, &[], &mut false).await?;
             let page: Vec<ApiPull> = parse_json(&resp.body)?;
             prs.extend(page.into_iter().map(PullRequest::from));
             next = resp
@@ -227,13 +312,16 @@ impl GitHub {
         Ok(prs)
     }
 
-    /// Sends one request with retries. `ambiguous` is set when an attempt may have
-    /// reached GitHub without us seeing the answer (a 5xx, a timeout, a lost connection).
+    /// Sends one request, with `headers` besides the usual ones, with retries.
+    /// A 304 is an answer (to a conditional request), not an error. `ambiguous`
+    /// is set when an attempt may have reached GitHub without us seeing the
+    /// answer (a 5xx, a timeout, a lost connection).
     async fn send(
         &self,
         method: Method,
         url: &str,
         body: Option<Vec<u8>>,
+        headers: &[(&'static str, &str)],
         ambiguous: &mut bool,
     ) -> Result<Answer, ForgeError> {
         let mut backoff = self.retry.initial_backoff;
@@ -241,8 +329,15 @@ impl GitHub {
         loop {
             attempt += 1;
             let last = attempt >= self.retry.max_attempts.max(1);
-            let error = match self.send_once(method.clone(), url, body.clone()).await {
-                Ok(answer) if answer.status.is_success() => return Ok(answer),
+            let error = match self
+                .send_once(method.clone(), url, body.clone(), headers)
+                .await
+            {
+                Ok(answer)
+                    if answer.status.is_success() || answer.status == StatusCode::NOT_MODIFIED =>
+                {
+                    return Ok(answer)
+                }
                 Ok(answer) => {
                     let now = SystemTime::now()
                         .duration_since(UNIX_EPOCH)
@@ -297,6 +392,7 @@ impl GitHub {
         method: Method,
         url: &str,
         body: Option<Vec<u8>>,
+        headers: &[(&'static str, &str)],
     ) -> Result<Answer, ForgeError> {
         let mut builder = Request::builder()
             .method(method)
@@ -310,6 +406,11 @@ impl GitHub {
         builder = builder.header("authorization", auth);
         if body.is_some() {
             builder = builder.header("content-type", "application/json");
+        }
+        for (name, value) in headers {
+            let value = HeaderValue::from_str(value)
+                .map_err(|_| ForgeError::Http(format!("`{name}` is not a valid header value")))?;
+            builder = builder.header(*name, value);
         }
         let request = builder
             .body(Full::new(Bytes::from(body.unwrap_or_default())))
@@ -366,6 +467,36 @@ struct ApiPull {
     body: Option<String>,
     head: ApiRef,
     base: ApiRef,
+    /// Only in the single pull request's answer, not in lists.
+    #[serde(default)]
+    merged: Option<bool>,
+    #[serde(default)]
+    merged_at: Option<String>,
+    /// Who merged, when GitHub says (null until merged).
+    #[serde(default)]
+    merged_by: Option<ApiUser>,
+}
+
+#[derive(Deserialize)]
+struct ApiUser {
+    login: String,
+}
+
+impl ApiPull {
+    /// Merged (`merged`, or a `merged_at` in lists, which lack `merged`),
+    /// else closed or open as `state` says. GitHub keeps a merged pull
+    /// request's `state` at `closed`.
+    fn pr_state(&self) -> PrState {
+        if self.merged.unwrap_or(false) || self.merged_at.is_some() {
+            PrState::Merged {
+                by: self.merged_by.as_ref().map(|u| u.login.clone()),
+            }
+        } else if self.state == "closed" {
+            PrState::Closed
+        } else {
+            PrState::Open
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -494,6 +625,23 @@ fn next_link(header: &str) -> Option<String> {
     })
 }
 
+/// Where the web pages of the forge whose API is at `api` are: GitHub's API host
+/// `api.github.com` (or a GitHub Enterprise Cloud `api.` host) loses its `api.`;
+/// GitHub Enterprise Server serves both from one host, under `/api/v3` for the
+/// API, and so does the local fake.
+fn web_origin(api: &url::Url) -> String {
+    origin(api).replacen("://api.", "://", 1)
+}
+
+/// `scheme://host[:port]` of `url`, the port only when it is not the scheme's default.
+fn origin(url: &url::Url) -> String {
+    let host = url.host_str().unwrap_or_default();
+    match url.port() {
+        Some(port) => format!("{}://{host}:{port}", url.scheme()),
+        None => format!("{}://{host}", url.scheme()),
+    }
+}
+
 fn same_origin(a: &str, b: &str) -> bool {
     match (url::Url::parse(a), url::Url::parse(b)) {
         (Ok(a), Ok(b)) => a.origin() == b.origin(),
@@ -610,6 +758,110 @@ mod tests {
         ];
         for (body, want) in cases {
             assert_eq!(validation_message(body.as_bytes()), want, "{body}");
+        }
+    }
+
+    #[test]
+    fn only_this_repositorys_pull_request_urls_are_ours() {
+        fn check(api_base: &str, url: &str, want: Option<u64>) {
+            let gh = GitHub::new(api_base, "acme/dbt", ForgeToken::new("t")).expect("client");
+            assert_eq!(gh.pr_number(url), want, "{api_base} {url}");
+        }
+        let github = "https://api.github.com";
+        check(github, "https://github.com/acme/dbt/pull/7", Some(7));
+        check(github, "https://github.com/Acme/DBT/pull/7/", Some(7));
+        check(github, " https://github.com/acme/dbt/pull/12 ", Some(12));
+        check(github, "https://github.com/acme/other/pull/7", None);
+        check(github, "https://github.com/evil/dbt/pull/7", None);
+        check(github, "https://gitlab.com/acme/dbt/pull/7", None);
+        check(github, "https://api.github.com/acme/dbt/pull/7", None);
+        check(github, "http://github.com/acme/dbt/pull/7", None);
+        check(github, "https://github.com/acme/dbt/issues/7", None);
+        check(github, "https://github.com/acme/dbt/pull/7/files", None);
+        check(github, "https://github.com/acme/dbt/pull/7?x=1", None);
+        check(
+            github,
+            "https://github.com/acme/dbt/pull/7#discussion",
+            None,
+        );
+        check(github, "https://github.com/acme/dbt/pull/0", None);
+        check(github, "https://github.com/acme/dbt/pull/+7", None);
+        check(
+            github,
+            "https://github.com/acme/dbt/compare/main...selfheal/x?expand=1",
+            None,
+        );
+        check(github, "not a url", None);
+        let ghe = "https://ghe.example.com/api/v3";
+        check(ghe, "https://ghe.example.com/acme/dbt/pull/3", Some(3));
+        check(ghe, "https://github.com/acme/dbt/pull/3", None);
+        check(ghe, "https://ghe.example.com:8443/acme/dbt/pull/3", None);
+        let ghe_cloud = "https://api.octo.ghe.com";
+        check(ghe_cloud, "https://octo.ghe.com/acme/dbt/pull/4", Some(4));
+        let fake = "http://127.0.0.1:8123";
+        check(fake, "http://127.0.0.1:8123/acme/dbt/pull/1", Some(1));
+        check(fake, "http://127.0.0.1:9999/acme/dbt/pull/1", None);
+    }
+
+    /// Real answers of api.github.com (tests/fixtures/github/README.md).
+    #[test]
+    fn recorded_github_answers_read_as_open_or_merged_by_whom() {
+        let cases = [
+            (
+                include_str!("../../tests/fixtures/github/pull_open.pygithub-2020.json"),
+                PrState::Open,
+            ),
+            (
+                include_str!("../../tests/fixtures/github/pull_merged.pygithub-2026.json"),
+                PrState::Merged {
+                    by: Some("JLLeitschuh".into()),
+                },
+            ),
+        ];
+        for (body, want) in cases {
+            let pull: ApiPull = parse_json(body.as_bytes()).expect("GitHub's answer parses");
+            assert_eq!(pull.pr_state(), want, "{}", pull.html_url);
+        }
+        // A list item has no `merged`; a `merged_at` says it all the same.
+        let listed = r#"{"number":1,"html_url":"h","state":"closed","title":"t","body":null,
+            "head":{"ref":"selfheal/x"},"base":{"ref":"main"},"merged_at":"2025-11-19T17:43:18Z"}"#;
+        let pull: ApiPull = parse_json(listed.as_bytes()).expect("parses");
+        assert_eq!(pull.pr_state(), PrState::Merged { by: None });
+        let closed = listed.replace(r#","merged_at":"2025-11-19T17:43:18Z""#, "");
+        let pull: ApiPull = parse_json(closed.as_bytes()).expect("parses");
+        assert_eq!(pull.pr_state(), PrState::Closed);
+    }
+
+    #[test]
+    fn the_forge_never_builds_a_request_that_merges_approves_or_closes() {
+        // What would merge (`PUT .../pulls/{n}/merge`, `.../merges`), approve
+        // (`POST .../pulls/{n}/reviews`), or close or edit (`PATCH`) a pull
+        // request: none of it may appear in the forge's code.
+        let forbidden = [
+            "merge\"",
+            "/merge",
+            "merges",
+            "reviews",
+            "Method::PUT",
+            "Method::PATCH",
+            "Method::DELETE",
+        ];
+        for (file, text) in [
+            ("github.rs", include_str!("github.rs")),
+            ("mod.rs", include_str!("mod.rs")),
+        ] {
+            let code = text.split("#[cfg(test)]").next().unwrap_or(text);
+            let code: String = code
+                .lines()
+                .filter(|l| !l.trim_start().starts_with("//"))
+                .collect::<Vec<_>>()
+                .join("\n");
+            for word in forbidden {
+                assert!(
+                    !code.contains(word),
+                    "{file} mentions `{word}` outside comments and tests"
+                );
+            }
         }
     }
 

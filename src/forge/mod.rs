@@ -1,5 +1,6 @@
-//! Pull requests: opening the one a healing session proposes, and listing the ones
-//! selfheal has open.
+//! Pull requests: opening the one a healing session proposes, listing the ones
+//! selfheal has open, asking where one stands (merged, by whom, or closed) and
+//! commenting on one.
 //!
 //! What it owns: the forge token (only this module ever holds it, wrapped in a
 //! [`ForgeToken`] whose `Debug` prints `***`), the forge HTTP client, retries with
@@ -8,7 +9,9 @@
 //!
 //! What it must not do: merge. selfheal never merges, approves or closes a pull
 //! request, and no code here calls a merge endpoint; a human reviews and merges.
-//! It does no git either: pushing the branch is [`crate::workspace`]'s job.
+//! It asks about and comments on only its own repository's pull requests
+//! ([`Forge::owns_pr`]). It does no git either: pushing the branch is
+//! [`crate::workspace`]'s job.
 //!
 //! Two kinds of forge:
 //! - [`Forge::GitHub`]: the GitHub or GitHub Enterprise REST API;
@@ -19,6 +22,8 @@ mod github;
 
 use std::time::Duration;
 
+pub use crate::domain::PrState;
+use crate::redact::Redactor;
 pub use github::{ForgeToken, GitHub, RetryPolicy};
 
 /// Branches selfheal creates start with this; it lists only pull requests from them.
@@ -50,7 +55,14 @@ pub enum ForgeError {
     /// The forge did not answer in time, after retries.
     #[error("the forge did not answer in time")]
     Timeout,
+    /// Not a pull request of selfheal's own repository on this forge (a plain
+    /// remote has none): selfheal does not ask about it or comment on it.
+    #[error("not a pull request of selfheal's repository: {0}")]
+    NotOurs(String),
 }
+
+/// GitHub refuses comments longer than this many characters (a 422).
+const MAX_COMMENT_CHARS: usize = 65_536;
 
 /// A pull request selfheal wants opened.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,6 +88,15 @@ pub struct PullRequest {
     pub body: String,
     /// `open` or `closed`.
     pub state: String,
+}
+
+/// Where a pull request stood when the forge last answered in full.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PrSnapshot {
+    pub state: PrState,
+    /// The answer's `ETag`: asking with it next time gets "unchanged" (a 304,
+    /// free of rate limit) until something about the pull request changes.
+    pub etag: Option<String>,
 }
 
 /// What [`Forge::open_pr`] achieved.
@@ -125,6 +146,47 @@ impl Forge {
         }
     }
 
+    /// Whether `pr_url` is a pull request of selfheal's own repository on this
+    /// forge: the only ones it asks about or comments on. A plain remote has none.
+    pub fn owns_pr(&self, pr_url: &str) -> bool {
+        self.own_pr(pr_url).is_ok()
+    }
+
+    /// Where the pull request at `pr_url` stands, asked conditionally: with the
+    /// `etag` of the last full answer, `Ok(None)` means unchanged since then.
+    pub async fn pr_state(
+        &self,
+        pr_url: &str,
+        etag: Option<&str>,
+    ) -> Result<Option<PrSnapshot>, ForgeError> {
+        let (github, number) = self.own_pr(pr_url)?;
+        github.pull_state(number, etag).await
+    }
+
+    /// Comments `body` on the pull request at `pr_url`, one selfheal opened.
+    /// The body is redacted with `redactor` first, as pull request bodies are,
+    /// and cut to what the forge accepts.
+    pub async fn comment(
+        &self,
+        pr_url: &str,
+        body: &str,
+        redactor: &Redactor,
+    ) -> Result<(), ForgeError> {
+        let (github, number) = self.own_pr(pr_url)?;
+        github
+            .comment(number, &fit_comment(&redactor.redact(body)))
+            .await
+    }
+
+    /// The API and the number of `pr_url`, when it is one of ours.
+    fn own_pr(&self, pr_url: &str) -> Result<(&GitHub, u64), ForgeError> {
+        match self {
+            Forge::GitHub(github) => github.pr_number(pr_url).map(|n| (github, n)),
+            Forge::Plain { .. } => None,
+        }
+        .ok_or_else(|| ForgeError::NotOurs(pr_url.to_string()))
+    }
+
     /// The open pull requests whose head branch starts with [`SELFHEAL_BRANCH_PREFIX`].
     /// A plain remote has none that we could know of.
     pub async fn open_selfheal_prs(&self) -> Result<Vec<PullRequest>, ForgeError> {
@@ -138,6 +200,18 @@ impl Forge {
             Forge::Plain { .. } => Ok(Vec::new()),
         }
     }
+}
+
+/// `body` cut to [`MAX_COMMENT_CHARS`], saying so at the end when it was.
+fn fit_comment(body: &str) -> String {
+    const CUT: &str = "\n\n… (cut: too long for a comment)";
+    if body.chars().count() <= MAX_COMMENT_CHARS {
+        return body.to_string();
+    }
+    let keep = MAX_COMMENT_CHARS - CUT.chars().count();
+    let mut out: String = body.chars().take(keep).collect();
+    out.push_str(CUT);
+    out
 }
 
 /// The web page where a human can open a pull request from `head` into `base`:

@@ -64,7 +64,7 @@ async fn opening_a_pr_sends_githubs_request_and_returns_the_pull_request() {
 
     // Assert
     assert_eq!(pr.number, 1);
-    assert_eq!(pr.url, "https://github.example/acme/dbt/pull/1");
+    assert_eq!(pr.url, format!("{}/acme/dbt/pull/1", fake.api_base()));
     assert_eq!(
         (pr.head.as_str(), pr.base.as_str(), pr.state.as_str()),
         ("selfheal/hourly_marts/run-48213", "main", "open")
@@ -322,6 +322,219 @@ async fn auth_and_addressing_failures_map_to_their_errors() {
         2
     );
     assert!(fake.prs().is_empty());
+    assert_eq!(fake.merge_calls(), 0);
+}
+
+/// Opens `selfheal/x` and returns its URL.
+async fn open_one(forge: &Forge) -> String {
+    opened_pr(
+        forge
+            .open_pr(&pr_request("selfheal/x"))
+            .await
+            .expect("opened"),
+    )
+    .url
+}
+
+#[tokio::test]
+async fn a_prs_state_is_asked_with_its_etag_and_unchanged_answers_are_304s() {
+    // Arrange
+    let (fake, forge) = spawn().await;
+    let url = open_one(&forge).await;
+
+    // Act
+    let first = forge.pr_state(&url, None).await.expect("first look");
+    let first = first.expect("a full answer without an etag");
+    let etag = first.etag.clone().expect("GitHub sends an ETag");
+    let unchanged = forge
+        .pr_state(&url, Some(&etag))
+        .await
+        .expect("asked again");
+    let stale = forge
+        .pr_state(&url, Some("W/\"not-the-current-one\""))
+        .await
+        .expect("asked with a stale etag");
+
+    // Assert
+    assert_eq!(first.state, PrState::Open);
+    assert_eq!(unchanged, None, "304: unchanged since the etag");
+    assert_eq!(
+        stale,
+        Some(first.clone()),
+        "another etag gets the full answer"
+    );
+    assert_eq!(
+        fake.pr_reads(),
+        selfheal_fakes::github::PrReads {
+            full: 2,
+            not_modified: 1
+        }
+    );
+    let asked: Vec<_> = fake
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "GET")
+        .map(|r| (r.path, r.headers.get("if-none-match").cloned()))
+        .collect();
+    assert_eq!(
+        asked,
+        [
+            ("/repos/acme/dbt/pulls/1".to_string(), None),
+            ("/repos/acme/dbt/pulls/1".to_string(), Some(etag)),
+            (
+                "/repos/acme/dbt/pulls/1".to_string(),
+                Some("W/\"not-the-current-one\"".to_string())
+            ),
+        ]
+    );
+    assert_eq!(fake.merge_calls(), 0);
+}
+
+#[tokio::test]
+async fn a_merge_or_a_close_changes_the_etag_and_says_who_merged() {
+    let (fake, forge) = spawn().await;
+    let merged_url = open_one(&forge).await;
+    let closed_url = opened_pr(
+        forge
+            .open_pr(&pr_request("selfheal/y"))
+            .await
+            .expect("opened"),
+    )
+    .url;
+    let etag_of = |snapshot: Option<PrSnapshot>| snapshot.expect("full").etag.expect("etag");
+    let merged_etag = etag_of(forge.pr_state(&merged_url, None).await.expect("read"));
+    let closed_etag = etag_of(forge.pr_state(&closed_url, None).await.expect("read"));
+
+    assert!(fake.merge_pr(1, "octocat"));
+    assert!(fake.close_pr(2));
+    let merged = forge
+        .pr_state(&merged_url, Some(&merged_etag))
+        .await
+        .expect("read");
+    let closed = forge
+        .pr_state(&closed_url, Some(&closed_etag))
+        .await
+        .expect("read");
+
+    let merged = merged.expect("changed: a full answer");
+    assert_eq!(
+        merged.state,
+        PrState::Merged {
+            by: Some("octocat".into())
+        }
+    );
+    assert_ne!(merged.etag, Some(merged_etag));
+    assert_eq!(closed.expect("changed").state, PrState::Closed);
+    assert_eq!(
+        fake.prs()[0].state,
+        "closed",
+        "GitHub keeps merged PRs closed"
+    );
+    assert_eq!(fake.merge_calls(), 0, "the fake merged, not selfheal");
+}
+
+#[tokio::test]
+async fn asking_a_prs_state_is_retried_and_rate_limits_are_waited_out() {
+    let (fake, forge) = spawn().await;
+    let url = open_one(&forge).await;
+    fake.fail_next(502, 1, None);
+    fake.fail_next(429, 1, Some(Duration::ZERO));
+
+    let state = forge.pr_state(&url, None).await.expect("third attempt");
+
+    assert_eq!(state.expect("full").state, PrState::Open);
+    assert_eq!(fake.requests().len(), 1 + 3);
+    fake.fail_next(429, 1, Some(Duration::from_secs(3600)));
+    let err = forge.pr_state(&url, None).await.expect_err("rate limited");
+    assert!(
+        matches!(err, ForgeError::RateLimited { retry_after } if retry_after.as_secs() == 3600),
+        "{err:?}"
+    );
+    assert_eq!(fake.merge_calls(), 0);
+}
+
+#[tokio::test]
+async fn a_comment_goes_to_the_prs_issue_comments_redacted() {
+    // Arrange
+    let (fake, forge) = spawn().await;
+    let url = open_one(&forge).await;
+    let redactor = crate::redact::Redactor::new(["PlantedSecret42".to_string()]);
+
+    // Act
+    forge
+        .comment(
+            &url,
+            "The run 48214 passed after this fix; PlantedSecret42 and ghp_0123456789abcdefghijABCDEFGHIJ stay out.",
+            &redactor,
+        )
+        .await
+        .expect("commented");
+    let long = "x".repeat(70_000);
+    forge
+        .comment(&url, &long, &redactor)
+        .await
+        .expect("a long comment is cut, not refused");
+
+    // Assert
+    let comments = fake.comments();
+    assert_eq!(comments.len(), 2);
+    assert_eq!(comments[0].number, 1);
+    assert_eq!(
+        comments[0].body,
+        "The run 48214 passed after this fix; [REDACTED] and [REDACTED] stay out."
+    );
+    assert!(comments[1].body.chars().count() <= 65_536);
+    assert!(comments[1].body.ends_with("(cut: too long for a comment)"));
+    let posted = fake
+        .requests()
+        .into_iter()
+        .find(|r| r.method == "POST" && r.path.contains("comments"));
+    assert_eq!(
+        posted.map(|r| r.path),
+        Some("/repos/acme/dbt/issues/1/comments".to_string())
+    );
+    assert_eq!(fake.merge_calls(), 0);
+}
+
+#[tokio::test]
+async fn pull_requests_of_other_repositories_are_refused_without_a_request() {
+    let (fake, forge) = spawn().await;
+    open_one(&forge).await;
+    let ours = format!("{}/acme/dbt/pull/1", fake.api_base());
+    let redactor = crate::redact::Redactor::default();
+    let foreign = [
+        "https://github.com/acme/dbt/pull/1".to_string(),
+        format!("{}/acme/other/pull/1", fake.api_base()),
+        format!("{}/someone/dbt/pull/1", fake.api_base()),
+        format!("{}/acme/dbt/issues/1", fake.api_base()),
+        "https://github.com/acme/dbt/compare/main...selfheal/x?expand=1".to_string(),
+    ];
+    let before = fake.requests().len();
+
+    for url in &foreign {
+        assert!(!forge.owns_pr(url), "{url}");
+        let state = forge.pr_state(url, None).await;
+        assert!(
+            matches!(&state, Err(ForgeError::NotOurs(u)) if u == url),
+            "{state:?}"
+        );
+        let said = forge.comment(url, "hello", &redactor).await;
+        assert!(matches!(&said, Err(ForgeError::NotOurs(_))), "{said:?}");
+    }
+    let plain = Forge::Plain {
+        web_base: Some("https://github.com/acme/dbt".into()),
+    };
+    assert!(!plain.owns_pr("https://github.com/acme/dbt/pull/1"));
+    assert!(matches!(
+        plain
+            .pr_state("https://github.com/acme/dbt/pull/1", None)
+            .await,
+        Err(ForgeError::NotOurs(_))
+    ));
+
+    assert_eq!(fake.requests().len(), before, "nothing was asked");
+    assert!(fake.comments().is_empty());
+    assert!(forge.owns_pr(&ours));
     assert_eq!(fake.merge_calls(), 0);
 }
 

@@ -160,6 +160,15 @@ impl Source {
         }
     }
 
+    /// The scheduler behind the source, as a thread names it.
+    pub fn scheduler(&self) -> &'static str {
+        match self {
+            Source::Dir(_) => "the run-log folder",
+            Source::Paradime(_) => "Paradime",
+            Source::DbtCloud(_) => "dbt Cloud",
+        }
+    }
+
     /// Whether this source can ask its scheduler to re-run a failed run
     /// (a run-log folder cannot).
     pub fn can_retry(&self) -> bool {

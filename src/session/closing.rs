@@ -60,17 +60,20 @@ impl Closer<'_> {
                 warn!(session = s.id, error = %e, "could not edit the healing reply");
             }
         }
-        let Some(pr) = s.pr_url.as_deref().filter(|_| s.status == Status::Fixed) else {
+        // Only a pull request of selfheal's own repository can be commented on.
+        let Some(pr) = s
+            .pr_url
+            .as_deref()
+            .filter(|pr| s.status == Status::Fixed && self.forge.owns_pr(pr))
+        else {
             return Ok(());
         };
-        if !self.still_open(s.id, pr).await {
+        if !self.still_open(pr).await {
             return Ok(());
         }
         let thread = web.permalink(&s.channel, &s.thread_ts).await.ok();
         let comment = render::pr_recovered_comment(schedule, run_id, thread.as_deref());
-        self.forge
-            .comment(pr, &self.redactor.redact(&comment))
-            .await?;
+        self.forge.comment(pr, &comment, self.redactor).await?;
         let said = render::pr_left_open(schedule, pr);
         web.post(&s.channel, Some(&s.thread_ts), &said, None).await?;
         store.add_event(s.id, "note", &said)?;
@@ -80,14 +83,14 @@ impl Closer<'_> {
     /// Whether the pull request is still open: the store's last word when
     /// the watcher has one, else the forge's (unknown counts as open, so the
     /// comment is never lost to a forge hiccup).
-    async fn still_open(&self, session_id: i64, pr: &str) -> bool {
-        if let Ok(Some(row)) = self.store.watched_pr(session_id) {
+    async fn still_open(&self, pr: &str) -> bool {
+        if let Ok(Some(row)) = self.store.watched_pr(pr) {
             if row.state != PrState::Open {
                 return false;
             }
         }
         match self.forge.pr_state(pr, None).await {
-            Ok(Some((state, _))) => state == PrState::Open,
+            Ok(Some(snapshot)) => snapshot.state == PrState::Open,
             _ => true,
         }
     }

@@ -32,7 +32,9 @@ use crate::agent::{self, llm, AgentDef, Job};
 use crate::config::HealSettings;
 use crate::dbt::isolate::{self, Isolation, Plan};
 use crate::dbt::{deps, error_lines, Dbt};
-use crate::domain::{Ending, EventKind, FollowUp, Mission, Place, PriorAttempt, SessionId};
+use crate::domain::{
+    Ending, EventKind, FailureClass, FollowUp, Mission, Place, PriorAttempt, SessionId,
+};
 use crate::forge::{Forge, Opened, PrRequest};
 use crate::redact::Redactor;
 use crate::classify::classify;
@@ -136,6 +138,8 @@ struct Session<'a> {
     progress_ts: Option<String>,
     log: Option<RunLog>,
     signature: Option<String>,
+    /// What kind of failure the run log shows.
+    class: Option<FailureClass>,
     workspace: Option<Workspace>,
     /// Where this session's dbt commands run (never production).
     isolation: Option<Isolation>,
@@ -186,6 +190,7 @@ impl<'a> Session<'a> {
             progress_ts: None,
             log: None,
             signature: None,
+            class: None,
             workspace: None,
             isolation: None,
             verify_args: vec![],
@@ -247,7 +252,13 @@ impl<'a> Session<'a> {
                         }
                     }
                 }
-                Effect::SavePr(url) => deps.store.set_pr_url(id.0, &url)?,
+                Effect::SavePr(url) => {
+                    deps.store.set_pr_url(id.0, &url)?;
+                    // Watched until merged or closed, when the forge can say (not a compare link).
+                    if deps.healing.forge.owns_pr(&url) {
+                        deps.store.watch_pr(id.0, &url)?;
+                    }
+                }
                 Effect::Kill => {
                     if let Some(agent) = &self.agent {
                         agent.running.terminate(KILL_GRACE);
@@ -475,6 +486,7 @@ impl<'a> Session<'a> {
             None => None,
         };
         let sorted = classify(&log);
+        self.class = Some(sorted.class);
         let read = LogRead {
             origin: log.origin.clone(),
             failing: log.failures.iter().map(|f| f.name.clone()).collect(),
@@ -823,7 +835,12 @@ impl<'a> Session<'a> {
             dir: self.dir,
             project: self.project_dir(),
             log: self.log.as_ref(),
-            mission: Mission::Fix,
+            // A failing data test is diagnosed, never "fixed" (the machine
+            // proposes nothing either way; an llm agent is told and gets no edit tool).
+            mission: match self.class {
+                Some(FailureClass::Data) => Mission::DiagnoseData,
+                _ => Mission::Fix,
+            },
             dbt: self.dbt(),
             dbt_env: self
                 .isolation

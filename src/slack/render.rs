@@ -357,6 +357,19 @@ pub fn pr_recovered_comment(schedule: &str, run_id: &str, thread: Option<&str>) 
     text
 }
 
+/// Said in a session's thread when a person merged its pull request.
+pub fn pr_merged(url: &str, by: Option<&str>) -> String {
+    match by {
+        Some(login) => format!("🔀 {} was merged by @{}", escape(url), escape(login)),
+        None => format!("🔀 {} was merged", escape(url)),
+    }
+}
+
+/// Said in a session's thread when its pull request was closed unmerged.
+pub fn pr_closed(url: &str) -> String {
+    format!("❌ {} was closed without merging", escape(url))
+}
+
 /// Posted in the thread of a session that was running when selfheal stopped or crashed.
 pub fn interrupted(run_id: &str, why: &str) -> String {
     format!(
@@ -578,5 +591,31 @@ mod tests {
             final_message("7", &no_fix, None),
             "⚠️ No pull request opened for run `7` (no fix): the agent gave no reason"
         );
+    }
+
+    #[test]
+    fn a_pull_requests_end_is_one_line_naming_who_merged() {
+        let url = "https://github.com/acme/dbt/pull/7";
+        let cases = [
+            (
+                pr_merged(url, Some("octocat")),
+                "🔀 https://github.com/acme/dbt/pull/7 was merged by @octocat",
+            ),
+            (
+                pr_merged(url, None),
+                "🔀 https://github.com/acme/dbt/pull/7 was merged",
+            ),
+            (
+                pr_merged(url, Some("<!channel>")),
+                "🔀 https://github.com/acme/dbt/pull/7 was merged by @&lt;!channel&gt;",
+            ),
+            (
+                pr_closed(url),
+                "❌ https://github.com/acme/dbt/pull/7 was closed without merging",
+            ),
+        ];
+        for (got, want) in cases {
+            assert_eq!(got, want);
+        }
     }
 }

@@ -3,7 +3,8 @@
 //! Slack messages are a view of this store. Every decision that must happen
 //! exactly once — starting a session for a failure, posting a courtesy pointer
 //! in a channel, handling a Slack event — is a row inserted under a uniqueness
-//! constraint, so redelivered events, the same failure in several channels,
+//! constraint (or, for a pull request's end, a row's state changed only from
+//! `open`), so redelivered events, the same failure in several channels,
 //! reconnects and restarts cannot repeat work.
 //!
 //! The connection sits behind a `std::sync::Mutex`: every query is short and
@@ -24,6 +25,7 @@
 //! - `retries.rs`: the re-runs selfheal asked schedulers for, under each
 //!   run's retry budget.
 //! - `controls.rs`: `/selfheal` overrides, the pause switch and the audit log.
+//! - `prs.rs`: pull requests selfheal opened, watched until merged or closed.
 //! - `schema.rs`: the migrations.
 //!
 //! Here: opening the database, and the one lock-query-context shape every
@@ -40,6 +42,7 @@ mod controls;
 mod events;
 mod exchanges;
 mod failures;
+mod prs;
 mod retries;
 mod schema;
 mod sessions;
@@ -48,6 +51,7 @@ pub use controls::{AuditEntry, Pause, ScheduleOverride};
 pub use events::EventRow;
 pub use exchanges::{Exchange, ExchangeRow};
 pub use failures::{RecentFailure, Resolved};
+pub use prs::WatchedPr;
 pub use retries::RetryClaim;
 pub use sessions::{Claim, SessionRow};
 

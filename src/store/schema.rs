@@ -126,7 +126,34 @@ const MIGRATIONS: &[&str] = &[
     r#"
     UPDATE session_events SET kind = 'guidance' WHERE kind = 'note' AND text LIKE '💬%';
     "#,
-    // 7: closing the loop. The healing reply's ts (edited once the schedule
+    // 7: pull requests selfheal opened, watched until they are merged or
+    // closed: one row per URL (the first session that recorded it owns it),
+    // when to ask the forge next, the ETag to ask with, how far polling has
+    // backed off. `state` leaves `open` once, under a condition: the claim.
+    // Pull requests sessions recorded in the last 30 days are watched from
+    // now on (older ones are settled or forgotten, and telling their threads
+    // now would be news nobody waits for); compare links are not pull requests.
+    r#"
+    CREATE TABLE pull_requests (
+        id            INTEGER PRIMARY KEY,
+        session_id    INTEGER NOT NULL REFERENCES sessions(id),
+        url           TEXT NOT NULL UNIQUE,
+        state         TEXT NOT NULL DEFAULT 'open' CHECK (state IN ('open', 'merged', 'closed')),
+        merged_by     TEXT,
+        etag          TEXT,
+        created_at    TEXT NOT NULL,
+        checked_at    TEXT,
+        next_check_at TEXT NOT NULL,
+        unchanged     INTEGER NOT NULL DEFAULT 0,
+        settled_at    TEXT
+    );
+    CREATE INDEX pull_requests_due ON pull_requests(state, next_check_at);
+    INSERT OR IGNORE INTO pull_requests (session_id, url, created_at, next_check_at)
+        SELECT MIN(id), pr_url, datetime('now'), datetime('now') FROM sessions
+        WHERE pr_url LIKE '%/pull/%' AND created_at >= datetime('now', '-30 days')
+        GROUP BY pr_url;
+    "#,
+    // 8: closing the loop. The healing reply's ts (edited once the schedule
     // passes again); which run resolved a failure (claimed once); and the
     // re-runs selfheal asked a scheduler for, one row per attempt, so the
     // retry budget of a run holds across its re-runs and restarts.
@@ -202,5 +229,59 @@ mod tests {
             .map(Result::unwrap)
             .collect();
         assert_eq!(kinds, ["guidance", "note"]);
+    }
+
+    #[test]
+    fn pull_requests_recorded_before_they_were_watched_are_watched_from_now_on() {
+        // A database at schema version 6: sessions with a pull request (one
+        // linked again by a duplicate), a compare link, none, and an old one.
+        let conn = Connection::open_in_memory().unwrap();
+        for sql in &MIGRATIONS[..6] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.pragma_update(None, "user_version", 6).unwrap();
+        let recent = chrono::Utc::now() - chrono::Duration::days(2);
+        let old = chrono::Utc::now() - chrono::Duration::days(90);
+        conn.execute(
+            "INSERT INTO failures (id, schedule, run_id, first_seen_at) VALUES (1, 's', '1', ?1)",
+            [recent],
+        )
+        .unwrap();
+        for (id, pr_url, created_at) in [
+            (1, Some("https://github.com/acme/dbt/pull/7"), recent),
+            (2, Some("https://github.com/acme/dbt/pull/7"), recent),
+            (
+                3,
+                Some("https://github.com/acme/dbt/compare/main...selfheal/x?expand=1"),
+                recent,
+            ),
+            (4, None, recent),
+            (5, Some("https://github.com/acme/dbt/pull/1"), old),
+        ] {
+            conn.execute(
+                "INSERT INTO sessions (id, failure_id, attempt, schedule, run_id, channel, thread_ts, agent, status, created_at, pr_url)
+                 VALUES (?1, 1, ?1, 's', '1', 'C', '1.0', 'a', 'fixed', ?2, ?3)",
+                rusqlite::params![id, created_at, pr_url],
+            )
+            .unwrap();
+        }
+
+        migrate(&conn).unwrap();
+
+        let rows: Vec<(i64, String, String)> = conn
+            .prepare("SELECT session_id, url, state FROM pull_requests ORDER BY id")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(
+            rows,
+            [(
+                1,
+                "https://github.com/acme/dbt/pull/7".to_string(),
+                "open".to_string()
+            )]
+        );
     }
 }

@@ -14,20 +14,7 @@ const ALICE: &str = "U0ALICE";
 
 /// Runs `/selfheal <text>` as `user` and returns the ephemeral answer from the ack.
 async fn slash(app: &TestApp, user: &str, text: &str) -> String {
-    let envelope = app
-        .slack
-        .send_slash_command(user, ALERTS, "/selfheal", text)
-        .await;
-    app.slack
-        .wait_until(WAIT, |s| {
-            s.acks()
-                .into_iter()
-                .find(|a| a.envelope_id == envelope)
-                .and_then(|a| a.payload)
-                .map(|p| p["text"].as_str().unwrap_or_default().to_string())
-        })
-        .await
-        .unwrap_or_else(|| panic!("no ack with an answer for `/selfheal {text}`"))
+    crate::helpers::slash(&app.slack, ALERTS, user, text).await
 }
 
 async fn app_with_people() -> TestApp {

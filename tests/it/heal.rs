@@ -83,12 +83,16 @@ echo '{"type":"result","status":"fixed","summary":"orders referenced stg_order, 
 "#;
 
 #[tokio::test]
-async fn a_verified_fix_becomes_a_pull_request_linked_in_the_thread() {
-    // Arrange
-    let story = Story::start(
+async fn a_verified_fix_becomes_a_pull_request_linked_in_the_thread_which_hears_who_merged_it() {
+    // Arrange: pull requests are asked about every second (two at most).
+    let story = Story::start_with(
         &Breakage::fixture("ref_typo").unwrap(),
         "48213",
         Some(SED_FIX),
+        &[
+            ("SELFHEAL_PR_POLL_SECS", "1"),
+            ("SELFHEAL_PR_POLL_MAX_SECS", "2"),
+        ],
     )
     .await;
 
@@ -150,6 +154,56 @@ async fn a_verified_fix_becomes_a_pull_request_linked_in_the_thread() {
         .iter()
         .any(|m| m.text.contains("✅ Verification passed")));
     let _ = alerts_ts;
+
+    // Act: while nobody touches the pull request, selfheal asks with its
+    // ETag and GitHub answers 304; then octocat merges it.
+    let github = &story.world.github;
+    let asked = story
+        .world
+        .slack
+        .wait_until(WAIT, |_| {
+            (github.pr_reads().not_modified >= 2).then_some(())
+        })
+        .await;
+    assert!(asked.is_some(), "conditional asks: {:?}", github.pr_reads());
+    assert!(github.merge_pr(pr.number, "octocat"));
+    let merged = |s: &selfheal_fakes::slack::FakeSlack| -> Vec<String> {
+        s.thread(HEALING, &ts)
+            .into_iter()
+            .filter(|m| m.by_bot && m.text.contains("was merged by @octocat"))
+            .map(|m| m.text)
+            .collect()
+    };
+    let said = story
+        .world
+        .slack
+        .wait_until(WAIT, |s| merged(s).first().cloned())
+        .await;
+    let history = crate::helpers::slash(
+        &story.world.slack,
+        ALERTS,
+        "U0ANYONE",
+        "history hourly_marts",
+    )
+    .await;
+
+    // Assert: one line in the thread, the state in the store and in history.
+    assert_eq!(said, Some(format!("🔀 {pr_url} was merged by @octocat")));
+    assert!(
+        history.contains(&format!("<{pr_url}|pull request> (merged by @octocat)")),
+        "{history}"
+    );
+    let watched = story.store().watched_pr(&pr_url).unwrap().expect("watched");
+    assert_eq!(
+        watched.state,
+        selfheal::domain::PrState::Merged {
+            by: Some("octocat".into())
+        }
+    );
+    let reads = github.pr_reads();
+    assert!(reads.full >= 2 && reads.not_modified >= 2, "{reads:?}");
+    assert_eq!(merged(&story.world.slack).len(), 1, "told once");
+    assert_eq!(github.merge_calls(), 0);
     story.stop().await;
 }
 

@@ -414,6 +414,24 @@ pub async fn world_final_message(world: &World, ts: &str, within: Duration) -> S
         .text
 }
 
+/// Runs `/selfheal <text>` as `user` in `channel` of `slack` and returns the
+/// ephemeral answer from the ack.
+pub async fn slash(slack: &FakeSlack, channel: &str, user: &str, text: &str) -> String {
+    let envelope = slack
+        .send_slash_command(user, channel, "/selfheal", text)
+        .await;
+    slack
+        .wait_until(WAIT, |s| {
+            s.acks()
+                .into_iter()
+                .find(|a| a.envelope_id == envelope)
+                .and_then(|a| a.payload)
+                .map(|p| p["text"].as_str().unwrap_or_default().to_string())
+        })
+        .await
+        .unwrap_or_else(|| panic!("no ack with an answer for `/selfheal {text}`"))
+}
+
 /// Starts the bot in-process on a staged world and waits until it is
 /// connected to the world's Slack.
 pub async fn start_world_bot(

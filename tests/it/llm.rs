@@ -66,22 +66,7 @@ impl Story {
     }
 
     async fn history(&self) -> String {
-        let envelope = self
-            .world
-            .slack
-            .send_slash_command("U0ANYONE", HEALING, "/selfheal", "history")
-            .await;
-        self.world
-            .slack
-            .wait_until(WAIT, |s| {
-                s.acks()
-                    .into_iter()
-                    .find(|a| a.envelope_id == envelope)
-                    .and_then(|a| a.payload)
-                    .map(|p| p["text"].as_str().unwrap_or_default().to_string())
-            })
-            .await
-            .expect("an answer to /selfheal history")
+        crate::helpers::slash(&self.world.slack, HEALING, "U0ANYONE", "history").await
     }
 
     async fn stop(self) {

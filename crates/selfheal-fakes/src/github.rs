@@ -4,12 +4,16 @@
 //! Start one with [`FakeGitHub::start`], point selfheal's `forge::GitHub` at
 //! [`FakeGitHub::api_base`] (or [`FakeGitHub::enterprise_api_base`] for the
 //! `/api/v3` prefix of GitHub Enterprise), then assert on [`FakeGitHub::prs`],
-//! [`FakeGitHub::requests`] and [`FakeGitHub::merge_calls`], and inject trouble with
+//! [`FakeGitHub::requests`], [`FakeGitHub::pr_reads`], [`FakeGitHub::comments`]
+//! and [`FakeGitHub::merge_calls`], act as the humans with
+//! [`FakeGitHub::merge_pr`] and [`FakeGitHub::close_pr`], and inject trouble with
 //! [`FakeGitHub::fail_next`] and [`FakeGitHub::exhaust_rate_limit`].
 //!
 //! What it owns: an HTTP listener on `127.0.0.1:0`, one repository's pull requests
-//! in memory, and a record of every request (the `Authorization` value is not
-//! kept, only whether it was there and right).
+//! and their comments in memory, and a record of every request (the
+//! `Authorization` value is not kept, only whether it was there and right).
+//! Its web pages (`html_url`) are on the same origin as its API, as GitHub
+//! Enterprise's are: `http://127.0.0.1:PORT/{owner}/{repo}/pull/{n}`.
 //!
 //! What it implements, with GitHub's documented shapes and status codes:
 //! - `POST /repos/{o}/{r}/pulls`: 401 without the right token, 400 for bad JSON,
@@ -17,7 +21,12 @@
 //!   request (`"A pull request already exists for o:branch."`), 201 otherwise;
 //!   with [`FakeGitHub::set_git_dir`], `head` and `base` must exist in that repository;
 //! - `GET /repos/{o}/{r}/pulls?state=&head=&base=&per_page=&page=` with `Link` paging;
-//! - `GET /repos/{o}/{r}/pulls/{n}`;
+//! - `GET /repos/{o}/{r}/pulls/{n}`, with `merged`, `merged_by` and an `ETag`;
+//!   `If-None-Match` with the current ETag answers 304 with no body, as GitHub
+//!   does (and such answers do not count against its rate limit);
+//! - `POST /repos/{o}/{r}/issues/{n}/comments` on a pull request: 201 with the
+//!   comment, 404 for no such pull request, 422 for an empty or too long body,
+//!   403 for a read-only token;
 //! - `GET /repos/{o}/{r}`: the repository, with the token's `permissions`
 //!   (`push` is false after [`FakeGitHub::set_can_push`]`(false)`, as for a
 //!   read-only token).
@@ -57,11 +66,36 @@ pub struct FakePr {
     pub base: String,
     pub title: String,
     pub body: String,
-    /// `open` or `closed`.
+    /// `open` or `closed`; a merged pull request is `closed`, as on GitHub.
     pub state: String,
     pub draft: bool,
     pub maintainer_can_modify: bool,
     pub created_at: String,
+    /// Changes whenever the pull request does (and with it the ETag).
+    pub updated_at: String,
+    pub closed_at: Option<String>,
+    /// The login of who merged it; None while it is not merged.
+    pub merged_by: Option<String>,
+}
+
+/// A comment on a pull request, as the fake received it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FakeComment {
+    pub id: u64,
+    /// The pull request's number.
+    pub number: u64,
+    pub body: String,
+    /// The login of the token's user.
+    pub user: String,
+}
+
+/// How `GET /repos/{o}/{r}/pulls/{n}` was answered.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PrReads {
+    /// 200 with the pull request.
+    pub full: usize,
+    /// 304: `If-None-Match` named the current ETag.
+    pub not_modified: usize,
 }
 
 struct Inner {
@@ -72,6 +106,8 @@ struct Inner {
     repo: String,
     user: String,
     prs: Vec<FakePr>,
+    comments: Vec<FakeComment>,
+    pr_reads: PrReads,
     merge_calls: usize,
     git_dir: Option<PathBuf>,
     /// Whether the token may push (and so open pull requests).
@@ -102,6 +138,8 @@ impl FakeGitHub {
             repo: repo.to_string(),
             user: "selfheal-bot".to_string(),
             prs: Vec::new(),
+            comments: Vec::new(),
+            pr_reads: PrReads::default(),
             merge_calls: 0,
             can_push: true,
             git_dir: None,
@@ -148,16 +186,42 @@ impl FakeGitHub {
             .fail_next(Injected::RateLimit { reset_in }, times);
     }
 
-    /// Closes pull request `number`, as a human would; false if there is none.
+    /// Closes pull request `number` without merging, as a human would; false
+    /// if there is none.
     pub fn close_pr(&self, number: u64) -> bool {
+        self.settle(number, None)
+    }
+
+    /// Merges pull request `number` as the human `login` would, in GitHub's
+    /// words: `state: closed`, `merged: true`, `merged_by.login`. A test's
+    /// doing, never a request's: [`FakeGitHub::merge_calls`] stays as it was.
+    pub fn merge_pr(&self, number: u64, login: &str) -> bool {
+        self.settle(number, Some(login))
+    }
+
+    fn settle(&self, number: u64, merged_by: Option<&str>) -> bool {
         let mut inner = self.lock();
         match inner.prs.iter_mut().find(|pr| pr.number == number) {
             Some(pr) => {
+                let now = rfc3339(SystemTime::now());
                 pr.state = "closed".to_string();
+                pr.closed_at = Some(now.clone());
+                pr.updated_at = now;
+                pr.merged_by = merged_by.map(str::to_string);
                 true
             }
             None => false,
         }
+    }
+
+    /// How single pull requests were read: in full, or 304 unchanged.
+    pub fn pr_reads(&self) -> PrReads {
+        self.lock().pr_reads
+    }
+
+    /// Every comment on a pull request, in order.
+    pub fn comments(&self) -> Vec<FakeComment> {
+        self.lock().comments.clone()
     }
 
     /// Adds an open pull request as if someone had opened it; returns its number.
@@ -207,6 +271,7 @@ impl Inner {
         maintainer_can_modify: bool,
     ) -> &FakePr {
         let number = self.prs.iter().map(|p| p.number).max().unwrap_or(0) + 1;
+        let now = rfc3339(SystemTime::now());
         self.prs.push(FakePr {
             number,
             head: head.to_string(),
@@ -217,37 +282,51 @@ impl Inner {
             state: "open".to_string(),
             draft,
             maintainer_can_modify,
-            created_at: rfc3339(SystemTime::now()),
+            created_at: now.clone(),
+            updated_at: now,
+            closed_at: None,
+            merged_by: None,
         });
         self.prs.last().expect("just pushed")
     }
 
-    /// The pull request object in GitHub's documented shape.
-    fn pr_json(&self, pr: &FakePr, api_base: &str) -> Value {
+    /// The pull request object in GitHub's documented shape (as in the
+    /// recorded `pull_merged` answer of shared/reference/forge-payloads/github).
+    fn pr_json(&self, pr: &FakePr, base: &Bases) -> Value {
+        let (api_base, web) = (&base.api, &base.web);
         let full_name = format!("{}/{}", self.owner, self.repo);
         let repo = json!({
             "name": self.repo,
             "full_name": full_name,
             "owner": { "login": self.owner },
-            "html_url": format!("https://github.example/{full_name}"),
+            "html_url": format!("{web}/{full_name}"),
         });
+        let merged_at = match &pr.merged_by {
+            Some(_) => json!(pr.closed_at),
+            None => Value::Null,
+        };
+        let merged_by = match &pr.merged_by {
+            Some(login) => json!({ "login": login, "type": "User" }),
+            None => Value::Null,
+        };
         json!({
             "url": format!("{api_base}/repos/{full_name}/pulls/{}", pr.number),
             "id": 1_000_000 + pr.number,
             "number": pr.number,
-            "html_url": format!("https://github.example/{full_name}/pull/{}", pr.number),
-            "diff_url": format!("https://github.example/{full_name}/pull/{}.diff", pr.number),
+            "html_url": format!("{web}/{full_name}/pull/{}", pr.number),
+            "diff_url": format!("{web}/{full_name}/pull/{}.diff", pr.number),
             "state": pr.state,
             "locked": false,
             "title": pr.title,
             "body": pr.body,
             "user": { "login": self.user, "type": "Bot" },
             "created_at": pr.created_at,
-            "updated_at": pr.created_at,
-            "closed_at": Value::Null,
-            "merged_at": Value::Null,
+            "updated_at": pr.updated_at,
+            "closed_at": pr.closed_at,
+            "merged_at": merged_at,
             "draft": pr.draft,
-            "merged": false,
+            "merged": pr.merged_by.is_some(),
+            "merged_by": merged_by,
             "maintainer_can_modify": pr.maintainer_can_modify,
             "head": {
                 "label": format!("{}:{}", self.owner, pr.head),
@@ -267,6 +346,14 @@ impl Inner {
     }
 }
 
+/// Where the fake's API and web pages are, as this request reached it.
+struct Bases {
+    /// `http://127.0.0.1:PORT`, with `/api/v3` when the request came that way.
+    api: String,
+    /// `http://127.0.0.1:PORT`.
+    web: String,
+}
+
 /// Every request lands here: recording and GitHub-shaped errors are easier with one
 /// router of our own than with axum's extractors and their own rejection bodies.
 async fn handle(State(shared): State<Shared<Inner>>, req: Request) -> Response {
@@ -275,7 +362,11 @@ async fn handle(State(shared): State<Shared<Inner>>, req: Request) -> Response {
         Some(rest) => ("/api/v3", rest),
         None => ("", path),
     };
-    let api_base = format!("{}{api_prefix}", shared.base_url());
+    let base = Bases {
+        api: format!("{}{api_prefix}", shared.base_url()),
+        web: shared.base_url(),
+    };
+    let api_base = &base.api;
     let segments: Vec<&str> = route.trim_matches('/').split('/').collect();
 
     // Record, count merges, and take an injected failure, all under one lock.
@@ -334,29 +425,128 @@ async fn handle(State(shared): State<Shared<Inner>>, req: Request) -> Response {
             )
         }
         ["repos", o, r, "pulls"] if *o == owner && *r == repo => match *method {
-            Method::POST => create_pr(&shared, &req.body, &api_base, git_dir).await,
-            Method::GET => list_prs(&shared, req.uri.query().unwrap_or(""), &api_base, route),
+            Method::POST => create_pr(&shared, &req.body, &base, git_dir).await,
+            Method::GET => list_prs(&shared, req.uri.query().unwrap_or(""), &base, route),
             _ => not_found(),
         },
         ["repos", o, r, "pulls", n] if *o == owner && *r == repo && method == Method::GET => {
-            let inner = shared.lock();
-            match n
-                .parse::<u64>()
-                .ok()
-                .and_then(|n| inner.prs.iter().find(|p| p.number == n))
-            {
-                Some(pr) => json_response(StatusCode::OK, inner.pr_json(pr, &api_base), &[]),
-                None => not_found(),
+            get_pr(&shared, n, req.header("if-none-match"), &base)
+        }
+        ["repos", o, r, "issues", n, "comments"]
+            if *o == owner && *r == repo && method == Method::POST =>
+        {
+            match can_push {
+                true => create_comment(&shared, n, &req.body, api_base),
+                false => error(
+                    StatusCode::FORBIDDEN,
+                    "Resource not accessible by personal access token",
+                ),
             }
         }
         _ => not_found(),
     }
 }
 
+/// One pull request, or 304 when `if_none_match` names its current ETag.
+fn get_pr(
+    shared: &Shared<Inner>,
+    number: &str,
+    if_none_match: Option<&str>,
+    base: &Bases,
+) -> Response {
+    let mut inner = shared.lock();
+    let Some(pr) = number
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| inner.prs.iter().find(|p| p.number == n))
+        .cloned()
+    else {
+        return not_found();
+    };
+    let body = inner.pr_json(&pr, base);
+    let etag = format!("W/\"{}\"", fake_sha(&body.to_string()));
+    if if_none_match.is_some_and(|tags| matches_etag(tags, &etag)) {
+        inner.pr_reads.not_modified += 1;
+        return not_modified(&etag);
+    }
+    inner.pr_reads.full += 1;
+    json_response(StatusCode::OK, body, &[("etag", etag)])
+}
+
+/// Whether an `If-None-Match` list names `etag`, compared weakly (a `W/`
+/// prefix does not matter) as GitHub does; `*` matches anything.
+fn matches_etag(if_none_match: &str, etag: &str) -> bool {
+    let weak = |t: &str| t.trim().trim_start_matches("W/").to_string();
+    if_none_match
+        .split(',')
+        .any(|t| t.trim() == "*" || weak(t) == weak(etag))
+}
+
+/// `304 Not Modified`: no body; the ETag and the rate-limit headers, as GitHub sends.
+fn not_modified(etag: &str) -> Response {
+    let mut response = json_response(
+        StatusCode::NOT_MODIFIED,
+        Value::Null,
+        &[("etag", etag.to_string())],
+    );
+    *response.body_mut() = axum::body::Body::empty();
+    response.headers_mut().remove("content-type");
+    response
+}
+
+/// `POST .../issues/{n}/comments` on one of the pull requests.
+fn create_comment(shared: &Shared<Inner>, number: &str, body: &[u8], api_base: &str) -> Response {
+    let Ok(Value::Object(req)) = serde_json::from_slice::<Value>(body) else {
+        return error(StatusCode::BAD_REQUEST, "Problems parsing JSON");
+    };
+    let mut inner = shared.lock();
+    let Some(number) = number
+        .parse::<u64>()
+        .ok()
+        .filter(|n| inner.prs.iter().any(|p| p.number == *n))
+    else {
+        return not_found();
+    };
+    let text = req.get("body").and_then(Value::as_str).unwrap_or_default();
+    if text.is_empty() {
+        return validation_failed(
+            json!({ "resource": "IssueComment", "field": "body", "code": "missing_field" }),
+        );
+    }
+    if text.chars().count() > 65_536 {
+        return validation_failed(
+            json!({ "resource": "IssueComment", "code": "custom", "field": "body", "message": "body is too long (maximum is 65536 characters)" }),
+        );
+    }
+    let id = 9_000_000 + inner.comments.len() as u64 + 1;
+    let comment = FakeComment {
+        id,
+        number,
+        body: text.to_string(),
+        user: inner.user.clone(),
+    };
+    inner.comments.push(comment.clone());
+    let full_name = format!("{}/{}", inner.owner, inner.repo);
+    json_response(
+        StatusCode::CREATED,
+        json!({
+            "id": id,
+            "url": format!("{api_base}/repos/{full_name}/issues/comments/{id}"),
+            "issue_url": format!("{api_base}/repos/{full_name}/issues/{number}"),
+            "body": comment.body,
+            "user": { "login": comment.user, "type": "Bot" },
+            "created_at": rfc3339(SystemTime::now()),
+            "updated_at": rfc3339(SystemTime::now()),
+            "author_association": "NONE",
+        }),
+        &[],
+    )
+}
+
 async fn create_pr(
     shared: &Shared<Inner>,
     body: &[u8],
-    api_base: &str,
+    bases: &Bases,
     git_dir: Option<PathBuf>,
 ) -> Response {
     let Ok(Value::Object(req)) = serde_json::from_slice::<Value>(body) else {
@@ -416,15 +606,15 @@ async fn create_pr(
     let pr = inner
         .new_pr(&head, &base, &title, &text, head_sha, draft, can_modify)
         .clone();
-    let body = inner.pr_json(&pr, api_base);
+    let body = inner.pr_json(&pr, bases);
     let location = format!(
-        "{api_base}/repos/{owner}/{}/pulls/{}",
-        inner.repo, pr.number
+        "{}/repos/{owner}/{}/pulls/{}",
+        bases.api, inner.repo, pr.number
     );
     json_response(StatusCode::CREATED, body, &[("location", location)])
 }
 
-fn list_prs(shared: &Shared<Inner>, query: &str, api_base: &str, route: &str) -> Response {
+fn list_prs(shared: &Shared<Inner>, query: &str, base: &Bases, route: &str) -> Response {
     let params: BTreeMap<String, String> = url::form_urlencoded::parse(query.as_bytes())
         .into_owned()
         .collect();
@@ -462,7 +652,7 @@ fn list_prs(shared: &Shared<Inner>, query: &str, api_base: &str, route: &str) ->
         .iter()
         .skip((page - 1) * per_page)
         .take(per_page)
-        .map(|pr| inner.pr_json(pr, api_base))
+        .map(|pr| inner.pr_json(pr, base))
         .collect();
 
     let link_to = |p: usize, rel: &str| {
@@ -472,7 +662,7 @@ fn list_prs(shared: &Shared<Inner>, query: &str, api_base: &str, route: &str) ->
         let query: String = url::form_urlencoded::Serializer::new(String::new())
             .extend_pairs(q.iter())
             .finish();
-        let prefix = api_base.trim_end_matches('/');
+        let prefix = base.api.trim_end_matches('/');
         format!("<{prefix}{route}?{query}>; rel=\"{rel}\"")
     };
     let mut links = Vec::new();
@@ -663,6 +853,21 @@ mod tests {
         ];
         for (secs, want) in cases {
             assert_eq!(rfc3339(UNIX_EPOCH + Duration::from_secs(secs)), want);
+        }
+    }
+
+    #[test]
+    fn if_none_match_compares_etags_weakly_as_github_does() {
+        let cases = [
+            (r#"W/"abc""#, true),
+            (r#""abc""#, true),
+            (r#""x", W/"abc""#, true),
+            ("*", true),
+            (r#"W/"abcd""#, false),
+            ("", false),
+        ];
+        for (header, want) in cases {
+            assert_eq!(matches_etag(header, r#"W/"abc""#), want, "{header}");
         }
     }
 
