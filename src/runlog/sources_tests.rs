@@ -420,25 +420,39 @@ async fn paradime_fake_refuses_the_documents_selfheal_used_to_guess() {
     assert_eq!(fake.retries_of(48213), [48214, 48215]);
 }
 
+/// The story of a retry, for any hosted source: failed run `run_id` reads
+/// as `Failed(word)`; its retry names `new`, a run in progress for `polls`
+/// status polls and then passed.
+async fn retry_passes_after(source: &Source, run_id: &str, word: &str, new: &str, polls: usize) {
+    // Arrange
+    assert!(source.can_retry());
+    let state = source.run_state(run_id).await.expect("a state");
+    assert_eq!(state, RunState::Failed(word.into()));
+
+    // Act
+    let retried = source.retry(run_id).await.expect("retried");
+
+    // Assert
+    assert_eq!(retried, new);
+    let mut states = vec![];
+    for _ in 0..=polls {
+        states.push(source.run_state(&retried).await.expect("a state"));
+    }
+    let mut want = vec![RunState::InProgress; polls];
+    want.push(RunState::Passed);
+    assert_eq!(states, want);
+}
+
 #[tokio::test]
 async fn paradime_retry_starts_a_new_run_whose_state_moves_to_the_final_one() {
-    // Arrange
     let fake = token_fake().await;
     bolt_run(&fake, 48213, "x");
     fake.on_retry(48213, FinalState::Success, 2);
     let source = Source::Paradime(paradime_with(&fake, company_token(WORKSPACE_UID)));
-    assert!(source.can_retry());
-    assert_eq!(
-        source.run_state("48213").await.expect("a state"),
-        RunState::Failed("FAILED".into())
-    );
 
-    // Act
-    let new = source.retry("48213").await.expect("retried");
+    retry_passes_after(&source, "48213", "FAILED", "48214", 2).await;
 
-    // Assert: a new run, asked for with the SDK's variables, in progress
-    // for two polls, then passed.
-    assert_eq!(new, "48214");
+    // A new run, asked for once, with the SDK's variables.
     assert_eq!(fake.retries_of(48213), [48214]);
     assert_eq!(fake.retry_calls(), 1);
     let retry = fake
@@ -447,14 +461,6 @@ async fn paradime_retry_starts_a_new_run_whose_state_moves_to_the_final_one() {
         .find(|r| r.field().as_deref() == Some("retryBoltRun"))
         .expect("the retry");
     assert_eq!(retry.variables(), json!({ "scheduleRunId": 48213 }));
-    let mut states = vec![];
-    for _ in 0..3 {
-        states.push(source.run_state(&new).await.expect("a state"));
-    }
-    assert_eq!(
-        states,
-        [RunState::InProgress, RunState::InProgress, RunState::Passed]
-    );
 
     // A retry that does not pass says so in Bolt's word.
     fake.add_run(
@@ -770,22 +776,14 @@ fn failed_cloud_run(fake: &FakeDbtCloud, run_id: u64, job_id: u64, run_results: 
 
 #[tokio::test]
 async fn dbt_cloud_retry_starts_a_new_run_whose_status_moves_to_the_final_one() {
-    // Arrange
     let fake = FakeDbtCloud::start(TOKEN, ACCOUNT).await.expect("fake");
     failed_cloud_run(&fake, 9001, 1, true);
     fake.on_retry(9001, CloudEnds::Success, 3);
     let source = Source::DbtCloud(dbt_cloud(&fake, Duration::from_millis(10)));
-    assert!(source.can_retry());
-    assert_eq!(
-        source.run_state("9001").await.expect("a state"),
-        RunState::Failed("20 Error".into())
-    );
 
-    // Act
-    let new = source.retry("9001").await.expect("retried");
+    retry_passes_after(&source, "9001", "20 Error", "9002", 3).await;
 
-    // Assert
-    assert_eq!(new, "9002");
+    // A new run, asked for once, at dbt Cloud's retry endpoint.
     assert_eq!(fake.retries_of(9001), [9002]);
     assert_eq!(fake.retry_calls(), 1);
     let post = fake
@@ -798,19 +796,6 @@ async fn dbt_cloud_retry_starts_a_new_run_whose_status_moves_to_the_final_one() 
         format!("/api/v2/accounts/{ACCOUNT}/runs/9001/retry/")
     );
     assert!(post.authorized());
-    let mut states = vec![];
-    for _ in 0..4 {
-        states.push(source.run_state(&new).await.expect("a state"));
-    }
-    assert_eq!(
-        states,
-        [
-            RunState::InProgress,
-            RunState::InProgress,
-            RunState::InProgress,
-            RunState::Passed
-        ]
-    );
 
     fake.add_run(
         9100,

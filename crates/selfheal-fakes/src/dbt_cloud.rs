@@ -38,7 +38,7 @@ use axum::response::Response;
 use serde_json::{json, Value};
 
 pub use crate::retry::FinalState;
-use crate::retry::{Phase, Progress};
+use crate::retry::{Phase, Progress, Retries};
 use crate::server::{
     self, AuthSeen, Credentials, Gate, HttpFake, RecordedRequest, Request, Shared,
 };
@@ -86,8 +86,6 @@ struct Run {
     artifact_requests: usize,
     job_id: u64,
     status: Status,
-    /// The run this one retried.
-    parent: Option<u64>,
     /// The reason a test chose for refusing a retry of this run.
     refusal: Option<String>,
 }
@@ -112,9 +110,7 @@ struct Inner {
     gate: Gate<u16>,
     account_id: u64,
     runs: BTreeMap<u64, Run>,
-    /// How the run a retry of a run starts ends: (final state, polls before it).
-    retry_plans: BTreeMap<u64, (FinalState, usize)>,
-    retry_calls: usize,
+    retries: Retries,
 }
 
 impl FakeDbtCloud {
@@ -128,8 +124,7 @@ impl FakeDbtCloud {
             gate: Gate::new(credentials),
             account_id,
             runs: BTreeMap::new(),
-            retry_plans: BTreeMap::new(),
-            retry_calls: 0,
+            retries: Retries::default(),
         };
         let fake = HttpFake::start("fake dbt Cloud", inner, handle).await?;
         Ok(FakeDbtCloud { fake })
@@ -160,7 +155,6 @@ impl FakeDbtCloud {
                 artifact_requests: 0,
                 job_id: 1,
                 status: Status::Scripted(code),
-                parent: None,
                 refusal: None,
             },
         );
@@ -178,7 +172,7 @@ impl FakeDbtCloud {
     /// for `after_polls` status polls, then ends as `ends` for good. Without
     /// this, it errors again, after one poll.
     pub fn on_retry(&self, run_id: u64, ends: FinalState, after_polls: usize) {
-        self.lock().retry_plans.insert(run_id, (ends, after_polls));
+        self.lock().retries.plan(run_id, ends, after_polls);
     }
 
     /// Refuses a retry of run `run_id` with `reason` (`RETRY_UNSUPPORTED_CMD`,
@@ -191,17 +185,12 @@ impl FakeDbtCloud {
 
     /// How many retry requests reached an existing run, refused ones included.
     pub fn retry_calls(&self) -> usize {
-        self.lock().retry_calls
+        self.lock().retries.calls()
     }
 
     /// The runs started by retries of `run_id`, oldest first.
     pub fn retries_of(&self, run_id: u64) -> Vec<u64> {
-        self.lock()
-            .runs
-            .iter()
-            .filter(|(_, r)| r.parent == Some(run_id))
-            .map(|(id, _)| *id)
-            .collect()
+        self.lock().retries.of(run_id)
     }
 
     /// The first `n_requests` requests for run `run_id`'s artifacts answer 404,
@@ -291,7 +280,7 @@ async fn handle(State(shared): State<Shared<Inner>>, req: Request) -> Response {
             else {
                 return not_found();
             };
-            inner.retry_calls += 1;
+            inner.retries.count_call();
             match retry(&mut inner, id) {
                 Ok(new) => {
                     let account_id = inner.account_id;
@@ -369,11 +358,7 @@ fn retry(inner: &mut Inner, id: u64) -> Result<u64, String> {
     if run.run_results.is_none() {
         return Err("RETRY_NO_RUN_RESULTS".into());
     }
-    let (ends, after_polls) = inner
-        .retry_plans
-        .get(&id)
-        .copied()
-        .unwrap_or((FinalState::Error, 1));
+    let (ends, after_polls) = inner.retries.planned(id, (FinalState::Error, 1));
     let steps = run
         .steps
         .iter()
@@ -389,11 +374,11 @@ fn retry(inner: &mut Inner, id: u64) -> Result<u64, String> {
         artifact_requests: 0,
         job_id,
         status: Status::Retrying(Progress::new(ends, after_polls)),
-        parent: Some(id),
         refusal: None,
     };
     let new = inner.runs.keys().max().copied().unwrap_or(0) + 1;
     inner.runs.insert(new, retried);
+    inner.retries.started(new, id);
     Ok(new)
 }
 

@@ -51,7 +51,7 @@ use axum::response::Response;
 use serde_json::{json, Map, Value};
 
 pub use crate::retry::FinalState;
-use crate::retry::{Phase, Progress};
+use crate::retry::{Phase, Progress, Retries};
 use crate::server::{
     self, AuthSeen, Credentials, Gate, HttpFake, RecordedRequest, Request, Shared,
 };
@@ -173,8 +173,6 @@ struct Run {
     commands: Vec<FakeCommand>,
     /// The schedule's slug, for `retryBoltRunFromFailure` and `listBoltRuns`.
     slug: Option<String>,
-    /// The run this one retried.
-    parent: Option<u64>,
 }
 
 impl Run {
@@ -204,11 +202,9 @@ struct Inner {
     gate: Gate<u16>,
     runs: BTreeMap<u64, Run>,
     page_size: usize,
-    /// How the run a retry of a run starts ends: (final state, polls before it).
-    retry_plans: BTreeMap<u64, (FinalState, usize)>,
+    retries: Retries,
     /// GraphQL errors to answer next, by root field.
     graphql_errors: VecDeque<(String, String)>,
-    retry_calls: usize,
 }
 
 impl FakeParadime {
@@ -230,9 +226,8 @@ impl FakeParadime {
             gate: Gate::new(Credentials::AnyOf(kinds)),
             runs: BTreeMap::new(),
             page_size: 100,
-            retry_plans: BTreeMap::new(),
+            retries: Retries::default(),
             graphql_errors: VecDeque::new(),
-            retry_calls: 0,
         };
         let fake = HttpFake::start("fake Paradime", inner, handle).await?;
         Ok(FakeParadime { fake })
@@ -251,7 +246,6 @@ impl FakeParadime {
                 status: Status::Scripted(state.to_string()),
                 commands,
                 slug: None,
-                parent: None,
             },
         );
     }
@@ -268,7 +262,7 @@ impl FakeParadime {
     /// `after_polls` status polls, then `ends` for good. Without this, it
     /// fails again the way `run_id` did, after one poll.
     pub fn on_retry(&self, run_id: u64, ends: FinalState, after_polls: usize) {
-        self.lock().retry_plans.insert(run_id, (ends, after_polls));
+        self.lock().retries.plan(run_id, ends, after_polls);
     }
 
     /// How many log lines one page holds (default 100, at least 1).
@@ -288,17 +282,12 @@ impl FakeParadime {
     /// How many retry mutations (of any of the three) reached the API with
     /// a valid document, refused ones included.
     pub fn retry_calls(&self) -> usize {
-        self.lock().retry_calls
+        self.lock().retries.calls()
     }
 
     /// The runs started by retries of `run_id`, oldest first.
     pub fn retries_of(&self, run_id: u64) -> Vec<u64> {
-        self.lock()
-            .runs
-            .iter()
-            .filter(|(_, r)| r.parent == Some(run_id))
-            .map(|(id, _)| *id)
-            .collect()
+        self.lock().retries.of(run_id)
     }
 
     /// Every request received, in order.
@@ -567,7 +556,7 @@ async fn handle(State(shared): State<Shared<Inner>>, req: Request) -> Response {
             }
         }
         Operation::Retry | Operation::RetryAll => {
-            inner.retry_calls += 1;
+            inner.retries.count_call();
             let all = doc.operation == Operation::RetryAll;
             match retry(&mut inner, int("scheduleRunId"), all) {
                 Ok(new) => json!({ "runId": new }),
@@ -575,7 +564,7 @@ async fn handle(State(shared): State<Shared<Inner>>, req: Request) -> Response {
             }
         }
         Operation::RetryFromFailure => {
-            inner.retry_calls += 1;
+            inner.retries.count_call();
             let slug = vars["slug"].as_str().unwrap_or_default();
             let latest = inner
                 .runs
@@ -607,7 +596,7 @@ async fn handle(State(shared): State<Shared<Inner>>, req: Request) -> Response {
                 .filter(|(_, r)| slug.is_none() || r.slug.as_deref() == slug)
                 .skip(offset as usize)
                 .take(limit as usize)
-                .map(|(id, r)| run_json(*id, r))
+                .map(|(id, r)| run_json(*id, r, inner.retries.parent(*id)))
                 .collect();
             json!({ "ok": true, "runs": runs })
         }
@@ -666,14 +655,12 @@ fn retry(inner: &mut Inner, id: u64, all: bool) -> Result<u64, String> {
             "Run {id} cannot be retried: it is {state}, and only FAILED or ERROR runs can be"
         ));
     }
-    let (ends, after_polls) = inner.retry_plans.get(&id).copied().unwrap_or_else(|| {
-        let again = if state == "ERROR" {
-            FinalState::Error
-        } else {
-            FinalState::Failed
-        };
-        (again, 1)
-    });
+    let again = if state == "ERROR" {
+        FinalState::Error
+    } else {
+        FinalState::Failed
+    };
+    let (ends, after_polls) = inner.retries.planned(id, (again, 1));
     let first_failed = run
         .commands
         .iter()
@@ -712,9 +699,9 @@ fn retry(inner: &mut Inner, id: u64, all: bool) -> Result<u64, String> {
             status: Status::Retrying(Progress::new(ends, after_polls)),
             commands,
             slug,
-            parent: Some(id),
         },
     );
+    inner.retries.started(new, id);
     Ok(new)
 }
 
@@ -750,7 +737,7 @@ fn command_json(c: &FakeCommand, running: bool) -> Value {
     })
 }
 
-fn run_json(id: u64, run: &Run) -> Value {
+fn run_json(id: u64, run: &Run, parent: Option<u64>) -> Value {
     json!({
         "id": id,
         "state": run.state(),
@@ -758,7 +745,7 @@ fn run_json(id: u64, run: &Run) -> Value {
         "actorEmail": Value::Null,
         "startDttm": "2024-05-01 04:20:00",
         "endDttm": (!run.running()).then_some("2024-05-01 04:21:00"),
-        "parentScheduleRunId": run.parent,
+        "parentScheduleRunId": parent,
         "gitInfo": { "branch": "main", "commitHash": "0f3c2a1", "pullRequestId": Value::Null },
     })
 }
@@ -890,6 +877,12 @@ mod tests {
 
     const WSP: [(&str, &str); 1] = [("authorization", "Bearer prdm_wsp_t0k")];
 
+    /// A fake that takes the workspace token of [`WSP`].
+    async fn token_fake() -> FakeParadime {
+        let token = ParadimeCredential::WorkspaceToken("prdm_wsp_t0k".into());
+        FakeParadime::start_accepting(&[token]).await.expect("fake")
+    }
+
     #[tokio::test]
     async fn it_takes_the_credentials_it_was_told_to_and_no_others() {
         let fake = FakeParadime::start_accepting(&[
@@ -935,11 +928,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_retry_starts_a_new_run_that_ends_as_the_test_chose() {
-        let fake = FakeParadime::start_accepting(&[ParadimeCredential::WorkspaceToken(
-            "prdm_wsp_t0k".into(),
-        )])
-        .await
-        .expect("fake");
+        let fake = token_fake().await;
         fake.add_run(
             10,
             "FAILED",
@@ -1054,11 +1043,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_command_log_pages_from_the_sdks_first_cursor() {
-        let fake = FakeParadime::start_accepting(&[ParadimeCredential::WorkspaceToken(
-            "prdm_wsp_t0k".into(),
-        )])
-        .await
-        .expect("fake");
+        let fake = token_fake().await;
         fake.add_run(
             1,
             "ERROR",
