@@ -527,7 +527,13 @@ impl<'a> Session<'a> {
         }
         let claim =
             deps.store
-                .claim_retry(&start.schedule, &start.run_id, start.session_id.0, budget)?;
+                .claim_retry(
+                    &start.schedule,
+                    &start.run_id,
+                    start.session_id.0,
+                    budget,
+                    source.is_none(),
+                )?;
         let (id, attempt) = match claim {
             RetryClaim::Granted { id, attempt, .. } => (id, attempt),
             RetryClaim::Spent { root, used } => return Ok(RetryAnswer::Spent { root, used }),

@@ -1046,8 +1046,9 @@ impl Machine {
     /// The agent's ending once it has exited.
     fn ending_on_exit(&self, agent: &Agent, then: &AfterAgent, code: Option<i32>) -> Ending {
         let crashed = code != Some(0);
-        // With a clone, the bot itself verifies the change and opens the PR.
-        let bot_proposes = matches!(then, AfterAgent::Finish(_));
+        // With a clone, the bot itself verifies the change and opens the PR;
+        // a diagnosis proposes nothing, so no pull request is missing.
+        let bot_proposes = matches!(then, AfterAgent::Finish(_) | AfterAgent::Diagnose);
         match (&agent.verdict, &self.pr_url) {
             (Some((Outcome::Fixed, summary)), Some(_)) => Ending::fixed(summary.as_str()),
             (Some((Outcome::Fixed, summary)), None) if bot_proposes => {

@@ -33,13 +33,14 @@ impl Store {
     /// Claims a re-run of `run_id`'s failure for `session_id`, under a budget
     /// of `budget` re-runs per chain. A failed run that is itself a re-run
     /// selfheal asked for counts against its root's budget; so does the first
-    /// failure after a retry command, which reports no run id.
+    /// failure after a retry command (`by_command`), which reports no run id.
     pub fn claim_retry(
         &self,
         schedule: &str,
         run_id: &str,
         session_id: i64,
         budget: u32,
+        by_command: bool,
     ) -> Result<RetryClaim> {
         self.with_tx("claiming a re-run", |tx| {
             let asked = tx
@@ -73,7 +74,7 @@ impl Store {
                     let pending: Option<(i64, String)> = tx
                         .query_row(
                             "SELECT r.id, r.root_run_id FROM retries r
-                             WHERE r.schedule = ?1 AND r.run_id IS NULL
+                             WHERE r.schedule = ?1 AND r.run_id IS NULL AND r.by_command = 1
                                AND NOT EXISTS (SELECT 1 FROM failures f
                                    WHERE f.schedule = r.schedule AND f.resolved_at > r.asked_at)
                              ORDER BY r.id DESC LIMIT 1",
@@ -103,9 +104,9 @@ impl Store {
             }
             let attempt = used + 1;
             tx.execute(
-                "INSERT INTO retries(schedule, root_run_id, attempt, failed_run_id, session_id, asked_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![schedule, root, attempt, run_id, session_id, now()],
+                "INSERT INTO retries(schedule, root_run_id, attempt, failed_run_id, by_command, session_id, asked_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![schedule, root, attempt, run_id, by_command, session_id, now()],
             )?;
             Ok(RetryClaim::Granted {
                 id: tx.last_insert_rowid(),
@@ -155,7 +156,7 @@ mod tests {
         let store = Store::in_memory().unwrap();
         let s100 = session(&store, "100");
         let RetryClaim::Granted { id, root, attempt } =
-            store.claim_retry("nightly", "100", s100, 1).unwrap()
+            store.claim_retry("nightly", "100", s100, 1, false).unwrap()
         else {
             panic!("the first failure is re-run");
         };
@@ -164,7 +165,7 @@ mod tests {
 
         // The same failure delivered again does not ask twice.
         assert_eq!(
-            store.claim_retry("nightly", "100", s100, 1).unwrap(),
+            store.claim_retry("nightly", "100", s100, 1, false).unwrap(),
             RetryClaim::AlreadyAsked {
                 root: "100".into(),
                 attempt: 1,
@@ -174,7 +175,7 @@ mod tests {
         // The re-run failed too: its budget is its root's, and it is spent.
         let s101 = session(&store, "101");
         assert_eq!(
-            store.claim_retry("nightly", "101", s101, 1).unwrap(),
+            store.claim_retry("nightly", "101", s101, 1, false).unwrap(),
             RetryClaim::Spent {
                 root: "100".into(),
                 used: 1
@@ -182,13 +183,13 @@ mod tests {
         );
         // With a budget of two it is the second attempt of the same chain.
         assert!(matches!(
-            store.claim_retry("nightly", "101", s101, 2).unwrap(),
+            store.claim_retry("nightly", "101", s101, 2, false).unwrap(),
             RetryClaim::Granted { attempt: 2, ref root, .. } if root == "100"
         ));
         // An unrelated run of the schedule has a budget of its own.
         let s200 = session(&store, "200");
         assert!(matches!(
-            store.claim_retry("nightly", "200", s200, 1).unwrap(),
+            store.claim_retry("nightly", "200", s200, 1, false).unwrap(),
             RetryClaim::Granted { attempt: 1, ref root, .. } if root == "200"
         ));
     }
@@ -197,12 +198,12 @@ mod tests {
     fn a_released_claim_gives_the_attempt_back() {
         let store = Store::in_memory().unwrap();
         let s = session(&store, "7");
-        let RetryClaim::Granted { id, .. } = store.claim_retry("nightly", "7", s, 1).unwrap() else {
+        let RetryClaim::Granted { id, .. } = store.claim_retry("nightly", "7", s, 1, false).unwrap() else {
             panic!("granted");
         };
         store.release_retry(id).unwrap();
         assert!(matches!(
-            store.claim_retry("nightly", "7", s, 1).unwrap(),
+            store.claim_retry("nightly", "7", s, 1, false).unwrap(),
             RetryClaim::Granted { attempt: 1, .. }
         ));
     }
@@ -212,13 +213,13 @@ mod tests {
         let store = Store::in_memory().unwrap();
         let s = session(&store, "a");
         assert!(matches!(
-            store.claim_retry("nightly", "a", s, 1).unwrap(),
+            store.claim_retry("nightly", "a", s, 1, true).unwrap(),
             RetryClaim::Granted { .. }
         ));
         // The command reported no run id; the next failure is its re-run.
         let sb = session(&store, "b");
         assert_eq!(
-            store.claim_retry("nightly", "b", sb, 1).unwrap(),
+            store.claim_retry("nightly", "b", sb, 1, true).unwrap(),
             RetryClaim::Spent {
                 root: "a".into(),
                 used: 1
@@ -228,13 +229,13 @@ mod tests {
         // Once the schedule passed, a later failure starts a chain of its own.
         let other = Store::in_memory().unwrap();
         let s = session(&other, "a");
-        other.claim_retry("nightly", "a", s, 1).unwrap();
+        other.claim_retry("nightly", "a", s, 1, true).unwrap();
         std::thread::sleep(std::time::Duration::from_millis(5));
         let resolved = other.resolve_failures("nightly", "pass-1").unwrap();
         assert_eq!(resolved.len(), 1);
         let sc = session(&other, "c");
         assert!(matches!(
-            other.claim_retry("nightly", "c", sc, 1).unwrap(),
+            other.claim_retry("nightly", "c", sc, 1, true).unwrap(),
             RetryClaim::Granted { attempt: 1, ref root, .. } if root == "c"
         ));
     }

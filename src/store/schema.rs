@@ -169,6 +169,7 @@ const MIGRATIONS: &[&str] = &[
         attempt       INTEGER NOT NULL,
         failed_run_id TEXT NOT NULL,
         run_id        TEXT,
+        by_command    INTEGER NOT NULL,
         session_id    INTEGER NOT NULL REFERENCES sessions(id),
         asked_at      TEXT NOT NULL,
         UNIQUE (schedule, root_run_id, attempt),

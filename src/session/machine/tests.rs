@@ -388,6 +388,9 @@ fn what_the_run_log_says_is_shown_and_an_unreadable_source_is_said() {
                 origin: "notification".into(),
                 failing: vec!["orders".into(), "customers".into()],
                 unreadable: Some("401 Unauthorized".into()),
+                class: FailureClass::Code,
+                why: "Compilation Error in model orders".into(),
+                earlier: None,
             }),
         ],
     );
@@ -405,6 +408,14 @@ fn what_the_run_log_says_is_shown_and_an_unreadable_source_is_said() {
             Effect::Record {
                 kind: EventKind::Note,
                 text: "read the run log (notification): 2 failing node(s)".into(),
+            },
+            Effect::Post(Message::Sorted {
+                class: FailureClass::Code,
+                why: "Compilation Error in model orders".into(),
+            }),
+            Effect::Record {
+                kind: EventKind::Note,
+                text: "sorted as code: Compilation Error in model orders".into(),
             },
             Effect::Do(Step::FindOpenPr),
         ]
@@ -562,8 +573,8 @@ fn a_flood_of_progress_is_coalesced_into_one_edit_per_interval() {
     }
     assert!((9..=11).contains(&total_edits), "edits: {total_edits}");
     let view = m.view(t0 + Duration::from_secs(10));
-    // Two lines are the bot's: the run log it read, before the agent.
-    assert_eq!(view.total_lines, 10_001);
+    // Two lines are the bot's, before the agent: the run log it read, and how it sorted it.
+    assert_eq!(view.total_lines, 10_002);
     assert_eq!(view.recent.last().unwrap(), "line 9999");
 }
 
@@ -722,7 +733,7 @@ fn a_person_can_stop_the_session_and_sees_what_was_done() {
     assert_eq!(end.status(), Status::Stopped);
     assert_eq!(
         end.summary(),
-        "stopped by <@U1>; what it had done so far: read the run log (dir:/runs/42): 1 failing node(s) / read the log"
+        "stopped by <@U1>; what it had done so far: read the run log (dir:/runs/42): 1 failing node(s) / sorted as code: the evidence / read the log"
     );
 }
 
@@ -774,10 +785,12 @@ fn branch_names_are_safe_for_git() {
 // ---------------------------------------------------------------------------
 
 /// A heal session past its slot, given a run log of `class`.
+/// Returns the effects of the run log alone.
 fn sorted(workflow: Workflow, class: FailureClass) -> (Machine, Instant, Vec<Effect>) {
     let t0 = Instant::now();
     let mut m = Machine::new(brief(workflow, Purpose::Heal), t0, EDIT);
-    let fx = feed(&mut m, t0, vec![Input::SlotTaken, sorted_log(&["orders"], class)]);
+    m.handle(Input::SlotTaken, t0);
+    let fx = m.handle(sorted_log(&["orders"], class), t0);
     (m, t0, fx)
 }
 
@@ -823,11 +836,8 @@ fn a_follow_up_is_not_sorted_again() {
         t0,
         EDIT,
     );
-    let fx = feed(
-        &mut m,
-        t0,
-        vec![Input::SlotTaken, sorted_log(&["orders"], FailureClass::Transient)],
-    );
+    m.handle(Input::SlotTaken, t0);
+    let fx = m.handle(sorted_log(&["orders"], FailureClass::Transient), t0);
     assert!(!posts(&fx).iter().any(|p| matches!(p, Message::Sorted { .. })));
     assert_eq!(
         steps(&fx),
@@ -961,7 +971,11 @@ fn a_transient_failure_is_re_run_and_followed_until_the_re_run_ends() {
     ];
     for (answers, last_step, end) in cases {
         let (mut m, t0, _) = sorted(Workflow::Clone, FailureClass::Transient);
-        let fx = feed(&mut m, t0, answers.clone());
+        let all = feed(&mut m, t0, answers.clone());
+        let last = answers.len() - 1;
+        let (mut again, t0, _) = sorted(Workflow::Clone, FailureClass::Transient);
+        feed(&mut again, t0, answers[..last].to_vec());
+        let fx = again.handle(answers[last].clone(), t0);
         assert_eq!(steps(&fx).last(), last_step.as_ref(), "{answers:?}");
         match end {
             Some((status, words)) => {
@@ -973,7 +987,7 @@ fn a_transient_failure_is_re_run_and_followed_until_the_re_run_ends() {
             None => assert!(!m.is_over(), "{answers:?}"),
         }
         // A transient failure never reaches an agent or the clone.
-        assert!(!steps(&fx).iter().any(|s| matches!(
+        assert!(!steps(&all).iter().any(|s| matches!(
             s,
             Step::StartAgent | Step::PrepareClone(_) | Step::OpenPr(_)
         )));
