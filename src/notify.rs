@@ -203,7 +203,11 @@ pub async fn run(cfg: &Config, req: &Request) -> Result<Report> {
             },
             req.run_id,
             failed.join("; "),
-            if posted.is_empty() { "none".to_string() } else { posted.join(", ") }
+            if posted.is_empty() {
+                "none".to_string()
+            } else {
+                posted.join(", ")
+            }
         );
     }
     if report.posted.is_empty() {
@@ -226,7 +230,13 @@ fn remember_status(run_logs: &Path, schedule: &str, status: RunStatus) -> bool {
     let file = dir.join(
         schedule
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                    c
+                } else {
+                    '_'
+                }
+            })
             .collect::<String>(),
     );
     let before = std::fs::read_to_string(&file).unwrap_or_default();
@@ -251,7 +261,9 @@ pub fn pass_channels(schedule: &Schedule, recovering: bool) -> Vec<String> {
         .iter()
         .filter(|n| n.events.contains(&NotifyEvent::Passed))
         .map(|n| n.channel.clone());
-    let failed = recovering.then(|| schedule.failure_channels()).unwrap_or_default();
+    let failed = recovering
+        .then(|| schedule.failure_channels())
+        .unwrap_or_default();
     for channel in failed.into_iter().chain(passed) {
         let key = normalize_channel(&channel);
         if !out.iter().any(|c| normalize_channel(c) == key) {

@@ -724,7 +724,10 @@ mod tests {
             assert_eq!(&rec().recognize_pass(&app_bot(text)), want, "{text}");
         }
         // People, edits and selfheal itself never close the loop.
-        assert_eq!(rec().recognize_pass(&human("✅ hourly_marts passed (run 1)")), None);
+        assert_eq!(
+            rec().recognize_pass(&human("✅ hourly_marts passed (run 1)")),
+            None
+        );
         let mut edited = app_bot("✅ hourly_marts passed (run 1)");
         edited.edited = true;
         assert_eq!(rec().recognize_pass(&edited), None);

@@ -557,7 +557,9 @@ fn retry_budget(value: &str) -> Result<RetryBudget, String> {
     for part in value.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         match part.split_once('=') {
             Some((schedule, n)) if !schedule.trim().is_empty() => {
-                budget.per_schedule.insert(schedule.trim().to_string(), count(n)?);
+                budget
+                    .per_schedule
+                    .insert(schedule.trim().to_string(), count(n)?);
             }
             Some(_) => return Err(format!("'{part}' names no schedule before `=`")),
             None => budget.default = count(part)?,

@@ -242,7 +242,11 @@ impl Ending {
 
     /// A transient failure again, past its retry budget.
     pub fn retries_spent(root: &str, used: u32) -> Ending {
-        let times = if used == 1 { "once".to_string() } else { format!("{used} times") };
+        let times = if used == 1 {
+            "once".to_string()
+        } else {
+            format!("{used} times")
+        };
         Ending::new(
             Status::NeedsPeople,
             format!(
@@ -279,7 +283,9 @@ impl Ending {
     pub fn rerun_unknown(run_id: &str, why: &str) -> Ending {
         Ending::new(
             Status::Retried,
-            format!("the re-run (run {run_id}) was started, but its state could not be read: {why}"),
+            format!(
+                "the re-run (run {run_id}) was started, but its state could not be read: {why}"
+            ),
         )
     }
 
@@ -299,7 +305,9 @@ impl Ending {
     pub fn diagnosis_only(&self) -> Ending {
         let note = "a failing data test is diagnosed only: nothing was changed or proposed";
         match self.status {
-            Status::Fixed => Ending::new(Status::NoFix, format!("{} ({note})", self.summary.trim())),
+            Status::Fixed => {
+                Ending::new(Status::NoFix, format!("{} ({note})", self.summary.trim()))
+            }
             _ => self.clone(),
         }
     }

@@ -52,7 +52,8 @@ impl Closer<'_> {
     async fn tell(&self, s: &SessionRow, schedule: &str, run_id: &str) -> Result<()> {
         let (web, store) = (self.web, self.store);
         let line = render::passed_again(schedule, run_id);
-        web.post(&s.channel, Some(&s.thread_ts), &line, None).await?;
+        web.post(&s.channel, Some(&s.thread_ts), &line, None)
+            .await?;
         store.add_event(s.id, "note", &line)?;
         if let Some(reply) = store.reply_ts(s.id)? {
             let edited = render::resolved_reply(schedule, run_id);
@@ -75,7 +76,8 @@ impl Closer<'_> {
         let comment = render::pr_recovered_comment(schedule, run_id, thread.as_deref());
         self.forge.comment(pr, &comment, self.redactor).await?;
         let said = render::pr_left_open(schedule, pr);
-        web.post(&s.channel, Some(&s.thread_ts), &said, None).await?;
+        web.post(&s.channel, Some(&s.thread_ts), &said, None)
+            .await?;
         store.add_event(s.id, "note", &said)?;
         Ok(())
     }

@@ -18,8 +18,8 @@ use tokio::time::{Instant, Interval};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use super::controls::{Caps, Control, Controls, Slot};
 use super::closing::Closer;
+use super::controls::{Caps, Control, Controls, Slot};
 use super::machine::{
     Branch, Brief, Change, DbtReady, Depth, Earlier, Effect, Input, LogRead, Machine, Message,
     PrDraft, Purpose, RerunState, RetryAnswer, Step, Verification, Verified, Workflow,
@@ -29,6 +29,7 @@ use super::sink::Sink;
 use crate::agent::command::{self, Output, Running};
 use crate::agent::protocol::parse_line;
 use crate::agent::{self, llm, AgentDef, Job};
+use crate::classify::classify;
 use crate::config::HealSettings;
 use crate::dbt::isolate::{self, Isolation, Plan};
 use crate::dbt::{deps, error_lines, Dbt};
@@ -37,7 +38,6 @@ use crate::domain::{
 };
 use crate::forge::{Forge, Opened, PrRequest};
 use crate::redact::Redactor;
-use crate::classify::classify;
 use crate::runlog::{self, RunLog, RunState};
 use crate::slack::render;
 use crate::store::{RetryClaim, SessionRow, Store};
@@ -525,15 +525,13 @@ impl<'a> Session<'a> {
         if source.is_none() && retries.command.is_none() {
             return Ok(RetryAnswer::NoWay);
         }
-        let claim =
-            deps.store
-                .claim_retry(
-                    &start.schedule,
-                    &start.run_id,
-                    start.session_id.0,
-                    budget,
-                    source.is_none(),
-                )?;
+        let claim = deps.store.claim_retry(
+            &start.schedule,
+            &start.run_id,
+            start.session_id.0,
+            budget,
+            source.is_none(),
+        )?;
         let (id, attempt) = match claim {
             RetryClaim::Granted { id, attempt, .. } => (id, attempt),
             RetryClaim::Spent { root, used } => return Ok(RetryAnswer::Spent { root, used }),
@@ -1136,6 +1134,10 @@ async fn run_retry_command(command: &str, schedule: &str, run_id: &str) -> Resul
         return Ok(());
     }
     let stderr = String::from_utf8_lossy(&out.stderr);
-    let last = stderr.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("");
+    let last = stderr
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("");
     anyhow::bail!("the retry command failed ({}): {last}", out.status)
 }

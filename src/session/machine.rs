@@ -181,7 +181,10 @@ pub enum RetryAnswer {
     },
     /// A re-run of this failure was asked for already (before a restart);
     /// `run_id` is that re-run, when known.
-    AlreadyAsked { attempt: u32, run_id: Option<String> },
+    AlreadyAsked {
+        attempt: u32,
+        run_id: Option<String>,
+    },
     /// The budget is spent: run `root` was re-run `used` times already.
     Spent { root: String, used: u32 },
     /// Re-runs are off for the schedule.
@@ -591,7 +594,9 @@ impl Machine {
                     FailureClass::Transient => {
                         fx.push(self.go(Phase::Retrying(Rerun::Asking), Step::Retry));
                     }
-                    FailureClass::Setup => fx.extend(self.finish(Ending::for_people(&read.why), None)),
+                    FailureClass::Setup => {
+                        fx.extend(self.finish(Ending::for_people(&read.why), None))
+                    }
                 }
             }
             (Phase::Retrying(Rerun::Asking), Input::Retry(answer)) => {
@@ -901,7 +906,9 @@ impl Machine {
                 run_id: Some(run_id),
                 ..
             } => {
-                fx.extend(self.note(format!("a re-run was asked for already: following run {run_id}")));
+                fx.extend(self.note(format!(
+                    "a re-run was asked for already: following run {run_id}"
+                )));
                 let (phase, step) = follow(run_id);
                 fx.push(self.go(phase, step));
             }
@@ -912,7 +919,10 @@ impl Machine {
                 fx.extend(self.finish(Ending::retries_spent(&root, used), None));
             }
             RetryAnswer::Off => {
-                fx.extend(self.finish(Ending::rerun_by_hand(&format!("re-runs are off for {schedule}")), None));
+                fx.extend(self.finish(
+                    Ending::rerun_by_hand(&format!("re-runs are off for {schedule}")),
+                    None,
+                ));
             }
             RetryAnswer::NoWay => {
                 let why = "selfheal cannot re-run this scheduler's runs (no retry API and no SELFHEAL_RETRY_COMMAND)";

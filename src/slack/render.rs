@@ -286,10 +286,17 @@ pub fn sorted(class: FailureClass, why: &str) -> String {
     let (icon, path) = match class {
         FailureClass::Transient => ("🌩️", "no agent: the scheduler is asked to re-run it"),
         FailureClass::Code => ("🛠️", "an agent fixes the code"),
-        FailureClass::Data => ("🧪", "diagnosed only: a failing test is never edited to pass"),
+        FailureClass::Data => (
+            "🧪",
+            "diagnosed only: a failing test is never edited to pass",
+        ),
         FailureClass::Setup => ("🔐", "no agent: this is for people"),
     };
-    format!("{icon} Sorted as *{}* ({path}): {}", class.label(), escape(why))
+    format!(
+        "{icon} Sorted as *{}* ({path}): {}",
+        class.label(),
+        escape(why)
+    )
 }
 
 /// The same error happened before, in another thread.
@@ -323,7 +330,11 @@ pub fn archive_link(channel: &str, ts: &str, label: &str) -> String {
 
 /// Closes the loop in a healing thread: the schedule passed again.
 pub fn passed_again(schedule: &str, run_id: &str) -> String {
-    format!("✅ {} passed again (run {})", escape(schedule), escape(run_id))
+    format!(
+        "✅ {} passed again (run {})",
+        escape(schedule),
+        escape(run_id)
+    )
 }
 
 /// The healing reply, edited once the schedule passed again.

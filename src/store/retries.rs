@@ -198,7 +198,9 @@ mod tests {
     fn a_released_claim_gives_the_attempt_back() {
         let store = Store::in_memory().unwrap();
         let s = session(&store, "7");
-        let RetryClaim::Granted { id, .. } = store.claim_retry("nightly", "7", s, 1, false).unwrap() else {
+        let RetryClaim::Granted { id, .. } =
+            store.claim_retry("nightly", "7", s, 1, false).unwrap()
+        else {
             panic!("granted");
         };
         store.release_retry(id).unwrap();

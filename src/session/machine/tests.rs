@@ -797,7 +797,12 @@ fn sorted(workflow: Workflow, class: FailureClass) -> (Machine, Instant, Vec<Eff
 #[test]
 fn each_kind_of_failure_takes_its_own_path_and_the_thread_says_which_and_why() {
     let cases: &[(FailureClass, Workflow, Option<Step>, Option<Status>)] = &[
-        (FailureClass::Code, Workflow::Clone, Some(Step::FindOpenPr), None),
+        (
+            FailureClass::Code,
+            Workflow::Clone,
+            Some(Step::FindOpenPr),
+            None,
+        ),
         // A data failure proposes nothing, so there is no duplicate to look for.
         (
             FailureClass::Data,
@@ -805,11 +810,31 @@ fn each_kind_of_failure_takes_its_own_path_and_the_thread_says_which_and_why() {
             Some(Step::PrepareClone(Branch::Start(BRANCH.into()))),
             None,
         ),
-        (FailureClass::Data, Workflow::AgentAlone, Some(Step::StartAgent), None),
-        (FailureClass::Transient, Workflow::Clone, Some(Step::Retry), None),
-        (FailureClass::Transient, Workflow::AgentAlone, Some(Step::Retry), None),
+        (
+            FailureClass::Data,
+            Workflow::AgentAlone,
+            Some(Step::StartAgent),
+            None,
+        ),
+        (
+            FailureClass::Transient,
+            Workflow::Clone,
+            Some(Step::Retry),
+            None,
+        ),
+        (
+            FailureClass::Transient,
+            Workflow::AgentAlone,
+            Some(Step::Retry),
+            None,
+        ),
         // Permissions and configuration: no agent, a word for people.
-        (FailureClass::Setup, Workflow::Clone, None, Some(Status::NeedsPeople)),
+        (
+            FailureClass::Setup,
+            Workflow::Clone,
+            None,
+            Some(Status::NeedsPeople),
+        ),
     ];
     for (class, workflow, step, status) in cases {
         let (_, _, fx) = sorted(*workflow, *class);
@@ -832,13 +857,20 @@ fn each_kind_of_failure_takes_its_own_path_and_the_thread_says_which_and_why() {
 fn a_follow_up_is_not_sorted_again() {
     let t0 = Instant::now();
     let mut m = Machine::new(
-        brief(Workflow::Clone, Purpose::FollowUp { pr: Some(PR.into()) }),
+        brief(
+            Workflow::Clone,
+            Purpose::FollowUp {
+                pr: Some(PR.into()),
+            },
+        ),
         t0,
         EDIT,
     );
     m.handle(Input::SlotTaken, t0);
     let fx = m.handle(sorted_log(&["orders"], FailureClass::Transient), t0);
-    assert!(!posts(&fx).iter().any(|p| matches!(p, Message::Sorted { .. })));
+    assert!(!posts(&fx)
+        .iter()
+        .any(|p| matches!(p, Message::Sorted { .. })));
     assert_eq!(
         steps(&fx),
         [Step::PrepareClone(Branch::Continue(BRANCH.into()))]
@@ -885,7 +917,11 @@ fn a_data_failure_is_diagnosed_only_whatever_the_agent_changed() {
     assert!(steps(&fx).is_empty(), "{fx:?}");
     let (end, pr) = ending(&fx);
     assert_eq!(end.status(), Status::NoFix);
-    assert!(end.summary().contains("diagnosed only"), "{}", end.summary());
+    assert!(
+        end.summary().contains("diagnosed only"),
+        "{}",
+        end.summary()
+    );
     assert_eq!(pr, None);
 }
 
@@ -906,12 +942,18 @@ fn a_transient_failure_is_re_run_and_followed_until_the_re_run_ends() {
     let cases: Vec<Case> = vec![
         (vec![rerun_started(Some("43"))], poll(), None),
         (
-            vec![rerun_started(Some("43")), Input::Rerun(Ok(RerunState::Running))],
+            vec![
+                rerun_started(Some("43")),
+                Input::Rerun(Ok(RerunState::Running)),
+            ],
             poll(),
             None,
         ),
         (
-            vec![rerun_started(Some("43")), Input::Rerun(Ok(RerunState::Passed))],
+            vec![
+                rerun_started(Some("43")),
+                Input::Rerun(Ok(RerunState::Passed)),
+            ],
             Some(Step::ClosePassed("43".into())),
             None,
         ),
@@ -964,7 +1006,9 @@ fn a_transient_failure_is_re_run_and_followed_until_the_re_run_ends() {
             Some((Status::NeedsPeople, "re-run it (selfheal cannot re-run")),
         ),
         (
-            vec![Input::Retry(RetryAnswer::Refused("RETRY_NOT_LATEST_RUN".into()))],
+            vec![Input::Retry(RetryAnswer::Refused(
+                "RETRY_NOT_LATEST_RUN".into(),
+            ))],
             None,
             Some((Status::NeedsPeople, "RETRY_NOT_LATEST_RUN")),
         ),
@@ -1006,7 +1050,10 @@ fn following_a_re_run_gives_up_after_unreadable_states_or_too_long() {
     feed(&mut m, t0, unreadable(RERUN_UNREADABLE as usize - 1));
     assert!(!m.is_over());
     let fx = feed(&mut m, t0, unreadable(1));
-    assert!(ending(&fx).0.summary().contains("could not be read: 502 from Paradime"));
+    assert!(ending(&fx)
+        .0
+        .summary()
+        .contains("could not be read: 502 from Paradime"));
 
     let (mut m, t0, _) = sorted(Workflow::Clone, FailureClass::Transient);
     feed(&mut m, t0, vec![rerun_started(Some("43"))]);
