@@ -60,14 +60,91 @@ struct Viewer {
     published: Option<Instant>,
     /// Their view is out of date.
     stale: bool,
+    /// The answer to their last click, shown on their view.
     notice: Option<String>,
 }
 
 impl Viewer {
-    /// When their view may be published next.
+    /// When their view may be published next, if it is out of date: at
+    /// once (when they opened the tab, a moment ago) if it never was.
     fn due(&self) -> Option<Instant> {
         self.stale
-            .then(|| self.published.map_or_else(Instant::now, |at| at + MIN_GAP))
+            .then(|| self.published.map_or(self.opened, |at| at + MIN_GAP))
+    }
+}
+
+/// Who is kept up to date, and when each may be published next. Plain
+/// data: the task around it does the waiting and the publishing.
+#[derive(Default)]
+struct Viewers {
+    by_user: HashMap<String, Viewer>,
+}
+
+impl Viewers {
+    /// `user` opened the Home tab at `now`: a fresh visit, without the
+    /// answer to an earlier click.
+    fn opened(&mut self, user: String, now: Instant) {
+        let viewer = self.viewer(user, now);
+        viewer.opened = now;
+        viewer.notice = None;
+        viewer.stale = true;
+    }
+
+    /// `user` clicked a button and got `notice` for an answer.
+    fn answered(&mut self, user: String, notice: String, now: Instant) {
+        let viewer = self.viewer(user, now);
+        viewer.notice = Some(notice);
+        viewer.stale = true;
+    }
+
+    /// What the Home tab shows changed: every recent viewer's view is out
+    /// of date; the others are forgotten.
+    fn changed(&mut self, now: Instant) {
+        self.by_user
+            .retain(|_, v| now.saturating_duration_since(v.opened) < VIEWER_TTL);
+        for v in self.by_user.values_mut() {
+            v.stale = true;
+        }
+    }
+
+    /// When the next view is due.
+    fn next_due(&self) -> Option<Instant> {
+        self.by_user.values().filter_map(Viewer::due).min()
+    }
+
+    /// The viewers whose view is due at `now`, with their notice, counted
+    /// as published then.
+    fn take_due(&mut self, now: Instant) -> Vec<(String, Option<String>)> {
+        let mut due = vec![];
+        for (user, v) in &mut self.by_user {
+            if v.due().is_some_and(|at| at <= now) {
+                v.stale = false;
+                v.published = Some(now);
+                due.push((user.clone(), v.notice.clone()));
+            }
+        }
+        due.sort();
+        due
+    }
+
+    /// The viewer `user`, added (and the set kept bounded) if new.
+    fn viewer(&mut self, user: String, now: Instant) -> &mut Viewer {
+        if !self.by_user.contains_key(&user) && self.by_user.len() >= MAX_VIEWERS {
+            let oldest = self
+                .by_user
+                .iter()
+                .min_by_key(|(_, v)| v.opened)
+                .map(|(u, _)| u.clone());
+            if let Some(oldest) = oldest {
+                self.by_user.remove(&oldest);
+            }
+        }
+        self.by_user.entry(user).or_insert_with(|| Viewer {
+            opened: now,
+            published: None,
+            stale: true,
+            notice: None,
+        })
     }
 }
 
@@ -100,76 +177,34 @@ impl Home {
 
 /// The Home tab task: keeps the viewers and publishes their views when due.
 async fn run(app: Arc<App>, mut rx: mpsc::UnboundedReceiver<HomeEvent>) {
-    let mut viewers: HashMap<String, Viewer> = HashMap::new();
+    let mut viewers = Viewers::default();
     let mut links: HashMap<(String, String), String> = HashMap::new();
     loop {
-        let due = viewers.values().filter_map(Viewer::due).min();
+        let due = viewers.next_due();
         tokio::select! {
             _ = app.shutdown.cancelled() => return,
             event = rx.recv() => match event {
                 None => return,
-                Some(HomeEvent::Opened { user }) => {
-                    let viewer = viewer(&mut viewers, user);
-                    viewer.opened = Instant::now();
-                    viewer.notice = None;
-                    viewer.stale = true;
-                }
+                Some(HomeEvent::Opened { user }) => viewers.opened(user, Instant::now()),
                 Some(HomeEvent::Answered { user, notice }) => {
-                    let viewer = viewer(&mut viewers, user);
-                    viewer.notice = Some(notice);
-                    viewer.stale = true;
+                    viewers.answered(user, notice, Instant::now())
                 }
             },
-            _ = app.parts.changes.notified() => {
-                viewers.retain(|_, v| v.opened.elapsed() < VIEWER_TTL);
-                for v in viewers.values_mut() {
-                    v.stale = true;
-                }
-            }
+            _ = app.parts.changes.notified() => viewers.changed(Instant::now()),
             _ = tokio::time::sleep_until(due.unwrap_or_else(Instant::now)), if due.is_some() => {
-                let now = Instant::now();
-                let users: Vec<String> = viewers
-                    .iter()
-                    .filter(|(_, v)| v.due().is_some_and(|at| at <= now))
-                    .map(|(user, _)| user.clone())
-                    .collect();
-                for user in &users {
-                    if let Some(v) = viewers.get_mut(user) {
-                        v.stale = false;
-                        v.published = Some(now);
-                    }
-                }
-                app.publish_homes(&users, &viewers, &mut links).await;
+                let due = viewers.take_due(Instant::now());
+                app.publish_homes(&due, &mut links).await;
             }
         }
     }
-}
-
-/// The viewer `user`, added (and the set kept bounded) if new.
-fn viewer(viewers: &mut HashMap<String, Viewer>, user: String) -> &mut Viewer {
-    if !viewers.contains_key(&user) && viewers.len() >= MAX_VIEWERS {
-        let oldest = viewers
-            .iter()
-            .min_by_key(|(_, v)| v.opened)
-            .map(|(u, _)| u.clone());
-        if let Some(oldest) = oldest {
-            viewers.remove(&oldest);
-        }
-    }
-    viewers.entry(user).or_insert_with(|| Viewer {
-        opened: Instant::now(),
-        published: None,
-        stale: true,
-        notice: None,
-    })
 }
 
 impl App {
-    /// Publishes the Home tab of `users`, from data read once for them all.
+    /// Publishes the Home tab of `users` (each with their notice), from
+    /// data read once for them all.
     async fn publish_homes(
         &self,
-        users: &[String],
-        viewers: &HashMap<String, Viewer>,
+        users: &[(String, Option<String>)],
         links: &mut HashMap<(String, String), String>,
     ) {
         if users.is_empty() {
@@ -182,9 +217,9 @@ impl App {
                 return;
             }
         };
-        let publishes = users.iter().map(|user| {
+        let publishes = users.iter().map(|(user, notice)| {
             let mut data = data.clone();
-            data.notice = viewers.get(user).and_then(|v| v.notice.clone());
+            data.notice = notice.clone();
             async move {
                 // Someone whose rights cannot be checked sees no buttons.
                 let admin = crate::commands::is_admin(&self.commands, user)
@@ -293,5 +328,72 @@ impl App {
                 links.insert((row.channel, row.thread_ts), url);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn users(due: &[(String, Option<String>)]) -> Vec<&str> {
+        due.iter().map(|(u, _)| u.as_str()).collect()
+    }
+
+    #[test]
+    fn a_viewer_is_published_at_once_then_at_most_once_per_gap() {
+        let t0 = Instant::now();
+        let mut v = Viewers::default();
+        assert_eq!(v.next_due(), None);
+        v.opened("U1".into(), t0);
+        assert_eq!(v.next_due(), Some(t0));
+        assert_eq!(users(&v.take_due(t0)), ["U1"]);
+        assert_eq!(v.next_due(), None, "up to date");
+
+        // Changes within the gap wait for its end, and are one publish.
+        v.changed(t0 + Duration::from_millis(100));
+        v.changed(t0 + Duration::from_millis(200));
+        assert_eq!(v.next_due(), Some(t0 + MIN_GAP));
+        assert!(v.take_due(t0 + Duration::from_millis(300)).is_empty());
+        assert_eq!(users(&v.take_due(t0 + MIN_GAP)), ["U1"]);
+        assert_eq!(v.next_due(), None);
+    }
+
+    #[test]
+    fn a_clicks_answer_shows_until_the_next_visit() {
+        let t0 = Instant::now();
+        let mut v = Viewers::default();
+        v.opened("U1".into(), t0);
+        v.take_due(t0);
+        v.answered("U1".into(), "⛔ no".into(), t0);
+        let later = t0 + MIN_GAP;
+        assert_eq!(
+            v.take_due(later),
+            [("U1".to_string(), Some("⛔ no".to_string()))]
+        );
+        v.changed(later);
+        assert_eq!(v.take_due(later + MIN_GAP)[0].1.as_deref(), Some("⛔ no"));
+        v.opened("U1".into(), later + MIN_GAP * 2);
+        assert_eq!(v.take_due(later + MIN_GAP * 2)[0].1, None);
+    }
+
+    #[test]
+    fn viewers_of_over_an_hour_ago_are_forgotten_and_their_number_is_bounded() {
+        let t0 = Instant::now();
+        let mut v = Viewers::default();
+        v.opened("U1".into(), t0);
+        v.opened("U2".into(), t0 + Duration::from_secs(30 * 60));
+        v.take_due(t0 + Duration::from_secs(30 * 60));
+        v.changed(t0 + VIEWER_TTL + Duration::from_secs(1));
+        assert_eq!(users(&v.take_due(t0 + VIEWER_TTL * 2)), ["U2"]);
+
+        let mut v = Viewers::default();
+        for i in 0..=MAX_VIEWERS {
+            v.opened(format!("U{i}"), t0 + Duration::from_millis(i as u64));
+        }
+        assert_eq!(v.by_user.len(), MAX_VIEWERS);
+        assert!(
+            !v.by_user.contains_key("U0"),
+            "the longest ago is forgotten"
+        );
     }
 }
