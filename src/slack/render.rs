@@ -438,16 +438,13 @@ fn icon(status: Status) -> &'static str {
     }
 }
 
+/// A session's status in its own thread, where who stopped it is said
+/// beside it and a session not ended yet is running.
 fn status_words(status: Status) -> &'static str {
     match status {
-        Status::Fixed => "fixed",
-        Status::NoFix => "no fix",
-        Status::Failed => "agent failed",
-        Status::TimedOut => "timed out",
-        Status::Interrupted => "interrupted",
-        Status::Duplicate => "already addressed",
         Status::Stopped => "stopped",
         Status::Claimed | Status::Running => "running",
+        other => outcome(other),
     }
 }
 
