@@ -1,9 +1,12 @@
 //! The running bot's shared parts: its configuration, the store, the Slack
-//! Web API gateway and the channel directory.
+//! Web API gateway, the channel directory and the signal that what the Home
+//! tab shows changed.
 //!
 //! `app` builds them once and holds them behind one `Arc`, and so does the
 //! `/selfheal` command context, instead of each cloning each part. Building
 //! and holding only: nothing here does IO.
+
+use tokio::sync::Notify;
 
 use crate::config::Config;
 use crate::slack::channels::Channels;
@@ -19,4 +22,16 @@ pub struct Parts {
     pub web: SlackWeb,
     /// Channel names as configured ↔ ids as Slack sends them.
     pub channels: Channels,
+    /// Signalled by [`Parts::changed`]; the Home tab task waits on it.
+    pub changes: Notify,
+}
+
+impl Parts {
+    /// Says that what the Home tab shows changed: a session started or
+    /// ended, a schedule was switched, healing was paused or resumed. The
+    /// signal is kept until the Home tab task takes it, so none is lost while
+    /// it is busy, and many in a row are one.
+    pub fn changed(&self) {
+        self.changes.notify_one();
+    }
 }

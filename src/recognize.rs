@@ -249,6 +249,189 @@ impl Recognizer {
         }
         best.map(|s| s.name.clone())
     }
+
+    /// For a message a person chose (the "Fix with selfheal" shortcut): the
+    /// failure it reports, or why it is not one selfheal can heal. The sender
+    /// rules are [`Recognizer::recognize`]'s, except that an edited message
+    /// counts: a person pointing at a message means what it says now.
+    pub fn explain(&self, msg: &InboundMessage) -> Result<Failure, Unrecognized> {
+        if self.is_mine(msg) {
+            return Err(Unrecognized::Mine);
+        }
+        let is_classic_bot = msg.subtype.as_deref() == Some("bot_message");
+        if non_empty(&msg.bot_id).is_none() && !is_classic_bot {
+            return Err(Unrecognized::Person);
+        }
+        if !self.notifiers.is_empty() && !self.notifiers.iter().any(|n| sender_matches(n, msg)) {
+            return Err(Unrecognized::NotANotifier);
+        }
+        self.explain_content(msg)
+    }
+
+    /// [`Recognizer::explain`] without the sender rules (for the failure
+    /// notifications `selfheal notify` posts with the bot's own token).
+    pub fn explain_content(&self, msg: &InboundMessage) -> Result<Failure, Unrecognized> {
+        if let Some(failure) = self.recognize_content(msg) {
+            return Ok(failure);
+        }
+        let text = message_text(msg);
+        // An override that found a run id owned the decision, so its failure
+        // rule or its schedule refused the message.
+        for o in self
+            .overrides
+            .iter()
+            .filter(|o| sender_matches(&o.source, msg))
+        {
+            let run_id = o.run_id.captures(&text).and_then(|c| c.name("run_id"));
+            if run_id.is_some_and(|m| !clean_run_id(m.as_str()).is_empty()) {
+                let failed = match &o.failure {
+                    Some(re) => re.is_match(&text),
+                    None => reports_failure(&text),
+                };
+                return Err(if failed {
+                    Unrecognized::UnknownSchedule
+                } else {
+                    Unrecognized::NotAFailure
+                });
+            }
+        }
+        Err(if !reports_failure(&text) {
+            Unrecognized::NotAFailure
+        } else if find_run_id(&text).is_none() {
+            Unrecognized::NoRunId
+        } else {
+            Unrecognized::UnknownSchedule
+        })
+    }
+}
+
+/// Why a message a person chose is not a failure selfheal can heal
+/// ([`Recognizer::explain`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unrecognized {
+    /// A person wrote it.
+    Person,
+    /// selfheal posted it.
+    Mine,
+    /// A bot posted it that is not one of the notifiers (`SELFHEAL_NOTIFIER_BOTS`).
+    NotANotifier,
+    /// It does not report a failed run.
+    NotAFailure,
+    /// It reports a failure but names no run id.
+    NoRunId,
+    /// It names no configured schedule.
+    UnknownSchedule,
+}
+
+#[cfg(test)]
+mod explain_tests {
+    use super::*;
+
+    fn recognizer(notifiers: &[&str], overrides: Vec<Override>) -> Recognizer {
+        let me = Identity {
+            user_id: "U0SELF".into(),
+            bot_id: "B0SELF".into(),
+            app_id: None,
+        };
+        let strings = |xs: &[&str]| xs.iter().map(|x| x.to_string()).collect();
+        Recognizer::new(
+            me,
+            strings(&["hourly_marts"]),
+            strings(notifiers),
+            overrides,
+        )
+    }
+
+    fn bot(bot_id: &str, text: &str) -> InboundMessage {
+        InboundMessage {
+            ts: "1700000000.000100".into(),
+            bot_id: Some(bot_id.into()),
+            username: Some("Paradime".into()),
+            text: text.into(),
+            ..Default::default()
+        }
+    }
+
+    #[track_caller]
+    fn check(r: &Recognizer, msg: InboundMessage, expected: Result<&str, Unrecognized>) {
+        let got = r
+            .explain(&msg)
+            .map(|f| format!("{} {}", f.schedule, f.run_id));
+        assert_eq!(got.as_deref().map_err(|e| *e), expected, "{msg:?}");
+    }
+
+    const FAILED: &str = ":x: Bolt schedule *hourly_marts* failed\nRun ID: 42";
+
+    #[test]
+    fn a_chosen_message_is_a_failure_or_says_why_not() {
+        use Unrecognized::*;
+        let r = recognizer(&["B0PARADIME"], vec![]);
+        check(&r, bot("B0PARADIME", FAILED), Ok("hourly_marts 42"));
+        // A person picking a message means its current text, edited or not.
+        let mut edited = bot("B0PARADIME", FAILED);
+        edited.edited = true;
+        check(&r, edited, Ok("hourly_marts 42"));
+        let mut person = bot("B0PARADIME", FAILED);
+        person.bot_id = None;
+        person.user = Some("U0ALICE".into());
+        check(&r, person, Err(Person));
+        check(&r, bot("B0SELF", FAILED), Err(Mine));
+        check(&r, bot("B0OTHER", FAILED), Err(NotANotifier));
+        let success = ":white_check_mark: hourly_marts passed, Run ID: 42";
+        check(&r, bot("B0PARADIME", success), Err(NotAFailure));
+        check(&r, bot("B0PARADIME", "hourly_marts failed"), Err(NoRunId));
+        check(
+            &r,
+            bot("B0PARADIME", "nightly failed, Run ID: 42"),
+            Err(UnknownSchedule),
+        );
+        // Without an allow-list any bot but selfheal may notify.
+        check(
+            &recognizer(&[], vec![]),
+            bot("B0OTHER", FAILED),
+            Ok("hourly_marts 42"),
+        );
+    }
+
+    #[test]
+    fn an_override_that_reads_a_run_id_decides_why_not() {
+        use Unrecognized::*;
+        let o = Override {
+            source: "Paradime".into(),
+            run_id: Regex::new(r"ID=(?P<run_id>\d+)").expect("test regex"),
+            schedule: Some(Regex::new(r"JOB<<(?P<schedule>\w+)>>").expect("test regex")),
+            failure: Some(Regex::new(r"STATE=KO").expect("test regex")),
+        };
+        let r = recognizer(&[], vec![o]);
+        check(
+            &r,
+            bot("B1", "JOB<<hourly_marts>> STATE=KO ID=7"),
+            Ok("hourly_marts 7"),
+        );
+        check(
+            &r,
+            bot("B1", "JOB<<hourly_marts>> STATE=OK ID=7"),
+            Err(NotAFailure),
+        );
+        check(
+            &r,
+            bot("B1", "JOB<<weekly>> STATE=KO ID=7"),
+            Err(UnknownSchedule),
+        );
+    }
+
+    #[test]
+    fn selfheals_own_notify_posts_are_read_for_content_only() {
+        let r = recognizer(&["B0PARADIME"], vec![]);
+        assert_eq!(r.explain(&bot("B0SELF", FAILED)), Err(Unrecognized::Mine));
+        assert_eq!(
+            r.explain_content(&bot("B0SELF", FAILED)),
+            Ok(Failure {
+                schedule: "hourly_marts".into(),
+                run_id: "42".into()
+            })
+        );
+    }
 }
 
 /// All human-readable text of a message: `text`, every text-bearing field in blocks (header, section text and fields, context elements, rich_text elements, buttons' urls), attachments (pretext, title, title_link, text, fallback, fields' title/value, footer, and blocks inside attachments). Slack link markup `<url|label>` must keep both url and label available to the matcher.

@@ -12,7 +12,9 @@
 //! - `heal.rs`: a recognised failure: heal here, point the other notified
 //!   channels at the healing thread, wait for a copy, heal top-level.
 //! - `people.rs`: people in threads: `stop`, guidance, fix requests, follow-ups.
-//! - `buttons.rs`: the Stop button.
+//! - `shortcut.rs`: the "Fix with selfheal" message shortcut.
+//! - `buttons.rs`: the Stop button, and the admins' buttons on the Home tab.
+//! - `home.rs`: the Home tab, published when opened and kept up to date.
 //! - `recovery.rs`: at start, what a crash or a stop left: interrupted
 //!   sessions, re-runs, decisions whose timers were lost.
 //! - `watch.rs`: the pull requests selfheal opened, asked about until they
@@ -22,10 +24,12 @@
 
 mod buttons;
 mod heal;
+mod home;
 mod people;
 pub mod policy;
 mod recovery;
 mod router;
+mod shortcut;
 mod watch;
 
 use std::sync::Arc;
@@ -64,6 +68,8 @@ pub struct App {
     commands: CommandContext,
     /// What every session's driver is given (cloned per session).
     deps: Deps,
+    /// Hands Home tab events to the task that publishes the views.
+    home: home::Home,
     /// Owns every task the app spawns, so shutdown can wait for them.
     tasks: TaskTracker,
     /// Cancelled once to stop everything: the listener, timers and sessions.
@@ -140,6 +146,7 @@ impl App {
             store,
             web,
             channels,
+            changes: tokio::sync::Notify::new(),
         });
         let app = Arc::new(App {
             commands: CommandContext::new(parts.clone()),
@@ -147,6 +154,7 @@ impl App {
             recognizer,
             me,
             deps,
+            home: home::Home::new(),
             tasks: TaskTracker::new(),
             shutdown,
         });
@@ -174,6 +182,7 @@ impl App {
         if matches!(self.deps.healing.forge, Forge::GitHub(_)) {
             self.tasks.spawn(self.clone().watch_prs());
         }
+        self.home.start(&self);
         let mut router = Router::default();
         loop {
             tokio::select! {
@@ -200,11 +209,14 @@ impl App {
 
     /// Runs a claimed session to its end, owned by the app's task tracker.
     fn spawn_session(&self, start: Start) {
-        self.tasks.spawn(driver::drive(
-            self.deps.clone(),
-            start,
-            self.shutdown.clone(),
-        ));
+        let drive = driver::drive(self.deps.clone(), start, self.shutdown.clone());
+        // The Home tab lists running sessions: it changes as one starts and ends.
+        let parts = self.parts.clone();
+        parts.changed();
+        self.tasks.spawn(async move {
+            drive.await;
+            parts.changed();
+        });
     }
 }
 

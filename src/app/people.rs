@@ -71,11 +71,7 @@ impl App {
             (Decision::SayPaused, ..) => {
                 self.parts
                     .web
-                    .post_ephemeral(
-                        &msg.channel,
-                        user,
-                        "selfheal is paused (`/selfheal resume` turns it back on).",
-                    )
+                    .post_ephemeral(&msg.channel, user, render::PAUSED)
                     .await?;
                 Ok(())
             }
@@ -87,9 +83,10 @@ impl App {
     }
 
     /// "Fix with DinoAI": a mention under a recognised failure notification
-    /// heals it with the agent asked for (else the schedule's), in that
-    /// thread, pointing no other channel.
-    async fn heal_on_request(
+    /// (or the "Fix with selfheal" shortcut on one) heals it with the agent
+    /// asked for (else the schedule's), in that thread, pointing no other
+    /// channel.
+    pub(super) async fn heal_on_request(
         self: &Arc<Self>,
         f: &Failure,
         channel: &str,

@@ -5,7 +5,7 @@
 //! facts the app gathered for it: the schedule's switch, where a notification
 //! arrived, the claims already held, whether someone mentioned selfheal) to a
 //! [`Decision`] (heal here, heal top-level, point, wait for a copy, follow up,
-//! ignore, …). It does no IO, is not async, and imports nothing that does:
+//! ignore, refuse a shortcut, …). It does no IO, is not async, and imports nothing that does:
 //! the app gathers the facts and carries the decision out.
 //!
 //! Queueing is not decided here: a session waits for a slot in
@@ -13,6 +13,8 @@
 //! slots in one atomic step, which a decision over counts read earlier could
 //! not. Exactly-once is not decided here either: the store's claims make it,
 //! so a decision to heal or point is always safe to carry out twice.
+
+use crate::recognize::Unrecognized;
 
 /// Whether a schedule heals automatically right now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,6 +82,21 @@ pub enum Moment<'a> {
     },
     /// A person (not a bot, not an edit) wrote in a thread.
     PersonInThread(Reply<'a>),
+    /// A person used the "Fix with selfheal" message shortcut on a message.
+    Shortcut(Shortcut<'a>),
+}
+
+/// What the message shortcut was used on, and what selfheal knows of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shortcut<'a> {
+    /// Why the message is not a failure selfheal can heal; `None` when it is
+    /// one, of a configured schedule (its self-healing on or off).
+    pub unrecognized: Option<Unrecognized>,
+    /// The failure has a session already, running or ended.
+    pub session_exists: bool,
+    pub paused: bool,
+    /// `SELFHEAL_DEFAULT_AGENT`.
+    pub default_agent: Option<&'a str>,
 }
 
 /// What a person wrote in a thread, and what the thread is.
@@ -128,6 +145,10 @@ pub enum Decision {
     HealOnRequest { agent: Option<String> },
     /// Tell the person (only them) that healing is paused.
     SayPaused,
+    /// Tell the person (only them) where the failure's session is.
+    ShowSession,
+    /// Tell the person (only them) why selfheal cannot heal the message.
+    Refuse(Unrecognized),
     /// Do nothing.
     Ignore(Ignored),
 }
@@ -215,6 +236,21 @@ pub fn decide(moment: &Moment<'_>) -> Decision {
                 agent: requested_agent(text).or(default_agent.map(str::to_string)),
             },
             None => Ignore(Ignored::NotForMe),
+        },
+        // Like a "fix this" mention: for any configured schedule, whether its
+        // self-healing is on or off.
+        Moment::Shortcut(Shortcut {
+            unrecognized,
+            session_exists,
+            paused,
+            default_agent,
+        }) => match unrecognized {
+            Some(why) => Refuse(why),
+            None if session_exists => ShowSession,
+            None if paused => SayPaused,
+            None => HealOnRequest {
+                agent: default_agent.map(str::to_string),
+            },
         },
     }
 }
@@ -409,6 +445,37 @@ mod tests {
         check(Moment::PersonInThread(Reply { under_failure: false, ..fix_this }), Ignore(NotForMe));
         let paused = Reply { paused: true, under_failure: false, ..fix_this };
         check(Moment::PersonInThread(paused), SayPaused);
+    }
+
+    fn shortcut(
+        unrecognized: Option<Unrecognized>,
+        session_exists: bool,
+        paused: bool,
+    ) -> Moment<'static> {
+        Moment::Shortcut(Shortcut {
+            unrecognized,
+            session_exists,
+            paused,
+            default_agent: Some("dbt-doctor"),
+        })
+    }
+
+    #[test]
+    #[rustfmt::skip]
+    fn the_shortcut_heals_a_failure_once_and_says_why_it_cannot_otherwise() {
+        use crate::recognize::Unrecognized::{Mine, NoRunId, NotAFailure, Person, UnknownSchedule};
+        //             unrecognized           session paused
+        check(shortcut(None,                  false,  false), heal_with(Some("dbt-doctor")));
+        check(shortcut(None,                  true,   false), ShowSession);
+        check(shortcut(None,                  true,   true),  ShowSession);
+        check(shortcut(None,                  false,  true),  SayPaused);
+        check(shortcut(Some(Person),          false,  false), Refuse(Person));
+        check(shortcut(Some(Mine),            false,  true),  Refuse(Mine));
+        check(shortcut(Some(NotAFailure),     false,  false), Refuse(NotAFailure));
+        check(shortcut(Some(NoRunId),         false,  false), Refuse(NoRunId));
+        check(shortcut(Some(UnknownSchedule), false,  false), Refuse(UnknownSchedule));
+        let Moment::Shortcut(s) = shortcut(None, false, false) else { unreachable!() };
+        check(Moment::Shortcut(Shortcut { default_agent: None, ..s }), heal_with(None));
     }
 
     #[test]

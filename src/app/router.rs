@@ -1,8 +1,10 @@
 //! Routes Slack events to workers: one per Slack thread (per person for slash
-//! commands, per message for buttons), so one thread's events are handled in
-//! order and different threads concurrently. A worker hands each event to its
-//! handler: a message is a failure notification or a person in a thread, a
-//! slash command goes to `commands`, a button to `buttons`.
+//! commands and Home tab buttons, per message for buttons in messages), so
+//! one thread's events are handled in order and different threads
+//! concurrently. A worker hands each event to its handler: a message is a
+//! failure notification or a person in a thread, a slash command goes to
+//! `commands`, a button to `buttons`, the message shortcut to `shortcut`.
+//! The Home tab opening goes straight to the Home tab task (`home`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -15,7 +17,7 @@ use tracing::{debug, error};
 
 use super::App;
 use crate::recognize::InboundMessage;
-use crate::slack::Inbound;
+use crate::slack::{Inbound, Surface};
 
 /// A per-thread worker that saw nothing for this long goes away.
 const WORKER_IDLE: Duration = Duration::from_secs(30);
@@ -48,8 +50,23 @@ impl Router {
             ),
             // One person's commands in order; they touch no thread.
             Inbound::Command { request, .. } => format!("command:{}", request.user_id),
-            Inbound::Action(action) => {
-                format!("action:{}:{}", action.channel_id, action.message_ts)
+            Inbound::Action(action) => match &action.surface {
+                Surface::Message {
+                    channel_id,
+                    message_ts,
+                } => format!("action:{channel_id}:{message_ts}"),
+                // One person's clicks in order; the Home tab is theirs alone.
+                Surface::Home => format!("home:{}", action.user_id),
+            },
+            // In order with the events of the thread it heals in.
+            Inbound::Shortcut(s) => format!(
+                "{}:{}",
+                s.channel_id,
+                s.message.thread_ts.as_deref().unwrap_or(&s.message.ts)
+            ),
+            Inbound::HomeOpened { user_id } => {
+                app.home.opened(user_id.clone());
+                return;
             }
         };
         let mut inbound = inbound;
@@ -123,6 +140,11 @@ impl App {
                 }
             }
             Inbound::Action(action) => self.on_action(&action).await,
+            Inbound::Shortcut(shortcut) => self.on_shortcut(&shortcut).await,
+            Inbound::HomeOpened { user_id } => {
+                self.home.opened(user_id);
+                Ok(())
+            }
         };
         if let Err(e) = result {
             error!(error = ?e, "failed to handle a Slack event");
@@ -169,7 +191,7 @@ impl App {
 /// True for a failure notification posted by `selfheal notify` (with the bot's
 /// own token): it carries a block with this id, which no other selfheal
 /// message has. Edits of it are still ignored.
-fn is_notify_post(msg: &InboundMessage) -> bool {
+pub(super) fn is_notify_post(msg: &InboundMessage) -> bool {
     !msg.edited
         && msg.blocks.iter().any(|b| {
             b.get("block_id").and_then(serde_json::Value::as_str) == Some(crate::notify::BLOCK_ID)

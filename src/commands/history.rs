@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use super::{unknown_schedule, when, CommandContext};
 use crate::domain::PrState;
-use crate::slack::render::{archive_link, escape};
-use crate::store::{SessionRow, Status};
+use crate::slack::render::{archive_url, escape, outcome, safe_url, status_emoji};
+use crate::store::SessionRow;
 
 /// At most this many sessions: the answer stays short and fast.
 const ROWS: usize = 10;
@@ -29,15 +29,15 @@ pub(super) async fn history(ctx: &CommandContext, only: Option<&str>) -> anyhow:
             None => "No healing sessions yet.".to_string(),
         });
     }
-    let links = permalinks(ctx, &rows).await;
+    let links = thread_urls(ctx, &rows).await;
     let mut out = match only {
         Some(name) => format!("*Recent healing sessions of `{}`*\n", escape(name)),
         None => "*Recent healing sessions*\n".to_string(),
     };
     for (row, link) in rows.iter().zip(links) {
         let thread = match link {
-            Some(url) if safe_url(&url) => format!("<{url}|thread>"),
-            _ => archive_link(&row.channel, &row.thread_ts, "thread"),
+            Some(url) => format!("<{url}|thread>"),
+            None => "thread".to_string(),
         };
         let pr = match &row.pr_url {
             Some(url) if safe_url(url) => format!(" · <{url}|pull request>"),
@@ -59,7 +59,7 @@ pub(super) async fn history(ctx: &CommandContext, only: Option<&str>) -> anyhow:
         };
         out.push_str(&format!(
             "• {} `{}` run {} — {}{pr}{pr_state}{cost} · {thread} · {}\n",
-            emoji(row.status),
+            status_emoji(row.status),
             escape(&row.schedule),
             escape(&row.run_id),
             outcome(row.status),
@@ -67,6 +67,21 @@ pub(super) async fn history(ctx: &CommandContext, only: Option<&str>) -> anyhow:
         ));
     }
     Ok(out.trim_end().to_string())
+}
+
+/// Links to the rows' threads: Slack's permalinks when it answers within
+/// the budget, else links built from the stored channel and ts (`None` only
+/// for stored data that is not Slack's). Every link is safe in `<…|…>`.
+pub async fn thread_urls(ctx: &CommandContext, rows: &[SessionRow]) -> Vec<Option<String>> {
+    permalinks(ctx, rows)
+        .await
+        .into_iter()
+        .zip(rows)
+        .map(|(link, row)| {
+            link.filter(|url| safe_url(url))
+                .or_else(|| archive_url(&row.channel, &row.thread_ts))
+        })
+        .collect()
 }
 
 /// Permalinks of the rows' threads, asked concurrently within a budget.
@@ -79,14 +94,6 @@ async fn permalinks(ctx: &CommandContext, rows: &[SessionRow]) -> Vec<Option<Str
         .unwrap_or_else(|_| vec![None; rows.len()])
 }
 
-/// A URL that can go inside `<…|…>` unchanged.
-fn safe_url(url: &str) -> bool {
-    (url.starts_with("https://") || url.starts_with("http://"))
-        && !url
-            .chars()
-            .any(|c| c.is_whitespace() || c.is_control() || matches!(c, '<' | '>' | '|'))
-}
-
 /// A pull request's state in a history line.
 fn pr_state(state: &PrState) -> String {
     match state {
@@ -97,53 +104,9 @@ fn pr_state(state: &PrState) -> String {
     }
 }
 
-fn emoji(status: Status) -> &'static str {
-    match status {
-        Status::Claimed => "⏳",
-        Status::Running => "🔄",
-        Status::Fixed => "✅",
-        Status::NoFix => "🤷",
-        Status::Failed => "❌",
-        Status::TimedOut => "⏱️",
-        Status::Interrupted => "⏹️",
-        Status::Duplicate => "🔁",
-        Status::Stopped => "✋",
-        Status::Retried => "🔁",
-        Status::NeedsPeople => "🙋",
-    }
-}
-
-fn outcome(status: Status) -> &'static str {
-    match status {
-        Status::Claimed => "starting",
-        Status::Running => "running",
-        Status::Fixed => "fixed",
-        Status::NoFix => "no fix",
-        Status::Failed => "agent failed",
-        Status::TimedOut => "timed out",
-        Status::Interrupted => "interrupted",
-        Status::Duplicate => "already addressed",
-        Status::Stopped => "stopped by a person",
-        Status::Retried => "re-run by the scheduler",
-        Status::NeedsPeople => "needs a person",
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn archive_links_are_built_from_stored_data_and_never_from_junk() {
-        assert_eq!(
-            archive_link("C0HEALING1", "1700000000.000100", "thread"),
-            "<https://slack.com/archives/C0HEALING1/p1700000000000100|thread>"
-        );
-        assert_eq!(archive_link("C1>|x", "1.2", "thread"), "thread");
-        assert!(safe_url("https://github.com/acme/analytics/pull/7"));
-        assert!(!safe_url("https://x|<!channel>"));
-        assert!(!safe_url("javascript:alert(1)"));
-    }
 
     #[test]
     fn a_pull_requests_state_says_who_merged_it() {

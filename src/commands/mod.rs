@@ -23,15 +23,15 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, Utc};
 use tracing::{error, warn};
 
-use crate::config::{normalize_channel, Config};
+use crate::config::Config;
 use crate::parts::Parts;
-use crate::slack::render::escape;
+use crate::slack::render::{channel_mrkdwn, escape, when};
 use crate::slack::{CommandReply, CommandRequest};
 
 pub use effective::{effective, paused, Effective, Source};
+pub use history::thread_urls;
 pub use parse::{help_text, parse, Command, UsageError, HELP};
 
 /// How long a `users.info` answer about admin rights is trusted.
@@ -68,10 +68,15 @@ pub fn parse_admins(value: &str) -> Vec<String> {
 
 /// Answers one `/selfheal …` invocation.
 pub async fn handle(ctx: &CommandContext, req: &CommandRequest) -> CommandReply {
-    let command = match parse(&req.text) {
-        Ok(command) => command,
-        Err(UsageError(why)) => return CommandReply::text(format!("{why}\n\n{}", help_text())),
-    };
+    match parse(&req.text) {
+        Ok(command) => run(ctx, &req.user_id, command).await,
+        Err(UsageError(why)) => CommandReply::text(format!("{why}\n\n{}", help_text())),
+    }
+}
+
+/// Runs a command for Slack user `user`: a `/selfheal` invocation, or a
+/// button on the Home tab that does what its command does.
+pub async fn run(ctx: &CommandContext, user: &str, command: Command) -> CommandReply {
     let changes = matches!(
         command,
         Command::Enable { .. }
@@ -81,7 +86,7 @@ pub async fn handle(ctx: &CommandContext, req: &CommandRequest) -> CommandReply 
             | Command::Resume
     );
     if changes {
-        match is_admin(ctx, &req.user_id).await {
+        match is_admin(ctx, user).await {
             Ok(true) => {}
             Ok(false) => {
                 return CommandReply::text(
@@ -90,41 +95,37 @@ pub async fn handle(ctx: &CommandContext, req: &CommandRequest) -> CommandReply 
                 )
             }
             Err(e) => {
-                warn!(user = %req.user_id, error = %e, "could not check admin rights with users.info");
+                warn!(user, error = %e, "could not check admin rights with users.info");
                 return CommandReply::text(
                     "⚠️ I could not check your admin rights with Slack just now; please try again.",
                 );
             }
         }
     }
+    let asked = format!("{command:?}");
     let result = match command {
         Command::Help => Ok(help_text()),
         Command::Enable {
             schedule,
             channel,
             agent,
-        } => {
-            toggle::enable(
-                ctx,
-                &req.user_id,
-                &schedule,
-                channel.as_ref(),
-                agent.as_deref(),
-            )
-            .await
-        }
-        Command::Disable { schedule } => toggle::disable(ctx, &req.user_id, &schedule).await,
-        Command::Reset { schedule } => toggle::reset(ctx, &req.user_id, &schedule).await,
-        Command::Pause => pause::switch(ctx, &req.user_id, true).await,
-        Command::Resume => pause::switch(ctx, &req.user_id, false).await,
+        } => toggle::enable(ctx, user, &schedule, channel.as_ref(), agent.as_deref()).await,
+        Command::Disable { schedule } => toggle::disable(ctx, user, &schedule).await,
+        Command::Reset { schedule } => toggle::reset(ctx, user, &schedule).await,
+        Command::Pause => pause::switch(ctx, user, true).await,
+        Command::Resume => pause::switch(ctx, user, false).await,
         Command::Status { schedule } => status::status(ctx, schedule.as_deref()),
         Command::History { schedule } => history::history(ctx, schedule.as_deref()).await,
         Command::Agents => agents::agents(ctx),
     };
+    if changes {
+        // The Home tabs people have open show the settings: refresh them.
+        ctx.parts.changed();
+    }
     match result {
         Ok(text) => CommandReply::text(text),
         Err(e) => {
-            error!(error = ?e, text = %req.text, "a /selfheal command failed");
+            error!(error = ?e, command = %asked, "a /selfheal command failed");
             CommandReply::text(
                 "⚠️ Something went wrong on my side; the details are in selfheal's log.",
             )
@@ -134,7 +135,10 @@ pub async fn handle(ctx: &CommandContext, req: &CommandRequest) -> CommandReply 
 
 /// `SELFHEAL_ADMINS` (see [`parse_admins`]) first (no API call), then
 /// workspace admins and owners from `users.info`, cached for [`ADMIN_CACHE_TTL`].
-async fn is_admin(ctx: &CommandContext, user: &str) -> Result<bool, crate::slack::web::SlackError> {
+pub async fn is_admin(
+    ctx: &CommandContext,
+    user: &str,
+) -> Result<bool, crate::slack::web::SlackError> {
     if ctx.parts.cfg.admins.iter().any(|a| a == user) {
         return Ok(true);
     }
@@ -173,24 +177,6 @@ fn unknown_schedule(cfg: &Config, name: &str) -> String {
             names.join(", ")
         }
     )
-}
-
-/// A configured channel (name or id) as mrkdwn: `#name`, or a channel link for an id.
-fn channel_mrkdwn(configured: &str) -> String {
-    let key = normalize_channel(configured);
-    if !key.is_empty()
-        && key
-            .chars()
-            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
-    {
-        format!("<#{key}>")
-    } else {
-        format!("#{}", escape(&key))
-    }
-}
-
-fn when(at: DateTime<Utc>) -> String {
-    at.format("%Y-%m-%d %H:%M UTC").to_string()
 }
 
 /// Posts `text` top-level in each configured channel (deduplicated by id),

@@ -67,6 +67,41 @@ mod tests {
     }
 
     #[test]
+    fn the_manifest_declares_the_shortcut_and_the_home_tab_the_bot_answers() {
+        // Read with slack-morphism's model of Slack's manifest: a key it does
+        // not know, or a value of the wrong shape, fails here.
+        let m: slack_morphism::prelude::SlackAppManifest =
+            serde_saphyr::from_str(MANIFEST).expect("the manifest is a Slack app manifest");
+        let features = m.features.expect("features");
+        let shortcut = &features.shortcuts.expect("shortcuts")[0];
+        assert_eq!(
+            shortcut.callback_id.to_string(),
+            super::super::render::FIX_SHORTCUT
+        );
+        assert_eq!(shortcut.name, "Fix with selfheal");
+        assert_eq!(serde_json::to_value(&shortcut.ty).unwrap(), "message");
+        assert!(shortcut.description.chars().count() <= 150);
+        let home = features.app_home.expect("app_home");
+        assert_eq!(home.home_tab_enabled, Some(true));
+        // The Messages tab is left as it was.
+        assert_eq!(home.messages_tab_enabled, None);
+        let settings = m.settings.expect("settings");
+        let events: Vec<String> = settings
+            .event_subscriptions
+            .and_then(|e| e.bot_events)
+            .unwrap_or_default()
+            .iter()
+            .map(|e| e.to_string())
+            .collect();
+        assert_eq!(
+            events,
+            ["app_home_opened", "message.channels", "message.groups"]
+        );
+        assert!(settings.interactivity.expect("interactivity").is_enabled);
+        assert_eq!(settings.socket_mode_enabled, Some(true));
+    }
+
+    #[test]
     fn the_manifest_grants_every_scope_the_fake_slack_enforces() {
         // The stories run against a fake Slack granted the manifest's scopes;
         // a method the fake guards with a scope the manifest lacks would fail

@@ -3,11 +3,13 @@
 //! - [`socket`]: the Socket Mode listener, which only converts and enqueues.
 //! - [`web`]: the Web API gateway with pacing, 429 handling, timeouts and retries.
 //! - [`render`]: the text and Block Kit of every message selfheal posts (pure).
+//! - [`home`]: the App Home tab's view (pure).
 //! - [`channels`]: channel names ↔ ids, as schedules name channels by name.
 //! - [`manifest`]: the bot scopes `data/slack-app-manifest.yml` asks for (pure).
 //! - [`probe`]: single Web API calls for `selfheal check`, with the granted scopes.
 
 pub mod channels;
+pub mod home;
 pub mod manifest;
 pub mod probe;
 pub mod render;
@@ -33,8 +35,12 @@ pub enum Inbound {
         request: CommandRequest,
         reply: tokio::sync::oneshot::Sender<CommandReply>,
     },
-    /// A button press in a message selfheal posted.
+    /// A button press in a message selfheal posted, or on its Home tab.
     Action(ActionRequest),
+    /// A message shortcut ("Fix with selfheal") used on a message.
+    Shortcut(ShortcutRequest),
+    /// A person opened selfheal's Home tab (not its Messages tab).
+    HomeOpened { user_id: String },
 }
 
 /// A `/selfheal …` invocation.
@@ -66,9 +72,41 @@ impl CommandReply {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ActionRequest {
     pub user_id: String,
-    pub channel_id: String,
-    /// The message carrying the button.
-    pub message_ts: String,
+    /// Where the button was.
+    pub surface: Surface,
     pub action_id: String,
     pub value: Option<String>,
+}
+
+/// Where a pressed button was.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Surface {
+    /// In a message (`container.type: message`).
+    Message {
+        channel_id: String,
+        /// The message carrying the button.
+        message_ts: String,
+    },
+    /// On the presser's Home tab (`container.type: view`): there is no
+    /// channel to answer in, only the view.
+    Home,
+}
+
+/// A message shortcut (`message_action`) used on a message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ShortcutRequest {
+    /// The shortcut's `callback_id` in the app manifest.
+    pub callback_id: String,
+    /// Who used it.
+    pub user_id: String,
+    /// Where the message is.
+    pub channel_id: String,
+    /// The message it was used on, as message events carry it (its `channel`
+    /// filled in from the payload's).
+    pub message: InboundMessage,
+    /// Where a reply to the person can go without the bot being in the
+    /// channel (valid for 30 minutes).
+    pub response_url: String,
+    /// Opens a modal within 3 s of the shortcut.
+    pub trigger_id: String,
 }

@@ -4,9 +4,11 @@
 //! before it is put into mrkdwn, so an agent cannot ping `@channel` or forge a
 //! link by printing Slack markup.
 
+use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 
 use crate::domain::{Ending, FailureClass, Progress, SessionId, Status};
+use crate::recognize::Unrecognized;
 
 /// The healing reply, byte for byte as Paradime posts it.
 pub const HEALING_REPLY: &str = "🦖 Self-healing enabled — starting healing session...";
@@ -30,6 +32,126 @@ pub fn escape(text: &str) -> String {
         }
     }
     out
+}
+
+/// The `callback_id` of the "Fix with selfheal" message shortcut, as the app
+/// manifest (`data/slack-app-manifest.yml`) declares it.
+pub const FIX_SHORTCUT: &str = "selfheal_fix";
+
+/// Said, only to them, to a person who asks for a fix while healing is paused.
+pub const PAUSED: &str = "selfheal is paused (`/selfheal resume` turns it back on).";
+
+/// Why the "Fix with selfheal" shortcut cannot heal a message, in one sentence.
+pub fn shortcut_refusal(why: Unrecognized) -> &'static str {
+    match why {
+        Unrecognized::Person => {
+            "I can't heal this message: a person posted it, and I heal a scheduler's failure notifications."
+        }
+        Unrecognized::Mine => {
+            "I can't heal this message: selfheal posted it; use the shortcut on the scheduler's failure notification."
+        }
+        Unrecognized::NotANotifier => {
+            "I can't heal this message: the bot that posted it is not one of selfheal's notifiers (`SELFHEAL_NOTIFIER_BOTS`)."
+        }
+        Unrecognized::NotAFailure => {
+            "I can't heal this message: it is not a failure notification."
+        }
+        Unrecognized::NoRunId => {
+            "I can't heal this message: it names no run id, so I cannot find the failed run."
+        }
+        Unrecognized::UnknownSchedule => {
+            "I can't heal this message: it names no schedule I know (`/selfheal status` lists them)."
+        }
+    }
+}
+
+/// Said, only to them, to a person who used the shortcut on a failure that
+/// has a session already; `thread_url` is that session's thread.
+pub fn session_exists(run_id: &str, status: Status, thread_url: Option<&str>) -> String {
+    let thread = match thread_url {
+        Some(url) if safe_url(url) => format!(": <{url}|its thread>"),
+        _ => String::new(),
+    };
+    format!(
+        "{} Run `{}` has a healing session already ({}){thread}.",
+        status_emoji(status),
+        escape(run_id),
+        outcome(status)
+    )
+}
+
+/// A time as people read it in selfheal's answers.
+pub fn when(at: DateTime<Utc>) -> String {
+    at.format("%Y-%m-%d %H:%M UTC").to_string()
+}
+
+/// A configured channel (name or id) as mrkdwn: `#name`, or a channel link for an id.
+pub fn channel_mrkdwn(configured: &str) -> String {
+    let key = crate::config::normalize_channel(configured);
+    if !key.is_empty()
+        && key
+            .chars()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
+    {
+        format!("<#{key}>")
+    } else {
+        format!("#{}", escape(&key))
+    }
+}
+
+/// A URL that can go inside `<…|…>` unchanged.
+pub fn safe_url(url: &str) -> bool {
+    (url.starts_with("https://") || url.starts_with("http://"))
+        && !url
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || matches!(c, '<' | '>' | '|'))
+}
+
+/// A link to a message built from its channel and ts, as Slack's permalinks
+/// are shaped (`https://slack.com/archives/C…/p16…`); Slack redirects it to
+/// the workspace. `None` for a channel or ts that is not Slack's.
+pub fn archive_url(channel: &str, ts: &str) -> Option<String> {
+    let ok = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '.');
+    (ok(channel) && ok(ts)).then(|| {
+        format!(
+            "https://slack.com/archives/{channel}/p{}",
+            ts.replace('.', "")
+        )
+    })
+}
+
+/// A session's status at a glance, in lists of sessions.
+pub fn status_emoji(status: Status) -> &'static str {
+    match status {
+        Status::Claimed => "⏳",
+        Status::Running => "🔄",
+        Status::Fixed => "✅",
+        Status::NoFix => "🤷",
+        Status::Failed => "❌",
+        Status::TimedOut => "⏱️",
+        Status::Interrupted => "⏹️",
+        Status::Duplicate => "🔁",
+        Status::Stopped => "✋",
+        Status::Retried => "🔁",
+        Status::NeedsPeople => "🙋",
+    }
+}
+
+/// A session's status in words, in lists of sessions.
+pub fn outcome(status: Status) -> &'static str {
+    match status {
+        Status::Claimed => "starting",
+        Status::Running => "running",
+        Status::Fixed => "fixed",
+        Status::NoFix => "no fix",
+        Status::Failed => "agent failed",
+        Status::TimedOut => "timed out",
+        Status::Interrupted => "interrupted",
+        Status::Duplicate => "already addressed",
+        Status::Stopped => "stopped by a person",
+        Status::Retried => "re-run by the scheduler",
+        Status::NeedsPeople => "needs a person",
+    }
 }
 
 /// Slack rejects message text over 40,000 characters and section text over
@@ -313,19 +435,12 @@ pub fn recurrence(run_id: &str, channel: &str, thread_ts: &str, pr_url: Option<&
     text
 }
 
-/// A link to a message built from its channel and ts, as Slack's permalinks
-/// are shaped (`https://slack.com/archives/C…/p16…`); Slack redirects it to
-/// the workspace. Junk ids give the label alone.
+/// A link to a message, labelled (see [`archive_url`]); junk ids give the label alone.
 pub fn archive_link(channel: &str, ts: &str, label: &str) -> String {
-    let ok = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '.');
-    if !ok(channel) || !ok(ts) {
-        return escape(label);
+    match archive_url(channel, ts) {
+        Some(url) => format!("<{url}|{}>", escape(label)),
+        None => escape(label),
     }
-    format!(
-        "<https://slack.com/archives/{channel}/p{}|{}>",
-        ts.replace('.', ""),
-        escape(label)
-    )
 }
 
 /// Closes the loop in a healing thread: the schedule passed again.
@@ -424,18 +539,15 @@ fn icon(status: Status) -> &'static str {
     }
 }
 
+/// A session's status in its own thread, where who stopped it is said
+/// beside it and a session not ended yet is running.
 fn status_words(status: Status) -> &'static str {
     match status {
-        Status::Fixed => "fixed",
-        Status::NoFix => "no fix",
-        Status::Failed => "agent failed",
-        Status::TimedOut => "timed out",
-        Status::Interrupted => "interrupted",
-        Status::Duplicate => "already addressed",
         Status::Stopped => "stopped",
         Status::Retried => "re-run",
         Status::NeedsPeople => "needs a person",
         Status::Claimed | Status::Running => "running",
+        other => outcome(other),
     }
 }
 
@@ -452,11 +564,63 @@ mod tests {
     use super::*;
 
     #[test]
+    fn archive_links_are_built_from_stored_data_and_never_from_junk() {
+        assert_eq!(
+            archive_link("C0HEALING1", "1700000000.000100", "thread"),
+            "<https://slack.com/archives/C0HEALING1/p1700000000000100|thread>"
+        );
+        assert_eq!(archive_link("C1>|x", "1.2", "thread"), "thread");
+    }
+
+    #[test]
     fn the_healing_reply_is_byte_for_byte_paradimes() {
         assert_eq!(
             HEALING_REPLY.as_bytes(),
             "\u{1F996} Self-healing enabled \u{2014} starting healing session...".as_bytes()
         );
+    }
+
+    #[test]
+    fn links_are_built_from_stored_data_and_never_from_junk() {
+        assert_eq!(
+            archive_url("C0HEALING1", "1700000000.000100").as_deref(),
+            Some("https://slack.com/archives/C0HEALING1/p1700000000000100")
+        );
+        assert_eq!(archive_url("C1>|x", "1.2"), None);
+        assert_eq!(archive_url("C1", ""), None);
+        assert!(safe_url("https://github.com/acme/analytics/pull/7"));
+        assert!(!safe_url("https://x|<!channel>"));
+        assert!(!safe_url("javascript:alert(1)"));
+    }
+
+    #[test]
+    fn a_shortcut_on_a_failure_with_a_session_links_its_thread() {
+        assert_eq!(
+            session_exists("42", Status::Running, Some("https://slack.com/archives/C1/p1")),
+            "🔄 Run `42` has a healing session already (running): <https://slack.com/archives/C1/p1|its thread>."
+        );
+        assert_eq!(
+            session_exists("<!here>", Status::Fixed, Some("javascript:x")),
+            "✅ Run `&lt;!here&gt;` has a healing session already (fixed)."
+        );
+    }
+
+    #[test]
+    fn every_shortcut_refusal_is_one_sentence() {
+        use Unrecognized::*;
+        for why in [
+            Person,
+            Mine,
+            NotANotifier,
+            NotAFailure,
+            NoRunId,
+            UnknownSchedule,
+        ] {
+            let text = shortcut_refusal(why);
+            assert!(text.starts_with("I can't heal this message: "), "{text}");
+            assert_eq!(text.matches(". ").count(), 0, "{text}");
+            assert!(text.ends_with('.'), "{text}");
+        }
     }
 
     #[test]

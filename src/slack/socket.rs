@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
 use super::web::{connector, Connector};
-use super::{ActionRequest, CommandReply, CommandRequest, Inbound};
+use super::{ActionRequest, CommandReply, CommandRequest, Inbound, ShortcutRequest, Surface};
 use crate::recognize::InboundMessage;
 
 /// The queue handle the callbacks push into (stored as slack-morphism user state).
@@ -209,7 +209,15 @@ async fn on_push(
     _client: Arc<SlackClient<Connector>>,
     states: SlackClientEventsUserState,
 ) -> UserCallbackResult<()> {
-    let event_id = event.event_id.to_string();
+    if let Some(inbound) = push_inbound(&event) {
+        enqueue(&states, inbound).await;
+    }
+    Ok(())
+}
+
+/// What an Events API event is to selfheal: a message, the Home tab opened,
+/// or nothing (the Messages tab opened, events it does not subscribe to).
+fn push_inbound(event: &SlackPushEventCallback) -> Option<Inbound> {
     let raw = match &event.event {
         SlackEventCallbackBody::Message(msg) => serde_json::to_value(msg).ok(),
         SlackEventCallbackBody::Unknown(raw)
@@ -217,19 +225,17 @@ async fn on_push(
         {
             Some(raw.clone())
         }
+        SlackEventCallbackBody::AppHomeOpened(opened) if opened.tab.as_deref() == Some("home") => {
+            return Some(Inbound::HomeOpened {
+                user_id: opened.user.to_string(),
+            })
+        }
         _ => None,
     };
-    if let Some(raw) = raw {
-        enqueue(
-            &states,
-            Inbound::Message {
-                event_id,
-                msg: inbound_message(&raw),
-            },
-        )
-        .await;
-    }
-    Ok(())
+    raw.map(|raw| Inbound::Message {
+        event_id: event.event_id.to_string(),
+        msg: inbound_message(&raw),
+    })
 }
 
 /// How long a slash command's ack waits for the answer. Slack's deadline is
@@ -269,37 +275,73 @@ async fn on_interaction(
     _client: Arc<SlackClient<Connector>>,
     states: SlackClientEventsUserState,
 ) -> UserCallbackResult<()> {
-    if let SlackInteractionEvent::BlockActions(ev) = event {
-        let user_id = ev
-            .user
-            .as_ref()
-            .map(|u| u.id.to_string())
-            .unwrap_or_default();
-        let channel_id = ev
-            .channel
-            .as_ref()
-            .map(|c| c.id.to_string())
-            .unwrap_or_default();
-        let message_ts = ev
-            .message
-            .as_ref()
-            .map(|m| m.origin.ts.to_string())
-            .unwrap_or_default();
-        for action in ev.actions.unwrap_or_default() {
-            enqueue(
-                &states,
-                Inbound::Action(ActionRequest {
-                    user_id: user_id.clone(),
-                    channel_id: channel_id.clone(),
-                    message_ts: message_ts.clone(),
-                    action_id: action.action_id.to_string(),
-                    value: action.value.clone(),
-                }),
-            )
-            .await;
-        }
+    for inbound in interaction_inbound(&event) {
+        enqueue(&states, inbound).await;
     }
     Ok(())
+}
+
+/// What an interaction is to selfheal: one action per button pressed (in a
+/// message or on the Home tab), a message shortcut, or nothing.
+fn interaction_inbound(event: &SlackInteractionEvent) -> Vec<Inbound> {
+    match event {
+        SlackInteractionEvent::BlockActions(ev) => {
+            let user_id = ev
+                .user
+                .as_ref()
+                .map(|u| u.id.to_string())
+                .unwrap_or_default();
+            let surface = match &ev.container {
+                SlackInteractionActionContainer::View(_) => Surface::Home,
+                _ => Surface::Message {
+                    channel_id: ev
+                        .channel
+                        .as_ref()
+                        .map(|c| c.id.to_string())
+                        .unwrap_or_default(),
+                    message_ts: ev
+                        .message
+                        .as_ref()
+                        .map(|m| m.origin.ts.to_string())
+                        .unwrap_or_default(),
+                },
+            };
+            ev.actions
+                .iter()
+                .flatten()
+                .map(|action| {
+                    Inbound::Action(ActionRequest {
+                        user_id: user_id.clone(),
+                        surface: surface.clone(),
+                        action_id: action.action_id.to_string(),
+                        value: action.value.clone(),
+                    })
+                })
+                .collect()
+        }
+        SlackInteractionEvent::MessageAction(ev) => {
+            let (Some(channel), Some(message)) = (&ev.channel, &ev.message) else {
+                debug!("a message shortcut without its channel or message; ignored");
+                return vec![];
+            };
+            let Ok(raw) = serde_json::to_value(message) else {
+                return vec![];
+            };
+            let channel_id = channel.id.to_string();
+            let mut message = inbound_message(&raw);
+            // The payload names the channel beside the message, not in it.
+            message.channel = channel_id.clone();
+            vec![Inbound::Shortcut(ShortcutRequest {
+                callback_id: ev.callback_id.to_string(),
+                user_id: ev.user.id.to_string(),
+                channel_id,
+                message,
+                response_url: ev.response_url.0.to_string(),
+                trigger_id: ev.trigger_id.to_string(),
+            })]
+        }
+        _ => vec![],
+    }
 }
 
 fn on_error(
@@ -344,6 +386,134 @@ pub fn inbound_message(v: &Value) -> InboundMessage {
             || v.get("message").is_some()
             || subtype.as_deref() == Some("message_changed"),
         subtype,
+    }
+}
+
+#[cfg(test)]
+mod conversion_tests {
+    //! Real payloads (`tests/fixtures/slack`), parsed by slack-morphism as
+    //! the listener parses them, then converted.
+
+    use super::*;
+
+    /// The `payload` of a Socket Mode envelope fixture.
+    fn payload<T: serde::de::DeserializeOwned>(envelope: &str) -> T {
+        let v: Value = serde_json::from_str(envelope).expect("a JSON fixture");
+        serde_json::from_value(v["payload"].clone()).expect("slack-morphism reads the payload")
+    }
+
+    fn shortcut(envelope: &str) -> ShortcutRequest {
+        match interaction_inbound(&payload(envelope)).as_slice() {
+            [Inbound::Shortcut(s)] => s.clone(),
+            other => panic!("expected one shortcut, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_shortcut_on_a_persons_message_carries_the_message_as_events_do() {
+        let s = shortcut(include_str!(
+            "../../tests/fixtures/slack/socket_mode_interactive_message_action_envelope.bolt-python.json"
+        ));
+        assert_eq!(s.callback_id, "test-shortcut");
+        assert_eq!(
+            (s.user_id.as_str(), s.channel_id.as_str()),
+            ("W111", "C111")
+        );
+        assert_eq!(s.response_url, "https://hooks.slack.com/app/T111/111/xxx");
+        assert_eq!(s.trigger_id, "111.222.xxx");
+        let m = &s.message;
+        assert_eq!(
+            (m.channel.as_str(), m.ts.as_str()),
+            ("C111", "1583636382.000300")
+        );
+        assert_eq!(
+            (m.user.as_deref(), m.bot_id.as_deref()),
+            (Some("W111"), None)
+        );
+        assert_eq!(m.text, "<@W222> test");
+        assert_eq!(m.blocks.len(), 1);
+        assert!(!m.edited);
+    }
+
+    #[test]
+    fn a_shortcut_on_a_bot_message_keeps_its_sender_and_attachments() {
+        let s = shortcut(include_str!(
+            "../../tests/fixtures/slack/socket_mode_interactive_message_action_on_bot_message_envelope.java-slack-sdk.json"
+        ));
+        let m = &s.message;
+        assert_eq!(
+            (m.channel.as_str(), m.ts.as_str()),
+            ("C111", "1608093938.001200")
+        );
+        assert_eq!(m.bot_id.as_deref(), Some("B111"));
+        assert_eq!(m.app_id.as_deref(), Some("A111"));
+        assert_eq!(m.username.as_deref(), Some("Testing App"));
+        assert_eq!(m.attachments.len(), 1);
+        assert_eq!(m.attachments[0]["text"], "Uploading a file...");
+        assert!(m.edited);
+        assert_eq!(m.thread_ts, None);
+    }
+
+    #[test]
+    fn a_button_on_the_home_tab_has_no_channel_and_one_in_a_message_has_its_message() {
+        let home = interaction_inbound(&payload(include_str!(
+            "../../tests/fixtures/slack/socket_mode_interactive_block_actions_app_home_envelope.java-slack-sdk.json"
+        )));
+        let [Inbound::Action(action)] = home.as_slice() else {
+            panic!("one action: {home:?}");
+        };
+        assert_eq!(action.surface, Surface::Home);
+        assert_eq!(action.user_id, "U123");
+        assert_eq!(action.action_id, "home_button_1");
+        assert_eq!(action.value.as_deref(), Some("create_task"));
+
+        let in_message = interaction_inbound(&payload(include_str!(
+            "../../tests/fixtures/slack/socket_mode_interactive_block_actions_message_button_envelope.java-slack-sdk.json"
+        )));
+        let [Inbound::Action(action)] = in_message.as_slice() else {
+            panic!("one action: {in_message:?}");
+        };
+        assert_eq!(
+            action.surface,
+            Surface::Message {
+                channel_id: "C111".into(),
+                message_ts: "1605853634.000400".into()
+            }
+        );
+    }
+
+    #[test]
+    fn opening_the_home_tab_is_an_event_and_opening_the_messages_tab_is_not() {
+        let opened = |callback: &str| {
+            let event: SlackPushEventCallback =
+                serde_json::from_str(callback).expect("slack-morphism reads the event");
+            match push_inbound(&event) {
+                Some(Inbound::HomeOpened { user_id }) => Some(user_id),
+                None => None,
+                Some(other) => panic!("unexpected {other:?}"),
+            }
+        };
+        let envelope: Value = serde_json::from_str(include_str!(
+            "../../tests/fixtures/slack/socket_mode_events_api_app_home_opened_envelope.java-slack-sdk.json"
+        ))
+        .unwrap();
+        assert_eq!(
+            opened(&envelope["payload"].to_string()).as_deref(),
+            Some("U061F7AUR")
+        );
+        assert_eq!(
+            opened(include_str!(
+                "../../tests/fixtures/slack/event_callback_app_home_opened_home_no_view.slack-web.json"
+            ))
+            .as_deref(),
+            Some("U043H11ES4V")
+        );
+        assert_eq!(
+            opened(include_str!(
+                "../../tests/fixtures/slack/event_callback_app_home_opened_messages_tab.slack-web.json"
+            )),
+            None
+        );
     }
 }
 

@@ -307,6 +307,18 @@ impl SlackWeb {
         Ok(())
     }
 
+    /// Publishes `view` (a `{"type": "home", …}` view) as `user`'s Home tab.
+    /// It writes to no channel, so it takes no channel's slot.
+    pub async fn views_publish(&self, user: &str, view: &Value) -> Result<(), SlackError> {
+        let view: SlackView = serde_json::from_value(view.clone())
+            .map_err(|e| SlackError::Api(format!("a view the client cannot send: {e}")))?;
+        let req = SlackApiViewsPublishRequest::new(user.into(), view);
+        let (this, req) = (self, &req);
+        self.call(move || async move { this.session().views_publish(req).await })
+            .await?;
+        Ok(())
+    }
+
     /// Whether a user is a workspace admin or owner (`users.info`).
     pub async fn is_admin(&self, user: &str) -> Result<bool, SlackError> {
         let req = SlackApiUsersInfoRequest::new(user.into());

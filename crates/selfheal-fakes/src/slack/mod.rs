@@ -15,7 +15,7 @@
 //! uses (`apps.connections.open`, `auth.test`, `chat.postMessage`, `chat.update`,
 //! `chat.getPermalink`, `chat.postEphemeral`, `conversations.history`,
 //! `conversations.info`, `conversations.list`, `conversations.replies`,
-//! `users.info`); everything else answers `unknown_method`. It
+//! `users.info`, `views.publish`); everything else answers `unknown_method`. It
 //! does no TLS, no request signing, no real rate limiting (only injected failures) and
 //! no persistence.
 //!
@@ -62,6 +62,7 @@
 //! - `mod.rs`: the public handle, its builder and the test hooks.
 //! - `state.rs`: the in-memory workspace and the records tests assert on.
 //! - `payloads.rs`: JSON shapes of events, envelopes and Web API objects.
+//! - `views.rs`: `views.publish`: Slack's limits on a Home tab, the views kept per user.
 //! - `web_api.rs`: the HTTP side (auth, failure injection, one function per method).
 //! - `socket.rs`: the Socket Mode side (connections, dispatch, acks, redelivery).
 //! - `transcript.rs`: the human-readable rendering of a channel.
@@ -70,6 +71,7 @@ mod payloads;
 mod socket;
 mod state;
 mod transcript;
+mod views;
 mod web_api;
 
 #[cfg(test)]
@@ -691,6 +693,97 @@ impl FakeSlack {
         })
     }
 
+    /// A person uses the message shortcut `callback_id` (a "message" shortcut
+    /// of the app's manifest) on the message `message_ts` in `channel`: an
+    /// `interactive` envelope of type `message_action` carrying the whole
+    /// message. Returns the envelope id.
+    ///
+    /// # Panics
+    /// If there is no such message: Slack offers shortcuts on messages only.
+    pub async fn use_message_shortcut(
+        &self,
+        user: &str,
+        channel: &str,
+        message_ts: &str,
+        callback_id: &str,
+    ) -> String {
+        self.deliver_once("interactive", |config, st, envelope_id| {
+            let channel = st.expect_channel(channel);
+            let message = st
+                .find_message(&channel.id, message_ts)
+                .cloned()
+                .unwrap_or_else(|| {
+                    panic!(
+                        "fake slack: no message {message_ts} in {} to use a shortcut on",
+                        channel.id
+                    )
+                });
+            payloads::message_action_envelope(
+                config,
+                st,
+                envelope_id,
+                user,
+                &channel,
+                &message,
+                callback_id,
+            )
+        })
+    }
+
+    /// A person opens the app's Home tab: an `app_home_opened` event (`tab:
+    /// "home"`, with the view published for them before, if any). Returns the
+    /// envelope id.
+    pub async fn open_home_tab(&self, user: &str) -> String {
+        self.deliver_app_home_opened(user, "home")
+    }
+
+    /// A person opens the app's Messages tab (the DM with the app): an
+    /// `app_home_opened` event with `tab: "messages"`. Returns the envelope id.
+    pub async fn open_messages_tab(&self, user: &str) -> String {
+        self.deliver_app_home_opened(user, "messages")
+    }
+
+    fn deliver_app_home_opened(&self, user: &str, tab: &str) -> String {
+        let frame = self.inner.update(|st| {
+            let event = payloads::app_home_opened_event(st, user, tab);
+            st.events_api_frame(&self.inner.config, event)
+        });
+        let envelope_id = frame.envelope_id().unwrap_or_default().to_string();
+        socket::dispatch(&self.inner, frame);
+        envelope_id
+    }
+
+    /// A person clicks a button on their Home tab: `block_actions` from the
+    /// view published for them (`container.type: view`, no channel). The
+    /// fake does not check that the view has the button: a person may click
+    /// one on a view published before their rights changed. Returns the
+    /// envelope id.
+    ///
+    /// # Panics
+    /// If no view was published for `user`: they have no Home tab to click on.
+    pub async fn click_home_button(
+        &self,
+        user: &str,
+        action_id: &str,
+        value: Option<&str>,
+    ) -> String {
+        self.deliver_once("interactive", |config, st, envelope_id| {
+            let view =
+                st.views.get(user).cloned().unwrap_or_else(|| {
+                    panic!("fake slack: no Home tab view was published for {user}")
+                });
+            payloads::home_block_actions_envelope(
+                config,
+                st,
+                envelope_id,
+                user,
+                &view,
+                action_id,
+                value,
+            )
+        })
+    }
+
     /// Delivers an envelope of `kind` that is never redelivered (Slack shows
     /// the user an error instead); `envelope` builds it around its id.
     /// Returns the envelope id.
@@ -739,6 +832,12 @@ impl FakeSlack {
     /// answered 429 with `Retry-After`. `None` turns it off (the default).
     pub fn set_channel_rate_limit(&self, min_gap: Option<Duration>) {
         self.inner.update(|st| st.channel_rate_limit = min_gap);
+    }
+
+    /// Whether the app's Home tab is enabled (it is by default, as selfheal's
+    /// manifest asks); without it `views.publish` answers `not_enabled`.
+    pub fn set_home_tab_enabled(&self, enabled: bool) {
+        self.inner.update(|st| st.home_tab_enabled = enabled);
     }
 
     /// Turns the echo of the bot's own posts and updates on or off.
@@ -810,6 +909,12 @@ impl FakeSlack {
     /// Every envelope written to a connection, in order (retries included).
     pub fn envelopes_sent(&self) -> Vec<SentEnvelope> {
         self.inner.state().envelopes_sent.clone()
+    }
+
+    /// The Home tab view last published for `user`, as `views.publish`
+    /// returned it (`id`, `hash`, `blocks` with their `block_id`s, …).
+    pub fn home_view(&self, user: &str) -> Option<Value> {
+        self.inner.state().views.get(user).cloned()
     }
 
     /// Every `chat.postEphemeral` accepted.

@@ -226,6 +226,18 @@ pub fn slash_command_envelope(
     })
 }
 
+/// The element (an accessory or in `elements`) whose `action_id` is this.
+fn button_of<'a>(blocks: Option<&'a Value>, action_id: &str) -> Option<&'a Value> {
+    blocks?.as_array()?.iter().find_map(|block| {
+        let elements = block.get("elements").and_then(Value::as_array);
+        elements
+            .into_iter()
+            .flatten()
+            .chain(block.get("accessory"))
+            .find(|e| e.get("action_id").and_then(Value::as_str) == Some(action_id))
+    })
+}
+
 /// The `block_id` of the block holding `action_id`, if the message has one.
 fn block_id_of(blocks: Option<&Value>, action_id: &str) -> Option<String> {
     blocks?.as_array()?.iter().find_map(|block| {
@@ -271,12 +283,11 @@ pub fn block_actions_envelope(
         .unwrap_or_else(|| json!({ "type": "message", "text": "", "ts": message_ts }));
     let action_ts = st.next_ts();
     let n = st.next_counter();
-    let name = user_name(st, user);
     json!({
         "envelope_id": envelope_id,
         "payload": {
             "type": "block_actions",
-            "user": { "id": user, "username": name, "name": name, "team_id": config.team_id },
+            "user": interactive_user(config, st, user),
             "api_app_id": config.app_id,
             "token": "verification-token",
             "container": {
@@ -298,6 +309,125 @@ pub fn block_actions_envelope(
                 "type": "button",
                 "action_ts": action_ts
             }]
+        },
+        "type": "interactive",
+        "accepts_response_payload": false
+    })
+}
+
+/// The `user` object of interactive payloads: `{id, username, name, team_id}`
+/// as java-slack-sdk's captures have it (bolt-python's carry `{id, name}`).
+fn interactive_user(config: &Config, st: &State, user: &str) -> Value {
+    let name = user_name(st, user);
+    json!({ "id": user, "username": name, "name": name, "team_id": config.team_id })
+}
+
+/// socket_mode_interactive_message_action_on_bot_message_envelope.java-slack-sdk.json
+/// (and ..._envelope.bolt-python.json): a message shortcut used on `message`.
+#[allow(clippy::too_many_arguments)]
+pub fn message_action_envelope(
+    config: &Config,
+    st: &mut State,
+    envelope_id: &str,
+    user: &str,
+    channel: &Channel,
+    message: &Message,
+    callback_id: &str,
+) -> Value {
+    let action_ts = st.next_ts();
+    let n = st.next_counter();
+    json!({
+        "envelope_id": envelope_id,
+        "payload": {
+            "type": "message_action",
+            "token": "verification-token",
+            "action_ts": action_ts,
+            "team": { "id": config.team_id, "domain": config.team_domain },
+            "user": interactive_user(config, st, user),
+            "channel": { "id": channel.id, "name": channel.name },
+            "is_enterprise_install": false,
+            "enterprise": null,
+            "callback_id": callback_id,
+            "trigger_id": format!("{n}.{n}.fake"),
+            "response_url": format!("https://hooks.slack.com/app/{}/{n}/fake", config.team_id),
+            "message_ts": message.ts,
+            "message": message_json(config, st, message)
+        },
+        "type": "interactive",
+        "accepts_response_payload": false
+    })
+}
+
+/// The `event` of socket_mode_events_api_app_home_opened_envelope.java-slack-sdk.json
+/// (`tab: "home"`, the view published before) and of
+/// event_callback_app_home_opened_{home_no_view,messages_tab}.slack-web.json
+/// (no view yet; the Messages tab).
+pub fn app_home_opened_event(st: &mut State, user: &str, tab: &str) -> Value {
+    let mut event = json!({
+        "type": "app_home_opened",
+        "user": user,
+        "channel": dm_channel(user),
+        "tab": tab,
+        "event_ts": st.next_ts()
+    });
+    if tab == "home" {
+        if let Some(view) = st.views.get(user) {
+            event["view"] = view.clone();
+        }
+    }
+    event
+}
+
+/// The id of the app's DM with `user`, stable per user.
+fn dm_channel(user: &str) -> String {
+    format!("D0{}", user.trim_start_matches(['U', 'W']))
+}
+
+/// socket_mode_interactive_block_actions_app_home_envelope.java-slack-sdk.json:
+/// a button on `view`, the user's Home tab (`container.type: view`, no
+/// channel, message or response_url).
+#[allow(clippy::too_many_arguments)]
+pub fn home_block_actions_envelope(
+    config: &Config,
+    st: &mut State,
+    envelope_id: &str,
+    user: &str,
+    view: &Value,
+    action_id: &str,
+    value: Option<&str>,
+) -> Value {
+    let block_id = block_id_of(view.get("blocks"), action_id).unwrap_or_else(|| "fake".into());
+    let button = button_of(view.get("blocks"), action_id);
+    let action_ts = st.next_ts();
+    let n = st.next_counter();
+    // The action repeats the button's text and style, as Slack's does.
+    let mut action = json!({
+        "action_id": action_id,
+        "block_id": block_id,
+        "text": button
+            .and_then(|b| b.get("text").cloned())
+            .unwrap_or_else(|| json!({ "type": "plain_text", "text": action_id, "emoji": true })),
+        "type": "button",
+        "action_ts": action_ts
+    });
+    if let Some(value) = value {
+        action["value"] = json!(value);
+    }
+    if let Some(style) = button.and_then(|b| b.get("style")) {
+        action["style"] = style.clone();
+    }
+    json!({
+        "envelope_id": envelope_id,
+        "payload": {
+            "type": "block_actions",
+            "team": { "id": config.team_id, "domain": config.team_domain },
+            "user": interactive_user(config, st, user),
+            "api_app_id": config.app_id,
+            "token": "verification-token",
+            "container": { "type": "view", "view_id": view["id"] },
+            "trigger_id": format!("{n}.{n}.fake"),
+            "view": view,
+            "actions": [action]
         },
         "type": "interactive",
         "accepts_response_payload": false

@@ -150,6 +150,12 @@ pub(crate) struct State {
     /// The scopes the bot token was granted, sent in `x-oauth-scopes` and
     /// enforced per method as Slack does (`missing_scope`).
     pub bot_scopes: Vec<String>,
+    /// Per user id, the Home tab view last published, as `views.publish`
+    /// returned it.
+    pub views: HashMap<String, Value>,
+    /// The app's Home tab is on (its manifest's `home_tab_enabled`);
+    /// without it `views.publish` answers `not_enabled`.
+    pub home_tab_enabled: bool,
     last_ts_micros: u64,
     counter: u64,
 }
@@ -179,6 +185,8 @@ impl State {
             channel_rate_limit: None,
             last_write: HashMap::new(),
             bot_scopes,
+            views: HashMap::new(),
+            home_tab_enabled: true,
             last_ts_micros: 0,
             counter: 0,
         }

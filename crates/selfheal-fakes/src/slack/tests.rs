@@ -49,6 +49,7 @@ async fn fake_with_channel() -> FakeSlack {
 /// Shared with the listener callbacks, which are plain `fn`s.
 struct Probe {
     events: mpsc::UnboundedSender<SlackPushEventCallback>,
+    interactions: mpsc::UnboundedSender<SlackInteractionEvent>,
     /// How many more push events to refuse (not ack).
     refuse: AtomicU32,
 }
@@ -85,10 +86,15 @@ async fn on_command(
 async fn on_interaction(
     event: SlackInteractionEvent,
     _: Arc<Client>,
-    _: SlackClientEventsUserState,
+    states: SlackClientEventsUserState,
 ) -> UserCallbackResult<()> {
+    let states = states.read().await;
+    let probe = states.get_user_state::<Probe>().expect("probe installed");
     match event {
-        SlackInteractionEvent::BlockActions(_) => Ok(()),
+        SlackInteractionEvent::BlockActions(_) | SlackInteractionEvent::MessageAction(_) => {
+            let _ = probe.interactions.send(event);
+            Ok(())
+        }
         other => Err(format!("unexpected interaction {other:?}").into()),
     }
 }
@@ -105,16 +111,19 @@ fn on_error(
 struct Listener {
     listener: SlackClientSocketModeListener<SlackClientHyperHttpsConnector>,
     events: mpsc::UnboundedReceiver<SlackPushEventCallback>,
+    interactions: mpsc::UnboundedReceiver<SlackInteractionEvent>,
 }
 
 impl Listener {
     async fn start(fake: &FakeSlack, refuse: u32, ping_interval_secs: u64) -> Listener {
         let (tx, events) = mpsc::unbounded_channel();
+        let (interactions_tx, interactions) = mpsc::unbounded_channel();
         let environment = Arc::new(
             SlackClientEventsListenerEnvironment::new(client(fake))
                 .with_error_handler(on_error)
                 .with_user_state(Probe {
                     events: tx,
+                    interactions: interactions_tx,
                     refuse: AtomicU32::new(refuse),
                 }),
         );
@@ -134,7 +143,18 @@ impl Listener {
             .await
             .expect("listener registers the token");
         listener.start().await;
-        Listener { listener, events }
+        Listener {
+            listener,
+            events,
+            interactions,
+        }
+    }
+
+    async fn next_interaction(&mut self) -> SlackInteractionEvent {
+        tokio::time::timeout(WAIT, self.interactions.recv())
+            .await
+            .expect("an interaction arrives in time")
+            .expect("the listener is alive")
     }
 
     async fn next_message(&mut self) -> (SlackPushEventCallback, SlackMessageEvent) {
@@ -716,6 +736,282 @@ async fn raw_frames_reach_the_listener() {
     .expect("the fixture is acked");
     bot.listener.shutdown().await;
     fake.shutdown().await;
+}
+
+/// The keys of a JSON object, to compare the fake's shapes with real payloads.
+fn keys(v: &serde_json::Value) -> std::collections::BTreeSet<String> {
+    v.as_object()
+        .map(|o| o.keys().cloned().collect())
+        .unwrap_or_default()
+}
+
+fn fixture(text: &str) -> serde_json::Value {
+    serde_json::from_str(text).expect("a JSON fixture")
+}
+
+#[tokio::test]
+async fn views_publish_keeps_the_view_and_refuses_what_slack_refuses() {
+    let fake = fake_with_channel().await;
+    let session_client = client(&fake);
+    let token = bot_token(&fake);
+    let session = session_client.open_session(&token);
+    let view = |blocks: serde_json::Value| -> SlackView {
+        serde_json::from_value(json!({"type": "home", "blocks": blocks})).expect("a home view")
+    };
+    let section = json!({"type": "section", "text": {"type": "mrkdwn", "text": "*Schedules*"}});
+
+    let published = session
+        .views_publish(&SlackApiViewsPublishRequest::new(
+            "U0ALICE".into(),
+            view(json!([section.clone()])),
+        ))
+        .await
+        .expect("views.publish succeeds");
+    let kept = fake.home_view("U0ALICE").expect("the view is kept");
+    assert_eq!(
+        published.view.state_params.id.0,
+        kept["id"].as_str().unwrap()
+    );
+    assert_eq!(kept["blocks"][0]["text"]["text"], "*Schedules*");
+    assert!(
+        kept["blocks"][0]["block_id"].is_string(),
+        "Slack names every block"
+    );
+    let real = fixture(include_str!(
+        "../../../../tests/fixtures/slack/views.publish.success.slack-api-ref.json"
+    ));
+    assert_eq!(keys(&kept), keys(&real["view"]));
+
+    // Over Slack's limits, or for no user: invalid_arguments, as Slack says it.
+    let too_many: Vec<serde_json::Value> = (0..101).map(|_| json!({"type": "divider"})).collect();
+    let refused = session
+        .views_publish(&SlackApiViewsPublishRequest::new(
+            "U0ALICE".into(),
+            view(json!(too_many)),
+        ))
+        .await;
+    assert!(
+        matches!(&refused, Err(SlackClientError::ApiError(e)) if e.code == "invalid_arguments"),
+        "{refused:?}"
+    );
+    let (status, body) = raw_http(
+        &fake,
+        "/api/views.publish",
+        &format!(
+            "Authorization: Bearer {}\r\nContent-Type: application/json\r\n",
+            fake.bot_token()
+        ),
+        &json!({"view": {"type": "home", "blocks": []}}).to_string(),
+    )
+    .await;
+    let real = fixture(include_str!(
+        "../../../../tests/fixtures/slack/views.publish.error.slack-api-ref.json"
+    ));
+    assert_eq!((status, body), (200, real));
+    assert_eq!(
+        fake.home_view("U0ALICE").unwrap()["blocks"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1,
+        "a refused view replaces nothing"
+    );
+
+    // An app whose Home tab is off cannot publish one.
+    fake.set_home_tab_enabled(false);
+    let off = session
+        .views_publish(&SlackApiViewsPublishRequest::new(
+            "U0ALICE".into(),
+            view(json!([section])),
+        ))
+        .await;
+    assert!(
+        matches!(&off, Err(SlackClientError::ApiError(e)) if e.code == "not_enabled"),
+        "{off:?}"
+    );
+    fake.shutdown().await;
+}
+
+#[tokio::test]
+async fn shortcuts_home_tab_opens_and_home_clicks_arrive_in_slacks_shapes() {
+    let fake = fake_with_channel().await;
+    let mut bot = Listener::start(&fake, 0, 15).await;
+    wait_for_hellos(&fake, 1).await;
+
+    // A message shortcut on a bot's message carries the whole message.
+    let alert = fake
+        .post_as_bot(
+            "C0ALERTS",
+            BotPost::text("run 7 failed").from_bot("B0DBT", "dbt Cloud"),
+        )
+        .await;
+    let _ = bot.next_message().await;
+    let envelope = fake
+        .use_message_shortcut("U0ALICE", "C0ALERTS", &alert, "selfheal_fix")
+        .await;
+    let SlackInteractionEvent::MessageAction(action) = bot.next_interaction().await else {
+        panic!("a message action");
+    };
+    assert_eq!(action.callback_id.0, "selfheal_fix");
+    assert_eq!(action.user.id.0, "U0ALICE");
+    assert_eq!(
+        action.channel.as_ref().map(|c| c.id.0.as_str()),
+        Some("C0ALERTS")
+    );
+    let message = action.message.expect("the message");
+    assert_eq!(message.origin.ts.0, alert);
+    assert_eq!(message.sender.bot_id.map(|b| b.0).as_deref(), Some("B0DBT"));
+    let sent = fake
+        .envelopes_sent()
+        .into_iter()
+        .find(|e| e.envelope_id == envelope)
+        .expect("the shortcut was sent");
+    assert_eq!(sent.kind, "interactive");
+    fake.wait_until(WAIT, |f| {
+        f.acks().into_iter().find(|a| a.envelope_id == envelope)
+    })
+    .await
+    .expect("the shortcut is acked");
+
+    // The Home tab: no view yet, then the published one comes with the event.
+    fake.open_home_tab("U0ALICE").await;
+    let opened = bot.events.recv().await.expect("an event");
+    let SlackEventCallbackBody::AppHomeOpened(first) = opened.event else {
+        panic!("app_home_opened");
+    };
+    assert_eq!(
+        (first.tab.as_deref(), first.view.is_none()),
+        (Some("home"), true)
+    );
+    let session_client = client(&fake);
+    let token = bot_token(&fake);
+    let home: SlackView = serde_json::from_value(json!({"type": "home", "blocks": [
+        {"type": "section", "text": {"type": "mrkdwn", "text": "hourly_marts"},
+         "accessory": {"type": "button", "action_id": "disable", "value": "hourly_marts",
+                       "text": {"type": "plain_text", "text": "Disable"}}}
+    ]}))
+    .unwrap();
+    session_client
+        .open_session(&token)
+        .views_publish(&SlackApiViewsPublishRequest::new("U0ALICE".into(), home))
+        .await
+        .expect("published");
+    fake.open_home_tab("U0ALICE").await;
+    let again = bot.events.recv().await.expect("an event");
+    let SlackEventCallbackBody::AppHomeOpened(second) = again.event.clone() else {
+        panic!("app_home_opened");
+    };
+    assert!(matches!(second.view, Some(SlackView::Home(_))));
+    fake.open_messages_tab("U0ALICE").await;
+    let messages = bot.events.recv().await.expect("an event");
+    let SlackEventCallbackBody::AppHomeOpened(tab) = messages.event else {
+        panic!("app_home_opened");
+    };
+    assert_eq!(tab.tab.as_deref(), Some("messages"));
+
+    // A click on the Home tab: from the view, with no channel or message.
+    fake.click_home_button("U0ALICE", "disable", Some("hourly_marts"))
+        .await;
+    let SlackInteractionEvent::BlockActions(click) = bot.next_interaction().await else {
+        panic!("block actions");
+    };
+    assert!(matches!(
+        click.container,
+        SlackInteractionActionContainer::View(_)
+    ));
+    assert!(click.channel.is_none() && click.message.is_none() && click.response_url.is_none());
+    let pressed = &click.actions.expect("actions")[0];
+    assert_eq!(pressed.action_id.0, "disable");
+    assert_eq!(pressed.value.as_deref(), Some("hourly_marts"));
+    assert_eq!(
+        pressed.block_id.as_ref().map(|b| b.0.clone()),
+        fake.home_view("U0ALICE").unwrap()["blocks"][0]["block_id"]
+            .as_str()
+            .map(str::to_string)
+    );
+    bot.listener.shutdown().await;
+    fake.shutdown().await;
+}
+
+#[test]
+fn the_fakes_interactive_payloads_have_the_keys_of_real_ones() {
+    // Built without a socket: the payload functions against the real files.
+    let config = super::Config {
+        team_id: "T1".into(),
+        team_name: "t".into(),
+        team_domain: "t".into(),
+        bot_user_id: "U0BOT".into(),
+        bot_id: "B0BOT".into(),
+        bot_name: "selfheal".into(),
+        app_id: "A0APP".into(),
+        app_token: "xapp-1".into(),
+        bot_token: "xoxb-1".into(),
+        max_retries: 3,
+        disconnect_grace: Duration::from_millis(1),
+        addr: "127.0.0.1:1".parse().unwrap(),
+    };
+    let mut st = super::state::State::new(Duration::from_secs(3), false, vec![]);
+    let channel = super::state::Channel {
+        id: "C1".into(),
+        name: "alerts".into(),
+        is_private: false,
+        is_member: true,
+    };
+    let message = super::state::Message {
+        bot_id: Some("B0DBT".into()),
+        app_id: Some("A0DBT".into()),
+        user: Some("U0DBT".into()),
+        username: Some("dbt Cloud".into()),
+        text: "run 7 failed".into(),
+        ..st.new_message("C1", None)
+    };
+    let shortcut =
+        payloads::message_action_envelope(&config, &mut st, "e1", "U1", &channel, &message, "x");
+    let real = fixture(include_str!(
+        "../../../../tests/fixtures/slack/socket_mode_interactive_message_action_on_bot_message_envelope.java-slack-sdk.json"
+    ));
+    assert_eq!(keys(&shortcut), keys(&real));
+    assert_eq!(keys(&shortcut["payload"]), keys(&real["payload"]));
+    assert_eq!(
+        keys(&shortcut["payload"]["user"]),
+        keys(&real["payload"]["user"])
+    );
+    assert_eq!(
+        shortcut["payload"]["message_ts"],
+        shortcut["payload"]["message"]["ts"]
+    );
+
+    let view = json!({"id": "V1", "type": "home", "blocks": [{
+        "type": "actions", "block_id": "b1",
+        "elements": [{"type": "button", "action_id": "a", "value": "v", "style": "primary",
+                      "text": {"type": "plain_text", "text": "Go", "emoji": true}}]
+    }]});
+    st.views.insert("U1".into(), view.clone());
+    let opened = payloads::app_home_opened_event(&mut st, "U1", "home");
+    let real = fixture(include_str!(
+        "../../../../tests/fixtures/slack/socket_mode_events_api_app_home_opened_envelope.java-slack-sdk.json"
+    ));
+    assert_eq!(keys(&opened), keys(&real["payload"]["event"]));
+    let no_view = payloads::app_home_opened_event(&mut st, "U2", "home");
+    let real = fixture(include_str!(
+        "../../../../tests/fixtures/slack/event_callback_app_home_opened_home_no_view.slack-web.json"
+    ));
+    assert_eq!(keys(&no_view), keys(&real["event"]));
+    let click =
+        payloads::home_block_actions_envelope(&config, &mut st, "e2", "U1", &view, "a", Some("v"));
+    let real = fixture(include_str!(
+        "../../../../tests/fixtures/slack/socket_mode_interactive_block_actions_app_home_envelope.java-slack-sdk.json"
+    ));
+    assert_eq!(keys(&click), keys(&real));
+    assert_eq!(keys(&click["payload"]), keys(&real["payload"]));
+    assert_eq!(
+        keys(&click["payload"]["container"]),
+        keys(&real["payload"]["container"])
+    );
+    assert_eq!(
+        keys(&click["payload"]["actions"][0]),
+        keys(&real["payload"]["actions"][0])
+    );
 }
 
 #[tokio::test]

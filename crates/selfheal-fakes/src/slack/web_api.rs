@@ -17,6 +17,7 @@ use serde_json::{json, Map, Value};
 use super::payloads;
 use super::socket::{self, OutFrame};
 use super::state::{ApiCall, Ephemeral, Message, State};
+use super::views;
 use super::{Config, Failure, Inner, MessageEdit};
 
 /// Methods the fake implements; any other answers `unknown_method`.
@@ -32,6 +33,7 @@ const METHODS: &[&str] = &[
     "conversations.list",
     "conversations.replies",
     "users.info",
+    "views.publish",
 ];
 
 /// Every scope some method of the fake needs (see `needed_scope`), which is
@@ -349,6 +351,15 @@ fn handle(
         "conversations.list" => list_channels(config, st, params),
         "conversations.history" => history(config, st, params),
         "conversations.replies" => replies(config, st, params),
+        "views.publish" => {
+            let view = json_param(params, "view");
+            let hash = str_param(params, "hash");
+            let user = str_param(params, "user_id");
+            match views::publish(config, st, user.as_deref(), view.as_ref(), hash.as_deref()) {
+                Ok(view) => Reply::ok(json!({ "ok": true, "view": view })),
+                Err(refusal) => Reply::ok(refusal.body()),
+            }
+        }
         "users.info" => match str_param(params, "user") {
             Some(user) if user == config.bot_user_id => {
                 Reply::ok(json!({ "ok": true, "user": payloads::bot_user_json(config) }))
@@ -380,6 +391,7 @@ fn needed_scope(method: &str, params: &Map<String, Value>, st: &State) -> Option
         "conversations.history" | "conversations.replies" if private() => "groups:history",
         "conversations.history" | "conversations.replies" => "channels:history",
         "users.info" => "users:read",
+        // `views.publish` needs none: any bot token may publish its Home tab.
         _ => return None,
     })
 }
