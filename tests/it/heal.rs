@@ -83,7 +83,8 @@ echo '{"type":"result","status":"fixed","summary":"orders referenced stg_order, 
 "#;
 
 #[tokio::test]
-async fn a_verified_fix_becomes_a_pull_request_linked_in_the_thread_which_hears_who_merged_it() {
+async fn a_verified_fix_becomes_a_pull_request_linked_in_the_thread_told_when_the_schedule_recovers_and_who_merged_it(
+) {
     // Arrange: pull requests are asked about every second (two at most).
     let story = Story::start_with(
         &Breakage::fixture("ref_typo").unwrap(),
@@ -166,6 +167,54 @@ async fn a_verified_fix_becomes_a_pull_request_linked_in_the_thread_which_hears_
         })
         .await;
     assert!(asked.is_some(), "conditional asks: {:?}", github.pr_reads());
+
+    // Act: the next scheduled run passes before anyone merged the fix (the
+    // failure was a flaky one after all); Bolt says so in the channel.
+    story
+        .world
+        .slack
+        .post_as_bot(
+            HEALING,
+            selfheal_fakes::slack::BotPost {
+                bot_id: selfheal::demo::NOTIFIER_BOT.into(),
+                app_id: Some("A0PARADIME".into()),
+                name: "Paradime".into(),
+                text: ":white_check_mark: *Bolt run succeeded* — schedule *hourly_marts*\nRun ID: 48214".into(),
+                ..Default::default()
+            },
+        )
+        .await;
+
+    // Assert: the thread closes the loop, and the open pull request is told.
+    let said = story
+        .world
+        .slack
+        .wait_until(WAIT, |s| {
+            s.thread(HEALING, &ts)
+                .into_iter()
+                .find(|m| m.by_bot && m.text.contains("which is still open"))
+        })
+        .await
+        .expect("the thread says the pull request is still open");
+    assert!(said.text.contains(&pr_url), "{}", said.text);
+    assert!(story
+        .world
+        .slack
+        .thread(HEALING, &ts)
+        .iter()
+        .any(|m| m.text == "✅ hourly_marts passed again (run 48214)"));
+    let comments = github.comments();
+    assert_eq!(comments.len(), 1, "{comments:#?}");
+    assert_eq!(comments[0].number, pr.number);
+    assert!(
+        comments[0]
+            .body
+            .starts_with("`hourly_marts` passed again in run 48214 without this change."),
+        "{}",
+        comments[0].body
+    );
+
+    // Act: octocat merges it anyway.
     assert!(github.merge_pr(pr.number, "octocat"));
     let merged = |s: &selfheal_fakes::slack::FakeSlack| -> Vec<String> {
         s.thread(HEALING, &ts)
@@ -426,6 +475,78 @@ async fn a_failing_data_test_gets_the_offending_rows_and_no_pull_request() {
         "the offending row is shown: {fin}"
     );
     assert!(fin.contains("not changed"), "{fin}");
+    story.stop().await;
+}
+
+#[tokio::test]
+async fn a_failing_data_test_given_to_an_llm_agent_ends_diagnose_only() {
+    use selfheal_fakes::llm::{FakeLlm, Scripted};
+    use serde_json::json;
+
+    // Arrange: the team's healer is a model that would happily "fix" a test.
+    let llm = FakeLlm::start_with_key("sk-test-llm-key-0000000000000000")
+        .await
+        .unwrap();
+    let base_url = llm.base_url();
+    let env = [
+        ("SELFHEAL_LLM_BASE_URL", base_url.as_str()),
+        ("SELFHEAL_LLM_MODEL", "gpt-test"),
+        ("SELFHEAL_LLM_API_KEY_ENV", "SELFHEAL_TEST_LLM_KEY"),
+    ];
+    std::env::set_var("SELFHEAL_TEST_LLM_KEY", "sk-test-llm-key-0000000000000000");
+    let breakage = Breakage::fixture("not_null_failure").unwrap();
+    let (world, dir) = crate::helpers::broken_world("demo", &breakage, "303").await;
+    std::fs::write(
+        world.prod.join(".dinoai/agents/bolt-pipeline-healer.yml"),
+        "name: bolt-pipeline-healer\nversion: 1\nrole: On-call analytics engineer for the dbt pipeline\n\
+         goal: Find why the run failed and come back with the cause and a concrete fix\n\
+         backstory: Read the run logs first, then the model, then its parents; never guess.\n",
+    )
+    .unwrap();
+    crate::helpers::heal_hourly_marts_with(&world, "bolt-pipeline-healer");
+    llm.script(vec![
+        Scripted::tool(
+            "write_file",
+            json!({"path": "models/staging/schema.yml", "content": "version: 2\n"}),
+        ),
+        Scripted::answer("FIXED: removed the not_null test on stg_orders.customer_id"),
+    ]);
+    let (shutdown, bot) = crate::helpers::start_world_bot(&world, &env).await;
+    let story = Story {
+        world,
+        _dir: dir,
+        shutdown,
+        bot,
+    };
+
+    // Act
+    let (_, ts) = story.world.notify_failure("hourly_marts", "303").await;
+    let row = story.session_end("303").await;
+
+    // Assert: sorted as data, diagnosed only, nothing proposed.
+    assert_eq!(row.status, Status::NoFix, "{row:#?}");
+    assert!(story.world.github.prs().is_empty());
+    let thread = story.world.slack.thread(HEALING, &ts);
+    assert!(
+        thread
+            .iter()
+            .any(|m| m.text.starts_with("🧪 Sorted as *data*")),
+        "{thread:#?}"
+    );
+    // The model was told the rule and shown the offending rows; its write was refused.
+    let requests = llm.requests();
+    let system = requests[0]["messages"][0]["content"].as_str().unwrap();
+    assert!(
+        system.contains("You must not edit, weaken, disable or delete a test"),
+        "{system}"
+    );
+    let user = requests[0]["messages"][1]["content"].as_str().unwrap();
+    assert!(user.contains("Offending rows"), "{user}");
+    assert!(
+        requests[1].to_string().contains("is not allowed"),
+        "the write was refused: {}",
+        requests[1]
+    );
     story.stop().await;
 }
 

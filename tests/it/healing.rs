@@ -155,8 +155,12 @@ echo '{"type":"result","status":"no_fix","summary":"just noise"}'
         .count();
     assert_eq!(lines, 6000);
     assert_eq!(row.status, Status::NoFix);
-    // No thread spam: parent, healing reply, progress, final message.
-    assert_eq!(thread.len(), 4, "thread: {thread:#?}");
+    // No thread spam: parent, healing reply, progress, the failure's kind, final message.
+    assert_eq!(thread.len(), 5, "thread: {thread:#?}");
+    assert!(
+        thread[3].text.starts_with("🛠️ Sorted as *code*"),
+        "{thread:#?}"
+    );
 }
 
 #[tokio::test]
