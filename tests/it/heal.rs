@@ -33,6 +33,11 @@ impl Story {
         if let Some(script) = agent {
             use_command_agent(&world, script);
         }
+        Story::serve(world, dir, env).await
+    }
+
+    /// The bot serving a staged world.
+    async fn serve(world: World, dir: tempfile::TempDir, env: &[(&str, &str)]) -> Story {
         let (shutdown, bot) = crate::helpers::start_world_bot(&world, env).await;
         Story {
             world,
@@ -478,13 +483,15 @@ async fn a_failing_data_test_gets_the_offending_rows_and_no_pull_request() {
     story.stop().await;
 }
 
-#[tokio::test]
-async fn a_failing_data_test_given_to_an_llm_agent_ends_diagnose_only() {
-    use selfheal_fakes::llm::{FakeLlm, Scripted};
-    use serde_json::json;
-
-    // Arrange: the team's healer is a model that would happily "fix" a test.
-    let llm = FakeLlm::start_with_key("sk-test-llm-key-0000000000000000")
+/// The bot serving a world whose hourly_marts heals with a Paradime agent
+/// file without a selfheal section (`extra`: more of its YAML), so it runs
+/// on the fake model the test scripts.
+async fn llm_story(
+    breakage: &Breakage,
+    run_id: &str,
+    extra: &str,
+) -> (selfheal_fakes::llm::FakeLlm, Story) {
+    let llm = selfheal_fakes::llm::FakeLlm::start_with_key("sk-test-llm-key-0000000000000000")
         .await
         .unwrap();
     let base_url = llm.base_url();
@@ -494,16 +501,29 @@ async fn a_failing_data_test_given_to_an_llm_agent_ends_diagnose_only() {
         ("SELFHEAL_LLM_API_KEY_ENV", "SELFHEAL_TEST_LLM_KEY"),
     ];
     std::env::set_var("SELFHEAL_TEST_LLM_KEY", "sk-test-llm-key-0000000000000000");
-    let breakage = Breakage::fixture("not_null_failure").unwrap();
-    let (world, dir) = crate::helpers::broken_world("demo", &breakage, "303").await;
+    let (world, dir) = crate::helpers::broken_world("demo", breakage, run_id).await;
     std::fs::write(
         world.prod.join(".dinoai/agents/bolt-pipeline-healer.yml"),
-        "name: bolt-pipeline-healer\nversion: 1\nrole: On-call analytics engineer for the dbt pipeline\n\
-         goal: Find why the run failed and come back with the cause and a concrete fix\n\
-         backstory: Read the run logs first, then the model, then its parents; never guess.\n",
+        format!(
+            "name: bolt-pipeline-healer\nversion: 1\nrole: On-call analytics engineer for the dbt pipeline\n\
+             goal: Find why the run failed and come back with the cause and a concrete fix\n\
+             backstory: Read the run logs first, then the model, then its parents; never guess.\n{extra}"
+        ),
     )
     .unwrap();
     crate::helpers::heal_hourly_marts_with(&world, "bolt-pipeline-healer");
+    let story = Story::serve(world, dir, &env).await;
+    (llm, story)
+}
+
+#[tokio::test]
+async fn a_failing_data_test_given_to_an_llm_agent_ends_diagnose_only() {
+    use selfheal_fakes::llm::Scripted;
+    use serde_json::json;
+
+    // Arrange: the team's healer is a model that would happily "fix" a test.
+    let breakage = Breakage::fixture("not_null_failure").unwrap();
+    let (llm, story) = llm_story(&breakage, "303", "").await;
     llm.script(vec![
         Scripted::tool(
             "write_file",
@@ -511,13 +531,6 @@ async fn a_failing_data_test_given_to_an_llm_agent_ends_diagnose_only() {
         ),
         Scripted::answer("FIXED: removed the not_null test on stg_orders.customer_id"),
     ]);
-    let (shutdown, bot) = crate::helpers::start_world_bot(&world, &env).await;
-    let story = Story {
-        world,
-        _dir: dir,
-        shutdown,
-        bot,
-    };
 
     // Act
     let (_, ts) = story.world.notify_failure("hourly_marts", "303").await;
@@ -705,31 +718,13 @@ async fn dbt_doctor_heals_from_paradimes_run_log_api() {
 
 #[tokio::test]
 async fn an_llm_agent_fixes_the_run_and_the_bot_opens_the_pull_request() {
-    use selfheal_fakes::llm::{FakeLlm, Scripted};
+    use selfheal_fakes::llm::Scripted;
     use serde_json::json;
 
     // A Paradime agent file with no selfheal section runs on the configured model.
-    let llm = FakeLlm::start_with_key("sk-test-llm-key-0000000000000000")
-        .await
-        .unwrap();
-    let base_url = llm.base_url();
-    let env = [
-        ("SELFHEAL_LLM_BASE_URL", base_url.as_str()),
-        ("SELFHEAL_LLM_MODEL", "gpt-test"),
-        ("SELFHEAL_LLM_API_KEY_ENV", "SELFHEAL_TEST_LLM_KEY"),
-    ];
-    std::env::set_var("SELFHEAL_TEST_LLM_KEY", "sk-test-llm-key-0000000000000000");
     let breakage = Breakage::fixture("ref_typo").unwrap();
-    let (world, dir) = crate::helpers::broken_world("demo", &breakage, "800").await;
-    std::fs::write(
-        world.prod.join(".dinoai/agents/bolt-pipeline-healer.yml"),
-        "name: bolt-pipeline-healer\nversion: 1\nrole: On-call analytics engineer for the dbt pipeline\n\
-         goal: Find why the run failed and come back with the cause and a concrete fix\n\
-         backstory: Read the run logs first, then the model, then its parents; never guess.\n\
-         tools:\n  mode: allowlist\n  list: [read_file, ripgrep_search, get_bolt_run_logs, apply_patch, run_terminal_command]\n",
-    )
-    .unwrap();
-    crate::helpers::heal_hourly_marts_with(&world, "bolt-pipeline-healer");
+    let tools = "tools:\n  mode: allowlist\n  list: [read_file, ripgrep_search, get_bolt_run_logs, apply_patch, run_terminal_command]\n";
+    let (llm, story) = llm_story(&breakage, "800", tools).await;
     llm.script(vec![
         Scripted::tool("get_bolt_run_logs", json!({})),
         Scripted::tool("read_file", json!({"path": "models/marts/orders.sql"})),
@@ -740,13 +735,6 @@ async fn an_llm_agent_fixes_the_run_and_the_bot_opens_the_pull_request() {
         Scripted::tool("run_terminal_command", json!({"command": "dbt parse"})),
         Scripted::answer("FIXED: orders referenced `stg_order`, which does not exist; it now refs `stg_orders`."),
     ]);
-    let (shutdown, bot) = crate::helpers::start_world_bot(&world, &env).await;
-    let story = Story {
-        world,
-        _dir: dir,
-        shutdown,
-        bot,
-    };
 
     let (_, ts) = story.world.notify_failure("hourly_marts", "800").await;
     let row = story.session_end("800").await;
