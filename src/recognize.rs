@@ -634,43 +634,57 @@ impl ScheduleMatcher {
 
 /// True when the text reports a failed run (see the rule above).
 fn reports_failure(text: &str) -> bool {
-    let text = URL.replace_all(text, " ");
-    let text = ZERO_FAILURES.replace_all(&text, " ");
-    if !FAILURE_SIGNAL.is_match(&text) || RECOVERED.is_match(&text) {
+    let r = Reading::of(text);
+    if !r.failure || r.recovered {
         return false;
     }
-    let text = RUN_NUMBER.replace_all(&text, "run");
-    let text = SUCCESS_COUNT.replace_all(&text, " ");
-    let headline = text
-        .lines()
-        .find(|line| !line.trim().is_empty())
-        .unwrap_or("");
-    match (SUCCESS_SIGNAL.find(headline), FAILURE_SIGNAL.find(headline)) {
+    match (
+        SUCCESS_SIGNAL.find(&r.headline),
+        FAILURE_SIGNAL.find(&r.headline),
+    ) {
         (Some(success), Some(failure)) => failure.start() < success.start(),
         (Some(_), None) => false,
         (None, _) => true,
     }
 }
 
-/// True when the text reports a passed run: no failure signal anywhere (a
-/// "0 failed" count aside), and a success word in its headline, or a
-/// "recovered" / "back to green" anywhere.
+/// True when the text reports a passed run: a "recovered" / "back to green"
+/// anywhere, or no failure signal anywhere (a "0 failed" count aside) and a
+/// success word in its headline.
 fn reports_success(text: &str) -> bool {
-    let text = URL.replace_all(text, " ");
-    let text = ZERO_FAILURES.replace_all(&text, " ");
-    if RECOVERED.is_match(&text) {
-        return true;
+    let r = Reading::of(text);
+    r.recovered || (!r.failure && SUCCESS_SIGNAL.is_match(&r.headline))
+}
+
+/// What a notification's text says about its run, read the same way for
+/// failures and passes: links and "0 failed" counts do not count, and the
+/// headline is read without run numbers and "5 passed" counts.
+struct Reading {
+    recovered: bool,
+    /// A failure signal anywhere.
+    failure: bool,
+    headline: String,
+}
+
+impl Reading {
+    fn of(text: &str) -> Reading {
+        let text = URL.replace_all(text, " ");
+        let text = ZERO_FAILURES.replace_all(&text, " ");
+        let recovered = RECOVERED.is_match(&text);
+        let failure = FAILURE_SIGNAL.is_match(&text);
+        let text = RUN_NUMBER.replace_all(&text, "run");
+        let text = SUCCESS_COUNT.replace_all(&text, " ");
+        let headline = text
+            .lines()
+            .find(|line| !line.trim().is_empty())
+            .unwrap_or("")
+            .to_string();
+        Reading {
+            recovered,
+            failure,
+            headline,
+        }
     }
-    if FAILURE_SIGNAL.is_match(&text) {
-        return false;
-    }
-    let text = RUN_NUMBER.replace_all(&text, "run");
-    let text = SUCCESS_COUNT.replace_all(&text, " ");
-    let headline = text
-        .lines()
-        .find(|line| !line.trim().is_empty())
-        .unwrap_or("");
-    SUCCESS_SIGNAL.is_match(headline)
 }
 
 fn static_regex(pattern: &str) -> Regex {

@@ -582,7 +582,8 @@ async fn an_ambiguous_ref_gets_a_diagnosis_and_no_pull_request() {
 }
 
 #[tokio::test]
-async fn a_dbt_core_run_reported_with_selfheal_notify_is_healed() {
+async fn a_dbt_core_run_reported_with_selfheal_notify_is_healed_and_its_next_pass_closes_the_loop()
+{
     // The scheduler is plain cron: after `dbt build` it calls `selfheal notify`.
     let story = Story::start(
         &Breakage::fixture("ref_typo").unwrap(),
@@ -591,32 +592,29 @@ async fn a_dbt_core_run_reported_with_selfheal_notify_is_healed() {
     )
     .await;
     let console = story.world.run_logs.join("600/console.txt");
+    let notify = |run_id: &str, status: &str| {
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_selfheal"));
+        command
+            .args(["notify", "--schedule", "hourly_marts", "--run-id", run_id])
+            .args(["--status", status, "--console"])
+            .arg(&console)
+            .arg("--project")
+            .arg(&story.world.prod)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .envs(story.world.env());
+        async move {
+            let out = command.output().await.unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        }
+    };
 
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_selfheal"))
-        .args([
-            "notify",
-            "--schedule",
-            "hourly_marts",
-            "--run-id",
-            "600",
-            "--status",
-            "failed",
-            "--console",
-        ])
-        .arg(&console)
-        .arg("--project")
-        .arg(&story.world.prod)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .envs(story.world.env())
-        .output()
-        .await
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    notify("600", "failed").await;
 
     // The bot recognises its own notify post and heals in its thread.
     let row = story.session_end("600").await;
@@ -625,6 +623,28 @@ async fn a_dbt_core_run_reported_with_selfheal_notify_is_healed() {
     assert_eq!(story.world.github.prs().len(), 1);
     let fin = story.final_message(&row.thread_ts).await;
     assert!(fin.contains("is ready for review"), "{fin}");
+
+    // The next cron run passes: notify announces the recovery where the
+    // failure was announced, and the healing thread hears it once.
+    let said = notify("601", "passed").await;
+    assert!(said.contains("Run 601 passed: posted to"), "{said}");
+    let recovered = story
+        .world
+        .slack
+        .wait_until(WAIT, |s| {
+            s.thread(HEALING, &row.thread_ts)
+                .into_iter()
+                .find(|m| m.by_bot && m.text == "✅ hourly_marts passed again (run 601)")
+        })
+        .await;
+    assert!(
+        recovered.is_some(),
+        "{:#?}",
+        story.world.slack.thread(HEALING, &row.thread_ts)
+    );
+    // A pass after a pass says nothing where nobody asked for passes.
+    let again = notify("602", "passed").await;
+    assert!(again.contains("Run 602 passed; nothing posted."), "{again}");
     story.stop().await;
 }
 
