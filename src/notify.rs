@@ -175,7 +175,7 @@ pub async fn run(cfg: &Config, req: &Request) -> Result<Report> {
     let web = SlackWeb::connect(
         &cfg.slack.api_url,
         token.expose(),
-        WebSettings::from_config(&cfg),
+        WebSettings::from_config(cfg),
     )?;
     let directory = Channels::new(web.clone());
     directory.load().await;
@@ -261,9 +261,11 @@ pub fn pass_channels(schedule: &Schedule, recovering: bool) -> Vec<String> {
         .iter()
         .filter(|n| n.events.contains(&NotifyEvent::Passed))
         .map(|n| n.channel.clone());
-    let failed = recovering
-        .then(|| schedule.failure_channels())
-        .unwrap_or_default();
+    let failed = if recovering {
+        schedule.failure_channels()
+    } else {
+        vec![]
+    };
     for channel in failed.into_iter().chain(passed) {
         let key = normalize_channel(&channel);
         if !out.iter().any(|c| normalize_channel(c) == key) {

@@ -120,7 +120,7 @@ impl Recognizer {
 
     /// Full decision for automatic healing: sender checks + content.
     pub fn recognize(&self, msg: &InboundMessage) -> Option<Failure> {
-        if !self.from_notifier(msg) {
+        if !self.is_from_notifier(msg) {
             return None;
         }
         self.recognize_content(msg)
@@ -130,7 +130,7 @@ impl Recognizer {
     /// closes the loop of the schedule's earlier failures. The same sender
     /// rules as failures; the headline must report success and no failure.
     pub fn recognize_pass(&self, msg: &InboundMessage) -> Option<Passed> {
-        if !self.from_notifier(msg) {
+        if !self.is_from_notifier(msg) {
             return None;
         }
         self.recognize_pass_content(msg)
@@ -149,7 +149,7 @@ impl Recognizer {
 
     /// Sender rules: a fresh post by a notifier bot, never by a person,
     /// never by selfheal itself, never an edit.
-    fn from_notifier(&self, msg: &InboundMessage) -> bool {
+    fn is_from_notifier(&self, msg: &InboundMessage) -> bool {
         if self.is_mine(msg) || msg.edited {
             return false;
         }

@@ -401,9 +401,7 @@ mod tests {
                 shown(NEEDED.read(&lookup)),
                 shown(OPTIONAL.read(&lookup)),
             ];
-            let want = want
-                .clone()
-                .map(|w| w.map(|v| v.map(str::to_owned)).map_err(str::to_owned));
+            let want = (*want).map(|w| w.map(|v| v.map(str::to_owned)).map_err(str::to_owned));
             assert_eq!(got, want, "{set:?}");
         }
     }

@@ -1059,6 +1059,37 @@ fn tick_period(edit_interval: Duration) -> Duration {
     (edit_interval / 4).max(Duration::from_millis(10))
 }
 
+/// Runs the configured retry command for a schedule fed by `selfheal notify`
+/// (`sh -c`, with `SELFHEAL_SCHEDULE` and `SELFHEAL_RUN_ID` set and nothing
+/// else of selfheal's environment: no token reaches it).
+async fn run_retry_command(command: &str, schedule: &str, run_id: &str) -> Result<()> {
+    let mut child = tokio::process::Command::new("sh");
+    child
+        .arg("-c")
+        .arg(command)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", std::env::var_os("HOME").unwrap_or_default())
+        .env("SELFHEAL_SCHEDULE", schedule)
+        .env("SELFHEAL_RUN_ID", run_id)
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true);
+    let out = tokio::time::timeout(RETRY_COMMAND_LIMIT, child.output())
+        .await
+        .context("the retry command ran past its minute")?
+        .context("could not start the retry command")?;
+    if out.status.success() {
+        return Ok(());
+    }
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let last = stderr
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("");
+    anyhow::bail!("the retry command failed ({}): {last}", out.status)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1109,35 +1140,4 @@ mod tests {
         assert_eq!(signature_in(body), Some("d1296dccbe5463ad".to_string()));
         assert_eq!(signature_in("no marker"), None);
     }
-}
-
-/// Runs the configured retry command for a schedule fed by `selfheal notify`
-/// (`sh -c`, with `SELFHEAL_SCHEDULE` and `SELFHEAL_RUN_ID` set and nothing
-/// else of selfheal's environment: no token reaches it).
-async fn run_retry_command(command: &str, schedule: &str, run_id: &str) -> Result<()> {
-    let mut child = tokio::process::Command::new("sh");
-    child
-        .arg("-c")
-        .arg(command)
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("HOME", std::env::var_os("HOME").unwrap_or_default())
-        .env("SELFHEAL_SCHEDULE", schedule)
-        .env("SELFHEAL_RUN_ID", run_id)
-        .stdin(std::process::Stdio::null())
-        .kill_on_drop(true);
-    let out = tokio::time::timeout(RETRY_COMMAND_LIMIT, child.output())
-        .await
-        .context("the retry command ran past its minute")?
-        .context("could not start the retry command")?;
-    if out.status.success() {
-        return Ok(());
-    }
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let last = stderr
-        .lines()
-        .rev()
-        .find(|l| !l.trim().is_empty())
-        .unwrap_or("");
-    anyhow::bail!("the retry command failed ({}): {last}", out.status)
 }

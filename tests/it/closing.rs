@@ -265,7 +265,7 @@ async fn a_transient_failure_is_re_run_through_paradime_with_no_agent_and_its_su
         "the thread says which kind and why: {lines:#?}"
     );
     assert!(
-        said(&format!("Asked Paradime to re-run the failed part")),
+        said("Asked Paradime to re-run the failed part"),
         "{lines:#?}"
     );
     assert!(
