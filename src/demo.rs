@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use tokio::process::Command;
 
-use selfheal_fakes::github::FakeGitHub;
+use selfheal_fakes::github::{FakeGitHub, FakePr};
 use selfheal_fakes::slack::{BotPost, FakeSlack};
 
 use crate::drill::stage::sha256_hex;
@@ -297,6 +297,32 @@ impl World {
         })
     }
 
+    /// A person merges `branch` into main (a fast-forward, as GitHub's merge
+    /// button would for a branch made from main): the scheduler's next run
+    /// builds it.
+    pub async fn merge_into_main(&self, branch: &str) -> Result<()> {
+        git(&self.prod, &["fetch", "-q", "origin", branch]).await?;
+        git(&self.prod, &["merge", "-q", "--ff-only", "FETCH_HEAD"]).await?;
+        git(&self.prod, &["push", "-q", "origin", "main"]).await?;
+        Ok(())
+    }
+
+    /// The scheduler's success notification, in the healing channel (the one
+    /// that asked for `passed` events).
+    pub async fn notify_pass(&self, schedule: &str, run_id: &str) -> String {
+        let text = format!(
+            ":white_check_mark: *Bolt run succeeded* — schedule *{schedule}*\nRun ID: {run_id} · Environment: production\n<https://app.paradime.io/bolt/run_id/{run_id}|View run logs>"
+        );
+        let post = BotPost {
+            bot_id: NOTIFIER_BOT.into(),
+            app_id: Some("A0PARADIME".into()),
+            name: "Paradime".into(),
+            text,
+            ..BotPost::default()
+        };
+        self.slack.post_as_bot(HEALING, post).await
+    }
+
     /// The scheduler's failure notification, posted in every notified channel.
     pub async fn notify_failure(&self, schedule: &str, run_id: &str) -> (String, String) {
         let text = format!(
@@ -505,7 +531,7 @@ pub struct DemoOutcome {
     /// How the healing session ended.
     pub status: crate::store::Status,
     /// The pull request, when one was opened.
-    pub pr: Option<selfheal_fakes::github::FakePr>,
+    pub pr: Option<FakePr>,
     /// The PR link as posted in the thread.
     pub pr_url: Option<String>,
     /// Whether `dbt build` passes on the PR branch (`None` without a PR).
@@ -525,7 +551,8 @@ const DEMO_DEADLINE: Duration = Duration::from_secs(180);
 
 /// Tells the whole story locally — a broken commit, a failing scheduled run,
 /// the notification, the healing thread, the pull request, the proof that it
-/// passes — printing it as a narrative on stdout. Needs nothing but git and dbt
+/// passes, and the loop closed in the thread once a person merges it and the
+/// next run passes — printing it as a narrative on stdout. Needs nothing but git and dbt
 /// (installed on first use).
 ///
 /// A session that ends without a fix (a data problem, an ambiguous error) is a
@@ -597,7 +624,12 @@ async fn tell(breakage: &Breakage, root: &Path) -> Result<DemoOutcome> {
 
     header("5. selfheal starts");
     let shutdown = tokio_util::sync::CancellationToken::new();
-    let config = world.config(&[])?;
+    // The pull request watcher asks every second, so the story's end (a
+    // person merges it) reaches the thread before the demo is over.
+    let config = world.config(&[
+        ("SELFHEAL_PR_POLL_SECS", "1"),
+        ("SELFHEAL_PR_POLL_MAX_SECS", "2"),
+    ])?;
     let bot = tokio::spawn(crate::app::run(config, shutdown.clone()));
     let connected = world
         .slack
@@ -618,22 +650,23 @@ async fn tell(breakage: &Breakage, root: &Path) -> Result<DemoOutcome> {
     let (_, healing_ts) = world.notify_failure(SCHEDULE, RUN_ID).await;
     println!("Posted in #data-alerts and #agent-demo; waiting for the healing session…");
     let ended = session_end(&world, RUN_ID, &bot).await;
-    shutdown.cancel();
-    let stopped = tokio::time::timeout(Duration::from_secs(15), bot).await;
-    let session = ended?;
-    if let Ok(Ok(Err(e))) = stopped {
-        bail!("selfheal stopped with an error: {e:#}");
-    }
+    let session = match ended {
+        Ok(session) => session,
+        Err(e) => {
+            shutdown.cancel();
+            return Err(e);
+        }
+    };
 
     let production_untouched = world.production_checksums() == production_before;
     if !production_untouched {
         bail!("the healing session changed the production warehouse");
     }
 
-    header("7. What the team sees in Slack");
-    print!("{}", world.slack.transcript(HEALING));
-    println!();
-    print!("{}", world.slack.transcript(ALERTS));
+    // The thread as it stands when the session is over (the story goes on
+    // below for a fix: it is merged, and the next run passes).
+    let healing_thread = world.slack.transcript(HEALING);
+    let alerts = world.slack.transcript(ALERTS);
 
     let pr = world.github.prs().into_iter().next();
     let pr_url = session.pr_url.clone();
@@ -648,8 +681,13 @@ async fn tell(breakage: &Breakage, root: &Path) -> Result<DemoOutcome> {
         production_untouched,
     };
     use crate::store::Status;
-    match (session.status, &pr) {
+    let told = match (session.status, &pr) {
         (Status::Fixed, Some(pr)) => {
+            header("7. What the team sees in Slack");
+            print!("{healing_thread}");
+            println!();
+            print!("{alerts}");
+
             header("8. The pull request");
             println!(
                 "#{} {}\n{} → {}\n{}\n",
@@ -696,8 +734,16 @@ async fn tell(breakage: &Breakage, root: &Path) -> Result<DemoOutcome> {
                 "The production warehouse is byte-identical before and after the session (sha256):\n\
                  verification built in a throwaway copy; the fix reaches production only when people merge it."
             );
+
+            header("11. A person merges it; the next run passes");
+            close_the_loop(&world, SCHEDULE, pr, &healing_ts).await
         }
         (Status::NoFix, None) => {
+            header("7. What the team sees in Slack");
+            print!("{healing_thread}");
+            println!();
+            print!("{alerts}");
+
             header("8. The diagnosis");
             println!(
                 "{} found no code change that fixes this run, so no pull request was\n\
@@ -726,15 +772,67 @@ async fn tell(breakage: &Breakage, root: &Path) -> Result<DemoOutcome> {
                 "Nothing was proposed, nothing was committed, and the production warehouse is\n\
                  byte-identical before and after the session (sha256)."
             );
+            Ok(())
         }
-        (status, _) => bail!(
+        (status, _) => Err(anyhow::anyhow!(
             "the healing session ended as {} (pull request: {}): {}",
             status.as_str(),
             pr.as_ref().map(|p| p.title.as_str()).unwrap_or("none"),
             session.summary.as_deref().unwrap_or("no summary")
-        ),
+        )),
+    };
+    shutdown.cancel();
+    let stopped = tokio::time::timeout(Duration::from_secs(15), bot).await;
+    told?;
+    if let Ok(Ok(Err(e))) = stopped {
+        bail!("selfheal stopped with an error: {e:#}");
     }
     Ok(outcome)
+}
+
+/// The loop closed: a person merges the pull request, the scheduler's next
+/// run passes and says so, and the healing thread hears both.
+async fn close_the_loop(
+    world: &World,
+    schedule: &str,
+    pr: &FakePr,
+    healing_ts: &str,
+) -> Result<()> {
+    const NEXT_RUN: &str = "48214";
+    world.merge_into_main(&pr.head).await?;
+    world.github.merge_pr(pr.number, "data-lead");
+    let run = world.scheduled_run(NEXT_RUN).await?;
+    if !run.passed {
+        bail!("the scheduled run after the merge failed:\n{}", run.console);
+    }
+    println!(
+        "@data-lead merges {}; the next scheduled `dbt build` (run {NEXT_RUN}) passes in {:.1}s.",
+        pr.head,
+        run.took.as_secs_f64()
+    );
+    world.notify_pass(schedule, NEXT_RUN).await;
+    let closed = world
+        .slack
+        .wait_until(Duration::from_secs(30), |s| {
+            let thread = s.thread(HEALING, healing_ts);
+            let passed = thread
+                .iter()
+                .any(|m| m.by_bot && m.text.contains("passed again"));
+            let merged = thread
+                .iter()
+                .any(|m| m.by_bot && m.text.contains("was merged by @data-lead"));
+            (passed && merged).then_some(())
+        })
+        .await;
+    if closed.is_none() {
+        bail!(
+            "the healing thread did not hear of the merge and the passing run:\n{}",
+            world.slack.transcript(HEALING)
+        );
+    }
+    println!("The healing thread now reads:\n");
+    print!("{}", world.slack.transcript(HEALING));
+    Ok(())
 }
 
 /// Waits for the session of `run_id` to end, or for the bot to stop.

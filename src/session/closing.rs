@@ -12,6 +12,7 @@
 use anyhow::Result;
 use tracing::{info, warn};
 
+use crate::domain::EventKind;
 use crate::forge::{Forge, PrState};
 use crate::redact::Redactor;
 use crate::slack::render;
@@ -51,16 +52,18 @@ impl Closer<'_> {
 
     async fn tell(&self, s: &SessionRow, schedule: &str, run_id: &str) -> Result<()> {
         let (web, store) = (self.web, self.store);
-        let line = render::passed_again(schedule, run_id);
-        web.post(&s.channel, Some(&s.thread_ts), &line, None)
-            .await?;
-        store.add_event(s.id, "note", &line)?;
+        // The first message first: whoever reads the recovery line finds
+        // the thread already marked resolved.
         if let Some(reply) = store.reply_ts(s.id)? {
             let edited = render::resolved_reply(schedule, run_id);
             if let Err(e) = web.update(&s.channel, &reply, &edited, None).await {
                 warn!(session = s.id, error = %e, "could not edit the healing reply");
             }
         }
+        let line = render::passed_again(schedule, run_id);
+        web.post(&s.channel, Some(&s.thread_ts), &line, None)
+            .await?;
+        store.add_event(s.id, EventKind::Note.as_str(), &line)?;
         // Only a pull request of selfheal's own repository can be commented on.
         let Some(pr) = s
             .pr_url
@@ -78,7 +81,7 @@ impl Closer<'_> {
         let said = render::pr_left_open(schedule, pr);
         web.post(&s.channel, Some(&s.thread_ts), &said, None)
             .await?;
-        store.add_event(s.id, "note", &said)?;
+        store.add_event(s.id, EventKind::Note.as_str(), &said)?;
         Ok(())
     }
 

@@ -38,7 +38,7 @@ fn explain(out: &Output) -> String {
 }
 
 #[tokio::test]
-async fn demo_tells_the_story_from_broken_commit_to_passing_pull_request() {
+async fn demo_tells_the_story_from_broken_commit_to_passing_pull_request_and_the_loop_closed() {
     // Arrange: the pinned dbt, and nothing else of the environment.
     let setup = Command::new(repo().join("scripts/setup-dbt"))
         .output()
@@ -69,6 +69,10 @@ async fn demo_tells_the_story_from_broken_commit_to_passing_pull_request() {
         "From the failure notification to the pull request link in the thread:",
         "the session builds in a throwaway copy of production's DuckDB",
         "The production warehouse is byte-identical before and after the session (sha256)",
+        // The loop closed: merged by a person, the next run passed.
+        "was merged by @data-lead",
+        "✅ hourly_marts passed again (run 48214)",
+        "🦖 Self-healing enabled — ✅ resolved: hourly_marts passed again (run 48214)",
     ] {
         assert!(
             stdout.contains(expected),
