@@ -811,13 +811,12 @@ async fn close_the_loop(
         run.took.as_secs_f64()
     );
     world.notify_pass(schedule, NEXT_RUN).await;
+    let recovered = crate::slack::render::passed_again(schedule, NEXT_RUN);
     let closed = world
         .slack
         .wait_until(Duration::from_secs(30), |s| {
             let thread = s.thread(HEALING, healing_ts);
-            let passed = thread
-                .iter()
-                .any(|m| m.by_bot && m.text.contains("passed again"));
+            let passed = thread.iter().any(|m| m.by_bot && m.text == recovered);
             let merged = thread
                 .iter()
                 .any(|m| m.by_bot && m.text.contains("was merged by @data-lead"));

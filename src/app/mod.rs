@@ -25,6 +25,7 @@
 mod buttons;
 mod heal;
 mod home;
+mod next_run;
 mod people;
 pub mod policy;
 mod recovery;
@@ -181,6 +182,21 @@ impl App {
         // Only a forge with an API can say whether a pull request was merged.
         if matches!(self.deps.healing.forge, Forge::GitHub(_)) {
             self.tasks.spawn(self.clone().watch_prs());
+        }
+        // Only a scheduler with an API can say whether a later run passed.
+        let heal = &self.deps.healing.settings;
+        let interval = heal.retries.next_run_poll;
+        if let Some(Ok(source)) = heal
+            .run_log_source
+            .as_ref()
+            .filter(|_| !interval.is_zero())
+            .map(crate::runlog::Source::from_settings)
+        {
+            // The hosted schedulers (the ones that can re-run) can list runs too.
+            if source.can_retry() {
+                self.tasks
+                    .spawn(self.clone().watch_next_runs(source, interval));
+            }
         }
         self.home.start(&self);
         let mut router = Router::default();

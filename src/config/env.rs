@@ -145,6 +145,9 @@ pub struct Retries {
     pub command: Option<String>,
     /// How often a re-run's state is asked for.
     pub poll: Duration,
+    /// [`SELFHEAL_NEXT_RUN_POLL_SECS`]: how often the scheduler is asked
+    /// whether a schedule with an open failure passed since (zero: never).
+    pub next_run_poll: Duration,
 }
 
 impl Default for Retries {
@@ -153,6 +156,7 @@ impl Default for Retries {
             budget: RetryBudget::default(),
             command: None,
             poll: Duration::from_secs(15),
+            next_run_poll: Duration::from_secs(300),
         }
     }
 }
@@ -296,6 +300,7 @@ impl Config {
                 budget: vars.value(&SELFHEAL_RETRIES),
                 command: vars.get(&SELFHEAL_RETRY_COMMAND),
                 poll: vars.value(&SELFHEAL_RETRY_POLL_MS),
+                next_run_poll: vars.value(&SELFHEAL_NEXT_RUN_POLL_SECS),
             },
             dbt,
         };

@@ -349,6 +349,14 @@ settings! {
         example: "",
         parse: millis,
     }
+    SELFHEAL_NEXT_RUN_POLL_SECS: Duration {
+        section: Healing,
+        unset: Use("300"),
+        doc: "with Paradime or dbt Cloud: how often the scheduler is asked whether a schedule with an open failure has passed since (a Paradime schedule needs its `slug`); `0`: only success notifications close the loop",
+        comment: "",
+        example: "",
+        parse: seconds,
+    }
 
     SELFHEAL_LLM_BASE_URL: String {
         section: Llm,

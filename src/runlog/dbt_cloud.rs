@@ -35,6 +35,9 @@ use super::{parse, Artifacts, RunLog, RunState};
 use crate::domain::Secret;
 
 /// dbt Cloud's multi-tenant host in North America.
+/// How many of a job's latest runs are read to find one that passed.
+const LATEST_RUNS: u64 = 20;
+
 pub const DEFAULT_API_URL: &str = "https://cloud.getdbt.com";
 
 /// How long a run's artifacts are waited for by default.
@@ -190,6 +193,39 @@ impl DbtCloud {
                     run["status"]
                 )
             })
+    }
+
+    /// The first run of `run_id`'s job after it that passed, among the job's
+    /// latest runs; None while none has.
+    pub async fn passed_after(&self, run_id: &str) -> Result<Option<String>> {
+        let id = numeric_run_id(run_id, "dbt Cloud")?;
+        let run = self.run(id, "").await?;
+        let job = run["job_definition_id"]
+            .as_u64()
+            .or_else(|| run["job_id"].as_u64())
+            .with_context(|| format!("dbt Cloud named no job for run {id}"))?;
+        let url = format!(
+            "{}/api/v2/accounts/{}/runs/?job_definition_id={job}&order_by=-id&limit={LATEST_RUNS}",
+            self.base, self.account_id
+        );
+        let answer = self
+            .get(&url)
+            .await
+            .with_context(|| format!("asking dbt Cloud for the latest runs of job {job}"))?;
+        if !answer.status.is_success() {
+            return Err(self.failure(id, &answer, "listing the runs after"));
+        }
+        let list: Value =
+            serde_json::from_slice(&answer.body).context("dbt Cloud's list of runs is not JSON")?;
+        let passed = list["data"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|r| r["status"].as_i64() == Some(10))
+            .filter_map(|r| r["id"].as_u64())
+            .filter(|n| *n > id)
+            .min();
+        Ok(passed.map(|n| n.to_string()))
     }
 
     /// Asks dbt Cloud to retry run `run_id` from the point of failure; the

@@ -160,6 +160,18 @@ impl Source {
         }
     }
 
+    /// The first run after `run_id` of the same schedule (Paradime: the
+    /// schedule's `slug`) or job (dbt Cloud) that passed; None while none has,
+    /// or when the source cannot tell (a run-log folder; a Paradime schedule
+    /// without a slug).
+    pub async fn passed_after(&self, run_id: &str, slug: Option<&str>) -> Result<Option<String>> {
+        match (self, slug) {
+            (Source::Paradime(p), Some(slug)) => p.passed_after(run_id, slug).await,
+            (Source::DbtCloud(c), _) => c.passed_after(run_id).await,
+            _ => Ok(None),
+        }
+    }
+
     /// The scheduler behind the source, as a thread names it.
     pub fn scheduler(&self) -> &'static str {
         match self {

@@ -94,6 +94,31 @@ mutation RetryAllBoltRun($scheduleRunId: Int!) {
 
 /// Resumes a schedule's latest failed run, by schedule slug (the SDK's
 /// `retry_schedule_from_failure`). Kept beside the others; selfheal does not send it.
+/// How many of a schedule's latest runs are read to find one that passed.
+const LATEST_RUNS: u64 = 20;
+
+/// The schedule's latest runs, newest first (verbatim from the SDK).
+pub const LIST_RUNS_QUERY: &str = "\
+query listBoltRuns($slug: String, $offset: Int!, $limit: Int!) {
+    listBoltRuns(slug: $slug, offset: $offset, limit: $limit) {
+        ok
+        runs {
+            id
+            state
+            actor
+            actorEmail
+            startDttm
+            endDttm
+            parentScheduleRunId
+            gitInfo {
+                branch
+                commitHash
+                pullRequestId
+            }
+        }
+    }
+}";
+
 pub const RETRY_FROM_FAILURE_MUTATION: &str = "\
 mutation RetryBoltRunFromFailure($slug: String) {
     retryBoltRunFromFailure(slug: $slug) {
@@ -347,6 +372,26 @@ impl Paradime {
         bolt_state(word).with_context(|| {
             format!("Paradime reported Bolt run {id} as {word:?}, a state selfheal does not know")
         })
+    }
+
+    /// The first run of schedule `slug` after `run_id` that passed, among
+    /// its latest runs (`listBoltRuns`); None while none has.
+    pub async fn passed_after(&self, run_id: &str, slug: &str) -> Result<Option<String>> {
+        let id = numeric_run_id(run_id, "Paradime Bolt")?;
+        let vars = json!({ "slug": slug, "offset": 0, "limit": LATEST_RUNS });
+        let list = self
+            .query(LIST_RUNS_QUERY, "listBoltRuns", vars)
+            .await
+            .and_then(|answer| answer.map_err(anyhow::Error::from))
+            .with_context(|| format!("asking Paradime for the latest runs of schedule {slug}"))?;
+        let runs = list["runs"].as_array().cloned().unwrap_or_default();
+        let passed = runs
+            .iter()
+            .filter(|r| r["state"].as_str() == Some("SUCCESS"))
+            .filter_map(|r| r["id"].as_u64())
+            .filter(|n| *n > id)
+            .min();
+        Ok(passed.map(|n| n.to_string()))
     }
 
     /// Asks Paradime to re-run the failed commands of Bolt run `run_id`

@@ -902,3 +902,68 @@ async fn dbt_cloud_retry_is_asked_again_after_a_429_but_never_after_a_5xx() {
     assert_eq!(source.retry("9001").await.expect("retried"), "9002");
     assert_eq!((sent(), fake.retry_calls()), (3, 1));
 }
+
+#[tokio::test]
+async fn each_scheduler_says_whether_a_later_run_of_the_schedule_passed() {
+    // Paradime: the schedule's runs, by slug.
+    let bolt = FakeParadime::start(KEY, SECRET).await.expect("fake");
+    bolt_run(&bolt, 100, "Database Error\n  boom");
+    bolt.in_schedule(100, "hourly-marts");
+    let client = Source::Paradime(paradime(&bolt, KEY, SECRET));
+    assert_eq!(
+        client
+            .passed_after("100", Some("hourly-marts"))
+            .await
+            .unwrap(),
+        None
+    );
+    bolt.add_run(101, "FAILED", vec![]);
+    bolt.add_run(102, "SUCCESS", vec![]);
+    bolt.add_run(103, "SUCCESS", vec![]);
+    bolt.add_run(104, "SUCCESS", vec![]);
+    for run in [101, 102, 103] {
+        bolt.in_schedule(run, "hourly-marts");
+    }
+    // 104 is another schedule's; the first later pass of this one is 102.
+    assert_eq!(
+        client
+            .passed_after("100", Some("hourly-marts"))
+            .await
+            .unwrap(),
+        Some("102".into())
+    );
+    // Without a slug there is nothing to ask.
+    assert_eq!(client.passed_after("100", None).await.unwrap(), None);
+
+    // dbt Cloud: the job's runs, found from the failed run.
+    let cloud = FakeDbtCloud::start(TOKEN, ACCOUNT).await.expect("fake");
+    let failed = || {
+        vec![FakeStep::new(
+            "Invoke dbt with `dbt build`",
+            "Error",
+            "boom",
+        )]
+    };
+    let passed = || {
+        vec![FakeStep::new(
+            "Invoke dbt with `dbt build`",
+            "Success",
+            "ok",
+        )]
+    };
+    cloud.add_run(500, failed(), None);
+    cloud.add_run(501, passed(), None);
+    cloud.add_run(502, passed(), None);
+    cloud.in_job(500, 9);
+    cloud.in_job(502, 9);
+    let client = Source::DbtCloud(dbt_cloud(&cloud, Duration::from_millis(10)));
+    assert_eq!(
+        client.passed_after("500", None).await.unwrap(),
+        Some("502".into()),
+        "501 is another job's"
+    );
+
+    // A run-log folder cannot tell.
+    let dir = Source::Dir(PathBuf::from("/nonexistent"));
+    assert_eq!(dir.passed_after("1", Some("x")).await.unwrap(), None);
+}

@@ -165,6 +165,24 @@ impl Store {
             .collect()
     }
 
+    /// Per schedule, its latest failure seen since `since` when it is still
+    /// unresolved and has a healing thread: what to ask the scheduler about
+    /// (a run after it that passed resolves them all).
+    pub fn open_failures(&self, since: DateTime<Utc>) -> Result<Vec<Failure>> {
+        self.with_conn("loading the failures still open", |c| {
+            all(
+                c,
+                "SELECT f.schedule, f.run_id FROM failures f
+                 WHERE f.first_seen_at >= ?1 AND f.resolved_run IS NULL
+                   AND f.id = (SELECT MAX(g.id) FROM failures g WHERE g.schedule = f.schedule)
+                   AND EXISTS (SELECT 1 FROM sessions s WHERE s.failure_id = f.id AND s.thread_ts != '')
+                 ORDER BY f.id",
+                params![since],
+                failure_from_row,
+            )
+        })
+    }
+
     /// How many failures were recorded (for tests and status).
     pub fn failure_count(&self) -> Result<i64> {
         self.with_conn("counting failures", |c| {

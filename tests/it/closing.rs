@@ -432,3 +432,64 @@ async fn runs_fed_by_notify_are_re_run_by_the_configured_command_or_left_to_peop
         "{fin}"
     );
 }
+
+#[tokio::test]
+async fn a_scheduler_that_announces_no_passes_is_asked_and_the_loop_still_closes() {
+    // Bolt announces failures only; its API knows the next run passed.
+    let paradime = FakeParadime::start("pk_demo", "ps_demo_secret")
+        .await
+        .unwrap();
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/dbt/column_typo/console.txt");
+    let console = std::fs::read_to_string(fixture).unwrap();
+    paradime.add_run(
+        48213,
+        "FAILED",
+        vec![FakeCommand::stdout(1, "dbt build", 1, &console)],
+    );
+    paradime.in_schedule(48213, "hourly-marts");
+    let endpoint = paradime.endpoint();
+    let app = spawn_app_with(
+        HAPPY_AGENT,
+        &[
+            ("SELFHEAL_RUN_LOG_SOURCE", "paradime"),
+            ("PARADIME_API_ENDPOINT", &endpoint),
+            ("PARADIME_API_KEY", "pk_demo"),
+            ("PARADIME_API_SECRET", "ps_demo_secret"),
+            ("SELFHEAL_NEXT_RUN_POLL_SECS", "1"),
+        ],
+    )
+    .await;
+    let ts = app.post_failure(HEALING, "hourly_marts", "48213").await;
+    assert_eq!(
+        app.wait_for_session_end("48213").await.status,
+        Status::Fixed
+    );
+
+    // The next scheduled run passes, silently.
+    paradime.add_run(
+        48214,
+        "SUCCESS",
+        vec![FakeCommand::stdout(2, "dbt build", 0, "Done. PASS=5")],
+    );
+    paradime.in_schedule(48214, "hourly-marts");
+
+    app.wait_for_reply(HEALING, &ts, |m| {
+        m.text == "✅ hourly_marts passed again (run 48214)"
+    })
+    .await;
+    let asked = paradime
+        .requests()
+        .iter()
+        .filter(|r| r.field().as_deref() == Some("listBoltRuns"))
+        .count();
+    assert!(asked >= 1, "the schedule's runs were listed");
+    // Once resolved, the schedule is not asked about again.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let later = paradime
+        .requests()
+        .iter()
+        .filter(|r| r.field().as_deref() == Some("listBoltRuns"))
+        .count();
+    assert_eq!(later, asked);
+}

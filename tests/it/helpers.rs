@@ -29,6 +29,7 @@ pub const SCHEDULES: &str = r##"
 version: 1
 schedules:
   - name: hourly_marts
+    slug: hourly-marts
     schedule: "0 * * * *"
     environment: production
     commands:

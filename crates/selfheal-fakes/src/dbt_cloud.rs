@@ -253,7 +253,34 @@ async fn handle(State(shared): State<Shared<Inner>>, req: Request) -> Response {
         })
         .unwrap_or(false);
     let get = req.method == Method::GET;
+    let param = |name: &str| {
+        uri.query().and_then(|q| {
+            url::form_urlencoded::parse(q.as_bytes())
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.into_owned())
+        })
+    };
     match segments.as_slice() {
+        // A job's runs, newest first (`order_by=-id`), at most `limit` (default 100).
+        ["api", "v2", "accounts", a, "runs"] if *a == account && get => {
+            let account_id = inner.account_id;
+            let job = param("job_definition_id").and_then(|j| j.parse::<u64>().ok());
+            let limit = param("limit")
+                .and_then(|l| l.parse::<usize>().ok())
+                .unwrap_or(100);
+            let runs: Vec<Value> = inner
+                .runs
+                .iter_mut()
+                .rev()
+                .filter(|(_, run)| job.is_none_or(|j| run.job_id == j))
+                .take(limit)
+                .map(|(id, run)| {
+                    let code = run.status(false);
+                    run_json(*id, account_id, run, code, false)
+                })
+                .collect();
+            envelope(StatusCode::OK, "Success!", Value::Array(runs))
+        }
         ["api", "v2", "accounts", a, "runs", id] if *a == account && get => {
             let account_id = inner.account_id;
             let Some((id, run)) = id
