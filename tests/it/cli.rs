@@ -168,7 +168,7 @@ fn check_reports_every_configuration_problem_at_once_and_where_each_came_from() 
         "selfheal: 4 configuration problems:\n\
          \x20 - SLACK_APP_TOKEN (in neither the environment nor {env}): is required (a Slack token starting with xapp-)\n\
          \x20 - SLACK_BOT_TOKEN (from {env}): must start with xoxb-\n\
-         \x20 - {file}:22:5: schedules[1].command: unknown key 'command'; did you mean 'commands'? (expected one of: ",
+         \x20 - {file}:23:5: schedules[1].command: unknown key 'command'; did you mean 'commands'? (expected one of: ",
         env = env_file.display(),
         file = schedules.display(),
     );

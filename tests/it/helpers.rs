@@ -29,7 +29,6 @@ pub const SCHEDULES: &str = r##"
 version: 1
 schedules:
   - name: hourly_marts
-    slug: hourly-marts
     schedule: "0 * * * *"
     environment: production
     commands:
@@ -44,6 +43,7 @@ schedules:
       enabled: true
       slack_channel: "#agent-demo"
       agent_name: scripted
+    slug: hourly-marts
   - name: nightly
     schedule: "0 3 * * *"
     environment: production
