@@ -134,6 +134,8 @@ pub struct HealSettings {
     pub repo_web_url: Option<String>,
     /// What a transient failure gets: re-runs through the scheduler.
     pub retries: Retries,
+    /// [`SELFHEAL_PR_DRAFT`], [`SELFHEAL_PR_REVIEWERS`], [`SELFHEAL_PR_LABELS`].
+    pub pr_options: crate::forge::PrOptions,
 }
 
 /// Re-running transient failures: [`SELFHEAL_RETRIES`],
@@ -301,6 +303,11 @@ impl Config {
                 command: vars.get(&SELFHEAL_RETRY_COMMAND),
                 poll: vars.value(&SELFHEAL_RETRY_POLL_MS),
                 next_run_poll: vars.value(&SELFHEAL_NEXT_RUN_POLL_SECS),
+            },
+            pr_options: crate::forge::PrOptions {
+                draft: vars.value(&SELFHEAL_PR_DRAFT),
+                reviewers: vars.get(&SELFHEAL_PR_REVIEWERS).unwrap_or_default(),
+                labels: vars.get(&SELFHEAL_PR_LABELS).unwrap_or_default(),
             },
             dbt,
         };

@@ -14,7 +14,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::vars::Unset::{Means, Off, Required, Use};
-use super::vars::{list, millis, path, seconds, secret, text, whole, About, Declared, Setting};
+use super::vars::{
+    boolean, list, millis, path, seconds, secret, text, whole, About, Declared, Setting,
+};
 use super::{RetryBudget, DBT_DOCTOR};
 use crate::domain::Secret;
 
@@ -324,6 +326,30 @@ settings! {
         comment: "`selfheal notify` posts with this token if set (a separate notifier app); otherwise with SLACK_BOT_TOKEN, marked so the bot knows it.",
         example: "xoxb-notifier-app-token",
         parse: secret,
+    }
+    SELFHEAL_PR_DRAFT: bool {
+        section: Healing,
+        unset: Use("false"),
+        doc: "open pull requests as drafts (`true`/`false`)",
+        comment: "",
+        example: "",
+        parse: boolean,
+    }
+    SELFHEAL_PR_REVIEWERS: Vec<String> {
+        section: Healing,
+        unset: Off,
+        doc: "user names asked to review each pull request, comma-separated",
+        comment: "",
+        example: "octocat,data-lead",
+        parse: list,
+    }
+    SELFHEAL_PR_LABELS: Vec<String> {
+        section: Healing,
+        unset: Off,
+        doc: "labels put on each pull request, comma-separated",
+        comment: "",
+        example: "selfheal,dbt",
+        parse: list,
     }
     SELFHEAL_RETRIES: RetryBudget {
         section: Healing,

@@ -299,6 +299,15 @@ pub fn secret(value: &str) -> Result<Secret, String> {
     Ok(Secret::new(value))
 }
 
+/// `true`/`false` (also `yes`/`no`, `on`/`off`, `1`/`0`).
+pub fn boolean(value: &str) -> Result<bool, String> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "true" | "yes" | "on" | "1" => Ok(true),
+        "false" | "no" | "off" | "0" => Ok(false),
+        _ => Err(format!("'{value}' is not true or false")),
+    }
+}
+
 /// A comma- or space-separated list, without empty items.
 pub fn list(value: &str) -> Result<Vec<String>, String> {
     Ok(value

@@ -39,6 +39,7 @@ fn pr_request(head: &str) -> PrRequest {
         base: "main".to_string(),
         title: "fix(orders): cast id to bigint".to_string(),
         body: "The hourly_marts run 48213 failed; this fixes it.".to_string(),
+        options: PrOptions::default(),
     }
 }
 

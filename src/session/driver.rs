@@ -937,6 +937,7 @@ impl<'a> Session<'a> {
             base: self.workspace()?.base_branch.clone(),
             title: draft.title,
             body: deps.redactor.redact(&body),
+            options: deps.healing.settings.pr_options.clone(),
         };
         Ok(match deps.healing.forge.open_pr(&req).await {
             Ok(Opened::Pr(pr)) => Ok(Some(pr.url)),
