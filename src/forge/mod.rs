@@ -19,6 +19,7 @@
 //!   means handing the user a compare link, if the web address is known.
 
 mod github;
+pub mod remote;
 
 use std::time::Duration;
 
@@ -257,28 +258,9 @@ fn escape_ref(name: &str) -> String {
 /// `ssh://git@github.com/o/r.git`, `https://github.com/o/r` or `.../r.git`
 /// (credentials in the URL are ignored). `None` for anything else.
 pub fn parse_github_remote(url: &str) -> Option<(String, String)> {
-    let url = url.trim();
-    let path = if let Some(rest) = url.strip_prefix("git@github.com:") {
-        rest
-    } else {
-        let (scheme, rest) = url.split_once("://")?;
-        if !matches!(scheme, "https" | "http" | "ssh" | "git") {
-            return None;
-        }
-        let (authority, path) = rest.split_once('/')?;
-        let host = authority
-            .rsplit_once('@')
-            .map_or(authority, |(_, host)| host);
-        let host = host.split(':').next().unwrap_or(host);
-        if !host.eq_ignore_ascii_case("github.com") && !host.eq_ignore_ascii_case("www.github.com")
-        {
-            return None;
-        }
-        path
-    };
-    let path = path.trim_end_matches('/');
-    let path = path.strip_suffix(".git").unwrap_or(path);
-    let (owner, repo) = path.split_once('/')?;
+    let remote = remote::parse_remote(url, None)
+        .filter(|r| r.kind == remote::ForgeKind::GitHub && r.host.ends_with("github.com"))?;
+    let (owner, repo) = remote.path.split_once('/')?;
     let valid = |s: &str| {
         !s.is_empty()
             && s.chars()
