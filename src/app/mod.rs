@@ -290,7 +290,11 @@ fn secret_values(cfg: &Config) -> Vec<String> {
         cfg.slack.app_token.expose().to_string(),
         cfg.slack.bot_token.expose().to_string(),
     ];
-    if let Some(token) = &cfg.heal.github_token {
+    let forge = &cfg.heal.forge;
+    for token in [&cfg.heal.github_token, &forge.gitlab_token, &forge.gitea_token]
+        .into_iter()
+        .flatten()
+    {
         values.push(token.expose().to_string());
     }
     match &cfg.heal.run_log_source {

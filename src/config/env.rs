@@ -136,6 +136,19 @@ pub struct HealSettings {
     pub retries: Retries,
     /// [`SELFHEAL_PR_DRAFT`], [`SELFHEAL_PR_REVIEWERS`], [`SELFHEAL_PR_LABELS`].
     pub pr_options: crate::forge::PrOptions,
+    /// The forges other than GitHub.
+    pub forge: ForgeSettings,
+}
+
+/// [`SELFHEAL_FORGE`], [`SELFHEAL_FORGE_API_URL`], [`SELFHEAL_FORGE_PROJECT`]
+/// and the tokens of the forges other than GitHub (held by the bot alone).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ForgeSettings {
+    pub kind: Option<crate::forge::remote::ForgeKind>,
+    pub api_url: Option<String>,
+    pub project: Option<String>,
+    pub gitlab_token: Option<Secret>,
+    pub gitea_token: Option<Secret>,
 }
 
 /// Re-running transient failures: [`SELFHEAL_RETRIES`],
@@ -303,6 +316,13 @@ impl Config {
                 command: vars.get(&SELFHEAL_RETRY_COMMAND),
                 poll: vars.value(&SELFHEAL_RETRY_POLL_MS),
                 next_run_poll: vars.value(&SELFHEAL_NEXT_RUN_POLL_SECS),
+            },
+            forge: ForgeSettings {
+                kind: vars.get(&SELFHEAL_FORGE),
+                api_url: vars.get(&SELFHEAL_FORGE_API_URL),
+                project: vars.get(&SELFHEAL_FORGE_PROJECT),
+                gitlab_token: vars.get(&SELFHEAL_GITLAB_TOKEN),
+                gitea_token: vars.get(&SELFHEAL_GITEA_TOKEN),
             },
             pr_options: crate::forge::PrOptions {
                 draft: vars.value(&SELFHEAL_PR_DRAFT),

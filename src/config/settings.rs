@@ -19,6 +19,7 @@ use super::vars::{
 };
 use super::{RetryBudget, DBT_DOCTOR};
 use crate::domain::Secret;
+use crate::forge::remote::ForgeKind;
 
 /// Where the docs list a setting: a heading of `.env.example`, and one of
 /// the README's tables.
@@ -318,6 +319,46 @@ settings! {
         comment: "",
         example: "https://github.com/acme/analytics",
         parse: text,
+    }
+    SELFHEAL_FORGE: ForgeKind {
+        section: Healing,
+        unset: Means("from the remote's host (github.com, gitlab.com, bitbucket.org, dev.azure.com)"),
+        doc: "the forge of a self-managed host: `github` (Enterprise), `gitlab`, `gitea` (also Forgejo)",
+        comment: "",
+        example: "gitlab",
+        parse: forge_kind,
+    }
+    SELFHEAL_FORGE_API_URL: String {
+        section: Healing,
+        unset: Means("from the remote: `https://HOST/api/v4` (GitLab), `https://HOST/api/v1` (Gitea)"),
+        doc: "the API of a GitLab or Gitea forge (GitHub: `SELFHEAL_GITHUB_API_URL`)",
+        comment: "",
+        example: "https://git.acme.io/api/v4",
+        parse: https_api_url,
+    }
+    SELFHEAL_FORGE_PROJECT: String {
+        section: Healing,
+        unset: Means("from the remote's URL"),
+        doc: "the project on a GitLab or Gitea forge (`group/sub/name`, `owner/name`) when the remote does not say (GitHub: `SELFHEAL_GITHUB_REPO`)",
+        comment: "",
+        example: "data/analytics/dbt",
+        parse: text,
+    }
+    SELFHEAL_GITLAB_TOKEN: Secret {
+        section: Healing,
+        unset: Off,
+        doc: "the bot's GitLab token (scope `api`) for opening merge requests (the agent never sees it)",
+        comment: "",
+        example: "glpat-replace_me",
+        parse: secret,
+    }
+    SELFHEAL_GITEA_TOKEN: Secret {
+        section: Healing,
+        unset: Off,
+        doc: "the bot's Gitea/Forgejo token (`write:repository`, `write:issue`) for opening pull requests (the agent never sees it)",
+        comment: "",
+        example: "gitea_replace_me",
+        parse: secret,
     }
     SELFHEAL_NOTIFY_TOKEN: Secret {
         section: Healing,
@@ -642,6 +683,12 @@ fn slack_api_url(url: &str) -> Result<String, String> {
         }
         _ => Err(format!("'{url}' is not an http(s) URL")),
     }
+}
+
+fn forge_kind(value: &str) -> Result<ForgeKind, String> {
+    ForgeKind::parse(value).ok_or_else(|| {
+        format!("'{value}' is not a forge (github, gitlab, gitea, bitbucket or azure-devops)")
+    })
 }
 
 fn github_api_url(url: &str) -> Result<String, String> {
