@@ -135,7 +135,7 @@ pub struct HealSettings {
     /// What a transient failure gets: re-runs through the scheduler.
     pub retries: Retries,
     /// [`SELFHEAL_PR_DRAFT`], [`SELFHEAL_PR_REVIEWERS`], [`SELFHEAL_PR_LABELS`].
-    pub pr_options: crate::forge::PrOptions,
+    pub pr_options: crate::domain::PrOptions,
     /// The forges other than GitHub.
     pub forge: ForgeSettings,
 }
@@ -144,7 +144,7 @@ pub struct HealSettings {
 /// and the tokens of the forges other than GitHub (held by the bot alone).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ForgeSettings {
-    pub kind: Option<crate::forge::remote::ForgeKind>,
+    pub kind: Option<crate::domain::ForgeKind>,
     pub api_url: Option<String>,
     pub project: Option<String>,
     pub gitlab_token: Option<Secret>,
@@ -324,7 +324,7 @@ impl Config {
                 gitlab_token: vars.get(&SELFHEAL_GITLAB_TOKEN),
                 gitea_token: vars.get(&SELFHEAL_GITEA_TOKEN),
             },
-            pr_options: crate::forge::PrOptions {
+            pr_options: crate::domain::PrOptions {
                 draft: vars.value(&SELFHEAL_PR_DRAFT),
                 reviewers: vars.get(&SELFHEAL_PR_REVIEWERS).unwrap_or_default(),
                 labels: vars.get(&SELFHEAL_PR_LABELS).unwrap_or_default(),

@@ -19,7 +19,7 @@ use super::vars::{
 };
 use super::{RetryBudget, DBT_DOCTOR};
 use crate::domain::Secret;
-use crate::forge::remote::ForgeKind;
+use crate::domain::ForgeKind;
 
 /// Where the docs list a setting: a heading of `.env.example`, and one of
 /// the README's tables.

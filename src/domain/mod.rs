@@ -11,6 +11,7 @@
 
 mod agent;
 mod event;
+mod forge;
 mod failure;
 mod ids;
 mod pr;
@@ -19,6 +20,7 @@ mod session;
 
 pub use agent::{AgentEvent, Outcome, ToolPolicy};
 pub use event::EventKind;
+pub use forge::{ForgeKind, PrOptions};
 pub use failure::{FailureClass, Mission};
 pub use ids::{Place, SessionId, Thread};
 pub use pr::PrState;

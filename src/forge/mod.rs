@@ -23,7 +23,7 @@ pub mod remote;
 
 use std::time::Duration;
 
-pub use crate::domain::PrState;
+pub use crate::domain::{PrOptions, PrState};
 use crate::redact::Redactor;
 pub use github::{ForgeToken, GitHub, RetryPolicy};
 
@@ -76,17 +76,6 @@ pub struct PrRequest {
     /// Markdown: what failed, what the agent changed, the diff stat.
     pub body: String,
     pub options: PrOptions,
-}
-
-/// What people asked every selfheal pull request to carry
-/// (`SELFHEAL_PR_DRAFT`, `SELFHEAL_PR_REVIEWERS`, `SELFHEAL_PR_LABELS`).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct PrOptions {
-    /// Open it as a draft (GitLab: a `Draft:` title).
-    pub draft: bool,
-    /// User names (logins) asked to review it.
-    pub reviewers: Vec<String>,
-    pub labels: Vec<String>,
 }
 
 /// A pull request as the forge reports it.

@@ -8,61 +8,19 @@
 //! GitLab self-managed, Gitea/Forgejo) cannot be recognised by its name, so
 //! its kind comes from configuration (`SELFHEAL_FORGE`). Pure, no IO.
 
-/// The forges selfheal can open change requests on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ForgeKind {
-    GitHub,
-    GitLab,
-    Bitbucket,
-    AzureDevOps,
-    Gitea,
-}
+pub use crate::domain::ForgeKind;
 
-impl ForgeKind {
-    pub const ALL: [ForgeKind; 5] = [
-        ForgeKind::GitHub,
-        ForgeKind::GitLab,
-        ForgeKind::Bitbucket,
-        ForgeKind::AzureDevOps,
-        ForgeKind::Gitea,
-    ];
-
-    /// The name configuration uses (`SELFHEAL_FORGE`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ForgeKind::GitHub => "github",
-            ForgeKind::GitLab => "gitlab",
-            ForgeKind::Bitbucket => "bitbucket",
-            ForgeKind::AzureDevOps => "azure-devops",
-            ForgeKind::Gitea => "gitea",
-        }
-    }
-
-    /// Reads a configured name; `forgejo` is Gitea's API.
-    pub fn parse(s: &str) -> Option<ForgeKind> {
-        let s = s.trim().to_ascii_lowercase().replace('_', "-");
-        Some(match s.as_str() {
-            "github" | "github-enterprise" | "ghe" => ForgeKind::GitHub,
-            "gitlab" => ForgeKind::GitLab,
-            "bitbucket" => ForgeKind::Bitbucket,
-            "azure-devops" | "azure" | "ado" => ForgeKind::AzureDevOps,
-            "gitea" | "forgejo" => ForgeKind::Gitea,
-            _ => return None,
-        })
-    }
-
-    /// The forge a well-known host belongs to.
-    fn of_host(host: &str) -> Option<ForgeKind> {
-        let host = host.to_ascii_lowercase();
-        Some(match host.as_str() {
-            "github.com" | "www.github.com" => ForgeKind::GitHub,
-            "gitlab.com" | "www.gitlab.com" => ForgeKind::GitLab,
-            "bitbucket.org" | "www.bitbucket.org" => ForgeKind::Bitbucket,
-            "dev.azure.com" | "ssh.dev.azure.com" => ForgeKind::AzureDevOps,
-            h if h.ends_with(".visualstudio.com") => ForgeKind::AzureDevOps,
-            _ => return None,
-        })
-    }
+/// The forge a well-known host belongs to.
+fn kind_of_host(host: &str) -> Option<ForgeKind> {
+    let host = host.to_ascii_lowercase();
+    Some(match host.as_str() {
+        "github.com" | "www.github.com" => ForgeKind::GitHub,
+        "gitlab.com" | "www.gitlab.com" => ForgeKind::GitLab,
+        "bitbucket.org" | "www.bitbucket.org" => ForgeKind::Bitbucket,
+        "dev.azure.com" | "ssh.dev.azure.com" => ForgeKind::AzureDevOps,
+        h if h.ends_with(".visualstudio.com") => ForgeKind::AzureDevOps,
+        _ => return None,
+    })
 }
 
 /// A remote, read.
@@ -100,7 +58,7 @@ impl Remote {
 /// host of no known forge with no kind configured, a path too short).
 pub fn parse_remote(url: &str, configured: Option<ForgeKind>) -> Option<Remote> {
     let (host, path) = split_remote(url.trim())?;
-    let kind = configured.or_else(|| ForgeKind::of_host(&host))?;
+    let kind = configured.or_else(|| kind_of_host(&host))?;
     let path = path.split(['?', '#']).next().unwrap_or("");
     let path = path.trim_matches('/');
     let path = path.strip_suffix(".git").unwrap_or(path);
