@@ -35,7 +35,7 @@ mod watch;
 
 use std::sync::Arc;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -44,7 +44,7 @@ use tracing::{debug, error, info, warn};
 use crate::commands::CommandContext;
 use crate::config::{Config, HealSettings, Runner};
 use crate::dbt::Dbt;
-use crate::forge::{parse_github_remote, Forge, ForgeToken, GitHub};
+use crate::forge::Forge;
 use crate::parts::Parts;
 use crate::recognize::{Identity, Recognizer};
 use crate::redact::Redactor;
@@ -257,25 +257,7 @@ pub fn healing(settings: &HealSettings) -> Result<Healing> {
         timeout: settings.dbt.timeout,
         read_only: false,
     };
-    let github_repo = settings.github_repo.clone().or_else(|| {
-        settings
-            .repo
-            .as_deref()
-            .and_then(parse_github_remote)
-            .map(|(owner, name)| format!("{owner}/{name}"))
-    });
-    let forge = match (&settings.github_token, github_repo) {
-        (Some(token), Some(repo)) => Forge::GitHub(
-            GitHub::new(&settings.github_api_url, &repo, ForgeToken::new(token.expose()))
-                .context("configuring the GitHub API")?,
-        ),
-        (Some(_), None) => anyhow::bail!(
-            "SELFHEAL_GITHUB_TOKEN is set but the repository is unknown: set SELFHEAL_GITHUB_REPO=owner/name"
-        ),
-        (None, _) => Forge::Plain {
-            web_base: settings.repo_web_url.clone(),
-        },
-    };
+    let forge = Forge::from_settings(settings)?;
     Ok(Healing {
         settings: settings.clone(),
         dbt,
@@ -291,9 +273,13 @@ fn secret_values(cfg: &Config) -> Vec<String> {
         cfg.slack.bot_token.expose().to_string(),
     ];
     let forge = &cfg.heal.forge;
-    for token in [&cfg.heal.github_token, &forge.gitlab_token, &forge.gitea_token]
-        .into_iter()
-        .flatten()
+    for token in [
+        &cfg.heal.github_token,
+        &forge.gitlab_token,
+        &forge.gitea_token,
+    ]
+    .into_iter()
+    .flatten()
     {
         values.push(token.expose().to_string());
     }

@@ -18,6 +18,7 @@
 //! - [`Forge::Plain`]: a git remote with no API, where "opening a pull request"
 //!   means handing the user a compare link, if the web address is known.
 
+mod choose;
 mod github;
 pub mod remote;
 

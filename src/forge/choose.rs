@@ -1,0 +1,79 @@
+//! Which forge the configuration names, built: the remote's host (or
+//! `SELFHEAL_FORGE` for a self-managed one) says which forge, that forge's
+//! token says whether selfheal may use its API. Without the token, the
+//! branch is pushed and a compare link is what people get.
+
+use anyhow::{bail, Context, Result};
+
+use super::remote::{parse_remote, Remote};
+use super::{Forge, ForgeToken, GitHub};
+use crate::config::HealSettings;
+use crate::domain::{ForgeKind, Secret};
+
+impl Forge {
+    /// The forge `heal` configures (see the module docs).
+    pub fn from_settings(heal: &HealSettings) -> Result<Forge> {
+        let f = &heal.forge;
+        let remote = heal
+            .repo
+            .as_deref()
+            .and_then(|url| parse_remote(url, f.kind));
+        let kind = f
+            .kind
+            .or(remote.as_ref().map(|r| r.kind))
+            .unwrap_or(ForgeKind::GitHub);
+        let plain = || Forge::Plain {
+            web_base: heal.repo_web_url.clone(),
+        };
+        match kind {
+            ForgeKind::GitHub => {
+                let repo = heal.github_repo.clone().or_else(|| {
+                    remote
+                        .as_ref()
+                        .filter(|r| r.kind == ForgeKind::GitHub)
+                        .map(|r| r.path.clone())
+                });
+                match (&heal.github_token, repo) {
+                    (Some(token), Some(repo)) => Ok(Forge::GitHub(
+                        GitHub::new(&heal.github_api_url, &repo, token_of(token))
+                            .context("configuring the GitHub API")?,
+                    )),
+                    (Some(_), None) => bail!(
+                        "SELFHEAL_GITHUB_TOKEN is set but the repository is unknown: set SELFHEAL_GITHUB_REPO=owner/name"
+                    ),
+                    (None, _) => Ok(plain()),
+                }
+            }
+            _ => Ok(plain()),
+        }
+    }
+}
+
+/// The project on the forge and its API: configured, else read from the remote.
+#[allow(dead_code)]
+fn project_and_api(
+    heal: &HealSettings,
+    remote: Option<&Remote>,
+    token_var: &str,
+) -> Result<(String, String)> {
+    let f = &heal.forge;
+    let project = f
+        .project
+        .clone()
+        .or_else(|| remote.map(|r| r.path.clone()))
+        .with_context(|| {
+            format!("{token_var} is set but the project is unknown: set SELFHEAL_FORGE_PROJECT")
+        })?;
+    let api = f
+        .api_url
+        .clone()
+        .or_else(|| remote.map(Remote::default_api_url))
+        .with_context(|| {
+            format!("{token_var} is set but the forge's API is unknown: set SELFHEAL_FORGE_API_URL")
+        })?;
+    Ok((project, api))
+}
+
+fn token_of(secret: &Secret) -> ForgeToken {
+    ForgeToken::new(secret.expose())
+}
