@@ -362,4 +362,6 @@ pub fn parse_github_remote(url: &str) -> Option<(String, String)> {
 }
 
 #[cfg(test)]
+mod gitea_tests;
+#[cfg(test)]
 mod tests;
