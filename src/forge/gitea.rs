@@ -20,14 +20,12 @@
 use std::time::Duration;
 
 use hyper::header::HeaderMap;
-use hyper::{Method, StatusCode};
 use serde::Deserialize;
-use tracing::{info, warn};
+use tracing::warn;
 
 use super::rest::{self, error_message, next_linked, Answer, Api, Dialect};
 use super::{fit_body, ForgeError, PrRequest, PrSnapshot, PullRequest};
 use super::{ForgeToken, RetryPolicy};
-use crate::domain::PrState;
 
 /// Gitea documents no body limit; GitHub's keeps a body readable and the
 /// same wherever it goes.
@@ -128,32 +126,11 @@ impl Gitea {
             "body": fit_body(&req.body, MAX_BODY_CHARS),
             "labels": self.label_ids(&req.options.labels).await,
         });
-        let mut ambiguous = false;
-        let result = self
+        let head = (req.head.as_str(), req.base.as_str());
+        let pr = self
             .api
-            .send(
-                Method::POST,
-                &self.pulls_url(),
-                Some(&body),
-                &[],
-                &mut ambiguous,
-            )
-            .await;
-        let pr = match result {
-            Ok(resp) => self.api.parse::<ApiPull>(&resp.body)?.into(),
-            // An earlier attempt may have created the pull request before its
-            // answer was lost (a timeout or a 5xx); then the retry meets Gitea's
-            // 409 "pull request already exists", and the pull request we wanted
-            // is the one that exists.
-            Err(ForgeError::Validation(msg)) if ambiguous && msg.contains("already exists") => {
-                match self.find_open(&req.head, &req.base).await? {
-                    Some(pr) => pr,
-                    None => return Err(ForgeError::Validation(msg)),
-                }
-            }
-            Err(e) => return Err(e),
-        };
-        info!(number = pr.number, url = %pr.url, head = %pr.head, "opened pull request");
+            .create_pull(&self.pulls_url(), &body, || self.find_open(head.0, head.1))
+            .await?;
         self.request_reviewers(pr.number, &req.options.reviewers)
             .await;
         Ok(pr)
@@ -207,9 +184,7 @@ impl Gitea {
     /// repository (`permissions.push`), which opening a pull request from a
     /// pushed branch needs.
     pub async fn can_push(&self) -> Result<bool, ForgeError> {
-        let resp = self.api.get(&self.repo_url()).await?;
-        let repo: serde_json::Value = self.api.parse(&resp.body)?;
-        Ok(repo["permissions"]["push"].as_bool().unwrap_or(false))
+        self.api.can_push(&self.repo_url()).await
     }
 
     /// The number of `pr_url` when it is a pull request of this repository
@@ -228,39 +203,19 @@ impl Gitea {
         etag: Option<&str>,
     ) -> Result<Option<PrSnapshot>, ForgeError> {
         let url = format!("{}/{number}", self.pulls_url());
-        let conditional: Vec<(&'static str, &str)> =
-            etag.map(|e| ("if-none-match", e)).into_iter().collect();
-        let resp = self
-            .api
-            .send(Method::GET, &url, None, &conditional, &mut false)
-            .await?;
-        if resp.status == StatusCode::NOT_MODIFIED {
-            return Ok(None);
-        }
-        let pull: ApiPull = self.api.parse(&resp.body)?;
-        Ok(Some(PrSnapshot {
-            state: pull.pr_state(),
-            etag: resp.header("etag").map(str::to_string),
-        }))
+        self.api.pull_state(&url, etag).await
     }
 
-    /// `POST /repos/{owner}/{repo}/issues/{number}/comments` (a pull request
-    /// is an issue to Gitea's comments API). Retried like every call, so a
-    /// comment whose answer was lost may appear twice; never lost silently.
+    /// `POST /repos/{owner}/{repo}/issues/{number}/comments`.
     pub(super) async fn comment(&self, number: u64, body: &str) -> Result<(), ForgeError> {
         let url = format!("{}/issues/{number}/comments", self.repo_url());
-        self.api
-            .post(&url, &serde_json::json!({ "body": body }))
-            .await?;
-        info!(number, "commented on pull request");
-        Ok(())
+        self.api.comment(&url, body).await
     }
 
     /// Every open pull request, page after page.
     pub(super) async fn list_open_pulls(&self) -> Result<Vec<PullRequest>, ForgeError> {
         let first = format!("{}?state=open&page=1&limit={PAGE_LIMIT}", self.pulls_url());
-        let pulls: Vec<ApiPull> = self.api.pages(&first, next_page).await?;
-        Ok(pulls.into_iter().map(PullRequest::from).collect())
+        self.api.pulls(&first, next_page).await
     }
 
     /// The open pull request from `head` into `base`, if there is one. Gitea
@@ -334,73 +289,17 @@ fn forbidden_message(body: &[u8]) -> String {
     }
 }
 
-/// The parts of Gitea's pull request object selfheal reads.
-#[derive(Deserialize)]
-struct ApiPull {
-    number: u64,
-    html_url: String,
-    state: String,
-    title: String,
-    body: Option<String>,
-    head: ApiRef,
-    base: ApiRef,
-    #[serde(default)]
-    merged: bool,
-    /// Who merged, when Gitea says (null until merged).
-    #[serde(default)]
-    merged_by: Option<ApiUser>,
-}
-
-#[derive(Deserialize)]
-struct ApiUser {
-    login: String,
-}
-
-#[derive(Deserialize)]
-struct ApiRef {
-    #[serde(rename = "ref")]
-    name: String,
-}
-
 #[derive(Deserialize)]
 struct ApiLabel {
     id: u64,
     name: String,
 }
 
-impl ApiPull {
-    /// Merged (Gitea keeps a merged pull request's `state` at `closed`, as
-    /// GitHub does), else closed or open as `state` says.
-    fn pr_state(&self) -> PrState {
-        if self.merged {
-            PrState::Merged {
-                by: self.merged_by.as_ref().map(|u| u.login.clone()),
-            }
-        } else if self.state == "closed" {
-            PrState::Closed
-        } else {
-            PrState::Open
-        }
-    }
-}
-
-impl From<ApiPull> for PullRequest {
-    fn from(p: ApiPull) -> PullRequest {
-        PullRequest {
-            number: p.number,
-            url: p.html_url,
-            head: p.head.name,
-            base: p.base.name,
-            title: p.title,
-            body: p.body.unwrap_or_default(),
-            state: p.state,
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::PrState;
+    use crate::forge::rest::ApiPull;
 
     /// Answers of real Gitea servers, as go-scm recorded them
     /// (tests/fixtures/gitea/README.md).

@@ -4,20 +4,12 @@
 
 use std::time::Duration;
 
+use super::tests::{fast_retries, opened_pr, pr_request, with_options};
 use super::*;
 use selfheal_fakes::gitea::FakeGitea;
 use selfheal_fakes::server::AuthSeen;
 
 const TOKEN: &str = "gitea_faketoken0123456789";
-
-fn fast_retries() -> RetryPolicy {
-    RetryPolicy {
-        max_attempts: 4,
-        max_wait: Duration::from_secs(5),
-        initial_backoff: Duration::from_millis(10),
-        request_timeout: Duration::from_secs(5),
-    }
-}
 
 /// A fake Gitea for `acme/dbt` and a forge pointed at it.
 async fn spawn() -> (FakeGitea, Forge) {
@@ -31,23 +23,6 @@ async fn spawn() -> (FakeGitea, Forge) {
 fn gitea_forge(api_base: &str, token: &str) -> Forge {
     let gitea = Gitea::new(api_base, "acme/dbt", ForgeToken::new(token)).expect("client");
     Forge::Gitea(gitea.with_retry(fast_retries()))
-}
-
-fn pr_request(head: &str) -> PrRequest {
-    PrRequest {
-        head: head.to_string(),
-        base: "main".to_string(),
-        title: "fix(orders): cast id to bigint".to_string(),
-        body: "The hourly_marts run 48213 failed; this fixes it.".to_string(),
-        options: PrOptions::default(),
-    }
-}
-
-fn opened_pr(opened: Opened) -> PullRequest {
-    match opened {
-        Opened::Pr(pr) => pr,
-        other => panic!("expected a pull request, got {other:?}"),
-    }
 }
 
 #[tokio::test]
@@ -104,14 +79,12 @@ async fn a_gitea_draft_is_a_wip_title_with_label_ids_and_reviewers() {
     let dbt = fake.add_label("dbt");
     fake.set_max_page_size(2);
     fake.set_users(&["alice"]);
-    let req = PrRequest {
-        options: PrOptions {
-            draft: true,
-            reviewers: vec!["alice".into()],
-            labels: vec!["selfheal".into(), "missing".into(), "DBT".into()],
-        },
-        ..pr_request("selfheal/x")
-    };
+    let req = with_options(
+        "selfheal/x",
+        true,
+        &["alice"],
+        &["selfheal", "missing", "DBT"],
+    );
 
     // Act
     let pr = opened_pr(forge.open_pr(&req).await.expect("opened"));
@@ -142,13 +115,7 @@ async fn a_gitea_draft_is_a_wip_title_with_label_ids_and_reviewers() {
     assert_eq!(pr.number, 1);
 
     // A reviewer Gitea does not know is logged; the pull request stands.
-    let refused = PrRequest {
-        options: PrOptions {
-            reviewers: vec!["mallory".into()],
-            ..PrOptions::default()
-        },
-        ..pr_request("selfheal/y")
-    };
+    let refused = with_options("selfheal/y", false, &["mallory"], &[]);
     let second = opened_pr(forge.open_pr(&refused).await.expect("opened all the same"));
     assert_eq!(second.number, 2);
     assert!(fake.prs()[1].requested_reviewers.is_empty());

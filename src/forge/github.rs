@@ -18,14 +18,12 @@
 use std::time::Duration;
 
 use hyper::header::HeaderMap;
-use hyper::{Method, StatusCode};
 use serde::Deserialize;
-use tracing::{info, warn};
+use tracing::warn;
 
 use super::rest::{self, error_message, next_linked, Api, Dialect};
 pub use super::rest::{ForgeToken, RetryPolicy};
 use super::{fit_body, ForgeError, PrRequest, PrSnapshot, PullRequest};
-use crate::domain::PrState;
 
 /// The REST API version selfheal was written against.
 const API_VERSION: &str = "2022-11-28";
@@ -115,31 +113,13 @@ impl GitHub {
             "maintainer_can_modify": true,
             "draft": req.options.draft,
         });
-        let mut ambiguous = false;
-        let result = self
+        let head = (req.head.as_str(), req.base.as_str());
+        let pr = self
             .api
-            .send(
-                Method::POST,
-                &self.pulls_url(),
-                Some(&body),
-                &[],
-                &mut ambiguous,
-            )
-            .await;
-        let pr = match result {
-            Ok(resp) => self.api.parse::<ApiPull>(&resp.body)?.into(),
-            // An earlier attempt may have created the pull request before its answer
-            // was lost (a timeout or a 5xx); then the retry meets "already exists",
-            // and the pull request we wanted is the one that exists.
-            Err(ForgeError::Validation(msg)) if ambiguous && msg.contains("already exists") => {
-                match self.find_open_by_head(&req.head, &req.base).await? {
-                    Some(pr) => pr,
-                    None => return Err(ForgeError::Validation(msg)),
-                }
-            }
-            Err(e) => return Err(e),
-        };
-        info!(number = pr.number, url = %pr.url, head = %pr.head, "opened pull request");
+            .create_pull(&self.pulls_url(), &body, || {
+                self.find_open_by_head(head.0, head.1)
+            })
+            .await?;
         self.follow_up(pr.number, req).await;
         Ok(pr)
     }
@@ -165,12 +145,9 @@ impl GitHub {
     }
 
     /// `GET /repos/{owner}/{repo}`: whether the token may push to the
-    /// repository, which opening a pull request from a pushed branch needs
-    /// (`permissions.push`, present for an authenticated caller).
+    /// repository, which opening a pull request from a pushed branch needs.
     pub async fn can_push(&self) -> Result<bool, ForgeError> {
-        let resp = self.api.get(&self.repo_url()).await?;
-        let repo: serde_json::Value = self.api.parse(&resp.body)?;
-        Ok(repo["permissions"]["push"].as_bool().unwrap_or(false))
+        self.api.can_push(&self.repo_url()).await
     }
 
     /// The number of `pr_url` when it is a pull request of this repository
@@ -189,32 +166,13 @@ impl GitHub {
         etag: Option<&str>,
     ) -> Result<Option<PrSnapshot>, ForgeError> {
         let url = format!("{}/{number}", self.pulls_url());
-        let conditional: Vec<(&'static str, &str)> =
-            etag.map(|e| ("if-none-match", e)).into_iter().collect();
-        let resp = self
-            .api
-            .send(Method::GET, &url, None, &conditional, &mut false)
-            .await?;
-        if resp.status == StatusCode::NOT_MODIFIED {
-            return Ok(None);
-        }
-        let pull: ApiPull = self.api.parse(&resp.body)?;
-        Ok(Some(PrSnapshot {
-            state: pull.pr_state(),
-            etag: resp.header("etag").map(str::to_string),
-        }))
+        self.api.pull_state(&url, etag).await
     }
 
-    /// `POST /repos/{owner}/{repo}/issues/{number}/comments` (a pull request is
-    /// an issue to GitHub's comments API). Retried like every call, so a
-    /// comment whose answer was lost may appear twice; never lost silently.
+    /// `POST /repos/{owner}/{repo}/issues/{number}/comments`.
     pub(super) async fn comment(&self, number: u64, body: &str) -> Result<(), ForgeError> {
         let url = format!("{}/issues/{number}/comments", self.repo_url());
-        self.api
-            .post(&url, &serde_json::json!({ "body": body }))
-            .await?;
-        info!(number, "commented on pull request");
-        Ok(())
+        self.api.comment(&url, body).await
     }
 
     /// Every open pull request, following `Link: rel="next"` pages.
@@ -242,73 +200,9 @@ impl GitHub {
     }
 
     async fn list(&self, first: &str) -> Result<Vec<PullRequest>, ForgeError> {
-        let pulls: Vec<ApiPull> = self
-            .api
-            .pages(first, |answer, _, _| next_linked(answer))
-            .await?;
-        Ok(pulls.into_iter().map(PullRequest::from).collect())
-    }
-}
-
-/// The parts of GitHub's pull request object selfheal reads.
-#[derive(Deserialize)]
-struct ApiPull {
-    number: u64,
-    html_url: String,
-    state: String,
-    title: String,
-    body: Option<String>,
-    head: ApiRef,
-    base: ApiRef,
-    /// Only in the single pull request's answer, not in lists.
-    #[serde(default)]
-    merged: Option<bool>,
-    #[serde(default)]
-    merged_at: Option<String>,
-    /// Who merged, when GitHub says (null until merged).
-    #[serde(default)]
-    merged_by: Option<ApiUser>,
-}
-
-#[derive(Deserialize)]
-struct ApiUser {
-    login: String,
-}
-
-impl ApiPull {
-    /// Merged (`merged`, or a `merged_at` in lists, which lack `merged`),
-    /// else closed or open as `state` says. GitHub keeps a merged pull
-    /// request's `state` at `closed`.
-    fn pr_state(&self) -> PrState {
-        if self.merged.unwrap_or(false) || self.merged_at.is_some() {
-            PrState::Merged {
-                by: self.merged_by.as_ref().map(|u| u.login.clone()),
-            }
-        } else if self.state == "closed" {
-            PrState::Closed
-        } else {
-            PrState::Open
-        }
-    }
-}
-
-#[derive(Deserialize)]
-struct ApiRef {
-    #[serde(rename = "ref")]
-    name: String,
-}
-
-impl From<ApiPull> for PullRequest {
-    fn from(p: ApiPull) -> PullRequest {
-        PullRequest {
-            number: p.number,
-            url: p.html_url,
-            head: p.head.name,
-            base: p.base.name,
-            title: p.title,
-            body: p.body.unwrap_or_default(),
-            state: p.state,
-        }
+        self.api
+            .pulls(first, |answer, _, _| next_linked(answer))
+            .await
     }
 }
 
@@ -401,6 +295,8 @@ fn web_origin(api: &url::Url) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::PrState;
+    use crate::forge::rest::ApiPull;
     use hyper::header::HeaderValue;
 
     fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> serde_json::Result<T> {

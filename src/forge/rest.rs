@@ -14,9 +14,10 @@ use hyper::body::Bytes;
 use hyper::header::{HeaderMap, HeaderValue};
 use hyper::{Method, Request, StatusCode};
 use serde::Deserialize;
-use tracing::warn;
+use tracing::{info, warn};
 
-use super::ForgeError;
+use super::{ForgeError, PrSnapshot, PullRequest};
+use crate::domain::PrState;
 use crate::http::{is_loopback, Transport};
 
 /// Bodies larger than this are not read: no legitimate answer is this big.
@@ -334,6 +335,155 @@ impl Api {
             Ok(result) => result,
             Err(_) => Err(ForgeError::Timeout),
         }
+    }
+}
+
+/// The parts of a pull request object selfheal reads: GitHub's and Gitea's
+/// share these names and meanings.
+#[derive(Deserialize)]
+pub(super) struct ApiPull {
+    number: u64,
+    pub html_url: String,
+    state: String,
+    title: String,
+    body: Option<String>,
+    head: ApiRef,
+    base: ApiRef,
+    /// GitHub sends it only in the single pull request's answer, not in lists.
+    #[serde(default)]
+    merged: Option<bool>,
+    #[serde(default)]
+    merged_at: Option<String>,
+    /// Who merged, when the forge says (null until merged).
+    #[serde(default)]
+    merged_by: Option<ApiUser>,
+}
+
+#[derive(Deserialize)]
+struct ApiUser {
+    login: String,
+}
+
+#[derive(Deserialize)]
+struct ApiRef {
+    #[serde(rename = "ref")]
+    name: String,
+}
+
+impl ApiPull {
+    /// Merged (`merged`, or a `merged_at` in GitHub's lists, which lack
+    /// `merged`), else closed or open as `state` says. Both forges keep a
+    /// merged pull request's `state` at `closed`.
+    pub fn pr_state(&self) -> PrState {
+        if self.merged.unwrap_or(false) || self.merged_at.is_some() {
+            PrState::Merged {
+                by: self.merged_by.as_ref().map(|u| u.login.clone()),
+            }
+        } else if self.state == "closed" {
+            PrState::Closed
+        } else {
+            PrState::Open
+        }
+    }
+}
+
+impl From<ApiPull> for PullRequest {
+    fn from(p: ApiPull) -> PullRequest {
+        PullRequest {
+            number: p.number,
+            url: p.html_url,
+            head: p.head.name,
+            base: p.base.name,
+            title: p.title,
+            body: p.body.unwrap_or_default(),
+            state: p.state,
+        }
+    }
+}
+
+/// The ways of a pull request API both forges share, on top of [`Api`]:
+/// the routes differ, what is sent and read does not.
+impl Api {
+    /// `POST url` creating a pull request. An earlier attempt may have
+    /// created it before its answer was lost (a timeout or a 5xx); then the
+    /// retry meets "already exists" (GitHub's 422, Gitea's 409), and the pull
+    /// request wanted is the one `find_existing` finds.
+    pub async fn create_pull<F, Fut>(
+        &self,
+        url: &str,
+        body: &serde_json::Value,
+        find_existing: F,
+    ) -> Result<PullRequest, ForgeError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<Option<PullRequest>, ForgeError>>,
+    {
+        let mut ambiguous = false;
+        let pr = match self
+            .send(Method::POST, url, Some(body), &[], &mut ambiguous)
+            .await
+        {
+            Ok(resp) => self.parse::<ApiPull>(&resp.body)?.into(),
+            Err(ForgeError::Validation(msg)) if ambiguous && msg.contains("already exists") => {
+                match find_existing().await? {
+                    Some(pr) => pr,
+                    None => return Err(ForgeError::Validation(msg)),
+                }
+            }
+            Err(e) => return Err(e),
+        };
+        info!(number = pr.number, url = %pr.url, head = %pr.head, "opened pull request");
+        Ok(pr)
+    }
+
+    /// Every pull request of a list, page after page (see [`Api::pages`]).
+    pub async fn pulls(
+        &self,
+        first: &str,
+        next: impl Fn(&Answer, &str, usize) -> Option<String>,
+    ) -> Result<Vec<PullRequest>, ForgeError> {
+        let pulls: Vec<ApiPull> = self.pages(first, next).await?;
+        Ok(pulls.into_iter().map(PullRequest::from).collect())
+    }
+
+    /// `GET url` of one pull request, with `If-None-Match: etag` when there
+    /// is one: None when the forge answers 304 (unchanged since that ETag).
+    pub async fn pull_state(
+        &self,
+        url: &str,
+        etag: Option<&str>,
+    ) -> Result<Option<PrSnapshot>, ForgeError> {
+        let conditional: Vec<(&'static str, &str)> =
+            etag.map(|e| ("if-none-match", e)).into_iter().collect();
+        let resp = self
+            .send(Method::GET, url, None, &conditional, &mut false)
+            .await?;
+        if resp.status == StatusCode::NOT_MODIFIED {
+            return Ok(None);
+        }
+        let pull: ApiPull = self.parse(&resp.body)?;
+        Ok(Some(PrSnapshot {
+            state: pull.pr_state(),
+            etag: resp.header("etag").map(str::to_string),
+        }))
+    }
+
+    /// `POST url` of an issue's comments (a pull request is an issue to both
+    /// forges' comments APIs). Retried like every call, so a comment whose
+    /// answer was lost may appear twice; never lost silently.
+    pub async fn comment(&self, url: &str, body: &str) -> Result<(), ForgeError> {
+        self.post(url, &serde_json::json!({ "body": body })).await?;
+        info!(%url, "commented on pull request");
+        Ok(())
+    }
+
+    /// `GET repo_url`: whether the token may push to the repository
+    /// (`permissions.push`, present for an authenticated caller), which
+    /// opening a pull request from a pushed branch needs.
+    pub async fn can_push(&self, repo_url: &str) -> Result<bool, ForgeError> {
+        let resp = self.get(repo_url).await?;
+        let repo: serde_json::Value = self.parse(&resp.body)?;
+        Ok(repo["permissions"]["push"].as_bool().unwrap_or(false))
     }
 }
 
