@@ -886,7 +886,6 @@ mod tests {
             "{said}"
         );
         assert_eq!(repo_json["permissions"]["push"], false);
-        let retry_after = fake.requests().len();
-        assert_eq!(retry_after, 3);
+        assert_eq!(fake.requests().len(), 3, "every request recorded");
     }
 }
