@@ -1,108 +1,66 @@
-//! The GitHub (and GitHub Enterprise) REST API client: create a pull request, list
-//! open ones, read one's state (conditionally, with its ETag), comment on one. It
-//! never calls a merge, review or update endpoint: selfheal never merges, approves
-//! or closes.
+//! The GitHub (and GitHub Enterprise) REST API client: create a pull request
+//! (asking for its reviewers and labels), list open ones, read one's state
+//! (conditionally, with its ETag), comment on one. It never calls a merge,
+//! review or update endpoint: selfheal never merges, approves or closes.
 //!
 //! Only pull requests of the configured repository are read or commented on: a
 //! pull request URL is accepted only when it is this repository's web address
 //! (`https://github.com/{owner}/{repo}/pull/{n}`, or the GitHub Enterprise host's),
 //! and the request is always built from the configured owner and name.
 //!
-//! Retries: 5xx answers, transport errors and timeouts are retried with doubling
-//! backoff; rate limits (429, or 403 with `retry-after` or an exhausted
-//! `x-ratelimit-remaining`) are retried after the wait GitHub asks for. Both are
-//! bounded by [`RetryPolicy`]; a rate-limit wait longer than `max_wait` is returned
-//! at once as [`ForgeError::RateLimited`] so the caller can decide, instead of a
-//! session hanging for an hour.
+//! Retries (in [`super::rest`]): 5xx answers, transport errors and timeouts are
+//! retried with doubling backoff; rate limits (429, or 403 with `retry-after` or
+//! an exhausted `x-ratelimit-remaining`) are retried after the wait GitHub asks
+//! for. Both are bounded by [`RetryPolicy`]; a rate-limit wait longer than
+//! `max_wait` is returned at once as [`ForgeError::RateLimited`] so the caller
+//! can decide, instead of a session hanging for an hour.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use anyhow::{bail, Context};
-use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::Bytes;
-use hyper::header::{HeaderMap, HeaderValue};
-use hyper::{Method, Request, StatusCode};
+use hyper::header::HeaderMap;
 use serde::Deserialize;
-use tracing::{info, warn};
+use tracing::warn;
 
-use super::{ForgeError, PrRequest, PrSnapshot, PullRequest};
-use crate::domain::PrState;
-use crate::http::{is_loopback, Transport};
-
-/// Bodies larger than this are not read: no legitimate answer is this big.
-const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
-
-/// How many pages of open pull requests are read at most (100 per page).
-const MAX_PAGES: usize = 50;
+use super::rest::{self, error_message, next_linked, Api, Dialect};
+pub use super::rest::{ForgeToken, RetryPolicy};
+use super::{fit_body, ForgeError, PrRequest, PrSnapshot, PullRequest};
 
 /// The REST API version selfheal was written against.
 const API_VERSION: &str = "2022-11-28";
 
-/// A forge token. `Debug` prints `***`; only this module reads the value.
-#[derive(Clone)]
-pub struct ForgeToken(String);
+/// GitHub refuses pull request bodies and comments longer than this many
+/// characters (a 422).
+pub(super) const MAX_BODY_CHARS: usize = 65_536;
 
-impl ForgeToken {
-    pub fn new(token: impl Into<String>) -> ForgeToken {
-        ForgeToken(token.into())
-    }
-
-    fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for ForgeToken {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("ForgeToken(***)")
-    }
-}
-
-/// How hard to try before giving up.
-#[derive(Debug, Clone)]
-pub struct RetryPolicy {
-    /// Attempts per call, the first included.
-    pub max_attempts: u32,
-    /// The longest single wait, for a rate limit or a backoff; a rate limit asking
-    /// for longer is returned as [`ForgeError::RateLimited`] without waiting.
-    pub max_wait: Duration,
-    /// The first backoff after a 5xx or transport error; it doubles each time.
-    pub initial_backoff: Duration,
-    /// How long one request (connect, send, read the body) may take.
-    pub request_timeout: Duration,
-}
-
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        RetryPolicy {
-            max_attempts: 4,
-            max_wait: Duration::from_secs(60),
-            initial_backoff: Duration::from_millis(500),
-            request_timeout: Duration::from_secs(30),
-        }
-    }
-}
+const GITHUB: Dialect = Dialect {
+    name: "GitHub",
+    auth_scheme: "Bearer",
+    headers: &[
+        ("accept", "application/vnd.github+json"),
+        ("x-github-api-version", API_VERSION),
+    ],
+    rate_limit_wait,
+    validation_statuses: &[422],
+    validation_message,
+    forbidden_message: error_message,
+};
 
 /// A GitHub repository reached through the REST API.
 pub struct GitHub {
-    /// e.g. `https://api.github.com` or `https://ghe.example.com/api/v3`, no trailing slash.
-    api_base: String,
+    api: Api,
     /// Where the repository's web pages are (`https://github.com`, the GitHub
     /// Enterprise host): the origin of the pull request URLs selfheal accepts.
     web_origin: String,
     owner: String,
     repo: String,
-    token: ForgeToken,
-    retry: RetryPolicy,
-    client: Transport,
 }
 
 impl std::fmt::Debug for GitHub {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("GitHub")
-            .field("api_base", &self.api_base)
+            .field("api_base", &self.api.base)
             .field("repo", &format_args!("{}/{}", self.owner, self.repo))
-            .field("token", &self.token)
+            .field("token", self.api.token())
             .finish_non_exhaustive()
     }
 }
@@ -112,35 +70,21 @@ impl GitHub {
     /// only for loopback hosts (tests, local fakes): elsewhere the token would
     /// travel in clear.
     pub fn new(api_base: &str, repo: &str, token: ForgeToken) -> anyhow::Result<GitHub> {
-        let api_base = api_base.trim_end_matches('/').to_string();
-        let parsed = url::Url::parse(&api_base)
-            .with_context(|| format!("parsing forge API URL {api_base}"))?;
-        let (owner, name) = repo
-            .split_once('/')
-            .filter(|(o, r)| valid_name(o) && valid_name(r))
-            .with_context(|| format!("forge repository `{repo}` is not `owner/name`"))?;
-        let client = match parsed.scheme() {
-            "https" => Transport::for_url(&parsed)?,
-            "http" if is_loopback(&parsed) => Transport::for_url(&parsed)?,
-            "http" => bail!(
-                "refusing plain http for forge API {api_base}: the token would travel unencrypted"
-            ),
-            other => bail!("unsupported scheme `{other}` in forge API URL {api_base}"),
-        };
+        let api_base = api_base.trim_end_matches('/');
+        let (owner, repo) = rest::owner_and_name(repo)?;
+        let api = Api::new(api_base, token, &GITHUB)?;
+        let parsed = url::Url::parse(api_base).map_err(anyhow::Error::from)?;
         Ok(GitHub {
             web_origin: web_origin(&parsed),
-            api_base,
-            owner: owner.to_string(),
-            repo: name.to_string(),
-            token,
-            retry: RetryPolicy::default(),
-            client,
+            api,
+            owner,
+            repo,
         })
     }
 
     /// Replaces the default [`RetryPolicy`].
     pub fn with_retry(mut self, retry: RetryPolicy) -> GitHub {
-        self.retry = retry;
+        self.api.set_retry(retry);
         self
     }
 
@@ -149,79 +93,68 @@ impl GitHub {
         format!("{}/{}", self.owner, self.repo)
     }
 
-    fn pulls_url(&self) -> String {
-        format!("{}/repos/{}/{}/pulls", self.api_base, self.owner, self.repo)
+    fn repo_url(&self) -> String {
+        format!("{}/repos/{}/{}", self.api.base, self.owner, self.repo)
     }
 
-    /// `POST /repos/{owner}/{repo}/pulls`. Never followed by a merge: selfheal never merges.
+    fn pulls_url(&self) -> String {
+        format!("{}/pulls", self.repo_url())
+    }
+
+    /// `POST /repos/{owner}/{repo}/pulls` (a draft when asked, the body cut to
+    /// what GitHub accepts), then its reviewers and labels. Never followed by
+    /// a merge: selfheal never merges.
     pub(super) async fn create_pull(&self, req: &PrRequest) -> Result<PullRequest, ForgeError> {
         let body = serde_json::json!({
             "title": req.title,
             "head": req.head,
             "base": req.base,
-            "body": req.body,
+            "body": fit_body(&req.body, MAX_BODY_CHARS),
             "maintainer_can_modify": true,
-            "draft": false,
+            "draft": req.options.draft,
         });
-        let body = serde_json::to_vec(&body)
-            .map_err(|e| ForgeError::Http(format!("encoding request: {e}")))?;
-        let mut ambiguous = false;
-        let result = self
-            .send(
-                Method::POST,
-                &self.pulls_url(),
-                Some(body),
-                &[],
-                &mut ambiguous,
-            )
-            .await;
-        let pr = match result {
-            Ok(resp) => parse_json::<ApiPull>(&resp.body)?.into(),
-            // An earlier attempt may have created the pull request before its answer
-            // was lost (a timeout or a 5xx); then the retry meets "already exists",
-            // and the pull request we wanted is the one that exists.
-            Err(ForgeError::Validation(msg)) if ambiguous && msg.contains("already exists") => {
-                match self.find_open_by_head(&req.head, &req.base).await? {
-                    Some(pr) => pr,
-                    None => return Err(ForgeError::Validation(msg)),
-                }
-            }
-            Err(e) => return Err(e),
-        };
-        info!(number = pr.number, url = %pr.url, head = %pr.head, "opened pull request");
+        let head = (req.head.as_str(), req.base.as_str());
+        let pr = self
+            .api
+            .create_pull(&self.pulls_url(), &body, || {
+                self.find_open_by_head(head.0, head.1)
+            })
+            .await?;
+        self.follow_up(pr.number, req).await;
         Ok(pr)
     }
 
+    /// Asks for the reviewers and adds the labels people configured. The pull
+    /// request is open whatever happens here: a refusal is logged, not returned.
+    async fn follow_up(&self, number: u64, req: &PrRequest) {
+        let options = &req.options;
+        if !options.reviewers.is_empty() {
+            let url = format!("{}/{number}/requested_reviewers", self.pulls_url());
+            let body = serde_json::json!({ "reviewers": options.reviewers });
+            if let Err(e) = self.api.post(&url, &body).await {
+                warn!(number, error = %e, reviewers = ?options.reviewers, "could not request reviewers on the pull request");
+            }
+        }
+        if !options.labels.is_empty() {
+            let url = format!("{}/issues/{number}/labels", self.repo_url());
+            let body = serde_json::json!({ "labels": options.labels });
+            if let Err(e) = self.api.post(&url, &body).await {
+                warn!(number, error = %e, labels = ?options.labels, "could not label the pull request");
+            }
+        }
+    }
+
     /// `GET /repos/{owner}/{repo}`: whether the token may push to the
-    /// repository, which opening a pull request from a pushed branch needs
-    /// (`permissions.push`, present for an authenticated caller).
+    /// repository, which opening a pull request from a pushed branch needs.
     pub async fn can_push(&self) -> Result<bool, ForgeError> {
-        let url = format!("{}/repos/{}/{}", self.api_base, self.owner, self.repo);
-        let resp = self.send(Method::GET, &url, None, &[], &mut false).await?;
-        let repo: serde_json::Value = parse_json(&resp.body)?;
-        Ok(repo["permissions"]["push"].as_bool().unwrap_or(false))
+        self.api.can_push(&self.repo_url()).await
     }
 
     /// The number of `pr_url` when it is a pull request of this repository
     /// (`{web origin}/{owner}/{repo}/pull/{n}`, owner and name in any case);
     /// None for anything else, which selfheal never asks about.
     pub(super) fn pr_number(&self, pr_url: &str) -> Option<u64> {
-        let url = url::Url::parse(pr_url.trim()).ok()?;
-        if origin(&url) != self.web_origin || url.query().is_some() || url.fragment().is_some() {
-            return None;
-        }
-        let path = url.path().trim_end_matches('/');
-        let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-        match segments.as_slice() {
-            [owner, repo, "pull", number]
-                if owner.eq_ignore_ascii_case(&self.owner)
-                    && repo.eq_ignore_ascii_case(&self.repo)
-                    && number.bytes().all(|b| b.is_ascii_digit()) =>
-            {
-                number.parse().ok().filter(|n| *n > 0)
-            }
-            _ => None,
-        }
+        rest::pr_number_in(pr_url, &self.web_origin, &self.owner, &self.repo, "pull")
     }
 
     /// `GET /repos/{owner}/{repo}/pulls/{number}`, with `If-None-Match: etag`
@@ -233,40 +166,13 @@ impl GitHub {
         etag: Option<&str>,
     ) -> Result<Option<PrSnapshot>, ForgeError> {
         let url = format!("{}/{number}", self.pulls_url());
-        let conditional: Vec<(&'static str, &str)> =
-            etag.map(|e| ("if-none-match", e)).into_iter().collect();
-        let resp = self
-            .send(Method::GET, &url, None, &conditional, &mut false)
-            .await?;
-        if resp.status == StatusCode::NOT_MODIFIED {
-            return Ok(None);
-        }
-        let pull: ApiPull = parse_json(&resp.body)?;
-        let etag = resp
-            .headers
-            .get("etag")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
-        Ok(Some(PrSnapshot {
-            state: pull.pr_state(),
-            etag,
-        }))
+        self.api.pull_state(&url, etag).await
     }
 
-    /// `POST /repos/{owner}/{repo}/issues/{number}/comments` (a pull request is
-    /// an issue to GitHub's comments API). Retried like every call, so a
-    /// comment whose answer was lost may appear twice; never lost silently.
+    /// `POST /repos/{owner}/{repo}/issues/{number}/comments`.
     pub(super) async fn comment(&self, number: u64, body: &str) -> Result<(), ForgeError> {
-        let url = format!(
-            "{}/repos/{}/{}/issues/{number}/comments",
-            self.api_base, self.owner, self.repo
-        );
-        let body = serde_json::to_vec(&serde_json::json!({ "body": body }))
-            .map_err(|e| ForgeError::Http(format!("encoding request: {e}")))?;
-        self.send(Method::POST, &url, Some(body), &[], &mut false)
-            .await?;
-        info!(number, "commented on pull request");
-        Ok(())
+        let url = format!("{}/issues/{number}/comments", self.repo_url());
+        self.api.comment(&url, body).await
     }
 
     /// Every open pull request, following `Link: rel="next"` pages.
@@ -294,236 +200,16 @@ impl GitHub {
     }
 
     async fn list(&self, first: &str) -> Result<Vec<PullRequest>, ForgeError> {
-        let mut prs = Vec::new();
-        let mut next = Some(first.to_string());
-        for _ in 0..MAX_PAGES {
-            let Some(url) = next.take() else { break };
-            let resp = self.send(Method::GET, &url, None, &[], &mut false).await?;
-            let page: Vec<ApiPull> = parse_json(&resp.body)?;
-            prs.extend(page.into_iter().map(PullRequest::from));
-            next = resp
-                .headers
-                .get("link")
-                .and_then(|v| v.to_str().ok())
-                .and_then(next_link)
-                // The token goes only where the API is: never follow a link elsewhere.
-                .filter(|next| same_origin(next, &self.api_base));
-        }
-        Ok(prs)
-    }
-
-    /// Sends one request, with `headers` besides the usual ones, with retries.
-    /// A 304 is an answer (to a conditional request), not an error. `ambiguous`
-    /// is set when an attempt may have reached GitHub without us seeing the
-    /// answer (a 5xx, a timeout, a lost connection).
-    async fn send(
-        &self,
-        method: Method,
-        url: &str,
-        body: Option<Vec<u8>>,
-        headers: &[(&'static str, &str)],
-        ambiguous: &mut bool,
-    ) -> Result<Answer, ForgeError> {
-        let mut backoff = self.retry.initial_backoff;
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let last = attempt >= self.retry.max_attempts.max(1);
-            let error = match self
-                .send_once(method.clone(), url, body.clone(), headers)
-                .await
-            {
-                Ok(answer)
-                    if answer.status.is_success() || answer.status == StatusCode::NOT_MODIFIED =>
-                {
-                    return Ok(answer)
-                }
-                Ok(answer) => {
-                    let now = SystemTime::now()
-                        .duration_since(UNIX_EPOCH)
-                        .map(|d| d.as_secs())
-                        .unwrap_or(0);
-                    if let Some(wait) =
-                        rate_limit_wait(answer.status.as_u16(), &answer.headers, &answer.body, now)
-                    {
-                        if last || wait > self.retry.max_wait {
-                            return Err(ForgeError::RateLimited { retry_after: wait });
-                        }
-                        warn!(%url, status = answer.status.as_u16(), wait_ms = wait.as_millis() as u64, "rate limited by GitHub; waiting");
-                        tokio::time::sleep(wait).await;
-                        continue;
-                    }
-                    match answer.status.as_u16() {
-                        401 => return Err(ForgeError::Unauthorized),
-                        403 => return Err(ForgeError::Forbidden(error_message(&answer.body))),
-                        404 => return Err(ForgeError::NotFound),
-                        422 => {
-                            return Err(ForgeError::Validation(validation_message(&answer.body)))
-                        }
-                        s if s >= 500 => ForgeError::Http(format!(
-                            "{}: {}",
-                            answer.status,
-                            error_message(&answer.body)
-                        )),
-                        _ => {
-                            return Err(ForgeError::Http(format!(
-                                "{}: {}",
-                                answer.status,
-                                error_message(&answer.body)
-                            )))
-                        }
-                    }
-                }
-                Err(e) => e,
-            };
-            // Only 5xx, transport errors and timeouts get here: worth another try.
-            *ambiguous = true;
-            if last {
-                return Err(error);
-            }
-            warn!(%url, attempt, error = %error, "GitHub request failed; retrying");
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(self.retry.max_wait);
-        }
-    }
-
-    async fn send_once(
-        &self,
-        method: Method,
-        url: &str,
-        body: Option<Vec<u8>>,
-        headers: &[(&'static str, &str)],
-    ) -> Result<Answer, ForgeError> {
-        let mut builder = Request::builder()
-            .method(method)
-            .uri(url)
-            .header("accept", "application/vnd.github+json")
-            .header("x-github-api-version", API_VERSION)
-            .header("user-agent", "selfheal");
-        let mut auth = HeaderValue::from_str(&format!("Bearer {}", self.token.expose()))
-            .map_err(|_| ForgeError::Http("the forge token is not a valid header value".into()))?;
-        auth.set_sensitive(true);
-        builder = builder.header("authorization", auth);
-        if body.is_some() {
-            builder = builder.header("content-type", "application/json");
-        }
-        for (name, value) in headers {
-            let value = HeaderValue::from_str(value)
-                .map_err(|_| ForgeError::Http(format!("`{name}` is not a valid header value")))?;
-            builder = builder.header(*name, value);
-        }
-        let request = builder
-            .body(Full::new(Bytes::from(body.unwrap_or_default())))
-            .map_err(|e| ForgeError::Http(format!("building request: {e}")))?;
-
-        let exchange = async {
-            let response = send(&self.client, request).await?;
-            let (parts, body) = response.into_parts();
-            let body = Limited::new(body, MAX_BODY_BYTES)
-                .collect()
-                .await
-                .map_err(|e| ForgeError::Http(format!("reading response: {e}")))?
-                .to_bytes();
-            Ok(Answer {
-                status: parts.status,
-                headers: parts.headers,
-                body: body.to_vec(),
-            })
-        };
-        match tokio::time::timeout(self.retry.request_timeout, exchange).await {
-            Ok(result) => result,
-            Err(_) => Err(ForgeError::Timeout),
-        }
+        self.api
+            .pulls(first, |answer, _, _| next_linked(answer))
+            .await
     }
 }
 
-/// Sends a request; hyper-util's errors name the host, never headers, so
-/// they carry no token.
-async fn send(
-    transport: &Transport,
-    req: Request<Full<Bytes>>,
-) -> Result<hyper::Response<hyper::body::Incoming>, ForgeError> {
-    transport.request(req).await.map_err(|e| {
-        ForgeError::Http(format!(
-            "sending request: {}",
-            crate::http::unreachable_reason(&e)
-        ))
-    })
-}
-
-struct Answer {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: Vec<u8>,
-}
-
-/// The parts of GitHub's pull request object selfheal reads.
-#[derive(Deserialize)]
-struct ApiPull {
-    number: u64,
-    html_url: String,
-    state: String,
-    title: String,
-    body: Option<String>,
-    head: ApiRef,
-    base: ApiRef,
-    /// Only in the single pull request's answer, not in lists.
-    #[serde(default)]
-    merged: Option<bool>,
-    #[serde(default)]
-    merged_at: Option<String>,
-    /// Who merged, when GitHub says (null until merged).
-    #[serde(default)]
-    merged_by: Option<ApiUser>,
-}
-
-#[derive(Deserialize)]
-struct ApiUser {
-    login: String,
-}
-
-impl ApiPull {
-    /// Merged (`merged`, or a `merged_at` in lists, which lack `merged`),
-    /// else closed or open as `state` says. GitHub keeps a merged pull
-    /// request's `state` at `closed`.
-    fn pr_state(&self) -> PrState {
-        if self.merged.unwrap_or(false) || self.merged_at.is_some() {
-            PrState::Merged {
-                by: self.merged_by.as_ref().map(|u| u.login.clone()),
-            }
-        } else if self.state == "closed" {
-            PrState::Closed
-        } else {
-            PrState::Open
-        }
-    }
-}
-
-#[derive(Deserialize)]
-struct ApiRef {
-    #[serde(rename = "ref")]
-    name: String,
-}
-
-impl From<ApiPull> for PullRequest {
-    fn from(p: ApiPull) -> PullRequest {
-        PullRequest {
-            number: p.number,
-            url: p.html_url,
-            head: p.head.name,
-            base: p.base.name,
-            title: p.title,
-            body: p.body.unwrap_or_default(),
-            state: p.state,
-        }
-    }
-}
-
-/// GitHub's error body: `{"message": ..., "errors": [...], "documentation_url": ...}`.
+/// GitHub's error body: `{"message": ..., "errors": [...], "documentation_url": ...}`
+/// (the message is read by [`error_message`]).
 #[derive(Deserialize, Default)]
 struct ApiError {
-    #[serde(default)]
-    message: String,
     #[serde(default)]
     errors: Vec<ApiErrorDetail>,
 }
@@ -534,20 +220,6 @@ struct ApiErrorDetail {
     resource: Option<String>,
     field: Option<String>,
     code: Option<String>,
-}
-
-fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ForgeError> {
-    serde_json::from_slice(body)
-        .map_err(|e| ForgeError::Http(format!("unexpected response from GitHub: {e}")))
-}
-
-fn error_message(body: &[u8]) -> String {
-    let err: ApiError = serde_json::from_slice(body).unwrap_or_default();
-    if err.message.is_empty() {
-        String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned()
-    } else {
-        err.message
-    }
 }
 
 /// The useful part of a 422: the `errors` array's messages (e.g. "A pull request
@@ -612,52 +284,24 @@ fn rate_limit_wait(
     None
 }
 
-/// The `rel="next"` target of a `Link` header.
-fn next_link(header: &str) -> Option<String> {
-    header.split(',').find_map(|part| {
-        let (target, params) = part.split_once(';')?;
-        let is_next = params.split(';').any(|p| {
-            let p = p.trim();
-            p == "rel=\"next\"" || p == "rel=next"
-        });
-        let target = target.trim().strip_prefix('<')?.strip_suffix('>')?;
-        is_next.then(|| target.to_string())
-    })
-}
-
 /// Where the web pages of the forge whose API is at `api` are: GitHub's API host
 /// `api.github.com` (or a GitHub Enterprise Cloud `api.` host) loses its `api.`;
 /// GitHub Enterprise Server serves both from one host, under `/api/v3` for the
 /// API, and so does the local fake.
 fn web_origin(api: &url::Url) -> String {
-    origin(api).replacen("://api.", "://", 1)
-}
-
-/// `scheme://host[:port]` of `url`, the port only when it is not the scheme's default.
-fn origin(url: &url::Url) -> String {
-    let host = url.host_str().unwrap_or_default();
-    match url.port() {
-        Some(port) => format!("{}://{host}:{port}", url.scheme()),
-        None => format!("{}://{host}", url.scheme()),
-    }
-}
-
-fn same_origin(a: &str, b: &str) -> bool {
-    match (url::Url::parse(a), url::Url::parse(b)) {
-        (Ok(a), Ok(b)) => a.origin() == b.origin(),
-        _ => false,
-    }
-}
-
-fn valid_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    rest::origin(api).replacen("://api.", "://", 1)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::PrState;
+    use crate::forge::rest::ApiPull;
+    use hyper::header::HeaderValue;
+
+    fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> serde_json::Result<T> {
+        serde_json::from_slice(body)
+    }
 
     #[test]
     fn rate_limit_waits_follow_githubs_rules() {
@@ -715,28 +359,6 @@ mod tests {
         );
         check(500, &[("retry-after", "1")], "", None);
         check(422, &[], "", None);
-    }
-
-    #[test]
-    fn next_links_are_read_from_link_headers() {
-        let cases = [
-            (
-                r#"<https://api.github.com/r?page=2>; rel="next", <https://api.github.com/r?page=5>; rel="last""#,
-                Some("https://api.github.com/r?page=2"),
-            ),
-            (
-                r#"<https://api.github.com/r?page=1>; rel="prev", <https://api.github.com/r?page=3>; rel="next""#,
-                Some("https://api.github.com/r?page=3"),
-            ),
-            (
-                r#"<https://api.github.com/r?page=1>; rel="first", <https://api.github.com/r?page=1>; rel="prev""#,
-                None,
-            ),
-            ("", None),
-        ];
-        for (header, want) in cases {
-            assert_eq!(next_link(header).as_deref(), want, "{header}");
-        }
     }
 
     #[test]
@@ -848,6 +470,8 @@ mod tests {
         ];
         for (file, text) in [
             ("github.rs", include_str!("github.rs")),
+            ("gitea.rs", include_str!("gitea.rs")),
+            ("rest.rs", include_str!("rest.rs")),
             ("mod.rs", include_str!("mod.rs")),
         ] {
             let code = text.split("#[cfg(test)]").next().unwrap_or(text);

@@ -13,20 +13,25 @@
 //! ([`Forge::owns_pr`]). It does no git either: pushing the branch is
 //! [`crate::workspace`]'s job.
 //!
-//! Two kinds of forge:
+//! The kinds of forge:
 //! - [`Forge::GitHub`]: the GitHub or GitHub Enterprise REST API;
+//! - [`Forge::Gitea`]: a Gitea or Forgejo server's API v1;
 //! - [`Forge::Plain`]: a git remote with no API, where "opening a pull request"
 //!   means handing the user a compare link, if the web address is known.
 
 mod choose;
+mod gitea;
 mod github;
 pub mod remote;
+mod rest;
 
 use std::time::Duration;
 
 pub use crate::domain::{PrOptions, PrState};
 use crate::redact::Redactor;
-pub use github::{ForgeToken, GitHub, RetryPolicy};
+pub use gitea::Gitea;
+pub use github::GitHub;
+pub use rest::{ForgeToken, RetryPolicy};
 
 /// Branches selfheal creates start with this; it lists only pull requests from them.
 pub const SELFHEAL_BRANCH_PREFIX: &str = "selfheal/";
@@ -41,14 +46,14 @@ pub enum ForgeError {
     #[error("the forge rejected the token")]
     Unauthorized,
     /// The token is valid but may not do this (HTTP 403 that is not a rate limit),
-    /// e.g. it lacks `pull_requests: write`.
+    /// e.g. it lacks `pull_requests: write` (GitHub) or `write:repository` (Gitea).
     #[error("the token may not do this: {0}")]
     Forbidden(String),
     /// The repository or pull request does not exist or the token cannot see it.
     #[error("not found on the forge (check the repository name and the token's access)")]
     NotFound,
-    /// The forge refused the request as invalid (HTTP 422), e.g. a pull request
-    /// for this branch already exists. Carries the forge's own message.
+    /// The forge refused the request as invalid (HTTP 422, or Gitea's 409), e.g.
+    /// a pull request for this branch already exists. Carries the forge's own message.
     #[error("the forge refused the request: {0}")]
     Validation(String),
     /// Any other failure: transport errors, unexpected statuses, unreadable bodies.
@@ -63,8 +68,13 @@ pub enum ForgeError {
     NotOurs(String),
 }
 
-/// GitHub refuses comments longer than this many characters (a 422).
-const MAX_COMMENT_CHARS: usize = 65_536;
+/// GitHub refuses comments longer than this many characters (a 422); Gitea
+/// documents no limit, and gets the same cut.
+const MAX_COMMENT_CHARS: usize = github::MAX_BODY_CHARS;
+
+/// The line of a pull request body that later sessions find it by
+/// (`slack::render::pr_body` writes it): never cut from a body.
+const SIGNATURE_MARKER: &str = "<!-- selfheal-signature:";
 
 /// A pull request selfheal wants opened.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -131,6 +141,8 @@ pub enum Forge {
     /// GitHub or GitHub Enterprise REST API (`https://api.github.com` or
     /// `https://ghe.example.com/api/v3`).
     GitHub(GitHub),
+    /// A Gitea or Forgejo server's API v1 (`https://gitea.example.com/api/v1`).
+    Gitea(Gitea),
     /// A plain git remote with no API: nothing to call. The "pull request" is a
     /// compare URL when `web_base` (e.g. `https://github.com/owner/name`) is known.
     Plain { web_base: Option<String> },
@@ -141,6 +153,7 @@ impl Forge {
     pub async fn open_pr(&self, req: &PrRequest) -> Result<Opened, ForgeError> {
         match self {
             Forge::GitHub(github) => github.create_pull(req).await.map(Opened::Pr),
+            Forge::Gitea(gitea) => gitea.create_pull(req).await.map(Opened::Pr),
             Forge::Plain { web_base } => Ok(Opened::Compare(
                 web_base
                     .as_deref()
@@ -162,8 +175,12 @@ impl Forge {
         pr_url: &str,
         etag: Option<&str>,
     ) -> Result<Option<PrSnapshot>, ForgeError> {
-        let (github, number) = self.own_pr(pr_url)?;
-        github.pull_state(number, etag).await
+        let number = self.own_pr(pr_url)?;
+        match self {
+            Forge::GitHub(github) => github.pull_state(number, etag).await,
+            Forge::Gitea(gitea) => gitea.pull_state(number, etag).await,
+            Forge::Plain { .. } => Err(ForgeError::NotOurs(pr_url.to_string())),
+        }
     }
 
     /// Comments `body` on the pull request at `pr_url`, one selfheal opened.
@@ -175,16 +192,20 @@ impl Forge {
         body: &str,
         redactor: &Redactor,
     ) -> Result<(), ForgeError> {
-        let (github, number) = self.own_pr(pr_url)?;
-        github
-            .comment(number, &fit_comment(&redactor.redact(body)))
-            .await
+        let number = self.own_pr(pr_url)?;
+        let body = fit_comment(&redactor.redact(body));
+        match self {
+            Forge::GitHub(github) => github.comment(number, &body).await,
+            Forge::Gitea(gitea) => gitea.comment(number, &body).await,
+            Forge::Plain { .. } => Err(ForgeError::NotOurs(pr_url.to_string())),
+        }
     }
 
-    /// The API and the number of `pr_url`, when it is one of ours.
-    fn own_pr(&self, pr_url: &str) -> Result<(&GitHub, u64), ForgeError> {
+    /// The number of `pr_url`, when it is one of ours.
+    fn own_pr(&self, pr_url: &str) -> Result<u64, ForgeError> {
         match self {
-            Forge::GitHub(github) => github.pr_number(pr_url).map(|n| (github, n)),
+            Forge::GitHub(github) => github.pr_number(pr_url),
+            Forge::Gitea(gitea) => gitea.pr_number(pr_url),
             Forge::Plain { .. } => None,
         }
         .ok_or_else(|| ForgeError::NotOurs(pr_url.to_string()))
@@ -193,16 +214,69 @@ impl Forge {
     /// The open pull requests whose head branch starts with [`SELFHEAL_BRANCH_PREFIX`].
     /// A plain remote has none that we could know of.
     pub async fn open_selfheal_prs(&self) -> Result<Vec<PullRequest>, ForgeError> {
-        match self {
-            Forge::GitHub(github) => Ok(github
-                .list_open_pulls()
-                .await?
-                .into_iter()
-                .filter(|pr| pr.head.starts_with(SELFHEAL_BRANCH_PREFIX))
-                .collect()),
-            Forge::Plain { .. } => Ok(Vec::new()),
-        }
+        let open = match self {
+            Forge::GitHub(github) => github.list_open_pulls().await?,
+            Forge::Gitea(gitea) => gitea.list_open_pulls().await?,
+            Forge::Plain { .. } => Vec::new(),
+        };
+        Ok(open
+            .into_iter()
+            .filter(|pr| pr.head.starts_with(SELFHEAL_BRANCH_PREFIX))
+            .collect())
     }
+
+    /// Whether this forge has an API that can say where a pull request stands
+    /// (a plain remote has none): what watching pull requests needs.
+    pub fn has_api(&self) -> bool {
+        !matches!(self, Forge::Plain { .. })
+    }
+}
+
+/// `body` cut to at most `limit` characters, for a forge that refuses longer
+/// bodies. The diff goes first (the fenced `diff` block: the forge shows the
+/// change anyway), then, if that is not enough, the end of the text before
+/// the signature. The `<!-- selfheal-signature: … -->` line and what follows
+/// it are always kept: later sessions find the pull request by it.
+pub fn fit_body(body: &str, limit: usize) -> String {
+    const DIFF_CUT: &str = "\n… (diff cut: too long for the pull request; see its files)";
+    const TEXT_CUT: &str = "\n\n… (cut: too long for a pull request)\n\n";
+    if chars(body) <= limit {
+        return body.to_string();
+    }
+    let split = body.find(SIGNATURE_MARKER).map_or(body.len(), |at| {
+        body[..at].rfind('\n').map_or(0, |nl| nl + 1)
+    });
+    let (text, signature) = body.split_at(split);
+    let Some(budget) = limit.checked_sub(chars(signature)) else {
+        return take_chars(signature, limit).to_string();
+    };
+    let mut text = text.to_string();
+    // The diff: from after its opening fence to its closing one.
+    if let Some(start) = text.find("```diff\n").map(|at| at + "```diff\n".len()) {
+        let end = text[start..]
+            .find("\n```")
+            .map_or(text.len(), |at| start + at);
+        let diff = &text[start..end];
+        let over = chars(&text).saturating_sub(budget);
+        let keep = chars(diff).saturating_sub(over + chars(DIFF_CUT));
+        let cut = format!("{}{DIFF_CUT}", take_chars(diff, keep));
+        text.replace_range(start..end, &cut);
+    }
+    if chars(&text) > budget {
+        let keep = budget.saturating_sub(chars(TEXT_CUT));
+        text = format!("{}{TEXT_CUT}", take_chars(&text, keep));
+        text = take_chars(&text, budget).to_string();
+    }
+    text + signature
+}
+
+fn chars(s: &str) -> usize {
+    s.chars().count()
+}
+
+/// The first `n` characters of `s`.
+fn take_chars(s: &str, n: usize) -> &str {
+    s.char_indices().nth(n).map_or(s, |(at, _)| &s[..at])
 }
 
 /// `body` cut to [`MAX_COMMENT_CHARS`], saying so at the end when it was.
@@ -259,5 +333,7 @@ pub fn parse_github_remote(url: &str) -> Option<(String, String)> {
     (valid(owner) && valid(repo)).then(|| (owner.to_string(), repo.to_string()))
 }
 
+#[cfg(test)]
+mod gitea_tests;
 #[cfg(test)]
 mod tests;

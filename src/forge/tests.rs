@@ -10,7 +10,7 @@ use selfheal_fakes::server::AuthSeen;
 
 const TOKEN: &str = "ghs_faketoken0123456789";
 
-fn fast_retries() -> RetryPolicy {
+pub(super) fn fast_retries() -> RetryPolicy {
     RetryPolicy {
         max_attempts: 4,
         max_wait: Duration::from_secs(5),
@@ -33,7 +33,7 @@ fn github_forge(api_base: &str, token: &str) -> Forge {
     Forge::GitHub(github.with_retry(fast_retries()))
 }
 
-fn pr_request(head: &str) -> PrRequest {
+pub(super) fn pr_request(head: &str) -> PrRequest {
     PrRequest {
         head: head.to_string(),
         base: "main".to_string(),
@@ -43,7 +43,7 @@ fn pr_request(head: &str) -> PrRequest {
     }
 }
 
-fn opened_pr(opened: Opened) -> PullRequest {
+pub(super) fn opened_pr(opened: Opened) -> PullRequest {
     match opened {
         Opened::Pr(pr) => pr,
         other => panic!("expected a pull request, got {other:?}"),
@@ -758,4 +758,164 @@ fn compare_urls_escape_characters_that_would_break_the_link() {
     for (web, base, head, want) in cases {
         assert_eq!(compare_url(web, base, head), want);
     }
+}
+
+pub(super) fn with_options(
+    head: &str,
+    draft: bool,
+    reviewers: &[&str],
+    labels: &[&str],
+) -> PrRequest {
+    PrRequest {
+        options: PrOptions {
+            draft,
+            reviewers: reviewers.iter().map(|r| r.to_string()).collect(),
+            labels: labels.iter().map(|l| l.to_string()).collect(),
+        },
+        ..pr_request(head)
+    }
+}
+
+#[tokio::test]
+async fn a_github_pr_is_opened_as_a_draft_with_its_reviewers_and_labels() {
+    // Arrange
+    let (fake, forge) = spawn().await;
+    let req = with_options("selfheal/x", true, &["alice", "bob"], &["selfheal", "dbt"]);
+
+    // Act
+    let pr = opened_pr(forge.open_pr(&req).await.expect("opened"));
+
+    // Assert
+    let held = &fake.prs()[0];
+    assert!(held.draft);
+    assert_eq!(held.requested_reviewers, ["alice", "bob"]);
+    assert_eq!(held.labels, ["selfheal", "dbt"]);
+    let asked: Vec<_> = fake
+        .requests()
+        .into_iter()
+        .map(|r| (r.method.clone(), r.path.clone(), r.json()))
+        .collect();
+    assert_eq!(asked.len(), 3, "{asked:?}");
+    assert_eq!(
+        asked[0].2.as_ref().map(|b| b["draft"].clone()),
+        Some(serde_json::json!(true))
+    );
+    assert_eq!(
+        (asked[1].1.as_str(), asked[1].2.clone()),
+        (
+            format!("/repos/acme/dbt/pulls/{}/requested_reviewers", pr.number).as_str(),
+            Some(serde_json::json!({ "reviewers": ["alice", "bob"] }))
+        )
+    );
+    assert_eq!(
+        (asked[2].1.as_str(), asked[2].2.clone()),
+        (
+            format!("/repos/acme/dbt/issues/{}/labels", pr.number).as_str(),
+            Some(serde_json::json!({ "labels": ["selfheal", "dbt"] }))
+        )
+    );
+    assert_eq!(fake.merge_calls(), 0);
+}
+
+#[tokio::test]
+async fn refused_github_reviewers_or_labels_never_fail_the_opened_pr() {
+    let (fake, forge) = spawn().await;
+    fake.set_collaborators(&["alice"]);
+
+    let refused = forge
+        .open_pr(&with_options("selfheal/x", false, &["mallory"], &["dbt"]))
+        .await;
+
+    let pr = opened_pr(refused.expect("opened all the same"));
+    assert_eq!(pr.number, 1);
+    let held = &fake.prs()[0];
+    assert!(!held.draft);
+    assert!(held.requested_reviewers.is_empty());
+    assert_eq!(
+        held.labels,
+        ["dbt"],
+        "the labels after a refused review request"
+    );
+
+    assert_eq!(fake.merge_calls(), 0);
+}
+
+#[tokio::test]
+async fn an_overlong_github_body_is_cut_in_its_diff_keeping_the_signature() {
+    let (fake, forge) = spawn().await;
+    let req = PrRequest {
+        body: long_body(100_000),
+        ..pr_request("selfheal/x")
+    };
+
+    forge.open_pr(&req).await.expect("opened, not refused");
+
+    let body = &fake.prs()[0].body;
+    assert!(body.chars().count() <= 65_536, "{}", body.chars().count());
+    assert!(body.starts_with("## Root cause\n"));
+    assert!(body.contains("diff cut"));
+    assert!(body.ends_with(SIGNED), "{}", &body[body.len() - 200..]);
+    assert_eq!(fake.merge_calls(), 0);
+}
+
+/// The end of every selfheal pull request body (`slack::render::pr_body`).
+const SIGNED: &str = "<!-- selfheal-signature: 0123456789abcdef -->\n";
+
+/// A body shaped like `slack::render::pr_body`'s with a diff of `diff_chars`.
+fn long_body(diff_chars: usize) -> String {
+    let diff = "+select 1 -- é\n".repeat(diff_chars / 15 + 1);
+    format!(
+        "## Root cause\norders\n\n## Change\n<details><summary>Diff</summary>\n\n```diff\n{diff}\n```\n</details>\n\n## Verification\npassed\n\n{SIGNED}"
+    )
+}
+
+#[test]
+fn fit_body_cuts_the_diff_first_and_always_keeps_the_signature() {
+    // (what, body, limit, what the result must contain besides the signature)
+    let short = long_body(10);
+    let no_diff = format!("{}\n\n{SIGNED}", "word ".repeat(1000));
+    let cases: [(&str, String, usize, &[&str]); 5] = [
+        ("fits", short.clone(), 10_000, &["```diff\n+select 1"]),
+        (
+            "diff cut",
+            long_body(100_000),
+            65_536,
+            &["diff cut", "## Verification"],
+        ),
+        (
+            "diff gone, text cut",
+            long_body(5_000),
+            120,
+            &["cut: too long"],
+        ),
+        (
+            "no diff: text cut",
+            no_diff,
+            500,
+            &["word word", "cut: too long"],
+        ),
+        ("unsigned", "x".repeat(100), 50, &["cut: too long"]),
+    ];
+    for (what, body, limit, wants) in cases {
+        let fitted = fit_body(&body, limit);
+        assert!(
+            fitted.chars().count() <= limit,
+            "{what}: {}",
+            fitted.chars().count()
+        );
+        if body.contains(SIGNED) {
+            assert!(fitted.ends_with(SIGNED), "{what}: {fitted}");
+        }
+        for want in wants {
+            assert!(fitted.contains(want), "{what}: no `{want}` in {fitted}");
+        }
+        if body.chars().count() <= limit {
+            assert_eq!(fitted, body, "{what}");
+        }
+    }
+    assert_eq!(
+        fit_body(SIGNED, 10).chars().count(),
+        10,
+        "a limit below the signature"
+    );
 }

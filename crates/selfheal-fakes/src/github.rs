@@ -27,6 +27,11 @@
 //! - `POST /repos/{o}/{r}/issues/{n}/comments` on a pull request: 201 with the
 //!   comment, 404 for no such pull request, 422 for an empty or too long body,
 //!   403 for a read-only token;
+//! - `POST /repos/{o}/{r}/pulls/{n}/requested_reviewers`: 201 with the pull
+//!   request, 422 for a login that is not a collaborator (after
+//!   [`FakeGitHub::set_collaborators`]) or is the author;
+//! - `POST /repos/{o}/{r}/issues/{n}/labels`: 200 with the pull request's
+//!   labels (a label GitHub does not know is created, as GitHub does);
 //! - `GET /repos/{o}/{r}`: the repository, with the token's `permissions`
 //!   (`push` is false after [`FakeGitHub::set_can_push`]`(false)`, as for a
 //!   read-only token).
@@ -76,6 +81,10 @@ pub struct FakePr {
     pub closed_at: Option<String>,
     /// The login of who merged it; None while it is not merged.
     pub merged_by: Option<String>,
+    /// Logins asked to review it, in the order asked.
+    pub requested_reviewers: Vec<String>,
+    /// Its labels' names, in the order added.
+    pub labels: Vec<String>,
 }
 
 /// A comment on a pull request, as the fake received it.
@@ -112,6 +121,8 @@ struct Inner {
     git_dir: Option<PathBuf>,
     /// Whether the token may push (and so open pull requests).
     can_push: bool,
+    /// Who may be asked to review; None: anyone.
+    collaborators: Option<Vec<String>>,
 }
 
 #[derive(Clone, Copy)]
@@ -143,6 +154,7 @@ impl FakeGitHub {
             merge_calls: 0,
             can_push: true,
             git_dir: None,
+            collaborators: None,
         };
         let fake = HttpFake::start("fake GitHub", inner, handle).await?;
         Ok(FakeGitHub { fake })
@@ -248,6 +260,11 @@ impl FakeGitHub {
         self.lock().can_push = can_push;
     }
 
+    /// Only these logins may be asked to review; any other gets GitHub's 422.
+    pub fn set_collaborators(&self, logins: &[&str]) {
+        self.lock().collaborators = Some(logins.iter().map(|l| l.to_string()).collect());
+    }
+
     /// Stops the server and waits for it.
     pub async fn shutdown(self) {
         self.fake.shutdown().await;
@@ -286,6 +303,8 @@ impl Inner {
             updated_at: now,
             closed_at: None,
             merged_by: None,
+            requested_reviewers: Vec::new(),
+            labels: Vec::new(),
         });
         self.prs.last().expect("just pushed")
     }
@@ -328,6 +347,8 @@ impl Inner {
             "merged": pr.merged_by.is_some(),
             "merged_by": merged_by,
             "maintainer_can_modify": pr.maintainer_can_modify,
+            "requested_reviewers": pr.requested_reviewers.iter().map(|login| json!({ "login": login, "type": "User" })).collect::<Vec<_>>(),
+            "labels": pr.labels.iter().map(|name| label_json(name)).collect::<Vec<_>>(),
             "head": {
                 "label": format!("{}:{}", self.owner, pr.head),
                 "ref": pr.head,
@@ -432,6 +453,16 @@ async fn handle(State(shared): State<Shared<Inner>>, req: Request) -> Response {
         ["repos", o, r, "pulls", n] if *o == owner && *r == repo && method == Method::GET => {
             get_pr(&shared, n, req.header("if-none-match"), &base)
         }
+        ["repos", o, r, "pulls", n, "requested_reviewers"]
+            if *o == owner && *r == repo && method == Method::POST =>
+        {
+            request_reviewers(&shared, n, &req.body, &base)
+        }
+        ["repos", o, r, "issues", n, "labels"]
+            if *o == owner && *r == repo && method == Method::POST =>
+        {
+            add_labels(&shared, n, &req.body)
+        }
         ["repos", o, r, "issues", n, "comments"]
             if *o == owner && *r == repo && method == Method::POST =>
         {
@@ -492,6 +523,77 @@ fn not_modified(etag: &str) -> Response {
     *response.body_mut() = axum::body::Body::empty();
     response.headers_mut().remove("content-type");
     response
+}
+
+/// A label object in GitHub's shape.
+fn label_json(name: &str) -> Value {
+    json!({ "id": 7_000_000 + u64::from(fake_sha(name).as_bytes()[0]), "name": name, "color": "ededed", "default": false })
+}
+
+/// The `names` array of a JSON body's `field`, or None when it is not one.
+fn names(body: &[u8], field: &str) -> Option<Vec<String>> {
+    let value: Value = serde_json::from_slice(body).ok()?;
+    value
+        .get(field)?
+        .as_array()?
+        .iter()
+        .map(|v| v.as_str().map(str::to_string))
+        .collect()
+}
+
+/// `POST .../pulls/{n}/requested_reviewers`: `{"reviewers": [login]}`.
+fn request_reviewers(shared: &Shared<Inner>, number: &str, body: &[u8], base: &Bases) -> Response {
+    let Some(reviewers) = names(body, "reviewers") else {
+        return error(StatusCode::BAD_REQUEST, "Problems parsing JSON");
+    };
+    let mut inner = shared.lock();
+    let Some(index) = number
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| inner.prs.iter().position(|p| p.number == n))
+    else {
+        return not_found();
+    };
+    let full_name = format!("{}/{}", inner.owner, inner.repo);
+    if reviewers.iter().any(|r| *r == inner.user) {
+        return custom_error("Review cannot be requested from pull request author.");
+    }
+    if let Some(collaborators) = &inner.collaborators {
+        if reviewers.iter().any(|r| !collaborators.contains(r)) {
+            return custom_error(&format!("Reviews may only be requested from collaborators. One or more of the users or teams you specified is not a collaborator of the {full_name} repository."));
+        }
+    }
+    let pr = &mut inner.prs[index];
+    for reviewer in reviewers {
+        if !pr.requested_reviewers.contains(&reviewer) {
+            pr.requested_reviewers.push(reviewer);
+        }
+    }
+    let pr = pr.clone();
+    json_response(StatusCode::CREATED, inner.pr_json(&pr, base), &[])
+}
+
+/// `POST .../issues/{n}/labels`: `{"labels": [name]}`; answers every label
+/// the pull request now has.
+fn add_labels(shared: &Shared<Inner>, number: &str, body: &[u8]) -> Response {
+    let Some(labels) = names(body, "labels") else {
+        return error(StatusCode::BAD_REQUEST, "Problems parsing JSON");
+    };
+    let mut inner = shared.lock();
+    let Some(pr) = number
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| inner.prs.iter_mut().find(|p| p.number == n))
+    else {
+        return not_found();
+    };
+    for label in labels {
+        if !pr.labels.contains(&label) {
+            pr.labels.push(label);
+        }
+    }
+    let all: Vec<Value> = pr.labels.iter().map(|l| label_json(l)).collect();
+    json_response(StatusCode::OK, Value::Array(all), &[])
 }
 
 /// `POST .../issues/{n}/comments` on one of the pull requests.
@@ -803,7 +905,7 @@ async fn rev_parse(git_dir: &std::path::Path, branch: &str) -> Option<String> {
 }
 
 /// A stable, sha-shaped stand-in when there is no git repository behind the fake.
-fn fake_sha(name: &str) -> String {
+pub(crate) fn fake_sha(name: &str) -> String {
     // FNV-1a, repeated to 40 hex digits; only needs to look like a sha and be stable.
     let mut out = String::with_capacity(40);
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
@@ -819,7 +921,7 @@ fn fake_sha(name: &str) -> String {
 }
 
 /// `2024-05-01T12:00:00Z`, GitHub's timestamp format.
-fn rfc3339(t: SystemTime) -> String {
+pub(crate) fn rfc3339(t: SystemTime) -> String {
     let secs = t.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
     let (days, rem) = (secs / 86_400, secs % 86_400);
     // Howard Hinnant's days-to-civil algorithm.

@@ -12,6 +12,7 @@
 //!   request records, injected failures, JSON answers).
 //! - [`slack`]: Slack's Web API and Socket Mode.
 //! - [`github`]: GitHub's REST API for pull requests.
+//! - [`gitea`]: a Gitea or Forgejo server's API v1 for pull requests.
 //! - [`llm`]: an OpenAI-compatible chat-completions endpoint replaying scripts.
 //! - [`paradime`]: Paradime's GraphQL API for Bolt runs, their logs and
 //!   retries, in the documents Paradime's SDK sends.
@@ -19,6 +20,7 @@
 //! - [`retry`]: what those two share about the runs a retry starts.
 
 pub mod dbt_cloud;
+pub mod gitea;
 pub mod github;
 pub mod llm;
 pub mod paradime;
