@@ -12,6 +12,7 @@
 //!   request records, injected failures, JSON answers).
 //! - [`slack`]: Slack's Web API and Socket Mode.
 //! - [`github`]: GitHub's REST API for pull requests.
+//! - [`gitlab`]: GitLab's REST v4 API for merge requests.
 //! - [`llm`]: an OpenAI-compatible chat-completions endpoint replaying scripts.
 //! - [`paradime`]: Paradime's GraphQL API for Bolt runs, their logs and
 //!   retries, in the documents Paradime's SDK sends.
@@ -20,6 +21,7 @@
 
 pub mod dbt_cloud;
 pub mod github;
+pub mod gitlab;
 pub mod llm;
 pub mod paradime;
 pub mod retry;
