@@ -15,73 +15,28 @@
 //! at once as [`ForgeError::RateLimited`] so the caller can decide, instead of a
 //! session hanging for an hour.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use anyhow::{bail, Context};
-use http_body_util::{BodyExt, Full, Limited};
+use anyhow::Context;
+use http_body_util::Full;
 use hyper::body::Bytes;
 use hyper::header::{HeaderMap, HeaderValue};
 use hyper::{Method, Request, StatusCode};
 use serde::Deserialize;
-use tracing::{info, warn};
+use tracing::info;
 
+use super::api::{
+    next_link, origin, same_origin, to_json, valid_name, Answer, Api, ForgeToken, Refusal,
+    RetryPolicy,
+};
 use super::{ForgeError, PrRequest, PrSnapshot, PullRequest};
 use crate::domain::PrState;
-use crate::http::{is_loopback, Transport};
-
-/// Bodies larger than this are not read: no legitimate answer is this big.
-const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
 
 /// How many pages of open pull requests are read at most (100 per page).
 const MAX_PAGES: usize = 50;
 
 /// The REST API version selfheal was written against.
 const API_VERSION: &str = "2022-11-28";
-
-/// A forge token. `Debug` prints `***`; only this module reads the value.
-#[derive(Clone)]
-pub struct ForgeToken(String);
-
-impl ForgeToken {
-    pub fn new(token: impl Into<String>) -> ForgeToken {
-        ForgeToken(token.into())
-    }
-
-    fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for ForgeToken {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("ForgeToken(***)")
-    }
-}
-
-/// How hard to try before giving up.
-#[derive(Debug, Clone)]
-pub struct RetryPolicy {
-    /// Attempts per call, the first included.
-    pub max_attempts: u32,
-    /// The longest single wait, for a rate limit or a backoff; a rate limit asking
-    /// for longer is returned as [`ForgeError::RateLimited`] without waiting.
-    pub max_wait: Duration,
-    /// The first backoff after a 5xx or transport error; it doubles each time.
-    pub initial_backoff: Duration,
-    /// How long one request (connect, send, read the body) may take.
-    pub request_timeout: Duration,
-}
-
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        RetryPolicy {
-            max_attempts: 4,
-            max_wait: Duration::from_secs(60),
-            initial_backoff: Duration::from_millis(500),
-            request_timeout: Duration::from_secs(30),
-        }
-    }
-}
 
 /// A GitHub repository reached through the REST API.
 pub struct GitHub {
@@ -93,8 +48,7 @@ pub struct GitHub {
     owner: String,
     repo: String,
     token: ForgeToken,
-    retry: RetryPolicy,
-    client: Transport,
+    api: Api,
 }
 
 impl std::fmt::Debug for GitHub {
@@ -113,34 +67,24 @@ impl GitHub {
     /// travel in clear.
     pub fn new(api_base: &str, repo: &str, token: ForgeToken) -> anyhow::Result<GitHub> {
         let api_base = api_base.trim_end_matches('/').to_string();
-        let parsed = url::Url::parse(&api_base)
-            .with_context(|| format!("parsing forge API URL {api_base}"))?;
+        let (api, parsed) = Api::new("GitHub", &api_base)?;
         let (owner, name) = repo
             .split_once('/')
             .filter(|(o, r)| valid_name(o) && valid_name(r))
             .with_context(|| format!("forge repository `{repo}` is not `owner/name`"))?;
-        let client = match parsed.scheme() {
-            "https" => Transport::for_url(&parsed)?,
-            "http" if is_loopback(&parsed) => Transport::for_url(&parsed)?,
-            "http" => bail!(
-                "refusing plain http for forge API {api_base}: the token would travel unencrypted"
-            ),
-            other => bail!("unsupported scheme `{other}` in forge API URL {api_base}"),
-        };
         Ok(GitHub {
             web_origin: web_origin(&parsed),
             api_base,
             owner: owner.to_string(),
             repo: name.to_string(),
             token,
-            retry: RetryPolicy::default(),
-            client,
+            api,
         })
     }
 
     /// Replaces the default [`RetryPolicy`].
     pub fn with_retry(mut self, retry: RetryPolicy) -> GitHub {
-        self.retry = retry;
+        self.api.retry = retry;
         self
     }
 
@@ -163,8 +107,7 @@ impl GitHub {
             "maintainer_can_modify": true,
             "draft": false,
         });
-        let body = serde_json::to_vec(&body)
-            .map_err(|e| ForgeError::Http(format!("encoding request: {e}")))?;
+        let body = to_json(&body)?;
         let mut ambiguous = false;
         let result = self
             .send(
@@ -176,7 +119,7 @@ impl GitHub {
             )
             .await;
         let pr = match result {
-            Ok(resp) => parse_json::<ApiPull>(&resp.body)?.into(),
+            Ok(resp) => self.api.parse_json::<ApiPull>(&resp.body)?.into(),
             // An earlier attempt may have created the pull request before its answer
             // was lost (a timeout or a 5xx); then the retry meets "already exists",
             // and the pull request we wanted is the one that exists.
@@ -198,7 +141,7 @@ impl GitHub {
     pub async fn can_push(&self) -> Result<bool, ForgeError> {
         let url = format!("{}/repos/{}/{}", self.api_base, self.owner, self.repo);
         let resp = self.send(Method::GET, &url, None, &[], &mut false).await?;
-        let repo: serde_json::Value = parse_json(&resp.body)?;
+        let repo: serde_json::Value = self.api.parse_json(&resp.body)?;
         Ok(repo["permissions"]["push"].as_bool().unwrap_or(false))
     }
 
@@ -241,7 +184,7 @@ impl GitHub {
         if resp.status == StatusCode::NOT_MODIFIED {
             return Ok(None);
         }
-        let pull: ApiPull = parse_json(&resp.body)?;
+        let pull: ApiPull = self.api.parse_json(&resp.body)?;
         let etag = resp
             .headers
             .get("etag")
@@ -261,8 +204,7 @@ impl GitHub {
             "{}/repos/{}/{}/issues/{number}/comments",
             self.api_base, self.owner, self.repo
         );
-        let body = serde_json::to_vec(&serde_json::json!({ "body": body }))
-            .map_err(|e| ForgeError::Http(format!("encoding request: {e}")))?;
+        let body = to_json(&serde_json::json!({ "body": body }))?;
         self.send(Method::POST, &url, Some(body), &[], &mut false)
             .await?;
         info!(number, "commented on pull request");
@@ -299,7 +241,7 @@ impl GitHub {
         for _ in 0..MAX_PAGES {
             let Some(url) = next.take() else { break };
             let resp = self.send(Method::GET, &url, None, &[], &mut false).await?;
-            let page: Vec<ApiPull> = parse_json(&resp.body)?;
+            let page: Vec<ApiPull> = self.api.parse_json(&resp.body)?;
             prs.extend(page.into_iter().map(PullRequest::from));
             next = resp
                 .headers
@@ -312,10 +254,9 @@ impl GitHub {
         Ok(prs)
     }
 
-    /// Sends one request, with `headers` besides the usual ones, with retries.
-    /// A 304 is an answer (to a conditional request), not an error. `ambiguous`
-    /// is set when an attempt may have reached GitHub without us seeing the
-    /// answer (a 5xx, a timeout, a lost connection).
+    /// Sends one request, with `headers` besides the usual ones, with retries
+    /// ([`Api::send`]); `ambiguous` is set when an attempt may have reached
+    /// GitHub without us seeing the answer.
     async fn send(
         &self,
         method: Method,
@@ -324,76 +265,17 @@ impl GitHub {
         headers: &[(&'static str, &str)],
         ambiguous: &mut bool,
     ) -> Result<Answer, ForgeError> {
-        let mut backoff = self.retry.initial_backoff;
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let last = attempt >= self.retry.max_attempts.max(1);
-            let error = match self
-                .send_once(method.clone(), url, body.clone(), headers)
-                .await
-            {
-                Ok(answer)
-                    if answer.status.is_success() || answer.status == StatusCode::NOT_MODIFIED =>
-                {
-                    return Ok(answer)
-                }
-                Ok(answer) => {
-                    let now = SystemTime::now()
-                        .duration_since(UNIX_EPOCH)
-                        .map(|d| d.as_secs())
-                        .unwrap_or(0);
-                    if let Some(wait) =
-                        rate_limit_wait(answer.status.as_u16(), &answer.headers, &answer.body, now)
-                    {
-                        if last || wait > self.retry.max_wait {
-                            return Err(ForgeError::RateLimited { retry_after: wait });
-                        }
-                        warn!(%url, status = answer.status.as_u16(), wait_ms = wait.as_millis() as u64, "rate limited by GitHub; waiting");
-                        tokio::time::sleep(wait).await;
-                        continue;
-                    }
-                    match answer.status.as_u16() {
-                        401 => return Err(ForgeError::Unauthorized),
-                        403 => return Err(ForgeError::Forbidden(error_message(&answer.body))),
-                        404 => return Err(ForgeError::NotFound),
-                        422 => {
-                            return Err(ForgeError::Validation(validation_message(&answer.body)))
-                        }
-                        s if s >= 500 => ForgeError::Http(format!(
-                            "{}: {}",
-                            answer.status,
-                            error_message(&answer.body)
-                        )),
-                        _ => {
-                            return Err(ForgeError::Http(format!(
-                                "{}: {}",
-                                answer.status,
-                                error_message(&answer.body)
-                            )))
-                        }
-                    }
-                }
-                Err(e) => e,
-            };
-            // Only 5xx, transport errors and timeouts get here: worth another try.
-            *ambiguous = true;
-            if last {
-                return Err(error);
-            }
-            warn!(%url, attempt, error = %error, "GitHub request failed; retrying");
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(self.retry.max_wait);
-        }
+        let build = || self.request(method.clone(), url, body.clone(), headers);
+        self.api.send(url, build, refusal, ambiguous).await
     }
 
-    async fn send_once(
+    fn request(
         &self,
         method: Method,
         url: &str,
         body: Option<Vec<u8>>,
         headers: &[(&'static str, &str)],
-    ) -> Result<Answer, ForgeError> {
+    ) -> Result<Request<Full<Bytes>>, ForgeError> {
         let mut builder = Request::builder()
             .method(method)
             .uri(url)
@@ -412,49 +294,37 @@ impl GitHub {
                 .map_err(|_| ForgeError::Http(format!("`{name}` is not a valid header value")))?;
             builder = builder.header(*name, value);
         }
-        let request = builder
+        builder
             .body(Full::new(Bytes::from(body.unwrap_or_default())))
-            .map_err(|e| ForgeError::Http(format!("building request: {e}")))?;
-
-        let exchange = async {
-            let response = send(&self.client, request).await?;
-            let (parts, body) = response.into_parts();
-            let body = Limited::new(body, MAX_BODY_BYTES)
-                .collect()
-                .await
-                .map_err(|e| ForgeError::Http(format!("reading response: {e}")))?
-                .to_bytes();
-            Ok(Answer {
-                status: parts.status,
-                headers: parts.headers,
-                body: body.to_vec(),
-            })
-        };
-        match tokio::time::timeout(self.retry.request_timeout, exchange).await {
-            Ok(result) => result,
-            Err(_) => Err(ForgeError::Timeout),
-        }
+            .map_err(|e| ForgeError::Http(format!("building request: {e}")))
     }
 }
 
-/// Sends a request; hyper-util's errors name the host, never headers, so
-/// they carry no token.
-async fn send(
-    transport: &Transport,
-    req: Request<Full<Bytes>>,
-) -> Result<hyper::Response<hyper::body::Incoming>, ForgeError> {
-    transport.request(req).await.map_err(|e| {
+/// What a GitHub answer that is neither a success nor a 304 means.
+fn refusal(answer: &Answer, now_epoch: u64) -> Refusal {
+    if let Some(wait) = rate_limit_wait(
+        answer.status.as_u16(),
+        &answer.headers,
+        &answer.body,
+        now_epoch,
+    ) {
+        return Refusal::RateLimited(wait);
+    }
+    let other = || {
         ForgeError::Http(format!(
-            "sending request: {}",
-            crate::http::unreachable_reason(&e)
+            "{}: {}",
+            answer.status,
+            error_message(&answer.body)
         ))
-    })
-}
-
-struct Answer {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: Vec<u8>,
+    };
+    match answer.status.as_u16() {
+        401 => Refusal::Final(ForgeError::Unauthorized),
+        403 => Refusal::Final(ForgeError::Forbidden(error_message(&answer.body))),
+        404 => Refusal::Final(ForgeError::NotFound),
+        422 => Refusal::Final(ForgeError::Validation(validation_message(&answer.body))),
+        s if s >= 500 => Refusal::Transient(other()),
+        _ => Refusal::Final(other()),
+    }
 }
 
 /// The parts of GitHub's pull request object selfheal reads.
@@ -536,11 +406,6 @@ struct ApiErrorDetail {
     code: Option<String>,
 }
 
-fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ForgeError> {
-    serde_json::from_slice(body)
-        .map_err(|e| ForgeError::Http(format!("unexpected response from GitHub: {e}")))
-}
-
 fn error_message(body: &[u8]) -> String {
     let err: ApiError = serde_json::from_slice(body).unwrap_or_default();
     if err.message.is_empty() {
@@ -612,47 +477,12 @@ fn rate_limit_wait(
     None
 }
 
-/// The `rel="next"` target of a `Link` header.
-fn next_link(header: &str) -> Option<String> {
-    header.split(',').find_map(|part| {
-        let (target, params) = part.split_once(';')?;
-        let is_next = params.split(';').any(|p| {
-            let p = p.trim();
-            p == "rel=\"next\"" || p == "rel=next"
-        });
-        let target = target.trim().strip_prefix('<')?.strip_suffix('>')?;
-        is_next.then(|| target.to_string())
-    })
-}
-
 /// Where the web pages of the forge whose API is at `api` are: GitHub's API host
 /// `api.github.com` (or a GitHub Enterprise Cloud `api.` host) loses its `api.`;
 /// GitHub Enterprise Server serves both from one host, under `/api/v3` for the
 /// API, and so does the local fake.
 fn web_origin(api: &url::Url) -> String {
     origin(api).replacen("://api.", "://", 1)
-}
-
-/// `scheme://host[:port]` of `url`, the port only when it is not the scheme's default.
-fn origin(url: &url::Url) -> String {
-    let host = url.host_str().unwrap_or_default();
-    match url.port() {
-        Some(port) => format!("{}://{host}:{port}", url.scheme()),
-        None => format!("{}://{host}", url.scheme()),
-    }
-}
-
-fn same_origin(a: &str, b: &str) -> bool {
-    match (url::Url::parse(a), url::Url::parse(b)) {
-        (Ok(a), Ok(b)) => a.origin() == b.origin(),
-        _ => false,
-    }
-}
-
-fn valid_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
 #[cfg(test)]
@@ -715,28 +545,6 @@ mod tests {
         );
         check(500, &[("retry-after", "1")], "", None);
         check(422, &[], "", None);
-    }
-
-    #[test]
-    fn next_links_are_read_from_link_headers() {
-        let cases = [
-            (
-                r#"<https://api.github.com/r?page=2>; rel="next", <https://api.github.com/r?page=5>; rel="last""#,
-                Some("https://api.github.com/r?page=2"),
-            ),
-            (
-                r#"<https://api.github.com/r?page=1>; rel="prev", <https://api.github.com/r?page=3>; rel="next""#,
-                Some("https://api.github.com/r?page=3"),
-            ),
-            (
-                r#"<https://api.github.com/r?page=1>; rel="first", <https://api.github.com/r?page=1>; rel="prev""#,
-                None,
-            ),
-            ("", None),
-        ];
-        for (header, want) in cases {
-            assert_eq!(next_link(header).as_deref(), want, "{header}");
-        }
     }
 
     #[test]
@@ -819,16 +627,16 @@ mod tests {
             ),
         ];
         for (body, want) in cases {
-            let pull: ApiPull = parse_json(body.as_bytes()).expect("GitHub's answer parses");
+            let pull: ApiPull = serde_json::from_str(body).expect("GitHub's answer parses");
             assert_eq!(pull.pr_state(), want, "{}", pull.html_url);
         }
         // A list item has no `merged`; a `merged_at` says it all the same.
         let listed = r#"{"number":1,"html_url":"h","state":"closed","title":"t","body":null,
             "head":{"ref":"selfheal/x"},"base":{"ref":"main"},"merged_at":"2025-11-19T17:43:18Z"}"#;
-        let pull: ApiPull = parse_json(listed.as_bytes()).expect("parses");
+        let pull: ApiPull = serde_json::from_str(listed).expect("parses");
         assert_eq!(pull.pr_state(), PrState::Merged { by: None });
         let closed = listed.replace(r#","merged_at":"2025-11-19T17:43:18Z""#, "");
-        let pull: ApiPull = parse_json(closed.as_bytes()).expect("parses");
+        let pull: ApiPull = serde_json::from_str(&closed).expect("parses");
         assert_eq!(pull.pr_state(), PrState::Closed);
     }
 
@@ -849,6 +657,7 @@ mod tests {
         for (file, text) in [
             ("github.rs", include_str!("github.rs")),
             ("mod.rs", include_str!("mod.rs")),
+            ("api.rs", include_str!("api.rs")),
         ] {
             let code = text.split("#[cfg(test)]").next().unwrap_or(text);
             let code: String = code

@@ -13,18 +13,24 @@
 //! ([`Forge::owns_pr`]). It does no git either: pushing the branch is
 //! [`crate::workspace`]'s job.
 //!
-//! Two kinds of forge:
+//! Kinds of forge:
 //! - [`Forge::GitHub`]: the GitHub or GitHub Enterprise REST API;
+//! - [`Forge::GitLab`]: the GitLab (gitlab.com or self-managed) REST v4 API,
+//!   whose merge requests are selfheal's pull requests;
 //! - [`Forge::Plain`]: a git remote with no API, where "opening a pull request"
 //!   means handing the user a compare link, if the web address is known.
 
+mod api;
 mod github;
+mod gitlab;
 
 use std::time::Duration;
 
 pub use crate::domain::PrState;
 use crate::redact::Redactor;
-pub use github::{ForgeToken, GitHub, RetryPolicy};
+pub use api::{ForgeToken, RetryPolicy};
+pub use github::GitHub;
+pub use gitlab::GitLab;
 
 /// Branches selfheal creates start with this; it lists only pull requests from them.
 pub const SELFHEAL_BRANCH_PREFIX: &str = "selfheal/";
@@ -63,6 +69,9 @@ pub enum ForgeError {
 
 /// GitHub refuses comments longer than this many characters (a 422).
 const MAX_COMMENT_CHARS: usize = 65_536;
+
+/// GitLab refuses notes longer than this many characters.
+const MAX_GITLAB_NOTE_CHARS: usize = 1_000_000;
 
 /// A pull request selfheal wants opened.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -140,6 +149,9 @@ pub enum Forge {
     /// GitHub or GitHub Enterprise REST API (`https://api.github.com` or
     /// `https://ghe.example.com/api/v3`).
     GitHub(GitHub),
+    /// GitLab's REST v4 API (`https://gitlab.com/api/v4` or
+    /// `https://HOST/api/v4`): merge requests are its pull requests.
+    GitLab(GitLab),
     /// A plain git remote with no API: nothing to call. The "pull request" is a
     /// compare URL when `web_base` (e.g. `https://github.com/owner/name`) is known.
     Plain { web_base: Option<String> },
@@ -150,6 +162,7 @@ impl Forge {
     pub async fn open_pr(&self, req: &PrRequest) -> Result<Opened, ForgeError> {
         match self {
             Forge::GitHub(github) => github.create_pull(req).await.map(Opened::Pr),
+            Forge::GitLab(gitlab) => gitlab.create_pull(req).await.map(Opened::Pr),
             Forge::Plain { web_base } => Ok(Opened::Compare(
                 web_base
                     .as_deref()
@@ -171,8 +184,10 @@ impl Forge {
         pr_url: &str,
         etag: Option<&str>,
     ) -> Result<Option<PrSnapshot>, ForgeError> {
-        let (github, number) = self.own_pr(pr_url)?;
-        github.pull_state(number, etag).await
+        match self.own_pr(pr_url)? {
+            (Api::GitHub(github), number) => github.pull_state(number, etag).await,
+            (Api::GitLab(gitlab), iid) => gitlab.pull_state(iid, etag).await,
+        }
     }
 
     /// Comments `body` on the pull request at `pr_url`, one selfheal opened.
@@ -184,16 +199,32 @@ impl Forge {
         body: &str,
         redactor: &Redactor,
     ) -> Result<(), ForgeError> {
-        let (github, number) = self.own_pr(pr_url)?;
-        github
-            .comment(number, &fit_comment(&redactor.redact(body)))
-            .await
+        let body = redactor.redact(body);
+        match self.own_pr(pr_url)? {
+            (Api::GitHub(github), number) => {
+                github
+                    .comment(number, &fit_comment(&body, MAX_COMMENT_CHARS))
+                    .await
+            }
+            (Api::GitLab(gitlab), iid) => {
+                gitlab
+                    .comment(iid, &fit_comment(&body, MAX_GITLAB_NOTE_CHARS))
+                    .await
+            }
+        }
+    }
+
+    /// Whether this forge has an API that can say where a pull request
+    /// stands (a plain remote has none).
+    pub fn has_api(&self) -> bool {
+        !matches!(self, Forge::Plain { .. })
     }
 
     /// The API and the number of `pr_url`, when it is one of ours.
-    fn own_pr(&self, pr_url: &str) -> Result<(&GitHub, u64), ForgeError> {
+    fn own_pr(&self, pr_url: &str) -> Result<(Api<'_>, u64), ForgeError> {
         match self {
-            Forge::GitHub(github) => github.pr_number(pr_url).map(|n| (github, n)),
+            Forge::GitHub(github) => github.pr_number(pr_url).map(|n| (Api::GitHub(github), n)),
+            Forge::GitLab(gitlab) => gitlab.pr_number(pr_url).map(|n| (Api::GitLab(gitlab), n)),
             Forge::Plain { .. } => None,
         }
         .ok_or_else(|| ForgeError::NotOurs(pr_url.to_string()))
@@ -202,28 +233,27 @@ impl Forge {
     /// The open pull requests whose head branch starts with [`SELFHEAL_BRANCH_PREFIX`].
     /// A plain remote has none that we could know of.
     pub async fn open_selfheal_prs(&self) -> Result<Vec<PullRequest>, ForgeError> {
-        match self {
-            Forge::GitHub(github) => Ok(github
-                .list_open_pulls()
-                .await?
-                .into_iter()
-                .filter(|pr| pr.head.starts_with(SELFHEAL_BRANCH_PREFIX))
-                .collect()),
-            Forge::Plain { .. } => Ok(Vec::new()),
-        }
+        let open = match self {
+            Forge::GitHub(github) => github.list_open_pulls().await?,
+            Forge::GitLab(gitlab) => gitlab.list_open_pulls().await?,
+            Forge::Plain { .. } => Vec::new(),
+        };
+        Ok(open
+            .into_iter()
+            .filter(|pr| pr.head.starts_with(SELFHEAL_BRANCH_PREFIX))
+            .collect())
     }
 }
 
-/// `body` cut to [`MAX_COMMENT_CHARS`], saying so at the end when it was.
-fn fit_comment(body: &str) -> String {
-    const CUT: &str = "\n\n… (cut: too long for a comment)";
-    if body.chars().count() <= MAX_COMMENT_CHARS {
-        return body.to_string();
-    }
-    let keep = MAX_COMMENT_CHARS - CUT.chars().count();
-    let mut out: String = body.chars().take(keep).collect();
-    out.push_str(CUT);
-    out
+/// The API behind a forge that has one, borrowed for one call.
+enum Api<'a> {
+    GitHub(&'a GitHub),
+    GitLab(&'a GitLab),
+}
+
+/// `body` cut to `max` characters, saying so where it was cut.
+fn fit_comment(body: &str, max: usize) -> String {
+    api::fit(body, max, "\n\n… (cut: too long for a comment)")
 }
 
 /// The web page where a human can open a pull request from `head` into `base`:
@@ -289,3 +319,6 @@ pub fn parse_github_remote(url: &str) -> Option<(String, String)> {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod gitlab_tests;

@@ -131,6 +131,8 @@ struct Inner {
     access_level: u64,
     /// The most items a page holds, whatever `per_page` asks (GitLab: 100).
     max_per_page: usize,
+    /// Whether lists carry a `Link` header (clients must also page by `x-next-page`).
+    link_header: bool,
 }
 
 #[derive(Clone, Copy)]
@@ -157,6 +159,7 @@ impl FakeGitLab {
             merge_calls: 0,
             access_level: 30,
             max_per_page: 100,
+            link_header: true,
         };
         let fake = HttpFake::start("fake GitLab", inner, handle).await?;
         Ok(FakeGitLab { fake })
@@ -213,6 +216,12 @@ impl FakeGitLab {
     /// with a few merge requests.
     pub fn set_max_per_page(&self, n: usize) {
         self.lock().max_per_page = n.max(1);
+    }
+
+    /// Whether lists carry a `Link` header (on by default); without it only
+    /// the `x-next-page` family says where the next page is.
+    pub fn set_link_header(&self, on: bool) {
+        self.lock().link_header = on;
     }
 
     /// Adds an open merge request as if someone had opened it; returns its iid.
@@ -670,8 +679,7 @@ fn list_mrs(shared: &Shared<Inner>, query: &str, route: &str, web: &str) -> Resp
     links.push(link_to(1, "first"));
     links.push(link_to(pages, "last"));
     let show = |p: Option<usize>| p.map(|p| p.to_string()).unwrap_or_default();
-    let headers = [
-        ("link", links.join(", ")),
+    let mut headers = vec![
         ("x-page", page.to_string()),
         ("x-per-page", per_page.to_string()),
         ("x-next-page", show(next)),
@@ -679,6 +687,9 @@ fn list_mrs(shared: &Shared<Inner>, query: &str, route: &str, web: &str) -> Resp
         ("x-total", total.to_string()),
         ("x-total-pages", pages.to_string()),
     ];
+    if inner.link_header {
+        headers.push(("link", links.join(", ")));
+    }
     json_response(StatusCode::OK, Value::Array(items), &headers)
 }
 

@@ -175,7 +175,12 @@ impl<S: Send + 'static> HttpFake<S> {
             state: Arc::new(Mutex::new(state)),
             addr: bound.addr(),
         };
-        let app = Router::new().fallback(handler).with_state(shared.clone());
+        // Forges accept bodies of a million characters (GitLab: 1,048,576 for a
+        // description), up to 4 bytes each: more than axum's default 2 MB.
+        let app = Router::new()
+            .fallback(handler)
+            .layer(axum::extract::DefaultBodyLimit::max(8 * 1024 * 1024))
+            .with_state(shared.clone());
         Ok(HttpFake {
             server: bound.serve(app),
             shared,

@@ -1,0 +1,343 @@
+//! What the forge API clients share: the token, how hard to retry, the
+//! retrying request loop with its timeout and body cap, paging links, origins,
+//! and fitting a body under a forge's length limit without losing the
+//! signature marker.
+//!
+//! What it must not do: know a forge's protocol. Each client builds its own
+//! requests (paths, auth header) and says what an answer that is not a
+//! success means ([`Refusal`]).
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Bytes;
+use hyper::header::HeaderMap;
+use hyper::{Request, StatusCode};
+use tracing::warn;
+
+use super::ForgeError;
+use crate::http::{is_loopback, Transport};
+
+/// Bodies larger than this are not read: no legitimate answer is this big.
+const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
+
+/// The start of the marker that ends every pull request body selfheal writes
+/// (`<!-- selfheal-signature: … -->`): the open-PR check reads it back, so
+/// cutting a body must never cut it.
+const SIGNATURE_MARKER: &str = "<!-- selfheal-signature:";
+
+/// A forge token. `Debug` prints `***`; only the forge module reads the value.
+#[derive(Clone)]
+pub struct ForgeToken(String);
+
+impl ForgeToken {
+    pub fn new(token: impl Into<String>) -> ForgeToken {
+        ForgeToken(token.into())
+    }
+
+    pub(super) fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for ForgeToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ForgeToken(***)")
+    }
+}
+
+/// How hard to try before giving up.
+#[derive(Debug, Clone)]
+pub struct RetryPolicy {
+    /// Attempts per call, the first included.
+    pub max_attempts: u32,
+    /// The longest single wait, for a rate limit or a backoff; a rate limit asking
+    /// for longer is returned as [`ForgeError::RateLimited`] without waiting.
+    pub max_wait: Duration,
+    /// The first backoff after a 5xx or transport error; it doubles each time.
+    pub initial_backoff: Duration,
+    /// How long one request (connect, send, read the body) may take.
+    pub request_timeout: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_attempts: 4,
+            max_wait: Duration::from_secs(60),
+            initial_backoff: Duration::from_millis(500),
+            request_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// One answer, read whole.
+pub(super) struct Answer {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Vec<u8>,
+}
+
+impl Answer {
+    /// A header's value, trimmed, if it is text.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+    }
+}
+
+/// What a forge makes of an answer that is neither a success nor a 304.
+pub(super) enum Refusal {
+    /// The forge asked us to wait this long before asking again.
+    RateLimited(Duration),
+    /// Worth another try (a 5xx): the request may or may not have been carried out.
+    Transient(ForgeError),
+    /// Final: retrying would get the same answer.
+    Final(ForgeError),
+}
+
+/// The HTTP side of one forge client: where it connects and how hard it retries.
+pub(super) struct Api {
+    /// The forge's name for logs and messages (`GitHub`, `GitLab`).
+    pub forge: &'static str,
+    pub retry: RetryPolicy,
+    transport: Transport,
+}
+
+impl Api {
+    /// A client for the API at `api_base` (no trailing slash), and its parsed
+    /// URL. Plain `http://` is accepted only for loopback hosts (tests, local
+    /// fakes): elsewhere the token would travel in clear.
+    pub fn new(forge: &'static str, api_base: &str) -> anyhow::Result<(Api, url::Url)> {
+        let parsed = url::Url::parse(api_base)
+            .with_context(|| format!("parsing forge API URL {api_base}"))?;
+        let transport = match parsed.scheme() {
+            "https" => Transport::for_url(&parsed)?,
+            "http" if is_loopback(&parsed) => Transport::for_url(&parsed)?,
+            "http" => bail!(
+                "refusing plain http for forge API {api_base}: the token would travel unencrypted"
+            ),
+            other => bail!("unsupported scheme `{other}` in forge API URL {api_base}"),
+        };
+        let api = Api {
+            forge,
+            retry: RetryPolicy::default(),
+            transport,
+        };
+        Ok((api, parsed))
+    }
+
+    /// Sends the request `build` makes (once per attempt), with retries. A 304
+    /// is an answer (to a conditional request), not an error; `refusal` says
+    /// what any other answer that is not a success means. `ambiguous` is set
+    /// when an attempt may have reached the forge without us seeing the answer
+    /// (a 5xx, a timeout, a lost connection).
+    pub async fn send(
+        &self,
+        url: &str,
+        build: impl Fn() -> Result<Request<Full<Bytes>>, ForgeError>,
+        refusal: impl Fn(&Answer, u64) -> Refusal,
+        ambiguous: &mut bool,
+    ) -> Result<Answer, ForgeError> {
+        let mut backoff = self.retry.initial_backoff;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let last = attempt >= self.retry.max_attempts.max(1);
+            let error = match self.send_once(build()?).await {
+                Ok(answer)
+                    if answer.status.is_success() || answer.status == StatusCode::NOT_MODIFIED =>
+                {
+                    return Ok(answer)
+                }
+                Ok(answer) => match refusal(&answer, now_epoch()) {
+                    Refusal::RateLimited(wait) => {
+                        if last || wait > self.retry.max_wait {
+                            return Err(ForgeError::RateLimited { retry_after: wait });
+                        }
+                        warn!(%url, status = answer.status.as_u16(), wait_ms = wait.as_millis() as u64, "rate limited by {}; waiting", self.forge);
+                        tokio::time::sleep(wait).await;
+                        continue;
+                    }
+                    Refusal::Final(e) => return Err(e),
+                    Refusal::Transient(e) => e,
+                },
+                Err(e) => e,
+            };
+            // Only 5xx, transport errors and timeouts get here: worth another try.
+            *ambiguous = true;
+            if last {
+                return Err(error);
+            }
+            warn!(%url, attempt, error = %error, "{} request failed; retrying", self.forge);
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(self.retry.max_wait);
+        }
+    }
+
+    async fn send_once(&self, request: Request<Full<Bytes>>) -> Result<Answer, ForgeError> {
+        let exchange = async {
+            // hyper-util's errors name the host, never headers, so they carry no token.
+            let response = self.transport.request(request).await.map_err(|e| {
+                ForgeError::Http(format!(
+                    "sending request: {}",
+                    crate::http::unreachable_reason(&e)
+                ))
+            })?;
+            let (parts, body) = response.into_parts();
+            let body = Limited::new(body, MAX_BODY_BYTES)
+                .collect()
+                .await
+                .map_err(|e| ForgeError::Http(format!("reading response: {e}")))?
+                .to_bytes();
+            Ok(Answer {
+                status: parts.status,
+                headers: parts.headers,
+                body: body.to_vec(),
+            })
+        };
+        match tokio::time::timeout(self.retry.request_timeout, exchange).await {
+            Ok(result) => result,
+            Err(_) => Err(ForgeError::Timeout),
+        }
+    }
+
+    /// `body` as JSON of type `T`, or an error naming the forge.
+    pub fn parse_json<T: serde::de::DeserializeOwned>(&self, body: &[u8]) -> Result<T, ForgeError> {
+        serde_json::from_slice(body)
+            .map_err(|e| ForgeError::Http(format!("unexpected response from {}: {e}", self.forge)))
+    }
+}
+
+/// JSON for a request body.
+pub(super) fn to_json(value: &serde_json::Value) -> Result<Vec<u8>, ForgeError> {
+    serde_json::to_vec(value).map_err(|e| ForgeError::Http(format!("encoding request: {e}")))
+}
+
+fn now_epoch() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// The `rel="next"` target of a `Link` header.
+pub(super) fn next_link(header: &str) -> Option<String> {
+    header.split(',').find_map(|part| {
+        let (target, params) = part.split_once(';')?;
+        let is_next = params.split(';').any(|p| {
+            let p = p.trim();
+            p == "rel=\"next\"" || p == "rel=next"
+        });
+        let target = target.trim().strip_prefix('<')?.strip_suffix('>')?;
+        is_next.then(|| target.to_string())
+    })
+}
+
+/// `scheme://host[:port]` of `url`, the port only when it is not the scheme's default.
+pub(super) fn origin(url: &url::Url) -> String {
+    let host = url.host_str().unwrap_or_default();
+    match url.port() {
+        Some(port) => format!("{}://{host}:{port}", url.scheme()),
+        None => format!("{}://{host}", url.scheme()),
+    }
+}
+
+pub(super) fn same_origin(a: &str, b: &str) -> bool {
+    match (url::Url::parse(a), url::Url::parse(b)) {
+        (Ok(a), Ok(b)) => a.origin() == b.origin(),
+        _ => false,
+    }
+}
+
+/// A path segment of a repository name: letters, digits, `-`, `_`, `.`.
+pub(super) fn valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+/// `body` cut to at most `max` characters, `note` saying so where the cut
+/// is. When the body ends with the signature marker, the cut is made before
+/// it and the marker (and all after it) is kept whole.
+pub(super) fn fit(body: &str, max: usize, note: &str) -> String {
+    if body.chars().count() <= max {
+        return body.to_string();
+    }
+    let tail = body.rfind(SIGNATURE_MARKER).map_or("", |at| &body[at..]);
+    let keep = max.saturating_sub(note.chars().count() + tail.chars().count());
+    let mut out: String = body.chars().take(keep).collect();
+    out.push_str(note);
+    out.push_str(tail);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cut_body_keeps_its_signature_marker_whole() {
+        let signed = |len: usize| {
+            format!(
+                "{}\n\n<!-- selfheal-signature: d1296dccbe5463ad -->\n",
+                "x".repeat(len)
+            )
+        };
+        let note = "\n… (cut)\n";
+        // (body, limit)
+        let cases = [
+            (signed(10), 1_000),
+            (signed(5_000), 1_000),
+            (signed(999), 1_000),
+        ];
+        for (body, max) in cases {
+            let out = fit(&body, max, note);
+            assert!(out.chars().count() <= max, "{} > {max}", out.len());
+            assert!(
+                out.ends_with("<!-- selfheal-signature: d1296dccbe5463ad -->\n"),
+                "{out}"
+            );
+            assert_eq!(out == body, body.chars().count() <= max);
+            if out != body {
+                assert!(out.contains(note));
+            }
+        }
+        // Unsigned bodies are cut at the end; multi-byte characters count once.
+        assert_eq!(
+            fit(&"é".repeat(20), 12, "…"),
+            format!("{}…", "é".repeat(11))
+        );
+    }
+
+    #[test]
+    fn next_links_are_read_from_link_headers() {
+        let cases = [
+            (
+                r#"<https://api.github.com/r?page=2>; rel="next", <https://api.github.com/r?page=5>; rel="last""#,
+                Some("https://api.github.com/r?page=2"),
+            ),
+            (
+                r#"<https://api.github.com/r?page=1>; rel="prev", <https://api.github.com/r?page=3>; rel="next""#,
+                Some("https://api.github.com/r?page=3"),
+            ),
+            (
+                r#"<https://api.github.com/r?page=1>; rel="first", <https://api.github.com/r?page=1>; rel="prev""#,
+                None,
+            ),
+            ("", None),
+        ];
+        for (header, want) in cases {
+            assert_eq!(next_link(header).as_deref(), want, "{header}");
+        }
+    }
+
+    #[test]
+    fn the_token_never_shows_in_debug_output() {
+        let shown = format!("{:?}", ForgeToken::new("glpat-supersecret"));
+        assert_eq!(shown, "ForgeToken(***)");
+    }
+}
