@@ -12,11 +12,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::{bail, Context};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Bytes;
-use hyper::header::HeaderMap;
-use hyper::{Request, StatusCode};
+use hyper::header::{HeaderMap, HeaderValue};
+use hyper::{Method, Request, StatusCode};
 use tracing::warn;
 
-use super::ForgeError;
+use super::{ForgeError, PullRequest};
 use crate::http::{is_loopback, Transport};
 
 /// Bodies larger than this are not read: no legitimate answer is this big.
@@ -99,19 +99,39 @@ pub(super) enum Refusal {
     Final(ForgeError),
 }
 
-/// The HTTP side of one forge client: where it connects and how hard it retries.
-pub(super) struct Api {
+/// What makes one forge's API different for [`Api`]: its name, the headers
+/// it wants on every request, and what its refusals mean.
+pub(super) struct Dialect {
     /// The forge's name for logs and messages (`GitHub`, `GitLab`).
     pub forge: &'static str,
+    /// Sent with every request besides the credential (`accept`, an API version).
+    pub headers: &'static [(&'static str, &'static str)],
+    /// What an answer that is neither a success nor a 304 means, given the
+    /// time now in epoch seconds.
+    pub refusal: fn(&Answer, u64) -> Refusal,
+}
+
+/// The HTTP side of one forge client: where it connects, with what
+/// credential, and how hard it retries.
+pub(super) struct Api {
+    dialect: Dialect,
     pub retry: RetryPolicy,
     transport: Transport,
+    /// The credential header, its value marked sensitive so it never shows
+    /// in `Debug` output.
+    credential: (&'static str, HeaderValue),
 }
 
 impl Api {
-    /// A client for the API at `api_base` (no trailing slash), and its parsed
-    /// URL. Plain `http://` is accepted only for loopback hosts (tests, local
-    /// fakes): elsewhere the token would travel in clear.
-    pub fn new(forge: &'static str, api_base: &str) -> anyhow::Result<(Api, url::Url)> {
+    /// A client for the API at `api_base` (no trailing slash) that sends
+    /// `credential` (a header name and value) with every request, and the
+    /// parsed URL. Plain `http://` is accepted only for loopback hosts
+    /// (tests, local fakes): elsewhere the token would travel in clear.
+    pub fn new(
+        dialect: Dialect,
+        api_base: &str,
+        credential: (&'static str, String),
+    ) -> anyhow::Result<(Api, url::Url)> {
         let parsed = url::Url::parse(api_base)
             .with_context(|| format!("parsing forge API URL {api_base}"))?;
         let transport = match parsed.scheme() {
@@ -122,43 +142,52 @@ impl Api {
             ),
             other => bail!("unsupported scheme `{other}` in forge API URL {api_base}"),
         };
+        let (name, value) = credential;
+        let mut value = HeaderValue::from_str(&value).map_err(|_| {
+            anyhow::anyhow!("the {} token is not a valid header value", dialect.forge)
+        })?;
+        value.set_sensitive(true);
         let api = Api {
-            forge,
+            dialect,
             retry: RetryPolicy::default(),
             transport,
+            credential: (name, value),
         };
         Ok((api, parsed))
     }
 
-    /// Sends the request `build` makes (once per attempt), with retries. A 304
-    /// is an answer (to a conditional request), not an error; `refusal` says
-    /// what any other answer that is not a success means. `ambiguous` is set
-    /// when an attempt may have reached the forge without us seeing the answer
-    /// (a 5xx, a timeout, a lost connection).
+    /// Sends one request, with `headers` besides the usual ones, with
+    /// retries. A 304 is an answer (to a conditional request), not an error;
+    /// the dialect's `refusal` says what any other answer that is not a
+    /// success means. `ambiguous` is set when an attempt may have reached the
+    /// forge without us seeing the answer (a 5xx, a timeout, a lost connection).
     pub async fn send(
         &self,
+        method: Method,
         url: &str,
-        build: impl Fn() -> Result<Request<Full<Bytes>>, ForgeError>,
-        refusal: impl Fn(&Answer, u64) -> Refusal,
+        body: Option<Vec<u8>>,
+        headers: &[(&'static str, &str)],
         ambiguous: &mut bool,
     ) -> Result<Answer, ForgeError> {
+        let forge = self.dialect.forge;
         let mut backoff = self.retry.initial_backoff;
         let mut attempt = 0;
         loop {
             attempt += 1;
             let last = attempt >= self.retry.max_attempts.max(1);
-            let error = match self.send_once(build()?).await {
+            let request = self.request(method.clone(), url, body.clone(), headers)?;
+            let error = match self.send_once(request).await {
                 Ok(answer)
                     if answer.status.is_success() || answer.status == StatusCode::NOT_MODIFIED =>
                 {
                     return Ok(answer)
                 }
-                Ok(answer) => match refusal(&answer, now_epoch()) {
+                Ok(answer) => match (self.dialect.refusal)(&answer, now_epoch()) {
                     Refusal::RateLimited(wait) => {
                         if last || wait > self.retry.max_wait {
                             return Err(ForgeError::RateLimited { retry_after: wait });
                         }
-                        warn!(%url, status = answer.status.as_u16(), wait_ms = wait.as_millis() as u64, "rate limited by {}; waiting", self.forge);
+                        warn!(%url, status = answer.status.as_u16(), wait_ms = wait.as_millis() as u64, "rate limited by {forge}; waiting");
                         tokio::time::sleep(wait).await;
                         continue;
                     }
@@ -172,10 +201,65 @@ impl Api {
             if last {
                 return Err(error);
             }
-            warn!(%url, attempt, error = %error, "{} request failed; retrying", self.forge);
+            warn!(%url, attempt, error = %error, "{forge} request failed; retrying");
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(self.retry.max_wait);
         }
+    }
+
+    /// POSTs `body` to `url` to open a pull request and reads the answer as
+    /// a `T`. An earlier attempt may have opened it before its answer was
+    /// lost (a timeout or a 5xx); then the retry meets the forge's "already
+    /// exists", and the pull request we wanted is the one that exists:
+    /// `existing` finds it (a future, so it runs only then).
+    pub async fn create<T>(
+        &self,
+        url: &str,
+        body: Vec<u8>,
+        existing: impl std::future::Future<Output = Result<Option<PullRequest>, ForgeError>>,
+    ) -> Result<PullRequest, ForgeError>
+    where
+        T: serde::de::DeserializeOwned + Into<PullRequest>,
+    {
+        let mut ambiguous = false;
+        match self
+            .send(Method::POST, url, Some(body), &[], &mut ambiguous)
+            .await
+        {
+            Ok(resp) => Ok(self.parse_json::<T>(&resp.body)?.into()),
+            Err(ForgeError::Validation(msg)) if ambiguous && msg.contains("already exists") => {
+                existing.await?.ok_or(ForgeError::Validation(msg))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn request(
+        &self,
+        method: Method,
+        url: &str,
+        body: Option<Vec<u8>>,
+        headers: &[(&'static str, &str)],
+    ) -> Result<Request<Full<Bytes>>, ForgeError> {
+        let mut builder = Request::builder()
+            .method(method)
+            .uri(url)
+            .header("user-agent", "selfheal")
+            .header(self.credential.0, self.credential.1.clone());
+        for (name, value) in self.dialect.headers {
+            builder = builder.header(*name, *value);
+        }
+        if body.is_some() {
+            builder = builder.header("content-type", "application/json");
+        }
+        for (name, value) in headers {
+            let value = HeaderValue::from_str(value)
+                .map_err(|_| ForgeError::Http(format!("`{name}` is not a valid header value")))?;
+            builder = builder.header(*name, value);
+        }
+        builder
+            .body(Full::new(Bytes::from(body.unwrap_or_default())))
+            .map_err(|e| ForgeError::Http(format!("building request: {e}")))
     }
 
     async fn send_once(&self, request: Request<Full<Bytes>>) -> Result<Answer, ForgeError> {
@@ -207,8 +291,12 @@ impl Api {
 
     /// `body` as JSON of type `T`, or an error naming the forge.
     pub fn parse_json<T: serde::de::DeserializeOwned>(&self, body: &[u8]) -> Result<T, ForgeError> {
-        serde_json::from_slice(body)
-            .map_err(|e| ForgeError::Http(format!("unexpected response from {}: {e}", self.forge)))
+        serde_json::from_slice(body).map_err(|e| {
+            ForgeError::Http(format!(
+                "unexpected response from {}: {e}",
+                self.dialect.forge
+            ))
+        })
     }
 }
 

@@ -18,15 +18,13 @@
 use std::time::Duration;
 
 use anyhow::Context;
-use http_body_util::Full;
-use hyper::body::Bytes;
-use hyper::header::{HeaderMap, HeaderValue};
-use hyper::{Method, Request, StatusCode};
+use hyper::header::HeaderMap;
+use hyper::{Method, StatusCode};
 use serde::Deserialize;
 use tracing::info;
 
 use super::api::{
-    next_link, origin, same_origin, to_json, valid_name, Answer, Api, ForgeToken, Refusal,
+    next_link, origin, same_origin, to_json, valid_name, Answer, Api, Dialect, ForgeToken, Refusal,
     RetryPolicy,
 };
 use super::{ForgeError, PrRequest, PrSnapshot, PullRequest};
@@ -38,6 +36,16 @@ const MAX_PAGES: usize = 50;
 /// The REST API version selfheal was written against.
 const API_VERSION: &str = "2022-11-28";
 
+/// What GitHub's API wants on every request and what its refusals mean.
+const DIALECT: Dialect = Dialect {
+    forge: "GitHub",
+    headers: &[
+        ("accept", "application/vnd.github+json"),
+        ("x-github-api-version", API_VERSION),
+    ],
+    refusal,
+};
+
 /// A GitHub repository reached through the REST API.
 pub struct GitHub {
     /// e.g. `https://api.github.com` or `https://ghe.example.com/api/v3`, no trailing slash.
@@ -47,7 +55,7 @@ pub struct GitHub {
     web_origin: String,
     owner: String,
     repo: String,
-    token: ForgeToken,
+    /// The token travels inside, as the `Authorization` header.
     api: Api,
 }
 
@@ -56,7 +64,7 @@ impl std::fmt::Debug for GitHub {
         f.debug_struct("GitHub")
             .field("api_base", &self.api_base)
             .field("repo", &format_args!("{}/{}", self.owner, self.repo))
-            .field("token", &self.token)
+            .field("token", &"***")
             .finish_non_exhaustive()
     }
 }
@@ -67,7 +75,8 @@ impl GitHub {
     /// travel in clear.
     pub fn new(api_base: &str, repo: &str, token: ForgeToken) -> anyhow::Result<GitHub> {
         let api_base = api_base.trim_end_matches('/').to_string();
-        let (api, parsed) = Api::new("GitHub", &api_base)?;
+        let credential = ("authorization", format!("Bearer {}", token.expose()));
+        let (api, parsed) = Api::new(DIALECT, &api_base, credential)?;
         let (owner, name) = repo
             .split_once('/')
             .filter(|(o, r)| valid_name(o) && valid_name(r))
@@ -77,7 +86,6 @@ impl GitHub {
             api_base,
             owner: owner.to_string(),
             repo: name.to_string(),
-            token,
             api,
         })
     }
@@ -108,29 +116,11 @@ impl GitHub {
             "draft": false,
         });
         let body = to_json(&body)?;
-        let mut ambiguous = false;
-        let result = self
-            .send(
-                Method::POST,
-                &self.pulls_url(),
-                Some(body),
-                &[],
-                &mut ambiguous,
-            )
-            .await;
-        let pr = match result {
-            Ok(resp) => self.api.parse_json::<ApiPull>(&resp.body)?.into(),
-            // An earlier attempt may have created the pull request before its answer
-            // was lost (a timeout or a 5xx); then the retry meets "already exists",
-            // and the pull request we wanted is the one that exists.
-            Err(ForgeError::Validation(msg)) if ambiguous && msg.contains("already exists") => {
-                match self.find_open_by_head(&req.head, &req.base).await? {
-                    Some(pr) => pr,
-                    None => return Err(ForgeError::Validation(msg)),
-                }
-            }
-            Err(e) => return Err(e),
-        };
+        let existing = self.find_open_by_head(&req.head, &req.base);
+        let pr = self
+            .api
+            .create::<ApiPull>(&self.pulls_url(), body, existing)
+            .await?;
         info!(number = pr.number, url = %pr.url, head = %pr.head, "opened pull request");
         Ok(pr)
     }
@@ -140,7 +130,10 @@ impl GitHub {
     /// (`permissions.push`, present for an authenticated caller).
     pub async fn can_push(&self) -> Result<bool, ForgeError> {
         let url = format!("{}/repos/{}/{}", self.api_base, self.owner, self.repo);
-        let resp = self.send(Method::GET, &url, None, &[], &mut false).await?;
+        let resp = self
+            .api
+            .send(Method::GET, &url, None, &[], &mut false)
+            .await?;
         let repo: serde_json::Value = self.api.parse_json(&resp.body)?;
         Ok(repo["permissions"]["push"].as_bool().unwrap_or(false))
     }
@@ -179,6 +172,7 @@ impl GitHub {
         let conditional: Vec<(&'static str, &str)> =
             etag.map(|e| ("if-none-match", e)).into_iter().collect();
         let resp = self
+            .api
             .send(Method::GET, &url, None, &conditional, &mut false)
             .await?;
         if resp.status == StatusCode::NOT_MODIFIED {
@@ -205,7 +199,8 @@ impl GitHub {
             self.api_base, self.owner, self.repo
         );
         let body = to_json(&serde_json::json!({ "body": body }))?;
-        self.send(Method::POST, &url, Some(body), &[], &mut false)
+        self.api
+            .send(Method::POST, &url, Some(body), &[], &mut false)
             .await?;
         info!(number, "commented on pull request");
         Ok(())
@@ -240,7 +235,10 @@ impl GitHub {
         let mut next = Some(first.to_string());
         for _ in 0..MAX_PAGES {
             let Some(url) = next.take() else { break };
-            let resp = self.send(Method::GET, &url, None, &[], &mut false).await?;
+            let resp = self
+                .api
+                .send(Method::GET, &url, None, &[], &mut false)
+                .await?;
             let page: Vec<ApiPull> = self.api.parse_json(&resp.body)?;
             prs.extend(page.into_iter().map(PullRequest::from));
             next = resp
@@ -252,51 +250,6 @@ impl GitHub {
                 .filter(|next| same_origin(next, &self.api_base));
         }
         Ok(prs)
-    }
-
-    /// Sends one request, with `headers` besides the usual ones, with retries
-    /// ([`Api::send`]); `ambiguous` is set when an attempt may have reached
-    /// GitHub without us seeing the answer.
-    async fn send(
-        &self,
-        method: Method,
-        url: &str,
-        body: Option<Vec<u8>>,
-        headers: &[(&'static str, &str)],
-        ambiguous: &mut bool,
-    ) -> Result<Answer, ForgeError> {
-        let build = || self.request(method.clone(), url, body.clone(), headers);
-        self.api.send(url, build, refusal, ambiguous).await
-    }
-
-    fn request(
-        &self,
-        method: Method,
-        url: &str,
-        body: Option<Vec<u8>>,
-        headers: &[(&'static str, &str)],
-    ) -> Result<Request<Full<Bytes>>, ForgeError> {
-        let mut builder = Request::builder()
-            .method(method)
-            .uri(url)
-            .header("accept", "application/vnd.github+json")
-            .header("x-github-api-version", API_VERSION)
-            .header("user-agent", "selfheal");
-        let mut auth = HeaderValue::from_str(&format!("Bearer {}", self.token.expose()))
-            .map_err(|_| ForgeError::Http("the forge token is not a valid header value".into()))?;
-        auth.set_sensitive(true);
-        builder = builder.header("authorization", auth);
-        if body.is_some() {
-            builder = builder.header("content-type", "application/json");
-        }
-        for (name, value) in headers {
-            let value = HeaderValue::from_str(value)
-                .map_err(|_| ForgeError::Http(format!("`{name}` is not a valid header value")))?;
-            builder = builder.header(*name, value);
-        }
-        builder
-            .body(Full::new(Bytes::from(body.unwrap_or_default())))
-            .map_err(|e| ForgeError::Http(format!("building request: {e}")))
     }
 }
 
@@ -494,7 +447,7 @@ mod tests {
         fn check(status: u16, headers: &[(&'static str, &str)], body: &str, want: Option<u64>) {
             let mut map = HeaderMap::new();
             for (k, v) in headers {
-                map.insert(*k, HeaderValue::from_str(v).expect("header"));
+                map.insert(*k, hyper::header::HeaderValue::from_str(v).expect("header"));
             }
             let got = rate_limit_wait(status, &map, body.as_bytes(), 1_000);
             assert_eq!(

@@ -18,16 +18,13 @@
 use std::time::Duration;
 
 use anyhow::Context;
-use http_body_util::Full;
-use hyper::body::Bytes;
-use hyper::header::HeaderValue;
-use hyper::{Method, Request, StatusCode};
+use hyper::{Method, StatusCode};
 use serde::Deserialize;
 use tracing::{info, warn};
 
 use super::api::{
-    fit, next_link, origin, same_origin, to_json, valid_name, Answer, Api, ForgeToken, Refusal,
-    RetryPolicy,
+    fit, next_link, origin, same_origin, to_json, valid_name, Answer, Api, Dialect, ForgeToken,
+    Refusal, RetryPolicy,
 };
 use super::{ForgeError, PrRequest, PrSnapshot, PullRequest};
 use crate::domain::PrState;
@@ -45,6 +42,13 @@ const DRAFT_PREFIX: &str = "Draft: ";
 /// The least access level that may push and open merge requests (Developer).
 const DEVELOPER: u64 = 30;
 
+/// What GitLab's API wants on every request and what its refusals mean.
+const DIALECT: Dialect = Dialect {
+    forge: "GitLab",
+    headers: &[("accept", "application/json")],
+    refusal,
+};
+
 /// A GitLab project reached through the REST v4 API.
 pub struct GitLab {
     /// e.g. `https://gitlab.com/api/v4` or `https://HOST/gitlab/api/v4`, no trailing slash.
@@ -54,7 +58,7 @@ pub struct GitLab {
     web_base: String,
     /// The project's full path, nested groups included: `group/sub/project`.
     project: String,
-    token: ForgeToken,
+    /// The token travels inside, as the `PRIVATE-TOKEN` header.
     api: Api,
 }
 
@@ -63,7 +67,7 @@ impl std::fmt::Debug for GitLab {
         f.debug_struct("GitLab")
             .field("api_base", &self.api_base)
             .field("project", &self.project)
-            .field("token", &self.token)
+            .field("token", &"***")
             .finish_non_exhaustive()
     }
 }
@@ -75,7 +79,8 @@ impl GitLab {
     /// hosts (tests, local fakes): elsewhere the token would travel in clear.
     pub fn new(api_base: &str, project: &str, token: ForgeToken) -> anyhow::Result<GitLab> {
         let api_base = api_base.trim_end_matches('/').to_string();
-        let (api, parsed) = Api::new("GitLab", &api_base)?;
+        let credential = ("private-token", token.expose().to_string());
+        let (api, parsed) = Api::new(DIALECT, &api_base, credential)?;
         let project = project.trim_matches('/');
         let segments: Vec<&str> = project.split('/').collect();
         anyhow::ensure!(
@@ -90,7 +95,6 @@ impl GitLab {
             web_base: format!("{}{prefix}", origin(&parsed)),
             api_base,
             project: project.to_string(),
-            token,
             api,
         })
     }
@@ -145,29 +149,11 @@ impl GitLab {
         if !reviewer_ids.is_empty() {
             body["reviewer_ids"] = reviewer_ids.into();
         }
-        let mut ambiguous = false;
-        let result = self
-            .send(
-                Method::POST,
-                &self.merge_requests_url(),
-                Some(to_json(&body)?),
-                &[],
-                &mut ambiguous,
-            )
-            .await;
-        let pr = match result {
-            Ok(resp) => self.api.parse_json::<ApiMergeRequest>(&resp.body)?.into(),
-            // An earlier attempt may have created the merge request before its
-            // answer was lost (a timeout or a 5xx); then the retry meets GitLab's
-            // 409 "already exists", and the one we wanted is the one that exists.
-            Err(ForgeError::Validation(msg)) if ambiguous && msg.contains("already exists") => {
-                match self.find_open(&req.head, &req.base).await? {
-                    Some(pr) => pr,
-                    None => return Err(ForgeError::Validation(msg)),
-                }
-            }
-            Err(e) => return Err(e),
-        };
+        let existing = self.find_open(&req.head, &req.base);
+        let pr = self
+            .api
+            .create::<ApiMergeRequest>(&self.merge_requests_url(), to_json(&body)?, existing)
+            .await?;
         info!(iid = pr.number, url = %pr.url, head = %pr.head, "opened merge request");
         Ok(pr)
     }
@@ -185,6 +171,7 @@ impl GitLab {
             };
             url.query_pairs_mut().append_pair("username", name);
             let found = match self
+                .api
                 .send(Method::GET, url.as_str(), None, &[], &mut false)
                 .await
             {
@@ -210,6 +197,7 @@ impl GitLab {
     /// level 30, or more, given on the project or by its group).
     pub async fn can_push(&self) -> Result<bool, ForgeError> {
         let resp = self
+            .api
             .send(Method::GET, &self.project_url(), None, &[], &mut false)
             .await?;
         let project: serde_json::Value = self.api.parse_json(&resp.body)?;
@@ -254,6 +242,7 @@ impl GitLab {
         let conditional: Vec<(&'static str, &str)> =
             etag.map(|e| ("if-none-match", e)).into_iter().collect();
         let resp = self
+            .api
             .send(Method::GET, &url, None, &conditional, &mut false)
             .await?;
         if resp.status == StatusCode::NOT_MODIFIED {
@@ -272,7 +261,8 @@ impl GitLab {
     pub(super) async fn comment(&self, iid: u64, body: &str) -> Result<(), ForgeError> {
         let url = format!("{}/{iid}/notes", self.merge_requests_url());
         let body = to_json(&serde_json::json!({ "body": body }))?;
-        self.send(Method::POST, &url, Some(body), &[], &mut false)
+        self.api
+            .send(Method::POST, &url, Some(body), &[], &mut false)
             .await?;
         info!(iid, "commented on merge request");
         Ok(())
@@ -312,7 +302,10 @@ impl GitLab {
         let mut next = Some(page_url("1")?);
         for _ in 0..MAX_PAGES {
             let Some(url) = next.take() else { break };
-            let resp = self.send(Method::GET, &url, None, &[], &mut false).await?;
+            let resp = self
+                .api
+                .send(Method::GET, &url, None, &[], &mut false)
+                .await?;
             let page: Vec<ApiMergeRequest> = self.api.parse_json(&resp.body)?;
             prs.extend(page.into_iter().map(PullRequest::from));
             next = match resp.header("link").and_then(next_link) {
@@ -327,50 +320,6 @@ impl GitLab {
             };
         }
         Ok(prs)
-    }
-
-    /// Sends one request, with `headers` besides the usual ones, with retries
-    /// ([`Api::send`]); `ambiguous` is set when an attempt may have reached
-    /// GitLab without us seeing the answer.
-    async fn send(
-        &self,
-        method: Method,
-        url: &str,
-        body: Option<Vec<u8>>,
-        headers: &[(&'static str, &str)],
-        ambiguous: &mut bool,
-    ) -> Result<Answer, ForgeError> {
-        let build = || self.request(method.clone(), url, body.clone(), headers);
-        self.api.send(url, build, refusal, ambiguous).await
-    }
-
-    fn request(
-        &self,
-        method: Method,
-        url: &str,
-        body: Option<Vec<u8>>,
-        headers: &[(&'static str, &str)],
-    ) -> Result<Request<Full<Bytes>>, ForgeError> {
-        let mut builder = Request::builder()
-            .method(method)
-            .uri(url)
-            .header("accept", "application/json")
-            .header("user-agent", "selfheal");
-        let mut token = HeaderValue::from_str(self.token.expose())
-            .map_err(|_| ForgeError::Http("the forge token is not a valid header value".into()))?;
-        token.set_sensitive(true);
-        builder = builder.header("private-token", token);
-        if body.is_some() {
-            builder = builder.header("content-type", "application/json");
-        }
-        for (name, value) in headers {
-            let value = HeaderValue::from_str(value)
-                .map_err(|_| ForgeError::Http(format!("`{name}` is not a valid header value")))?;
-            builder = builder.header(*name, value);
-        }
-        builder
-            .body(Full::new(Bytes::from(body.unwrap_or_default())))
-            .map_err(|e| ForgeError::Http(format!("building request: {e}")))
     }
 }
 
@@ -726,7 +675,7 @@ mod tests {
         fn check(headers: &[(&'static str, &str)], want: u64) {
             let mut map = hyper::header::HeaderMap::new();
             for (k, v) in headers {
-                map.insert(*k, HeaderValue::from_str(v).expect("header"));
+                map.insert(*k, hyper::header::HeaderValue::from_str(v).expect("header"));
             }
             let answer = Answer {
                 status: StatusCode::TOO_MANY_REQUESTS,

@@ -4,6 +4,7 @@
 
 use std::time::{Duration, Instant};
 
+use super::tests::{assert_not_ours, fast_retries, opened_pr};
 use super::*;
 use selfheal_fakes::gitlab::{FakeGitLab, MrReads};
 use selfheal_fakes::server::AuthSeen;
@@ -15,15 +16,6 @@ const PROJECT: &str = "acme/data/dbt";
 
 /// The project's `:id` in API paths.
 const PROJECT_PATH: &str = "/api/v4/projects/acme%2Fdata%2Fdbt";
-
-fn fast_retries() -> RetryPolicy {
-    RetryPolicy {
-        max_attempts: 4,
-        max_wait: Duration::from_secs(5),
-        initial_backoff: Duration::from_millis(10),
-        request_timeout: Duration::from_secs(5),
-    }
-}
 
 /// A fake GitLab for `acme/data/dbt` and a forge pointed at it.
 async fn spawn() -> (FakeGitLab, Forge) {
@@ -51,13 +43,6 @@ fn mr_request(head: &str) -> PrRequest {
         title: "fix(orders): cast id to bigint".to_string(),
         body: "The hourly_marts run 48213 failed; this fixes it.".to_string(),
         options: PrOptions::default(),
-    }
-}
-
-fn opened_pr(opened: Opened) -> PullRequest {
-    match opened {
-        Opened::Pr(pr) => pr,
-        other => panic!("expected a merge request, got {other:?}"),
     }
 }
 
@@ -532,7 +517,6 @@ async fn merge_requests_of_other_projects_are_refused_without_a_request() {
     let ours = open(&forge, "selfheal/x").await.url;
     let web = fake.project_web_url();
     let origin = web.trim_end_matches("/acme/data/dbt");
-    let redactor = crate::redact::Redactor::default();
     let foreign = [
         "https://gitlab.com/acme/data/dbt/-/merge_requests/1".to_string(),
         format!("{origin}/acme/data/other/-/merge_requests/1"),
@@ -544,16 +528,7 @@ async fn merge_requests_of_other_projects_are_refused_without_a_request() {
     ];
     let before = fake.requests().len();
 
-    for url in &foreign {
-        assert!(!forge.owns_pr(url), "{url}");
-        let state = forge.pr_state(url, None).await;
-        assert!(
-            matches!(&state, Err(ForgeError::NotOurs(u)) if u == url),
-            "{state:?}"
-        );
-        let said = forge.comment(url, "hello", &redactor).await;
-        assert!(matches!(&said, Err(ForgeError::NotOurs(_))), "{said:?}");
-    }
+    assert_not_ours(&forge, &foreign).await;
 
     assert_eq!(fake.requests().len(), before, "nothing was asked");
     assert!(fake.notes().is_empty());

@@ -91,13 +91,7 @@ pub struct FakeComment {
 }
 
 /// How `GET /repos/{o}/{r}/pulls/{n}` was answered.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct PrReads {
-    /// 200 with the pull request.
-    pub full: usize,
-    /// 304: `If-None-Match` named the current ETag.
-    pub not_modified: usize,
-}
+pub use crate::server::Reads as PrReads;
 
 struct Inner {
     /// `Authorization: Bearer <token>` (or GitHub's older `token <token>`);

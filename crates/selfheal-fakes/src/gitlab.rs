@@ -108,13 +108,7 @@ pub struct FakeNote {
 }
 
 /// How `GET /projects/:id/merge_requests/:iid` was answered.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct MrReads {
-    /// 200 with the merge request.
-    pub full: usize,
-    /// 304: `If-None-Match` named the current ETag.
-    pub not_modified: usize,
-}
+pub use crate::server::Reads as MrReads;
 
 struct Inner {
     /// `PRIVATE-TOKEN: <token>` or `Authorization: Bearer <token>`; injected failures.

@@ -428,6 +428,16 @@ pub fn status(code: u16) -> StatusCode {
     StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
 }
 
+/// How a fake answered conditional reads of one kind of thing (a pull
+/// request, a merge request).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Reads {
+    /// 200 with the thing.
+    pub full: usize,
+    /// 304: `If-None-Match` named the current ETag.
+    pub not_modified: usize,
+}
+
 /// Whether an `If-None-Match` list names `etag`, compared weakly (a `W/`
 /// prefix does not matter) as GitHub and GitLab do; `*` matches anything.
 pub fn matches_etag(if_none_match: &str, etag: &str) -> bool {
