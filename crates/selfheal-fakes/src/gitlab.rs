@@ -1018,6 +1018,66 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn gitlab_fake_answers_merge_requests_in_the_shape_of_real_ones() {
+        // Real answers (tests/fixtures/gitlab/README.md): an open MR of
+        // gitlab.com and the docs' merged one.
+        let real: Vec<Value> = [
+            include_str!("../../../tests/fixtures/gitlab/merge_request_opened.go-gitlab.json"),
+            include_str!(
+                "../../../tests/fixtures/gitlab/merge_request_merged.gitlab-docs-trimmed.json"
+            ),
+        ]
+        .iter()
+        .map(|text| serde_json::from_str(text).expect("a real answer parses"))
+        .collect();
+        let real_keys: std::collections::BTreeSet<&String> = real
+            .iter()
+            .flat_map(|mr| mr.as_object().expect("an object").keys())
+            .collect();
+        let fake = start().await;
+        let (_, opened) = create(&fake, "selfheal/x").await;
+        fake.merge_mr(1, "DouweM");
+        let (_, merged) = send(
+            Method::GET,
+            &format!("{}/1", mrs_url(&fake)),
+            &[("private-token", TOKEN)],
+            None,
+        )
+        .await;
+
+        for answer in [&opened, &merged] {
+            let invented: Vec<&String> = answer
+                .as_object()
+                .expect("an object")
+                .keys()
+                .filter(|k| !real_keys.contains(k))
+                .collect();
+            assert!(
+                invented.is_empty(),
+                "fields GitLab does not send: {invented:?}"
+            );
+        }
+        // The same types where selfheal reads them.
+        for key in [
+            "iid",
+            "web_url",
+            "state",
+            "title",
+            "description",
+            "source_branch",
+            "target_branch",
+        ] {
+            let kind = |v: &Value| std::mem::discriminant(&v[key]);
+            assert_eq!(kind(&opened), kind(&real[0]), "{key}");
+        }
+        assert_eq!(
+            merged["merge_user"]["username"],
+            real[1]["merge_user"]["username"]
+        );
+        assert_eq!(merged["state"], real[1]["state"]);
+    }
+
+    #[tokio::test]
     async fn gitlab_fake_merges_and_closes_as_people_do_and_changes_the_etag() {
         let fake = start().await;
         let (_, mr) = create(&fake, "selfheal/x").await;
