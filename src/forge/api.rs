@@ -207,7 +207,34 @@ impl Api {
         }
     }
 
-    /// POSTs `body` to `url` to open a pull request and reads the answer as
+    /// `GET url` as a `T`, with `If-None-Match: etag` when there is one:
+    /// None when the forge answers 304 (unchanged since that ETag), else the
+    /// thing and the answer's own ETag.
+    pub async fn get_if_changed<T: serde::de::DeserializeOwned>(
+        &self,
+        url: &str,
+        etag: Option<&str>,
+    ) -> Result<Option<(T, Option<String>)>, ForgeError> {
+        let conditional: Vec<(&'static str, &str)> =
+            etag.map(|e| ("if-none-match", e)).into_iter().collect();
+        let resp = self
+            .send(Method::GET, url, None, &conditional, &mut false)
+            .await?;
+        if resp.status == StatusCode::NOT_MODIFIED {
+            return Ok(None);
+        }
+        let thing = self.parse_json(&resp.body)?;
+        Ok(Some((thing, resp.header("etag").map(str::to_string))))
+    }
+
+    /// `POST url` with `value` as JSON, retried like every call (so what was
+    /// posted may be posted twice when an answer is lost; never lost silently).
+    pub async fn post(&self, url: &str, value: &serde_json::Value) -> Result<Answer, ForgeError> {
+        self.send(Method::POST, url, Some(to_json(value)?), &[], &mut false)
+            .await
+    }
+
+    /// POSTs `value` as JSON to `url` to open a pull request and reads the answer as
     /// a `T`. An earlier attempt may have opened it before its answer was
     /// lost (a timeout or a 5xx); then the retry meets the forge's "already
     /// exists", and the pull request we wanted is the one that exists:
@@ -215,7 +242,7 @@ impl Api {
     pub async fn create<T>(
         &self,
         url: &str,
-        body: Vec<u8>,
+        value: &serde_json::Value,
         existing: impl std::future::Future<Output = Result<Option<PullRequest>, ForgeError>>,
     ) -> Result<PullRequest, ForgeError>
     where
@@ -223,7 +250,13 @@ impl Api {
     {
         let mut ambiguous = false;
         match self
-            .send(Method::POST, url, Some(body), &[], &mut ambiguous)
+            .send(
+                Method::POST,
+                url,
+                Some(to_json(value)?),
+                &[],
+                &mut ambiguous,
+            )
             .await
         {
             Ok(resp) => Ok(self.parse_json::<T>(&resp.body)?.into()),
@@ -301,7 +334,7 @@ impl Api {
 }
 
 /// JSON for a request body.
-pub(super) fn to_json(value: &serde_json::Value) -> Result<Vec<u8>, ForgeError> {
+fn to_json(value: &serde_json::Value) -> Result<Vec<u8>, ForgeError> {
     serde_json::to_vec(value).map_err(|e| ForgeError::Http(format!("encoding request: {e}")))
 }
 

@@ -19,12 +19,12 @@ use std::time::Duration;
 
 use anyhow::Context;
 use hyper::header::HeaderMap;
-use hyper::{Method, StatusCode};
+use hyper::Method;
 use serde::Deserialize;
 use tracing::info;
 
 use super::api::{
-    next_link, origin, same_origin, to_json, valid_name, Answer, Api, Dialect, ForgeToken, Refusal,
+    next_link, origin, same_origin, valid_name, Answer, Api, Dialect, ForgeToken, Refusal,
     RetryPolicy,
 };
 use super::{ForgeError, PrRequest, PrSnapshot, PullRequest};
@@ -115,11 +115,10 @@ impl GitHub {
             "maintainer_can_modify": true,
             "draft": false,
         });
-        let body = to_json(&body)?;
         let existing = self.find_open_by_head(&req.head, &req.base);
         let pr = self
             .api
-            .create::<ApiPull>(&self.pulls_url(), body, existing)
+            .create::<ApiPull>(&self.pulls_url(), &body, existing)
             .await?;
         info!(number = pr.number, url = %pr.url, head = %pr.head, "opened pull request");
         Ok(pr)
@@ -169,21 +168,9 @@ impl GitHub {
         etag: Option<&str>,
     ) -> Result<Option<PrSnapshot>, ForgeError> {
         let url = format!("{}/{number}", self.pulls_url());
-        let conditional: Vec<(&'static str, &str)> =
-            etag.map(|e| ("if-none-match", e)).into_iter().collect();
-        let resp = self
-            .api
-            .send(Method::GET, &url, None, &conditional, &mut false)
-            .await?;
-        if resp.status == StatusCode::NOT_MODIFIED {
+        let Some((pull, etag)) = self.api.get_if_changed::<ApiPull>(&url, etag).await? else {
             return Ok(None);
-        }
-        let pull: ApiPull = self.api.parse_json(&resp.body)?;
-        let etag = resp
-            .headers
-            .get("etag")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
+        };
         Ok(Some(PrSnapshot {
             state: pull.pr_state(),
             etag,
@@ -198,9 +185,8 @@ impl GitHub {
             "{}/repos/{}/{}/issues/{number}/comments",
             self.api_base, self.owner, self.repo
         );
-        let body = to_json(&serde_json::json!({ "body": body }))?;
         self.api
-            .send(Method::POST, &url, Some(body), &[], &mut false)
+            .post(&url, &serde_json::json!({ "body": body }))
             .await?;
         info!(number, "commented on pull request");
         Ok(())

@@ -18,13 +18,13 @@
 use std::time::Duration;
 
 use anyhow::Context;
-use hyper::{Method, StatusCode};
+use hyper::Method;
 use serde::Deserialize;
 use tracing::{info, warn};
 
 use super::api::{
-    fit, next_link, origin, same_origin, to_json, valid_name, Answer, Api, Dialect, ForgeToken,
-    Refusal, RetryPolicy,
+    fit, next_link, origin, same_origin, valid_name, Answer, Api, Dialect, ForgeToken, Refusal,
+    RetryPolicy,
 };
 use super::{ForgeError, PrRequest, PrSnapshot, PullRequest};
 use crate::domain::PrState;
@@ -152,7 +152,7 @@ impl GitLab {
         let existing = self.find_open(&req.head, &req.base);
         let pr = self
             .api
-            .create::<ApiMergeRequest>(&self.merge_requests_url(), to_json(&body)?, existing)
+            .create::<ApiMergeRequest>(&self.merge_requests_url(), &body, existing)
             .await?;
         info!(iid = pr.number, url = %pr.url, head = %pr.head, "opened merge request");
         Ok(pr)
@@ -239,19 +239,16 @@ impl GitLab {
         etag: Option<&str>,
     ) -> Result<Option<PrSnapshot>, ForgeError> {
         let url = format!("{}/{iid}", self.merge_requests_url());
-        let conditional: Vec<(&'static str, &str)> =
-            etag.map(|e| ("if-none-match", e)).into_iter().collect();
-        let resp = self
+        let Some((mr, etag)) = self
             .api
-            .send(Method::GET, &url, None, &conditional, &mut false)
-            .await?;
-        if resp.status == StatusCode::NOT_MODIFIED {
+            .get_if_changed::<ApiMergeRequest>(&url, etag)
+            .await?
+        else {
             return Ok(None);
-        }
-        let mr: ApiMergeRequest = self.api.parse_json(&resp.body)?;
+        };
         Ok(Some(PrSnapshot {
             state: mr.pr_state(),
-            etag: resp.header("etag").map(str::to_string),
+            etag,
         }))
     }
 
@@ -260,9 +257,8 @@ impl GitLab {
     /// silently.
     pub(super) async fn comment(&self, iid: u64, body: &str) -> Result<(), ForgeError> {
         let url = format!("{}/{iid}/notes", self.merge_requests_url());
-        let body = to_json(&serde_json::json!({ "body": body }))?;
         self.api
-            .send(Method::POST, &url, Some(body), &[], &mut false)
+            .post(&url, &serde_json::json!({ "body": body }))
             .await?;
         info!(iid, "commented on merge request");
         Ok(())
@@ -678,7 +674,7 @@ mod tests {
                 map.insert(*k, hyper::header::HeaderValue::from_str(v).expect("header"));
             }
             let answer = Answer {
-                status: StatusCode::TOO_MANY_REQUESTS,
+                status: hyper::StatusCode::TOO_MANY_REQUESTS,
                 headers: map,
                 body: b"Retry later\n".to_vec(),
             };
