@@ -15,13 +15,17 @@
 //!
 //! The kinds of forge:
 //! - [`Forge::GitHub`]: the GitHub or GitHub Enterprise REST API;
+//! - [`Forge::GitLab`]: the GitLab (gitlab.com or self-managed) REST v4 API,
+//!   whose merge requests are selfheal's pull requests;
 //! - [`Forge::Gitea`]: a Gitea or Forgejo server's API v1;
 //! - [`Forge::Plain`]: a git remote with no API, where "opening a pull request"
 //!   means handing the user a compare link, if the web address is known.
 
+mod api;
 mod choose;
 mod gitea;
 mod github;
+mod gitlab;
 pub mod remote;
 mod rest;
 
@@ -31,6 +35,7 @@ pub use crate::domain::{PrOptions, PrState};
 use crate::redact::Redactor;
 pub use gitea::Gitea;
 pub use github::GitHub;
+pub use gitlab::GitLab;
 pub use rest::{ForgeToken, RetryPolicy};
 
 /// Branches selfheal creates start with this; it lists only pull requests from them.
@@ -75,6 +80,9 @@ const MAX_COMMENT_CHARS: usize = github::MAX_BODY_CHARS;
 /// The line of a pull request body that later sessions find it by
 /// (`slack::render::pr_body` writes it): never cut from a body.
 const SIGNATURE_MARKER: &str = "<!-- selfheal-signature:";
+
+/// GitLab refuses notes longer than this many characters.
+const MAX_GITLAB_NOTE_CHARS: usize = 1_000_000;
 
 /// A pull request selfheal wants opened.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -143,6 +151,9 @@ pub enum Forge {
     GitHub(GitHub),
     /// A Gitea or Forgejo server's API v1 (`https://gitea.example.com/api/v1`).
     Gitea(Gitea),
+    /// GitLab's REST v4 API (`https://gitlab.com/api/v4` or
+    /// `https://HOST/api/v4`): merge requests are its pull requests.
+    GitLab(GitLab),
     /// A plain git remote with no API: nothing to call. The "pull request" is a
     /// compare URL when `web_base` (e.g. `https://github.com/owner/name`) is known.
     Plain { web_base: Option<String> },
@@ -154,6 +165,7 @@ impl Forge {
         match self {
             Forge::GitHub(github) => github.create_pull(req).await.map(Opened::Pr),
             Forge::Gitea(gitea) => gitea.create_pull(req).await.map(Opened::Pr),
+            Forge::GitLab(gitlab) => gitlab.create_pull(req).await.map(Opened::Pr),
             Forge::Plain { web_base } => Ok(Opened::Compare(
                 web_base
                     .as_deref()
@@ -178,6 +190,7 @@ impl Forge {
         let number = self.own_pr(pr_url)?;
         match self {
             Forge::GitHub(github) => github.pull_state(number, etag).await,
+            Forge::GitLab(gitlab) => gitlab.pull_state(number, etag).await,
             Forge::Gitea(gitea) => gitea.pull_state(number, etag).await,
             Forge::Plain { .. } => Err(ForgeError::NotOurs(pr_url.to_string())),
         }
@@ -193,10 +206,23 @@ impl Forge {
         redactor: &Redactor,
     ) -> Result<(), ForgeError> {
         let number = self.own_pr(pr_url)?;
-        let body = fit_comment(&redactor.redact(body));
+        let body = redactor.redact(body);
         match self {
-            Forge::GitHub(github) => github.comment(number, &body).await,
-            Forge::Gitea(gitea) => gitea.comment(number, &body).await,
+            Forge::GitHub(github) => {
+                github
+                    .comment(number, &fit_comment(&body, MAX_COMMENT_CHARS))
+                    .await
+            }
+            Forge::GitLab(gitlab) => {
+                gitlab
+                    .comment(number, &fit_comment(&body, MAX_GITLAB_NOTE_CHARS))
+                    .await
+            }
+            Forge::Gitea(gitea) => {
+                gitea
+                    .comment(number, &fit_comment(&body, MAX_COMMENT_CHARS))
+                    .await
+            }
             Forge::Plain { .. } => Err(ForgeError::NotOurs(pr_url.to_string())),
         }
     }
@@ -205,6 +231,7 @@ impl Forge {
     fn own_pr(&self, pr_url: &str) -> Result<u64, ForgeError> {
         match self {
             Forge::GitHub(github) => github.pr_number(pr_url),
+            Forge::GitLab(gitlab) => gitlab.pr_number(pr_url),
             Forge::Gitea(gitea) => gitea.pr_number(pr_url),
             Forge::Plain { .. } => None,
         }
@@ -217,6 +244,7 @@ impl Forge {
         let open = match self {
             Forge::GitHub(github) => github.list_open_pulls().await?,
             Forge::Gitea(gitea) => gitea.list_open_pulls().await?,
+            Forge::GitLab(gitlab) => gitlab.list_open_pulls().await?,
             Forge::Plain { .. } => Vec::new(),
         };
         Ok(open
@@ -279,16 +307,9 @@ fn take_chars(s: &str, n: usize) -> &str {
     s.char_indices().nth(n).map_or(s, |(at, _)| &s[..at])
 }
 
-/// `body` cut to [`MAX_COMMENT_CHARS`], saying so at the end when it was.
-fn fit_comment(body: &str) -> String {
-    const CUT: &str = "\n\n… (cut: too long for a comment)";
-    if body.chars().count() <= MAX_COMMENT_CHARS {
-        return body.to_string();
-    }
-    let keep = MAX_COMMENT_CHARS - CUT.chars().count();
-    let mut out: String = body.chars().take(keep).collect();
-    out.push_str(CUT);
-    out
+/// `body` cut to `max` characters, saying so where it was cut.
+fn fit_comment(body: &str, max: usize) -> String {
+    api::fit(body, max, "\n\n… (cut: too long for a comment)")
 }
 
 /// The web page where a human can open a pull request from `head` into `base`:
@@ -337,3 +358,6 @@ pub fn parse_github_remote(url: &str) -> Option<(String, String)> {
 mod gitea_tests;
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod gitlab_tests;

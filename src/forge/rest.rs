@@ -35,7 +35,7 @@ impl ForgeToken {
         ForgeToken(token.into())
     }
 
-    fn expose(&self) -> &str {
+    pub(super) fn expose(&self) -> &str {
         &self.0
     }
 }

@@ -10,6 +10,7 @@ use selfheal_fakes::server::AuthSeen;
 
 const TOKEN: &str = "ghs_faketoken0123456789";
 
+/// Retries in milliseconds, so stories of failures stay quick.
 pub(super) fn fast_retries() -> RetryPolicy {
     RetryPolicy {
         max_attempts: 4,
@@ -502,7 +503,6 @@ async fn pull_requests_of_other_repositories_are_refused_without_a_request() {
     let (fake, forge) = spawn().await;
     open_one(&forge).await;
     let ours = format!("{}/acme/dbt/pull/1", fake.api_base());
-    let redactor = crate::redact::Redactor::default();
     let foreign = [
         "https://github.com/acme/dbt/pull/1".to_string(),
         format!("{}/acme/other/pull/1", fake.api_base()),
@@ -512,16 +512,7 @@ async fn pull_requests_of_other_repositories_are_refused_without_a_request() {
     ];
     let before = fake.requests().len();
 
-    for url in &foreign {
-        assert!(!forge.owns_pr(url), "{url}");
-        let state = forge.pr_state(url, None).await;
-        assert!(
-            matches!(&state, Err(ForgeError::NotOurs(u)) if u == url),
-            "{state:?}"
-        );
-        let said = forge.comment(url, "hello", &redactor).await;
-        assert!(matches!(&said, Err(ForgeError::NotOurs(_))), "{said:?}");
-    }
+    assert_not_ours(&forge, &foreign).await;
     let plain = Forge::Plain {
         web_base: Some("https://github.com/acme/dbt".into()),
     };
@@ -537,6 +528,22 @@ async fn pull_requests_of_other_repositories_are_refused_without_a_request() {
     assert!(fake.comments().is_empty());
     assert!(forge.owns_pr(&ours));
     assert_eq!(fake.merge_calls(), 0);
+}
+
+/// Asserts that `forge` owns none of `urls`, and neither asks about them nor
+/// comments on them.
+pub(super) async fn assert_not_ours(forge: &Forge, urls: &[String]) {
+    let redactor = crate::redact::Redactor::default();
+    for url in urls {
+        assert!(!forge.owns_pr(url), "{url}");
+        let state = forge.pr_state(url, None).await;
+        assert!(
+            matches!(&state, Err(ForgeError::NotOurs(u)) if u == url),
+            "{state:?}"
+        );
+        let said = forge.comment(url, "hello", &redactor).await;
+        assert!(matches!(&said, Err(ForgeError::NotOurs(_))), "{said:?}");
+    }
 }
 
 #[tokio::test]

@@ -49,7 +49,7 @@ use axum::http::{HeaderValue, Method, StatusCode};
 use axum::response::Response;
 use serde_json::{json, Value};
 
-use crate::github::{fake_sha, rfc3339};
+use crate::server::{fake_sha, rfc3339};
 use crate::server::{
     self, AuthSeen, Credentials, Gate, HttpFake, RecordedRequest, Request, Shared,
 };

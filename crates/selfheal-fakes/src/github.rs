@@ -52,7 +52,8 @@ use axum::response::Response;
 use serde_json::{json, Value};
 
 use crate::server::{
-    self, AuthSeen, Credentials, Gate, HttpFake, RecordedRequest, Request, Shared,
+    self, fake_sha, matches_etag, rfc3339, AuthSeen, Credentials, Gate, HttpFake, RecordedRequest,
+    Request, Shared,
 };
 
 const DOCS: &str = "https://docs.github.com/rest/pulls/pulls";
@@ -99,13 +100,7 @@ pub struct FakeComment {
 }
 
 /// How `GET /repos/{o}/{r}/pulls/{n}` was answered.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct PrReads {
-    /// 200 with the pull request.
-    pub full: usize,
-    /// 304: `If-None-Match` named the current ETag.
-    pub not_modified: usize,
-}
+pub use crate::server::Reads as PrReads;
 
 struct Inner {
     /// `Authorization: Bearer <token>` (or GitHub's older `token <token>`);
@@ -504,15 +499,6 @@ fn get_pr(
     json_response(StatusCode::OK, body, &[("etag", etag)])
 }
 
-/// Whether an `If-None-Match` list names `etag`, compared weakly (a `W/`
-/// prefix does not matter) as GitHub does; `*` matches anything.
-fn matches_etag(if_none_match: &str, etag: &str) -> bool {
-    let weak = |t: &str| t.trim().trim_start_matches("W/").to_string();
-    if_none_match
-        .split(',')
-        .any(|t| t.trim() == "*" || weak(t) == weak(etag))
-}
-
 /// `304 Not Modified`: no body; the ETag and the rate-limit headers, as GitHub sends.
 fn not_modified(etag: &str) -> Response {
     let mut response = json_response(
@@ -902,83 +888,4 @@ async fn rev_parse(git_dir: &std::path::Path, branch: &str) -> Option<String> {
     out.status
         .success()
         .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
-}
-
-/// A stable, sha-shaped stand-in when there is no git repository behind the fake.
-pub(crate) fn fake_sha(name: &str) -> String {
-    // FNV-1a, repeated to 40 hex digits; only needs to look like a sha and be stable.
-    let mut out = String::with_capacity(40);
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    while out.len() < 40 {
-        for b in name.bytes().chain(out.clone().into_bytes()) {
-            hash ^= u64::from(b);
-            hash = hash.wrapping_mul(0x0100_0000_01b3);
-        }
-        out.push_str(&format!("{hash:016x}"));
-    }
-    out.truncate(40);
-    out
-}
-
-/// `2024-05-01T12:00:00Z`, GitHub's timestamp format.
-pub(crate) fn rfc3339(t: SystemTime) -> String {
-    let secs = t.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    // Howard Hinnant's days-to-civil algorithm.
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn timestamps_are_rfc3339_utc() {
-        let cases = [
-            (0, "1970-01-01T00:00:00Z"),
-            (951_782_400, "2000-02-29T00:00:00Z"),
-            (1_714_564_800, "2024-05-01T12:00:00Z"),
-        ];
-        for (secs, want) in cases {
-            assert_eq!(rfc3339(UNIX_EPOCH + Duration::from_secs(secs)), want);
-        }
-    }
-
-    #[test]
-    fn if_none_match_compares_etags_weakly_as_github_does() {
-        let cases = [
-            (r#"W/"abc""#, true),
-            (r#""abc""#, true),
-            (r#""x", W/"abc""#, true),
-            ("*", true),
-            (r#"W/"abcd""#, false),
-            ("", false),
-        ];
-        for (header, want) in cases {
-            assert_eq!(matches_etag(header, r#"W/"abc""#), want, "{header}");
-        }
-    }
-
-    #[test]
-    fn fake_shas_look_like_shas_and_are_stable() {
-        let sha = fake_sha("selfheal/x");
-        assert_eq!(sha.len(), 40);
-        assert!(sha.chars().all(|c| c.is_ascii_hexdigit()));
-        assert_eq!(sha, fake_sha("selfheal/x"));
-        assert_ne!(sha, fake_sha("selfheal/y"));
-    }
 }

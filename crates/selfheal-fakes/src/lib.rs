@@ -13,6 +13,7 @@
 //! - [`slack`]: Slack's Web API and Socket Mode.
 //! - [`github`]: GitHub's REST API for pull requests.
 //! - [`gitea`]: a Gitea or Forgejo server's API v1 for pull requests.
+//! - [`gitlab`]: GitLab's REST v4 API for merge requests.
 //! - [`llm`]: an OpenAI-compatible chat-completions endpoint replaying scripts.
 //! - [`paradime`]: Paradime's GraphQL API for Bolt runs, their logs and
 //!   retries, in the documents Paradime's SDK sends.
@@ -22,6 +23,7 @@
 pub mod dbt_cloud;
 pub mod gitea;
 pub mod github;
+pub mod gitlab;
 pub mod llm;
 pub mod paradime;
 pub mod retry;
