@@ -19,7 +19,7 @@ use super::{
 use crate::config::{normalize_channel, Config, Runner};
 use crate::dbt::isolate::{self, Plan};
 use crate::dbt::Dbt;
-use crate::forge::{parse_github_remote, ForgeError, ForgeToken, GitHub, RetryPolicy};
+use crate::forge::{Forge, ForgeError, RetryPolicy};
 use crate::http::{host_of, is_loopback, unreachable_reason, Transport};
 use crate::runlog::{Source, SourceSettings};
 use crate::slack::web::SlackError;
@@ -471,34 +471,33 @@ async fn dbt_debug(cfg: &Config, offline: bool, dbt_ok: bool, plan_ok: bool) -> 
 
 async fn forge(cfg: &Config) -> Outcome {
     let heal = &cfg.heal;
-    let Some(token) = &heal.github_token else {
-        return Outcome::Skipped(
-            "no SELFHEAL_GITHUB_TOKEN: sessions push the branch and post a compare link".into(),
-        );
-    };
-    let repo = heal.github_repo.clone().or_else(|| {
-        heal.repo
-            .as_deref()
-            .and_then(parse_github_remote)
-            .map(|(owner, name)| format!("{owner}/{name}"))
-    });
-    let Some(repo) = repo else {
-        return Outcome::Fail(Problem::ForgeRepoUnknown);
-    };
-    let retry = RetryPolicy {
-        max_attempts: 1,
-        request_timeout: CALL_TIMEOUT,
-        ..RetryPolicy::default()
-    };
-    let github = match GitHub::new(&heal.github_api_url, &repo, ForgeToken::new(token.expose())) {
-        Ok(g) => g.with_retry(retry),
+    let forge = match Forge::from_settings(heal) {
+        Ok(forge) => forge.with_retry(RetryPolicy {
+            max_attempts: 1,
+            request_timeout: CALL_TIMEOUT,
+            ..RetryPolicy::default()
+        }),
+        Err(_) if heal.github_token.is_some() => return Outcome::Fail(Problem::ForgeRepoUnknown),
         Err(e) => {
             return Outcome::Fail(Problem::Forge {
                 why: format!("{e:#}"),
             })
         }
     };
-    match github.can_push().await {
+    let (Some(repo), Some(asked)) = (forge.repo(), forge.can_push().await) else {
+        return Outcome::Skipped(
+            "no forge token (SELFHEAL_GITHUB_TOKEN, SELFHEAL_GITLAB_TOKEN, …): sessions push the branch and post a compare link".into(),
+        );
+    };
+    // Where the API is, for an unreachable forge.
+    let (api, var) = match &forge {
+        Forge::GitHub(_) => (heal.github_api_url.clone(), "SELFHEAL_GITHUB_API_URL"),
+        _ => (
+            heal.forge.api_url.clone().unwrap_or_default(),
+            "SELFHEAL_FORGE_API_URL",
+        ),
+    };
+    match asked {
         Ok(true) => Outcome::Pass(format!(
             "the token can push to {repo} and open pull requests"
         )),
@@ -507,15 +506,15 @@ async fn forge(cfg: &Config) -> Outcome {
         Err(ForgeError::NotFound) => Outcome::Fail(Problem::ForgeRepoNotFound { repo }),
         Err(ForgeError::Http(why)) if why.starts_with("sending request") => {
             Outcome::Fail(Problem::Unreachable {
-                host: host_of(&heal.github_api_url),
+                host: host_of(&api),
                 why: why.trim_start_matches("sending request: ").to_string(),
-                var: "SELFHEAL_GITHUB_API_URL",
+                var,
             })
         }
         Err(ForgeError::Timeout) => Outcome::Fail(Problem::Unreachable {
-            host: host_of(&heal.github_api_url),
+            host: host_of(&api),
             why: format!("no answer within {}s", CALL_TIMEOUT.as_secs()),
-            var: "SELFHEAL_GITHUB_API_URL",
+            var,
         }),
         Err(e) => Outcome::Fail(Problem::Forge { why: e.to_string() }),
     }

@@ -6,7 +6,7 @@
 use anyhow::{bail, Context, Result};
 
 use super::remote::{parse_remote, Remote};
-use super::{Forge, ForgeToken, GitHub};
+use super::{Forge, ForgeToken, GitHub, GitLab, Gitea};
 use crate::config::HealSettings;
 use crate::domain::{ForgeKind, Secret};
 
@@ -44,13 +44,34 @@ impl Forge {
                     (None, _) => Ok(plain()),
                 }
             }
+            ForgeKind::GitLab => match &f.gitlab_token {
+                Some(token) => {
+                    let (project, api) =
+                        project_and_api(heal, remote.as_ref(), "SELFHEAL_GITLAB_TOKEN")?;
+                    Ok(Forge::GitLab(
+                        GitLab::new(&api, &project, token_of(token))
+                            .context("configuring the GitLab API")?,
+                    ))
+                }
+                None => Ok(plain()),
+            },
+            ForgeKind::Gitea => match &f.gitea_token {
+                Some(token) => {
+                    let (repo, api) =
+                        project_and_api(heal, remote.as_ref(), "SELFHEAL_GITEA_TOKEN")?;
+                    Ok(Forge::Gitea(
+                        Gitea::new(&api, &repo, token_of(token))
+                            .context("configuring the Gitea API")?,
+                    ))
+                }
+                None => Ok(plain()),
+            },
             _ => Ok(plain()),
         }
     }
 }
 
 /// The project on the forge and its API: configured, else read from the remote.
-#[allow(dead_code)]
 fn project_and_api(
     heal: &HealSettings,
     remote: Option<&Remote>,

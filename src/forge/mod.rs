@@ -258,6 +258,39 @@ impl Forge {
     pub fn has_api(&self) -> bool {
         !matches!(self, Forge::Plain { .. })
     }
+
+    /// The forge asked with `retry` instead of the default policy (`selfheal
+    /// check` asks once).
+    pub fn with_retry(self, retry: RetryPolicy) -> Forge {
+        match self {
+            Forge::GitHub(github) => Forge::GitHub(github.with_retry(retry)),
+            Forge::GitLab(gitlab) => Forge::GitLab(gitlab.with_retry(retry)),
+            Forge::Gitea(gitea) => Forge::Gitea(gitea.with_retry(retry)),
+            plain @ Forge::Plain { .. } => plain,
+        }
+    }
+
+    /// The repository as the forge names it (`owner/name`); None for a plain remote.
+    pub fn repo(&self) -> Option<String> {
+        match self {
+            Forge::GitHub(github) => Some(github.repo()),
+            Forge::GitLab(gitlab) => Some(gitlab.project().to_string()),
+            Forge::Gitea(gitea) => Some(gitea.repo()),
+            Forge::Plain { .. } => None,
+        }
+    }
+
+    /// Whether the token may push to the repository, which opening a change
+    /// request from a pushed branch needs (`selfheal check`); None for a
+    /// plain remote, which has no API to ask.
+    pub async fn can_push(&self) -> Option<Result<bool, ForgeError>> {
+        Some(match self {
+            Forge::GitHub(github) => github.can_push().await,
+            Forge::GitLab(gitlab) => gitlab.can_push().await,
+            Forge::Gitea(gitea) => gitea.can_push().await,
+            Forge::Plain { .. } => return None,
+        })
+    }
 }
 
 /// `body` cut to at most `limit` characters, for a forge that refuses longer
