@@ -6,7 +6,7 @@
 use anyhow::{bail, Context, Result};
 
 use super::remote::{parse_remote, Remote};
-use super::{Forge, ForgeToken, GitHub};
+use super::{Bitbucket, Forge, ForgeToken, GitHub};
 use crate::config::HealSettings;
 use crate::domain::{ForgeKind, Secret};
 
@@ -44,13 +44,23 @@ impl Forge {
                     (None, _) => Ok(plain()),
                 }
             }
+            ForgeKind::Bitbucket => match &f.bitbucket_token {
+                Some(token) => {
+                    let remote = remote.as_ref().filter(|r| r.kind == ForgeKind::Bitbucket);
+                    let (repo, api) = project_and_api(heal, remote, "SELFHEAL_BITBUCKET_TOKEN")?;
+                    Ok(Forge::Bitbucket(
+                        Bitbucket::new(&api, &repo, token_of(token))
+                            .context("configuring the Bitbucket API")?,
+                    ))
+                }
+                None => Ok(plain()),
+            },
             _ => Ok(plain()),
         }
     }
 }
 
 /// The project on the forge and its API: configured, else read from the remote.
-#[allow(dead_code)]
 fn project_and_api(
     heal: &HealSettings,
     remote: Option<&Remote>,

@@ -17,20 +17,15 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use anyhow::{bail, Context};
-use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::Bytes;
+use anyhow::Context;
 use hyper::header::{HeaderMap, HeaderValue};
-use hyper::{Method, Request, StatusCode};
+use hyper::{Method, StatusCode};
 use serde::Deserialize;
-use tracing::{info, warn};
+use tracing::info;
 
+use super::client::{self, origin, same_origin, web_origin, Answer, Client, Refusal};
 use super::{ForgeError, PrRequest, PrSnapshot, PullRequest};
 use crate::domain::PrState;
-use crate::http::{is_loopback, Transport};
-
-/// Bodies larger than this are not read: no legitimate answer is this big.
-const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
 
 /// How many pages of open pull requests are read at most (100 per page).
 const MAX_PAGES: usize = 50;
@@ -47,7 +42,7 @@ impl ForgeToken {
         ForgeToken(token.into())
     }
 
-    fn expose(&self) -> &str {
+    pub(super) fn expose(&self) -> &str {
         &self.0
     }
 }
@@ -93,8 +88,7 @@ pub struct GitHub {
     owner: String,
     repo: String,
     token: ForgeToken,
-    retry: RetryPolicy,
-    client: Transport,
+    client: Client,
 }
 
 impl std::fmt::Debug for GitHub {
@@ -119,28 +113,28 @@ impl GitHub {
             .split_once('/')
             .filter(|(o, r)| valid_name(o) && valid_name(r))
             .with_context(|| format!("forge repository `{repo}` is not `owner/name`"))?;
-        let client = match parsed.scheme() {
-            "https" => Transport::for_url(&parsed)?,
-            "http" if is_loopback(&parsed) => Transport::for_url(&parsed)?,
-            "http" => bail!(
-                "refusing plain http for forge API {api_base}: the token would travel unencrypted"
+        let headers = vec![
+            ("accept", HeaderValue::from_static("application/vnd.github+json")),
+            ("x-github-api-version", HeaderValue::from_static(API_VERSION)),
+            (
+                "authorization",
+                client::sensitive(&format!("Bearer {}", token.expose()))?,
             ),
-            other => bail!("unsupported scheme `{other}` in forge API URL {api_base}"),
-        };
+        ];
+        let client = Client::new("GitHub", &parsed, headers)?;
         Ok(GitHub {
             web_origin: web_origin(&parsed),
             api_base,
             owner: owner.to_string(),
             repo: name.to_string(),
             token,
-            retry: RetryPolicy::default(),
             client,
         })
     }
 
     /// Replaces the default [`RetryPolicy`].
     pub fn with_retry(mut self, retry: RetryPolicy) -> GitHub {
-        self.retry = retry;
+        self.client.retry = retry;
         self
     }
 
@@ -312,10 +306,7 @@ impl GitHub {
         Ok(prs)
     }
 
-    /// Sends one request, with `headers` besides the usual ones, with retries.
-    /// A 304 is an answer (to a conditional request), not an error. `ambiguous`
-    /// is set when an attempt may have reached GitHub without us seeing the
-    /// answer (a 5xx, a timeout, a lost connection).
+    /// Sends one request with retries, by GitHub's rules (see the module docs).
     async fn send(
         &self,
         method: Method,
@@ -324,137 +315,31 @@ impl GitHub {
         headers: &[(&'static str, &str)],
         ambiguous: &mut bool,
     ) -> Result<Answer, ForgeError> {
-        let mut backoff = self.retry.initial_backoff;
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let last = attempt >= self.retry.max_attempts.max(1);
-            let error = match self
-                .send_once(method.clone(), url, body.clone(), headers)
-                .await
-            {
-                Ok(answer)
-                    if answer.status.is_success() || answer.status == StatusCode::NOT_MODIFIED =>
-                {
-                    return Ok(answer)
-                }
-                Ok(answer) => {
-                    let now = SystemTime::now()
-                        .duration_since(UNIX_EPOCH)
-                        .map(|d| d.as_secs())
-                        .unwrap_or(0);
-                    if let Some(wait) =
-                        rate_limit_wait(answer.status.as_u16(), &answer.headers, &answer.body, now)
-                    {
-                        if last || wait > self.retry.max_wait {
-                            return Err(ForgeError::RateLimited { retry_after: wait });
-                        }
-                        warn!(%url, status = answer.status.as_u16(), wait_ms = wait.as_millis() as u64, "rate limited by GitHub; waiting");
-                        tokio::time::sleep(wait).await;
-                        continue;
-                    }
-                    match answer.status.as_u16() {
-                        401 => return Err(ForgeError::Unauthorized),
-                        403 => return Err(ForgeError::Forbidden(error_message(&answer.body))),
-                        404 => return Err(ForgeError::NotFound),
-                        422 => {
-                            return Err(ForgeError::Validation(validation_message(&answer.body)))
-                        }
-                        s if s >= 500 => ForgeError::Http(format!(
-                            "{}: {}",
-                            answer.status,
-                            error_message(&answer.body)
-                        )),
-                        _ => {
-                            return Err(ForgeError::Http(format!(
-                                "{}: {}",
-                                answer.status,
-                                error_message(&answer.body)
-                            )))
-                        }
-                    }
-                }
-                Err(e) => e,
-            };
-            // Only 5xx, transport errors and timeouts get here: worth another try.
-            *ambiguous = true;
-            if last {
-                return Err(error);
-            }
-            warn!(%url, attempt, error = %error, "GitHub request failed; retrying");
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(self.retry.max_wait);
-        }
-    }
-
-    async fn send_once(
-        &self,
-        method: Method,
-        url: &str,
-        body: Option<Vec<u8>>,
-        headers: &[(&'static str, &str)],
-    ) -> Result<Answer, ForgeError> {
-        let mut builder = Request::builder()
-            .method(method)
-            .uri(url)
-            .header("accept", "application/vnd.github+json")
-            .header("x-github-api-version", API_VERSION)
-            .header("user-agent", "selfheal");
-        let mut auth = HeaderValue::from_str(&format!("Bearer {}", self.token.expose()))
-            .map_err(|_| ForgeError::Http("the forge token is not a valid header value".into()))?;
-        auth.set_sensitive(true);
-        builder = builder.header("authorization", auth);
-        if body.is_some() {
-            builder = builder.header("content-type", "application/json");
-        }
-        for (name, value) in headers {
-            let value = HeaderValue::from_str(value)
-                .map_err(|_| ForgeError::Http(format!("`{name}` is not a valid header value")))?;
-            builder = builder.header(*name, value);
-        }
-        let request = builder
-            .body(Full::new(Bytes::from(body.unwrap_or_default())))
-            .map_err(|e| ForgeError::Http(format!("building request: {e}")))?;
-
-        let exchange = async {
-            let response = send(&self.client, request).await?;
-            let (parts, body) = response.into_parts();
-            let body = Limited::new(body, MAX_BODY_BYTES)
-                .collect()
-                .await
-                .map_err(|e| ForgeError::Http(format!("reading response: {e}")))?
-                .to_bytes();
-            Ok(Answer {
-                status: parts.status,
-                headers: parts.headers,
-                body: body.to_vec(),
-            })
-        };
-        match tokio::time::timeout(self.retry.request_timeout, exchange).await {
-            Ok(result) => result,
-            Err(_) => Err(ForgeError::Timeout),
-        }
+        self.client
+            .send(method, url, body, headers, ambiguous, refusal)
+            .await
     }
 }
 
-/// Sends a request; hyper-util's errors name the host, never headers, so
-/// they carry no token.
-async fn send(
-    transport: &Transport,
-    req: Request<Full<Bytes>>,
-) -> Result<hyper::Response<hyper::body::Incoming>, ForgeError> {
-    transport.request(req).await.map_err(|e| {
-        ForgeError::Http(format!(
-            "sending request: {}",
-            crate::http::unreachable_reason(&e)
-        ))
-    })
-}
-
-struct Answer {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: Vec<u8>,
+/// What an unsuccessful answer of GitHub's means.
+fn refusal(answer: &Answer) -> Refusal {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    if let Some(wait) = rate_limit_wait(answer.status.as_u16(), &answer.headers, &answer.body, now)
+    {
+        return Refusal::RateLimited(Some(wait));
+    }
+    let other = || ForgeError::Http(format!("{}: {}", answer.status, error_message(&answer.body)));
+    match answer.status.as_u16() {
+        401 => Refusal::Final(ForgeError::Unauthorized),
+        403 => Refusal::Final(ForgeError::Forbidden(error_message(&answer.body))),
+        404 => Refusal::Final(ForgeError::NotFound),
+        422 => Refusal::Final(ForgeError::Validation(validation_message(&answer.body))),
+        s if s >= 500 => Refusal::Transient(other()),
+        _ => Refusal::Final(other()),
+    }
 }
 
 /// The parts of GitHub's pull request object selfheal reads.
@@ -537,8 +422,7 @@ struct ApiErrorDetail {
 }
 
 fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ForgeError> {
-    serde_json::from_slice(body)
-        .map_err(|e| ForgeError::Http(format!("unexpected response from GitHub: {e}")))
+    client::parse_json("GitHub", body)
 }
 
 fn error_message(body: &[u8]) -> String {
@@ -623,30 +507,6 @@ fn next_link(header: &str) -> Option<String> {
         let target = target.trim().strip_prefix('<')?.strip_suffix('>')?;
         is_next.then(|| target.to_string())
     })
-}
-
-/// Where the web pages of the forge whose API is at `api` are: GitHub's API host
-/// `api.github.com` (or a GitHub Enterprise Cloud `api.` host) loses its `api.`;
-/// GitHub Enterprise Server serves both from one host, under `/api/v3` for the
-/// API, and so does the local fake.
-fn web_origin(api: &url::Url) -> String {
-    origin(api).replacen("://api.", "://", 1)
-}
-
-/// `scheme://host[:port]` of `url`, the port only when it is not the scheme's default.
-fn origin(url: &url::Url) -> String {
-    let host = url.host_str().unwrap_or_default();
-    match url.port() {
-        Some(port) => format!("{}://{host}:{port}", url.scheme()),
-        None => format!("{}://{host}", url.scheme()),
-    }
-}
-
-fn same_origin(a: &str, b: &str) -> bool {
-    match (url::Url::parse(a), url::Url::parse(b)) {
-        (Ok(a), Ok(b)) => a.origin() == b.origin(),
-        _ => false,
-    }
 }
 
 fn valid_name(s: &str) -> bool {

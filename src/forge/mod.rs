@@ -13,12 +13,15 @@
 //! ([`Forge::owns_pr`]). It does no git either: pushing the branch is
 //! [`crate::workspace`]'s job.
 //!
-//! Two kinds of forge:
+//! The kinds of forge:
 //! - [`Forge::GitHub`]: the GitHub or GitHub Enterprise REST API;
+//! - [`Forge::Bitbucket`]: the Bitbucket Cloud REST 2.0 API;
 //! - [`Forge::Plain`]: a git remote with no API, where "opening a pull request"
 //!   means handing the user a compare link, if the web address is known.
 
+mod bitbucket;
 mod choose;
+mod client;
 mod github;
 pub mod remote;
 
@@ -26,6 +29,7 @@ use std::time::Duration;
 
 pub use crate::domain::{PrOptions, PrState};
 use crate::redact::Redactor;
+pub use bitbucket::Bitbucket;
 pub use github::{ForgeToken, GitHub, RetryPolicy};
 
 /// Branches selfheal creates start with this; it lists only pull requests from them.
@@ -131,6 +135,8 @@ pub enum Forge {
     /// GitHub or GitHub Enterprise REST API (`https://api.github.com` or
     /// `https://ghe.example.com/api/v3`).
     GitHub(GitHub),
+    /// Bitbucket Cloud's REST 2.0 API (`https://api.bitbucket.org/2.0`).
+    Bitbucket(Bitbucket),
     /// A plain git remote with no API: nothing to call. The "pull request" is a
     /// compare URL when `web_base` (e.g. `https://github.com/owner/name`) is known.
     Plain { web_base: Option<String> },
@@ -141,12 +147,19 @@ impl Forge {
     pub async fn open_pr(&self, req: &PrRequest) -> Result<Opened, ForgeError> {
         match self {
             Forge::GitHub(github) => github.create_pull(req).await.map(Opened::Pr),
+            Forge::Bitbucket(bitbucket) => bitbucket.create_pull(req).await.map(Opened::Pr),
             Forge::Plain { web_base } => Ok(Opened::Compare(
                 web_base
                     .as_deref()
                     .map(|web| compare_url(web, &req.base, &req.head)),
             )),
         }
+    }
+
+    /// Whether the forge has an API that can say where a pull request stands
+    /// (a plain remote has none).
+    pub fn has_api(&self) -> bool {
+        !matches!(self, Forge::Plain { .. })
     }
 
     /// Whether `pr_url` is a pull request of selfheal's own repository on this
@@ -162,29 +175,37 @@ impl Forge {
         pr_url: &str,
         etag: Option<&str>,
     ) -> Result<Option<PrSnapshot>, ForgeError> {
-        let (github, number) = self.own_pr(pr_url)?;
-        github.pull_state(number, etag).await
+        let number = self.own_pr(pr_url)?;
+        match self {
+            Forge::GitHub(github) => github.pull_state(number, etag).await,
+            Forge::Bitbucket(bitbucket) => bitbucket.pull_state(number, etag).await,
+            Forge::Plain { .. } => Err(ForgeError::NotOurs(pr_url.to_string())),
+        }
     }
 
     /// Comments `body` on the pull request at `pr_url`, one selfheal opened.
     /// The body is redacted with `redactor` first, as pull request bodies are,
-    /// and cut to what the forge accepts.
+    /// and cut to what the forge accepts (Bitbucket documents no limit: whole).
     pub async fn comment(
         &self,
         pr_url: &str,
         body: &str,
         redactor: &Redactor,
     ) -> Result<(), ForgeError> {
-        let (github, number) = self.own_pr(pr_url)?;
-        github
-            .comment(number, &fit_comment(&redactor.redact(body)))
-            .await
+        let number = self.own_pr(pr_url)?;
+        let body = redactor.redact(body);
+        match self {
+            Forge::GitHub(github) => github.comment(number, &fit_comment(&body)).await,
+            Forge::Bitbucket(bitbucket) => bitbucket.comment(number, &body).await,
+            Forge::Plain { .. } => Err(ForgeError::NotOurs(pr_url.to_string())),
+        }
     }
 
-    /// The API and the number of `pr_url`, when it is one of ours.
-    fn own_pr(&self, pr_url: &str) -> Result<(&GitHub, u64), ForgeError> {
+    /// The number of `pr_url`, when it is one of ours.
+    fn own_pr(&self, pr_url: &str) -> Result<u64, ForgeError> {
         match self {
-            Forge::GitHub(github) => github.pr_number(pr_url).map(|n| (github, n)),
+            Forge::GitHub(github) => github.pr_number(pr_url),
+            Forge::Bitbucket(bitbucket) => bitbucket.pr_number(pr_url),
             Forge::Plain { .. } => None,
         }
         .ok_or_else(|| ForgeError::NotOurs(pr_url.to_string()))
@@ -193,15 +214,15 @@ impl Forge {
     /// The open pull requests whose head branch starts with [`SELFHEAL_BRANCH_PREFIX`].
     /// A plain remote has none that we could know of.
     pub async fn open_selfheal_prs(&self) -> Result<Vec<PullRequest>, ForgeError> {
-        match self {
-            Forge::GitHub(github) => Ok(github
-                .list_open_pulls()
-                .await?
-                .into_iter()
-                .filter(|pr| pr.head.starts_with(SELFHEAL_BRANCH_PREFIX))
-                .collect()),
-            Forge::Plain { .. } => Ok(Vec::new()),
-        }
+        let prs = match self {
+            Forge::GitHub(github) => github.list_open_pulls().await?,
+            Forge::Bitbucket(bitbucket) => bitbucket.list_open_pulls().await?,
+            Forge::Plain { .. } => Vec::new(),
+        };
+        Ok(prs
+            .into_iter()
+            .filter(|pr| pr.head.starts_with(SELFHEAL_BRANCH_PREFIX))
+            .collect())
     }
 }
 
