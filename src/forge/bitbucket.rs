@@ -48,8 +48,7 @@ use tracing::{info, warn};
 
 use super::client::{self, origin, same_origin, web_origin, Answer, Client, Refusal};
 use super::{
-    ForgeError, ForgeToken, PrRequest, PrSnapshot, PullRequest, RetryPolicy,
-    SELFHEAL_BRANCH_PREFIX,
+    ForgeError, ForgeToken, PrRequest, PrSnapshot, PullRequest, RetryPolicy, SELFHEAL_BRANCH_PREFIX,
 };
 use crate::domain::PrState;
 
@@ -334,7 +333,9 @@ impl Bitbucket {
             });
             match found {
                 Some(user) => out.push(user.uuid.clone()),
-                None => warn!(reviewer = %name, "not a member of the Bitbucket workspace; not asked to review"),
+                None => {
+                    warn!(reviewer = %name, "not a member of the Bitbucket workspace; not asked to review")
+                }
             }
         }
         out
@@ -363,12 +364,16 @@ impl Bitbucket {
     }
 
     fn pull_request(&self, p: ApiPull) -> PullRequest {
-        let url = p.links.and_then(|l| l.html).map(|h| h.href).unwrap_or_else(|| {
-            format!(
-                "{}/{}/{}/pull-requests/{}",
-                self.web_origin, self.workspace, self.slug, p.id
-            )
-        });
+        let url = p
+            .links
+            .and_then(|l| l.html)
+            .map(|h| h.href)
+            .unwrap_or_else(|| {
+                format!(
+                    "{}/{}/{}/pull-requests/{}",
+                    self.web_origin, self.workspace, self.slug, p.id
+                )
+            });
         let state = if p.state == "OPEN" { "open" } else { "closed" };
         PullRequest {
             number: p.id,
@@ -421,10 +426,9 @@ fn refusal(answer: &Answer) -> Refusal {
         ))),
         404 => Refusal::Final(ForgeError::NotFound),
         400 => Refusal::Final(ForgeError::Validation(message)),
-        s if s >= 500 => Refusal::Transient(ForgeError::Http(format!(
-            "{}: {message}",
-            answer.status
-        ))),
+        s if s >= 500 => {
+            Refusal::Transient(ForgeError::Http(format!("{}: {message}", answer.status)))
+        }
         _ => Refusal::Final(ForgeError::Http(format!("{}: {message}", answer.status))),
     }
 }

@@ -114,8 +114,14 @@ impl GitHub {
             .filter(|(o, r)| valid_name(o) && valid_name(r))
             .with_context(|| format!("forge repository `{repo}` is not `owner/name`"))?;
         let headers = vec![
-            ("accept", HeaderValue::from_static("application/vnd.github+json")),
-            ("x-github-api-version", HeaderValue::from_static(API_VERSION)),
+            (
+                "accept",
+                HeaderValue::from_static("application/vnd.github+json"),
+            ),
+            (
+                "x-github-api-version",
+                HeaderValue::from_static(API_VERSION),
+            ),
             (
                 "authorization",
                 client::sensitive(&format!("Bearer {}", token.expose()))?,
@@ -331,7 +337,13 @@ fn refusal(answer: &Answer) -> Refusal {
     {
         return Refusal::RateLimited(Some(wait));
     }
-    let other = || ForgeError::Http(format!("{}: {}", answer.status, error_message(&answer.body)));
+    let other = || {
+        ForgeError::Http(format!(
+            "{}: {}",
+            answer.status,
+            error_message(&answer.body)
+        ))
+    };
     match answer.status.as_u16() {
         401 => Refusal::Final(ForgeError::Unauthorized),
         403 => Refusal::Final(ForgeError::Forbidden(error_message(&answer.body))),
