@@ -46,7 +46,7 @@ use hyper::{Method, StatusCode};
 use serde::Deserialize;
 use tracing::{info, warn};
 
-use super::client::{self, origin, same_origin, web_origin, Answer, Client, Refusal};
+use super::client::{self, same_origin, web_origin, Answer, Client, Refusal};
 use super::{
     ForgeError, ForgeToken, PrRequest, PrSnapshot, PullRequest, RetryPolicy, SELFHEAL_BRANCH_PREFIX,
 };
@@ -91,12 +91,9 @@ impl Bitbucket {
         let api_base = api_base.trim_end_matches('/').to_string();
         let parsed = url::Url::parse(&api_base)
             .with_context(|| format!("parsing forge API URL {api_base}"))?;
-        let (workspace, slug) = repo
-            .split_once('/')
-            .filter(|(w, s)| valid_name(w) && valid_name(s))
-            .with_context(|| {
-                format!("Bitbucket repository `{repo}` is not `workspace/repo_slug`")
-            })?;
+        let (workspace, slug) = client::split_repo(repo).with_context(|| {
+            format!("Bitbucket repository `{repo}` is not `workspace/repo_slug`")
+        })?;
         let headers = vec![
             ("accept", HeaderValue::from_static("application/json")),
             ("authorization", client::sensitive(&authorization(&token))?),
@@ -194,22 +191,8 @@ impl Bitbucket {
     /// (`{web origin}/{workspace}/{slug}/pull-requests/{id}`, in any case);
     /// None for anything else, which selfheal never asks about.
     pub(super) fn pr_number(&self, pr_url: &str) -> Option<u64> {
-        let url = url::Url::parse(pr_url.trim()).ok()?;
-        if origin(&url) != self.web_origin || url.query().is_some() || url.fragment().is_some() {
-            return None;
-        }
-        let path = url.path().trim_end_matches('/');
-        let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-        match segments.as_slice() {
-            [workspace, slug, "pull-requests", id]
-                if workspace.eq_ignore_ascii_case(&self.workspace)
-                    && slug.eq_ignore_ascii_case(&self.slug)
-                    && id.bytes().all(|b| b.is_ascii_digit()) =>
-            {
-                id.parse().ok().filter(|n| *n > 0)
-            }
-            _ => None,
-        }
+        let repo = (self.workspace.as_str(), self.slug.as_str());
+        client::pr_number(pr_url, &self.web_origin, repo, "pull-requests")
     }
 
     /// `GET …/pullrequests/{id}`, with `If-None-Match: etag` when there is
@@ -453,12 +436,6 @@ fn error_message(body: &[u8]) -> String {
 /// A BBQL string literal: double quotes, with `"` and `\` escaped.
 fn bbql_string(s: &str) -> String {
     format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
-}
-
-fn valid_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
 /// A page of a list: `{values, next, …}`.

@@ -246,3 +246,43 @@ pub(super) fn same_origin(a: &str, b: &str) -> bool {
         _ => false,
     }
 }
+
+/// `(owner, name)` of a configured `owner/name` (Bitbucket: `workspace/slug`),
+/// each made of ASCII letters, digits, `-`, `_` and `.`.
+pub(super) fn split_repo(repo: &str) -> Option<(&str, &str)> {
+    let valid = |s: &str| {
+        !s.is_empty()
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    };
+    repo.split_once('/').filter(|(o, r)| valid(o) && valid(r))
+}
+
+/// The number of `pr_url` when it is `{web_origin}/{owner}/{repo}/{kind}/{n}`
+/// (owner and repository in any case, a trailing `/` allowed, no query or
+/// fragment, `n` > 0): a pull request of this repository. None for anything
+/// else, which selfheal never asks about.
+pub(super) fn pr_number(
+    pr_url: &str,
+    web_origin: &str,
+    (owner, repo): (&str, &str),
+    kind: &str,
+) -> Option<u64> {
+    let url = url::Url::parse(pr_url.trim()).ok()?;
+    if origin(&url) != web_origin || url.query().is_some() || url.fragment().is_some() {
+        return None;
+    }
+    let path = url.path().trim_end_matches('/');
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    match segments.as_slice() {
+        [o, r, k, number]
+            if o.eq_ignore_ascii_case(owner)
+                && r.eq_ignore_ascii_case(repo)
+                && *k == kind
+                && number.bytes().all(|b| b.is_ascii_digit()) =>
+        {
+            number.parse().ok().filter(|n| *n > 0)
+        }
+        _ => None,
+    }
+}

@@ -23,7 +23,7 @@ use hyper::{Method, StatusCode};
 use serde::Deserialize;
 use tracing::info;
 
-use super::client::{self, origin, same_origin, web_origin, Answer, Client, Refusal};
+use super::client::{self, same_origin, web_origin, Answer, Client, Refusal};
 use super::{ForgeError, PrRequest, PrSnapshot, PullRequest};
 use crate::domain::PrState;
 
@@ -109,9 +109,7 @@ impl GitHub {
         let api_base = api_base.trim_end_matches('/').to_string();
         let parsed = url::Url::parse(&api_base)
             .with_context(|| format!("parsing forge API URL {api_base}"))?;
-        let (owner, name) = repo
-            .split_once('/')
-            .filter(|(o, r)| valid_name(o) && valid_name(r))
+        let (owner, name) = client::split_repo(repo)
             .with_context(|| format!("forge repository `{repo}` is not `owner/name`"))?;
         let headers = vec![
             (
@@ -206,22 +204,8 @@ impl GitHub {
     /// (`{web origin}/{owner}/{repo}/pull/{n}`, owner and name in any case);
     /// None for anything else, which selfheal never asks about.
     pub(super) fn pr_number(&self, pr_url: &str) -> Option<u64> {
-        let url = url::Url::parse(pr_url.trim()).ok()?;
-        if origin(&url) != self.web_origin || url.query().is_some() || url.fragment().is_some() {
-            return None;
-        }
-        let path = url.path().trim_end_matches('/');
-        let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-        match segments.as_slice() {
-            [owner, repo, "pull", number]
-                if owner.eq_ignore_ascii_case(&self.owner)
-                    && repo.eq_ignore_ascii_case(&self.repo)
-                    && number.bytes().all(|b| b.is_ascii_digit()) =>
-            {
-                number.parse().ok().filter(|n| *n > 0)
-            }
-            _ => None,
-        }
+        let repo = (self.owner.as_str(), self.repo.as_str());
+        client::pr_number(pr_url, &self.web_origin, repo, "pull")
     }
 
     /// `GET /repos/{owner}/{repo}/pulls/{number}`, with `If-None-Match: etag`
@@ -521,12 +505,6 @@ fn next_link(header: &str) -> Option<String> {
     })
 }
 
-fn valid_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -706,20 +684,28 @@ mod tests {
 
     #[test]
     fn the_forge_never_builds_a_request_that_merges_approves_or_closes() {
-        // What would merge (`PUT .../pulls/{n}/merge`, `.../merges`), approve
-        // (`POST .../pulls/{n}/reviews`), or close or edit (`PATCH`) a pull
-        // request: none of it may appear in the forge's code.
+        // What would merge (GitHub: `PUT .../pulls/{n}/merge`, `.../merges`;
+        // Bitbucket: `POST .../pullrequests/{id}/merge`), approve (GitHub:
+        // `POST .../pulls/{n}/reviews`; Bitbucket: `.../approve`,
+        // `.../request-changes`), decline (Bitbucket: `.../decline`), or close
+        // or edit (`PATCH`) a pull request: none of it may appear in the
+        // forge's code.
         let forbidden = [
             "merge\"",
             "/merge",
             "merges",
             "reviews",
+            "approve",
+            "decline",
+            "request-changes",
             "Method::PUT",
             "Method::PATCH",
             "Method::DELETE",
         ];
         for (file, text) in [
             ("github.rs", include_str!("github.rs")),
+            ("bitbucket.rs", include_str!("bitbucket.rs")),
+            ("client.rs", include_str!("client.rs")),
             ("mod.rs", include_str!("mod.rs")),
         ] {
             let code = text.split("#[cfg(test)]").next().unwrap_or(text);

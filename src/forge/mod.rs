@@ -271,13 +271,8 @@ fn escape_ref(name: &str) -> String {
 pub fn parse_github_remote(url: &str) -> Option<(String, String)> {
     let remote = remote::parse_remote(url, None)
         .filter(|r| r.kind == remote::ForgeKind::GitHub && r.host.ends_with("github.com"))?;
-    let (owner, repo) = remote.path.split_once('/')?;
-    let valid = |s: &str| {
-        !s.is_empty()
-            && s.chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-    };
-    (valid(owner) && valid(repo)).then(|| (owner.to_string(), repo.to_string()))
+    let (owner, repo) = client::split_repo(&remote.path)?;
+    Some((owner.to_string(), repo.to_string()))
 }
 
 #[cfg(test)]
