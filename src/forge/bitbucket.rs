@@ -14,10 +14,13 @@
 //!   open one instead of failing, so [`Bitbucket::create_pull`] first looks
 //!   for an open pull request from that branch and returns it: never two,
 //!   and never an edit of one a person may be reviewing.
-//! - Reviewers are accounts (`{"uuid": "{…}"}`); Bitbucket stopped taking
-//!   user names in 2019. A configured reviewer that is a `{uuid}` is sent as
-//!   is; any other is looked up among the workspace's members by nickname
-//!   or account id, and skipped with a warning when it is not one.
+//! - Reviewers are accounts, `{"uuid": "{…}"}` as in the recorded request
+//!   (user names left Bitbucket's API with Atlassian's 2019 privacy changes:
+//!   our recollection, not a stored source). A configured reviewer that is a
+//!   `{uuid}` is sent as is; any other is looked up among the workspace's
+//!   members (`GET /workspaces/{ws}/members`, `values[].user`, the shape of
+//!   Atlassian's API reference, not a recorded answer) by nickname or
+//!   account id, and skipped with a warning when it is not one.
 //! - Bitbucket has no labels, and a draft flag was not found in the sources
 //!   selfheal was written from: neither is sent (a warning says so when
 //!   configured).
