@@ -156,6 +156,16 @@ impl Forge {
         }
     }
 
+    /// Whether the token may push to the repository and so open pull
+    /// requests; None for a plain remote, which has no API to ask.
+    pub async fn can_push(&self) -> Result<Option<bool>, ForgeError> {
+        match self {
+            Forge::GitHub(github) => github.can_push().await.map(Some),
+            Forge::Bitbucket(bitbucket) => bitbucket.can_push().await.map(Some),
+            Forge::Plain { .. } => Ok(None),
+        }
+    }
+
     /// Whether the forge has an API that can say where a pull request stands
     /// (a plain remote has none).
     pub fn has_api(&self) -> bool {
