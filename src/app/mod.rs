@@ -277,6 +277,7 @@ fn secret_values(cfg: &Config) -> Vec<String> {
         &cfg.heal.github_token,
         &forge.gitlab_token,
         &forge.gitea_token,
+        &forge.bitbucket_token,
     ]
     .into_iter()
     .flatten()

@@ -360,6 +360,14 @@ settings! {
         example: "gitea_replace_me",
         parse: secret,
     }
+    SELFHEAL_BITBUCKET_TOKEN: Secret {
+        section: Healing,
+        unset: Off,
+        doc: "the bot's Bitbucket Cloud access token (`pullrequest:write`), or `user:app_password`, for opening pull requests (the agent never sees it)",
+        comment: "",
+        example: "ATCTT3xFfGN0_replace_me",
+        parse: secret,
+    }
     SELFHEAL_NOTIFY_TOKEN: Secret {
         section: Healing,
         unset: Means("`SLACK_BOT_TOKEN`"),

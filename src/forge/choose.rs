@@ -6,7 +6,7 @@
 use anyhow::{bail, Context, Result};
 
 use super::remote::{parse_remote, Remote};
-use super::{Forge, ForgeToken, GitHub, GitLab, Gitea};
+use super::{Bitbucket, Forge, ForgeToken, GitHub, GitLab, Gitea};
 use crate::config::HealSettings;
 use crate::domain::{ForgeKind, Secret};
 
@@ -44,6 +44,17 @@ impl Forge {
                     (None, _) => Ok(plain()),
                 }
             }
+            ForgeKind::Bitbucket => match &f.bitbucket_token {
+                Some(token) => {
+                    let remote = remote.as_ref().filter(|r| r.kind == ForgeKind::Bitbucket);
+                    let (repo, api) = project_and_api(heal, remote, "SELFHEAL_BITBUCKET_TOKEN")?;
+                    Ok(Forge::Bitbucket(
+                        Bitbucket::new(&api, &repo, token_of(token))
+                            .context("configuring the Bitbucket API")?,
+                    ))
+                }
+                None => Ok(plain()),
+            },
             ForgeKind::GitLab => match &f.gitlab_token {
                 Some(token) => {
                     let (project, api) =
@@ -97,4 +108,45 @@ fn project_and_api(
 
 fn token_of(secret: &Secret) -> ForgeToken {
     ForgeToken::new(secret.expose())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn heal(repo: &str, bitbucket_token: Option<&str>) -> HealSettings {
+        let mut heal = HealSettings {
+            repo: Some(repo.to_string()),
+            ..HealSettings::default()
+        };
+        heal.forge.bitbucket_token = bitbucket_token.map(Secret::new);
+        heal
+    }
+
+    #[test]
+    fn a_bitbucket_remote_with_its_token_builds_the_bitbucket_api_and_without_it_a_plain_remote() {
+        let with = Forge::from_settings(&heal(
+            "git@bitbucket.org:acme/dbt.git",
+            Some("ATCTT3xtoken"),
+        ))
+        .expect("built");
+        match &with {
+            Forge::Bitbucket(bitbucket) => assert_eq!(bitbucket.repo(), "acme/dbt"),
+            other => panic!("expected Bitbucket, got {other:?}"),
+        }
+        assert!(with.owns_pr("https://bitbucket.org/acme/dbt/pull-requests/3"));
+
+        let without =
+            Forge::from_settings(&heal("https://bitbucket.org/acme/dbt.git", None)).expect("built");
+        assert!(matches!(without, Forge::Plain { .. }), "{without:?}");
+
+        // The GitHub token does not open Bitbucket pull requests.
+        let mut github_only = heal("https://bitbucket.org/acme/dbt.git", None);
+        github_only.github_token = Some(Secret::new("ghp_x"));
+        let github_only = Forge::from_settings(&github_only).expect("built");
+        assert!(
+            matches!(github_only, Forge::Plain { .. }),
+            "{github_only:?}"
+        );
+    }
 }

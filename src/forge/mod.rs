@@ -18,11 +18,14 @@
 //! - [`Forge::GitLab`]: the GitLab (gitlab.com or self-managed) REST v4 API,
 //!   whose merge requests are selfheal's pull requests;
 //! - [`Forge::Gitea`]: a Gitea or Forgejo server's API v1;
+//! - [`Forge::Bitbucket`]: the Bitbucket Cloud REST 2.0 API;
 //! - [`Forge::Plain`]: a git remote with no API, where "opening a pull request"
 //!   means handing the user a compare link, if the web address is known.
 
 mod api;
+mod bitbucket;
 mod choose;
+mod client;
 mod gitea;
 mod github;
 mod gitlab;
@@ -33,6 +36,7 @@ use std::time::Duration;
 
 pub use crate::domain::{PrOptions, PrState};
 use crate::redact::Redactor;
+pub use bitbucket::Bitbucket;
 pub use gitea::Gitea;
 pub use github::GitHub;
 pub use gitlab::GitLab;
@@ -154,6 +158,8 @@ pub enum Forge {
     /// GitLab's REST v4 API (`https://gitlab.com/api/v4` or
     /// `https://HOST/api/v4`): merge requests are its pull requests.
     GitLab(GitLab),
+    /// Bitbucket Cloud's REST 2.0 API (`https://api.bitbucket.org/2.0`).
+    Bitbucket(Bitbucket),
     /// A plain git remote with no API: nothing to call. The "pull request" is a
     /// compare URL when `web_base` (e.g. `https://github.com/owner/name`) is known.
     Plain { web_base: Option<String> },
@@ -166,6 +172,7 @@ impl Forge {
             Forge::GitHub(github) => github.create_pull(req).await.map(Opened::Pr),
             Forge::Gitea(gitea) => gitea.create_pull(req).await.map(Opened::Pr),
             Forge::GitLab(gitlab) => gitlab.create_pull(req).await.map(Opened::Pr),
+            Forge::Bitbucket(bitbucket) => bitbucket.create_pull(req).await.map(Opened::Pr),
             Forge::Plain { web_base } => Ok(Opened::Compare(
                 web_base
                     .as_deref()
@@ -192,13 +199,14 @@ impl Forge {
             Forge::GitHub(github) => github.pull_state(number, etag).await,
             Forge::GitLab(gitlab) => gitlab.pull_state(number, etag).await,
             Forge::Gitea(gitea) => gitea.pull_state(number, etag).await,
+            Forge::Bitbucket(bitbucket) => bitbucket.pull_state(number, etag).await,
             Forge::Plain { .. } => Err(ForgeError::NotOurs(pr_url.to_string())),
         }
     }
 
     /// Comments `body` on the pull request at `pr_url`, one selfheal opened.
     /// The body is redacted with `redactor` first, as pull request bodies are,
-    /// and cut to what the forge accepts.
+    /// and cut to what the forge accepts (Bitbucket documents no limit: whole).
     pub async fn comment(
         &self,
         pr_url: &str,
@@ -223,6 +231,7 @@ impl Forge {
                     .comment(number, &fit_comment(&body, MAX_COMMENT_CHARS))
                     .await
             }
+            Forge::Bitbucket(bitbucket) => bitbucket.comment(number, &body).await,
             Forge::Plain { .. } => Err(ForgeError::NotOurs(pr_url.to_string())),
         }
     }
@@ -233,6 +242,7 @@ impl Forge {
             Forge::GitHub(github) => github.pr_number(pr_url),
             Forge::GitLab(gitlab) => gitlab.pr_number(pr_url),
             Forge::Gitea(gitea) => gitea.pr_number(pr_url),
+            Forge::Bitbucket(bitbucket) => bitbucket.pr_number(pr_url),
             Forge::Plain { .. } => None,
         }
         .ok_or_else(|| ForgeError::NotOurs(pr_url.to_string()))
@@ -245,6 +255,7 @@ impl Forge {
             Forge::GitHub(github) => github.list_open_pulls().await?,
             Forge::Gitea(gitea) => gitea.list_open_pulls().await?,
             Forge::GitLab(gitlab) => gitlab.list_open_pulls().await?,
+            Forge::Bitbucket(bitbucket) => bitbucket.list_open_pulls().await?,
             Forge::Plain { .. } => Vec::new(),
         };
         Ok(open
@@ -266,6 +277,7 @@ impl Forge {
             Forge::GitHub(github) => Forge::GitHub(github.with_retry(retry)),
             Forge::GitLab(gitlab) => Forge::GitLab(gitlab.with_retry(retry)),
             Forge::Gitea(gitea) => Forge::Gitea(gitea.with_retry(retry)),
+            Forge::Bitbucket(bitbucket) => Forge::Bitbucket(bitbucket.with_retry(retry)),
             plain @ Forge::Plain { .. } => plain,
         }
     }
@@ -276,6 +288,7 @@ impl Forge {
             Forge::GitHub(github) => Some(github.repo()),
             Forge::GitLab(gitlab) => Some(gitlab.project().to_string()),
             Forge::Gitea(gitea) => Some(gitea.repo()),
+            Forge::Bitbucket(bitbucket) => Some(bitbucket.repo()),
             Forge::Plain { .. } => None,
         }
     }
@@ -288,6 +301,7 @@ impl Forge {
             Forge::GitHub(github) => github.can_push().await,
             Forge::GitLab(gitlab) => gitlab.can_push().await,
             Forge::Gitea(gitea) => gitea.can_push().await,
+            Forge::Bitbucket(bitbucket) => bitbucket.can_push().await,
             Forge::Plain { .. } => return None,
         })
     }
@@ -378,13 +392,8 @@ fn escape_ref(name: &str) -> String {
 pub fn parse_github_remote(url: &str) -> Option<(String, String)> {
     let remote = remote::parse_remote(url, None)
         .filter(|r| r.kind == remote::ForgeKind::GitHub && r.host.ends_with("github.com"))?;
-    let (owner, repo) = remote.path.split_once('/')?;
-    let valid = |s: &str| {
-        !s.is_empty()
-            && s.chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-    };
-    (valid(owner) && valid(repo)).then(|| (owner.to_string(), repo.to_string()))
+    let (owner, repo) = client::split_repo(&remote.path)?;
+    Some((owner.to_string(), repo.to_string()))
 }
 
 #[cfg(test)]
