@@ -180,7 +180,7 @@ impl App {
         )
         .await?;
         // Only a forge with an API can say whether a pull request was merged.
-        if matches!(self.deps.healing.forge, Forge::GitHub(_)) {
+        if self.deps.healing.forge.has_api() {
             self.tasks.spawn(self.clone().watch_prs());
         }
         // Only a scheduler with an API can say whether a later run passed.
@@ -277,6 +277,7 @@ fn secret_values(cfg: &Config) -> Vec<String> {
         &cfg.heal.github_token,
         &forge.gitlab_token,
         &forge.gitea_token,
+        &forge.azure_devops_token,
     ]
     .into_iter()
     .flatten()

@@ -149,6 +149,7 @@ pub struct ForgeSettings {
     pub project: Option<String>,
     pub gitlab_token: Option<Secret>,
     pub gitea_token: Option<Secret>,
+    pub azure_devops_token: Option<Secret>,
 }
 
 /// Re-running transient failures: [`SELFHEAL_RETRIES`],
@@ -323,6 +324,7 @@ impl Config {
                 project: vars.get(&SELFHEAL_FORGE_PROJECT),
                 gitlab_token: vars.get(&SELFHEAL_GITLAB_TOKEN),
                 gitea_token: vars.get(&SELFHEAL_GITEA_TOKEN),
+                azure_devops_token: vars.get(&SELFHEAL_AZURE_DEVOPS_TOKEN),
             },
             pr_options: crate::domain::PrOptions {
                 draft: vars.value(&SELFHEAL_PR_DRAFT),

@@ -6,7 +6,7 @@
 use anyhow::{bail, Context, Result};
 
 use super::remote::{parse_remote, Remote};
-use super::{Forge, ForgeToken, GitHub};
+use super::{AzureDevOps, Forge, ForgeToken, GitHub};
 use crate::config::HealSettings;
 use crate::domain::{ForgeKind, Secret};
 
@@ -44,13 +44,23 @@ impl Forge {
                     (None, _) => Ok(plain()),
                 }
             }
+            ForgeKind::AzureDevOps => match &f.azure_devops_token {
+                Some(token) => {
+                    let var = "SELFHEAL_AZURE_DEVOPS_TOKEN";
+                    let (project, api) = project_and_api(heal, remote.as_ref(), var)?;
+                    Ok(Forge::AzureDevOps(
+                        AzureDevOps::new(&api, &project, token_of(token))
+                            .context("configuring the Azure DevOps API")?,
+                    ))
+                }
+                None => Ok(plain()),
+            },
             _ => Ok(plain()),
         }
     }
 }
 
 /// The project on the forge and its API: configured, else read from the remote.
-#[allow(dead_code)]
 fn project_and_api(
     heal: &HealSettings,
     remote: Option<&Remote>,

@@ -17,20 +17,18 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use anyhow::{bail, Context};
-use http_body_util::{BodyExt, Full, Limited};
+use anyhow::Context;
+use http_body_util::Full;
 use hyper::body::Bytes;
 use hyper::header::{HeaderMap, HeaderValue};
 use hyper::{Method, Request, StatusCode};
 use serde::Deserialize;
-use tracing::{info, warn};
+use tracing::info;
 
+use super::exchange::{origin, send_with_retries, transport_for, Answer, Verdict};
 use super::{ForgeError, PrRequest, PrSnapshot, PullRequest};
 use crate::domain::PrState;
-use crate::http::{is_loopback, Transport};
-
-/// Bodies larger than this are not read: no legitimate answer is this big.
-const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
+use crate::http::Transport;
 
 /// How many pages of open pull requests are read at most (100 per page).
 const MAX_PAGES: usize = 50;
@@ -38,7 +36,7 @@ const MAX_PAGES: usize = 50;
 /// The REST API version selfheal was written against.
 const API_VERSION: &str = "2022-11-28";
 
-/// A forge token. `Debug` prints `***`; only this module reads the value.
+/// A forge token. `Debug` prints `***`; only the forge clients read the value.
 #[derive(Clone)]
 pub struct ForgeToken(String);
 
@@ -47,7 +45,7 @@ impl ForgeToken {
         ForgeToken(token.into())
     }
 
-    fn expose(&self) -> &str {
+    pub(super) fn expose(&self) -> &str {
         &self.0
     }
 }
@@ -119,14 +117,7 @@ impl GitHub {
             .split_once('/')
             .filter(|(o, r)| valid_name(o) && valid_name(r))
             .with_context(|| format!("forge repository `{repo}` is not `owner/name`"))?;
-        let client = match parsed.scheme() {
-            "https" => Transport::for_url(&parsed)?,
-            "http" if is_loopback(&parsed) => Transport::for_url(&parsed)?,
-            "http" => bail!(
-                "refusing plain http for forge API {api_base}: the token would travel unencrypted"
-            ),
-            other => bail!("unsupported scheme `{other}` in forge API URL {api_base}"),
-        };
+        let client = transport_for(&parsed)?;
         Ok(GitHub {
             web_origin: web_origin(&parsed),
             api_base,
@@ -324,76 +315,26 @@ impl GitHub {
         headers: &[(&'static str, &str)],
         ambiguous: &mut bool,
     ) -> Result<Answer, ForgeError> {
-        let mut backoff = self.retry.initial_backoff;
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let last = attempt >= self.retry.max_attempts.max(1);
-            let error = match self
-                .send_once(method.clone(), url, body.clone(), headers)
-                .await
-            {
-                Ok(answer)
-                    if answer.status.is_success() || answer.status == StatusCode::NOT_MODIFIED =>
-                {
-                    return Ok(answer)
-                }
-                Ok(answer) => {
-                    let now = SystemTime::now()
-                        .duration_since(UNIX_EPOCH)
-                        .map(|d| d.as_secs())
-                        .unwrap_or(0);
-                    if let Some(wait) =
-                        rate_limit_wait(answer.status.as_u16(), &answer.headers, &answer.body, now)
-                    {
-                        if last || wait > self.retry.max_wait {
-                            return Err(ForgeError::RateLimited { retry_after: wait });
-                        }
-                        warn!(%url, status = answer.status.as_u16(), wait_ms = wait.as_millis() as u64, "rate limited by GitHub; waiting");
-                        tokio::time::sleep(wait).await;
-                        continue;
-                    }
-                    match answer.status.as_u16() {
-                        401 => return Err(ForgeError::Unauthorized),
-                        403 => return Err(ForgeError::Forbidden(error_message(&answer.body))),
-                        404 => return Err(ForgeError::NotFound),
-                        422 => {
-                            return Err(ForgeError::Validation(validation_message(&answer.body)))
-                        }
-                        s if s >= 500 => ForgeError::Http(format!(
-                            "{}: {}",
-                            answer.status,
-                            error_message(&answer.body)
-                        )),
-                        _ => {
-                            return Err(ForgeError::Http(format!(
-                                "{}: {}",
-                                answer.status,
-                                error_message(&answer.body)
-                            )))
-                        }
-                    }
-                }
-                Err(e) => e,
-            };
-            // Only 5xx, transport errors and timeouts get here: worth another try.
-            *ambiguous = true;
-            if last {
-                return Err(error);
-            }
-            warn!(%url, attempt, error = %error, "GitHub request failed; retrying");
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(self.retry.max_wait);
-        }
+        let build = || self.request(method.clone(), url, body.clone(), headers);
+        send_with_retries(
+            "GitHub",
+            &self.client,
+            &self.retry,
+            url,
+            build,
+            judge,
+            ambiguous,
+        )
+        .await
     }
 
-    async fn send_once(
+    fn request(
         &self,
         method: Method,
         url: &str,
         body: Option<Vec<u8>>,
         headers: &[(&'static str, &str)],
-    ) -> Result<Answer, ForgeError> {
+    ) -> Result<Request<Full<Bytes>>, ForgeError> {
         let mut builder = Request::builder()
             .method(method)
             .uri(url)
@@ -412,49 +353,37 @@ impl GitHub {
                 .map_err(|_| ForgeError::Http(format!("`{name}` is not a valid header value")))?;
             builder = builder.header(*name, value);
         }
-        let request = builder
+        builder
             .body(Full::new(Bytes::from(body.unwrap_or_default())))
-            .map_err(|e| ForgeError::Http(format!("building request: {e}")))?;
-
-        let exchange = async {
-            let response = send(&self.client, request).await?;
-            let (parts, body) = response.into_parts();
-            let body = Limited::new(body, MAX_BODY_BYTES)
-                .collect()
-                .await
-                .map_err(|e| ForgeError::Http(format!("reading response: {e}")))?
-                .to_bytes();
-            Ok(Answer {
-                status: parts.status,
-                headers: parts.headers,
-                body: body.to_vec(),
-            })
-        };
-        match tokio::time::timeout(self.retry.request_timeout, exchange).await {
-            Ok(result) => result,
-            Err(_) => Err(ForgeError::Timeout),
-        }
+            .map_err(|e| ForgeError::Http(format!("building request: {e}")))
     }
 }
 
-/// Sends a request; hyper-util's errors name the host, never headers, so
-/// they carry no token.
-async fn send(
-    transport: &Transport,
-    req: Request<Full<Bytes>>,
-) -> Result<hyper::Response<hyper::body::Incoming>, ForgeError> {
-    transport.request(req).await.map_err(|e| {
+/// What a GitHub answer that is not a success means.
+fn judge(answer: &Answer) -> Verdict {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    if let Some(wait) = rate_limit_wait(answer.status.as_u16(), &answer.headers, &answer.body, now)
+    {
+        return Verdict::Wait(wait);
+    }
+    let other = || {
         ForgeError::Http(format!(
-            "sending request: {}",
-            crate::http::unreachable_reason(&e)
+            "{}: {}",
+            answer.status,
+            error_message(&answer.body)
         ))
+    };
+    Verdict::Fail(match answer.status.as_u16() {
+        401 => ForgeError::Unauthorized,
+        403 => ForgeError::Forbidden(error_message(&answer.body)),
+        404 => ForgeError::NotFound,
+        422 => ForgeError::Validation(validation_message(&answer.body)),
+        s if s >= 500 => return Verdict::Retry(other()),
+        _ => other(),
     })
-}
-
-struct Answer {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: Vec<u8>,
 }
 
 /// The parts of GitHub's pull request object selfheal reads.
@@ -631,15 +560,6 @@ fn next_link(header: &str) -> Option<String> {
 /// API, and so does the local fake.
 fn web_origin(api: &url::Url) -> String {
     origin(api).replacen("://api.", "://", 1)
-}
-
-/// `scheme://host[:port]` of `url`, the port only when it is not the scheme's default.
-fn origin(url: &url::Url) -> String {
-    let host = url.host_str().unwrap_or_default();
-    match url.port() {
-        Some(port) => format!("{}://{host}:{port}", url.scheme()),
-        None => format!("{}://{host}", url.scheme()),
-    }
 }
 
 fn same_origin(a: &str, b: &str) -> bool {

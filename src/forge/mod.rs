@@ -13,12 +13,15 @@
 //! ([`Forge::owns_pr`]). It does no git either: pushing the branch is
 //! [`crate::workspace`]'s job.
 //!
-//! Two kinds of forge:
+//! The kinds of forge:
 //! - [`Forge::GitHub`]: the GitHub or GitHub Enterprise REST API;
+//! - [`Forge::AzureDevOps`]: the Azure DevOps Services or Server Git REST API;
 //! - [`Forge::Plain`]: a git remote with no API, where "opening a pull request"
 //!   means handing the user a compare link, if the web address is known.
 
+mod azure;
 mod choose;
+mod exchange;
 mod github;
 pub mod remote;
 
@@ -26,6 +29,7 @@ use std::time::Duration;
 
 pub use crate::domain::{PrOptions, PrState};
 use crate::redact::Redactor;
+pub use azure::AzureDevOps;
 pub use github::{ForgeToken, GitHub, RetryPolicy};
 
 /// Branches selfheal creates start with this; it lists only pull requests from them.
@@ -131,6 +135,9 @@ pub enum Forge {
     /// GitHub or GitHub Enterprise REST API (`https://api.github.com` or
     /// `https://ghe.example.com/api/v3`).
     GitHub(GitHub),
+    /// Azure DevOps Services (`https://dev.azure.com`) or Server (a
+    /// collection URL), Git REST API 7.1.
+    AzureDevOps(AzureDevOps),
     /// A plain git remote with no API: nothing to call. The "pull request" is a
     /// compare URL when `web_base` (e.g. `https://github.com/owner/name`) is known.
     Plain { web_base: Option<String> },
@@ -141,12 +148,19 @@ impl Forge {
     pub async fn open_pr(&self, req: &PrRequest) -> Result<Opened, ForgeError> {
         match self {
             Forge::GitHub(github) => github.create_pull(req).await.map(Opened::Pr),
+            Forge::AzureDevOps(azure) => azure.create_pull(req).await.map(Opened::Pr),
             Forge::Plain { web_base } => Ok(Opened::Compare(
                 web_base
                     .as_deref()
                     .map(|web| compare_url(web, &req.base, &req.head)),
             )),
         }
+    }
+
+    /// Whether the forge has an API: it can say whether a pull request is
+    /// still open, or was merged. A plain remote cannot.
+    pub fn has_api(&self) -> bool {
+        !matches!(self, Forge::Plain { .. })
     }
 
     /// Whether `pr_url` is a pull request of selfheal's own repository on this
@@ -162,8 +176,10 @@ impl Forge {
         pr_url: &str,
         etag: Option<&str>,
     ) -> Result<Option<PrSnapshot>, ForgeError> {
-        let (github, number) = self.own_pr(pr_url)?;
-        github.pull_state(number, etag).await
+        match self.own_pr(pr_url)? {
+            (Api::GitHub(github), number) => github.pull_state(number, etag).await,
+            (Api::AzureDevOps(azure), number) => azure.pull_state(number, etag).await,
+        }
     }
 
     /// Comments `body` on the pull request at `pr_url`, one selfheal opened.
@@ -175,16 +191,20 @@ impl Forge {
         body: &str,
         redactor: &Redactor,
     ) -> Result<(), ForgeError> {
-        let (github, number) = self.own_pr(pr_url)?;
-        github
-            .comment(number, &fit_comment(&redactor.redact(body)))
-            .await
+        let body = fit_comment(&redactor.redact(body));
+        match self.own_pr(pr_url)? {
+            (Api::GitHub(github), number) => github.comment(number, &body).await,
+            (Api::AzureDevOps(azure), number) => azure.comment(number, &body).await,
+        }
     }
 
     /// The API and the number of `pr_url`, when it is one of ours.
-    fn own_pr(&self, pr_url: &str) -> Result<(&GitHub, u64), ForgeError> {
+    fn own_pr(&self, pr_url: &str) -> Result<(Api<'_>, u64), ForgeError> {
         match self {
-            Forge::GitHub(github) => github.pr_number(pr_url).map(|n| (github, n)),
+            Forge::GitHub(github) => github.pr_number(pr_url).map(|n| (Api::GitHub(github), n)),
+            Forge::AzureDevOps(azure) => azure
+                .pr_number(pr_url)
+                .map(|n| (Api::AzureDevOps(azure), n)),
             Forge::Plain { .. } => None,
         }
         .ok_or_else(|| ForgeError::NotOurs(pr_url.to_string()))
@@ -193,16 +213,22 @@ impl Forge {
     /// The open pull requests whose head branch starts with [`SELFHEAL_BRANCH_PREFIX`].
     /// A plain remote has none that we could know of.
     pub async fn open_selfheal_prs(&self) -> Result<Vec<PullRequest>, ForgeError> {
-        match self {
-            Forge::GitHub(github) => Ok(github
-                .list_open_pulls()
-                .await?
-                .into_iter()
-                .filter(|pr| pr.head.starts_with(SELFHEAL_BRANCH_PREFIX))
-                .collect()),
-            Forge::Plain { .. } => Ok(Vec::new()),
-        }
+        let open = match self {
+            Forge::GitHub(github) => github.list_open_pulls().await?,
+            Forge::AzureDevOps(azure) => azure.list_open_pulls().await?,
+            Forge::Plain { .. } => Vec::new(),
+        };
+        Ok(open
+            .into_iter()
+            .filter(|pr| pr.head.starts_with(SELFHEAL_BRANCH_PREFIX))
+            .collect())
     }
+}
+
+/// The API behind a [`Forge`] that has one.
+enum Api<'a> {
+    GitHub(&'a GitHub),
+    AzureDevOps(&'a AzureDevOps),
 }
 
 /// `body` cut to [`MAX_COMMENT_CHARS`], saying so at the end when it was.

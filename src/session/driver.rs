@@ -633,9 +633,9 @@ impl<'a> Session<'a> {
             return Ok(None);
         };
         let url = earlier.pr_url.unwrap_or_default();
-        Ok(match (&self.deps.healing.forge, forge_prs) {
+        Ok(match (self.deps.healing.forge.has_api(), forge_prs) {
             // With an API, only a PR that is still open counts.
-            (Forge::GitHub(_), Some(prs)) => prs.iter().any(|p| p.url == url).then_some(url),
+            (true, Some(prs)) => prs.iter().any(|p| p.url == url).then_some(url),
             // Without one (or when it failed), selfheal cannot tell whether the
             // PR was closed; linking it is better than a duplicate.
             _ => Some(url),
