@@ -819,7 +819,7 @@ fn fake_sha(name: &str) -> String {
 }
 
 /// `2024-05-01T12:00:00Z`, GitHub's timestamp format.
-fn rfc3339(t: SystemTime) -> String {
+pub(crate) fn rfc3339(t: SystemTime) -> String {
     let secs = t.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
     let (days, rem) = (secs / 86_400, secs % 86_400);
     // Howard Hinnant's days-to-civil algorithm.

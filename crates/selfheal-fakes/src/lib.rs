@@ -12,12 +12,14 @@
 //!   request records, injected failures, JSON answers).
 //! - [`slack`]: Slack's Web API and Socket Mode.
 //! - [`github`]: GitHub's REST API for pull requests.
+//! - [`azure_devops`]: Azure DevOps' Git REST API for pull requests.
 //! - [`llm`]: an OpenAI-compatible chat-completions endpoint replaying scripts.
 //! - [`paradime`]: Paradime's GraphQL API for Bolt runs, their logs and
 //!   retries, in the documents Paradime's SDK sends.
 //! - [`dbt_cloud`]: dbt Cloud's v2 API for runs, their artifacts and retries.
 //! - [`retry`]: what those two share about the runs a retry starts.
 
+pub mod azure_devops;
 pub mod dbt_cloud;
 pub mod github;
 pub mod llm;
