@@ -18,8 +18,8 @@ use super::vars::{
     boolean, list, millis, path, seconds, secret, text, whole, About, Declared, Setting,
 };
 use super::{RetryBudget, DBT_DOCTOR};
-use crate::domain::Secret;
 use crate::domain::ForgeKind;
+use crate::domain::Secret;
 
 /// Where the docs list a setting: a heading of `.env.example`, and one of
 /// the README's tables.

@@ -389,7 +389,7 @@ impl AzureDevOps {
         ambiguous: &mut bool,
     ) -> Result<Answer, ForgeError> {
         let build = || self.request(method.clone(), url, body.clone(), etag);
-        send_with_retries(
+        let answer = send_with_retries(
             "Azure DevOps",
             &self.client,
             &self.retry,
@@ -398,7 +398,13 @@ impl AzureDevOps {
             judge,
             ambiguous,
         )
-        .await
+        .await?;
+        // A token Azure DevOps does not take often gets a "success": 203 and
+        // the sign-in page.
+        if answer.status == StatusCode::NON_AUTHORITATIVE_INFORMATION {
+            return Err(ForgeError::Unauthorized);
+        }
+        Ok(answer)
     }
 
     fn request(
@@ -434,12 +440,13 @@ impl AzureDevOps {
 }
 
 /// What an Azure DevOps answer that is not a success means. A bad or
-/// expired token is often not a 401 but a 203 or a 302 to the sign-in page.
+/// expired token is often not a 401 but a 302 to the sign-in page (or a 203
+/// with it, which [`AzureDevOps::send`] catches).
 fn judge(answer: &Answer) -> Verdict {
     let status = answer.status.as_u16();
     let message = || error_message(&answer.body);
     Verdict::Fail(match status {
-        203 | 300..=399 | 401 => ForgeError::Unauthorized,
+        300..=399 | 401 => ForgeError::Unauthorized,
         403 => ForgeError::Forbidden(format!(
             "{} (the token needs the `vso.code_write` scope, Code: Read & write)",
             message()

@@ -87,3 +87,40 @@ fn project_and_api(
 fn token_of(secret: &Secret) -> ForgeToken {
     ForgeToken::new(secret.expose())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ForgeSettings;
+
+    fn heal(remote: &str, azure_token: Option<&str>) -> HealSettings {
+        HealSettings {
+            repo: Some(remote.to_string()),
+            forge: ForgeSettings {
+                azure_devops_token: azure_token.map(|t| Secret::new(t.to_string())),
+                ..ForgeSettings::default()
+            },
+            ..HealSettings::default()
+        }
+    }
+
+    #[test]
+    fn an_azure_devops_remote_with_its_token_gets_the_azure_devops_api() {
+        let remote = "https://acme@dev.azure.com/acme/Data%20Platform/_git/dbt";
+        let forge = Forge::from_settings(&heal(remote, Some("pat"))).expect("built");
+        match forge {
+            Forge::AzureDevOps(azure) => assert_eq!(azure.repo(), "acme/Data Platform/dbt"),
+            other => panic!("expected Azure DevOps, got {other:?}"),
+        }
+        let ssh = "git@ssh.dev.azure.com:v3/acme/Data%20Platform/dbt";
+        let forge = Forge::from_settings(&heal(ssh, Some("pat"))).expect("built");
+        assert!(forge.owns_pr("https://dev.azure.com/acme/Data%20Platform/_git/dbt/pullrequest/4"));
+    }
+
+    #[test]
+    fn an_azure_devops_remote_without_its_token_is_a_plain_remote() {
+        let remote = "https://dev.azure.com/acme/Data%20Platform/_git/dbt";
+        let forge = Forge::from_settings(&heal(remote, None)).expect("built");
+        assert!(matches!(forge, Forge::Plain { .. }), "{forge:?}");
+    }
+}

@@ -769,6 +769,8 @@ mod tests {
         for (file, text) in [
             ("github.rs", include_str!("github.rs")),
             ("mod.rs", include_str!("mod.rs")),
+            ("exchange.rs", include_str!("exchange.rs")),
+            ("azure.rs", include_str!("azure.rs")),
         ] {
             let code = text.split("#[cfg(test)]").next().unwrap_or(text);
             let code: String = code

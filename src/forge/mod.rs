@@ -286,4 +286,6 @@ pub fn parse_github_remote(url: &str) -> Option<(String, String)> {
 }
 
 #[cfg(test)]
+mod azure_tests;
+#[cfg(test)]
 mod tests;
