@@ -19,13 +19,15 @@ use anyhow::Context;
 use base64::Engine;
 use http_body_util::Full;
 use hyper::body::Bytes;
-use hyper::header::HeaderValue;
 use hyper::{Method, Request, StatusCode};
 use serde::Deserialize;
 use std::time::Duration;
 use tracing::{info, warn};
 
-use super::exchange::{origin, send_with_retries, transport_for, Answer, Verdict};
+use super::exchange::{
+    build_request, created_or_existing, error_message, origin, send_with_retries, transport_for,
+    Answer, Verdict,
+};
 use super::{
     ForgeError, ForgeToken, PrRequest, PrSnapshot, PullRequest, RetryPolicy, SELFHEAL_BRANCH_PREFIX,
 };
@@ -170,19 +172,14 @@ impl AzureDevOps {
         let result = self
             .send(Method::POST, &url, Some(body), None, &mut ambiguous)
             .await;
-        let pr = match result {
-            Ok(resp) => self.pull_request(parse_json(&resp.body)?),
-            // An earlier attempt may have created the pull request before its
-            // answer was lost; then the retry meets TF401179 ("an active pull
-            // request … already exists"), and ours is the one that exists.
-            Err(ForgeError::Validation(msg)) if ambiguous && msg.contains("TF401179") => {
-                match self.find_active(&req.head, &req.base).await? {
-                    Some(pr) => pr,
-                    None => return Err(ForgeError::Validation(msg)),
-                }
-            }
-            Err(e) => return Err(e),
-        };
+        let created = result.and_then(|resp| Ok(self.pull_request(parse_json(&resp.body)?)));
+        // An earlier attempt may have created the pull request before its
+        // answer was lost; then the retry meets TF401179 ("an active pull
+        // request … already exists"), and ours is the one that exists.
+        let pr = created_or_existing(created, ambiguous, "TF401179", || {
+            self.find_active(&req.head, &req.base)
+        })
+        .await?;
         info!(number = pr.number, url = %pr.url, head = %pr.head, "opened pull request");
         Ok(pr)
     }
@@ -416,26 +413,9 @@ impl AzureDevOps {
     ) -> Result<Request<Full<Bytes>>, ForgeError> {
         let basic =
             base64::engine::general_purpose::STANDARD.encode(format!(":{}", self.token.expose()));
-        let mut auth = HeaderValue::from_str(&format!("Basic {basic}"))
-            .map_err(|_| ForgeError::Http("the forge token is not a valid header value".into()))?;
-        auth.set_sensitive(true);
-        let mut builder = Request::builder()
-            .method(method)
-            .uri(url)
-            .header("accept", "application/json")
-            .header("user-agent", "selfheal")
-            .header("authorization", auth);
-        if body.is_some() {
-            builder = builder.header("content-type", "application/json");
-        }
-        if let Some(etag) = etag {
-            let value = HeaderValue::from_str(etag)
-                .map_err(|_| ForgeError::Http("the ETag is not a valid header value".into()))?;
-            builder = builder.header("if-none-match", value);
-        }
-        builder
-            .body(Full::new(Bytes::from(body.unwrap_or_default())))
-            .map_err(|e| ForgeError::Http(format!("building request: {e}")))
+        let mut headers = vec![("accept", "application/json")];
+        headers.extend(etag.map(|etag| ("if-none-match", etag)));
+        build_request(method, url, &format!("Basic {basic}"), &headers, body)
     }
 }
 
@@ -576,25 +556,9 @@ struct ApiList {
     value: Vec<ApiPull>,
 }
 
-/// Azure DevOps' error body: `{"$id", "message", "typeKey", "errorCode", …}`.
-#[derive(Deserialize, Default)]
-struct ApiError {
-    #[serde(default)]
-    message: String,
-}
-
 fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ForgeError> {
     serde_json::from_slice(body)
         .map_err(|e| ForgeError::Http(format!("unexpected response from Azure DevOps: {e}")))
-}
-
-fn error_message(body: &[u8]) -> String {
-    let err: ApiError = serde_json::from_slice(body).unwrap_or_default();
-    if err.message.is_empty() {
-        String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned()
-    } else {
-        err.message
-    }
 }
 
 #[cfg(test)]

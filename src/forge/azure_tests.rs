@@ -4,21 +4,13 @@
 
 use std::time::Duration;
 
+use super::tests::{fast_retries, opened_pr, pr_request};
 use super::*;
 use selfheal_fakes::azure_devops::FakeAzureDevOps;
 use selfheal_fakes::server::AuthSeen;
 
 const PAT: &str = "azdo-pat-0123456789abcdef";
 const PROJECT: &str = "Data Platform";
-
-fn fast_retries() -> RetryPolicy {
-    RetryPolicy {
-        max_attempts: 4,
-        max_wait: Duration::from_secs(5),
-        initial_backoff: Duration::from_millis(10),
-        request_timeout: Duration::from_secs(5),
-    }
-}
 
 /// A fake Azure DevOps for `acme/Data Platform/dbt` and a forge pointed at it.
 async fn spawn() -> (FakeAzureDevOps, Forge) {
@@ -37,23 +29,6 @@ fn azure_forge(api_base: &str, pat: &str) -> Forge {
     )
     .expect("client");
     Forge::AzureDevOps(azure.with_retry(fast_retries()))
-}
-
-fn pr_request(head: &str) -> PrRequest {
-    PrRequest {
-        head: head.to_string(),
-        base: "main".to_string(),
-        title: "fix(orders): cast id to bigint".to_string(),
-        body: "The hourly_marts run 48213 failed; this fixes it.".to_string(),
-        options: PrOptions::default(),
-    }
-}
-
-fn opened_pr(opened: Opened) -> PullRequest {
-    match opened {
-        Opened::Pr(pr) => pr,
-        other => panic!("expected a pull request, got {other:?}"),
-    }
 }
 
 fn web_url(fake: &FakeAzureDevOps, id: u64) -> String {

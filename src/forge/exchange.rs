@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Bytes;
-use hyper::header::HeaderMap;
-use hyper::{Request, StatusCode};
+use hyper::header::{HeaderMap, HeaderValue};
+use hyper::{Method, Request, StatusCode};
 use tracing::warn;
 
 use super::{ForgeError, RetryPolicy};
@@ -149,5 +149,77 @@ pub(super) fn transport_for(api: &url::Url) -> anyhow::Result<Transport> {
             "refusing plain http for forge API {api}: the token would travel unencrypted"
         ),
         other => anyhow::bail!("unsupported scheme `{other}` in forge API URL {api}"),
+    }
+}
+
+/// A request with the headers every forge call carries: `user-agent`, the
+/// `authorization` value (marked sensitive, so it is never logged),
+/// `content-type` when there is a body, and `headers`.
+pub(super) fn build_request(
+    method: Method,
+    url: &str,
+    authorization: &str,
+    headers: &[(&str, &str)],
+    body: Option<Vec<u8>>,
+) -> Result<Request<Full<Bytes>>, ForgeError> {
+    let mut auth = HeaderValue::from_str(authorization)
+        .map_err(|_| ForgeError::Http("the forge token is not a valid header value".into()))?;
+    auth.set_sensitive(true);
+    let mut builder = Request::builder()
+        .method(method)
+        .uri(url)
+        .header("user-agent", "selfheal")
+        .header("authorization", auth);
+    if body.is_some() {
+        builder = builder.header("content-type", "application/json");
+    }
+    for (name, value) in headers {
+        let value = HeaderValue::from_str(value)
+            .map_err(|_| ForgeError::Http(format!("`{name}` is not a valid header value")))?;
+        builder = builder.header(*name, value);
+    }
+    builder
+        .body(Full::new(Bytes::from(body.unwrap_or_default())))
+        .map_err(|e| ForgeError::Http(format!("building request: {e}")))
+}
+
+/// What a create achieved: its own answer, or, when an earlier attempt may
+/// have created the thing before its answer was lost (`ambiguous`) and the
+/// retry met the forge's "already exists" (a [`ForgeError::Validation`]
+/// whose message contains `exists`), the existing one `find` returns.
+pub(super) async fn created_or_existing<T, F, Fut>(
+    result: Result<T, ForgeError>,
+    ambiguous: bool,
+    exists: &str,
+    find: F,
+) -> Result<T, ForgeError>
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = Result<Option<T>, ForgeError>>,
+{
+    match result {
+        Err(ForgeError::Validation(msg)) if ambiguous && msg.contains(exists) => {
+            match find().await? {
+                Some(found) => Ok(found),
+                None => Err(ForgeError::Validation(msg)),
+            }
+        }
+        other => other,
+    }
+}
+
+/// The `message` of a forge's JSON error body (GitHub's and Azure DevOps'
+/// both have one), else the start of the body as text.
+pub(super) fn error_message(body: &[u8]) -> String {
+    #[derive(serde::Deserialize, Default)]
+    struct WithMessage {
+        #[serde(default)]
+        message: String,
+    }
+    let err: WithMessage = serde_json::from_slice(body).unwrap_or_default();
+    if err.message.is_empty() {
+        String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned()
+    } else {
+        err.message
     }
 }

@@ -20,12 +20,15 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::Context;
 use http_body_util::Full;
 use hyper::body::Bytes;
-use hyper::header::{HeaderMap, HeaderValue};
+use hyper::header::HeaderMap;
 use hyper::{Method, Request, StatusCode};
 use serde::Deserialize;
 use tracing::info;
 
-use super::exchange::{origin, send_with_retries, transport_for, Answer, Verdict};
+use super::exchange::{
+    build_request, created_or_existing, error_message, origin, send_with_retries, transport_for,
+    Answer, Verdict,
+};
 use super::{ForgeError, PrRequest, PrSnapshot, PullRequest};
 use crate::domain::PrState;
 use crate::http::Transport;
@@ -166,19 +169,14 @@ impl GitHub {
                 &mut ambiguous,
             )
             .await;
-        let pr = match result {
-            Ok(resp) => parse_json::<ApiPull>(&resp.body)?.into(),
-            // An earlier attempt may have created the pull request before its answer
-            // was lost (a timeout or a 5xx); then the retry meets "already exists",
-            // and the pull request we wanted is the one that exists.
-            Err(ForgeError::Validation(msg)) if ambiguous && msg.contains("already exists") => {
-                match self.find_open_by_head(&req.head, &req.base).await? {
-                    Some(pr) => pr,
-                    None => return Err(ForgeError::Validation(msg)),
-                }
-            }
-            Err(e) => return Err(e),
-        };
+        let created = result.and_then(|resp| Ok(parse_json::<ApiPull>(&resp.body)?.into()));
+        // An earlier attempt may have created the pull request before its answer
+        // was lost (a timeout or a 5xx); then the retry meets "already exists",
+        // and the pull request we wanted is the one that exists.
+        let pr = created_or_existing(created, ambiguous, "already exists", || {
+            self.find_open_by_head(&req.head, &req.base)
+        })
+        .await?;
         info!(number = pr.number, url = %pr.url, head = %pr.head, "opened pull request");
         Ok(pr)
     }
@@ -335,27 +333,13 @@ impl GitHub {
         body: Option<Vec<u8>>,
         headers: &[(&'static str, &str)],
     ) -> Result<Request<Full<Bytes>>, ForgeError> {
-        let mut builder = Request::builder()
-            .method(method)
-            .uri(url)
-            .header("accept", "application/vnd.github+json")
-            .header("x-github-api-version", API_VERSION)
-            .header("user-agent", "selfheal");
-        let mut auth = HeaderValue::from_str(&format!("Bearer {}", self.token.expose()))
-            .map_err(|_| ForgeError::Http("the forge token is not a valid header value".into()))?;
-        auth.set_sensitive(true);
-        builder = builder.header("authorization", auth);
-        if body.is_some() {
-            builder = builder.header("content-type", "application/json");
-        }
-        for (name, value) in headers {
-            let value = HeaderValue::from_str(value)
-                .map_err(|_| ForgeError::Http(format!("`{name}` is not a valid header value")))?;
-            builder = builder.header(*name, value);
-        }
-        builder
-            .body(Full::new(Bytes::from(body.unwrap_or_default())))
-            .map_err(|e| ForgeError::Http(format!("building request: {e}")))
+        let mut all = vec![
+            ("accept", "application/vnd.github+json"),
+            ("x-github-api-version", API_VERSION),
+        ];
+        all.extend_from_slice(headers);
+        let auth = format!("Bearer {}", self.token.expose());
+        build_request(method, url, &auth, &all, body)
     }
 }
 
@@ -448,11 +432,10 @@ impl From<ApiPull> for PullRequest {
     }
 }
 
-/// GitHub's error body: `{"message": ..., "errors": [...], "documentation_url": ...}`.
+/// GitHub's error body: `{"message": ..., "errors": [...], "documentation_url": ...}`;
+/// the `message` is read by [`error_message`].
 #[derive(Deserialize, Default)]
 struct ApiError {
-    #[serde(default)]
-    message: String,
     #[serde(default)]
     errors: Vec<ApiErrorDetail>,
 }
@@ -468,15 +451,6 @@ struct ApiErrorDetail {
 fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ForgeError> {
     serde_json::from_slice(body)
         .map_err(|e| ForgeError::Http(format!("unexpected response from GitHub: {e}")))
-}
-
-fn error_message(body: &[u8]) -> String {
-    let err: ApiError = serde_json::from_slice(body).unwrap_or_default();
-    if err.message.is_empty() {
-        String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned()
-    } else {
-        err.message
-    }
 }
 
 /// The useful part of a 422: the `errors` array's messages (e.g. "A pull request
@@ -578,6 +552,7 @@ fn valid_name(s: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hyper::header::HeaderValue;
 
     #[test]
     fn rate_limit_waits_follow_githubs_rules() {

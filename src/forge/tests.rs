@@ -10,7 +10,7 @@ use selfheal_fakes::server::AuthSeen;
 
 const TOKEN: &str = "ghs_faketoken0123456789";
 
-fn fast_retries() -> RetryPolicy {
+pub(super) fn fast_retries() -> RetryPolicy {
     RetryPolicy {
         max_attempts: 4,
         max_wait: Duration::from_secs(5),
@@ -33,7 +33,7 @@ fn github_forge(api_base: &str, token: &str) -> Forge {
     Forge::GitHub(github.with_retry(fast_retries()))
 }
 
-fn pr_request(head: &str) -> PrRequest {
+pub(super) fn pr_request(head: &str) -> PrRequest {
     PrRequest {
         head: head.to_string(),
         base: "main".to_string(),
@@ -43,7 +43,7 @@ fn pr_request(head: &str) -> PrRequest {
     }
 }
 
-fn opened_pr(opened: Opened) -> PullRequest {
+pub(super) fn opened_pr(opened: Opened) -> PullRequest {
     match opened {
         Opened::Pr(pr) => pr,
         other => panic!("expected a pull request, got {other:?}"),
