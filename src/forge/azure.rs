@@ -693,6 +693,77 @@ mod tests {
     }
 
     #[test]
+    fn azure_answers_become_the_errors_callers_act_on() {
+        fn check(status: u16, retry_after: Option<&str>, body: &str, want: &str) {
+            let mut headers = hyper::header::HeaderMap::new();
+            if let Some(v) = retry_after {
+                headers.insert("retry-after", v.parse().expect("header"));
+            }
+            let answer = Answer {
+                status: StatusCode::from_u16(status).expect("status"),
+                headers,
+                body: body.as_bytes().to_vec(),
+            };
+            let got = match judge(&answer) {
+                Verdict::Fail(e) => format!("fail: {e}"),
+                Verdict::Wait(d) => format!("wait {}s", d.as_secs()),
+                Verdict::Retry(e) => format!("retry: {e}"),
+            };
+            assert_eq!(got, want, "{status} {body}");
+        }
+        let tf = |m: &str| format!(r#"{{"$id":"1","message":"{m}","typeKey":"X","errorCode":0}}"#);
+        let rejected = "fail: the forge rejected the token";
+        check(401, None, "", rejected);
+        check(302, None, "<html>sign in</html>", rejected);
+        check(
+            403,
+            None,
+            &tf("TF401027: You need the Git 'PullRequestContribute' permission."),
+            "fail: the token may not do this: TF401027: You need the Git 'PullRequestContribute' permission. (the token needs the `vso.code_write` scope, Code: Read & write)",
+        );
+        check(
+            404,
+            None,
+            &tf("TF401019: no repo"),
+            "fail: not found on the forge (check the repository name and the token's access)",
+        );
+        check(
+            409,
+            None,
+            &tf("TF401179: An active pull request for the source and target branch already exists."),
+            "fail: the forge refused the request: TF401179: An active pull request for the source and target branch already exists.",
+        );
+        let too_long = include_str!(
+            "../../tests/fixtures/azure-devops/error_400_description_too_long.scala-steward-pr3572.json"
+        );
+        check(
+            400,
+            None,
+            too_long,
+            "fail: the forge refused the request: Invalid argument value.\r\nParameter name: A description for a pull request must not be longer than 4000 characters.",
+        );
+        check(
+            429,
+            Some("7"),
+            &tf("TF400733: The request has been canceled"),
+            "wait 7s",
+        );
+        check(429, None, "", "wait 60s");
+        check(
+            503,
+            None,
+            "",
+            "retry: forge request failed: 503 Service Unavailable: ",
+        );
+        check(
+            418,
+            None,
+            "teapot",
+            "fail: forge request failed: 418 I'm a teapot: teapot",
+        );
+    }
+
+    #[test]
     fn reviewers_are_passed_on_only_as_identity_ids() {
         assert!(is_guid("d6245f20-2af8-44f4-9451-8107cb2767db"));
         assert!(!is_guid("fabrikamfiber16@hotmail.com"));
