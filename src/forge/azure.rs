@@ -81,7 +81,8 @@ impl AzureDevOps {
     /// it; on Azure DevOps Server the first segment is the collection) at
     /// `api_base`: `https://dev.azure.com`, or a Server collection URL
     /// (`https://HOST/tfs/DefaultCollection`), whose last segment then is the
-    /// collection and is not repeated. Plain `http://` only on loopback.
+    /// collection and is not repeated (nor is the organization of a legacy
+    /// `https://{org}.visualstudio.com`). Plain `http://` only on loopback.
     pub fn new(api_base: &str, repo: &str, token: ForgeToken) -> anyhow::Result<AzureDevOps> {
         let api_base = api_base.trim_end_matches('/');
         let parsed = url::Url::parse(api_base)
@@ -94,10 +95,16 @@ impl AzureDevOps {
         if [org, project, name].iter().any(|s| !valid_name(s)) {
             anyhow::bail!("Azure DevOps repository `{repo}` is not `organization/project/repo`");
         }
+        // A Server collection URL ends with the collection; a legacy
+        // `https://{org}.visualstudio.com` names the organization in its host.
         let collection_in_base = parsed
             .path_segments()
             .and_then(|mut s| s.rfind(|s| !s.is_empty()))
-            .is_some_and(|last| decode(last).eq_ignore_ascii_case(org));
+            .is_some_and(|last| decode(last).eq_ignore_ascii_case(org))
+            || parsed
+                .host_str()
+                .and_then(|h| h.strip_suffix(".visualstudio.com"))
+                .is_some_and(|sub| sub.eq_ignore_ascii_case(org));
         let mut org_url = parsed.clone();
         if !collection_in_base {
             org_url
@@ -630,6 +637,16 @@ mod tests {
         assert_eq!(
             server.url(&[], &[("$top", "100")]),
             "https://tfs.acme.io/tfs/DefaultCollection/Data/_apis/git/repositories/dbt?%24top=100&api-version=7.1"
+        );
+        let legacy = AzureDevOps::new(
+            "https://acme.visualstudio.com",
+            "acme/Data/dbt",
+            ForgeToken::new("t"),
+        )
+        .expect("client");
+        assert_eq!(
+            legacy.url(&[], &[]),
+            "https://acme.visualstudio.com/Data/_apis/git/repositories/dbt?api-version=7.1"
         );
         assert!(
             AzureDevOps::new("https://dev.azure.com", "acme/dbt", ForgeToken::new("t")).is_err()
