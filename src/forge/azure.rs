@@ -10,7 +10,9 @@
 //! (`https://dev.azure.com/{org}/{project}/_git/{repo}/pullrequest/{id}`).
 //!
 //! The personal access token travels as HTTP Basic credentials with an empty
-//! user name, on every request with `api-version=7.1`. Retries are shared
+//! user name, on every request with `api-version=7.1`, to the organization
+//! (or collection) and, to find reviewers by name, to its identity service
+//! (`vssps.dev.azure.com/{org}` on Azure DevOps Services), nowhere else. Retries are shared
 //! with the GitHub client ([`super::exchange`]): 5xx answers, transport
 //! errors and timeouts are retried with doubling backoff; a 429 (`TF400733`)
 //! is retried after its `Retry-After`.
@@ -140,24 +142,17 @@ impl AzureDevOps {
         format!("{org}/{}/{}", self.project, self.repo)
     }
 
-    /// `POST …/pullrequests`. Draft and labels come from the options;
-    /// reviewers only when given as identity ids (GUIDs): resolving names
-    /// through the identities API (on `vssps.dev.azure.com`, another host)
-    /// is not done, so a name is skipped with a warning.
+    /// `POST …/pullrequests`. Draft, labels and reviewers come from the
+    /// options; reviewers are identity ids, given as such or found by name
+    /// or e-mail (see [`AzureDevOps::reviewer_id`]).
     pub(super) async fn create_pull(&self, req: &PrRequest) -> Result<PullRequest, ForgeError> {
         let opts = &req.options;
-        let reviewers: Vec<serde_json::Value> = opts
-            .reviewers
-            .iter()
-            .filter(|r| {
-                let id = is_guid(r);
-                if !id {
-                    warn!(reviewer = %r, "Azure DevOps reviewers must be identity ids (GUIDs); skipping this one");
-                }
-                id
-            })
-            .map(|id| serde_json::json!({ "id": id }))
-            .collect();
+        let mut reviewers = Vec::new();
+        for reviewer in &opts.reviewers {
+            if let Some(id) = self.reviewer_id(reviewer).await {
+                reviewers.push(serde_json::json!({ "id": id }));
+            }
+        }
         let labels: Vec<serde_json::Value> = opts
             .labels
             .iter()
@@ -189,6 +184,54 @@ impl AzureDevOps {
         .await?;
         info!(number = pr.number, url = %pr.url, head = %pr.head, "opened pull request");
         Ok(pr)
+    }
+
+    /// The identity id of `reviewer`: itself when it is one (a GUID), else
+    /// the one identity the identities API finds for it (`searchFilter=General`
+    /// matches an account name, a display name or an e-mail). None, with a
+    /// warning, when there is no single match or the search fails (the
+    /// token may lack `vso.identity`): a missing reviewer never stops a pull
+    /// request.
+    async fn reviewer_id(&self, reviewer: &str) -> Option<String> {
+        if is_guid(reviewer) {
+            return Some(reviewer.to_string());
+        }
+        let url = self.identities_url(reviewer);
+        let found = match self.send(Method::GET, &url, None, None, &mut false).await {
+            Ok(resp) => parse_json::<ApiIdentities>(&resp.body).map(|list| list.value),
+            Err(e) => Err(e),
+        };
+        match found.as_deref() {
+            Ok([one]) => return Some(one.id.clone()),
+            Ok(found) => {
+                warn!(%reviewer, matches = found.len(), "no single Azure DevOps identity for this reviewer; skipping it")
+            }
+            Err(e) => {
+                warn!(%reviewer, error = %e, "could not look up this Azure DevOps reviewer; skipping it")
+            }
+        }
+        None
+    }
+
+    /// Where identities are searched: the organization's identity service
+    /// (`https://vssps.dev.azure.com/{org}`) on Azure DevOps Services, the
+    /// collection itself on a Server (and on a local fake).
+    fn identities_url(&self, filter: &str) -> String {
+        let mut url = self.org_url.clone();
+        if url.host_str() == Some("dev.azure.com") {
+            // Cannot fail: a domain name replaced by a domain name.
+            let _ = url.set_host(Some("vssps.dev.azure.com"));
+        }
+        url.path_segments_mut()
+            .expect("the org URL was checked to have a path in new()")
+            .pop_if_empty()
+            .extend(["_apis", "identities"]);
+        url.query_pairs_mut()
+            .append_pair("searchFilter", "General")
+            .append_pair("filterValue", filter)
+            .append_pair("queryMembership", "None")
+            .append_pair("api-version", API_VERSION);
+        url.into()
     }
 
     /// `GET …/_apis/git/repositories/{repo}`: true when the token reads the
@@ -559,6 +602,16 @@ impl ApiPull {
 }
 
 #[derive(Deserialize)]
+struct ApiIdentities {
+    value: Vec<ApiIdentityId>,
+}
+
+#[derive(Deserialize)]
+struct ApiIdentityId {
+    id: String,
+}
+
+#[derive(Deserialize)]
 struct ApiList {
     value: Vec<ApiPull>,
 }
@@ -781,7 +834,23 @@ mod tests {
     }
 
     #[test]
-    fn reviewers_are_passed_on_only_as_identity_ids() {
+    fn identities_are_searched_at_the_organizations_identity_service() {
+        let cloud = client("https://dev.azure.com", "acme/Data/dbt");
+        assert_eq!(
+            cloud.identities_url("ann@acme.example"),
+            "https://vssps.dev.azure.com/acme/_apis/identities?searchFilter=General&filterValue=ann%40acme.example&queryMembership=None&api-version=7.1"
+        );
+        let server = client(
+            "https://tfs.acme.io/tfs/DefaultCollection",
+            "DefaultCollection/Data/dbt",
+        );
+        assert!(server
+            .identities_url("ann")
+            .starts_with("https://tfs.acme.io/tfs/DefaultCollection/_apis/identities?"));
+    }
+
+    #[test]
+    fn reviewer_ids_are_recognised_as_guids() {
         assert!(is_guid("d6245f20-2af8-44f4-9451-8107cb2767db"));
         assert!(!is_guid("fabrikamfiber16@hotmail.com"));
         assert!(!is_guid("d6245f20-2af8-44f4-9451-8107cb2767dz"));

@@ -42,12 +42,18 @@ fn web_url(fake: &FakeAzureDevOps, id: u64) -> String {
 async fn opening_a_draft_pr_with_labels_sends_azures_request_with_basic_auth() {
     // Arrange
     let (fake, forge) = spawn().await;
+    fake.add_identity(
+        "3ff4a20f-306e-677e-8a01-57f35e71f109",
+        "ann@acme.example",
+        "Ann",
+    );
     let mut req = pr_request("selfheal/hourly_marts/run-48213");
     req.options = PrOptions {
         draft: true,
         reviewers: vec![
             "d6245f20-2af8-44f4-9451-8107cb2767db".into(),
             "ann@acme.example".into(),
+            "ghost@acme.example".into(),
         ],
         labels: vec!["selfheal".into(), "dbt".into()],
     };
@@ -63,8 +69,21 @@ async fn opening_a_draft_pr_with_labels_sends_azures_request_with_basic_auth() {
         ("selfheal/hourly_marts/run-48213", "main", "open")
     );
     let requests = fake.requests();
-    assert_eq!(requests.len(), 1);
-    let sent = &requests[0];
+    let lookups: Vec<&str> = requests
+        .iter()
+        .filter(|r| r.path == "/acme/_apis/identities")
+        .filter_map(|r| r.query.as_deref())
+        .collect();
+    assert_eq!(
+        lookups,
+        [
+            "searchFilter=General&filterValue=ann%40acme.example&queryMembership=None&api-version=7.1",
+            "searchFilter=General&filterValue=ghost%40acme.example&queryMembership=None&api-version=7.1",
+        ],
+        "an id is not looked up"
+    );
+    assert_eq!(requests.len(), 3);
+    let sent = &requests[2];
     assert_eq!(
         (
             sent.method.as_str(),
@@ -88,13 +107,17 @@ async fn opening_a_draft_pr_with_labels_sends_azures_request_with_basic_auth() {
             "description": "The hourly_marts run 48213 failed; this fixes it.",
             "isDraft": true,
             "labels": [{ "name": "selfheal" }, { "name": "dbt" }],
-            // A user name cannot be a reviewer without the identities API: skipped.
-            "reviewers": [{ "id": "d6245f20-2af8-44f4-9451-8107cb2767db" }],
+            // An id as given, a name found by the identities API, an unknown one skipped.
+            "reviewers": [
+                { "id": "d6245f20-2af8-44f4-9451-8107cb2767db" },
+                { "id": "3ff4a20f-306e-677e-8a01-57f35e71f109" },
+            ],
         })
     );
     let held = &fake.prs()[0];
     assert!(held.is_draft);
     assert_eq!(held.labels, ["selfheal", "dbt"]);
+    assert_eq!(held.reviewers.len(), 2);
     assert_eq!(fake.merge_calls(), 0);
 }
 

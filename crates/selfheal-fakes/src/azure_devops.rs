@@ -30,7 +30,11 @@
 //! - `GET …/pullrequests/{id}`: one pull request, its description whole, with
 //!   `closedBy` and `closedDate` once completed or abandoned;
 //! - `POST …/pullRequests/{id}/threads`: 200 with the thread; 404 for no such
-//!   pull request; 403 for a read-only token.
+//!   pull request; 403 for a read-only token;
+//! - `GET /{org}/_apis/identities?searchFilter=General&filterValue=`: the
+//!   identities added with [`FakeAzureDevOps::add_identity`] whose account
+//!   name, display name or e-mail is the filter (Azure DevOps Services serves
+//!   this from `vssps.dev.azure.com/{org}`; the fake from its one origin).
 //!
 //! Path segments are matched case-insensitively (`pullRequests` and
 //! `pullrequests` both work, as on Azure). Everything else answers 404.
@@ -108,6 +112,8 @@ struct Inner {
     threads: Vec<FakeThread>,
     merge_calls: usize,
     read_only: bool,
+    /// `(id, uniqueName, displayName)`.
+    identities: Vec<(String, String, String)>,
 }
 
 #[derive(Clone, Copy)]
@@ -143,6 +149,7 @@ impl FakeAzureDevOps {
             threads: Vec::new(),
             merge_calls: 0,
             read_only: false,
+            identities: Vec::new(),
         };
         let fake = HttpFake::start("fake Azure DevOps", inner, handle).await?;
         Ok(FakeAzureDevOps { fake })
@@ -189,6 +196,16 @@ impl FakeAzureDevOps {
     /// DevOps does for a personal access token it does not take.
     pub fn sign_in_next(&self, times: usize) {
         self.lock().gate.fail_next(Injected::SignIn, times);
+    }
+
+    /// An identity the identities API finds by `unique_name` (an e-mail or
+    /// account name) or `display_name`.
+    pub fn add_identity(&self, id: &str, unique_name: &str, display_name: &str) {
+        self.lock().identities.push((
+            id.to_string(),
+            unique_name.to_string(),
+            display_name.to_string(),
+        ));
     }
 
     /// A read-only token: creating pull requests and threads is refused
@@ -390,6 +407,9 @@ async fn handle(State(shared): State<Shared<Inner>>, req: Request) -> Response {
     let method = &req.method;
     let s: Vec<&str> = segments.iter().map(String::as_str).collect();
     match s.as_slice() {
+        [o, "_apis", "identities"] if *o == org.to_ascii_lowercase() && method == Method::GET => {
+            identities(&shared, query.get("filterValue").map_or("", String::as_str))
+        }
         [o, p, "_apis", "git", "repositories", r] if ours(o, p, r) && method == Method::GET => {
             server::json(
                 StatusCode::OK,
@@ -560,6 +580,35 @@ fn list_prs(shared: &Shared<Inner>, query: &BTreeMap<String, String>, base: &str
                 .collect();
             listed["description"] = json!(cut);
             listed
+        })
+        .collect();
+    server::json(
+        StatusCode::OK,
+        json!({ "count": value.len(), "value": value }),
+    )
+}
+
+/// The identities whose account name, display name or e-mail is `filter`,
+/// in the identities API's shape.
+fn identities(shared: &Shared<Inner>, filter: &str) -> Response {
+    let inner = shared.lock();
+    let value: Vec<Value> = inner
+        .identities
+        .iter()
+        .filter(|(_, unique, display)| {
+            unique.eq_ignore_ascii_case(filter) || display.eq_ignore_ascii_case(filter)
+        })
+        .map(|(id, unique, display)| {
+            json!({
+                "id": id,
+                "descriptor": format!("Microsoft.IdentityModel.Claims.ClaimsIdentity;{unique}"),
+                "providerDisplayName": display,
+                "isActive": true,
+                "properties": {
+                    "Account": { "$type": "System.String", "$value": unique },
+                    "Mail": { "$type": "System.String", "$value": unique },
+                },
+            })
         })
         .collect();
     server::json(
@@ -943,6 +992,45 @@ mod tests {
         let (status, _) = send(Method::POST, &url, &headers, Some(thread)).await;
         assert_eq!(status, 403);
         assert_eq!(fake.threads().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn identities_are_found_by_account_or_display_name() {
+        let (fake, _) = start().await;
+        fake.add_identity(
+            "3ff4a20f-306e-677e-8a01-57f35e71f109",
+            "ann@acme.example",
+            "Ann",
+        );
+        let auth = basic(PAT);
+        let search = |filter: &str| {
+            format!(
+                "{}/acme/_apis/identities?searchFilter=General&filterValue={filter}&api-version=7.1",
+                fake.api_base()
+            )
+        };
+        for filter in ["ann%40acme.example", "ANN"] {
+            let (status, found) = send(
+                Method::GET,
+                &search(filter),
+                &[("authorization", auth.as_str())],
+                None,
+            )
+            .await;
+            assert_eq!(status, 200);
+            assert_eq!(
+                found["value"][0]["id"], "3ff4a20f-306e-677e-8a01-57f35e71f109",
+                "{filter}"
+            );
+        }
+        let (_, none) = send(
+            Method::GET,
+            &search("bob"),
+            &[("authorization", auth.as_str())],
+            None,
+        )
+        .await;
+        assert_eq!(none["count"], 0);
     }
 
     #[tokio::test]
