@@ -278,6 +278,7 @@ fn secret_values(cfg: &Config) -> Vec<String> {
         &forge.gitlab_token,
         &forge.gitea_token,
         &forge.bitbucket_token,
+        &forge.azure_devops_token,
     ]
     .into_iter()
     .flatten()

@@ -150,6 +150,7 @@ pub struct ForgeSettings {
     pub gitlab_token: Option<Secret>,
     pub gitea_token: Option<Secret>,
     pub bitbucket_token: Option<Secret>,
+    pub azure_devops_token: Option<Secret>,
 }
 
 /// Re-running transient failures: [`SELFHEAL_RETRIES`],
@@ -325,6 +326,7 @@ impl Config {
                 gitlab_token: vars.get(&SELFHEAL_GITLAB_TOKEN),
                 gitea_token: vars.get(&SELFHEAL_GITEA_TOKEN),
                 bitbucket_token: vars.get(&SELFHEAL_BITBUCKET_TOKEN),
+                azure_devops_token: vars.get(&SELFHEAL_AZURE_DEVOPS_TOKEN),
             },
             pr_options: crate::domain::PrOptions {
                 draft: vars.value(&SELFHEAL_PR_DRAFT),

@@ -36,7 +36,7 @@ pub use agents::load_agents;
 // Agent definitions are the agent module's types; the config only reads them.
 pub use crate::agent::{AgentDef, Runner, DBT_DOCTOR};
 pub use env::{
-    Config, DbtSettings, HealSettings, PrPoll, Retries, RetryBudget, SlackSettings,
+    Config, DbtSettings, ForgeSettings, HealSettings, PrPoll, Retries, RetryBudget, SlackSettings,
     SHUTDOWN_GRACE,
 };
 pub use schedules::{load_schedules, NotifyEvent, Schedule, Schedules, SelfHealing, SlackNotify};

@@ -18,8 +18,8 @@ use super::vars::{
     boolean, list, millis, path, seconds, secret, text, whole, About, Declared, Setting,
 };
 use super::{RetryBudget, DBT_DOCTOR};
-use crate::domain::Secret;
 use crate::domain::ForgeKind;
+use crate::domain::Secret;
 
 /// Where the docs list a setting: a heading of `.env.example`, and one of
 /// the README's tables.
@@ -366,6 +366,14 @@ settings! {
         doc: "the bot's Bitbucket Cloud access token (`pullrequest:write`), or `user:app_password`, for opening pull requests (the agent never sees it)",
         comment: "",
         example: "ATCTT3xFfGN0_replace_me",
+        parse: secret,
+    }
+    SELFHEAL_AZURE_DEVOPS_TOKEN: Secret {
+        section: Healing,
+        unset: Off,
+        doc: "the bot's Azure DevOps personal access token (scope `vso.code_write`, Code: Read & write) for opening pull requests (the agent never sees it)",
+        comment: "",
+        example: "azdo_pat_replace_me",
         parse: secret,
     }
     SELFHEAL_NOTIFY_TOKEN: Secret {

@@ -6,7 +6,7 @@
 use anyhow::{bail, Context, Result};
 
 use super::remote::{parse_remote, Remote};
-use super::{Bitbucket, Forge, ForgeToken, GitHub, GitLab, Gitea};
+use super::{AzureDevOps, Bitbucket, Forge, ForgeToken, GitHub, GitLab, Gitea};
 use crate::config::HealSettings;
 use crate::domain::{ForgeKind, Secret};
 
@@ -44,6 +44,17 @@ impl Forge {
                     (None, _) => Ok(plain()),
                 }
             }
+            ForgeKind::AzureDevOps => match &f.azure_devops_token {
+                Some(token) => {
+                    let var = "SELFHEAL_AZURE_DEVOPS_TOKEN";
+                    let (project, api) = project_and_api(heal, remote.as_ref(), var)?;
+                    Ok(Forge::AzureDevOps(
+                        AzureDevOps::new(&api, &project, token_of(token))
+                            .context("configuring the Azure DevOps API")?,
+                    ))
+                }
+                None => Ok(plain()),
+            },
             ForgeKind::Bitbucket => match &f.bitbucket_token {
                 Some(token) => {
                     let remote = remote.as_ref().filter(|r| r.kind == ForgeKind::Bitbucket);
@@ -77,7 +88,6 @@ impl Forge {
                 }
                 None => Ok(plain()),
             },
-            _ => Ok(plain()),
         }
     }
 }
@@ -148,5 +158,31 @@ mod tests {
             matches!(github_only, Forge::Plain { .. }),
             "{github_only:?}"
         );
+    }
+
+    fn azure_heal(remote: &str, azure_token: Option<&str>) -> HealSettings {
+        let mut heal = heal(remote, None);
+        heal.forge.azure_devops_token = azure_token.map(Secret::new);
+        heal
+    }
+
+    #[test]
+    fn an_azure_devops_remote_with_its_token_gets_the_azure_devops_api() {
+        let remote = "https://acme@dev.azure.com/acme/Data%20Platform/_git/dbt";
+        let forge = Forge::from_settings(&azure_heal(remote, Some("pat"))).expect("built");
+        match forge {
+            Forge::AzureDevOps(azure) => assert_eq!(azure.repo(), "acme/Data Platform/dbt"),
+            other => panic!("expected Azure DevOps, got {other:?}"),
+        }
+        let ssh = "git@ssh.dev.azure.com:v3/acme/Data%20Platform/dbt";
+        let forge = Forge::from_settings(&azure_heal(ssh, Some("pat"))).expect("built");
+        assert!(forge.owns_pr("https://dev.azure.com/acme/Data%20Platform/_git/dbt/pullrequest/4"));
+    }
+
+    #[test]
+    fn an_azure_devops_remote_without_its_token_is_a_plain_remote() {
+        let remote = "https://dev.azure.com/acme/Data%20Platform/_git/dbt";
+        let forge = Forge::from_settings(&azure_heal(remote, None)).expect("built");
+        assert!(matches!(forge, Forge::Plain { .. }), "{forge:?}");
     }
 }

@@ -19,13 +19,16 @@
 //!   whose merge requests are selfheal's pull requests;
 //! - [`Forge::Gitea`]: a Gitea or Forgejo server's API v1;
 //! - [`Forge::Bitbucket`]: the Bitbucket Cloud REST 2.0 API;
+//! - [`Forge::AzureDevOps`]: the Azure DevOps Services or Server Git REST API;
 //! - [`Forge::Plain`]: a git remote with no API, where "opening a pull request"
 //!   means handing the user a compare link, if the web address is known.
 
 mod api;
+mod azure;
 mod bitbucket;
 mod choose;
 mod client;
+mod exchange;
 mod gitea;
 mod github;
 mod gitlab;
@@ -36,6 +39,7 @@ use std::time::Duration;
 
 pub use crate::domain::{PrOptions, PrState};
 use crate::redact::Redactor;
+pub use azure::AzureDevOps;
 pub use bitbucket::Bitbucket;
 pub use gitea::Gitea;
 pub use github::GitHub;
@@ -160,6 +164,9 @@ pub enum Forge {
     GitLab(GitLab),
     /// Bitbucket Cloud's REST 2.0 API (`https://api.bitbucket.org/2.0`).
     Bitbucket(Bitbucket),
+    /// Azure DevOps Services (`https://dev.azure.com`) or Server (a
+    /// collection URL), Git REST API 7.1.
+    AzureDevOps(AzureDevOps),
     /// A plain git remote with no API: nothing to call. The "pull request" is a
     /// compare URL when `web_base` (e.g. `https://github.com/owner/name`) is known.
     Plain { web_base: Option<String> },
@@ -173,6 +180,7 @@ impl Forge {
             Forge::Gitea(gitea) => gitea.create_pull(req).await.map(Opened::Pr),
             Forge::GitLab(gitlab) => gitlab.create_pull(req).await.map(Opened::Pr),
             Forge::Bitbucket(bitbucket) => bitbucket.create_pull(req).await.map(Opened::Pr),
+            Forge::AzureDevOps(azure) => azure.create_pull(req).await.map(Opened::Pr),
             Forge::Plain { web_base } => Ok(Opened::Compare(
                 web_base
                     .as_deref()
@@ -200,6 +208,7 @@ impl Forge {
             Forge::GitLab(gitlab) => gitlab.pull_state(number, etag).await,
             Forge::Gitea(gitea) => gitea.pull_state(number, etag).await,
             Forge::Bitbucket(bitbucket) => bitbucket.pull_state(number, etag).await,
+            Forge::AzureDevOps(azure) => azure.pull_state(number, etag).await,
             Forge::Plain { .. } => Err(ForgeError::NotOurs(pr_url.to_string())),
         }
     }
@@ -232,6 +241,11 @@ impl Forge {
                     .await
             }
             Forge::Bitbucket(bitbucket) => bitbucket.comment(number, &body).await,
+            Forge::AzureDevOps(azure) => {
+                azure
+                    .comment(number, &fit_comment(&body, MAX_COMMENT_CHARS))
+                    .await
+            }
             Forge::Plain { .. } => Err(ForgeError::NotOurs(pr_url.to_string())),
         }
     }
@@ -243,6 +257,7 @@ impl Forge {
             Forge::GitLab(gitlab) => gitlab.pr_number(pr_url),
             Forge::Gitea(gitea) => gitea.pr_number(pr_url),
             Forge::Bitbucket(bitbucket) => bitbucket.pr_number(pr_url),
+            Forge::AzureDevOps(azure) => azure.pr_number(pr_url),
             Forge::Plain { .. } => None,
         }
         .ok_or_else(|| ForgeError::NotOurs(pr_url.to_string()))
@@ -256,6 +271,7 @@ impl Forge {
             Forge::Gitea(gitea) => gitea.list_open_pulls().await?,
             Forge::GitLab(gitlab) => gitlab.list_open_pulls().await?,
             Forge::Bitbucket(bitbucket) => bitbucket.list_open_pulls().await?,
+            Forge::AzureDevOps(azure) => azure.list_open_pulls().await?,
             Forge::Plain { .. } => Vec::new(),
         };
         Ok(open
@@ -278,6 +294,7 @@ impl Forge {
             Forge::GitLab(gitlab) => Forge::GitLab(gitlab.with_retry(retry)),
             Forge::Gitea(gitea) => Forge::Gitea(gitea.with_retry(retry)),
             Forge::Bitbucket(bitbucket) => Forge::Bitbucket(bitbucket.with_retry(retry)),
+            Forge::AzureDevOps(azure) => Forge::AzureDevOps(azure.with_retry(retry)),
             plain @ Forge::Plain { .. } => plain,
         }
     }
@@ -289,6 +306,7 @@ impl Forge {
             Forge::GitLab(gitlab) => Some(gitlab.project().to_string()),
             Forge::Gitea(gitea) => Some(gitea.repo()),
             Forge::Bitbucket(bitbucket) => Some(bitbucket.repo()),
+            Forge::AzureDevOps(azure) => Some(azure.repo()),
             Forge::Plain { .. } => None,
         }
     }
@@ -302,6 +320,7 @@ impl Forge {
             Forge::GitLab(gitlab) => gitlab.can_push().await,
             Forge::Gitea(gitea) => gitea.can_push().await,
             Forge::Bitbucket(bitbucket) => bitbucket.can_push().await,
+            Forge::AzureDevOps(azure) => azure.can_push().await,
             Forge::Plain { .. } => return None,
         })
     }
@@ -396,6 +415,8 @@ pub fn parse_github_remote(url: &str) -> Option<(String, String)> {
     Some((owner.to_string(), repo.to_string()))
 }
 
+#[cfg(test)]
+mod azure_tests;
 #[cfg(test)]
 mod gitea_tests;
 #[cfg(test)]

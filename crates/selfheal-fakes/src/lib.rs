@@ -12,6 +12,7 @@
 //!   request records, injected failures, JSON answers).
 //! - [`slack`]: Slack's Web API and Socket Mode.
 //! - [`github`]: GitHub's REST API for pull requests.
+//! - [`azure_devops`]: Azure DevOps' Git REST API for pull requests.
 //! - [`bitbucket`]: Bitbucket Cloud's REST 2.0 API for pull requests.
 //! - [`gitea`]: a Gitea or Forgejo server's API v1 for pull requests.
 //! - [`gitlab`]: GitLab's REST v4 API for merge requests.
@@ -21,6 +22,7 @@
 //! - [`dbt_cloud`]: dbt Cloud's v2 API for runs, their artifacts and retries.
 //! - [`retry`]: what those two share about the runs a retry starts.
 
+pub mod azure_devops;
 pub mod bitbucket;
 pub mod dbt_cloud;
 pub mod gitea;
