@@ -67,7 +67,7 @@ impl Story {
 }
 
 /// Makes the schedule heal with a command agent running `script` (bash).
-fn use_command_agent(world: &World, script: &str) {
+pub(crate) fn use_command_agent(world: &World, script: &str) {
     let agents = world.prod.join(".dinoai/agents");
     std::fs::write(world.root.join("agent.sh"), script).unwrap();
     std::fs::write(
@@ -81,7 +81,7 @@ fn use_command_agent(world: &World, script: &str) {
     crate::helpers::heal_hourly_marts_with(world, "scripted");
 }
 
-const SED_FIX: &str = r#"
+pub(crate) const SED_FIX: &str = r#"
 sed -i "s/ref('stg_order')/ref('stg_orders')/" models/marts/orders.sql
 echo "pointed orders at stg_orders"
 echo '{"type":"result","status":"fixed","summary":"orders referenced stg_order, which does not exist; it now refs stg_orders"}'

@@ -12,6 +12,7 @@ mod crash;
 mod drill;
 mod faults;
 mod fix;
+mod forges;
 mod heal;
 mod healing;
 mod helpers;
