@@ -19,6 +19,7 @@ use super::{
 use crate::config::{normalize_channel, Config, Runner};
 use crate::dbt::isolate::{self, Plan};
 use crate::dbt::Dbt;
+use crate::domain::ForgeKind;
 use crate::forge::{Forge, ForgeError, RetryPolicy};
 use crate::http::{host_of, is_loopback, unreachable_reason, Transport};
 use crate::runlog::{Source, SourceSettings};
@@ -485,9 +486,18 @@ async fn forge(cfg: &Config) -> Outcome {
         }
     };
     let (Some(repo), Some(asked)) = (forge.repo(), forge.can_push().await) else {
-        return Outcome::Skipped(
-            "no forge token (SELFHEAL_GITHUB_TOKEN, SELFHEAL_GITLAB_TOKEN, …): sessions push the branch and post a compare link".into(),
-        );
+        let kind = heal
+            .forge
+            .kind
+            .or_else(|| {
+                let remote = heal.repo.as_deref()?;
+                crate::forge::remote::parse_remote(remote, None).map(|r| r.kind)
+            })
+            .unwrap_or(ForgeKind::GitHub);
+        return Outcome::Skipped(format!(
+            "no {}: sessions push the branch and post a compare link",
+            token_var(kind)
+        ));
     };
     // Where the API is, for an unreachable forge.
     let (api, var) = match &forge {
@@ -517,6 +527,17 @@ async fn forge(cfg: &Config) -> Outcome {
             var,
         }),
         Err(e) => Outcome::Fail(Problem::Forge { why: e.to_string() }),
+    }
+}
+
+/// The variable that holds `kind`'s token.
+fn token_var(kind: ForgeKind) -> &'static str {
+    match kind {
+        ForgeKind::GitHub => "SELFHEAL_GITHUB_TOKEN",
+        ForgeKind::GitLab => "SELFHEAL_GITLAB_TOKEN",
+        ForgeKind::Gitea => "SELFHEAL_GITEA_TOKEN",
+        ForgeKind::Bitbucket => "SELFHEAL_BITBUCKET_TOKEN",
+        ForgeKind::AzureDevOps => "SELFHEAL_AZURE_DEVOPS_TOKEN",
     }
 }
 

@@ -1,17 +1,30 @@
 //! The healing story on every forge: a real broken commit, a real failing
 //! dbt run, the fix verified with dbt and proposed as a change request on
 //! the team's forge (a local fake speaking its API), never merged; then the
-//! same error again is linked to that change request, not opened twice.
+//! same error again is linked to that change request, not opened twice; and
+//! a reviewer's follow-up lands on the same change request. (GitHub's are
+//! the stories of `heal.rs`.)
 
-use selfheal::demo::Breakage;
+use selfheal::demo::{Breakage, HEALING};
 use selfheal::store::Status;
 use selfheal_fakes::azure_devops::FakeAzureDevOps;
 use selfheal_fakes::bitbucket::FakeBitbucket;
 use selfheal_fakes::gitea::FakeGitea;
 use selfheal_fakes::gitlab::FakeGitLab;
 
-use crate::heal::{use_command_agent, SED_FIX};
-use crate::helpers::*;
+use crate::heal::use_command_agent;
+use crate::helpers::{broken_world, start_world_bot, world_final_message, world_session_end, WAIT};
+
+/// Fixes the ref; asked again in the thread, adds a note on the same branch.
+const FIX_THEN_FOLLOW_UP: &str = r#"
+if grep -q "Follow-up requested" "$SELFHEAL_PROMPT_FILE"; then
+  printf -- "-- reviewed by selfheal follow-up\n" >> models/marts/orders.sql
+  echo '{"type":"result","status":"fixed","summary":"added the note the reviewer asked for"}'
+else
+  sed -i "s/ref('stg_order')/ref('stg_orders')/" models/marts/orders.sql
+  echo '{"type":"result","status":"fixed","summary":"orders now refs stg_orders"}'
+fi
+"#;
 
 /// A change request as any forge's fake holds it.
 struct Opened {
@@ -125,7 +138,7 @@ impl Fake {
 async fn heals_on(fake: Fake, run: &str, again: &str) {
     // Arrange: the team's repository lives on this forge.
     let (world, _dir) = broken_world("demo", &Breakage::fixture("ref_typo").unwrap(), run).await;
-    use_command_agent(&world, SED_FIX);
+    use_command_agent(&world, FIX_THEN_FOLLOW_UP);
     let env = fake.env();
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let (shutdown, bot) = start_world_bot(&world, &env).await;
@@ -160,6 +173,31 @@ async fn heals_on(fake: Fake, run: &str, again: &str) {
     // Assert: the open change request is linked, none is opened.
     assert_eq!(dup.status, Status::Duplicate, "{dup:#?}");
     assert_eq!(dup.pr_url.as_deref(), Some(pr_url.as_str()));
+    assert_eq!(fake.opened().len(), 1);
+
+    // Act: a reviewer asks for more in the first thread.
+    let bot_user = world.slack.bot_user_id().to_string();
+    let ask = format!("<@{bot_user}> also add a note for reviewers");
+    world
+        .slack
+        .post_as_user(HEALING, "U0REVIEWER", &ask, Some(&ts))
+        .await;
+    let store = selfheal::store::Store::open(&world.root.join("selfheal.db")).unwrap();
+    let followup = world
+        .slack
+        .wait_until(WAIT, |_| {
+            store
+                .sessions_in_thread(HEALING, &ts)
+                .unwrap()
+                .into_iter()
+                .find(|s| s.id != row.id && s.status.is_terminal())
+        })
+        .await
+        .expect("a follow-up session ends");
+
+    // Assert: its commit went to the same change request; nothing new, nothing merged.
+    assert_eq!(followup.status, Status::Fixed, "{followup:#?}");
+    assert_eq!(followup.pr_url.as_deref(), Some(pr_url.as_str()));
     assert_eq!(fake.opened().len(), 1);
     assert_eq!(fake.merge_calls(), 0);
     shutdown.cancel();

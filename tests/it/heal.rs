@@ -81,7 +81,7 @@ pub(crate) fn use_command_agent(world: &World, script: &str) {
     crate::helpers::heal_hourly_marts_with(world, "scripted");
 }
 
-pub(crate) const SED_FIX: &str = r#"
+const SED_FIX: &str = r#"
 sed -i "s/ref('stg_order')/ref('stg_orders')/" models/marts/orders.sql
 echo "pointed orders at stg_orders"
 echo '{"type":"result","status":"fixed","summary":"orders referenced stg_order, which does not exist; it now refs stg_orders"}'
