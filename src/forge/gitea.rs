@@ -23,7 +23,7 @@ use hyper::header::HeaderMap;
 use serde::Deserialize;
 use tracing::warn;
 
-use super::rest::{self, error_message, next_linked, Answer, Api, Dialect};
+use super::rest::{self, error_message, next_linked, Answer, Api, Dialect, Pause};
 use super::{fit_body, ForgeError, PrRequest, PrSnapshot, PullRequest};
 use super::{ForgeToken, RetryPolicy};
 
@@ -43,17 +43,20 @@ const WRITE_SCOPE: &str = "write:repository";
 
 const GITEA: Dialect = Dialect {
     name: "Gitea",
-    auth_scheme: "token",
     headers: &[("accept", "application/json")],
-    rate_limit_wait,
+    rate_limit,
+    error_message,
     validation_statuses: &[409, 422],
     validation_message: error_message,
     forbidden_message,
+    redirect_is_unauthorized: false,
 };
 
 /// A Gitea or Forgejo repository reached through its API v1.
 pub struct Gitea {
     api: Api,
+    /// Kept only so that `Debug` can say a token is held, never its value.
+    token: ForgeToken,
     /// The server's web root (the API base without `/api/v1`): where the
     /// pull request pages selfheal accepts are.
     web_base: String,
@@ -66,7 +69,7 @@ impl std::fmt::Debug for Gitea {
         f.debug_struct("Gitea")
             .field("api_base", &self.api.base)
             .field("repo", &format_args!("{}/{}", self.owner, self.repo))
-            .field("token", self.api.token())
+            .field("token", &self.token)
             .finish_non_exhaustive()
     }
 }
@@ -85,7 +88,12 @@ impl Gitea {
         };
         let (owner, repo) = rest::owner_and_name(repo)?;
         Ok(Gitea {
-            api: Api::new(&api_base, token, &GITEA)?,
+            api: Api::new(
+                &api_base,
+                &GITEA,
+                ("authorization", &format!("token {}", token.expose())),
+            )?,
+            token,
             web_base,
             owner,
             repo,
@@ -94,7 +102,7 @@ impl Gitea {
 
     /// Replaces the default [`RetryPolicy`].
     pub fn with_retry(mut self, retry: RetryPolicy) -> Gitea {
-        self.api.set_retry(retry);
+        self.api.retry = retry;
         self
     }
 
@@ -129,7 +137,7 @@ impl Gitea {
         let head = (req.head.as_str(), req.base.as_str());
         let pr = self
             .api
-            .create_pull(&self.pulls_url(), &body, || self.find_open(head.0, head.1))
+            .create_pull(&self.pulls_url(), &body, self.find_open(head.0, head.1))
             .await?;
         self.request_reviewers(pr.number, &req.options.reviewers)
             .await;
@@ -263,6 +271,17 @@ fn next_page(answer: &Answer, url: &str, seen: usize) -> Option<String> {
 fn is_draft_title(title: &str) -> bool {
     let upper = title.trim_start().to_ascii_uppercase();
     upper.starts_with("WIP:") || upper.starts_with("[WIP]")
+}
+
+/// [`rate_limit_wait`] of an answer.
+fn rate_limit(answer: &Answer, now_epoch: u64) -> Option<Pause> {
+    rate_limit_wait(
+        answer.status.as_u16(),
+        &answer.headers,
+        &answer.body,
+        now_epoch,
+    )
+    .map(Pause::For)
 }
 
 /// A proxy's 429 (Gitea itself documents no rate limit): `Retry-After`
