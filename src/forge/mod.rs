@@ -23,7 +23,6 @@
 //! - [`Forge::Plain`]: a git remote with no API, where "opening a pull request"
 //!   means handing the user a compare link, if the web address is known.
 
-mod api;
 mod azure;
 mod bitbucket;
 mod choose;
