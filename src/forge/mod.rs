@@ -26,7 +26,6 @@
 mod azure;
 mod bitbucket;
 mod choose;
-mod client;
 mod exchange;
 mod gitea;
 mod github;
