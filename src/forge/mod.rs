@@ -26,7 +26,6 @@
 mod azure;
 mod bitbucket;
 mod choose;
-mod exchange;
 mod gitea;
 mod github;
 mod gitlab;
