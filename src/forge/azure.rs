@@ -21,10 +21,11 @@ use anyhow::Context;
 use base64::Engine;
 use hyper::{Method, StatusCode};
 use serde::Deserialize;
-use std::time::Duration;
 use tracing::{info, warn};
 
-use super::rest::{self, created_or_existing, error_message, origin, Answer, Api, Dialect, Pause};
+use super::rest::{
+    self, created_or_existing, error_message, origin, Answer, Api, Dialect, MAX_PAGES,
+};
 use super::{
     fit_body_noting, ForgeError, ForgeToken, PrRequest, PrSnapshot, PullRequest, RetryPolicy,
     SELFHEAL_BRANCH_PREFIX,
@@ -44,7 +45,6 @@ const LISTED_DESCRIPTION_CHARS: usize = 400;
 
 /// Pull requests per page of the list, and how many pages are read at most.
 const PAGE_SIZE: usize = 100;
-const MAX_PAGES: usize = 50;
 
 const BRANCH_REFS: &str = "refs/heads/";
 
@@ -459,7 +459,8 @@ impl AzureDevOps {
 const DIALECT: Dialect = Dialect {
     name: "Azure DevOps",
     headers: &[("accept", "application/json")],
-    rate_limit,
+    // A 429 (`TF400733`) comes with `Retry-After`.
+    rate_limit: rest::retry_after_or_a_minute,
     error_message,
     validation_statuses: &[400, 409],
     validation_message: error_message,
@@ -469,13 +470,6 @@ const DIALECT: Dialect = Dialect {
 
 /// Where a description too long for Azure DevOps had its diff cut.
 const DIFF_CUT: &str = "\n… (cut to fit Azure DevOps' limit; see the Files tab)";
-
-/// A 429 (`TF400733`) is Azure DevOps' rate limit: wait its `Retry-After`,
-/// or a minute when it does not say.
-fn rate_limit(answer: &Answer, _now_epoch: u64) -> Option<Pause> {
-    (answer.status.as_u16() == 429)
-        .then(|| Pause::For(rest::retry_after(answer).unwrap_or(Duration::from_secs(60))))
-}
 
 /// Azure DevOps' 403, naming the scope a token needs.
 fn forbidden_message(body: &[u8]) -> String {
@@ -570,7 +564,7 @@ fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ForgeErr
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::forge::rest::Refusal;
+    use crate::forge::rest::{Pause, Refusal};
 
     /// A description fitted the way [`AzureDevOps::create_pull`] fits it.
     fn fit_body(body: &str, max: usize) -> String {

@@ -46,14 +46,11 @@ use hyper::Method;
 use serde::Deserialize;
 use tracing::{info, warn};
 
-use super::rest::{self, same_origin, web_origin, Answer, Api, Dialect, Pause};
+use super::rest::{self, same_origin, web_origin, Answer, Api, Dialect, Pause, MAX_PAGES};
 use super::{
     ForgeError, ForgeToken, PrRequest, PrSnapshot, PullRequest, RetryPolicy, SELFHEAL_BRANCH_PREFIX,
 };
 use crate::domain::PrState;
-
-/// How many pages of a list are read at most.
-const MAX_PAGES: usize = 50;
 
 /// Pull requests per page: the most several Bitbucket clients ask for.
 const PAGELEN: &str = "50";

@@ -17,13 +17,10 @@
 //! 409. Self-hosted servers document no rate limit, but a proxy in front may
 //! answer 429: retried like GitHub's, with `Retry-After`.
 
-use std::time::Duration;
-
-use hyper::header::HeaderMap;
 use serde::Deserialize;
 use tracing::warn;
 
-use super::rest::{self, error_message, next_linked, Answer, Api, Dialect, Pause};
+use super::rest::{self, error_message, next_linked, Answer, Api, Dialect};
 use super::{fit_body, ForgeError, PrRequest, PrSnapshot, PullRequest};
 use super::{ForgeToken, RetryPolicy};
 
@@ -44,7 +41,8 @@ const WRITE_SCOPE: &str = "write:repository";
 const GITEA: Dialect = Dialect {
     name: "Gitea",
     headers: &[("accept", "application/json")],
-    rate_limit,
+    // Gitea itself documents no rate limit; a proxy in front of it may.
+    rate_limit: rest::retry_after_or_a_minute,
     error_message,
     validation_statuses: &[409, 422],
     validation_message: error_message,
@@ -271,31 +269,6 @@ fn next_page(answer: &Answer, url: &str, seen: usize) -> Option<String> {
 fn is_draft_title(title: &str) -> bool {
     let upper = title.trim_start().to_ascii_uppercase();
     upper.starts_with("WIP:") || upper.starts_with("[WIP]")
-}
-
-/// [`rate_limit_wait`] of an answer.
-fn rate_limit(answer: &Answer, now_epoch: u64) -> Option<Pause> {
-    rate_limit_wait(
-        answer.status.as_u16(),
-        &answer.headers,
-        &answer.body,
-        now_epoch,
-    )
-    .map(Pause::For)
-}
-
-/// A proxy's 429 (Gitea itself documents no rate limit): `Retry-After`
-/// seconds, or a minute when it does not say.
-fn rate_limit_wait(status: u16, headers: &HeaderMap, _body: &[u8], _now: u64) -> Option<Duration> {
-    if status != 429 {
-        return None;
-    }
-    let secs = headers
-        .get("retry-after")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .unwrap_or(60);
-    Some(Duration::from_secs(secs))
 }
 
 /// Gitea's 403, naming the scope a token needs when Gitea does not already.

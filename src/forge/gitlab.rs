@@ -22,13 +22,12 @@ use hyper::Method;
 use serde::Deserialize;
 use tracing::{info, warn};
 
-use super::rest::{next_link, origin, same_origin, valid_name, Answer, Api, Dialect, Pause};
+use super::rest::{
+    next_link, origin, same_origin, valid_name, Answer, Api, Dialect, Pause, MAX_PAGES,
+};
 use super::{fit, ForgeToken, RetryPolicy};
 use super::{ForgeError, PrRequest, PrSnapshot, PullRequest};
 use crate::domain::PrState;
-
-/// How many pages of open merge requests are read at most (100 per page).
-const MAX_PAGES: usize = 50;
 
 /// GitLab refuses merge request descriptions longer than this many characters.
 const MAX_DESCRIPTION_CHARS: usize = 1_048_576;

@@ -148,6 +148,13 @@ pub(super) fn retry_after(answer: &Answer) -> Option<Duration> {
         .map(Duration::from_secs)
 }
 
+/// The rate limit of a forge (or a proxy in front of it) that answers 429
+/// with `Retry-After` seconds, or a minute when it does not say.
+pub(super) fn retry_after_or_a_minute(answer: &Answer, _now_epoch: u64) -> Option<Pause> {
+    (answer.status.as_u16() == 429)
+        .then(|| Pause::For(retry_after(answer).unwrap_or(Duration::from_secs(60))))
+}
+
 /// One forge API, as one credential reaches it.
 pub(super) struct Api {
     /// e.g. `https://api.github.com` or `https://gitea.example.com/api/v1`,
