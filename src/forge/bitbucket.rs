@@ -419,7 +419,7 @@ fn error_message(body: &[u8]) -> String {
     }
     match serde_json::from_slice::<ApiError>(body) {
         Ok(e) => e.error.message,
-        Err(_) => String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned(),
+        Err(_) => rest::body_start(body),
     }
 }
 

@@ -23,7 +23,7 @@ use serde::Deserialize;
 use tracing::{info, warn};
 
 use super::rest::{
-    next_link, origin, same_origin, valid_name, Answer, Api, Dialect, Pause, MAX_PAGES,
+    self, next_link, origin, same_origin, valid_name, Answer, Api, Dialect, Pause, MAX_PAGES,
 };
 use super::{fit, ForgeToken, RetryPolicy};
 use super::{ForgeError, PrRequest, PrSnapshot, PullRequest};
@@ -400,9 +400,7 @@ fn error_message(body: &[u8]) -> String {
             None => error.to_string(),
         };
     }
-    String::from_utf8_lossy(&body[..body.len().min(200)])
-        .trim()
-        .to_string()
+    rest::body_start(body).trim().to_string()
 }
 
 /// The parts of GitLab's merge request object selfheal reads.

@@ -587,8 +587,8 @@ impl Api {
     }
 }
 
-/// The `message` of an error body (`{"message": …}`, GitHub's and Gitea's
-/// shape alike), or the start of the body when it has none.
+/// The `message` of an error body (`{"message": …}`: GitHub's, Gitea's and
+/// Azure DevOps' shape alike), or the start of the body when it has none.
 pub(super) fn error_message(body: &[u8]) -> String {
     #[derive(Deserialize, Default)]
     struct Message {
@@ -597,10 +597,16 @@ pub(super) fn error_message(body: &[u8]) -> String {
     }
     let err: Message = serde_json::from_slice(body).unwrap_or_default();
     if err.message.is_empty() {
-        String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned()
+        body_start(body)
     } else {
         err.message
     }
+}
+
+/// The first 200 bytes of a body as text: what an error body that no
+/// reader understands can still tell.
+pub(super) fn body_start(body: &[u8]) -> String {
+    String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned()
 }
 
 /// The `rel="next"` target of a `Link` header.
