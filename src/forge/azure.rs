@@ -13,28 +13,24 @@
 //! user name, on every request with `api-version=7.1`, to the organization
 //! (or collection) and, to find reviewers by name, to its identity service
 //! (`vssps.dev.azure.com/{org}` on Azure DevOps Services), nowhere else. Retries are shared
-//! with the GitHub client ([`super::exchange`]): 5xx answers, transport
+//! with every forge client ([`super::rest`]): 5xx answers, transport
 //! errors and timeouts are retried with doubling backoff; a 429 (`TF400733`)
 //! is retried after its `Retry-After`.
 
 use anyhow::Context;
 use base64::Engine;
-use http_body_util::Full;
-use hyper::body::Bytes;
-use hyper::{Method, Request, StatusCode};
+use hyper::{Method, StatusCode};
 use serde::Deserialize;
-use std::time::Duration;
 use tracing::{info, warn};
 
-use super::exchange::{
-    build_request, created_or_existing, error_message, origin, send_with_retries, transport_for,
-    Answer, Verdict,
+use super::rest::{
+    self, created_or_existing, error_message, origin, Answer, Api, Dialect, MAX_PAGES,
 };
 use super::{
-    ForgeError, ForgeToken, PrRequest, PrSnapshot, PullRequest, RetryPolicy, SELFHEAL_BRANCH_PREFIX,
+    fit_body_noting, ForgeError, ForgeToken, PrRequest, PrSnapshot, PullRequest, RetryPolicy,
+    SELFHEAL_BRANCH_PREFIX,
 };
 use crate::domain::PrState;
-use crate::http::Transport;
 
 /// The REST API version selfheal was written against, sent on every request.
 const API_VERSION: &str = "7.1";
@@ -49,7 +45,6 @@ const LISTED_DESCRIPTION_CHARS: usize = 400;
 
 /// Pull requests per page of the list, and how many pages are read at most.
 const PAGE_SIZE: usize = 100;
-const MAX_PAGES: usize = 50;
 
 const BRANCH_REFS: &str = "refs/heads/";
 
@@ -63,9 +58,10 @@ pub struct AzureDevOps {
     org_url: url::Url,
     project: String,
     repo: String,
+    /// Kept only so that `Debug` can say a token is held, never its value.
     token: ForgeToken,
-    retry: RetryPolicy,
-    client: Transport,
+    /// The token travels inside, as HTTP Basic credentials.
+    api: Api,
 }
 
 impl std::fmt::Debug for AzureDevOps {
@@ -89,7 +85,13 @@ impl AzureDevOps {
         let api_base = api_base.trim_end_matches('/');
         let parsed = url::Url::parse(api_base)
             .with_context(|| format!("parsing forge API URL {api_base}"))?;
-        let client = transport_for(&parsed)?;
+        let basic =
+            base64::engine::general_purpose::STANDARD.encode(format!(":{}", token.expose()));
+        let api = Api::new(
+            api_base,
+            &DIALECT,
+            ("authorization", &format!("Basic {basic}")),
+        )?;
         let parts: Vec<&str> = repo.split('/').collect();
         let [org, project, name] = parts.as_slice() else {
             anyhow::bail!("Azure DevOps repository `{repo}` is not `organization/project/repo`");
@@ -120,14 +122,13 @@ impl AzureDevOps {
             project: project.to_string(),
             repo: name.to_string(),
             token,
-            retry: RetryPolicy::default(),
-            client,
+            api,
         })
     }
 
     /// Replaces the default [`RetryPolicy`].
     pub fn with_retry(mut self, retry: RetryPolicy) -> AzureDevOps {
-        self.retry = retry;
+        self.api.retry = retry;
         self
     }
 
@@ -162,13 +163,12 @@ impl AzureDevOps {
             "sourceRefName": format!("{BRANCH_REFS}{}", req.head),
             "targetRefName": format!("{BRANCH_REFS}{}", req.base),
             "title": req.title,
-            "description": fit_body(&req.body, MAX_DESCRIPTION_CHARS),
+            "description": fit_body_noting(&req.body, MAX_DESCRIPTION_CHARS, DIFF_CUT),
             "isDraft": opts.draft,
             "labels": labels,
             "reviewers": reviewers,
         });
-        let body = serde_json::to_vec(&body)
-            .map_err(|e| ForgeError::Http(format!("encoding request: {e}")))?;
+        let body = rest::encode(&body)?;
         let mut ambiguous = false;
         let url = self.url(&["pullrequests"], &[]);
         let result = self
@@ -178,9 +178,12 @@ impl AzureDevOps {
         // An earlier attempt may have created the pull request before its
         // answer was lost; then the retry meets TF401179 ("an active pull
         // request … already exists"), and ours is the one that exists.
-        let pr = created_or_existing(created, ambiguous, "TF401179", || {
-            self.find_active(&req.head, &req.base)
-        })
+        let pr = created_or_existing(
+            created,
+            ambiguous,
+            "TF401179",
+            self.find_active(&req.head, &req.base),
+        )
         .await?;
         info!(number = pr.number, url = %pr.url, head = %pr.head, "opened pull request");
         Ok(pr)
@@ -435,17 +438,12 @@ impl AzureDevOps {
         etag: Option<&str>,
         ambiguous: &mut bool,
     ) -> Result<Answer, ForgeError> {
-        let build = || self.request(method.clone(), url, body.clone(), etag);
-        let answer = send_with_retries(
-            "Azure DevOps",
-            &self.client,
-            &self.retry,
-            url,
-            build,
-            judge,
-            ambiguous,
-        )
-        .await?;
+        let conditional: Vec<(&'static str, &str)> =
+            etag.map(|e| ("if-none-match", e)).into_iter().collect();
+        let answer = self
+            .api
+            .send(method, url, body, &conditional, ambiguous)
+            .await?;
         // A token Azure DevOps does not take often gets a "success": 203 and
         // the sign-in page.
         if answer.status == StatusCode::NON_AUTHORITATIVE_INFORMATION {
@@ -453,90 +451,32 @@ impl AzureDevOps {
         }
         Ok(answer)
     }
-
-    fn request(
-        &self,
-        method: Method,
-        url: &str,
-        body: Option<Vec<u8>>,
-        etag: Option<&str>,
-    ) -> Result<Request<Full<Bytes>>, ForgeError> {
-        let basic =
-            base64::engine::general_purpose::STANDARD.encode(format!(":{}", self.token.expose()));
-        let mut headers = vec![("accept", "application/json")];
-        headers.extend(etag.map(|etag| ("if-none-match", etag)));
-        build_request(method, url, &format!("Basic {basic}"), &headers, body)
-    }
 }
 
-/// What an Azure DevOps answer that is not a success means. A bad or
-/// expired token is often not a 401 but a 302 to the sign-in page (or a 203
-/// with it, which [`AzureDevOps::send`] catches).
-fn judge(answer: &Answer) -> Verdict {
-    let status = answer.status.as_u16();
-    let message = || error_message(&answer.body);
-    Verdict::Fail(match status {
-        300..=399 | 401 => ForgeError::Unauthorized,
-        403 => ForgeError::Forbidden(format!(
-            "{} (the token needs the `vso.code_write` scope, Code: Read & write)",
-            message()
-        )),
-        404 => ForgeError::NotFound,
-        400 | 409 => ForgeError::Validation(message()),
-        429 => {
-            let wait = answer
-                .header("retry-after")
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .unwrap_or(60);
-            return Verdict::Wait(Duration::from_secs(wait));
-        }
-        s if s >= 500 => {
-            return Verdict::Retry(ForgeError::Http(format!(
-                "{}: {}",
-                answer.status,
-                message()
-            )))
-        }
-        _ => ForgeError::Http(format!("{}: {}", answer.status, message())),
-    })
-}
+/// What Azure DevOps wants on every request and what its refusals mean. A
+/// bad or expired token is often not a 401 but a 302 to the sign-in page
+/// (or a 203 with it, which [`AzureDevOps::send`] catches).
+const DIALECT: Dialect = Dialect {
+    name: "Azure DevOps",
+    headers: &[("accept", "application/json")],
+    // A 429 (`TF400733`) comes with `Retry-After`.
+    rate_limit: rest::retry_after_or_a_minute,
+    error_message,
+    validation_statuses: &[400, 409],
+    validation_message: error_message,
+    forbidden_message,
+    redirect_is_unauthorized: true,
+};
 
-/// `body` cut to `max` characters without losing its end: the diff (in the
-/// ```` ```diff ```` block selfheal writes) is cut first; if that is not
-/// enough, the text before the `<!-- selfheal-signature: … -->` line, which
-/// always stays whole (later sessions find the pull request by it).
-pub(super) fn fit_body(body: &str, max: usize) -> String {
-    const CUT: &str = "\n… (cut to fit Azure DevOps' limit; see the Files tab)";
-    let chars = |s: &str| s.chars().count();
-    let take = |s: &str, n: usize| -> String { s.chars().take(n).collect() };
-    if chars(body) <= max {
-        return body.to_string();
-    }
-    let mut body = body.to_string();
-    if let Some(start) = body.find("```diff\n").map(|i| i + "```diff\n".len()) {
-        if let Some(len) = body[start..].find("\n```") {
-            let end = start + len;
-            let over = chars(&body) - max;
-            let keep = chars(&body[start..end]).saturating_sub(over + chars(CUT));
-            body = format!(
-                "{}{CUT}{}",
-                take(&body[..end], chars(&body[..start]) + keep),
-                &body[end..]
-            );
-            if chars(&body) <= max {
-                return body;
-            }
-        }
-    }
-    let marker = body
-        .rfind("<!-- selfheal-signature:")
-        .map_or(body.len(), |at| {
-            body[..at].rfind('\n').map_or(at, |nl| nl + 1)
-        });
-    let tail = &body[marker..];
-    let room = max.saturating_sub(chars(CUT) + 1 + chars(tail));
-    let fitted = format!("{}{CUT}\n{tail}", take(&body[..marker], room));
-    take(&fitted, max)
+/// Where a description too long for Azure DevOps had its diff cut.
+const DIFF_CUT: &str = "\n… (cut to fit Azure DevOps' limit; see the Files tab)";
+
+/// Azure DevOps' 403, naming the scope a token needs.
+fn forbidden_message(body: &[u8]) -> String {
+    format!(
+        "{} (the token needs the `vso.code_write` scope, Code: Read & write)",
+        error_message(body)
+    )
 }
 
 fn is_guid(s: &str) -> bool {
@@ -616,14 +556,20 @@ struct ApiList {
     value: Vec<ApiPull>,
 }
 
+/// `body` read as JSON of type `T`.
 fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ForgeError> {
-    serde_json::from_slice(body)
-        .map_err(|e| ForgeError::Http(format!("unexpected response from Azure DevOps: {e}")))
+    rest::parse_json(DIALECT.name, body)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::forge::rest::{Pause, Refusal};
+
+    /// A description fitted the way [`AzureDevOps::create_pull`] fits it.
+    fn fit_body(body: &str, max: usize) -> String {
+        fit_body_noting(body, max, DIFF_CUT)
+    }
 
     fn client(api_base: &str, repo: &str) -> AzureDevOps {
         AzureDevOps::new(api_base, repo, ForgeToken::new("pat")).expect("client")
@@ -774,10 +720,11 @@ mod tests {
                 headers,
                 body: body.as_bytes().to_vec(),
             };
-            let got = match judge(&answer) {
-                Verdict::Fail(e) => format!("fail: {e}"),
-                Verdict::Wait(d) => format!("wait {}s", d.as_secs()),
-                Verdict::Retry(e) => format!("retry: {e}"),
+            let got = match DIALECT.refusal(&answer, 0) {
+                Refusal::Final(e) => format!("fail: {e}"),
+                Refusal::RateLimited(Pause::For(d)) => format!("wait {}s", d.as_secs()),
+                Refusal::RateLimited(Pause::Backoff) => "wait the backoff".to_string(),
+                Refusal::Transient(e) => format!("retry: {e}"),
             };
             assert_eq!(got, want, "{status} {body}");
         }

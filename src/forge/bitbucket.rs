@@ -40,23 +40,17 @@
 //! doubling backoff; a 429 after its `Retry-After`, or the backoff when it
 //! gives none. Both are bounded by [`RetryPolicy`].
 
-use std::time::Duration;
-
 use anyhow::Context;
 use base64::Engine;
-use hyper::header::HeaderValue;
-use hyper::{Method, StatusCode};
+use hyper::Method;
 use serde::Deserialize;
 use tracing::{info, warn};
 
-use super::client::{self, same_origin, web_origin, Answer, Client, Refusal};
+use super::rest::{self, same_origin, web_origin, Answer, Api, Dialect, Pause, MAX_PAGES};
 use super::{
     ForgeError, ForgeToken, PrRequest, PrSnapshot, PullRequest, RetryPolicy, SELFHEAL_BRANCH_PREFIX,
 };
 use crate::domain::PrState;
-
-/// How many pages of a list are read at most.
-const MAX_PAGES: usize = 50;
 
 /// Pull requests per page: the most several Bitbucket clients ask for.
 const PAGELEN: &str = "50";
@@ -72,7 +66,7 @@ pub struct Bitbucket {
     slug: String,
     /// Kept only so that `Debug` can say which kind is held, never its value.
     token: ForgeToken,
-    client: Client,
+    api: Api,
 }
 
 impl std::fmt::Debug for Bitbucket {
@@ -94,15 +88,15 @@ impl Bitbucket {
         let api_base = api_base.trim_end_matches('/').to_string();
         let parsed = url::Url::parse(&api_base)
             .with_context(|| format!("parsing forge API URL {api_base}"))?;
-        let (workspace, slug) = client::split_repo(repo).with_context(|| {
+        let (workspace, slug) = rest::split_repo(repo).with_context(|| {
             format!("Bitbucket repository `{repo}` is not `workspace/repo_slug`")
         })?;
-        let headers = vec![
-            ("accept", HeaderValue::from_static("application/json")),
-            ("authorization", client::sensitive(&authorization(&token))?),
-        ];
         Ok(Bitbucket {
-            client: Client::new("Bitbucket", &parsed, headers)?,
+            api: Api::new(
+                &api_base,
+                &DIALECT,
+                ("authorization", &authorization(&token)),
+            )?,
             web_origin: web_origin(&parsed),
             api_base,
             workspace: workspace.to_string(),
@@ -113,7 +107,7 @@ impl Bitbucket {
 
     /// Replaces the default [`RetryPolicy`].
     pub fn with_retry(mut self, retry: RetryPolicy) -> Bitbucket {
-        self.client.retry = retry;
+        self.api.retry = retry;
         self
     }
 
@@ -153,7 +147,7 @@ impl Bitbucket {
             .into_iter()
             .map(|uuid| serde_json::json!({ "uuid": uuid }))
             .collect();
-        let body = Client::encode(&serde_json::json!({
+        let body = rest::encode(&serde_json::json!({
             "title": req.title,
             "source": { "branch": { "name": req.head } },
             "destination": { "branch": { "name": req.base } },
@@ -165,7 +159,7 @@ impl Bitbucket {
         let resp = self
             .send(Method::POST, &self.pulls_url(), Some(body), &[])
             .await?;
-        let pr = self.pull_request(self.client.parse_json(&resp.body)?);
+        let pr = self.pull_request(self.api.parse(&resp.body)?);
         info!(number = pr.number, url = %pr.url, head = %pr.head, "opened pull request");
         Ok(pr)
     }
@@ -183,7 +177,7 @@ impl Bitbucket {
         url.query_pairs_mut()
             .append_pair("q", &format!("repository.full_name=\"{}\"", self.repo()));
         let resp = self.send(Method::GET, url.as_str(), None, &[]).await?;
-        let page: Page<ApiPermission> = self.client.parse_json(&resp.body)?;
+        let page: Page<ApiPermission> = self.api.parse(&resp.body)?;
         Ok(page
             .values
             .iter()
@@ -195,7 +189,7 @@ impl Bitbucket {
     /// None for anything else, which selfheal never asks about.
     pub(super) fn pr_number(&self, pr_url: &str) -> Option<u64> {
         let repo = (self.workspace.as_str(), self.slug.as_str());
-        client::pr_number(pr_url, &self.web_origin, repo, "pull-requests")
+        rest::pr_number_in(pr_url, &self.web_origin, repo.0, repo.1, "pull-requests")
     }
 
     /// `GET …/pullrequests/{id}`, with `If-None-Match: etag` when there is
@@ -206,24 +200,15 @@ impl Bitbucket {
         number: u64,
         etag: Option<&str>,
     ) -> Result<Option<PrSnapshot>, ForgeError> {
-        let conditional: Vec<(&'static str, &str)> =
-            etag.map(|e| ("if-none-match", e)).into_iter().collect();
-        let resp = self
-            .send(
-                Method::GET,
-                &format!("{}/{number}", self.pulls_url()),
-                None,
-                &conditional,
-            )
-            .await?;
-        if resp.status == StatusCode::NOT_MODIFIED {
-            return Ok(None);
-        }
-        let pull: ApiPull = self.client.parse_json(&resp.body)?;
-        Ok(Some(PrSnapshot {
-            state: pull.pr_state(),
-            etag: resp.header("etag").map(str::to_string),
-        }))
+        let url = format!("{}/{number}", self.pulls_url());
+        Ok(self
+            .api
+            .get_if_changed::<ApiPull>(&url, etag)
+            .await?
+            .map(|(pull, etag)| PrSnapshot {
+                state: pull.pr_state(),
+                etag,
+            }))
     }
 
     /// `POST …/pullrequests/{id}/comments` with `{"content": {"raw": body}}`.
@@ -231,7 +216,7 @@ impl Bitbucket {
     /// twice; never lost silently.
     pub(super) async fn comment(&self, number: u64, body: &str) -> Result<(), ForgeError> {
         let url = format!("{}/{number}/comments", self.pulls_url());
-        let body = Client::encode(&serde_json::json!({ "content": { "raw": body } }))?;
+        let body = rest::encode(&serde_json::json!({ "content": { "raw": body } }))?;
         self.send(Method::POST, &url, Some(body), &[]).await?;
         info!(number, "commented on pull request");
         Ok(())
@@ -270,7 +255,7 @@ impl Bitbucket {
         for _ in 0..MAX_PAGES {
             let Some(url) = next.take() else { break };
             let resp = self.send(Method::GET, &url, None, &[]).await?;
-            let page: Page<ApiPull> = self.client.parse_json(&resp.body)?;
+            let page: Page<ApiPull> = self.api.parse(&resp.body)?;
             for pull in page.values {
                 let pull = match pull.description {
                     Some(_) => pull,
@@ -287,7 +272,7 @@ impl Bitbucket {
     async fn get_pull(&self, id: u64) -> Result<ApiPull, ForgeError> {
         let url = format!("{}/{id}", self.pulls_url());
         let resp = self.send(Method::GET, &url, None, &[]).await?;
-        self.client.parse_json(&resp.body)
+        self.api.parse(&resp.body)
     }
 
     /// The account UUIDs of the configured reviewers: a `{uuid}` as is, a
@@ -337,7 +322,7 @@ impl Bitbucket {
         for _ in 0..MAX_PAGES {
             let Some(url) = next.take() else { break };
             let resp = self.send(Method::GET, &url, None, &[]).await?;
-            let page: Page<ApiMembership> = self.client.parse_json(&resp.body)?;
+            let page: Page<ApiMembership> = self.api.parse(&resp.body)?;
             members.extend(page.values.into_iter().map(|m| m.user));
             next = page.next.filter(|n| same_origin(n, &self.api_base));
         }
@@ -379,9 +364,7 @@ impl Bitbucket {
         body: Option<Vec<u8>>,
         headers: &[(&'static str, &str)],
     ) -> Result<Answer, ForgeError> {
-        self.client
-            .send(method, url, body, headers, &mut false, refusal)
-            .await
+        self.api.send(method, url, body, headers, &mut false).await
     }
 }
 
@@ -396,27 +379,31 @@ fn authorization(token: &ForgeToken) -> String {
     }
 }
 
-/// What an unsuccessful answer of Bitbucket's means.
-fn refusal(answer: &Answer) -> Refusal {
-    let message = error_message(&answer.body);
-    match answer.status.as_u16() {
-        429 => Refusal::RateLimited(
-            answer
-                .header("retry-after")
-                .and_then(|v| v.parse::<u64>().ok())
-                .map(Duration::from_secs),
-        ),
-        401 => Refusal::Final(ForgeError::Unauthorized),
-        403 => Refusal::Final(ForgeError::Forbidden(format!(
-            "{message} (opening pull requests and commenting needs the `pullrequest:write` scope)"
-        ))),
-        404 => Refusal::Final(ForgeError::NotFound),
-        400 => Refusal::Final(ForgeError::Validation(message)),
-        s if s >= 500 => {
-            Refusal::Transient(ForgeError::Http(format!("{}: {message}", answer.status)))
-        }
-        _ => Refusal::Final(ForgeError::Http(format!("{}: {message}", answer.status))),
-    }
+/// What Bitbucket's API wants on every request and what its refusals mean.
+const DIALECT: Dialect = Dialect {
+    name: "Bitbucket",
+    headers: &[("accept", "application/json")],
+    rate_limit,
+    error_message,
+    validation_statuses: &[400],
+    validation_message: error_message,
+    forbidden_message,
+    redirect_is_unauthorized: false,
+};
+
+/// A 429 is Bitbucket's rate limit: wait its `Retry-After`, or the backoff
+/// when it gives none.
+fn rate_limit(answer: &Answer, _now_epoch: u64) -> Option<Pause> {
+    (answer.status.as_u16() == 429)
+        .then(|| rest::retry_after(answer).map_or(Pause::Backoff, Pause::For))
+}
+
+/// Bitbucket's 403, naming the scope a token needs.
+fn forbidden_message(body: &[u8]) -> String {
+    format!(
+        "{} (opening pull requests and commenting needs the `pullrequest:write` scope)",
+        error_message(body)
+    )
 }
 
 /// `error.message` of Bitbucket's error body
@@ -432,7 +419,7 @@ fn error_message(body: &[u8]) -> String {
     }
     match serde_json::from_slice::<ApiError>(body) {
         Ok(e) => e.error.message,
-        Err(_) => String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned(),
+        Err(_) => rest::body_start(body),
     }
 }
 

@@ -17,9 +17,6 @@
 //! 409. Self-hosted servers document no rate limit, but a proxy in front may
 //! answer 429: retried like GitHub's, with `Retry-After`.
 
-use std::time::Duration;
-
-use hyper::header::HeaderMap;
 use serde::Deserialize;
 use tracing::warn;
 
@@ -43,17 +40,21 @@ const WRITE_SCOPE: &str = "write:repository";
 
 const GITEA: Dialect = Dialect {
     name: "Gitea",
-    auth_scheme: "token",
     headers: &[("accept", "application/json")],
-    rate_limit_wait,
+    // Gitea itself documents no rate limit; a proxy in front of it may.
+    rate_limit: rest::retry_after_or_a_minute,
+    error_message,
     validation_statuses: &[409, 422],
     validation_message: error_message,
     forbidden_message,
+    redirect_is_unauthorized: false,
 };
 
 /// A Gitea or Forgejo repository reached through its API v1.
 pub struct Gitea {
     api: Api,
+    /// Kept only so that `Debug` can say a token is held, never its value.
+    token: ForgeToken,
     /// The server's web root (the API base without `/api/v1`): where the
     /// pull request pages selfheal accepts are.
     web_base: String,
@@ -66,7 +67,7 @@ impl std::fmt::Debug for Gitea {
         f.debug_struct("Gitea")
             .field("api_base", &self.api.base)
             .field("repo", &format_args!("{}/{}", self.owner, self.repo))
-            .field("token", self.api.token())
+            .field("token", &self.token)
             .finish_non_exhaustive()
     }
 }
@@ -85,7 +86,12 @@ impl Gitea {
         };
         let (owner, repo) = rest::owner_and_name(repo)?;
         Ok(Gitea {
-            api: Api::new(&api_base, token, &GITEA)?,
+            api: Api::new(
+                &api_base,
+                &GITEA,
+                ("authorization", &format!("token {}", token.expose())),
+            )?,
+            token,
             web_base,
             owner,
             repo,
@@ -94,7 +100,7 @@ impl Gitea {
 
     /// Replaces the default [`RetryPolicy`].
     pub fn with_retry(mut self, retry: RetryPolicy) -> Gitea {
-        self.api.set_retry(retry);
+        self.api.retry = retry;
         self
     }
 
@@ -129,7 +135,7 @@ impl Gitea {
         let head = (req.head.as_str(), req.base.as_str());
         let pr = self
             .api
-            .create_pull(&self.pulls_url(), &body, || self.find_open(head.0, head.1))
+            .create_pull(&self.pulls_url(), &body, self.find_open(head.0, head.1))
             .await?;
         self.request_reviewers(pr.number, &req.options.reviewers)
             .await;
@@ -263,20 +269,6 @@ fn next_page(answer: &Answer, url: &str, seen: usize) -> Option<String> {
 fn is_draft_title(title: &str) -> bool {
     let upper = title.trim_start().to_ascii_uppercase();
     upper.starts_with("WIP:") || upper.starts_with("[WIP]")
-}
-
-/// A proxy's 429 (Gitea itself documents no rate limit): `Retry-After`
-/// seconds, or a minute when it does not say.
-fn rate_limit_wait(status: u16, headers: &HeaderMap, _body: &[u8], _now: u64) -> Option<Duration> {
-    if status != 429 {
-        return None;
-    }
-    let secs = headers
-        .get("retry-after")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .unwrap_or(60);
-    Some(Duration::from_secs(secs))
 }
 
 /// Gitea's 403, naming the scope a token needs when Gitea does not already.

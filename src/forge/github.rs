@@ -21,7 +21,7 @@ use hyper::header::HeaderMap;
 use serde::Deserialize;
 use tracing::warn;
 
-use super::rest::{self, error_message, next_linked, Api, Dialect};
+use super::rest::{self, error_message, next_linked, web_origin, Answer, Api, Dialect, Pause};
 pub use super::rest::{ForgeToken, RetryPolicy};
 use super::{fit_body, ForgeError, PrRequest, PrSnapshot, PullRequest};
 
@@ -34,20 +34,23 @@ pub(super) const MAX_BODY_CHARS: usize = 65_536;
 
 const GITHUB: Dialect = Dialect {
     name: "GitHub",
-    auth_scheme: "Bearer",
     headers: &[
         ("accept", "application/vnd.github+json"),
         ("x-github-api-version", API_VERSION),
     ],
-    rate_limit_wait,
+    rate_limit,
+    error_message,
     validation_statuses: &[422],
     validation_message,
     forbidden_message: error_message,
+    redirect_is_unauthorized: false,
 };
 
 /// A GitHub repository reached through the REST API.
 pub struct GitHub {
     api: Api,
+    /// Kept only so that `Debug` can say a token is held, never its value.
+    token: ForgeToken,
     /// Where the repository's web pages are (`https://github.com`, the GitHub
     /// Enterprise host): the origin of the pull request URLs selfheal accepts.
     web_origin: String,
@@ -60,7 +63,7 @@ impl std::fmt::Debug for GitHub {
         f.debug_struct("GitHub")
             .field("api_base", &self.api.base)
             .field("repo", &format_args!("{}/{}", self.owner, self.repo))
-            .field("token", self.api.token())
+            .field("token", &self.token)
             .finish_non_exhaustive()
     }
 }
@@ -72,11 +75,16 @@ impl GitHub {
     pub fn new(api_base: &str, repo: &str, token: ForgeToken) -> anyhow::Result<GitHub> {
         let api_base = api_base.trim_end_matches('/');
         let (owner, repo) = rest::owner_and_name(repo)?;
-        let api = Api::new(api_base, token, &GITHUB)?;
+        let api = Api::new(
+            api_base,
+            &GITHUB,
+            ("authorization", &format!("Bearer {}", token.expose())),
+        )?;
         let parsed = url::Url::parse(api_base).map_err(anyhow::Error::from)?;
         Ok(GitHub {
             web_origin: web_origin(&parsed),
             api,
+            token,
             owner,
             repo,
         })
@@ -84,7 +92,7 @@ impl GitHub {
 
     /// Replaces the default [`RetryPolicy`].
     pub fn with_retry(mut self, retry: RetryPolicy) -> GitHub {
-        self.api.set_retry(retry);
+        self.api.retry = retry;
         self
     }
 
@@ -116,9 +124,11 @@ impl GitHub {
         let head = (req.head.as_str(), req.base.as_str());
         let pr = self
             .api
-            .create_pull(&self.pulls_url(), &body, || {
-                self.find_open_by_head(head.0, head.1)
-            })
+            .create_pull(
+                &self.pulls_url(),
+                &body,
+                self.find_open_by_head(head.0, head.1),
+            )
             .await?;
         self.follow_up(pr.number, req).await;
         Ok(pr)
@@ -247,6 +257,17 @@ fn validation_message(body: &[u8]) -> String {
     }
 }
 
+/// [`rate_limit_wait`] of an answer.
+fn rate_limit(answer: &Answer, now_epoch: u64) -> Option<Pause> {
+    rate_limit_wait(
+        answer.status.as_u16(),
+        &answer.headers,
+        &answer.body,
+        now_epoch,
+    )
+    .map(Pause::For)
+}
+
 /// How long GitHub asks us to wait, if this answer is a rate limit, following
 /// GitHub's documented rules: `retry-after` wins; otherwise an exhausted
 /// `x-ratelimit-remaining` means waiting until `x-ratelimit-reset` (epoch seconds);
@@ -282,14 +303,6 @@ fn rate_limit_wait(
         return Some(Duration::from_secs(60));
     }
     None
-}
-
-/// Where the web pages of the forge whose API is at `api` are: GitHub's API host
-/// `api.github.com` (or a GitHub Enterprise Cloud `api.` host) loses its `api.`;
-/// GitHub Enterprise Server serves both from one host, under `/api/v3` for the
-/// API, and so does the local fake.
-fn web_origin(api: &url::Url) -> String {
-    rest::origin(api).replacen("://api.", "://", 1)
 }
 
 #[cfg(test)]

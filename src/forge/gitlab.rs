@@ -10,7 +10,7 @@
 //! every request is built from the configured project path, URL-encoded as
 //! GitLab's `:id` (`group%2Fsub%2Fproject`).
 //!
-//! Retries, as for GitHub ([`super::api::Api::send`]): 5xx answers,
+//! Retries, as for GitHub ([`super::rest::Api::send`]): 5xx answers,
 //! transport errors and timeouts with doubling backoff; a 429 after the wait
 //! GitLab asks for (`Retry-After`, else `RateLimit-Reset`), bounded by
 //! [`RetryPolicy`].
@@ -22,15 +22,12 @@ use hyper::Method;
 use serde::Deserialize;
 use tracing::{info, warn};
 
-use super::api::{
-    fit, next_link, origin, same_origin, valid_name, Answer, Api, Dialect, ForgeToken, Refusal,
-    RetryPolicy,
+use super::rest::{
+    self, next_link, origin, same_origin, valid_name, Answer, Api, Dialect, Pause, MAX_PAGES,
 };
+use super::{fit, ForgeToken, RetryPolicy};
 use super::{ForgeError, PrRequest, PrSnapshot, PullRequest};
 use crate::domain::PrState;
-
-/// How many pages of open merge requests are read at most (100 per page).
-const MAX_PAGES: usize = 50;
 
 /// GitLab refuses merge request descriptions longer than this many characters.
 const MAX_DESCRIPTION_CHARS: usize = 1_048_576;
@@ -44,9 +41,14 @@ const DEVELOPER: u64 = 30;
 
 /// What GitLab's API wants on every request and what its refusals mean.
 const DIALECT: Dialect = Dialect {
-    forge: "GitLab",
+    name: "GitLab",
     headers: &[("accept", "application/json")],
-    refusal,
+    rate_limit,
+    error_message,
+    validation_statuses: &[400, 409, 422],
+    validation_message: error_message,
+    forbidden_message,
+    redirect_is_unauthorized: false,
 };
 
 /// A GitLab project reached through the REST v4 API.
@@ -79,8 +81,8 @@ impl GitLab {
     /// hosts (tests, local fakes): elsewhere the token would travel in clear.
     pub fn new(api_base: &str, project: &str, token: ForgeToken) -> anyhow::Result<GitLab> {
         let api_base = api_base.trim_end_matches('/').to_string();
-        let credential = ("private-token", token.expose().to_string());
-        let (api, parsed) = Api::new(DIALECT, &api_base, credential)?;
+        let api = Api::new(&api_base, &DIALECT, ("private-token", token.expose()))?;
+        let parsed = url::Url::parse(&api_base)?;
         let project = project.trim_matches('/');
         let segments: Vec<&str> = project.split('/').collect();
         anyhow::ensure!(
@@ -152,7 +154,12 @@ impl GitLab {
         let existing = self.find_open(&req.head, &req.base);
         let pr = self
             .api
-            .create::<ApiMergeRequest>(&self.merge_requests_url(), &body, existing)
+            .create::<ApiMergeRequest>(
+                &self.merge_requests_url(),
+                &body,
+                "already exists",
+                existing,
+            )
             .await?;
         info!(iid = pr.number, url = %pr.url, head = %pr.head, "opened merge request");
         Ok(pr)
@@ -177,7 +184,7 @@ impl GitLab {
             {
                 Ok(resp) => self
                     .api
-                    .parse_json::<Vec<ApiUser>>(&resp.body)
+                    .parse::<Vec<ApiUser>>(&resp.body)
                     .map(|users| users.into_iter().next().map(|u| u.id)),
                 Err(e) => Err(e),
             };
@@ -200,7 +207,7 @@ impl GitLab {
             .api
             .send(Method::GET, &self.project_url(), None, &[], &mut false)
             .await?;
-        let project: serde_json::Value = self.api.parse_json(&resp.body)?;
+        let project: serde_json::Value = self.api.parse(&resp.body)?;
         let level = |kind: &str| project["permissions"][kind]["access_level"].as_u64();
         Ok(["project_access", "group_access"]
             .iter()
@@ -302,7 +309,7 @@ impl GitLab {
                 .api
                 .send(Method::GET, &url, None, &[], &mut false)
                 .await?;
-            let page: Vec<ApiMergeRequest> = self.api.parse_json(&resp.body)?;
+            let page: Vec<ApiMergeRequest> = self.api.parse(&resp.body)?;
             prs.extend(page.into_iter().map(PullRequest::from));
             next = match resp.header("link").and_then(next_link) {
                 // The token goes only where the API is: never follow a link elsewhere.
@@ -335,25 +342,17 @@ fn strip_prefix_ignore_case<'a>(text: &'a str, prefix: &str) -> Option<&'a str> 
         .then(|| &text[prefix.len()..])
 }
 
-/// What a GitLab answer that is neither a success nor a 304 means.
-fn refusal(answer: &Answer, now_epoch: u64) -> Refusal {
-    let status = answer.status.as_u16();
-    if status == 429 {
-        return Refusal::RateLimited(rate_limit_wait(answer, now_epoch));
-    }
-    let message = error_message(&answer.body);
-    match status {
-        401 => Refusal::Final(ForgeError::Unauthorized),
-        403 => Refusal::Final(ForgeError::Forbidden(format!(
-            "{message} (a GitLab token needs the `api` scope and at least the Developer role)"
-        ))),
-        404 => Refusal::Final(ForgeError::NotFound),
-        400 | 409 | 422 => Refusal::Final(ForgeError::Validation(message)),
-        s if s >= 500 => {
-            Refusal::Transient(ForgeError::Http(format!("{}: {message}", answer.status)))
-        }
-        _ => Refusal::Final(ForgeError::Http(format!("{}: {message}", answer.status))),
-    }
+/// A 429 is GitLab's rate limit.
+fn rate_limit(answer: &Answer, now_epoch: u64) -> Option<Pause> {
+    (answer.status.as_u16() == 429).then(|| Pause::For(rate_limit_wait(answer, now_epoch)))
+}
+
+/// GitLab's 403, naming what a token needs.
+fn forbidden_message(body: &[u8]) -> String {
+    format!(
+        "{} (a GitLab token needs the `api` scope and at least the Developer role)",
+        error_message(body)
+    )
 }
 
 /// How long a 429 asks us to wait: `Retry-After` (seconds), else until
@@ -401,9 +400,7 @@ fn error_message(body: &[u8]) -> String {
             None => error.to_string(),
         };
     }
-    String::from_utf8_lossy(&body[..body.len().min(200)])
-        .trim()
-        .to_string()
+    rest::body_start(body).trim().to_string()
 }
 
 /// The parts of GitLab's merge request object selfheal reads.

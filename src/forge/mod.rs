@@ -23,12 +23,9 @@
 //! - [`Forge::Plain`]: a git remote with no API, where "opening a pull request"
 //!   means handing the user a compare link, if the web address is known.
 
-mod api;
 mod azure;
 mod bitbucket;
 mod choose;
-mod client;
-mod exchange;
 mod gitea;
 mod github;
 mod gitlab;
@@ -332,7 +329,16 @@ impl Forge {
 /// the signature. The `<!-- selfheal-signature: … -->` line and what follows
 /// it are always kept: later sessions find the pull request by it.
 pub fn fit_body(body: &str, limit: usize) -> String {
-    const DIFF_CUT: &str = "\n… (diff cut: too long for the pull request; see its files)";
+    fit_body_noting(
+        body,
+        limit,
+        "\n… (diff cut: too long for the pull request; see its files)",
+    )
+}
+
+/// [`fit_body`], `diff_cut` saying where the diff was cut (a forge may say
+/// where else the change can be seen).
+fn fit_body_noting(body: &str, limit: usize, diff_cut: &str) -> String {
     const TEXT_CUT: &str = "\n\n… (cut: too long for a pull request)\n\n";
     if chars(body) <= limit {
         return body.to_string();
@@ -352,8 +358,8 @@ pub fn fit_body(body: &str, limit: usize) -> String {
             .map_or(text.len(), |at| start + at);
         let diff = &text[start..end];
         let over = chars(&text).saturating_sub(budget);
-        let keep = chars(diff).saturating_sub(over + chars(DIFF_CUT));
-        let cut = format!("{}{DIFF_CUT}", take_chars(diff, keep));
+        let keep = chars(diff).saturating_sub(over + chars(diff_cut));
+        let cut = format!("{}{diff_cut}", take_chars(diff, keep));
         text.replace_range(start..end, &cut);
     }
     if chars(&text) > budget {
@@ -375,7 +381,22 @@ fn take_chars(s: &str, n: usize) -> &str {
 
 /// `body` cut to `max` characters, saying so where it was cut.
 fn fit_comment(body: &str, max: usize) -> String {
-    api::fit(body, max, "\n\n… (cut: too long for a comment)")
+    fit(body, max, "\n\n… (cut: too long for a comment)")
+}
+
+/// `body` cut to at most `max` characters, `note` saying so where the cut
+/// is. When the body ends with the signature marker, the cut is made before
+/// it and the marker (and all after it) is kept whole.
+fn fit(body: &str, max: usize, note: &str) -> String {
+    if body.chars().count() <= max {
+        return body.to_string();
+    }
+    let tail = body.rfind(SIGNATURE_MARKER).map_or("", |at| &body[at..]);
+    let keep = max.saturating_sub(note.chars().count() + tail.chars().count());
+    let mut out: String = body.chars().take(keep).collect();
+    out.push_str(note);
+    out.push_str(tail);
+    out
 }
 
 /// The web page where a human can open a pull request from `head` into `base`:
@@ -411,7 +432,7 @@ fn escape_ref(name: &str) -> String {
 pub fn parse_github_remote(url: &str) -> Option<(String, String)> {
     let remote = remote::parse_remote(url, None)
         .filter(|r| r.kind == remote::ForgeKind::GitHub && r.host.ends_with("github.com"))?;
-    let (owner, repo) = client::split_repo(&remote.path)?;
+    let (owner, repo) = rest::split_repo(&remote.path)?;
     Some((owner.to_string(), repo.to_string()))
 }
 
@@ -424,3 +445,42 @@ mod tests;
 
 #[cfg(test)]
 mod gitlab_tests;
+
+#[cfg(test)]
+mod fit_tests {
+    use super::*;
+
+    #[test]
+    fn a_cut_body_keeps_its_signature_marker_whole() {
+        let signed = |len: usize| {
+            format!(
+                "{}\n\n<!-- selfheal-signature: d1296dccbe5463ad -->\n",
+                "x".repeat(len)
+            )
+        };
+        let note = "\n… (cut)\n";
+        // (body, limit)
+        let cases = [
+            (signed(10), 1_000),
+            (signed(5_000), 1_000),
+            (signed(999), 1_000),
+        ];
+        for (body, max) in cases {
+            let out = fit(&body, max, note);
+            assert!(out.chars().count() <= max, "{} > {max}", out.len());
+            assert!(
+                out.ends_with("<!-- selfheal-signature: d1296dccbe5463ad -->\n"),
+                "{out}"
+            );
+            assert_eq!(out == body, body.chars().count() <= max);
+            if out != body {
+                assert!(out.contains(note));
+            }
+        }
+        // Unsigned bodies are cut at the end; multi-byte characters count once.
+        assert_eq!(
+            fit(&"é".repeat(20), 12, "…"),
+            format!("{}…", "é".repeat(11))
+        );
+    }
+}

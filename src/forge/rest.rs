@@ -1,10 +1,15 @@
-//! What the forge API clients share: the token, the retry policy, and one
-//! HTTP exchange with bounded retries whose answers become [`ForgeError`]s.
-//! Each client brings its [`Dialect`]: how it authenticates, the headers it
-//! wants, what a rate limit looks like and how its error bodies read.
+//! The one HTTP plumbing every forge client (GitHub, Gitea, GitLab,
+//! Bitbucket, Azure DevOps) shares: the token, the retry policy, the
+//! transport (plain `http://` only to loopback, so a token never travels in
+//! clear), one exchange with a timeout and a cap on the body, the retry loop
+//! around it, paging, "already exists" recovery after a lost answer, and the
+//! small URL helpers (`Link` headers, origins, repository names, pull request
+//! page URLs).
 //!
-//! What it must not do: know any forge's routes. Paths, bodies and what an
-//! answer means stay in `github.rs` and `gitea.rs`.
+//! Each client brings its [`Dialect`]: its name, the headers it wants, what a
+//! rate limit looks like and how its error bodies read; and its credential
+//! header. What it must not do: know any forge's routes. Paths, bodies and
+//! what a success means stay in each forge's own module.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -24,7 +29,7 @@ use crate::http::{is_loopback, Transport};
 const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
 
 /// How many pages of a list are read at most.
-const MAX_PAGES: usize = 50;
+pub(super) const MAX_PAGES: usize = 50;
 
 /// A forge token. `Debug` prints `***`; only the forge module reads the value.
 #[derive(Clone)]
@@ -71,34 +76,96 @@ impl Default for RetryPolicy {
     }
 }
 
-/// What differs between forges in the same exchange.
+/// How long a rate limit asks us to wait.
+pub(super) enum Pause {
+    /// As long as the forge says.
+    For(Duration),
+    /// The forge does not say: the current backoff, which then doubles.
+    Backoff,
+}
+
+/// What differs between forges in the same exchange: everything else about
+/// an answer that is not a success is read the same way ([`Dialect::refusal`]).
 pub(super) struct Dialect {
-    /// The forge's name in logs and messages: `GitHub`, `Gitea`.
+    /// The forge's name in logs and messages: `GitHub`, `Gitea`, `GitLab`.
     pub name: &'static str,
-    /// `Authorization: <scheme> <token>`.
-    pub auth_scheme: &'static str,
-    /// Sent with every request.
+    /// Sent with every request besides the credential (`accept`, an API version).
     pub headers: &'static [(&'static str, &'static str)],
-    /// How long the forge asks us to wait, when an answer (status, headers,
-    /// body, now in epoch seconds) is a rate limit.
-    pub rate_limit_wait: fn(u16, &HeaderMap, &[u8], u64) -> Option<Duration>,
+    /// How long the forge asks us to wait when an answer (and the time now,
+    /// in epoch seconds) is a rate limit; None when it is no rate limit.
+    pub rate_limit: fn(&Answer, u64) -> Option<Pause>,
+    /// The text of an error body, for messages.
+    pub error_message: fn(&[u8]) -> String,
     /// Statuses that mean "refused as invalid" ([`ForgeError::Validation`]).
     pub validation_statuses: &'static [u16],
     /// The message of such a refusal.
     pub validation_message: fn(&[u8]) -> String,
     /// The message of a 403 that is not a rate limit.
     pub forbidden_message: fn(&[u8]) -> String,
+    /// Whether a 3xx means the token was refused (Azure DevOps sends a bad
+    /// token to its sign-in page); elsewhere it is an unexpected answer.
+    pub redirect_is_unauthorized: bool,
 }
 
-/// One forge API, as one token reaches it.
+/// What an answer that is neither a success nor a 304 means.
+pub(super) enum Refusal {
+    /// Wait (as a rate limit asks), then try again.
+    RateLimited(Pause),
+    /// Worth another try (a 5xx): the request may or may not have been carried out.
+    Transient(ForgeError),
+    /// Final: retrying would get the same answer.
+    Final(ForgeError),
+}
+
+impl Dialect {
+    /// What `answer`, neither a success nor a 304, means, `now` in epoch seconds.
+    pub fn refusal(&self, answer: &Answer, now: u64) -> Refusal {
+        if let Some(pause) = (self.rate_limit)(answer, now) {
+            return Refusal::RateLimited(pause);
+        }
+        let body = &answer.body;
+        let other =
+            || ForgeError::Http(format!("{}: {}", answer.status, (self.error_message)(body)));
+        Refusal::Final(match answer.status.as_u16() {
+            300..=399 if self.redirect_is_unauthorized => ForgeError::Unauthorized,
+            401 => ForgeError::Unauthorized,
+            403 => ForgeError::Forbidden((self.forbidden_message)(body)),
+            404 => ForgeError::NotFound,
+            s if self.validation_statuses.contains(&s) => {
+                ForgeError::Validation((self.validation_message)(body))
+            }
+            s if s >= 500 => return Refusal::Transient(other()),
+            _ => other(),
+        })
+    }
+}
+
+/// `Retry-After` in seconds, if the answer has one.
+pub(super) fn retry_after(answer: &Answer) -> Option<Duration> {
+    answer
+        .header("retry-after")
+        .and_then(|v| v.parse::<u64>().ok())
+        .map(Duration::from_secs)
+}
+
+/// The rate limit of a forge (or a proxy in front of it) that answers 429
+/// with `Retry-After` seconds, or a minute when it does not say.
+pub(super) fn retry_after_or_a_minute(answer: &Answer, _now_epoch: u64) -> Option<Pause> {
+    (answer.status.as_u16() == 429)
+        .then(|| Pause::For(retry_after(answer).unwrap_or(Duration::from_secs(60))))
+}
+
+/// One forge API, as one credential reaches it.
 pub(super) struct Api {
     /// e.g. `https://api.github.com` or `https://gitea.example.com/api/v1`,
     /// no trailing slash.
     pub base: String,
-    token: ForgeToken,
-    retry: RetryPolicy,
-    client: Transport,
+    pub retry: RetryPolicy,
+    transport: Transport,
     dialect: &'static Dialect,
+    /// The credential header, its value marked sensitive so it never shows
+    /// in `Debug` output or logs.
+    credential: (&'static str, HeaderValue),
 }
 
 /// An answer the forge gave: a success, or a 304 to a conditional request.
@@ -109,20 +176,28 @@ pub(super) struct Answer {
 }
 
 impl Answer {
-    /// A header's value, if it is text.
+    /// A header's value, trimmed, if it is text.
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).and_then(|v| v.to_str().ok())
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
     }
 }
 
 impl Api {
-    /// A client for the API at `base` (no trailing slash). Plain `http://` is
-    /// accepted only for loopback hosts (tests, local fakes): elsewhere the
-    /// token would travel in clear.
-    pub fn new(base: &str, token: ForgeToken, dialect: &'static Dialect) -> anyhow::Result<Api> {
+    /// A client for the API at `base` (no trailing slash) that sends
+    /// `credential` (a header name and value) with every request. Plain
+    /// `http://` is accepted only for loopback hosts (tests, local fakes):
+    /// elsewhere the token would travel in clear.
+    pub fn new(
+        base: &str,
+        dialect: &'static Dialect,
+        credential: (&'static str, &str),
+    ) -> anyhow::Result<Api> {
         let parsed =
             url::Url::parse(base).with_context(|| format!("parsing forge API URL {base}"))?;
-        let client = match parsed.scheme() {
+        let transport = match parsed.scheme() {
             "https" => Transport::for_url(&parsed)?,
             "http" if is_loopback(&parsed) => Transport::for_url(&parsed)?,
             "http" => bail!(
@@ -130,21 +205,18 @@ impl Api {
             ),
             other => bail!("unsupported scheme `{other}` in forge API URL {base}"),
         };
+        let (name, value) = credential;
+        let mut value = HeaderValue::from_str(value).map_err(|_| {
+            anyhow::anyhow!("the {} token is not a valid header value", dialect.name)
+        })?;
+        value.set_sensitive(true);
         Ok(Api {
             base: base.to_string(),
-            token,
             retry: RetryPolicy::default(),
-            client,
+            transport,
             dialect,
+            credential: (name, value),
         })
-    }
-
-    pub fn set_retry(&mut self, retry: RetryPolicy) {
-        self.retry = retry;
-    }
-
-    pub fn token(&self) -> &ForgeToken {
-        &self.token
     }
 
     /// `GET url`, retried.
@@ -152,11 +224,31 @@ impl Api {
         self.send(Method::GET, url, None, &[], &mut false).await
     }
 
-    /// `POST url` with `body` as JSON, retried (a follow-up whose repetition
-    /// is harmless, or a comment: better twice than lost).
+    /// `POST url` with `body` as JSON, retried like every call (so what was
+    /// posted may be posted twice when an answer is lost; never lost silently).
     pub async fn post(&self, url: &str, body: &serde_json::Value) -> Result<Answer, ForgeError> {
-        self.send(Method::POST, url, Some(body), &[], &mut false)
+        self.send(Method::POST, url, Some(encode(body)?), &[], &mut false)
             .await
+    }
+
+    /// `GET url` as a `T`, with `If-None-Match: etag` when there is one:
+    /// None when the forge answers 304 (unchanged since that ETag), else the
+    /// thing and the answer's own ETag.
+    pub async fn get_if_changed<T: serde::de::DeserializeOwned>(
+        &self,
+        url: &str,
+        etag: Option<&str>,
+    ) -> Result<Option<(T, Option<String>)>, ForgeError> {
+        let conditional: Vec<(&'static str, &str)> =
+            etag.map(|e| ("if-none-match", e)).into_iter().collect();
+        let resp = self
+            .send(Method::GET, url, None, &conditional, &mut false)
+            .await?;
+        if resp.status == StatusCode::NOT_MODIFIED {
+            return Ok(None);
+        }
+        let thing = self.parse(&resp.body)?;
+        Ok(Some((thing, resp.header("etag").map(str::to_string))))
     }
 
     /// Every item of a list, page after page: `next` says where the page
@@ -181,72 +273,83 @@ impl Api {
         Ok(items)
     }
 
+    /// `POST url` with `body` creating a pull request, read as a `T`. An
+    /// earlier attempt may have created it before its answer was lost (a
+    /// timeout or a 5xx); then the retry meets the forge's "already exists"
+    /// (a validation error containing `exists`), and the pull request wanted
+    /// is the one `existing` finds (a future, so it runs only then).
+    pub async fn create<T>(
+        &self,
+        url: &str,
+        body: &serde_json::Value,
+        exists: &str,
+        existing: impl std::future::Future<Output = Result<Option<PullRequest>, ForgeError>>,
+    ) -> Result<PullRequest, ForgeError>
+    where
+        T: serde::de::DeserializeOwned + Into<PullRequest>,
+    {
+        let mut ambiguous = false;
+        let created = match self
+            .send(Method::POST, url, Some(encode(body)?), &[], &mut ambiguous)
+            .await
+        {
+            Ok(resp) => self.parse::<T>(&resp.body).map(Into::into),
+            Err(e) => Err(e),
+        };
+        created_or_existing(created, ambiguous, exists, existing).await
+    }
+
     /// An answer's body as `T`.
     pub fn parse<T: serde::de::DeserializeOwned>(&self, body: &[u8]) -> Result<T, ForgeError> {
-        serde_json::from_slice(body).map_err(|e| {
-            ForgeError::Http(format!(
-                "unexpected response from {}: {e}",
-                self.dialect.name
-            ))
-        })
+        parse_json(self.dialect.name, body)
     }
 
     /// Sends one request, with `headers` besides the usual ones, with retries.
-    /// A 304 is an answer (to a conditional request), not an error. `ambiguous`
-    /// is set when an attempt may have reached the forge without us seeing the
-    /// answer (a 5xx, a timeout, a lost connection).
+    /// A 304 is an answer (to a conditional request), not an error; the
+    /// dialect says what any other answer that is not a success means.
+    /// `ambiguous` is set when an attempt may have reached the forge without
+    /// us seeing the answer (a 5xx, a timeout, a lost connection).
     pub async fn send(
         &self,
         method: Method,
         url: &str,
-        body: Option<&serde_json::Value>,
+        body: Option<Vec<u8>>,
         headers: &[(&'static str, &str)],
         ambiguous: &mut bool,
     ) -> Result<Answer, ForgeError> {
-        let body = body
-            .map(serde_json::to_vec)
-            .transpose()
-            .map_err(|e| ForgeError::Http(format!("encoding request: {e}")))?;
         let forge = self.dialect.name;
         let mut backoff = self.retry.initial_backoff;
         let mut attempt = 0;
         loop {
             attempt += 1;
             let last = attempt >= self.retry.max_attempts.max(1);
-            let error = match self
-                .send_once(method.clone(), url, body.clone(), headers)
-                .await
-            {
+            let request = self.request(method.clone(), url, body.clone(), headers)?;
+            let error = match self.send_once(request).await {
                 Ok(answer)
                     if answer.status.is_success() || answer.status == StatusCode::NOT_MODIFIED =>
                 {
                     return Ok(answer)
                 }
-                Ok(answer) => {
-                    let now = SystemTime::now()
-                        .duration_since(UNIX_EPOCH)
-                        .map(|d| d.as_secs())
-                        .unwrap_or(0);
-                    let status = answer.status.as_u16();
-                    if let Some(wait) =
-                        (self.dialect.rate_limit_wait)(status, &answer.headers, &answer.body, now)
-                    {
+                Ok(answer) => match self.dialect.refusal(&answer, now_epoch()) {
+                    Refusal::RateLimited(pause) => {
+                        let wait = match pause {
+                            Pause::For(wait) => wait,
+                            Pause::Backoff => {
+                                let wait = backoff;
+                                backoff = (backoff * 2).min(self.retry.max_wait);
+                                wait
+                            }
+                        };
                         if last || wait > self.retry.max_wait {
                             return Err(ForgeError::RateLimited { retry_after: wait });
                         }
-                        warn!(%url, status, wait_ms = wait.as_millis() as u64, "rate limited by {forge}; waiting");
+                        warn!(%url, status = answer.status.as_u16(), wait_ms = wait.as_millis() as u64, "rate limited by {forge}; waiting");
                         tokio::time::sleep(wait).await;
                         continue;
                     }
-                    match self.refusal(&answer) {
-                        Some(refused) => return Err(refused),
-                        None => ForgeError::Http(format!(
-                            "{}: {}",
-                            answer.status,
-                            error_message(&answer.body)
-                        )),
-                    }
-                }
+                    Refusal::Final(e) => return Err(e),
+                    Refusal::Transient(e) => e,
+                },
                 Err(e) => e,
             };
             // Only 5xx, transport errors and timeouts get here: worth another try.
@@ -260,45 +363,21 @@ impl Api {
         }
     }
 
-    /// What a non-success answer that is no rate limit means; None for a 5xx,
-    /// which is worth another try.
-    fn refusal(&self, answer: &Answer) -> Option<ForgeError> {
-        let status = answer.status.as_u16();
-        let body = &answer.body;
-        Some(match status {
-            401 => ForgeError::Unauthorized,
-            403 => ForgeError::Forbidden((self.dialect.forbidden_message)(body)),
-            404 => ForgeError::NotFound,
-            s if self.dialect.validation_statuses.contains(&s) => {
-                ForgeError::Validation((self.dialect.validation_message)(body))
-            }
-            s if s >= 500 => return None,
-            _ => ForgeError::Http(format!("{}: {}", answer.status, error_message(body))),
-        })
-    }
-
-    async fn send_once(
+    fn request(
         &self,
         method: Method,
         url: &str,
         body: Option<Vec<u8>>,
         headers: &[(&'static str, &str)],
-    ) -> Result<Answer, ForgeError> {
+    ) -> Result<Request<Full<Bytes>>, ForgeError> {
         let mut builder = Request::builder()
             .method(method)
             .uri(url)
-            .header("user-agent", "selfheal");
+            .header("user-agent", "selfheal")
+            .header(self.credential.0, self.credential.1.clone());
         for (name, value) in self.dialect.headers {
             builder = builder.header(*name, *value);
         }
-        let mut auth = HeaderValue::from_str(&format!(
-            "{} {}",
-            self.dialect.auth_scheme,
-            self.token.expose()
-        ))
-        .map_err(|_| ForgeError::Http("the forge token is not a valid header value".into()))?;
-        auth.set_sensitive(true);
-        builder = builder.header("authorization", auth);
         if body.is_some() {
             builder = builder.header("content-type", "application/json");
         }
@@ -307,13 +386,17 @@ impl Api {
                 .map_err(|_| ForgeError::Http(format!("`{name}` is not a valid header value")))?;
             builder = builder.header(*name, value);
         }
-        let request = builder
+        builder
             .body(Full::new(Bytes::from(body.unwrap_or_default())))
-            .map_err(|e| ForgeError::Http(format!("building request: {e}")))?;
+            .map_err(|e| ForgeError::Http(format!("building request: {e}")))
+    }
 
+    /// One exchange: send, read the body (at most [`MAX_BODY_BYTES`]), all
+    /// within the policy's request timeout.
+    async fn send_once(&self, request: Request<Full<Bytes>>) -> Result<Answer, ForgeError> {
         let exchange = async {
             // hyper-util's errors name the host, never headers, so they carry no token.
-            let response = self.client.request(request).await.map_err(|e| {
+            let response = self.transport.request(request).await.map_err(|e| {
                 ForgeError::Http(format!(
                     "sending request: {}",
                     crate::http::unreachable_reason(&e)
@@ -336,6 +419,45 @@ impl Api {
             Err(_) => Err(ForgeError::Timeout),
         }
     }
+}
+
+/// What a create achieved: its own answer, or, when an earlier attempt may
+/// have created the thing before its answer was lost (`ambiguous`) and the
+/// retry met the forge's "already exists" (a [`ForgeError::Validation`]
+/// whose message contains `exists`), the existing one `existing` finds.
+pub(super) async fn created_or_existing<T>(
+    result: Result<T, ForgeError>,
+    ambiguous: bool,
+    exists: &str,
+    existing: impl std::future::Future<Output = Result<Option<T>, ForgeError>>,
+) -> Result<T, ForgeError> {
+    match result {
+        Err(ForgeError::Validation(msg)) if ambiguous && msg.contains(exists) => {
+            existing.await?.ok_or(ForgeError::Validation(msg))
+        }
+        other => other,
+    }
+}
+
+/// `value` as a JSON request body.
+pub(super) fn encode(value: &serde_json::Value) -> Result<Vec<u8>, ForgeError> {
+    serde_json::to_vec(value).map_err(|e| ForgeError::Http(format!("encoding request: {e}")))
+}
+
+/// `body` read as JSON of type `T`; an unreadable one is the forge's fault.
+pub(super) fn parse_json<T: serde::de::DeserializeOwned>(
+    forge: &str,
+    body: &[u8],
+) -> Result<T, ForgeError> {
+    serde_json::from_slice(body)
+        .map_err(|e| ForgeError::Http(format!("unexpected response from {forge}: {e}")))
+}
+
+fn now_epoch() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// The parts of a pull request object selfheal reads: GitHub's and Gitea's
@@ -401,37 +523,21 @@ impl From<ApiPull> for PullRequest {
     }
 }
 
-/// The ways of a pull request API both forges share, on top of [`Api`]:
-/// the routes differ, what is sent and read does not.
+/// The ways of a pull request API GitHub and Gitea share, on top of
+/// [`Api`]: the routes differ, what is sent and read does not.
 impl Api {
-    /// `POST url` creating a pull request. An earlier attempt may have
-    /// created it before its answer was lost (a timeout or a 5xx); then the
-    /// retry meets "already exists" (GitHub's 422, Gitea's 409), and the pull
-    /// request wanted is the one `find_existing` finds.
-    pub async fn create_pull<F, Fut>(
+    /// `POST url` creating a pull request; after a lost answer, the retry
+    /// meets "already exists" (GitHub's 422, Gitea's 409), and the pull
+    /// request wanted is the one `existing` finds (see [`Api::create`]).
+    pub async fn create_pull(
         &self,
         url: &str,
         body: &serde_json::Value,
-        find_existing: F,
-    ) -> Result<PullRequest, ForgeError>
-    where
-        F: FnOnce() -> Fut,
-        Fut: std::future::Future<Output = Result<Option<PullRequest>, ForgeError>>,
-    {
-        let mut ambiguous = false;
-        let pr = match self
-            .send(Method::POST, url, Some(body), &[], &mut ambiguous)
-            .await
-        {
-            Ok(resp) => self.parse::<ApiPull>(&resp.body)?.into(),
-            Err(ForgeError::Validation(msg)) if ambiguous && msg.contains("already exists") => {
-                match find_existing().await? {
-                    Some(pr) => pr,
-                    None => return Err(ForgeError::Validation(msg)),
-                }
-            }
-            Err(e) => return Err(e),
-        };
+        existing: impl std::future::Future<Output = Result<Option<PullRequest>, ForgeError>>,
+    ) -> Result<PullRequest, ForgeError> {
+        let pr = self
+            .create::<ApiPull>(url, body, "already exists", existing)
+            .await?;
         info!(number = pr.number, url = %pr.url, head = %pr.head, "opened pull request");
         Ok(pr)
     }
@@ -453,19 +559,13 @@ impl Api {
         url: &str,
         etag: Option<&str>,
     ) -> Result<Option<PrSnapshot>, ForgeError> {
-        let conditional: Vec<(&'static str, &str)> =
-            etag.map(|e| ("if-none-match", e)).into_iter().collect();
-        let resp = self
-            .send(Method::GET, url, None, &conditional, &mut false)
-            .await?;
-        if resp.status == StatusCode::NOT_MODIFIED {
-            return Ok(None);
-        }
-        let pull: ApiPull = self.parse(&resp.body)?;
-        Ok(Some(PrSnapshot {
-            state: pull.pr_state(),
-            etag: resp.header("etag").map(str::to_string),
-        }))
+        Ok(self
+            .get_if_changed::<ApiPull>(url, etag)
+            .await?
+            .map(|(pull, etag)| PrSnapshot {
+                state: pull.pr_state(),
+                etag,
+            }))
     }
 
     /// `POST url` of an issue's comments (a pull request is an issue to both
@@ -487,8 +587,8 @@ impl Api {
     }
 }
 
-/// The `message` of an error body (`{"message": …}`, GitHub's and Gitea's
-/// shape alike), or the start of the body when it has none.
+/// The `message` of an error body (`{"message": …}`: GitHub's, Gitea's and
+/// Azure DevOps' shape alike), or the start of the body when it has none.
 pub(super) fn error_message(body: &[u8]) -> String {
     #[derive(Deserialize, Default)]
     struct Message {
@@ -497,10 +597,16 @@ pub(super) fn error_message(body: &[u8]) -> String {
     }
     let err: Message = serde_json::from_slice(body).unwrap_or_default();
     if err.message.is_empty() {
-        String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned()
+        body_start(body)
     } else {
         err.message
     }
+}
+
+/// The first 200 bytes of a body as text: what an error body that no
+/// reader understands can still tell.
+pub(super) fn body_start(body: &[u8]) -> String {
+    String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned()
 }
 
 /// The `rel="next"` target of a `Link` header.
@@ -530,22 +636,40 @@ pub(super) fn origin(url: &url::Url) -> String {
     }
 }
 
-fn same_origin(a: &str, b: &str) -> bool {
+/// Where the web pages of the forge whose API is at `api` are: an API host
+/// `api.github.com` or `api.bitbucket.org` (or a GitHub Enterprise Cloud
+/// `api.` host) loses its `api.`; GitHub Enterprise Server serves both from
+/// one host, under `/api/v3` for the API, and so do the local fakes.
+pub(super) fn web_origin(api: &url::Url) -> String {
+    origin(api).replacen("://api.", "://", 1)
+}
+
+/// Whether two URLs share scheme, host and port: the token goes only where
+/// the API is, never to a link elsewhere.
+pub(super) fn same_origin(a: &str, b: &str) -> bool {
     match (url::Url::parse(a), url::Url::parse(b)) {
         (Ok(a), Ok(b)) => a.origin() == b.origin(),
         _ => false,
     }
 }
 
+/// A path segment of a repository name: ASCII letters, digits, `-`, `_`, `.`.
+pub(super) fn valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+/// `(owner, name)` of a configured `owner/name` (Bitbucket: `workspace/slug`),
+/// each a [`valid_name`].
+pub(super) fn split_repo(repo: &str) -> Option<(&str, &str)> {
+    repo.split_once('/')
+        .filter(|(o, r)| valid_name(o) && valid_name(r))
+}
+
 /// `(owner, name)` of `owner/name`, each made of the characters forges allow.
 pub(super) fn owner_and_name(repo: &str) -> anyhow::Result<(String, String)> {
-    let valid = |s: &str| {
-        !s.is_empty()
-            && s.chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-    };
-    repo.split_once('/')
-        .filter(|(o, r)| valid(o) && valid(r))
+    split_repo(repo)
         .map(|(o, r)| (o.to_string(), r.to_string()))
         .with_context(|| format!("forge repository `{repo}` is not `owner/name`"))
 }
@@ -615,5 +739,11 @@ mod tests {
         for bad in ["acme", "acme/", "/dbt", "acme/dbt/x", "ac me/dbt"] {
             assert!(owner_and_name(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn the_token_never_shows_in_debug_output() {
+        let shown = format!("{:?}", ForgeToken::new("glpat-supersecret"));
+        assert_eq!(shown, "ForgeToken(***)");
     }
 }

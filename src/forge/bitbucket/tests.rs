@@ -466,11 +466,11 @@ fn recorded_bitbucket_answers_read_as_open_merged_by_whom_or_closed() {
         ),
     ];
     for (body, want) in cases {
-        let pull: ApiPull = client::parse_json("Bitbucket", body.as_bytes()).expect("parses");
+        let pull: ApiPull = rest::parse_json("Bitbucket", body.as_bytes()).expect("parses");
         assert_eq!(pull.pr_state(), want);
         assert_eq!(pull.source.branch.name, "feature/test-branch");
     }
-    let page: Page<ApiPull> = client::parse_json(
+    let page: Page<ApiPull> = rest::parse_json(
         "Bitbucket",
         include_str!(
             "../../../tests/fixtures/bitbucket/list_pullrequests.atlassian-python-api.json"
