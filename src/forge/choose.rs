@@ -23,7 +23,11 @@ impl Forge {
             .or(remote.as_ref().map(|r| r.kind))
             .unwrap_or(ForgeKind::GitHub);
         let plain = || Forge::Plain {
-            web_base: heal.repo_web_url.clone(),
+            web_base: heal
+                .repo_web_url
+                .clone()
+                .or_else(|| remote.as_ref().map(Remote::web_url)),
+            kind,
         };
         match kind {
             ForgeKind::GitHub => {

@@ -34,7 +34,7 @@ mod rest;
 
 use std::time::Duration;
 
-pub use crate::domain::{PrOptions, PrState};
+pub use crate::domain::{ForgeKind, PrOptions, PrState};
 use crate::redact::Redactor;
 pub use azure::AzureDevOps;
 pub use bitbucket::Bitbucket;
@@ -166,7 +166,11 @@ pub enum Forge {
     AzureDevOps(AzureDevOps),
     /// A plain git remote with no API: nothing to call. The "pull request" is a
     /// compare URL when `web_base` (e.g. `https://github.com/owner/name`) is known.
-    Plain { web_base: Option<String> },
+    Plain {
+        web_base: Option<String>,
+        /// Whose compare page the link is (GitHub's when unknown).
+        kind: ForgeKind,
+    },
 }
 
 impl Forge {
@@ -178,11 +182,11 @@ impl Forge {
             Forge::GitLab(gitlab) => gitlab.create_pull(req).await.map(Opened::Pr),
             Forge::Bitbucket(bitbucket) => bitbucket.create_pull(req).await.map(Opened::Pr),
             Forge::AzureDevOps(azure) => azure.create_pull(req).await.map(Opened::Pr),
-            Forge::Plain { web_base } => Ok(Opened::Compare(
-                web_base
-                    .as_deref()
-                    .map(|web| compare_url(web, &req.base, &req.head)),
-            )),
+            Forge::Plain { web_base, kind } => {
+                Ok(Opened::Compare(web_base.as_deref().map(|web| {
+                    remote::new_pr_url(*kind, web, &req.base, &req.head)
+                })))
+            }
         }
     }
 
@@ -402,17 +406,11 @@ fn fit(body: &str, max: usize, note: &str) -> String {
 /// The web page where a human can open a pull request from `head` into `base`:
 /// `https://github.com/o/r/compare/main...selfheal/x?expand=1`.
 pub fn compare_url(web_base: &str, base: &str, head: &str) -> String {
-    let web = web_base.trim_end_matches('/');
-    let web = web.strip_suffix(".git").unwrap_or(web);
-    format!(
-        "{web}/compare/{}...{}?expand=1",
-        escape_ref(base),
-        escape_ref(head)
-    )
+    remote::new_pr_url(ForgeKind::GitHub, web_base, base, head)
 }
 
 /// Escapes the few characters a valid ref may contain that would break a URL path.
-fn escape_ref(name: &str) -> String {
+pub(super) fn escape_ref(name: &str) -> String {
     let mut out = String::with_capacity(name.len());
     for c in name.chars() {
         match c {

@@ -37,6 +37,28 @@ pub struct Remote {
 }
 
 impl Remote {
+    /// The repository's web page, where compare pages hang from.
+    pub fn web_url(&self) -> String {
+        match self.kind {
+            ForgeKind::AzureDevOps => {
+                let mut parts = self.path.splitn(3, '/');
+                let (org, project, repo) = (
+                    parts.next().unwrap_or(""),
+                    parts.next().unwrap_or(""),
+                    parts.next().unwrap_or(""),
+                );
+                let enc = |s: &str| s.replace('%', "%25").replace(' ', "%20");
+                format!(
+                    "https://dev.azure.com/{}/{}/_git/{}",
+                    enc(org),
+                    enc(project),
+                    enc(repo)
+                )
+            }
+            _ => format!("https://{}/{}", self.host, self.path),
+        }
+    }
+
     /// The API every request goes to, when configuration does not say
     /// (`SELFHEAL_FORGE_API_URL`).
     pub fn default_api_url(&self) -> String {
@@ -48,6 +70,26 @@ impl Remote {
             ForgeKind::Gitea => format!("https://{host}/api/v1"),
             ForgeKind::Bitbucket => "https://api.bitbucket.org/2.0".into(),
             ForgeKind::AzureDevOps => "https://dev.azure.com".into(),
+        }
+    }
+}
+
+/// The page of `kind`'s web UI where a human opens a change request from
+/// `head` into `base`, for a remote selfheal has no token for (a page for
+/// people: selfheal never requests it).
+pub fn new_pr_url(kind: ForgeKind, web_base: &str, base: &str, head: &str) -> String {
+    let web = web_base.trim_end_matches('/');
+    let web = web.strip_suffix(".git").unwrap_or(web);
+    let (base, head) = (super::escape_ref(base), super::escape_ref(head));
+    match kind {
+        ForgeKind::GitHub => format!("{web}/compare/{base}...{head}?expand=1"),
+        ForgeKind::Gitea => format!("{web}/compare/{base}...{head}"),
+        ForgeKind::GitLab => format!(
+            "{web}/-/merge_requests/new?merge_request%5Bsource_branch%5D={head}&merge_request%5Btarget_branch%5D={base}"
+        ),
+        ForgeKind::Bitbucket => format!("{web}/pull-requests/new?source={head}&dest={base}"),
+        ForgeKind::AzureDevOps => {
+            format!("{web}/pullrequestcreate?sourceRef={head}&targetRef={base}")
         }
     }
 }

@@ -515,6 +515,7 @@ async fn pull_requests_of_other_repositories_are_refused_without_a_request() {
     assert_not_ours(&forge, &foreign).await;
     let plain = Forge::Plain {
         web_base: Some("https://github.com/acme/dbt".into()),
+        kind: ForgeKind::GitHub,
     };
     assert!(!plain.owns_pr("https://github.com/acme/dbt/pull/1"));
     assert!(matches!(
@@ -626,6 +627,7 @@ async fn a_plain_remote_gets_a_compare_link_and_lists_nothing() {
     for (web_base, want) in cases {
         let forge = Forge::Plain {
             web_base: web_base.map(str::to_string),
+            kind: ForgeKind::GitHub,
         };
         let opened = forge
             .open_pr(&pr_request("selfheal/hourly_marts/run-48213"))
@@ -924,5 +926,54 @@ fn fit_body_cuts_the_diff_first_and_always_keeps_the_signature() {
         fit_body(SIGNED, 10).chars().count(),
         10,
         "a limit below the signature"
+    );
+}
+
+#[tokio::test]
+async fn without_a_token_each_forge_gets_a_link_to_its_own_new_pull_request_page() {
+    use crate::config::HealSettings;
+    let cases = [
+        (
+            "git@github.com:acme/dbt.git",
+            "https://github.com/acme/dbt/compare/main...selfheal/x?expand=1",
+        ),
+        (
+            "https://gitlab.com/acme/data/dbt.git",
+            "https://gitlab.com/acme/data/dbt/-/merge_requests/new?merge_request%5Bsource_branch%5D=selfheal/x&merge_request%5Btarget_branch%5D=main",
+        ),
+        (
+            "git@bitbucket.org:acme/dbt.git",
+            "https://bitbucket.org/acme/dbt/pull-requests/new?source=selfheal/x&dest=main",
+        ),
+        (
+            "git@ssh.dev.azure.com:v3/acme/Data%20Platform/dbt",
+            "https://dev.azure.com/acme/Data%20Platform/_git/dbt/pullrequestcreate?sourceRef=selfheal/x&targetRef=main",
+        ),
+    ];
+    for (remote, want) in cases {
+        let heal = HealSettings {
+            repo: Some(remote.into()),
+            ..HealSettings::default()
+        };
+        let forge = Forge::from_settings(&heal).expect("built");
+        let opened = forge.open_pr(&pr_request("selfheal/x")).await.unwrap();
+        assert_eq!(opened, Opened::Compare(Some(want.into())), "{remote}");
+    }
+    // A self-managed Gitea, named by configuration.
+    let mut heal = HealSettings {
+        repo: Some("https://git.acme.io/data/dbt.git".into()),
+        ..HealSettings::default()
+    };
+    heal.forge.kind = Some(ForgeKind::Gitea);
+    let opened = Forge::from_settings(&heal)
+        .unwrap()
+        .open_pr(&pr_request("selfheal/x"))
+        .await
+        .unwrap();
+    assert_eq!(
+        opened,
+        Opened::Compare(Some(
+            "https://git.acme.io/data/dbt/compare/main...selfheal/x".into()
+        ))
     );
 }
