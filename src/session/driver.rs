@@ -86,6 +86,14 @@ pub struct Start {
     pub followup: Option<FollowUp>,
 }
 
+/// Who re-runs a transient failure.
+enum Rerunner<'a> {
+    /// The scheduler, through its API.
+    Scheduler(runlog::Source),
+    /// `SELFHEAL_RETRY_COMMAND`.
+    Command(&'a str),
+}
+
 /// How long the retry command may take to start a re-run.
 const RETRY_COMMAND_LIMIT: Duration = Duration::from_secs(60);
 
@@ -514,23 +522,23 @@ impl<'a> Session<'a> {
         if budget == 0 {
             return Ok(RetryAnswer::Off);
         }
-        let source = match self.source() {
-            Some(Ok(source)) if source.can_retry() => Some(source),
-            Some(Err(e)) => {
+        // Who re-runs it: the scheduler's API, else the retry command.
+        let rerunner = match (self.source(), &retries.command) {
+            (Some(Err(e)), _) => {
                 let why = deps.redactor.redact(&format!("{e:#}"));
                 return Ok(RetryAnswer::Refused(why));
             }
-            _ => None,
+            (Some(Ok(source)), _) if source.can_retry() => Rerunner::Scheduler(source),
+            (_, Some(command)) => Rerunner::Command(command),
+            (_, None) => return Ok(RetryAnswer::NoWay),
         };
-        if source.is_none() && retries.command.is_none() {
-            return Ok(RetryAnswer::NoWay);
-        }
+        let by_command = matches!(rerunner, Rerunner::Command(_));
         let claim = deps.store.claim_retry(
             &start.schedule,
             &start.run_id,
             start.session_id.0,
             budget,
-            source.is_none(),
+            by_command,
         )?;
         let (id, attempt) = match claim {
             RetryClaim::Granted { id, attempt, .. } => (id, attempt),
@@ -539,15 +547,16 @@ impl<'a> Session<'a> {
                 attempt, run_id, ..
             } => return Ok(RetryAnswer::AlreadyAsked { attempt, run_id }),
         };
-        let asked = match (&source, &retries.command) {
-            (Some(source), _) => source
+        let asked = match &rerunner {
+            Rerunner::Scheduler(source) => source
                 .retry(&start.run_id)
                 .await
                 .map(|run| (source.scheduler().to_string(), Some(run))),
-            (None, Some(command)) => run_retry_command(command, &start.schedule, &start.run_id)
-                .await
-                .map(|()| ("the retry command".to_string(), None)),
-            (None, None) => unreachable!("checked above"),
+            Rerunner::Command(command) => {
+                run_retry_command(command, &start.schedule, &start.run_id)
+                    .await
+                    .map(|()| ("the retry command".to_string(), None))
+            }
         };
         match asked {
             Ok((by, run_id)) => {
