@@ -86,7 +86,9 @@ pub struct Start {
     pub followup: Option<FollowUp>,
 }
 
-/// Who re-runs a transient failure.
+/// Who re-runs a transient failure. One lives for one call, on the stack,
+/// so the size difference between its variants costs nothing.
+#[allow(clippy::large_enum_variant)]
 enum Rerunner<'a> {
     /// The scheduler, through its API.
     Scheduler(runlog::Source),
