@@ -12,19 +12,8 @@ use selfheal_fakes::bitbucket::FakeBitbucket;
 use selfheal_fakes::gitea::FakeGitea;
 use selfheal_fakes::gitlab::FakeGitLab;
 
-use crate::heal::use_command_agent;
+use crate::heal::{use_command_agent, FIX_THEN_FOLLOW_UP};
 use crate::helpers::{broken_world, start_world_bot, world_final_message, world_session_end, WAIT};
-
-/// Fixes the ref; asked again in the thread, adds a note on the same branch.
-const FIX_THEN_FOLLOW_UP: &str = r#"
-if grep -q "Follow-up requested" "$SELFHEAL_PROMPT_FILE"; then
-  printf -- "-- reviewed by selfheal follow-up\n" >> models/marts/orders.sql
-  echo '{"type":"result","status":"fixed","summary":"added the note the reviewer asked for"}'
-else
-  sed -i "s/ref('stg_order')/ref('stg_orders')/" models/marts/orders.sql
-  echo '{"type":"result","status":"fixed","summary":"orders now refs stg_orders"}'
-fi
-"#;
 
 /// A change request as any forge's fake holds it.
 struct Opened {

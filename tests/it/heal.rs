@@ -81,6 +81,17 @@ pub(crate) fn use_command_agent(world: &World, script: &str) {
     crate::helpers::heal_hourly_marts_with(world, "scripted");
 }
 
+/// Fixes the ref; asked again in the thread, adds a note on the same branch.
+pub(crate) const FIX_THEN_FOLLOW_UP: &str = r#"
+if grep -q "Follow-up requested" "$SELFHEAL_PROMPT_FILE"; then
+  printf -- "-- reviewed by selfheal follow-up\n" >> models/marts/orders.sql
+  echo '{"type":"result","status":"fixed","summary":"added the note the reviewer asked for"}'
+else
+  sed -i "s/ref('stg_order')/ref('stg_orders')/" models/marts/orders.sql
+  echo '{"type":"result","status":"fixed","summary":"orders now refs stg_orders"}'
+fi
+"#;
+
 const SED_FIX: &str = r#"
 sed -i "s/ref('stg_order')/ref('stg_orders')/" models/marts/orders.sql
 echo "pointed orders at stg_orders"
@@ -802,16 +813,12 @@ async fn an_llm_agent_fixes_the_run_and_the_bot_opens_the_pull_request() {
 
 #[tokio::test]
 async fn a_mention_after_the_fix_starts_a_follow_up_on_the_same_pull_request() {
-    let agent = r#"
-if grep -q "Follow-up requested" "$SELFHEAL_PROMPT_FILE"; then
-  printf -- "-- reviewed by selfheal follow-up\n" >> models/marts/orders.sql
-  echo '{"type":"result","status":"fixed","summary":"added the note the reviewer asked for"}'
-else
-  sed -i "s/ref('stg_order')/ref('stg_orders')/" models/marts/orders.sql
-  echo '{"type":"result","status":"fixed","summary":"orders now refs stg_orders"}'
-fi
-"#;
-    let story = Story::start(&Breakage::fixture("ref_typo").unwrap(), "950", Some(agent)).await;
+    let story = Story::start(
+        &Breakage::fixture("ref_typo").unwrap(),
+        "950",
+        Some(FIX_THEN_FOLLOW_UP),
+    )
+    .await;
     let (_, ts) = story.world.notify_failure("hourly_marts", "950").await;
     let first = story.session_end("950").await;
     assert_eq!(first.status, Status::Fixed);
