@@ -32,14 +32,24 @@ pub struct Remote {
     pub host: String,
     /// Where the repository is on the forge: `owner/name` (GitHub, Gitea),
     /// `group/sub/name` (GitLab, nested groups kept), `workspace/slug`
-    /// (Bitbucket), `org/project/repo` (Azure DevOps, percent-decoded).
+    /// (Bitbucket), `org/project/repo` (Azure DevOps, percent-decoded; on
+    /// Azure DevOps Server the org is the collection).
     pub path: String,
+    /// Azure DevOps Server: where the collection is on the host
+    /// (`tfs/DefaultCollection`); None everywhere else.
+    pub collection: Option<String>,
 }
 
 impl Remote {
     /// The repository's web page, where compare pages hang from.
     pub fn web_url(&self) -> String {
         match self.kind {
+            ForgeKind::AzureDevOps if self.collection.is_some() => {
+                let (_, project_and_repo) = self.path.split_once('/').unwrap_or(("", ""));
+                let (project, repo) = project_and_repo.split_once('/').unwrap_or(("", ""));
+                let collection = self.collection.as_deref().unwrap_or("");
+                format!("https://{}/{collection}/{project}/_git/{repo}", self.host)
+            }
             ForgeKind::AzureDevOps => {
                 let mut parts = self.path.splitn(3, '/');
                 let (org, project, repo) = (
@@ -69,7 +79,10 @@ impl Remote {
             ForgeKind::GitLab => format!("https://{host}/api/v4"),
             ForgeKind::Gitea => format!("https://{host}/api/v1"),
             ForgeKind::Bitbucket => "https://api.bitbucket.org/2.0".into(),
-            ForgeKind::AzureDevOps => "https://dev.azure.com".into(),
+            ForgeKind::AzureDevOps => match &self.collection {
+                Some(collection) => format!("https://{host}/{collection}"),
+                None => "https://dev.azure.com".into(),
+            },
         }
     }
 }
@@ -109,7 +122,17 @@ pub fn parse_remote(url: &str, configured: Option<ForgeKind>) -> Option<Remote> 
         .filter(|s| !s.is_empty())
         .map(percent_decode)
         .collect();
+    let mut collection = None;
     let (host, path) = match kind {
+        // A host of its own is Azure DevOps Server: `…/{collection}/{project}/_git/{repo}`.
+        ForgeKind::AzureDevOps if kind_of_host(&host) != Some(ForgeKind::AzureDevOps) => {
+            let git = segments.iter().position(|s| s == "_git")?;
+            (git >= 2).then_some(())?;
+            let repo = segments.get(git + 1)?;
+            let (coll, project) = (&segments[git - 2], &segments[git - 1]);
+            collection = Some(segments[..git - 1].join("/"));
+            (host, format!("{coll}/{project}/{repo}"))
+        }
         ForgeKind::AzureDevOps => azure(&host, &segments)?,
         ForgeKind::GitLab => {
             // A web URL's sub-pages follow `/-/`.
@@ -130,7 +153,12 @@ pub fn parse_remote(url: &str, configured: Option<ForgeKind>) -> Option<Remote> 
     let valid = path
         .split('/')
         .all(|s| !s.is_empty() && !s.chars().any(|c| c.is_control() || c == '\\'));
-    valid.then_some(Remote { kind, host, path })
+    valid.then_some(Remote {
+        kind,
+        host,
+        path,
+        collection,
+    })
 }
 
 /// `(host, path)` of an HTTPS, `ssh://`, `git://` or scp-like remote.
@@ -227,7 +255,47 @@ mod tests {
             kind,
             host: host.into(),
             path: path.into(),
+            collection: None,
         })
+    }
+
+    #[test]
+    fn azure_devops_server_remotes_name_their_collection() {
+        let cases = [
+            (
+                "https://tfs.acme.local/tfs/DefaultCollection/Data/_git/dbt",
+                "DefaultCollection/Data/dbt",
+                "tfs/DefaultCollection",
+                "https://tfs.acme.local/tfs/DefaultCollection",
+            ),
+            (
+                "ssh://tfs.acme.local:22/Analytics/Data%20Platform/_git/dbt",
+                "Analytics/Data Platform/dbt",
+                "Analytics",
+                "https://tfs.acme.local/Analytics",
+            ),
+        ];
+        for (url, path, collection, api) in cases {
+            let r = parse_remote(url, Some(AzureDevOps)).expect(url);
+            assert_eq!(r.host, "tfs.acme.local");
+            assert_eq!(r.path, path);
+            assert_eq!(r.collection.as_deref(), Some(collection));
+            assert_eq!(r.default_api_url(), api);
+        }
+        let r = parse_remote(
+            "https://tfs.acme.local/tfs/DefaultCollection/Data/_git/dbt",
+            Some(AzureDevOps),
+        )
+        .unwrap();
+        assert_eq!(
+            r.web_url(),
+            "https://tfs.acme.local/tfs/DefaultCollection/Data/_git/dbt"
+        );
+        // Not enough of a path to name a collection.
+        assert_eq!(
+            parse_remote("https://tfs.acme.local/Data/_git/dbt", Some(AzureDevOps)),
+            None
+        );
     }
 
     #[test]
