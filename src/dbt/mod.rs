@@ -44,14 +44,26 @@ pub async fn locate(configured: Option<PathBuf>) -> Result<PathBuf> {
     Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
 }
 
-/// Variables dbt never needs and must never see.
-const WITHHELD: &[&str] = &[
-    "SLACK_APP_TOKEN",
-    "SLACK_BOT_TOKEN",
-    "SELFHEAL_GITHUB_TOKEN",
-    "GITHUB_TOKEN",
-    "GH_TOKEN",
-];
+/// Whether dbt must not see the variable `name`: selfheal's own settings
+/// and Slack's (every token the bot holds among them: forges, schedulers,
+/// models), and the usual names of forge and model vendors' tokens. dbt
+/// still gets everything else, the warehouse's credentials included.
+fn withheld(name: &str) -> bool {
+    const TOKENS: &[&str] = &[
+        "GITHUB_TOKEN",
+        "GH_TOKEN",
+        "GITLAB_TOKEN",
+        "GL_TOKEN",
+        "GITEA_TOKEN",
+        "BITBUCKET_TOKEN",
+        "AZURE_DEVOPS_EXT_PAT",
+        "SYSTEM_ACCESSTOKEN",
+        "OPENAI_API_KEY",
+        "ANTHROPIC_API_KEY",
+    ];
+    const PREFIXES: &[&str] = &["SELFHEAL_", "SLACK_", "PARADIME_API_", "DBT_CLOUD_API_"];
+    PREFIXES.iter().any(|p| name.starts_with(p)) || TOKENS.contains(&name)
+}
 
 /// How to run dbt.
 #[derive(Debug, Clone)]
@@ -114,8 +126,10 @@ impl Dbt {
             .kill_on_drop(true)
             .env("DBT_SEND_ANONYMOUS_USAGE_STATS", "false")
             .env("DO_NOT_TRACK", "1");
-        for name in WITHHELD {
-            cmd.env_remove(name);
+        for (name, _) in std::env::vars_os() {
+            if name.to_str().is_some_and(withheld) {
+                cmd.env_remove(name);
+            }
         }
         cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         let mut child = cmd
@@ -240,6 +254,32 @@ pub fn strip_timestamp(line: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dbt_sees_the_warehouse_and_none_of_the_bots_tokens() {
+        for name in [
+            "SLACK_BOT_TOKEN",
+            "SELFHEAL_GITHUB_TOKEN",
+            "SELFHEAL_GITLAB_TOKEN",
+            "SELFHEAL_AZURE_DEVOPS_TOKEN",
+            "SELFHEAL_LLM_API_KEY_ENV",
+            "PARADIME_API_SECRET",
+            "DBT_CLOUD_API_TOKEN",
+            "GITHUB_TOKEN",
+            "OPENAI_API_KEY",
+        ] {
+            assert!(withheld(name), "{name}");
+        }
+        for name in [
+            "PATH",
+            "HOME",
+            "DBT_ENV_SECRET_PASSWORD",
+            "SNOWFLAKE_PASSWORD",
+            "DBT_PROFILES_DIR",
+        ] {
+            assert!(!withheld(name), "{name}");
+        }
+    }
 
     #[test]
     fn colours_are_stripped() {
