@@ -108,6 +108,7 @@ pub async fn run_fix(opts: FixOptions, shutdown: CancellationToken) -> Result<St
         healing: Arc::new(crate::app::healing(&settings)?),
         controls: Controls::default(),
         caps: Caps::default(),
+        metrics: Arc::default(),
     };
     sink.say(&format!(
         "🦖 Healing run {run_id} of {} with {} (repository {})\n",

@@ -25,6 +25,8 @@
 //! - [`notify`]: `selfheal notify` — stores a dbt Core run's artifacts and posts its failure notification.
 //! - [`transcript`]: `selfheal session show` — a session's transcript (prompt, model exchanges, outcome, cost).
 //! - [`app`]: wires the parts together and runs until shut down.
+//! - [`metrics`]: the bot's counters and histograms, and their Prometheus text (pure).
+//! - [`service`]: `SELFHEAL_HTTP_ADDR` — `/healthz`, `/readyz` and `/metrics` over hyper.
 //! - [`parts`]: the parts the app and the slash commands share (config, store, Slack gateway, channels).
 //! - `demo` (feature `demo`): the demo world (project, origin, scheduler, fakes) behind `selfheal demo` and the end-to-end tests.
 //! - `bench` (feature `demo`): `selfheal bench` — the release binary measured against the local Slack fake.
@@ -52,11 +54,13 @@ pub mod drill;
 pub mod fix;
 pub mod forge;
 pub mod http;
+pub mod metrics;
 pub mod notify;
 pub mod parts;
 pub mod recognize;
 pub mod redact;
 pub mod runlog;
+pub mod service;
 pub mod session;
 pub mod slack;
 pub mod store;

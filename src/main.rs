@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use selfheal::config::settings::{SELFHEAL_DB, SELFHEAL_LOG};
+use selfheal::config::settings::{LogFormat, SELFHEAL_DB, SELFHEAL_LOG, SELFHEAL_LOG_FORMAT};
 use tokio_util::sync::CancellationToken;
 use tracing::error;
 
@@ -163,15 +163,27 @@ fn main() -> ExitCode {
         | Command::Session { .. } => "warn",
         _ => SELFHEAL_LOG.default_text(),
     };
-    tracing_subscriber::fmt()
+    let format = match SELFHEAL_LOG_FORMAT.from_process_env() {
+        Ok(format) => format.unwrap_or(LogFormat::Text),
+        Err(e) => {
+            eprintln!("selfheal: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env(SELFHEAL_LOG.name())
                 .unwrap_or_else(|_| default_log.into()),
         )
-        .with_writer(std::io::stderr)
+        .with_writer(std::io::stderr);
+    match format {
+        // One JSON object per line, for a log collector.
+        LogFormat::Json => logs.json().init(),
         // Colour codes only for a person at a terminal, never into a log file.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        LogFormat::Text => logs
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+    }
 
     // The demo brings its own world and needs no configuration.
     #[cfg(feature = "demo")]

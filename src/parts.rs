@@ -6,9 +6,12 @@
 //! `/selfheal` command context, instead of each cloning each part. Building
 //! and holding only: nothing here does IO.
 
+use std::sync::Arc;
+
 use tokio::sync::Notify;
 
 use crate::config::Config;
+use crate::metrics::Metrics;
 use crate::slack::channels::Channels;
 use crate::slack::web::SlackWeb;
 use crate::store::Store;
@@ -24,6 +27,9 @@ pub struct Parts {
     pub channels: Channels,
     /// Signalled by [`Parts::changed`]; the Home tab task waits on it.
     pub changes: Notify,
+    /// What `/metrics` shows; the Slack gateway, the listener and the
+    /// sessions count into it.
+    pub metrics: Arc<Metrics>,
 }
 
 impl Parts {

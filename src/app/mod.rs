@@ -88,10 +88,14 @@ impl App {
     /// sessions a previous process left unfinished.
     pub async fn build(cfg: Config, shutdown: CancellationToken) -> Result<Arc<App>> {
         let store = crate::store::Store::open(&cfg.db_path)?;
+        let metrics = Arc::new(crate::metrics::Metrics::default());
         let web = SlackWeb::connect(
             &cfg.slack.api_url,
             cfg.slack.bot_token.expose(),
-            WebSettings::from_config(&cfg),
+            WebSettings {
+                metrics: metrics.clone(),
+                ..WebSettings::from_config(&cfg)
+            },
         )?;
         let me = match web.auth_test().await {
             Ok(me) => me,
@@ -141,6 +145,7 @@ impl App {
             healing: Arc::new(healing(&cfg.heal)?),
             controls: Controls::default(),
             caps: Caps::new(cfg.max_sessions, cfg.max_sessions_per_schedule),
+            metrics: metrics.clone(),
         };
         let parts = Arc::new(Parts {
             cfg,
@@ -148,6 +153,7 @@ impl App {
             web,
             channels,
             changes: tokio::sync::Notify::new(),
+            metrics,
         });
         let app = Arc::new(App {
             commands: CommandContext::new(parts.clone()),
@@ -175,10 +181,19 @@ impl App {
                 connections: 2,
                 reconnect_secs: 3,
                 ping_secs: cfg.socket_ping.as_secs(),
+                metrics: self.parts.metrics.clone(),
             },
             tx,
         )
         .await?;
+        if let Some(addr) = cfg.http_addr {
+            let service = crate::service::Service {
+                metrics: self.parts.metrics.clone(),
+                store: self.parts.store.clone(),
+                caps: self.deps.caps.clone(),
+            };
+            crate::service::start(addr, service, &self.tasks, self.shutdown.clone()).await?;
+        }
         // Only a forge with an API can say whether a pull request was merged.
         if self.deps.healing.forge.has_api() {
             self.tasks.spawn(self.clone().watch_prs());

@@ -163,6 +163,9 @@ impl App {
         } else {
             self.recognizer.recognize(msg)
         };
+        if failure.is_some() {
+            self.parts.metrics.failures_recognised.inc();
+        }
         let Some(failure) = failure else {
             let passed = if self.recognizer.is_mine(msg) {
                 is_notify_post(msg)

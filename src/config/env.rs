@@ -96,6 +96,9 @@ pub struct Config {
     pub rerun_interrupted: bool,
     /// How often the pull requests selfheal opened are asked about.
     pub pr_poll: PrPoll,
+    /// [`SELFHEAL_HTTP_ADDR`]: where health, readiness and metrics are
+    /// served, if anywhere.
+    pub http_addr: Option<std::net::SocketAddr>,
 }
 
 /// How often selfheal asks the forge about a pull request it opened: `first`,
@@ -295,6 +298,7 @@ impl Config {
         let max_sessions = vars.value(&SELFHEAL_MAX_SESSIONS);
         let max_sessions_per_schedule = vars.value(&SELFHEAL_MAX_SESSIONS_PER_SCHEDULE);
         let rerun_interrupted = vars.value(&SELFHEAL_ON_RESTART);
+        let http_addr = vars.get(&SELFHEAL_HTTP_ADDR);
         let pr_poll_first = vars
             .value(&SELFHEAL_PR_POLL_SECS)
             .max(Duration::from_secs(1));
@@ -379,6 +383,7 @@ impl Config {
             admins,
             rerun_interrupted,
             pr_poll,
+            http_addr,
             heal,
         };
         problems.extend(config.check_agents());

@@ -10,6 +10,7 @@
 //! Each declaration's Rust name is the variable's name. The order is the
 //! order of `.env.example`; a section's settings stay together.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -607,6 +608,22 @@ settings! {
         example: "",
         parse: text,
     }
+    SELFHEAL_LOG_FORMAT: LogFormat {
+        section: Logging,
+        unset: Use("text"),
+        doc: "`text` (lines for people) or `json` (one JSON object per line, for a log collector)",
+        comment: "",
+        example: "",
+        parse: log_format,
+    }
+    SELFHEAL_HTTP_ADDR: SocketAddr {
+        section: Logging,
+        unset: Off,
+        doc: "address `selfheal run` serves `GET /healthz`, `/readyz` and `/metrics` (Prometheus) on (see [Run as a service](#run-as-a-service))",
+        comment: "Where `selfheal run` serves GET /healthz (up), /readyz (Slack connected and the store answering) and /metrics (Prometheus text format). Keep it on a private interface.",
+        example: "127.0.0.1:9090",
+        parse: socket_addr,
+    }
 
     SELFHEAL_PR_POLL_SECS: Duration {
         section: PullRequests,
@@ -777,6 +794,28 @@ fn rerun(value: &str) -> Result<bool, String> {
         "report" => Ok(false),
         other => Err(format!("'{other}' is neither 'rerun' nor 'report'")),
     }
+}
+
+/// How the logs are written (`SELFHEAL_LOG_FORMAT`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+fn log_format(value: &str) -> Result<LogFormat, String> {
+    match value {
+        "text" => Ok(LogFormat::Text),
+        "json" => Ok(LogFormat::Json),
+        other => Err(format!("'{other}' is neither 'text' nor 'json'")),
+    }
+}
+
+/// `host:port`, an IP address and a port (no name lookup: the bot binds it).
+fn socket_addr(value: &str) -> Result<SocketAddr, String> {
+    value
+        .parse()
+        .map_err(|_| format!("'{value}' is not an address like 127.0.0.1:9090"))
 }
 
 #[cfg(test)]

@@ -18,6 +18,8 @@ pub struct Caps {
     pub(super) global_limit: usize,
     schedules:
         Arc<std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Semaphore>>>>,
+    /// Sessions waiting in [`Caps::acquire`] (the queued gauge).
+    waiting: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// The permits a running session holds (global, per schedule). They are
@@ -34,7 +36,18 @@ impl Caps {
             per_schedule: per_schedule.max(1),
             global_limit: global.max(1),
             schedules: Arc::default(),
+            waiting: Arc::default(),
         }
+    }
+
+    /// Sessions holding a slot now.
+    pub fn running(&self) -> usize {
+        self.global_limit - self.global.available_permits().min(self.global_limit)
+    }
+
+    /// Sessions waiting for a slot now.
+    pub fn queued(&self) -> usize {
+        self.waiting.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     fn schedule(&self, name: &str) -> Arc<tokio::sync::Semaphore> {
@@ -53,6 +66,7 @@ impl Caps {
     }
 
     pub(super) async fn acquire(&self, schedule: &str) -> Slot {
+        let _queued = Waiting::new(&self.waiting);
         // Per schedule first, so a busy schedule does not hold global slots while it waits.
         let own = self
             .schedule(schedule)
@@ -66,6 +80,23 @@ impl Caps {
             .await
             .expect("the semaphore is never closed");
         Slot(own, global)
+    }
+}
+
+/// Counts a waiting session until it is dropped (also when its wait is
+/// cancelled).
+struct Waiting<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    fn new(count: &'a std::sync::atomic::AtomicUsize) -> Waiting<'a> {
+        count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Waiting(count)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
 

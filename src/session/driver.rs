@@ -59,6 +59,8 @@ pub struct Deps {
     pub controls: Controls,
     /// Limits on concurrent sessions, global and per schedule.
     pub caps: Caps,
+    /// Where session ends and agent and verification times are counted.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// The parts of real healing: run logs, the repository, dbt and the forge.
@@ -115,6 +117,7 @@ pub async fn drive(deps: Deps, start: Start, shutdown: CancellationToken) {
     if let Err(e) = result {
         error!(session = id.0, error = ?e, "healing session failed");
         let ending = Ending::internal_error();
+        deps.metrics.sessions_ended.inc(ending.status().as_str());
         if let Ok(true) = deps
             .store
             .finish(id.0, ending.status(), Some(ending.summary()), None)
@@ -163,6 +166,8 @@ struct RunningAgent {
     running: Running,
     deadline: Instant,
     limit: Duration,
+    /// For the agent duration metric, observed when it exits.
+    started: Instant,
 }
 
 impl<'a> Session<'a> {
@@ -282,6 +287,7 @@ impl<'a> Session<'a> {
                         Some(ending.summary()),
                         pr_url.as_deref(),
                     )?;
+                    deps.metrics.sessions_ended.inc(ending.status().as_str());
                     info!(
                         session = id.0,
                         status = ending.status().as_str(),
@@ -382,10 +388,16 @@ impl<'a> Session<'a> {
                     .collect(),
                 Some(Output::Event(event)) => vec![Input::Agent(event.map_text(|t| redactor.redact(t)))],
                 Some(Output::Stderr(line)) => vec![Input::Stderr(redactor.redact(&line))],
-                Some(Output::Exited { code }) => vec![Input::Exited { code }],
+                Some(Output::Exited { code }) => {
+                    deps.metrics.agent_seconds.observe(agent.started.elapsed());
+                    vec![Input::Exited { code }]
+                }
                 // The supervisor always reports the exit before closing; a
                 // closed channel without it means the agent vanished.
-                None => vec![Input::Exited { code: None }],
+                None => {
+                    deps.metrics.agent_seconds.observe(agent.started.elapsed());
+                    vec![Input::Exited { code: None }]
+                }
             },
             Some(control) = controls.recv() => match control {
                 Control::Stop { user } => vec![Input::Stop { by: user }],
@@ -874,6 +886,7 @@ impl<'a> Session<'a> {
                     running: started.running,
                     deadline: Instant::now() + started.limit,
                     limit: started.limit,
+                    started: Instant::now(),
                 });
                 Input::AgentStarted
             }
@@ -903,6 +916,7 @@ impl<'a> Session<'a> {
         let project = self.project_dir().context("no project directory")?;
         let iso = self.isolation.as_ref().context("dbt was not prepared")?;
         let t0 = std::time::Instant::now();
+        let _timer = self.deps.metrics.verification_seconds.start();
         let verified = self.dbt().run(&project, &self.verify_args).await;
         let took_secs = t0.elapsed().as_secs_f64();
         let (passed, output) = match verified {

@@ -18,11 +18,13 @@ use tracing::{debug, info, warn};
 
 use super::web::{connector, Connector};
 use super::{ActionRequest, CommandReply, CommandRequest, Inbound, ShortcutRequest, Surface};
+use crate::metrics::Metrics;
 use crate::recognize::InboundMessage;
 
-/// The queue handle the callbacks push into (stored as slack-morphism user state).
+/// The queue handle the callbacks push into, and the metrics they count in
+/// (stored as slack-morphism user state).
 #[derive(Clone)]
-struct Queue(mpsc::UnboundedSender<Inbound>);
+struct Queue(mpsc::UnboundedSender<Inbound>, Arc<Metrics>);
 
 /// A running listener on its own thread; [`Listener::shutdown`] (or dropping
 /// it) closes its connections and ends the thread.
@@ -42,6 +44,9 @@ pub struct SocketSettings {
     /// Ping interval; after five intervals without a pong the connection is
     /// treated as dead and replaced.
     pub ping_secs: u64,
+    /// Envelopes and ack times are counted here, and whether the
+    /// connection is up is kept here.
+    pub metrics: Arc<Metrics>,
 }
 
 impl Listener {
@@ -127,7 +132,7 @@ async fn listen(
     let env = Arc::new(
         SlackClientEventsListenerEnvironment::new(client)
             .with_error_handler(on_error)
-            .with_user_state(Queue(tx)),
+            .with_user_state(Queue(tx, settings.metrics.clone())),
     );
     let config = SlackClientSocketModeConfig::new()
         .with_max_connections_count(settings.connections.max(1))
@@ -155,6 +160,24 @@ async fn enqueue(states: &SlackClientEventsUserState, inbound: Inbound) {
     }
 }
 
+/// Counts an envelope of `kind` and, until the returned guard drops at the
+/// end of the callback (when slack-morphism acks it), times its ack.
+async fn arrived(states: &SlackClientEventsUserState, kind: &str) -> Option<AckTimer> {
+    let guard = states.read().await;
+    let metrics = guard.get_user_state::<Queue>()?.1.clone();
+    metrics.envelopes.inc(kind);
+    Some(AckTimer(metrics, std::time::Instant::now()))
+}
+
+/// See [`arrived`].
+struct AckTimer(Arc<Metrics>, std::time::Instant);
+
+impl Drop for AckTimer {
+    fn drop(&mut self) {
+        self.0.ack_seconds.observe(self.1.elapsed());
+    }
+}
+
 /// Generic because slack-morphism does not export the hello event's type.
 async fn on_hello<E: std::fmt::Debug>(
     event: E,
@@ -162,6 +185,9 @@ async fn on_hello<E: std::fmt::Debug>(
     states: SlackClientEventsUserState,
 ) {
     info!(hello = ?event, "connected to Slack (Socket Mode)");
+    if let Some(queue) = states.read().await.get_user_state::<Queue>() {
+        queue.1.set_slack_connected(true);
+    }
     disable_nagle();
     enqueue(&states, Inbound::Hello).await;
 }
@@ -209,6 +235,7 @@ async fn on_push(
     _client: Arc<SlackClient<Connector>>,
     states: SlackClientEventsUserState,
 ) -> UserCallbackResult<()> {
+    let _ack = arrived(&states, "events_api").await;
     if let Some(inbound) = push_inbound(&event) {
         enqueue(&states, inbound).await;
     }
@@ -249,6 +276,7 @@ async fn on_command(
     _client: Arc<SlackClient<Connector>>,
     states: SlackClientEventsUserState,
 ) -> UserCallbackResult<SlackCommandEventResponse> {
+    let _ack = arrived(&states, "slash_commands").await;
     debug!(command = %event.command, "slash command received");
     let (tx, rx) = tokio::sync::oneshot::channel();
     let request = CommandRequest {
@@ -275,6 +303,7 @@ async fn on_interaction(
     _client: Arc<SlackClient<Connector>>,
     states: SlackClientEventsUserState,
 ) -> UserCallbackResult<()> {
+    let _ack = arrived(&states, "interactive").await;
     for inbound in interaction_inbound(&event) {
         enqueue(&states, inbound).await;
     }
@@ -347,9 +376,21 @@ fn interaction_inbound(event: &SlackInteractionEvent) -> Vec<Inbound> {
 fn on_error(
     err: Box<dyn std::error::Error + Send + Sync>,
     _client: Arc<SlackClient<Connector>>,
-    _states: SlackClientEventsUserState,
+    states: SlackClientEventsUserState,
 ) -> HttpStatusCode {
     warn!(error = %err, "skipped a Slack payload or connection error");
+    // A connection error (not a payload slack-morphism could not read) means
+    // the connection is down until the next `hello`. This callback is not
+    // async, so the state is only looked at if no one is writing it.
+    let connection_lost = matches!(
+        err.downcast_ref::<slack_morphism::errors::SlackClientError>(),
+        Some(slack_morphism::errors::SlackClientError::SocketModeProtocolError(_))
+    );
+    if let (true, Ok(state)) = (connection_lost, states.try_read()) {
+        if let Some(queue) = state.get_user_state::<Queue>() {
+            queue.1.set_slack_connected(false);
+        }
+    }
     HttpStatusCode::OK
 }
 

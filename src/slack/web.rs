@@ -57,6 +57,8 @@ pub struct WebSettings {
     pub max_attempts: u32,
     /// Attempts for a call that keeps getting 429.
     pub max_rate_limited_attempts: u32,
+    /// Where 429s and call latencies are counted.
+    pub metrics: std::sync::Arc<crate::metrics::Metrics>,
 }
 
 impl WebSettings {
@@ -67,6 +69,7 @@ impl WebSettings {
             timeout: cfg.api_timeout,
             max_attempts: 3,
             max_rate_limited_attempts: 5,
+            metrics: Default::default(),
         }
     }
 }
@@ -474,7 +477,9 @@ impl SlackWeb {
         let mut transient_failures = 0;
         let mut rate_limited = 0;
         loop {
+            let timer = self.settings.metrics.slack_call_seconds.start();
             let outcome = tokio::time::timeout(self.settings.timeout, op()).await;
+            drop(timer);
             let err = match outcome {
                 Ok(Ok(value)) => return Ok(value),
                 Ok(Err(err)) => classify(err),
@@ -482,6 +487,7 @@ impl SlackWeb {
             };
             match err {
                 SlackError::RateLimited { retry_after } => {
+                    self.settings.metrics.slack_rate_limited.inc();
                     rate_limited += 1;
                     if rate_limited >= self.settings.max_rate_limited_attempts {
                         return Err(SlackError::RateLimited { retry_after });

@@ -112,6 +112,13 @@ impl Store {
         format!("{}#{session_id}", self.name)
     }
 
+    /// Whether the database answers a trivial query (readiness).
+    pub fn ping(&self) -> Result<()> {
+        self.with_conn("asking the database a trivial query", |c| {
+            c.query_row("SELECT 1", [], |_| Ok(()))
+        })
+    }
+
     /// Runs one query (or one single-statement write) under the lock. `what`
     /// says what was being done, lower case, for the error's context.
     fn with_conn<T>(

@@ -21,4 +21,5 @@ mod ignoring;
 mod layouts;
 mod llm;
 mod resilience;
+mod service;
 mod shortcut;
