@@ -11,8 +11,8 @@
 
 mod agent;
 mod event;
-mod forge;
 mod failure;
+mod forge;
 mod ids;
 mod pr;
 mod secret;
@@ -20,8 +20,8 @@ mod session;
 
 pub use agent::{AgentEvent, Outcome, ToolPolicy};
 pub use event::EventKind;
-pub use forge::{ForgeKind, PrOptions};
 pub use failure::{FailureClass, Mission};
+pub use forge::{ForgeKind, PrOptions};
 pub use ids::{Place, SessionId, Thread};
 pub use pr::PrState;
 pub use secret::Secret;

@@ -3,8 +3,8 @@
 
 mod bad_input;
 mod check;
-mod closing;
 mod cli;
+mod closing;
 mod commands;
 mod commands_slash;
 mod controls;

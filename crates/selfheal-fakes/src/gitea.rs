@@ -49,10 +49,10 @@ use axum::http::{HeaderValue, Method, StatusCode};
 use axum::response::Response;
 use serde_json::{json, Value};
 
-use crate::server::{fake_sha, rfc3339};
 use crate::server::{
     self, AuthSeen, Credentials, Gate, HttpFake, RecordedRequest, Request, Shared,
 };
+use crate::server::{fake_sha, rfc3339};
 
 /// Gitea's `MAX_RESPONSE_ITEMS` default: no page is longer, whatever is asked.
 const DEFAULT_MAX_PAGE: usize = 50;
