@@ -25,7 +25,7 @@ use crate::slack::render::escape;
 use crate::slack::web::{SlackWeb, WebSettings};
 
 /// The `block_id` of the context block every notification carries.
-pub const BLOCK_ID: &str = "selfheal-notify";
+pub const BLOCK_ID: &str = crate::recognize::NOTIFY_BLOCK_ID;
 
 /// How many failing nodes a notification names.
 const NODES_SHOWN: usize = 5;

@@ -77,6 +77,20 @@ pub struct Failure {
     pub run_id: String,
 }
 
+/// The `block_id` of the context block every `selfheal notify` post
+/// carries: how the bot tells a notification it may heal from its own
+/// chatter when both post with the same token.
+pub const NOTIFY_BLOCK_ID: &str = "selfheal-notify";
+
+/// A fresh post of `selfheal notify` (edits of it are still ignored).
+fn is_notify_post(msg: &InboundMessage) -> bool {
+    !msg.edited
+        && msg
+            .blocks
+            .iter()
+            .any(|b| b.get("block_id").and_then(Value::as_str) == Some(NOTIFY_BLOCK_ID))
+}
+
 /// "Schedule S passed in run N".
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Passed {
@@ -150,8 +164,13 @@ impl Recognizer {
     /// Sender rules: a fresh post by a notifier bot, never by a person,
     /// never by selfheal itself, never an edit.
     fn is_from_notifier(&self, msg: &InboundMessage) -> bool {
-        if self.is_mine(msg) || msg.edited {
+        if msg.edited {
             return false;
+        }
+        // selfheal's own messages are never notifications, except the ones
+        // `selfheal notify` posts for dbt Core users with the bot's token.
+        if self.is_mine(msg) {
+            return is_notify_post(msg);
         }
         // Only fresh top-level posts and thread broadcasts count; every other subtype is an
         // edit, a deletion or housekeeping.
@@ -256,7 +275,10 @@ impl Recognizer {
     /// counts: a person pointing at a message means what it says now.
     pub fn explain(&self, msg: &InboundMessage) -> Result<Failure, Unrecognized> {
         if self.is_mine(msg) {
-            return Err(Unrecognized::Mine);
+            return match is_notify_post(msg) {
+                true => self.explain_content(msg),
+                false => Err(Unrecognized::Mine),
+            };
         }
         let is_classic_bot = msg.subtype.as_deref() == Some("bot_message");
         if non_empty(&msg.bot_id).is_none() && !is_classic_bot {
@@ -936,6 +958,28 @@ mod tests {
             allow(&["B0OTHER"]).recognize_pass(&app_bot("✅ hourly_marts passed (run 1)")),
             None
         );
+    }
+
+    #[test]
+    fn selfheals_own_posts_count_only_when_selfheal_notify_posted_them() {
+        let notify = |text: &str, edited: bool| {
+            let mut m = app_bot(text);
+            m.bot_id = Some("B0SELF".into());
+            m.edited = edited;
+            m.blocks = vec![json!({"type": "context", "block_id": NOTIFY_BLOCK_ID})];
+            m
+        };
+        let failed = "❌ hourly_marts failed (run 9)";
+        let passed = "✅ hourly_marts passed (run 10)";
+        assert!(rec().recognize(&notify(failed, false)).is_some());
+        assert!(rec().recognize_pass(&notify(passed, false)).is_some());
+        assert!(rec().explain(&notify(failed, false)).is_ok());
+        // An edit of it, or selfheal's other messages, never.
+        assert_eq!(rec().recognize(&notify(failed, true)), None);
+        let mut chatter = notify(failed, false);
+        chatter.blocks.clear();
+        assert_eq!(rec().recognize(&chatter), None);
+        assert_eq!(rec().explain(&chatter), Err(Unrecognized::Mine));
     }
 
     fn human(text: &str) -> InboundMessage {

@@ -154,27 +154,12 @@ impl App {
     /// A message is a failure notification or, maybe, a person in a thread.
     async fn on_message(self: &Arc<Self>, event_id: &str, msg: &InboundMessage) -> Result<()> {
         // Recognition is pure and cheap, so ordinary chatter costs no store write.
-        // selfheal's own messages are never notifications, except the ones
-        // `selfheal notify` posts for dbt Core users (marked by their block id).
-        let failure = if self.recognizer.is_mine(msg) {
-            is_notify_post(msg)
-                .then(|| self.recognizer.recognize_content(msg))
-                .flatten()
-        } else {
-            self.recognizer.recognize(msg)
-        };
+        let failure = self.recognizer.recognize(msg);
         if failure.is_some() {
             self.parts.metrics.failures_recognised.inc();
         }
         let Some(failure) = failure else {
-            let passed = if self.recognizer.is_mine(msg) {
-                is_notify_post(msg)
-                    .then(|| self.recognizer.recognize_pass_content(msg))
-                    .flatten()
-            } else {
-                self.recognizer.recognize_pass(msg)
-            };
-            return match passed {
+            return match self.recognizer.recognize_pass(msg) {
                 Some(p) if self.parts.store.first_sight_of_event(event_id)? => {
                     self.on_pass(&p).await
                 }
@@ -189,16 +174,6 @@ impl App {
         let text = crate::recognize::message_text(msg);
         self.on_failure(failure, &msg.channel, &msg.ts, &text).await
     }
-}
-
-/// True for a failure notification posted by `selfheal notify` (with the bot's
-/// own token): it carries a block with this id, which no other selfheal
-/// message has. Edits of it are still ignored.
-pub(super) fn is_notify_post(msg: &InboundMessage) -> bool {
-    !msg.edited
-        && msg.blocks.iter().any(|b| {
-            b.get("block_id").and_then(serde_json::Value::as_str) == Some(crate::notify::BLOCK_ID)
-        })
 }
 
 /// Hands memory freed since start-up (config parsing, TLS roots, the first

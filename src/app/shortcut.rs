@@ -10,7 +10,7 @@ use anyhow::Result;
 use tracing::{debug, info};
 
 use super::policy::{decide, Decision, Moment, Shortcut};
-use super::{nothing_to_do, router, App};
+use super::{nothing_to_do, App};
 use crate::slack::{render, ShortcutRequest};
 
 impl App {
@@ -22,11 +22,7 @@ impl App {
         let msg = &s.message;
         // selfheal's own messages are never failures, but for the ones
         // `selfheal notify` posts, as with automatic healing.
-        let recognized = if self.recognizer.is_mine(msg) && router::is_notify_post(msg) {
-            self.recognizer.explain_content(msg)
-        } else {
-            self.recognizer.explain(msg)
-        };
+        let recognized = self.recognizer.explain(msg);
         let store = &self.parts.store;
         let session = match &recognized {
             Ok(f) => store.session_for_failure(&f.schedule, &f.run_id)?,
