@@ -46,15 +46,22 @@ impl App {
     /// A success notification: the schedule passed again, which closes the
     /// loop in the threads of its failures.
     pub(super) async fn on_pass(&self, p: &Passed) -> Result<()> {
-        let closer = Closer {
+        let told = self
+            .closer()
+            .schedule_passed(&p.schedule, &p.run_id)
+            .await?;
+        debug!(schedule = %p.schedule, run_id = %p.run_id, threads = told, "success notification");
+        Ok(())
+    }
+
+    /// What closes the loop when a schedule passes again, with the app's parts.
+    pub(super) fn closer(&self) -> Closer<'_> {
+        Closer {
             store: &self.parts.store,
             web: &self.parts.web,
             forge: &self.deps.healing.forge,
             redactor: &self.deps.redactor,
-        };
-        let told = closer.schedule_passed(&p.schedule, &p.run_id).await?;
-        debug!(schedule = %p.schedule, run_id = %p.run_id, threads = told, "success notification");
-        Ok(())
+        }
     }
 
     /// A failure notification arrived in `channel` at `ts`; `text` is its

@@ -7,7 +7,7 @@
 //! is still open and asks the scheduler for a later run of the same schedule
 //! (Paradime: by the schedule's `slug`) or job (dbt Cloud) that passed: one
 //! question per schedule with an open failure, one at a time. A pass closes
-//! the loop exactly as a success notification does ([`Closer`]), and the
+//! the loop exactly as a success notification does (`session::closing`), and the
 //! store's resolution claim makes whichever comes first the only one.
 
 use std::sync::Arc;
@@ -18,7 +18,6 @@ use tracing::{info, warn};
 
 use super::App;
 use crate::runlog::Source;
-use crate::session::closing::Closer;
 
 /// Failures older than this are not asked about any more.
 const HORIZON: chrono::Duration = chrono::Duration::days(7);
@@ -62,13 +61,7 @@ impl App {
                         continue;
                     }
                 };
-                let closer = Closer {
-                    store: &self.parts.store,
-                    web: &self.parts.web,
-                    forge: &self.deps.healing.forge,
-                    redactor: &self.deps.redactor,
-                };
-                if let Err(e) = closer.schedule_passed(&failure.schedule, &run).await {
+                if let Err(e) = self.closer().schedule_passed(&failure.schedule, &run).await {
                     warn!(schedule = %failure.schedule, error = format!("{e:#}"), "could not close the loop");
                 }
             }

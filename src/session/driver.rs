@@ -88,12 +88,10 @@ pub struct Start {
     pub followup: Option<FollowUp>,
 }
 
-/// Who re-runs a transient failure. One lives for one call, on the stack,
-/// so the size difference between its variants costs nothing.
-#[allow(clippy::large_enum_variant)]
+/// Who re-runs a transient failure.
 enum Rerunner<'a> {
     /// The scheduler, through its API.
-    Scheduler(runlog::Source),
+    Scheduler(&'a runlog::Source),
     /// `SELFHEAL_RETRY_COMMAND`.
     Command(&'a str),
 }
@@ -149,6 +147,9 @@ struct Session<'a> {
     /// The permits under the caps, once the session has them.
     slot: Option<Slot>,
     progress_ts: Option<String>,
+    /// The run-log source, built once (its HTTP client serves every poll
+    /// of a re-run), or why it could not be.
+    run_logs: Option<Result<runlog::Source, String>>,
     log: Option<RunLog>,
     signature: Option<String>,
     /// What kind of failure the run log shows.
@@ -203,6 +204,10 @@ impl<'a> Session<'a> {
             tick,
             slot: None,
             progress_ts: None,
+            run_logs: deps.healing.settings.run_log_source.as_ref().map(|s| {
+                runlog::Source::from_settings(s)
+                    .map_err(|e| deps.redactor.redact(&format!("{e:#}")))
+            }),
             log: None,
             signature: None,
             class: None,
@@ -470,18 +475,17 @@ impl<'a> Session<'a> {
     /// the error signature it shows.
     async fn read_run_log(&mut self) -> Result<LogRead> {
         let run_id = &self.start.run_id;
-        let fetched = match &self.deps.healing.settings.run_log_source {
-            Some(settings) => match runlog::Source::from_settings(settings) {
-                Ok(source) => source.fetch(run_id).await.map_err(Some),
-                Err(e) => Err(Some(e)),
-            },
+        let redact = |e: anyhow::Error| self.deps.redactor.redact(&format!("{e:#}"));
+        let fetched = match self.source() {
+            Some(Ok(source)) => source.fetch(run_id).await.map_err(|e| Some(redact(e))),
+            Some(Err(why)) => Err(Some(why)),
             None => Err(None),
         };
         let (log, unreadable) = match fetched {
             Ok(log) => (log, None),
             Err(why) => (
                 runlog::from_notification(run_id, &self.start.notification),
-                why.map(|e| self.deps.redactor.redact(&format!("{e:#}"))),
+                why,
             ),
         };
         let log = redact_log(&self.deps.redactor, log);
@@ -521,10 +525,12 @@ impl<'a> Session<'a> {
         Ok(read)
     }
 
-    /// The configured run-log source, when there is one.
-    fn source(&self) -> Option<Result<runlog::Source>> {
-        let settings = self.deps.healing.settings.run_log_source.as_ref()?;
-        Some(runlog::Source::from_settings(settings))
+    /// The configured run-log source, when there is one, or why it could
+    /// not be built (redacted).
+    fn source(&self) -> Option<Result<&runlog::Source, String>> {
+        self.run_logs
+            .as_ref()
+            .map(|r| r.as_ref().map_err(Clone::clone))
     }
 
     /// Asks the scheduler (or the retry command) to re-run the failed run,
@@ -538,10 +544,7 @@ impl<'a> Session<'a> {
         }
         // Who re-runs it: the scheduler's API, else the retry command.
         let rerunner = match (self.source(), &retries.command) {
-            (Some(Err(e)), _) => {
-                let why = deps.redactor.redact(&format!("{e:#}"));
-                return Ok(RetryAnswer::Refused(why));
-            }
+            (Some(Err(why)), _) => return Ok(RetryAnswer::Refused(why)),
             (Some(Ok(source)), _) if source.can_retry() => Rerunner::Scheduler(source),
             (_, Some(command)) => Rerunner::Command(command),
             (_, None) => return Ok(RetryAnswer::NoWay),
@@ -598,8 +601,7 @@ impl<'a> Session<'a> {
         let redact = |e: anyhow::Error| self.deps.redactor.redact(&format!("{e:#}"));
         let source = self
             .source()
-            .ok_or_else(|| "no run-log source is configured".to_string())?
-            .map_err(redact)?;
+            .ok_or_else(|| "no run-log source is configured".to_string())??;
         Ok(match source.run_state(run_id).await.map_err(redact)? {
             RunState::InProgress => RerunState::Running,
             RunState::Passed => RerunState::Passed,
