@@ -2,11 +2,12 @@
 //! the workspace-wide pause, and the audit log every change writes in the
 //! same transaction.
 
+use super::db::{params, Db, DbResult, OptionalExtension, Row};
 use anyhow::Result;
 use chrono::{DateTime, Utc};
-use rusqlite::{params, OptionalExtension, Row, Transaction};
 
-use super::{all, now, Store};
+use super::db::all;
+use super::{now, Store};
 
 /// A `/selfheal enable|disable` setting that beats the schedule's YAML until reset.
 #[derive(Debug, Clone, PartialEq)]
@@ -105,7 +106,7 @@ impl Store {
         self.with_conn("loading the pause switch", |c| {
             c.query_row(
                 "SELECT paused_by, paused_at FROM pause WHERE id = 1",
-                [],
+                &[],
                 |r| {
                     Ok(Pause {
                         paused_by: r.get(0)?,
@@ -123,11 +124,11 @@ impl Store {
         self.with_tx("switching the pause", |tx| {
             let n = if paused {
                 tx.execute(
-                    "INSERT OR IGNORE INTO pause(id, paused_by, paused_at) VALUES (1, ?1, ?2)",
+                    "INSERT INTO pause(id, paused_by, paused_at) VALUES (1, ?1, ?2) ON CONFLICT DO NOTHING",
                     params![by, now()],
                 )?
             } else {
-                tx.execute("DELETE FROM pause WHERE id = 1", [])?
+                tx.execute("DELETE FROM pause WHERE id = 1", &[])?
             };
             if n == 1 {
                 let (action, before, after) = if paused {
@@ -165,7 +166,7 @@ impl Store {
 }
 
 impl ScheduleOverride {
-    fn from_row(r: &Row<'_>) -> rusqlite::Result<ScheduleOverride> {
+    fn from_row(r: &Row) -> DbResult<ScheduleOverride> {
         Ok(ScheduleOverride {
             schedule: r.get(0)?,
             enabled: r.get(1)?,
@@ -179,13 +180,13 @@ impl ScheduleOverride {
 
 /// Writes one audit row inside the change's own transaction.
 fn audit(
-    tx: &Transaction<'_>,
+    tx: &Db<'_>,
     user_id: &str,
     action: &str,
     target: &str,
     before: &str,
     after: &str,
-) -> rusqlite::Result<()> {
+) -> DbResult<()> {
     tx.execute(
         "INSERT INTO audit_log(at, user_id, action, target, before, after) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         params![now(), user_id, action, target, before, after],
@@ -199,47 +200,48 @@ mod tests {
 
     #[test]
     fn overrides_pause_and_audit_round_trip() {
-        let store = Store::in_memory().unwrap();
-        assert_eq!(store.schedule_override("s").unwrap(), None);
-        let o = ScheduleOverride {
-            schedule: "s".into(),
-            enabled: false,
-            slack_channel: None,
-            agent_name: None,
-            changed_by: "U1".into(),
-            changed_at: Utc::now(),
-        };
-        store
-            .set_schedule_override(&o, "disable", "{}", "{}")
-            .unwrap();
-        let enabled = ScheduleOverride {
-            enabled: true,
-            agent_name: Some("a".into()),
-            ..o
-        };
-        store
-            .set_schedule_override(&enabled, "enable", "{}", "{}")
-            .unwrap();
-        let got = store.schedule_override("s").unwrap().unwrap();
-        assert!(got.enabled);
-        assert_eq!(got.agent_name.as_deref(), Some("a"));
-        assert!(store
-            .clear_schedule_override("s", "U1", "{}", "{}")
-            .unwrap());
-        assert!(!store
-            .clear_schedule_override("s", "U1", "{}", "{}")
-            .unwrap());
-        assert!(store.set_paused(true, "U2").unwrap());
-        assert!(!store.set_paused(true, "U2").unwrap());
-        assert_eq!(store.pause().unwrap().unwrap().paused_by, "U2");
-        assert!(store.set_paused(false, "U2").unwrap());
-        assert_eq!(store.pause().unwrap(), None);
-        let actions: Vec<_> = store
-            .audit_log(10)
-            .unwrap()
-            .into_iter()
-            .map(|a| a.action)
-            .collect();
-        assert_eq!(actions, ["resume", "pause", "reset", "enable", "disable"]);
+        for store in crate::store::testing::stores() {
+            assert_eq!(store.schedule_override("s").unwrap(), None);
+            let o = ScheduleOverride {
+                schedule: "s".into(),
+                enabled: false,
+                slack_channel: None,
+                agent_name: None,
+                changed_by: "U1".into(),
+                changed_at: Utc::now(),
+            };
+            store
+                .set_schedule_override(&o, "disable", "{}", "{}")
+                .unwrap();
+            let enabled = ScheduleOverride {
+                enabled: true,
+                agent_name: Some("a".into()),
+                ..o
+            };
+            store
+                .set_schedule_override(&enabled, "enable", "{}", "{}")
+                .unwrap();
+            let got = store.schedule_override("s").unwrap().unwrap();
+            assert!(got.enabled);
+            assert_eq!(got.agent_name.as_deref(), Some("a"));
+            assert!(store
+                .clear_schedule_override("s", "U1", "{}", "{}")
+                .unwrap());
+            assert!(!store
+                .clear_schedule_override("s", "U1", "{}", "{}")
+                .unwrap());
+            assert!(store.set_paused(true, "U2").unwrap());
+            assert!(!store.set_paused(true, "U2").unwrap());
+            assert_eq!(store.pause().unwrap().unwrap().paused_by, "U2");
+            assert!(store.set_paused(false, "U2").unwrap());
+            assert_eq!(store.pause().unwrap(), None);
+            let actions: Vec<_> = store
+                .audit_log(10)
+                .unwrap()
+                .into_iter()
+                .map(|a| a.action)
+                .collect();
+            assert_eq!(actions, ["resume", "pause", "reset", "enable", "disable"]);
+        }
     }
 }

@@ -1,10 +1,11 @@
 //! A session's event log: what it was told (prompt, run log) and what
 //! happened (milestones, notes), in order, for follow-ups and transcripts.
 
+use super::db::params;
 use anyhow::Result;
-use rusqlite::params;
 
-use super::{all, now, Store};
+use super::db::all;
+use super::{now, Store};
 
 /// One entry of a session's event log.
 #[derive(Debug, Clone, PartialEq)]
@@ -46,24 +47,24 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use crate::store::Claim;
 
     #[test]
     fn events_come_back_in_order_per_session() {
-        let store = Store::in_memory().unwrap();
-        let Claim::New(id) = store.claim_session("s", "1", "C", "1.0", "a").unwrap() else {
-            panic!("a new session")
-        };
-        store.add_event(id, "prompt", "fix it").unwrap();
-        store.add_event(id, "milestone", "🔍 reading").unwrap();
-        let kinds: Vec<String> = store
-            .events(id)
-            .unwrap()
-            .into_iter()
-            .map(|e| e.kind)
-            .collect();
-        assert_eq!(kinds, ["prompt", "milestone"]);
-        assert!(store.events(id + 1).unwrap().is_empty());
+        for store in crate::store::testing::stores() {
+            let Claim::New(id) = store.claim_session("s", "1", "C", "1.0", "a").unwrap() else {
+                panic!("a new session")
+            };
+            store.add_event(id, "prompt", "fix it").unwrap();
+            store.add_event(id, "milestone", "🔍 reading").unwrap();
+            let kinds: Vec<String> = store
+                .events(id)
+                .unwrap()
+                .into_iter()
+                .map(|e| e.kind)
+                .collect();
+            assert_eq!(kinds, ["prompt", "milestone"]);
+            assert!(store.events(id + 1).unwrap().is_empty());
+        }
     }
 }

@@ -2,11 +2,12 @@
 //! per request, with its tokens and cost: `selfheal session show` and the
 //! cost shown in `/selfheal history`.
 
+use super::db::params;
 use anyhow::Result;
 use chrono::{DateTime, Utc};
-use rusqlite::params;
 
-use super::{all, now, Store};
+use super::db::all;
+use super::{now, Store};
 
 /// One request an llm agent sent and what came back (both redacted).
 #[derive(Debug, Clone, PartialEq)]
@@ -74,8 +75,8 @@ impl Store {
                             request: r.get(2)?,
                             status: r.get(3)?,
                             response: r.get(4)?,
-                            prompt_tokens: r.get::<_, Option<i64>>(5)?.map(|n| n as u64),
-                            completion_tokens: r.get::<_, Option<i64>>(6)?.map(|n| n as u64),
+                            prompt_tokens: r.get::<Option<i64>>(5)?.map(|n| n as u64),
+                            completion_tokens: r.get::<Option<i64>>(6)?.map(|n| n as u64),
                             cost_usd: r.get(7)?,
                         },
                     })
@@ -103,30 +104,31 @@ mod tests {
 
     #[test]
     fn model_exchanges_are_kept_in_order_with_their_cost() {
-        let store = Store::in_memory().unwrap();
-        let Claim::New(id) = store.claim_session("s", "1", "C", "1.0", "a").unwrap() else {
-            panic!("a new session")
-        };
-        assert_eq!(store.session_cost(id).unwrap(), None);
-        let e = |turn, cost| Exchange {
-            turn,
-            request: format!("{{\"turn\":{turn}}}"),
-            status: 200,
-            response: "{}".into(),
-            prompt_tokens: Some(100),
-            completion_tokens: None,
-            cost_usd: cost,
-        };
-        store.add_exchange(id, &e(0, Some(0.25))).unwrap();
-        store.add_exchange(id, &e(1, None)).unwrap();
-        store.add_exchange(id, &e(2, Some(0.5))).unwrap();
-        let rows = store.exchanges(id).unwrap();
-        assert_eq!(
-            rows.iter().map(|r| r.exchange.turn).collect::<Vec<_>>(),
-            [0, 1, 2]
-        );
-        assert_eq!(rows[0].exchange, e(0, Some(0.25)));
-        assert_eq!(store.session_cost(id).unwrap(), Some(0.75));
-        assert!(store.exchanges(id + 1).unwrap().is_empty());
+        for store in crate::store::testing::stores() {
+            let Claim::New(id) = store.claim_session("s", "1", "C", "1.0", "a").unwrap() else {
+                panic!("a new session")
+            };
+            assert_eq!(store.session_cost(id).unwrap(), None);
+            let e = |turn, cost| Exchange {
+                turn,
+                request: format!("{{\"turn\":{turn}}}"),
+                status: 200,
+                response: "{}".into(),
+                prompt_tokens: Some(100),
+                completion_tokens: None,
+                cost_usd: cost,
+            };
+            store.add_exchange(id, &e(0, Some(0.25))).unwrap();
+            store.add_exchange(id, &e(1, None)).unwrap();
+            store.add_exchange(id, &e(2, Some(0.5))).unwrap();
+            let rows = store.exchanges(id).unwrap();
+            assert_eq!(
+                rows.iter().map(|r| r.exchange.turn).collect::<Vec<_>>(),
+                [0, 1, 2]
+            );
+            assert_eq!(rows[0].exchange, e(0, Some(0.25)));
+            assert_eq!(store.session_cost(id).unwrap(), Some(0.75));
+            assert!(store.exchanges(id + 1).unwrap().is_empty());
+        }
     }
 }

@@ -2,11 +2,12 @@
 //! per (schedule, run id), its sighting per channel, the courtesy pointer per
 //! channel, and the Slack event ids already handled.
 
+use super::db::{params, Db, DbResult, OptionalExtension, Row};
 use anyhow::Result;
 use chrono::{DateTime, Utc};
-use rusqlite::{params, OptionalExtension, Transaction};
 
-use super::{all, now, SessionRow, Store};
+use super::db::all;
+use super::{now, SessionRow, Store};
 use crate::recognize::Failure;
 
 /// A failure seen lately, for finishing the decisions a crash cut short.
@@ -30,7 +31,7 @@ impl Store {
     pub fn first_sight_of_event(&self, event_id: &str) -> Result<bool> {
         self.with_conn("recording a Slack event id", |c| {
             c.execute(
-                "INSERT OR IGNORE INTO seen_events(event_id, seen_at) VALUES (?1, ?2)",
+                "INSERT INTO seen_events(event_id, seen_at) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
                 params![event_id, now()],
             )
             .map(|n| n == 1)
@@ -49,7 +50,7 @@ impl Store {
         self.with_tx("recording a failure sighting", |tx| {
             let failure_id = ensure_failure(tx, schedule, run_id)?;
             tx.execute(
-                "INSERT OR IGNORE INTO sightings(failure_id, channel, ts, seen_at) VALUES (?1, ?2, ?3, ?4)",
+                "INSERT INTO sightings(failure_id, channel, ts, seen_at) VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
                 params![failure_id, channel, ts, now()],
             )
             .map(|n| n == 1)
@@ -107,7 +108,7 @@ impl Store {
         self.with_tx("claiming a courtesy pointer", |tx| {
             let failure_id = ensure_failure(tx, schedule, run_id)?;
             tx.execute(
-                "INSERT OR IGNORE INTO pointers(failure_id, channel, claimed_at) VALUES (?1, ?2, ?3)",
+                "INSERT INTO pointers(failure_id, channel, claimed_at) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
                 params![failure_id, channel, now()],
             )
             .map(|n| n == 1)
@@ -186,19 +187,15 @@ impl Store {
     /// How many failures were recorded (for tests and status).
     pub fn failure_count(&self) -> Result<i64> {
         self.with_conn("counting failures", |c| {
-            c.query_row("SELECT COUNT(*) FROM failures", [], |r| r.get(0))
+            c.query_row("SELECT COUNT(*) FROM failures", &[], |r| r.get(0))
         })
     }
 }
 
 /// The id of the failure row, inserted on first sight.
-pub(super) fn ensure_failure(
-    tx: &Transaction<'_>,
-    schedule: &str,
-    run_id: &str,
-) -> rusqlite::Result<i64> {
+pub(super) fn ensure_failure(tx: &Db<'_>, schedule: &str, run_id: &str) -> DbResult<i64> {
     tx.execute(
-        "INSERT OR IGNORE INTO failures(schedule, run_id, first_seen_at) VALUES (?1, ?2, ?3)",
+        "INSERT INTO failures(schedule, run_id, first_seen_at) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
         params![schedule, run_id, now()],
     )?;
     tx.query_row(
@@ -209,7 +206,7 @@ pub(super) fn ensure_failure(
 }
 
 /// A failure from the first two columns: schedule, run id.
-fn failure_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Failure> {
+fn failure_from_row(r: &Row) -> DbResult<Failure> {
     Ok(Failure {
         schedule: r.get(0)?,
         run_id: r.get(1)?,
@@ -222,56 +219,59 @@ mod tests {
 
     #[test]
     fn redelivered_events_and_repeated_sightings_are_recognised() {
-        let store = Store::in_memory().unwrap();
-        assert!(store.first_sight_of_event("Ev1").unwrap());
-        assert!(!store.first_sight_of_event("Ev1").unwrap());
-        assert!(store.record_sighting("s", "1", "C1", "1.0").unwrap());
-        assert!(!store.record_sighting("s", "1", "C1", "1.0").unwrap());
-        assert!(store.record_sighting("s", "1", "C2", "2.0").unwrap());
-        assert_eq!(
-            store.sighting("s", "1", "C2").unwrap().as_deref(),
-            Some("2.0")
-        );
-        assert_eq!(store.failure_count().unwrap(), 1);
+        for store in crate::store::testing::stores() {
+            assert!(store.first_sight_of_event("Ev1").unwrap());
+            assert!(!store.first_sight_of_event("Ev1").unwrap());
+            assert!(store.record_sighting("s", "1", "C1", "1.0").unwrap());
+            assert!(!store.record_sighting("s", "1", "C1", "1.0").unwrap());
+            assert!(store.record_sighting("s", "1", "C2", "2.0").unwrap());
+            assert_eq!(
+                store.sighting("s", "1", "C2").unwrap().as_deref(),
+                Some("2.0")
+            );
+            assert_eq!(store.failure_count().unwrap(), 1);
+        }
     }
 
     #[test]
     fn a_pointer_is_claimed_once_per_channel() {
-        let store = Store::in_memory().unwrap();
-        assert!(!store.pointer_claimed("s", "1", "C1").unwrap());
-        assert!(store.claim_pointer("s", "1", "C1").unwrap());
-        assert!(!store.claim_pointer("s", "1", "C1").unwrap());
-        assert!(store.pointer_claimed("s", "1", "C1").unwrap());
-        assert!(store.claim_pointer("s", "1", "C2").unwrap());
+        for store in crate::store::testing::stores() {
+            assert!(!store.pointer_claimed("s", "1", "C1").unwrap());
+            assert!(store.claim_pointer("s", "1", "C1").unwrap());
+            assert!(!store.claim_pointer("s", "1", "C1").unwrap());
+            assert!(store.pointer_claimed("s", "1", "C1").unwrap());
+            assert!(store.claim_pointer("s", "1", "C2").unwrap());
+        }
     }
 
     #[test]
     fn a_notification_names_its_failure_and_recent_failures_say_if_claimed() {
-        let store = Store::in_memory().unwrap();
-        store.record_sighting("s", "1", "C1", "1.0").unwrap();
-        store.record_sighting("s", "2", "C1", "2.0").unwrap();
-        store.claim_session("s", "2", "C1", "2.0", "a").unwrap();
-        let failure = |run: &str| Failure {
-            schedule: "s".into(),
-            run_id: run.into(),
-        };
-        assert_eq!(store.failure_at("C1", "2.0").unwrap(), Some(failure("2")));
-        assert_eq!(store.failure_at("C2", "2.0").unwrap(), None);
-        let hour_ago = Utc::now() - chrono::Duration::hours(1);
-        assert_eq!(
-            store.recent_failures(hour_ago).unwrap(),
-            [
-                RecentFailure {
-                    failure: failure("1"),
-                    session_claimed: false
-                },
-                RecentFailure {
-                    failure: failure("2"),
-                    session_claimed: true
-                },
-            ]
-        );
-        let later = Utc::now() + chrono::Duration::seconds(5);
-        assert!(store.recent_failures(later).unwrap().is_empty());
+        for store in crate::store::testing::stores() {
+            store.record_sighting("s", "1", "C1", "1.0").unwrap();
+            store.record_sighting("s", "2", "C1", "2.0").unwrap();
+            store.claim_session("s", "2", "C1", "2.0", "a").unwrap();
+            let failure = |run: &str| Failure {
+                schedule: "s".into(),
+                run_id: run.into(),
+            };
+            assert_eq!(store.failure_at("C1", "2.0").unwrap(), Some(failure("2")));
+            assert_eq!(store.failure_at("C2", "2.0").unwrap(), None);
+            let hour_ago = Utc::now() - chrono::Duration::hours(1);
+            assert_eq!(
+                store.recent_failures(hour_ago).unwrap(),
+                [
+                    RecentFailure {
+                        failure: failure("1"),
+                        session_claimed: false
+                    },
+                    RecentFailure {
+                        failure: failure("2"),
+                        session_claimed: true
+                    },
+                ]
+            );
+            let later = Utc::now() + chrono::Duration::seconds(5);
+            assert!(store.recent_failures(later).unwrap().is_empty());
+        }
     }
 }

@@ -33,19 +33,26 @@
 
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
-use rusqlite::{Connection, Row, Transaction};
+use rusqlite::Connection;
+use tokio::sync::broadcast;
 
 mod controls;
+pub(crate) mod db;
 mod events;
 mod exchanges;
 mod failures;
+mod fleet;
+mod pg;
 mod prs;
 mod retries;
 mod schema;
 mod sessions;
+
+use db::{Db, DbResult};
 
 pub use controls::{AuditEntry, Pause, ScheduleOverride};
 pub use events::EventRow;
@@ -62,14 +69,43 @@ pub use crate::domain::Status;
 /// Handle to the database; cheap to clone.
 #[derive(Clone)]
 pub struct Store {
-    conn: Arc<Mutex<Connection>>,
+    backend: Arc<Backend>,
     /// Names this database in agent process tags (see [`Store::session_tag`]).
     name: Arc<str>,
+    /// This process among the replicas sharing the database: the owner it
+    /// writes on the sessions it claims.
+    replica: Arc<str>,
+    /// How long a session's claim holds without a heartbeat.
+    lease: Duration,
+    /// What replicas publish (see [`Store::publish`]).
+    notices: broadcast::Sender<String>,
 }
 
+enum Backend {
+    /// One process owns the file; every call takes the connection's lock.
+    Sqlite(Mutex<Connection>),
+    Postgres(pg::Pg),
+}
+
+/// The default lease of a claimed session (`SELFHEAL_LEASE_SECS`).
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
+
 impl Store {
-    /// Opens (creating if needed) the database file and brings its schema up to date.
-    pub fn open(path: &Path) -> Result<Store> {
+    /// Opens the store at `location`: a PostgreSQL URL (`postgres://…`), or
+    /// the path of an SQLite file (created if needed, with its directory).
+    /// Either way the schema is brought up to date.
+    pub fn open(location: &Path) -> Result<Store> {
+        let text = location.to_string_lossy();
+        if is_postgres_url(&text) {
+            let (notices, _) = broadcast::channel(1024);
+            let pg = pg::Pg::connect(&text, notices.clone())?;
+            return Ok(Store::with_backend(
+                Backend::Postgres(pg),
+                &pg::redact_url(&text),
+                notices,
+            ));
+        }
+        let path = location;
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("creating the database directory {}", dir.display()))?;
@@ -99,10 +135,38 @@ impl Store {
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         schema::migrate(&conn).context("migrating the database schema")?;
-        Ok(Store {
-            conn: Arc::new(Mutex::new(conn)),
+        let (notices, _) = broadcast::channel(1024);
+        Ok(Store::with_backend(
+            Backend::Sqlite(Mutex::new(conn)),
+            name,
+            notices,
+        ))
+    }
+
+    fn with_backend(backend: Backend, name: &str, notices: broadcast::Sender<String>) -> Store {
+        Store {
+            backend: Arc::new(backend),
             name: name.into(),
-        })
+            replica: replica_id().into(),
+            lease: DEFAULT_LEASE,
+            notices,
+        }
+    }
+
+    /// The same store with another lease length.
+    pub fn with_lease(mut self, lease: Duration) -> Store {
+        self.lease = lease;
+        self
+    }
+
+    /// Whether this is PostgreSQL, shared by replicas (else one process's SQLite).
+    pub fn is_shared(&self) -> bool {
+        matches!(*self.backend, Backend::Postgres(_))
+    }
+
+    /// This process's name among the replicas.
+    pub fn replica(&self) -> &str {
+        &self.replica
     }
 
     /// A tag that names one session of this database, set in the environment
@@ -115,59 +179,120 @@ impl Store {
     /// Whether the database answers a trivial query (readiness).
     pub fn ping(&self) -> Result<()> {
         self.with_conn("asking the database a trivial query", |c| {
-            c.query_row("SELECT 1", [], |_| Ok(()))
+            c.query_row("SELECT 1", &[], |_| Ok(()))
         })
     }
 
-    /// Runs one query (or one single-statement write) under the lock. `what`
-    /// says what was being done, lower case, for the error's context.
-    fn with_conn<T>(
-        &self,
-        what: &str,
-        f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
-    ) -> Result<T> {
-        f(&self.conn()).with_context(|| what.to_owned())
-    }
-
-    /// Runs `f` in a transaction under the lock and commits it; an error rolls
-    /// everything back. Every claim that must happen exactly once goes here.
-    fn with_tx<T>(
-        &self,
-        what: &str,
-        f: impl FnOnce(&Transaction<'_>) -> rusqlite::Result<T>,
-    ) -> Result<T> {
-        let mut conn = self.conn();
-        let run = |conn: &mut Connection| -> rusqlite::Result<T> {
-            let tx = conn.transaction()?;
-            let out = f(&tx)?;
-            tx.commit()?;
-            Ok(out)
+    /// Runs one query (or one single-statement write). `what` says what was
+    /// being done, lower case, for the error's context.
+    fn with_conn<T>(&self, what: &str, f: impl FnOnce(&Db<'_>) -> DbResult<T>) -> Result<T> {
+        let result = match &*self.backend {
+            Backend::Sqlite(conn) => f(&Db::Sqlite(&lock(conn))),
+            Backend::Postgres(pg) => pg.with_client(|c| f(&Db::Pg(c))),
         };
-        run(&mut conn).with_context(|| what.to_owned())
+        result.with_context(|| what.to_owned())
     }
 
-    fn conn(&self) -> MutexGuard<'_, Connection> {
-        // A panic while holding this lock can only come from a bug in a query
-        // method; the connection itself is still usable, so recover it.
-        self.conn
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    /// Runs `f` in a transaction and commits it; an error rolls everything
+    /// back. Every claim that must happen exactly once goes here. PostgreSQL
+    /// may run `f` more than once (see [`pg::Pg::with_tx`]), so `f` only
+    /// touches the database.
+    fn with_tx<T>(&self, what: &str, mut f: impl FnMut(&Db<'_>) -> DbResult<T>) -> Result<T> {
+        let result = match &*self.backend {
+            Backend::Sqlite(conn) => {
+                let mut conn = lock(conn);
+                (|| -> DbResult<T> {
+                    let tx = conn.transaction()?;
+                    let out = f(&Db::Sqlite(&tx))?;
+                    tx.commit()?;
+                    Ok(out)
+                })()
+            }
+            Backend::Postgres(pg) => pg.with_tx(|c| f(&Db::Pg(c))),
+        };
+        result.with_context(|| what.to_owned())
     }
 }
 
-/// Every row `sql` returns, mapped to a typed row by `map`. Statements are
-/// cached per connection, since the same few run on every event.
-fn all<T>(
-    conn: &Connection,
-    sql: &str,
-    params: impl rusqlite::Params,
-    map: impl FnMut(&Row<'_>) -> rusqlite::Result<T>,
-) -> rusqlite::Result<Vec<T>> {
-    let mut stmt = conn.prepare_cached(sql)?;
-    let rows = stmt.query_map(params, map)?.collect();
-    rows
+fn lock(conn: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
+    // A panic while holding this lock can only come from a bug in a query
+    // method; the connection itself is still usable, so recover it.
+    conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Whether `SELFHEAL_DB` names a PostgreSQL database rather than a file.
+pub fn is_postgres_url(location: &str) -> bool {
+    location.starts_with("postgres://") || location.starts_with("postgresql://")
+}
+
+/// A name for this process among replicas: the host and pid, and the start
+/// time, so a restarted pod with the same pid is still someone else.
+fn replica_id() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "selfheal".into());
+    format!(
+        "{host}/{}/{}",
+        std::process::id(),
+        now().timestamp_micros() % 1_000_000_000
+    )
 }
 
 fn now() -> DateTime<Utc> {
     Utc::now()
+}
+
+/// The backends the store's tests run on.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::Store;
+
+    /// One empty store per backend: SQLite in memory, and PostgreSQL — a
+    /// schema of its own in the database `SELFHEAL_TEST_PG_URL` names, which
+    /// `./scripts/test` starts (`off` runs SQLite alone).
+    pub fn stores() -> Vec<Store> {
+        let mut stores = vec![Store::in_memory().unwrap()];
+        let url = std::env::var("SELFHEAL_TEST_PG_URL").unwrap_or_default();
+        match url.as_str() {
+            "off" => {}
+            "" => panic!(
+                "the store's tests run on PostgreSQL too: run ./scripts/test, which starts one, \
+                 or set SELFHEAL_TEST_PG_URL (to `off` for SQLite alone)"
+            ),
+            url => stores.push(Store::open(std::path::Path::new(&fresh_schema(url))).unwrap()),
+        }
+        stores
+    }
+
+    /// Another empty store on `like`'s backend.
+    pub fn another(like: &Store) -> Store {
+        if like.is_shared() {
+            let url = std::env::var("SELFHEAL_TEST_PG_URL").unwrap();
+            Store::open(std::path::Path::new(&fresh_schema(&url))).unwrap()
+        } else {
+            Store::in_memory().unwrap()
+        }
+    }
+
+    /// `url` with a new, empty schema first on its search path.
+    pub fn fresh_schema(url: &str) -> String {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let schema = format!(
+            "t_{}_{}_{}",
+            std::process::id(),
+            super::now().timestamp_micros(),
+            NEXT.fetch_add(1, Ordering::SeqCst)
+        );
+        let create = std::process::Command::new("psql")
+            .args([url, "-qc", &format!("CREATE SCHEMA {schema}")])
+            .status();
+        assert!(
+            create.is_ok_and(|s| s.success()),
+            "creating schema {schema} with psql"
+        );
+        let sep = if url.contains('?') { '&' } else { '?' };
+        format!("{url}{sep}options=-c%20search_path%3D{schema}")
+    }
 }

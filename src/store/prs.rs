@@ -4,11 +4,12 @@
 //! the forge next, the ETag to ask with, how far the asking has backed off,
 //! and the claim of its end, which exactly one caller ever gets.
 
+use super::db::{params, DbResult, OptionalExtension, Row};
 use anyhow::Result;
 use chrono::{DateTime, Utc};
-use rusqlite::{params, OptionalExtension, Row};
 
-use super::{all, now, Store};
+use super::db::all;
+use super::{now, Store};
 use crate::domain::PrState;
 
 /// A pull request selfheal watches.
@@ -37,8 +38,8 @@ impl Store {
         self.with_conn("watching a pull request", |c| {
             let at = now();
             c.execute(
-                "INSERT OR IGNORE INTO pull_requests (session_id, url, created_at, next_check_at)
-                 VALUES (?1, ?2, ?3, ?3)",
+                "INSERT INTO pull_requests (session_id, url, created_at, next_check_at)
+                 VALUES (?1, ?2, ?3, ?3) ON CONFLICT DO NOTHING",
                 params![session_id, url, at],
             )
             .map(|n| n == 1)
@@ -64,7 +65,7 @@ impl Store {
         self.with_conn("finding when a pull request is due next", |c| {
             c.query_row(
                 "SELECT MIN(next_check_at) FROM pull_requests WHERE state = 'open'",
-                [],
+                &[],
                 |r| r.get(0),
             )
         })
@@ -130,7 +131,7 @@ const PR_SELECT: &str = "SELECT session_id, url, state, merged_by, etag, checked
         next_check_at, unchanged FROM pull_requests";
 
 impl WatchedPr {
-    fn from_row(r: &Row<'_>) -> rusqlite::Result<WatchedPr> {
+    fn from_row(r: &Row) -> DbResult<WatchedPr> {
         let state: String = r.get(2)?;
         Ok(WatchedPr {
             session_id: r.get(0)?,
@@ -162,91 +163,95 @@ mod tests {
 
     #[test]
     fn a_pull_request_is_watched_once_and_due_at_once() {
-        let store = Store::in_memory().unwrap();
-        let first = session(&store, "1");
-        let followup = session(&store, "2");
+        for store in crate::store::testing::stores() {
+            let first = session(&store, "1");
+            let followup = session(&store, "2");
 
-        assert!(store.watch_pr(first, URL).unwrap());
-        assert!(
-            !store.watch_pr(followup, URL).unwrap(),
-            "a second link adds nothing"
-        );
+            assert!(store.watch_pr(first, URL).unwrap());
+            assert!(
+                !store.watch_pr(followup, URL).unwrap(),
+                "a second link adds nothing"
+            );
 
-        let due = store.prs_due(Utc::now()).unwrap();
-        assert_eq!(due.len(), 1);
-        let pr = &due[0];
-        assert_eq!(
-            (pr.session_id, pr.url.as_str(), &pr.state, pr.unchanged),
-            (first, URL, &PrState::Open, 0)
-        );
-        assert_eq!((pr.etag.as_deref(), pr.checked_at), (None, None));
-        assert_eq!(store.next_pr_due().unwrap(), Some(pr.next_check_at));
-        assert_eq!(store.watched_pr(URL).unwrap().as_ref(), Some(pr));
-        assert_eq!(
-            store.watched_pr("https://github.com/x/y/pull/1").unwrap(),
-            None
-        );
+            let due = store.prs_due(Utc::now()).unwrap();
+            assert_eq!(due.len(), 1);
+            let pr = &due[0];
+            assert_eq!(
+                (pr.session_id, pr.url.as_str(), &pr.state, pr.unchanged),
+                (first, URL, &PrState::Open, 0)
+            );
+            assert_eq!((pr.etag.as_deref(), pr.checked_at), (None, None));
+            assert_eq!(store.next_pr_due().unwrap(), Some(pr.next_check_at));
+            assert_eq!(store.watched_pr(URL).unwrap().as_ref(), Some(pr));
+            assert_eq!(
+                store.watched_pr("https://github.com/x/y/pull/1").unwrap(),
+                None
+            );
+        }
     }
 
     #[test]
     fn a_look_moves_the_next_one_and_keeps_the_etag_it_was_not_given() {
-        let store = Store::in_memory().unwrap();
-        let id = session(&store, "1");
-        store.watch_pr(id, URL).unwrap();
-        let later = Utc::now() + Duration::seconds(120);
+        for store in crate::store::testing::stores() {
+            let id = session(&store, "1");
+            store.watch_pr(id, URL).unwrap();
+            let later = Utc::now() + Duration::seconds(120);
 
-        store.pr_still_open(URL, Some("W/\"a\""), 0, later).unwrap();
-        store.pr_still_open(URL, None, 1, later).unwrap();
+            store.pr_still_open(URL, Some("W/\"a\""), 0, later).unwrap();
+            store.pr_still_open(URL, None, 1, later).unwrap();
 
-        assert!(store.prs_due(Utc::now()).unwrap().is_empty(), "not yet");
-        let due = store.prs_due(later).unwrap();
-        assert_eq!(due.len(), 1);
-        assert_eq!(due[0].etag.as_deref(), Some("W/\"a\""));
-        assert_eq!(due[0].unchanged, 1);
-        assert!(due[0].checked_at.is_some());
-        assert_eq!(store.next_pr_due().unwrap(), Some(due[0].next_check_at));
+            assert!(store.prs_due(Utc::now()).unwrap().is_empty(), "not yet");
+            let due = store.prs_due(later).unwrap();
+            assert_eq!(due.len(), 1);
+            assert_eq!(due[0].etag.as_deref(), Some("W/\"a\""));
+            assert_eq!(due[0].unchanged, 1);
+            assert!(due[0].checked_at.is_some());
+            assert_eq!(store.next_pr_due().unwrap(), Some(due[0].next_check_at));
+        }
     }
 
     #[test]
     fn the_end_of_a_pull_request_is_claimed_exactly_once() {
-        let store = Store::in_memory().unwrap();
-        let id = session(&store, "1");
-        store.watch_pr(id, URL).unwrap();
-        let merged = PrState::Merged {
-            by: Some("octocat".into()),
-        };
+        for store in crate::store::testing::stores() {
+            let id = session(&store, "1");
+            store.watch_pr(id, URL).unwrap();
+            let merged = PrState::Merged {
+                by: Some("octocat".into()),
+            };
 
-        assert!(!store.claim_pr_end(URL, &PrState::Open).unwrap());
-        assert!(store.claim_pr_end(URL, &merged).unwrap());
-        assert!(
-            !store.claim_pr_end(URL, &merged).unwrap(),
-            "claimed already"
-        );
-        assert!(!store.claim_pr_end(URL, &PrState::Closed).unwrap());
+            assert!(!store.claim_pr_end(URL, &PrState::Open).unwrap());
+            assert!(store.claim_pr_end(URL, &merged).unwrap());
+            assert!(
+                !store.claim_pr_end(URL, &merged).unwrap(),
+                "claimed already"
+            );
+            assert!(!store.claim_pr_end(URL, &PrState::Closed).unwrap());
 
-        let row = store.watched_pr(URL).unwrap().unwrap();
-        assert_eq!(row.state, merged);
-        assert!(store
-            .prs_due(Utc::now() + Duration::days(1))
-            .unwrap()
-            .is_empty());
-        assert_eq!(store.next_pr_due().unwrap(), None);
-        // A late look at a settled pull request changes nothing.
-        store
-            .pr_still_open(URL, Some("W/\"b\""), 0, Utc::now())
-            .unwrap();
-        assert_eq!(store.watched_pr(URL).unwrap().unwrap().state, merged);
+            let row = store.watched_pr(URL).unwrap().unwrap();
+            assert_eq!(row.state, merged);
+            assert!(store
+                .prs_due(Utc::now() + Duration::days(1))
+                .unwrap()
+                .is_empty());
+            assert_eq!(store.next_pr_due().unwrap(), None);
+            // A late look at a settled pull request changes nothing.
+            store
+                .pr_still_open(URL, Some("W/\"b\""), 0, Utc::now())
+                .unwrap();
+            assert_eq!(store.watched_pr(URL).unwrap().unwrap().state, merged);
+        }
     }
 
     #[test]
     fn a_closed_pull_request_keeps_no_merger() {
-        let store = Store::in_memory().unwrap();
-        let id = session(&store, "1");
-        store.watch_pr(id, URL).unwrap();
-        assert!(store.claim_pr_end(URL, &PrState::Closed).unwrap());
-        assert_eq!(
-            store.watched_pr(URL).unwrap().unwrap().state,
-            PrState::Closed
-        );
+        for store in crate::store::testing::stores() {
+            let id = session(&store, "1");
+            store.watch_pr(id, URL).unwrap();
+            assert!(store.claim_pr_end(URL, &PrState::Closed).unwrap());
+            assert_eq!(
+                store.watched_pr(URL).unwrap().unwrap().state,
+                PrState::Closed
+            );
+        }
     }
 }

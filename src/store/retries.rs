@@ -7,8 +7,8 @@
 //! failed run is re-run at most once (`UNIQUE (schedule, failed_run_id)`), so
 //! redeliveries, replicas and restarts cannot ask twice.
 
+use super::db::{params, OptionalExtension};
 use anyhow::Result;
-use rusqlite::{params, OptionalExtension};
 
 use super::{now, Store};
 
@@ -103,16 +103,13 @@ impl Store {
                 return Ok(RetryClaim::Spent { root, used });
             }
             let attempt = used + 1;
-            tx.execute(
+            let id = tx.query_row(
                 "INSERT INTO retries(schedule, root_run_id, attempt, failed_run_id, by_command, session_id, asked_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) RETURNING id",
                 params![schedule, root, attempt, run_id, by_command, session_id, now()],
+                |r| r.get(0),
             )?;
-            Ok(RetryClaim::Granted {
-                id: tx.last_insert_rowid(),
-                root,
-                attempt,
-            })
+            Ok(RetryClaim::Granted { id, root, attempt })
         })
     }
 
@@ -153,92 +150,95 @@ mod tests {
 
     #[test]
     fn a_budget_of_one_re_runs_a_failed_run_once_across_its_re_runs() {
-        let store = Store::in_memory().unwrap();
-        let s100 = session(&store, "100");
-        let RetryClaim::Granted { id, root, attempt } =
-            store.claim_retry("nightly", "100", s100, 1, false).unwrap()
-        else {
-            panic!("the first failure is re-run");
-        };
-        assert_eq!((root.as_str(), attempt), ("100", 1));
-        store.set_retry_run(id, "101").unwrap();
+        for store in crate::store::testing::stores() {
+            let s100 = session(&store, "100");
+            let RetryClaim::Granted { id, root, attempt } =
+                store.claim_retry("nightly", "100", s100, 1, false).unwrap()
+            else {
+                panic!("the first failure is re-run");
+            };
+            assert_eq!((root.as_str(), attempt), ("100", 1));
+            store.set_retry_run(id, "101").unwrap();
 
-        // The same failure delivered again does not ask twice.
-        assert_eq!(
-            store.claim_retry("nightly", "100", s100, 1, false).unwrap(),
-            RetryClaim::AlreadyAsked {
-                root: "100".into(),
-                attempt: 1,
-                run_id: Some("101".into())
-            }
-        );
-        // The re-run failed too: its budget is its root's, and it is spent.
-        let s101 = session(&store, "101");
-        assert_eq!(
-            store.claim_retry("nightly", "101", s101, 1, false).unwrap(),
-            RetryClaim::Spent {
-                root: "100".into(),
-                used: 1
-            }
-        );
-        // With a budget of two it is the second attempt of the same chain.
-        assert!(matches!(
-            store.claim_retry("nightly", "101", s101, 2, false).unwrap(),
-            RetryClaim::Granted { attempt: 2, ref root, .. } if root == "100"
-        ));
-        // An unrelated run of the schedule has a budget of its own.
-        let s200 = session(&store, "200");
-        assert!(matches!(
-            store.claim_retry("nightly", "200", s200, 1, false).unwrap(),
-            RetryClaim::Granted { attempt: 1, ref root, .. } if root == "200"
-        ));
+            // The same failure delivered again does not ask twice.
+            assert_eq!(
+                store.claim_retry("nightly", "100", s100, 1, false).unwrap(),
+                RetryClaim::AlreadyAsked {
+                    root: "100".into(),
+                    attempt: 1,
+                    run_id: Some("101".into())
+                }
+            );
+            // The re-run failed too: its budget is its root's, and it is spent.
+            let s101 = session(&store, "101");
+            assert_eq!(
+                store.claim_retry("nightly", "101", s101, 1, false).unwrap(),
+                RetryClaim::Spent {
+                    root: "100".into(),
+                    used: 1
+                }
+            );
+            // With a budget of two it is the second attempt of the same chain.
+            assert!(matches!(
+                store.claim_retry("nightly", "101", s101, 2, false).unwrap(),
+                RetryClaim::Granted { attempt: 2, ref root, .. } if root == "100"
+            ));
+            // An unrelated run of the schedule has a budget of its own.
+            let s200 = session(&store, "200");
+            assert!(matches!(
+                store.claim_retry("nightly", "200", s200, 1, false).unwrap(),
+                RetryClaim::Granted { attempt: 1, ref root, .. } if root == "200"
+            ));
+        }
     }
 
     #[test]
     fn a_released_claim_gives_the_attempt_back() {
-        let store = Store::in_memory().unwrap();
-        let s = session(&store, "7");
-        let RetryClaim::Granted { id, .. } =
-            store.claim_retry("nightly", "7", s, 1, false).unwrap()
-        else {
-            panic!("granted");
-        };
-        store.release_retry(id).unwrap();
-        assert!(matches!(
-            store.claim_retry("nightly", "7", s, 1, false).unwrap(),
-            RetryClaim::Granted { attempt: 1, .. }
-        ));
+        for store in crate::store::testing::stores() {
+            let s = session(&store, "7");
+            let RetryClaim::Granted { id, .. } =
+                store.claim_retry("nightly", "7", s, 1, false).unwrap()
+            else {
+                panic!("granted");
+            };
+            store.release_retry(id).unwrap();
+            assert!(matches!(
+                store.claim_retry("nightly", "7", s, 1, false).unwrap(),
+                RetryClaim::Granted { attempt: 1, .. }
+            ));
+        }
     }
 
     #[test]
     fn after_a_retry_command_the_next_failure_is_its_re_run_unless_the_schedule_passed() {
-        let store = Store::in_memory().unwrap();
-        let s = session(&store, "a");
-        assert!(matches!(
-            store.claim_retry("nightly", "a", s, 1, true).unwrap(),
-            RetryClaim::Granted { .. }
-        ));
-        // The command reported no run id; the next failure is its re-run.
-        let sb = session(&store, "b");
-        assert_eq!(
-            store.claim_retry("nightly", "b", sb, 1, true).unwrap(),
-            RetryClaim::Spent {
-                root: "a".into(),
-                used: 1
-            }
-        );
+        for store in crate::store::testing::stores() {
+            let s = session(&store, "a");
+            assert!(matches!(
+                store.claim_retry("nightly", "a", s, 1, true).unwrap(),
+                RetryClaim::Granted { .. }
+            ));
+            // The command reported no run id; the next failure is its re-run.
+            let sb = session(&store, "b");
+            assert_eq!(
+                store.claim_retry("nightly", "b", sb, 1, true).unwrap(),
+                RetryClaim::Spent {
+                    root: "a".into(),
+                    used: 1
+                }
+            );
 
-        // Once the schedule passed, a later failure starts a chain of its own.
-        let other = Store::in_memory().unwrap();
-        let s = session(&other, "a");
-        other.claim_retry("nightly", "a", s, 1, true).unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(5));
-        let resolved = other.resolve_failures("nightly", "pass-1").unwrap();
-        assert_eq!(resolved.len(), 1);
-        let sc = session(&other, "c");
-        assert!(matches!(
-            other.claim_retry("nightly", "c", sc, 1, true).unwrap(),
-            RetryClaim::Granted { attempt: 1, ref root, .. } if root == "c"
-        ));
+            // Once the schedule passed, a later failure starts a chain of its own.
+            let other = crate::store::testing::another(&store);
+            let s = session(&other, "a");
+            other.claim_retry("nightly", "a", s, 1, true).unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(5));
+            let resolved = other.resolve_failures("nightly", "pass-1").unwrap();
+            assert_eq!(resolved.len(), 1);
+            let sc = session(&other, "c");
+            assert!(matches!(
+                other.claim_retry("nightly", "c", sc, 1, true).unwrap(),
+                RetryClaim::Granted { attempt: 1, ref root, .. } if root == "c"
+            ));
+        }
     }
 }

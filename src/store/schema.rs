@@ -177,6 +177,18 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE UNIQUE INDEX retries_by_run ON retries(schedule, run_id) WHERE run_id IS NOT NULL;
     "#,
+    // 9: replicas. Which process owns a session and until when its claim
+    // holds without a heartbeat; each channel's booked write slots (GCRA's
+    // theoretical arrival time), shared by every process writing to Slack.
+    r#"
+    ALTER TABLE sessions ADD COLUMN owner TEXT;
+    ALTER TABLE sessions ADD COLUMN lease_until TEXT;
+    CREATE INDEX sessions_by_rerun ON sessions(rerun_of) WHERE rerun_of IS NOT NULL;
+    CREATE TABLE write_slots (
+        channel TEXT PRIMARY KEY,
+        tat     TEXT NOT NULL
+    );
+    "#,
 ];
 
 pub fn migrate(conn: &Connection) -> Result<()> {

@@ -3,12 +3,13 @@
 //! fields a running session fills in, and the lookups by failure, thread,
 //! schedule and status.
 
+use super::db::{params, DbResult, OptionalExtension, Row, Value};
 use anyhow::{anyhow, Result};
 use chrono::{DateTime, Utc};
-use rusqlite::{params, OptionalExtension, Params, Row};
 
+use super::db::all;
 use super::failures::ensure_failure;
-use super::{all, now, Status, Store};
+use super::{now, Status, Store};
 
 /// A stored healing session.
 #[derive(Debug, Clone, PartialEq)]
@@ -68,12 +69,14 @@ impl Store {
             if let Some(id) = existing {
                 return Ok(Claim::Exists(id));
             }
-            tx.execute(
-                "INSERT INTO sessions(failure_id, attempt, schedule, run_id, channel, thread_ts, agent, status, created_at)
-                 VALUES (?1, 1, ?2, ?3, ?4, ?5, ?6, 'claimed', ?7)",
-                params![failure_id, schedule, run_id, channel, thread_ts, agent, now()],
-            )?;
-            Ok(Claim::New(tx.last_insert_rowid()))
+            let (owner, lease_until) = self.new_lease();
+            tx.query_row(
+                "INSERT INTO sessions(failure_id, attempt, schedule, run_id, channel, thread_ts, agent, status, created_at,
+                                      owner, lease_until)
+                 VALUES (?1, 1, ?2, ?3, ?4, ?5, ?6, 'claimed', ?7, ?8, ?9) RETURNING id",
+                params![failure_id, schedule, run_id, channel, thread_ts, agent, now(), owner, lease_until],
+                |r| r.get(0).map(Claim::New),
+            )
         })
     }
 
@@ -94,14 +97,16 @@ impl Store {
             if busy {
                 return Ok(None);
             }
-            tx.execute(
-                "INSERT INTO sessions(failure_id, attempt, schedule, run_id, channel, thread_ts, agent, status, created_at, pr_url, signature)
+            let (owner, lease_until) = self.new_lease();
+            tx.query_row(
+                "INSERT INTO sessions(failure_id, attempt, schedule, run_id, channel, thread_ts, agent, status, created_at,
+                                      pr_url, signature, owner, lease_until)
                  SELECT failure_id, (SELECT MAX(attempt) + 1 FROM sessions WHERE failure_id = ?1), schedule, run_id,
-                        channel, thread_ts, ?3, 'claimed', ?4, pr_url, signature
-                 FROM sessions WHERE id = ?2",
-                params![failure_id, previous.id, agent, now()],
-            )?;
-            Ok(Some(tx.last_insert_rowid()))
+                        channel, thread_ts, ?3, 'claimed', ?4, pr_url, signature, ?5, ?6
+                 FROM sessions WHERE id = ?2 RETURNING id",
+                params![failure_id, previous.id, agent, now(), owner, lease_until],
+                |r| r.get(0).map(Some),
+            )
         })
     }
 
@@ -109,17 +114,20 @@ impl Store {
     /// when it was re-run already (exactly one caller ever gets Some).
     pub fn claim_rerun(&self, id: i64) -> Result<Option<i64>> {
         self.with_tx("claiming the re-run of a session", |tx| {
-            let n = tx.execute(
+            let (owner, lease_until) = self.new_lease();
+            tx.query_row(
                 "INSERT INTO sessions(failure_id, attempt, schedule, run_id, channel, thread_ts, agent,
-                                      status, created_at, signature, error, rerun_of)
+                                      status, created_at, signature, error, rerun_of, owner, lease_until)
                  SELECT failure_id, (SELECT MAX(attempt) + 1 FROM sessions s2 WHERE s2.failure_id = s.failure_id),
-                        schedule, run_id, channel, thread_ts, agent, 'claimed', ?2, signature, error, id
+                        schedule, run_id, channel, thread_ts, agent, 'claimed', ?2, signature, error, id, ?3, ?4
                  FROM sessions s
                  WHERE id = ?1 AND status = 'interrupted' AND rerun_of IS NULL
-                   AND NOT EXISTS (SELECT 1 FROM sessions r WHERE r.rerun_of = ?1)",
-                params![id, now()],
-            )?;
-            Ok((n == 1).then(|| tx.last_insert_rowid()))
+                   AND NOT EXISTS (SELECT 1 FROM sessions r WHERE r.rerun_of = ?1)
+                 RETURNING id",
+                params![id, now(), owner, lease_until],
+                |r| r.get(0),
+            )
+            .optional()
         })
     }
 
@@ -188,7 +196,7 @@ impl Store {
         self.sessions_where(
             "loading unfinished sessions",
             "WHERE status IN ('claimed', 'running') ORDER BY id",
-            [],
+            &[],
         )
     }
 
@@ -226,7 +234,7 @@ impl Store {
         // walks every session newest first instead of using the schedule's index.
         let rest = match schedule {
             Some(_) => "WHERE schedule = ?1 ORDER BY id DESC LIMIT ?2",
-            None => "WHERE ?1 IS NULL ORDER BY id DESC LIMIT ?2",
+            None => "WHERE CAST(?1 AS TEXT) IS NULL ORDER BY id DESC LIMIT ?2",
         };
         self.sessions_where(
             "loading recent sessions",
@@ -332,7 +340,7 @@ impl Store {
         &self,
         what: &str,
         rest: &str,
-        params: impl Params,
+        params: &[Value],
     ) -> Result<Option<SessionRow>> {
         self.with_conn(what, |c| {
             c.query_row(
@@ -345,12 +353,7 @@ impl Store {
     }
 
     /// Every session `rest` (a WHERE and ORDER BY clause) selects.
-    fn sessions_where(
-        &self,
-        what: &str,
-        rest: &str,
-        params: impl Params,
-    ) -> Result<Vec<SessionRow>> {
+    fn sessions_where(&self, what: &str, rest: &str, params: &[Value]) -> Result<Vec<SessionRow>> {
         self.with_conn(what, |c| {
             all(
                 c,
@@ -362,7 +365,7 @@ impl Store {
     }
 
     /// One write to a session's row.
-    fn update(&self, what: &str, sql: &str, params: impl Params) -> Result<()> {
+    fn update(&self, what: &str, sql: &str, params: &[Value]) -> Result<()> {
         self.with_conn(what, |c| c.execute(sql, params)).map(drop)
     }
 }
@@ -373,7 +376,7 @@ const SESSION_SELECT: &str =
         created_at, ended_at, pr_url, summary, error, signature, rerun_of FROM sessions";
 
 impl SessionRow {
-    fn from_row(r: &Row<'_>) -> rusqlite::Result<SessionRow> {
+    fn from_row(r: &Row) -> DbResult<SessionRow> {
         let status: String = r.get(7)?;
         Ok(SessionRow {
             id: r.get(0)?,
@@ -410,195 +413,203 @@ mod tests {
 
     #[test]
     fn a_failure_is_claimed_exactly_once() {
-        let store = Store::in_memory().unwrap();
-        let first = store
-            .claim_session("hourly", "1", "C1", "1.1", "agent")
-            .unwrap();
-        let second = store
-            .claim_session("hourly", "1", "C2", "2.2", "agent")
-            .unwrap();
-        let Claim::New(id) = first else {
-            panic!("first claim must be new")
-        };
-        assert_eq!(second, Claim::Exists(id));
-        assert!(matches!(
-            store
-                .claim_session("hourly", "2", "C1", "3.3", "agent")
-                .unwrap(),
-            Claim::New(_)
-        ));
-        assert_eq!(
-            store
-                .session_for_failure("hourly", "1")
-                .unwrap()
-                .unwrap()
-                .id,
-            id
-        );
-        assert_eq!(store.session_for_failure("hourly", "9").unwrap(), None);
+        for store in crate::store::testing::stores() {
+            let first = store
+                .claim_session("hourly", "1", "C1", "1.1", "agent")
+                .unwrap();
+            let second = store
+                .claim_session("hourly", "1", "C2", "2.2", "agent")
+                .unwrap();
+            let Claim::New(id) = first else {
+                panic!("first claim must be new")
+            };
+            assert_eq!(second, Claim::Exists(id));
+            assert!(matches!(
+                store
+                    .claim_session("hourly", "2", "C1", "3.3", "agent")
+                    .unwrap(),
+                Claim::New(_)
+            ));
+            assert_eq!(
+                store
+                    .session_for_failure("hourly", "1")
+                    .unwrap()
+                    .unwrap()
+                    .id,
+                id
+            );
+            assert_eq!(store.session_for_failure("hourly", "9").unwrap(), None);
+        }
     }
 
     #[test]
     fn an_interrupted_session_is_rerun_once_and_a_rerun_never() {
-        let store = Store::in_memory().unwrap();
-        let hour_ago = Utc::now() - chrono::Duration::hours(1);
-        let id = claim(&store, "1", "1.0");
-        store.mark_running(id).unwrap();
-        assert!(
-            store.rerunnable(hour_ago).unwrap().is_empty(),
-            "still running"
-        );
+        for store in crate::store::testing::stores() {
+            let hour_ago = Utc::now() - chrono::Duration::hours(1);
+            let id = claim(&store, "1", "1.0");
+            store.mark_running(id).unwrap();
+            assert!(
+                store.rerunnable(hour_ago).unwrap().is_empty(),
+                "still running"
+            );
 
-        store
-            .finish(id, Status::Interrupted, Some("restarted"), None)
-            .unwrap();
-        let found: Vec<i64> = store
-            .rerunnable(hour_ago)
-            .unwrap()
-            .iter()
-            .map(|s| s.id)
-            .collect();
-        assert_eq!(found, vec![id]);
-        let rerun = store.claim_rerun(id).unwrap().expect("re-run claimed");
-        let row = store.session(rerun).unwrap();
-        assert_eq!(
-            (row.status, row.rerun_of, row.thread_ts.as_str()),
-            (Status::Claimed, Some(id), "1.0")
-        );
-        // Claimed once: neither found nor claimed again.
-        assert!(store.rerunnable(hour_ago).unwrap().is_empty());
-        assert_eq!(store.claim_rerun(id).unwrap(), None);
-        // The re-run, interrupted in turn, is not re-run again.
-        store
-            .finish(rerun, Status::Interrupted, Some("restarted"), None)
-            .unwrap();
-        assert!(store.rerunnable(hour_ago).unwrap().is_empty());
-        assert_eq!(store.claim_rerun(rerun).unwrap(), None);
-        assert_eq!(store.sessions(10).unwrap().len(), 2);
+            store
+                .finish(id, Status::Interrupted, Some("restarted"), None)
+                .unwrap();
+            let found: Vec<i64> = store
+                .rerunnable(hour_ago)
+                .unwrap()
+                .iter()
+                .map(|s| s.id)
+                .collect();
+            assert_eq!(found, vec![id]);
+            let rerun = store.claim_rerun(id).unwrap().expect("re-run claimed");
+            let row = store.session(rerun).unwrap();
+            assert_eq!(
+                (row.status, row.rerun_of, row.thread_ts.as_str()),
+                (Status::Claimed, Some(id), "1.0")
+            );
+            // Claimed once: neither found nor claimed again.
+            assert!(store.rerunnable(hour_ago).unwrap().is_empty());
+            assert_eq!(store.claim_rerun(id).unwrap(), None);
+            // The re-run, interrupted in turn, is not re-run again.
+            store
+                .finish(rerun, Status::Interrupted, Some("restarted"), None)
+                .unwrap();
+            assert!(store.rerunnable(hour_ago).unwrap().is_empty());
+            assert_eq!(store.claim_rerun(rerun).unwrap(), None);
+            assert_eq!(store.sessions(10).unwrap().len(), 2);
+        }
     }
 
     #[test]
     fn only_recent_interrupted_sessions_with_a_thread_are_rerunnable() {
-        let store = Store::in_memory().unwrap();
-        let a = claim(&store, "1", "");
-        let b = claim(&store, "2", "2.0");
-        let c = claim(&store, "3", "3.0");
-        store.finish(a, Status::Interrupted, None, None).unwrap();
-        store.finish(b, Status::Interrupted, None, None).unwrap();
-        store.finish(c, Status::Stopped, None, None).unwrap();
-        let since = Utc::now() - chrono::Duration::hours(1);
-        let found: Vec<i64> = store
-            .rerunnable(since)
-            .unwrap()
-            .iter()
-            .map(|s| s.id)
-            .collect();
-        assert_eq!(
-            found,
-            vec![b],
-            "no thread, or stopped by a person: not re-run"
-        );
-        assert!(store
-            .rerunnable(Utc::now() + chrono::Duration::seconds(5))
-            .unwrap()
-            .is_empty());
+        for store in crate::store::testing::stores() {
+            let a = claim(&store, "1", "");
+            let b = claim(&store, "2", "2.0");
+            let c = claim(&store, "3", "3.0");
+            store.finish(a, Status::Interrupted, None, None).unwrap();
+            store.finish(b, Status::Interrupted, None, None).unwrap();
+            store.finish(c, Status::Stopped, None, None).unwrap();
+            let since = Utc::now() - chrono::Duration::hours(1);
+            let found: Vec<i64> = store
+                .rerunnable(since)
+                .unwrap()
+                .iter()
+                .map(|s| s.id)
+                .collect();
+            assert_eq!(
+                found,
+                vec![b],
+                "no thread, or stopped by a person: not re-run"
+            );
+            assert!(store
+                .rerunnable(Utc::now() + chrono::Duration::seconds(5))
+                .unwrap()
+                .is_empty());
+        }
     }
 
     #[test]
     fn a_finished_session_keeps_its_first_outcome() {
-        let store = Store::in_memory().unwrap();
-        let id = claim(&store, "1", "1.0");
-        store.mark_running(id).unwrap();
-        assert!(store
-            .finish(id, Status::Fixed, Some("done"), Some("https://x/pull/1"))
-            .unwrap());
-        assert!(!store.finish(id, Status::Interrupted, None, None).unwrap());
-        let row = store.session(id).unwrap();
-        assert_eq!(row.status, Status::Fixed);
-        assert_eq!(row.pr_url.as_deref(), Some("https://x/pull/1"));
-        assert!(store.unfinished_sessions().unwrap().is_empty());
-        assert!(store.session(id + 1).is_err(), "no such session");
+        for store in crate::store::testing::stores() {
+            let id = claim(&store, "1", "1.0");
+            store.mark_running(id).unwrap();
+            assert!(store
+                .finish(id, Status::Fixed, Some("done"), Some("https://x/pull/1"))
+                .unwrap());
+            assert!(!store.finish(id, Status::Interrupted, None, None).unwrap());
+            let row = store.session(id).unwrap();
+            assert_eq!(row.status, Status::Fixed);
+            assert_eq!(row.pr_url.as_deref(), Some("https://x/pull/1"));
+            assert!(store.unfinished_sessions().unwrap().is_empty());
+            assert!(store.session(id + 1).is_err(), "no such session");
+        }
     }
 
     #[test]
     fn a_followup_waits_for_the_thread_to_be_idle_and_keeps_its_pull_request() {
-        let store = Store::in_memory().unwrap();
-        let first = claim(&store, "1", "1.0");
-        let previous = store.session(first).unwrap();
-        assert_eq!(store.claim_followup(&previous, "b").unwrap(), None, "busy");
-        store
-            .finish(first, Status::Fixed, None, Some("https://x/pull/1"))
-            .unwrap();
-        let next = store.claim_followup(&previous, "b").unwrap().expect("idle");
-        let row = store.session(next).unwrap();
-        assert_eq!(
-            (row.agent.as_str(), row.pr_url.as_deref(), row.status),
-            ("b", Some("https://x/pull/1"), Status::Claimed)
-        );
-        let thread: Vec<i64> = store
-            .sessions_in_thread("C", "1.0")
-            .unwrap()
-            .iter()
-            .map(|s| s.id)
-            .collect();
-        assert_eq!(thread, [first, next]);
-        assert_eq!(
-            store.session_in_thread("C", "1.0").unwrap().unwrap().id,
-            next
-        );
-        assert_eq!(store.session_in_thread("C", "9.0").unwrap(), None);
+        for store in crate::store::testing::stores() {
+            let first = claim(&store, "1", "1.0");
+            let previous = store.session(first).unwrap();
+            assert_eq!(store.claim_followup(&previous, "b").unwrap(), None, "busy");
+            store
+                .finish(first, Status::Fixed, None, Some("https://x/pull/1"))
+                .unwrap();
+            let next = store.claim_followup(&previous, "b").unwrap().expect("idle");
+            let row = store.session(next).unwrap();
+            assert_eq!(
+                (row.agent.as_str(), row.pr_url.as_deref(), row.status),
+                ("b", Some("https://x/pull/1"), Status::Claimed)
+            );
+            let thread: Vec<i64> = store
+                .sessions_in_thread("C", "1.0")
+                .unwrap()
+                .iter()
+                .map(|s| s.id)
+                .collect();
+            assert_eq!(thread, [first, next]);
+            assert_eq!(
+                store.session_in_thread("C", "1.0").unwrap().unwrap().id,
+                next
+            );
+            assert_eq!(store.session_in_thread("C", "9.0").unwrap(), None);
+        }
     }
 
     #[test]
     fn the_same_error_finds_the_earlier_pull_request() {
-        let store = Store::in_memory().unwrap();
-        let first = claim(&store, "1", "1.0");
-        let second = claim(&store, "2", "2.0");
-        store.set_error(first, "boom", "sig").unwrap();
-        store.set_pr_url(first, "https://x/pull/1").unwrap();
-        assert_eq!(
-            store.pr_for_signature("sig", second).unwrap(),
-            None,
-            "not fixed yet"
-        );
-        store.finish(first, Status::Fixed, None, None).unwrap();
-        let found = store.pr_for_signature("sig", second).unwrap().unwrap();
-        assert_eq!((found.id, found.error.as_deref()), (first, Some("boom")));
-        assert_eq!(
-            store.pr_for_signature("sig", first).unwrap(),
-            None,
-            "not itself"
-        );
+        for store in crate::store::testing::stores() {
+            let first = claim(&store, "1", "1.0");
+            let second = claim(&store, "2", "2.0");
+            store.set_error(first, "boom", "sig").unwrap();
+            store.set_pr_url(first, "https://x/pull/1").unwrap();
+            assert_eq!(
+                store.pr_for_signature("sig", second).unwrap(),
+                None,
+                "not fixed yet"
+            );
+            store.finish(first, Status::Fixed, None, None).unwrap();
+            let found = store.pr_for_signature("sig", second).unwrap().unwrap();
+            assert_eq!((found.id, found.error.as_deref()), (first, Some("boom")));
+            assert_eq!(
+                store.pr_for_signature("sig", first).unwrap(),
+                None,
+                "not itself"
+            );
+        }
     }
 
     #[test]
     fn prior_sessions_are_newest_first_and_exclude_the_current_one() {
-        let store = Store::in_memory().unwrap();
-        let ids: Vec<i64> = ["1", "2", "3"]
-            .iter()
-            .map(|run| claim(&store, run, run))
-            .collect();
-        let prior = store.prior_sessions("s", ids[2], 5).unwrap();
-        let runs: Vec<_> = prior.iter().map(|s| s.run_id.as_str()).collect();
-        assert_eq!(runs, ["2", "1"]);
+        for store in crate::store::testing::stores() {
+            let ids: Vec<i64> = ["1", "2", "3"]
+                .iter()
+                .map(|run| claim(&store, run, run))
+                .collect();
+            let prior = store.prior_sessions("s", ids[2], 5).unwrap();
+            let runs: Vec<_> = prior.iter().map(|s| s.run_id.as_str()).collect();
+            assert_eq!(runs, ["2", "1"]);
+        }
     }
 
     #[test]
     fn recent_sessions_filter_by_schedule() {
-        let store = Store::in_memory().unwrap();
-        for (schedule, run) in [("a", "1"), ("b", "2"), ("a", "3")] {
-            store.claim_session(schedule, run, "C", run, "x").unwrap();
+        for store in crate::store::testing::stores() {
+            for (schedule, run) in [("a", "1"), ("b", "2"), ("a", "3")] {
+                store.claim_session(schedule, run, "C", run, "x").unwrap();
+            }
+            let runs = |s: Option<&str>| -> Vec<String> {
+                store
+                    .recent_sessions(s, 10)
+                    .unwrap()
+                    .into_iter()
+                    .map(|r| r.run_id)
+                    .collect()
+            };
+            assert_eq!(runs(Some("a")), ["3", "1"]);
+            assert_eq!(runs(None), ["3", "2", "1"]);
+            assert_eq!(store.recent_sessions(None, 1).unwrap().len(), 1);
         }
-        let runs = |s: Option<&str>| -> Vec<String> {
-            store
-                .recent_sessions(s, 10)
-                .unwrap()
-                .into_iter()
-                .map(|r| r.run_id)
-                .collect()
-        };
-        assert_eq!(runs(Some("a")), ["3", "1"]);
-        assert_eq!(runs(None), ["3", "2", "1"]);
-        assert_eq!(store.recent_sessions(None, 1).unwrap().len(), 1);
     }
 }

@@ -1,0 +1,499 @@
+//! PostgreSQL: the store a fleet of replicas shares.
+//!
+//! The driver is tokio-postgres behind a deadpool pool. Store methods are
+//! synchronous (SQLite's calls are short and never awaited), so the pool and
+//! its connections live on a small runtime of their own, on one thread: a
+//! caller borrows a connection from there and then drives its query with a
+//! plain `block_on` — a query's future only talks over channels to its
+//! connection's task, which that runtime keeps polling. No caller ever needs
+//! to be inside a runtime, and none blocks the runtime that serves the others.
+//!
+//! Also here: the schema's own migrations (PostgreSQL's types, one advisory
+//! lock so replicas starting together migrate once), and LISTEN/NOTIFY on the
+//! `selfheal` channel, which carries what one replica tells the others.
+
+use std::future::Future;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use deadpool_postgres::{ClientWrapper, Manager, ManagerConfig, Pool, RecyclingMethod};
+use futures_util::FutureExt;
+use tokio::sync::broadcast;
+use tokio_postgres::types::{IsNull, ToSql, Type};
+use tokio_postgres::{AsyncMessage, NoTls};
+use tracing::warn;
+
+use super::db::{dollar_placeholders, DbError, DbResult, Row, Value};
+
+/// The LISTEN/NOTIFY channel replicas talk on.
+pub const CHANNEL: &str = "selfheal";
+
+/// A pool of connections to one database, and the runtime that drives them.
+pub struct Pg {
+    pool: Pool,
+    rt: tokio::runtime::Handle,
+    /// Stops the runtime's thread when the last handle goes.
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl Pg {
+    /// Connects to `url`, brings the schema up to date and starts listening;
+    /// what other replicas publish arrives on `notices`.
+    pub fn connect(url: &str, notices: broadcast::Sender<String>) -> Result<Pg> {
+        let config: tokio_postgres::Config = url
+            .parse()
+            .with_context(|| format!("reading the PostgreSQL URL {}", redact_url(url)))?;
+        let (handle_tx, handle_rx) = std::sync::mpsc::channel();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        std::thread::Builder::new()
+            .name("selfheal-pg".into())
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        let _ = handle_tx.send(Err(e));
+                        return;
+                    }
+                };
+                let _ = handle_tx.send(Ok(rt.handle().clone()));
+                rt.block_on(async {
+                    let _ = stopped.await;
+                });
+            })
+            .context("starting the PostgreSQL thread")?;
+        let rt = handle_rx
+            .recv()
+            .context("starting the PostgreSQL runtime")?
+            .context("starting the PostgreSQL runtime")?;
+        let manager = Manager::from_config(
+            config.clone(),
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(16)
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .wait_timeout(Some(Duration::from_secs(10)))
+            .create_timeout(Some(Duration::from_secs(10)))
+            .build()
+            .context("building the PostgreSQL pool")?;
+        let pg = Pg {
+            pool,
+            rt,
+            _stop: stop,
+        };
+        pg.with_client(|c| migrate(c))
+            .with_context(|| format!("migrating the schema of {}", redact_url(url)))?;
+        pg.rt.spawn(listen(config, notices));
+        Ok(pg)
+    }
+
+    /// Runs `f` with a pooled connection.
+    pub fn with_client<T>(&self, f: impl FnOnce(&ClientWrapper) -> DbResult<T>) -> DbResult<T> {
+        let pool = self.pool.clone();
+        let object = self
+            .on_runtime(async move { pool.get().await })
+            .map_err(|e| DbError::Pool(e.to_string()))?;
+        f(&object)
+    }
+
+    /// Runs `f` in a transaction, committed when `f` succeeds. A transaction
+    /// PostgreSQL gives up on because of a concurrent one is run again, a few
+    /// times: every claim's `SELECT` then `INSERT` is serializable, so two
+    /// replicas cannot both see "no session yet".
+    pub fn with_tx<T>(&self, mut f: impl FnMut(&ClientWrapper) -> DbResult<T>) -> DbResult<T> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let result = self.with_client(|c| {
+                block_on(c.batch_execute("BEGIN ISOLATION LEVEL SERIALIZABLE"))?;
+                match f(c).and_then(|out| {
+                    block_on(c.batch_execute("COMMIT"))
+                        .map(|_| out)
+                        .map_err(DbError::from)
+                }) {
+                    Ok(out) => Ok(out),
+                    Err(e) => {
+                        let _ = block_on(c.batch_execute("ROLLBACK"));
+                        Err(e)
+                    }
+                }
+            });
+            match result {
+                Err(e) if e.is_contention() && attempt < 20 => {
+                    std::thread::sleep(Duration::from_millis(attempt * 2));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Tells every replica (this one included) `payload`.
+    pub fn publish(&self, payload: &str) -> DbResult<()> {
+        self.with_client(|c| {
+            execute(
+                c,
+                "SELECT pg_notify(?1, ?2)",
+                &[Value::Text(CHANNEL.into()), Value::Text(payload.into())],
+            )
+        })
+        .map(drop)
+    }
+
+    /// Runs `fut` on the PostgreSQL runtime and waits for its output.
+    fn on_runtime<F>(&self, fut: F) -> F::Output
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        self.rt.spawn(fut.map(move |out| {
+            let _ = tx.send(out);
+        }));
+        rx.recv()
+            .expect("the PostgreSQL runtime runs as long as the store")
+    }
+}
+
+/// Drives a query's future on the caller's thread (see the module's docs).
+fn block_on<F: Future>(fut: F) -> F::Output {
+    futures_executor::block_on(fut)
+}
+
+pub fn execute(c: &ClientWrapper, sql: &str, params: &[Value]) -> DbResult<usize> {
+    block_on(async {
+        let stmt = c.prepare_cached(&dollar_placeholders(sql)).await?;
+        let n = c.execute(&stmt, &as_params(params)).await?;
+        Ok(n as usize)
+    })
+}
+
+pub fn rows(c: &ClientWrapper, sql: &str, params: &[Value]) -> DbResult<Vec<Row>> {
+    block_on(async {
+        let stmt = c.prepare_cached(&dollar_placeholders(sql)).await?;
+        let rows = c.query(&stmt, &as_params(params)).await?;
+        rows.iter().map(read_row).collect()
+    })
+}
+
+fn as_params(params: &[Value]) -> Vec<&(dyn ToSql + Sync)> {
+    params.iter().map(|p| p as &(dyn ToSql + Sync)).collect()
+}
+
+fn read_row(r: &tokio_postgres::Row) -> DbResult<Row> {
+    let mut values = Vec::with_capacity(r.len());
+    for (i, col) in r.columns().iter().enumerate() {
+        let ty = col.type_();
+        let v = if *ty == Type::INT8 {
+            r.try_get::<_, Option<i64>>(i)?.map(Value::Int)
+        } else if *ty == Type::INT4 {
+            r.try_get::<_, Option<i32>>(i)?
+                .map(|n| Value::Int(n.into()))
+        } else if *ty == Type::INT2 {
+            r.try_get::<_, Option<i16>>(i)?
+                .map(|n| Value::Int(n.into()))
+        } else if *ty == Type::BOOL {
+            r.try_get::<_, Option<bool>>(i)?
+                .map(|b| Value::Int(b.into()))
+        } else if *ty == Type::FLOAT8 {
+            r.try_get::<_, Option<f64>>(i)?.map(Value::Real)
+        } else if *ty == Type::FLOAT4 {
+            r.try_get::<_, Option<f32>>(i)?
+                .map(|f| Value::Real(f.into()))
+        } else if *ty == Type::TIMESTAMPTZ {
+            r.try_get::<_, Option<chrono::DateTime<chrono::Utc>>>(i)?
+                .map(Value::Time)
+        } else if *ty == Type::VOID {
+            None
+        } else {
+            r.try_get::<_, Option<String>>(i)?.map(Value::Text)
+        };
+        values.push(v.unwrap_or(Value::Null));
+    }
+    Ok(Row(values))
+}
+
+impl ToSql for Value {
+    fn to_sql(
+        &self,
+        ty: &Type,
+        out: &mut bytes::BytesMut,
+    ) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        match self {
+            Value::Null => Ok(IsNull::Yes),
+            Value::Int(i) => match *ty {
+                Type::INT2 => i16::try_from(*i)?.to_sql(ty, out),
+                Type::INT4 => i32::try_from(*i)?.to_sql(ty, out),
+                Type::BOOL => (*i != 0).to_sql(ty, out),
+                Type::FLOAT8 => (*i as f64).to_sql(ty, out),
+                Type::TEXT | Type::VARCHAR => i.to_string().to_sql(ty, out),
+                _ => i.to_sql(ty, out),
+            },
+            Value::Real(f) => f.to_sql(ty, out),
+            Value::Text(s) => s.to_sql(ty, out),
+            Value::Time(t) => match *ty {
+                Type::TEXT | Type::VARCHAR => t.to_rfc3339().to_sql(ty, out),
+                _ => t.to_sql(ty, out),
+            },
+        }
+    }
+
+    fn accepts(_: &Type) -> bool {
+        true
+    }
+
+    tokio_postgres::types::to_sql_checked!();
+}
+
+/// Listens on [`CHANNEL`] for as long as the store lives, reconnecting after
+/// a lost connection; every payload goes to `notices`.
+async fn listen(config: tokio_postgres::Config, notices: broadcast::Sender<String>) {
+    let mut delay = Duration::from_millis(100);
+    loop {
+        match config.connect(NoTls).await {
+            Ok((client, mut connection)) => {
+                let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+                let sender = notices.clone();
+                let pump = tokio::spawn(async move {
+                    let mut ready_tx = Some(ready_tx);
+                    loop {
+                        let message = std::future::poll_fn(|cx| connection.poll_message(cx)).await;
+                        match message {
+                            Some(Ok(AsyncMessage::Notification(n))) => {
+                                let _ = sender.send(n.payload().to_owned());
+                            }
+                            Some(Ok(_)) => {}
+                            Some(Err(e)) => {
+                                warn!(error = %e, "the PostgreSQL LISTEN connection failed");
+                                break;
+                            }
+                            None => break,
+                        }
+                        if let Some(tx) = ready_tx.take() {
+                            let _ = tx.send(());
+                        }
+                    }
+                });
+                let _ = ready_rx;
+                match client.batch_execute(&format!("LISTEN {CHANNEL}")).await {
+                    Ok(()) => {
+                        delay = Duration::from_millis(100);
+                        let _ = pump.await;
+                    }
+                    Err(e) => {
+                        warn!(error = %e, "could not LISTEN on PostgreSQL");
+                        pump.abort();
+                    }
+                }
+                drop(client);
+            }
+            Err(e) => warn!(error = %e, "could not connect to PostgreSQL to LISTEN"),
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(10));
+    }
+}
+
+/// Each entry moves PostgreSQL's schema one version up; the same tables as
+/// SQLite's (see `schema.rs`), in PostgreSQL's types. Never edit a released
+/// entry; append a new one.
+const MIGRATIONS: &[&str] = &[
+    // 1: everything SQLite's migrations 1–9 built.
+    r#"
+    CREATE TABLE seen_events (
+        event_id TEXT PRIMARY KEY,
+        seen_at  TIMESTAMPTZ NOT NULL
+    );
+    CREATE TABLE failures (
+        id            BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,
+        schedule      TEXT NOT NULL,
+        run_id        TEXT NOT NULL,
+        first_seen_at TIMESTAMPTZ NOT NULL,
+        resolved_run  TEXT,
+        resolved_at   TIMESTAMPTZ,
+        UNIQUE (schedule, run_id)
+    );
+    CREATE INDEX failures_by_first_seen ON failures(first_seen_at);
+    CREATE INDEX failures_unresolved ON failures(schedule) WHERE resolved_run IS NULL;
+    CREATE TABLE sightings (
+        failure_id BIGINT NOT NULL REFERENCES failures(id),
+        channel    TEXT NOT NULL,
+        ts         TEXT NOT NULL,
+        seen_at    TIMESTAMPTZ NOT NULL,
+        PRIMARY KEY (failure_id, channel)
+    );
+    CREATE INDEX sightings_by_message ON sightings(channel, ts);
+    CREATE TABLE pointers (
+        failure_id BIGINT NOT NULL REFERENCES failures(id),
+        channel    TEXT NOT NULL,
+        claimed_at TIMESTAMPTZ NOT NULL,
+        PRIMARY KEY (failure_id, channel)
+    );
+    CREATE TABLE sessions (
+        id          BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,
+        failure_id  BIGINT NOT NULL REFERENCES failures(id),
+        attempt     BIGINT NOT NULL,
+        schedule    TEXT NOT NULL,
+        run_id      TEXT NOT NULL,
+        channel     TEXT NOT NULL,
+        thread_ts   TEXT NOT NULL,
+        progress_ts TEXT,
+        agent       TEXT NOT NULL,
+        status      TEXT NOT NULL,
+        created_at  TIMESTAMPTZ NOT NULL,
+        started_at  TIMESTAMPTZ,
+        ended_at    TIMESTAMPTZ,
+        pr_url      TEXT,
+        summary     TEXT,
+        error       TEXT,
+        signature   TEXT,
+        rerun_of    BIGINT REFERENCES sessions(id),
+        reply_ts    TEXT,
+        owner       TEXT,
+        lease_until TIMESTAMPTZ,
+        UNIQUE (failure_id, attempt)
+    );
+    CREATE INDEX sessions_by_schedule ON sessions(schedule, created_at);
+    CREATE INDEX sessions_by_status ON sessions(status);
+    CREATE INDEX sessions_by_signature ON sessions(signature);
+    CREATE INDEX sessions_by_run ON sessions(schedule, run_id);
+    CREATE INDEX sessions_by_schedule_id ON sessions(schedule, id);
+    CREATE INDEX sessions_by_thread ON sessions(channel, thread_ts);
+    CREATE INDEX sessions_by_rerun ON sessions(rerun_of) WHERE rerun_of IS NOT NULL;
+    CREATE TABLE session_events (
+        id         BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,
+        session_id BIGINT NOT NULL REFERENCES sessions(id),
+        at         TIMESTAMPTZ NOT NULL,
+        kind       TEXT NOT NULL,
+        text       TEXT NOT NULL
+    );
+    CREATE INDEX session_events_by_session ON session_events(session_id, id);
+    CREATE TABLE schedule_overrides (
+        schedule      TEXT PRIMARY KEY,
+        enabled       BIGINT NOT NULL,
+        slack_channel TEXT,
+        agent_name    TEXT,
+        changed_by    TEXT NOT NULL,
+        changed_at    TIMESTAMPTZ NOT NULL
+    );
+    CREATE TABLE pause (
+        id        BIGINT PRIMARY KEY CHECK (id = 1),
+        paused_by TEXT NOT NULL,
+        paused_at TIMESTAMPTZ NOT NULL
+    );
+    CREATE TABLE audit_log (
+        id      BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,
+        at      TIMESTAMPTZ NOT NULL,
+        user_id TEXT NOT NULL,
+        action  TEXT NOT NULL,
+        target  TEXT NOT NULL,
+        before  TEXT NOT NULL,
+        after   TEXT NOT NULL
+    );
+    CREATE TABLE llm_exchanges (
+        id                BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,
+        session_id        BIGINT NOT NULL REFERENCES sessions(id),
+        at                TIMESTAMPTZ NOT NULL,
+        turn              BIGINT NOT NULL,
+        request           TEXT NOT NULL,
+        status            BIGINT NOT NULL,
+        response          TEXT NOT NULL,
+        prompt_tokens     BIGINT,
+        completion_tokens BIGINT,
+        cost_usd          DOUBLE PRECISION
+    );
+    CREATE INDEX llm_exchanges_by_session ON llm_exchanges(session_id, id);
+    CREATE TABLE pull_requests (
+        id            BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,
+        session_id    BIGINT NOT NULL REFERENCES sessions(id),
+        url           TEXT NOT NULL UNIQUE,
+        state         TEXT NOT NULL DEFAULT 'open' CHECK (state IN ('open', 'merged', 'closed')),
+        merged_by     TEXT,
+        etag          TEXT,
+        created_at    TIMESTAMPTZ NOT NULL,
+        checked_at    TIMESTAMPTZ,
+        next_check_at TIMESTAMPTZ NOT NULL,
+        unchanged     BIGINT NOT NULL DEFAULT 0,
+        settled_at    TIMESTAMPTZ
+    );
+    CREATE INDEX pull_requests_due ON pull_requests(state, next_check_at);
+    CREATE TABLE retries (
+        id            BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,
+        schedule      TEXT NOT NULL,
+        root_run_id   TEXT NOT NULL,
+        attempt       BIGINT NOT NULL,
+        failed_run_id TEXT NOT NULL,
+        run_id        TEXT,
+        by_command    BIGINT NOT NULL,
+        session_id    BIGINT NOT NULL REFERENCES sessions(id),
+        asked_at      TIMESTAMPTZ NOT NULL,
+        UNIQUE (schedule, root_run_id, attempt),
+        UNIQUE (schedule, failed_run_id)
+    );
+    CREATE UNIQUE INDEX retries_by_run ON retries(schedule, run_id) WHERE run_id IS NOT NULL;
+    CREATE TABLE write_slots (
+        channel TEXT PRIMARY KEY,
+        tat     TIMESTAMPTZ NOT NULL
+    );
+    "#,
+];
+
+/// Applies the migrations not applied yet, under an advisory lock, recording
+/// each in `schema_migrations`.
+fn migrate(c: &ClientWrapper) -> DbResult<()> {
+    block_on(async {
+        c.batch_execute(
+            "BEGIN;
+             SELECT pg_advisory_xact_lock(7383001);
+             CREATE TABLE IF NOT EXISTS schema_migrations (
+                 version    BIGINT PRIMARY KEY,
+                 applied_at TIMESTAMPTZ NOT NULL DEFAULT now()
+             );",
+        )
+        .await?;
+        let result = async {
+            let row = c
+                .query_one("SELECT COALESCE(MAX(version), 0) FROM schema_migrations", &[])
+                .await?;
+            let current: i64 = row.get(0);
+            let current = usize::try_from(current).unwrap_or(usize::MAX);
+            if current > MIGRATIONS.len() {
+                return Err(DbError::Pool(format!(
+                    "the database is at schema version {current}, newer than this selfheal knows ({}); upgrade selfheal",
+                    MIGRATIONS.len()
+                )));
+            }
+            for (i, sql) in MIGRATIONS.iter().enumerate().skip(current) {
+                c.batch_execute(sql).await?;
+                c.execute(
+                    "INSERT INTO schema_migrations (version) VALUES ($1)",
+                    &[&((i + 1) as i64)],
+                )
+                .await?;
+            }
+            c.batch_execute("COMMIT").await?;
+            Ok(())
+        }
+        .await;
+        if result.is_err() {
+            let _ = c.batch_execute("ROLLBACK").await;
+        }
+        result
+    })
+}
+
+/// The URL without its password, for messages.
+pub fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        _ => url.to_owned(),
+    }
+}
