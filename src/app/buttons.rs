@@ -41,7 +41,7 @@ impl App {
         let stop = Control::Stop {
             user: action.user_id.clone(),
         };
-        if !self.deps.controls.send(id, stop) {
+        if !self.control(id, stop)? {
             self.parts
                 .web
                 .post_ephemeral(

@@ -16,13 +16,18 @@
 //! - `buttons.rs`: the Stop button, and the admins' buttons on the Home tab.
 //! - `home.rs`: the Home tab, published when opened and kept up to date.
 //! - `recovery.rs`: at start, what a crash or a stop left: interrupted
-//!   sessions, re-runs, decisions whose timers were lost.
+//!   sessions, re-runs, decisions whose timers were lost; with replicas, the
+//!   same for the sessions of a replica whose lease ran out.
+//! - `fleet.rs`: with replicas on PostgreSQL, the heartbeat that keeps this
+//!   replica's leases, the take-over of a stopped replica's sessions, and
+//!   controls (Stop, replies) handed to the replica that runs the session.
 //! - `watch.rs`: the pull requests selfheal opened, asked about until they
 //!   are merged or closed, which their threads are told once.
 //! - `policy.rs`: the decisions of the three above, pure and table-tested.
 //!   The rest of `app` gathers facts for it and carries its decisions out.
 
 mod buttons;
+mod fleet;
 mod heal;
 mod home;
 mod next_run;
@@ -87,7 +92,7 @@ impl App {
     /// Opens the store, checks the bot token, learns the channels and recovers
     /// sessions a previous process left unfinished.
     pub async fn build(cfg: Config, shutdown: CancellationToken) -> Result<Arc<App>> {
-        let store = crate::store::Store::open(&cfg.db_path)?;
+        let store = crate::store::Store::open(&cfg.db_path)?.with_lease(cfg.lease);
         let metrics = Arc::new(crate::metrics::Metrics::default());
         let web = SlackWeb::connect(
             &cfg.slack.api_url,
@@ -173,6 +178,7 @@ impl App {
     /// running sessions (recorded as interrupted, threads told).
     pub async fn serve(self: Arc<Self>) -> Result<()> {
         let cfg = &self.parts.cfg;
+        self.start_fleet();
         let (tx, mut rx) = mpsc::unbounded_channel();
         let listener = Listener::start(
             &cfg.slack.api_url,
@@ -232,6 +238,13 @@ impl App {
             .is_err()
         {
             warn!("some sessions did not finish within the shutdown grace period");
+        }
+        // Whatever did not end in time is another replica's to take over now.
+        if let Err(e) = self.parts.store.release_leases() {
+            warn!(
+                error = format!("{e:#}"),
+                "could not release this replica's session leases"
+            );
         }
         // Sessions remove their own folders; this removes the (now empty) root.
         let _ = std::fs::remove_dir_all(&self.deps.work_root);

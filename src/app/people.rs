@@ -47,9 +47,7 @@ impl App {
         }));
         match (decision, session, failure) {
             (Decision::StopSession, Some(s), _) => {
-                self.deps
-                    .controls
-                    .send(SessionId(s.id), Control::Stop { user: user.clone() });
+                self.control(SessionId(s.id), Control::Stop { user: user.clone() })?;
                 Ok(())
             }
             (Decision::GuideSession, Some(s), _) => {
@@ -57,7 +55,7 @@ impl App {
                     user: user.clone(),
                     text,
                 };
-                self.deps.controls.send(SessionId(s.id), reply);
+                self.control(SessionId(s.id), reply)?;
                 Ok(())
             }
             (Decision::FollowUp { agent }, Some(s), _) => {

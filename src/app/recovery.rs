@@ -21,16 +21,29 @@ use crate::store::{SessionRow, Status};
 const LOOKBACK_HOURS: i64 = 1;
 
 impl App {
-    /// Sessions still marked running belong to a process that died or was
-    /// stopped before they ended. Each is recorded as interrupted, what is
-    /// left of its agent is killed and its thread is told. Then (unless
-    /// `SELFHEAL_ON_RESTART=report`) every session interrupted in the last hour,
-    /// by a crash or by a stop, runs again, once.
+    /// At start: the sessions a previous process left, then the decisions
+    /// that were waiting when its timers died.
     pub(super) async fn recover(self: &Arc<Self>) -> Result<()> {
+        self.take_over().await?;
+        self.resume_pending_decisions()
+    }
+
+    /// Sessions still marked running whose process is gone — the one before
+    /// this start, or, with replicas, one whose lease ran out — are taken
+    /// over: each is recorded as interrupted, what is left of its agent is
+    /// killed and its thread is told. Then (unless
+    /// `SELFHEAL_ON_RESTART=report`) every session interrupted in the last
+    /// hour, by a crash or by a stop, runs again, once.
+    pub(super) async fn take_over(self: &Arc<Self>) -> Result<()> {
         let (cfg, store) = (&self.parts.cfg, &self.parts.store);
-        let why = "selfheal restarted before it finished";
+        let why = if store.is_shared() {
+            "the selfheal replica running it stopped before it finished"
+        } else {
+            "selfheal restarted before it finished"
+        };
         let rerun = cfg.rerun_interrupted && !crate::commands::paused(store)?;
-        for s in store.unfinished_sessions()? {
+        for id in store.take_over_sessions()? {
+            let s = store.session(id)?;
             let killed = crate::agent::command::kill_tagged(&store.session_tag(s.id));
             if killed > 0 {
                 warn!(
@@ -82,7 +95,7 @@ impl App {
                 }
             }
         }
-        self.resume_pending_decisions()
+        Ok(())
     }
 
     /// Posts in a session's thread; a failure is logged, not fatal.

@@ -94,6 +94,8 @@ pub struct Config {
     pub admins: Vec<String>,
     /// [`SELFHEAL_ON_RESTART`] is `rerun`.
     pub rerun_interrupted: bool,
+    /// [`SELFHEAL_LEASE_SECS`].
+    pub lease: Duration,
     /// How often the pull requests selfheal opened are asked about.
     pub pr_poll: PrPoll,
     /// [`SELFHEAL_HTTP_ADDR`]: where health, readiness and metrics are
@@ -298,6 +300,7 @@ impl Config {
         let max_sessions = vars.value(&SELFHEAL_MAX_SESSIONS);
         let max_sessions_per_schedule = vars.value(&SELFHEAL_MAX_SESSIONS_PER_SCHEDULE);
         let rerun_interrupted = vars.value(&SELFHEAL_ON_RESTART);
+        let lease = vars.value(&SELFHEAL_LEASE_SECS).max(Duration::from_secs(1));
         let http_addr = vars.get(&SELFHEAL_HTTP_ADDR);
         let pr_poll_first = vars
             .value(&SELFHEAL_PR_POLL_SECS)
@@ -382,6 +385,7 @@ impl Config {
             max_sessions_per_schedule,
             admins,
             rerun_interrupted,
+            lease,
             pr_poll,
             http_addr,
             heal,

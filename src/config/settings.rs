@@ -511,10 +511,19 @@ settings! {
     SELFHEAL_DB: PathBuf {
         section: Storage,
         unset: Use("data/selfheal.db"),
-        doc: "SQLite history",
-        comment: "SQLite database with the history of failures and sessions; its directory is created on start.",
+        doc: "the store: an SQLite file (one process), or `postgres://…` shared by replicas",
+        comment: "Where the history of failures and sessions is kept: an SQLite file for one process (its directory is created on start), or a PostgreSQL URL (postgres://user:password@host:5432/db) that several replicas share; see docs/SCALING.md.",
         example: "",
         parse: path,
+    }
+
+    SELFHEAL_LEASE_SECS: Duration {
+        section: Storage,
+        unset: Use("30"),
+        doc: "with replicas, how long a session stays its replica's without a heartbeat before another takes it over",
+        comment: "With replicas on PostgreSQL: how long a session stays with the replica that claimed it without a heartbeat (one every third of it). When a replica dies, another takes its sessions over after this long.",
+        example: "",
+        parse: seconds,
     }
 
     SELFHEAL_SECRET_ENV: Vec<String> {
@@ -920,14 +929,18 @@ mod tests {
     #[test]
     fn every_setting_is_read_through_its_declaration_and_no_other_way() {
         // Reads of a variable by a literal name (or through clap's `env =`),
-        // outside the declarations. Allowed: tests finding the pinned dbt,
-        // and `selfheal bench --bin`'s SELFHEAL_BENCH_BOT, a knob for
+        // outside the declarations. Allowed: tests finding the pinned dbt
+        // and the test PostgreSQL server, and `selfheal bench --bin`'s SELFHEAL_BENCH_BOT, a knob for
         // measuring another build of the bench's own child process, not a
         // setting of the bot.
         let reader =
             regex::Regex::new(r#"((env::var(_os)?|from_env)\(|env = )"(SELFHEAL|SLACK)_\w+""#)
                 .expect("a valid regex");
-        let allowed = ["src/doctor/e2e_tests.rs", "src/agent/llm/tests.rs"];
+        let allowed = [
+            "src/doctor/e2e_tests.rs",
+            "src/agent/llm/tests.rs",
+            "src/store/mod.rs",
+        ];
         let sources = sources();
         for (file, text) in &sources {
             for found in reader.find_iter(text) {

@@ -107,7 +107,8 @@ impl Default for Caps {
 }
 
 /// What a person can do to a running session.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Control {
     Stop {
         user: String,

@@ -51,17 +51,26 @@ impl Store {
     /// replica gets each.
     pub fn take_over_sessions(&self) -> Result<Vec<i64>> {
         let (owner, until) = self.new_lease();
-        let sql = if self.is_shared() {
-            "UPDATE sessions SET owner = ?1, lease_until = ?2
-             WHERE status IN ('claimed', 'running') AND (lease_until IS NULL OR lease_until < ?3)
-             RETURNING id"
-        } else {
-            "UPDATE sessions SET owner = ?1, lease_until = ?2
-             WHERE status IN ('claimed', 'running') AND (owner IS NULL OR owner != ?1 OR ?3 IS NULL)
-             RETURNING id"
-        };
         let mut ids = self.with_conn("taking over sessions whose replica is gone", |c| {
-            all(c, sql, params![owner, until, now()], |r| r.get(0))
+            if self.is_shared() {
+                all(
+                    c,
+                    "UPDATE sessions SET owner = ?1, lease_until = ?2
+                     WHERE status IN ('claimed', 'running') AND (lease_until IS NULL OR lease_until < ?3)
+                     RETURNING id",
+                    params![owner, until, now()],
+                    |r| r.get(0),
+                )
+            } else {
+                all(
+                    c,
+                    "UPDATE sessions SET owner = ?1, lease_until = ?2
+                     WHERE status IN ('claimed', 'running') AND (owner IS NULL OR owner != ?1)
+                     RETURNING id",
+                    params![owner, until],
+                    |r| r.get(0),
+                )
+            }
         })?;
         ids.sort_unstable();
         Ok(ids)

@@ -1,0 +1,126 @@
+//! Replicas sharing one PostgreSQL store: each keeps the leases of its
+//! sessions alive, takes over the sessions of a replica that stopped renewing
+//! its own, and hands a person's Stop or reply to whichever replica runs the
+//! session (NOTIFY on the store, no polling).
+//!
+//! With SQLite there is one process: none of this runs, and a control for a
+//! session this process does not run finds it ended.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Result;
+use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast::error::RecvError;
+use tracing::{debug, warn};
+
+use super::App;
+use crate::domain::SessionId;
+use crate::session::controls::Control;
+
+/// What one replica tells the others: a control for a session.
+#[derive(Debug, Serialize, Deserialize)]
+struct Notice {
+    session: i64,
+    control: Control,
+}
+
+/// Guidance longer than this is cut when it is handed to another replica
+/// (PostgreSQL's notices stop at 8000 bytes).
+const MAX_FORWARDED_TEXT: usize = 6000;
+
+impl App {
+    /// Starts the heartbeat and take-over task and the notices task, when
+    /// the store is shared.
+    pub(super) fn start_fleet(self: &Arc<Self>) {
+        let store = &self.parts.store;
+        if !store.is_shared() {
+            return;
+        }
+        let mut notices = store.subscribe();
+        let app = self.clone();
+        self.tasks.spawn(async move {
+            loop {
+                let notice = tokio::select! {
+                    notice = notices.recv() => notice,
+                    _ = app.shutdown.cancelled() => break,
+                };
+                match notice {
+                    Ok(payload) => app.on_notice(&payload),
+                    Err(RecvError::Lagged(n)) => {
+                        warn!(missed = n, "missed notices from other replicas")
+                    }
+                    Err(RecvError::Closed) => break,
+                }
+            }
+        });
+        // A third of the lease: two heartbeats may be lost before it runs out.
+        let beat = (store.lease() / 3).max(Duration::from_millis(200));
+        let app = self.clone();
+        self.tasks.spawn(async move {
+            let mut ticker = tokio::time::interval(beat);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = ticker.tick() => {}
+                    _ = app.shutdown.cancelled() => break,
+                }
+                if let Err(e) = app.parts.store.renew_leases() {
+                    warn!(
+                        error = format!("{e:#}"),
+                        "could not renew this replica's session leases"
+                    );
+                }
+                if let Err(e) = app.take_over().await {
+                    warn!(
+                        error = format!("{e:#}"),
+                        "could not take over the sessions of a stopped replica"
+                    );
+                }
+            }
+        });
+    }
+
+    /// Delivers a person's control to session `id`, wherever it runs: here,
+    /// or through the store to the replica that owns it. False when the
+    /// session is not running anywhere.
+    pub(super) fn control(&self, id: SessionId, control: Control) -> Result<bool> {
+        if self.deps.controls.send(id, control.clone()) {
+            return Ok(true);
+        }
+        let store = &self.parts.store;
+        if !store.is_shared() || store.session(id.0)?.status.is_terminal() {
+            return Ok(false);
+        }
+        let control = match control {
+            Control::Reply { user, text } if text.len() > MAX_FORWARDED_TEXT => {
+                let cut = text.floor_char_boundary(MAX_FORWARDED_TEXT);
+                Control::Reply {
+                    user,
+                    text: format!("{}…", &text[..cut]),
+                }
+            }
+            other => other,
+        };
+        store.publish(&serde_json::to_string(&Notice {
+            session: id.0,
+            control,
+        })?)?;
+        Ok(true)
+    }
+
+    /// A notice from a replica (this one included): the control goes to the
+    /// session if it runs here.
+    fn on_notice(&self, payload: &str) {
+        match serde_json::from_str::<Notice>(payload) {
+            Ok(n) => {
+                let delivered = self.deps.controls.send(SessionId(n.session), n.control);
+                debug!(
+                    session = n.session,
+                    delivered, "a control from another replica"
+                );
+            }
+            Err(e) => warn!(error = %e, "skipped an unreadable notice from another replica"),
+        }
+    }
+}
