@@ -156,3 +156,106 @@ impl Store {
 fn lease_end(from: DateTime<Utc>, lease: Duration) -> DateTime<Utc> {
     from + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::seconds(30))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use crate::store::testing::{another, replicas, stores};
+    use crate::store::Claim;
+
+    fn claim(store: &crate::store::Store, run: &str) -> i64 {
+        match store.claim_session("s", run, "C", "1.0", "a").unwrap() {
+            Claim::New(id) | Claim::Exists(id) => id,
+        }
+    }
+
+    #[test]
+    fn a_session_is_taken_over_once_and_only_after_its_lease_runs_out() {
+        let Some((a, b)) = replicas() else { return };
+        let a = a.with_lease(Duration::from_millis(300));
+        let id = claim(&a, "1");
+        assert_eq!(a.session_owner(id).unwrap().as_deref(), Some(a.replica()));
+
+        // While a renews its lease, b takes nothing.
+        std::thread::sleep(Duration::from_millis(200));
+        assert_eq!(a.renew_leases().unwrap(), 1);
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(b.take_over_sessions().unwrap().is_empty());
+
+        // a stops renewing: once the lease is out, b takes it, once.
+        std::thread::sleep(Duration::from_millis(200));
+        assert_eq!(b.take_over_sessions().unwrap(), [id]);
+        assert!(b.take_over_sessions().unwrap().is_empty());
+        assert_eq!(b.session_owner(id).unwrap().as_deref(), Some(b.replica()));
+        // An ended session is nobody's to take.
+        b.finish(id, crate::store::Status::Interrupted, None, None)
+            .unwrap();
+        assert_eq!(b.release_leases().unwrap(), 0);
+    }
+
+    #[test]
+    fn a_released_lease_is_taken_over_at_once() {
+        let Some((a, b)) = replicas() else { return };
+        let id = claim(&a, "1");
+        assert!(b.take_over_sessions().unwrap().is_empty());
+        assert_eq!(a.release_leases().unwrap(), 1);
+        assert_eq!(b.take_over_sessions().unwrap(), [id]);
+    }
+
+    #[test]
+    fn a_start_on_sqlite_takes_over_what_another_process_left() {
+        for store in stores().into_iter().filter(|s| !s.is_shared()) {
+            let id = claim(&store, "1");
+            // The process that claimed it does not take it from itself…
+            assert!(store.take_over_sessions().unwrap().is_empty());
+            // …the next one on the same file does, whatever its lease says.
+            let mut next = store.clone();
+            next.replica = "next-process".into();
+            assert_eq!(next.take_over_sessions().unwrap(), [id]);
+        }
+    }
+
+    #[test]
+    fn notices_reach_every_replica_of_the_schema_and_no_one_else() {
+        let Some((a, b)) = replicas() else { return };
+        let elsewhere = another(&a);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let (mut to_a, mut to_b, mut to_elsewhere) =
+            (a.subscribe(), b.subscribe(), elsewhere.subscribe());
+        // LISTEN is asked for when a store opens; give it a moment.
+        std::thread::sleep(Duration::from_millis(300));
+        a.publish(r#"{"session":1}"#).unwrap();
+        runtime.block_on(async {
+            let wait = Duration::from_secs(5);
+            for rx in [&mut to_a, &mut to_b] {
+                let got = tokio::time::timeout(wait, rx.recv()).await;
+                assert_eq!(got.unwrap().unwrap(), r#"{"session":1}"#);
+            }
+            let heard = tokio::time::timeout(Duration::from_millis(500), to_elsewhere.recv()).await;
+            assert!(heard.is_err(), "another schema heard it: {heard:?}");
+        });
+        assert!(a.publish(&"x".repeat(8000)).is_err(), "too long for NOTIFY");
+    }
+
+    #[test]
+    fn write_slots_are_booked_one_after_the_other_per_channel() {
+        for store in stores() {
+            // PostgreSQL keeps microseconds.
+            let t0 = chrono::SubsecRound::trunc_subsecs(chrono::Utc::now(), 6);
+            let step = chrono::Duration::seconds(1);
+            let book = |channel: &str| {
+                store
+                    .book_write_slot(channel, |tat| tat.map_or(t0, |t| t + step))
+                    .unwrap()
+            };
+            assert_eq!(book("C1"), t0);
+            assert_eq!(book("C1"), t0 + step);
+            assert_eq!(book("C2"), t0);
+            assert_eq!(book("C1"), t0 + step + step);
+        }
+    }
+}

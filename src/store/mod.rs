@@ -265,6 +265,19 @@ pub(crate) mod testing {
         stores
     }
 
+    /// Two handles on one fresh PostgreSQL schema, as two replicas have (None
+    /// with `SELFHEAL_TEST_PG_URL=off`).
+    pub fn replicas() -> Option<(Store, Store)> {
+        let url = std::env::var("SELFHEAL_TEST_PG_URL").unwrap_or_default();
+        if url == "off" {
+            return None;
+        }
+        stores(); // the same message when it is unset
+        let url = fresh_schema(&url);
+        let open = || Store::open(std::path::Path::new(&url)).unwrap();
+        Some((open(), open()))
+    }
+
     /// Another empty store on `like`'s backend.
     pub fn another(like: &Store) -> Store {
         if like.is_shared() {

@@ -9,8 +9,11 @@
 //! to be inside a runtime, and none blocks the runtime that serves the others.
 //!
 //! Also here: the schema's own migrations (PostgreSQL's types, one advisory
-//! lock so replicas starting together migrate once), and LISTEN/NOTIFY on the
-//! `selfheal` channel, which carries what one replica tells the others.
+//! lock so replicas starting together migrate once), and LISTEN/NOTIFY, which
+//! carries what one replica tells the others. Notifications are per
+//! database, not per schema, so the channel is named after the schema the
+//! store lives in (`selfheal.public`): two deployments sharing a database in
+//! schemas of their own never hear each other.
 
 use std::future::Future;
 use std::time::Duration;
@@ -25,13 +28,12 @@ use tracing::warn;
 
 use super::db::{dollar_placeholders, DbError, DbResult, Row, Value};
 
-/// The LISTEN/NOTIFY channel replicas talk on.
-pub const CHANNEL: &str = "selfheal";
-
 /// A pool of connections to one database, and the runtime that drives them.
 pub struct Pg {
     pool: Pool,
     rt: tokio::runtime::Handle,
+    /// The LISTEN/NOTIFY channel of this store's schema.
+    channel: String,
     /// Stops the runtime's thread when the last handle goes.
     _stop: tokio::sync::oneshot::Sender<()>,
 }
@@ -82,14 +84,22 @@ impl Pg {
             .create_timeout(Some(Duration::from_secs(10)))
             .build()
             .context("building the PostgreSQL pool")?;
-        let pg = Pg {
+        let mut pg = Pg {
             pool,
             rt,
+            channel: String::new(),
             _stop: stop,
         };
         pg.with_client(|c| migrate(c))
             .with_context(|| format!("migrating the schema of {}", redact_url(url)))?;
-        pg.rt.spawn(listen(config, notices));
+        let schema: String = pg
+            .with_client(|c| rows(c, "SELECT current_schema()", &[]))?
+            .first()
+            .map(|r| r.get(0))
+            .transpose()?
+            .unwrap_or_else(|| "public".into());
+        pg.channel = format!("selfheal.{schema}");
+        pg.rt.spawn(listen(config, pg.channel.clone(), notices));
         Ok(pg)
     }
 
@@ -139,7 +149,10 @@ impl Pg {
             execute(
                 c,
                 "SELECT pg_notify(?1, ?2)",
-                &[Value::Text(CHANNEL.into()), Value::Text(payload.into())],
+                &[
+                    Value::Text(self.channel.clone()),
+                    Value::Text(payload.into()),
+                ],
             )
         })
         .map(drop)
@@ -250,17 +263,19 @@ impl ToSql for Value {
     tokio_postgres::types::to_sql_checked!();
 }
 
-/// Listens on [`CHANNEL`] for as long as the store lives, reconnecting after
+/// Listens on `channel` for as long as the store lives, reconnecting after
 /// a lost connection; every payload goes to `notices`.
-async fn listen(config: tokio_postgres::Config, notices: broadcast::Sender<String>) {
+async fn listen(
+    config: tokio_postgres::Config,
+    channel: String,
+    notices: broadcast::Sender<String>,
+) {
     let mut delay = Duration::from_millis(100);
     loop {
         match config.connect(NoTls).await {
             Ok((client, mut connection)) => {
-                let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
                 let sender = notices.clone();
                 let pump = tokio::spawn(async move {
-                    let mut ready_tx = Some(ready_tx);
                     loop {
                         let message = std::future::poll_fn(|cx| connection.poll_message(cx)).await;
                         match message {
@@ -274,13 +289,10 @@ async fn listen(config: tokio_postgres::Config, notices: broadcast::Sender<Strin
                             }
                             None => break,
                         }
-                        if let Some(tx) = ready_tx.take() {
-                            let _ = tx.send(());
-                        }
                     }
                 });
-                let _ = ready_rx;
-                match client.batch_execute(&format!("LISTEN {CHANNEL}")).await {
+                let listen = format!("LISTEN \"{}\"", channel.replace('"', "\"\""));
+                match client.batch_execute(&listen).await {
                     Ok(()) => {
                         delay = Duration::from_millis(100);
                         let _ = pump.await;

@@ -99,7 +99,11 @@ pub async fn spawn_app_timed(
     slack.add_channel(OTHER, "random");
     let dir = tempfile::tempdir().expect("temp dir");
     std::fs::write(dir.path().join("paradime_schedules.yml"), SCHEDULES).expect("schedules");
-    let db_path = dir.path().join("selfheal.db");
+    // A story on PostgreSQL names its database (a URL) in SELFHEAL_DB.
+    let db_path = extra_env
+        .iter()
+        .find(|(k, _)| *k == "SELFHEAL_DB")
+        .map_or_else(|| dir.path().join("selfheal.db"), |(_, v)| PathBuf::from(v));
     let mut env: HashMap<String, String> = [
         ("SLACK_APP_TOKEN", slack.app_token().to_string()),
         ("SLACK_BOT_TOKEN", slack.bot_token().to_string()),

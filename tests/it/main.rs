@@ -20,6 +20,7 @@ mod home;
 mod ignoring;
 mod layouts;
 mod llm;
+mod replicas;
 mod resilience;
 mod service;
 mod shortcut;

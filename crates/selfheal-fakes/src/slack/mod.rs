@@ -927,6 +927,26 @@ impl FakeSlack {
         self.inner.state().connections.len()
     }
 
+    /// The ids of the open Socket Mode connections, oldest first (the id
+    /// [`SentEnvelope::connection`] names).
+    pub fn connection_ids(&self) -> Vec<u64> {
+        self.inner
+            .state()
+            .connections
+            .iter()
+            .map(|c| c.id)
+            .collect()
+    }
+
+    /// Sends envelopes from now on only to `connections` (while one of them is
+    /// open; otherwise, as without it, to any), or, with `None`, round-robin
+    /// to all again. Slack delivers each payload to any one connection of the
+    /// app; this picks which, so a story can land a click or a redelivery on
+    /// a given replica.
+    pub fn route_envelopes_to(&self, connections: Option<Vec<u64>>) {
+        self.inner.update(|st| st.route_to = connections);
+    }
+
     /// `hello` frames sent since start, i.e. successful connects.
     pub fn hellos(&self) -> usize {
         self.inner.state().hellos

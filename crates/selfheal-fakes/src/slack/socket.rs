@@ -266,9 +266,19 @@ pub(crate) fn dispatch(inner: &Arc<Inner>, frame: OutFrame) {
 /// start, if the frame is redeliverable; with no live connection, gives the frame back.
 fn send_locked(st: &mut State, frame: OutFrame) -> Result<Option<(String, Duration)>, OutFrame> {
     loop {
-        let live: Vec<usize> = (0..st.connections.len())
+        let mut live: Vec<usize> = (0..st.connections.len())
             .filter(|&i| !st.connections[i].draining)
             .collect();
+        if let Some(route) = &st.route_to {
+            let routed: Vec<usize> = live
+                .iter()
+                .copied()
+                .filter(|&i| route.contains(&st.connections[i].id))
+                .collect();
+            if !routed.is_empty() {
+                live = routed;
+            }
+        }
         if live.is_empty() {
             return Err(frame);
         }

@@ -129,6 +129,9 @@ pub(crate) struct State {
     pub connections: Vec<Conn>,
     /// Round-robin cursor into `connections`.
     pub next_conn: usize,
+    /// When set, envelopes go only to these connections (while any is live):
+    /// a test's way to land a payload on one replica of several.
+    pub route_to: Option<Vec<u64>>,
     /// Frames waiting for a connection.
     pub queue: VecDeque<OutFrame>,
     /// Sent `events_api` envelopes awaiting an ack, by envelope id.
@@ -173,6 +176,7 @@ impl State {
             ephemerals: Vec::new(),
             connections: Vec::new(),
             next_conn: 0,
+            route_to: None,
             queue: VecDeque::new(),
             pending: HashMap::new(),
             hellos: 0,

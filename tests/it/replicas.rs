@@ -1,0 +1,482 @@
+//! Three replicas of the bot, each its own `selfheal run` process with its own
+//! Socket Mode connections, sharing one PostgreSQL store, against one fake
+//! Slack that spreads envelopes over all their connections: whichever replica
+//! a payload reaches, each failure is healed once, a dead replica's sessions
+//! are taken over, and a Stop reaches the replica that runs the session.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use selfheal::store::{SessionRow, Status, Store};
+
+use crate::helpers::*;
+
+/// Sleeps until the test says the replica it ran on is gone (the marker
+/// file); after that it reports a fix at once.
+const SLEEPY_UNTIL_MARKED: &str = r#"
+if [ -e "$PROMPT_LOG.marked" ]; then
+  echo "second attempt at $SELFHEAL_RUN_ID"
+  echo "opened https://github.com/acme/analytics/pull/$SELFHEAL_RUN_ID"
+  echo '{"type":"result","status":"fixed","summary":"fixed on the re-run"}'
+  exit 0
+fi
+echo "first attempt at $SELFHEAL_RUN_ID"
+touch "$PROMPT_LOG.started.$SELFHEAL_RUN_ID"
+sleep 600 & wait
+"#;
+
+const HEALING_REPLY: &str = "🦖 Self-healing enabled";
+
+/// A fresh schema in the test PostgreSQL server that `./scripts/test`
+/// starts (`SELFHEAL_TEST_PG_URL`), as a URL for `SELFHEAL_DB`.
+fn postgres_url() -> String {
+    let url = std::env::var("SELFHEAL_TEST_PG_URL").expect(
+        "the replica stories need PostgreSQL: run ./scripts/test, which starts one, \
+         or set SELFHEAL_TEST_PG_URL",
+    );
+    let schema = format!(
+        "it_{}_{}",
+        std::process::id(),
+        chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default()
+    );
+    let created = std::process::Command::new("psql")
+        .args([url.as_str(), "-qc", &format!("CREATE SCHEMA {schema}")])
+        .status()
+        .expect("run psql");
+    assert!(created.success(), "create schema {schema}");
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}options=-c%20search_path%3D{schema}")
+}
+
+/// One `selfheal run` process and the Socket Mode connections it opened.
+struct Replica {
+    child: tokio::process::Child,
+    pid: u32,
+    connections: Vec<u64>,
+}
+
+/// The world, its store, and the replicas serving it.
+struct Fleet {
+    app: TestApp,
+    replicas: Vec<Replica>,
+    url: String,
+}
+
+impl Fleet {
+    /// `n` replicas with `agent`, a 2 s lease, and `extra_env`.
+    async fn start(agent: &str, n: usize, extra_env: &[(&str, &str)]) -> Fleet {
+        let url = postgres_url();
+        let mut env = vec![
+            ("SELFHEAL_DB", url.as_str()),
+            ("SELFHEAL_LEASE_SECS", "2"),
+            ("SELFHEAL_MAX_SESSIONS", "20"),
+            ("SELFHEAL_MAX_SESSIONS_PER_SCHEDULE", "20"),
+        ];
+        env.extend_from_slice(extra_env);
+        let mut app = spawn_app_with(agent, &env).await;
+        // The in-process bot only set the world up; the replicas take over.
+        app.stop().await;
+        app.slack
+            .wait_until(WAIT, |s| (s.connections() == 0).then_some(()))
+            .await
+            .expect("the set-up bot disconnects");
+        let mut fleet = Fleet {
+            app,
+            replicas: vec![],
+            url,
+        };
+        for _ in 0..n {
+            let replica = fleet.start_replica().await;
+            fleet.replicas.push(replica);
+        }
+        fleet
+    }
+
+    /// Starts one more replica and waits for both of its connections, so
+    /// that the connections opened meanwhile are its own.
+    async fn start_replica(&self) -> Replica {
+        let before: BTreeSet<u64> = self.app.slack.connection_ids().into_iter().collect();
+        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_selfheal"))
+            .arg("run")
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .envs(self.app.env())
+            .env("SELFHEAL_LOG", "warn")
+            .current_dir(self.app.path())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start selfheal run");
+        let pid = child.id().expect("a running replica");
+        let connections = self
+            .app
+            .slack
+            .wait_until(Duration::from_secs(30), |s| {
+                let new: Vec<u64> = s
+                    .connection_ids()
+                    .into_iter()
+                    .filter(|c| !before.contains(c))
+                    .collect();
+                (new.len() >= 2).then_some(new)
+            })
+            .await
+            .expect("the replica opens its two Socket Mode connections");
+        Replica {
+            child,
+            pid,
+            connections,
+        }
+    }
+
+    fn store(&self) -> Store {
+        self.app.store()
+    }
+
+    /// Every session of `run`, oldest first.
+    fn sessions_of(&self, run: &str) -> Vec<SessionRow> {
+        let mut rows: Vec<SessionRow> = self
+            .store()
+            .sessions(10_000)
+            .expect("sessions")
+            .into_iter()
+            .filter(|s| s.run_id == run)
+            .collect();
+        rows.reverse();
+        rows
+    }
+
+    /// The pid of the replica that owns `session`.
+    fn owner_pid(&self, session: i64) -> u32 {
+        let owner = self
+            .store()
+            .session_owner(session)
+            .expect("owner")
+            .expect("an owned session");
+        owner
+            .split('/')
+            .nth(1)
+            .and_then(|pid| pid.parse().ok())
+            .unwrap_or_else(|| panic!("a replica name with a pid: {owner}"))
+    }
+
+    /// Lands every envelope from now on on replica `i`'s connections.
+    fn route_to(&self, i: usize) {
+        self.app
+            .slack
+            .route_envelopes_to(Some(self.replicas[i].connections.clone()));
+    }
+
+    /// The replica whose connection received envelope `envelope_id`.
+    fn receiver_of(&self, envelope_id: &str) -> Option<usize> {
+        let sent = self
+            .app
+            .slack
+            .envelopes_sent()
+            .into_iter()
+            .find(|e| e.envelope_id == envelope_id)?;
+        self.replicas
+            .iter()
+            .position(|r| r.connections.contains(&sent.connection))
+    }
+
+    /// A clean stop (SIGTERM), waiting for the process to exit.
+    async fn stop(&mut self, i: usize) {
+        let replica = &mut self.replicas[i];
+        // SAFETY: kill(2) with a pid this test spawned and has not reaped.
+        unsafe { libc::kill(replica.pid as i32, libc::SIGTERM) };
+        let status = tokio::time::timeout(Duration::from_secs(30), replica.child.wait())
+            .await
+            .expect("the replica stops within 30 s")
+            .expect("wait for the replica");
+        assert!(status.success(), "replica {i} stopped cleanly: {status}");
+    }
+
+    /// Polls until `done` holds, failing with `what` after `within`.
+    async fn until(&self, within: Duration, what: &str, mut done: impl FnMut(&Fleet) -> bool) {
+        let deadline = tokio::time::Instant::now() + within;
+        while !done(self) {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{what}; sessions: {:#?}",
+                self.store().sessions(100)
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// How many healing replies the thread under `ts` holds.
+    fn healing_replies(&self, ts: &str) -> usize {
+        self.app
+            .thread(HEALING, ts)
+            .iter()
+            .filter(|m| m.text.starts_with(HEALING_REPLY))
+            .count()
+    }
+
+    /// Whether the first attempt's agent at `run` is past its check of the marker.
+    fn started(&self, run: &str) -> bool {
+        self.app
+            .path()
+            .join(format!("prompt.started.{run}"))
+            .exists()
+    }
+
+    fn mark(&self) {
+        std::fs::write(self.app.path().join("prompt.marked"), "").expect("marker");
+    }
+
+    /// Stops every replica still running, so no agent outlives the story.
+    async fn stop_all(mut self) {
+        for i in 0..self.replicas.len() {
+            if self.replicas[i].child.try_wait().ok().flatten().is_none() {
+                self.stop(i).await;
+            }
+        }
+    }
+}
+
+/// Processes whose environment names `session` of the store at `url`.
+fn agents_of(url: &str, session: i64) -> usize {
+    let wanted = format!("SELFHEAL_SESSION_TAG={url}#{session}\0");
+    std::fs::read_dir("/proc")
+        .expect("/proc")
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_str()
+                .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        })
+        .filter_map(|e| std::fs::read(e.path().join("environ")).ok())
+        .filter(|env| {
+            let mut env = env.clone();
+            env.push(0);
+            env.windows(wanted.len()).any(|w| w == wanted.as_bytes())
+        })
+        .count()
+}
+
+#[tokio::test]
+async fn a_failure_redelivered_to_the_other_replicas_is_healed_once() {
+    // Arrange: three replicas; the bot's own posts are not echoed, so the
+    // last event is the failure.
+    let fleet = Fleet::start(HAPPY_AGENT, 3, &[]).await;
+    fleet.app.slack.set_echo_own_messages(false);
+
+    // Act: the failure reaches replica 0; Slack, missing its ack in time,
+    // redelivers it to replica 1 and then to replica 2.
+    fleet.route_to(0);
+    let ts = fleet.app.post_failure(HEALING, "hourly_marts", "501").await;
+    fleet.route_to(1);
+    let second = fleet
+        .app
+        .slack
+        .redeliver_last(1)
+        .await
+        .expect("redelivered");
+    fleet.route_to(2);
+    let third = fleet
+        .app
+        .slack
+        .redeliver_last(2)
+        .await
+        .expect("redelivered");
+    fleet.app.slack.route_envelopes_to(None);
+
+    // Assert: the copies did land on the other replicas, and the failure
+    // has one session and one healing reply.
+    assert_eq!(fleet.receiver_of(&second), Some(1));
+    assert_eq!(fleet.receiver_of(&third), Some(2));
+    let row = fleet.app.wait_for_session_end("501").await;
+    assert_eq!(row.status, Status::Fixed);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(fleet.sessions_of("501").len(), 1);
+    assert_eq!(
+        fleet.healing_replies(&ts),
+        1,
+        "{:#?}",
+        fleet.app.thread(HEALING, &ts)
+    );
+    fleet.stop_all().await;
+}
+
+#[tokio::test]
+async fn kill_9_of_a_replica_hands_its_sessions_to_the_others_once() {
+    // Arrange: nine failures spread over three replicas, every agent busy.
+    let mut fleet = Fleet::start(SLEEPY_UNTIL_MARKED, 3, &[]).await;
+    let runs: Vec<String> = (601..=609).map(|r| r.to_string()).collect();
+    let mut threads = vec![];
+    for run in &runs {
+        threads.push(fleet.app.post_failure(HEALING, "hourly_marts", run).await);
+    }
+    fleet
+        .until(WAIT, "every agent sleeping", |f| {
+            runs.iter().all(|r| f.started(r))
+        })
+        .await;
+    let first: Vec<SessionRow> = runs
+        .iter()
+        .map(|r| fleet.sessions_of(r)[0].clone())
+        .collect();
+    let victim_pid = fleet.owner_pid(first[0].id);
+    let victim = fleet
+        .replicas
+        .iter()
+        .position(|r| r.pid == victim_pid)
+        .expect("the owner is one of the replicas");
+    let (lost, kept): (Vec<&SessionRow>, Vec<&SessionRow>) = first
+        .iter()
+        .partition(|s| fleet.owner_pid(s.id) == victim_pid);
+
+    // Act: kill -9 the replica running run 601's session; from now on a
+    // re-run fixes at once.
+    fleet.replicas[victim].child.start_kill().expect("kill -9");
+    fleet.replicas[victim].child.wait().await.expect("reaped");
+    fleet.mark();
+
+    // Assert: once the lease runs out, each of its sessions is recorded as
+    // interrupted and re-run exactly once by a live replica, which fixes it.
+    fleet
+        .until(
+            Duration::from_secs(30),
+            "the lost sessions re-run and fixed",
+            |f| {
+                lost.iter().all(|s| {
+                    f.sessions_of(&s.run_id)
+                        .iter()
+                        .any(|r| r.status == Status::Fixed)
+                })
+            },
+        )
+        .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for s in &lost {
+        let rows = fleet.sessions_of(&s.run_id);
+        assert_eq!(
+            rows.len(),
+            2,
+            "run {}: one session and one re-run: {rows:#?}",
+            s.run_id
+        );
+        assert_eq!(rows[0].status, Status::Interrupted);
+        assert_eq!(rows[1].rerun_of, Some(rows[0].id));
+        assert_ne!(fleet.owner_pid(rows[1].id), victim_pid);
+        assert_eq!(
+            agents_of(&fleet.url, s.id),
+            0,
+            "the dead replica's agent was killed"
+        );
+    }
+    // The live replicas' sessions were not touched: still running, still theirs.
+    for s in &kept {
+        let rows = fleet.sessions_of(&s.run_id);
+        assert_eq!(rows.len(), 1, "run {}: {rows:#?}", s.run_id);
+        assert_eq!(rows[0].status, Status::Running, "{rows:#?}");
+        assert_eq!(fleet.owner_pid(s.id), fleet.owner_pid(rows[0].id));
+    }
+    for ts in &threads {
+        assert_eq!(fleet.healing_replies(ts), 1);
+    }
+    assert!(
+        !lost.is_empty() && !kept.is_empty(),
+        "the sessions were spread"
+    );
+    fleet.stop_all().await;
+}
+
+#[tokio::test]
+async fn stop_clicked_on_a_replica_that_does_not_run_the_session_stops_it() {
+    // Arrange: replica 0 gets the failure and runs its session.
+    let fleet = Fleet::start("echo reading the run log; sleep 600 & wait", 3, &[]).await;
+    fleet.route_to(0);
+    let ts = fleet.app.post_failure(HEALING, "hourly_marts", "701").await;
+    fleet.app.store_wait_running("701").await;
+    let session = fleet.sessions_of("701")[0].clone();
+    assert_eq!(fleet.owner_pid(session.id), fleet.replicas[0].pid);
+    let progress = fleet
+        .app
+        .wait_for_reply(HEALING, &ts, |m| {
+            m.blocks
+                .as_ref()
+                .is_some_and(|b| b.to_string().contains("selfheal_stop"))
+        })
+        .await;
+
+    // Act: Alice's click reaches replica 1.
+    fleet.route_to(1);
+    let click = fleet
+        .app
+        .slack
+        .click_button(
+            "U0ALICE",
+            HEALING,
+            &progress.ts,
+            "selfheal_stop",
+            &session.id.to_string(),
+        )
+        .await;
+
+    // Assert: replica 0 stopped its agent, and the thread says who stopped it.
+    assert_eq!(fleet.receiver_of(&click), Some(1));
+    let row = fleet.app.wait_for_session_end("701").await;
+    assert_eq!(row.status, Status::Stopped);
+    fleet
+        .app
+        .wait_for_reply(HEALING, &ts, |m| m.text.contains("stopped by <@U0ALICE>"))
+        .await;
+    assert!(
+        fleet
+            .app
+            .slack
+            .ephemerals()
+            .iter()
+            .all(|e| !e.text.contains("already ended")),
+        "nobody was told the running session had ended"
+    );
+    fleet.stop_all().await;
+}
+
+#[tokio::test]
+async fn a_rolling_restart_of_all_three_replicas_loses_and_doubles_nothing() {
+    // Arrange: six sessions running over three replicas.
+    let mut fleet = Fleet::start(SLEEPY_UNTIL_MARKED, 3, &[]).await;
+    let runs: Vec<String> = (801..=806).map(|r| r.to_string()).collect();
+    let mut threads = vec![];
+    for run in &runs {
+        threads.push(fleet.app.post_failure(HEALING, "hourly_marts", run).await);
+    }
+    fleet
+        .until(WAIT, "every agent sleeping", |f| {
+            runs.iter().all(|r| f.started(r))
+        })
+        .await;
+    fleet.mark();
+
+    // Act: each replica in turn is stopped (SIGTERM) and replaced, as a
+    // Deployment's rolling update does.
+    for i in 0..3 {
+        fleet.stop(i).await;
+        let replacement = fleet.start_replica().await;
+        fleet.replicas.push(replacement);
+    }
+
+    // Assert: every failure ends fixed, by exactly one re-run of its
+    // interrupted session; one healing reply each; nothing left running.
+    fleet
+        .until(Duration::from_secs(60), "every failure fixed", |f| {
+            runs.iter()
+                .all(|r| f.sessions_of(r).iter().any(|s| s.status == Status::Fixed))
+        })
+        .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for run in &runs {
+        let rows = fleet.sessions_of(run);
+        assert_eq!(rows.len(), 2, "run {run}: {rows:#?}");
+        assert_eq!(rows[0].status, Status::Interrupted);
+        assert_eq!(rows[1].rerun_of, Some(rows[0].id));
+        assert_eq!(rows[1].status, Status::Fixed);
+    }
+    for ts in &threads {
+        assert_eq!(fleet.healing_replies(ts), 1);
+    }
+    assert!(fleet.store().unfinished_sessions().unwrap().is_empty());
+    fleet.stop_all().await;
+}
