@@ -812,7 +812,8 @@ const SQLITE_TARGET_MS: f64 = 2.0;
 
 /// Each history query's target on PostgreSQL. The same as SQLite's: each call
 /// adds a round trip over loopback and a hop to the store's PostgreSQL
-/// thread, some tenths of a millisecond, and the queries use the same indexes.
+/// thread (0.1–0.2 ms in all at 1M sessions on 2 cores, see
+/// docs/BENCHMARKS.md), and the queries use the same indexes.
 const POSTGRES_TARGET_MS: f64 = 2.0;
 
 /// The same database as [`history`]'s, in a schema of its own in the
