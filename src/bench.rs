@@ -832,6 +832,7 @@ async fn history_postgres(url: &str, n: usize) -> Result<Vec<Figure>> {
     Ok(figures)
 }
 
+/// The history scenario in `schema`, which `url` puts first on the search path.
 async fn history_in_schema(url: &str, schema: &str, n: usize) -> Result<Vec<Figure>> {
     // Opening the store first creates the tables, in the schema `url` puts
     // first on the search path.
@@ -1058,7 +1059,7 @@ const HISTORY_ROWS_PG: &str = "
 /// computes itself (a million rows sent one by one over loopback would take
 /// minutes), then `ANALYZE`s them.
 async fn fill_history_postgres(client: &tokio_postgres::Client, n: usize) -> Result<()> {
-    let (n, step, start) = (n as i64, history_step(n as usize), history_start()?);
+    let (step, start, n) = (history_step(n), history_start()?, n as i64);
     let rows = [
         &n as &(dyn tokio_postgres::types::ToSql + Sync),
         &step,
