@@ -98,7 +98,8 @@ enum Command {
         /// Runs per scenario; medians are printed.
         #[arg(long, default_value_t = 3)]
         runs: usize,
-        /// Only these scenarios (traffic, burst, streaming, memory, history).
+        /// Only these scenarios (traffic, burst, streaming, memory, history,
+        /// history-postgres).
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
         /// Sessions stored for the history scenario.
@@ -108,6 +109,10 @@ enum Command {
         /// without the demo, or a wrapper such as a profiler.
         #[arg(long, env = "SELFHEAL_BENCH_BOT")]
         bin: Option<std::path::PathBuf>,
+        /// A PostgreSQL URL (postgres://…) for the history-postgres scenario,
+        /// which fills and then drops a schema of its own there; skipped without.
+        #[arg(long, env = "SELFHEAL_BENCH_PG_URL")]
+        postgres: Option<String>,
     },
     /// Inspect stored healing sessions.
     Session {
@@ -219,6 +224,7 @@ fn main() -> ExitCode {
         only,
         history_sessions,
         bin,
+        postgres,
     } = cli.command
     {
         return block_on(async {
@@ -227,6 +233,7 @@ fn main() -> ExitCode {
                 only,
                 history_sessions: history_sessions.max(1000),
                 bin,
+                postgres,
             };
             match selfheal::bench::run_bench(opts).await {
                 Ok(true) => ExitCode::SUCCESS,
