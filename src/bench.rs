@@ -1183,16 +1183,9 @@ mod tests {
 
     #[test]
     fn postgres_history_fill_stores_what_the_sqlite_fill_stores() {
-        // As the store's own tests (`store::testing::stores`) read it.
-        let url = std::env::var("SELFHEAL_TEST_PG_URL").unwrap_or_default();
-        match url.as_str() {
-            "off" => return,
-            "" => panic!(
-                "the history fill is tested on PostgreSQL: run ./scripts/test, which starts one, \
-                 or set SELFHEAL_TEST_PG_URL (to `off` to skip it)"
-            ),
-            _ => {}
-        }
+        let Some(url) = crate::store::testing::postgres_url() else {
+            return;
+        };
         const N: usize = 1000;
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()

@@ -930,7 +930,7 @@ mod tests {
     fn every_setting_is_read_through_its_declaration_and_no_other_way() {
         // Reads of a variable by a literal name (or through clap's `env =`),
         // outside the declarations. Allowed: tests finding the pinned dbt
-        // and the test PostgreSQL server, the bench's PostgreSQL
+        // and the test PostgreSQL server (store::testing), the bench's PostgreSQL
         // (SELFHEAL_BENCH_PG_URL), and `selfheal bench --bin`'s SELFHEAL_BENCH_BOT, a knob for
         // measuring another build of the bench's own child process, not a
         // setting of the bot.

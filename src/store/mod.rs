@@ -248,44 +248,48 @@ fn now() -> DateTime<Utc> {
 pub(crate) mod testing {
     use super::Store;
 
-    /// One empty store per backend: SQLite in memory, and PostgreSQL — a
-    /// schema of its own in the database `SELFHEAL_TEST_PG_URL` names, which
-    /// `./scripts/test` starts (`off` runs SQLite alone).
-    pub fn stores() -> Vec<Store> {
-        let mut stores = vec![Store::in_memory().unwrap()];
-        let url = std::env::var("SELFHEAL_TEST_PG_URL").unwrap_or_default();
-        match url.as_str() {
-            "off" => {}
+    /// The test PostgreSQL server's URL: `SELFHEAL_TEST_PG_URL`, which
+    /// `./scripts/test` sets after starting one; None when it is `off`.
+    pub fn postgres_url() -> Option<String> {
+        match std::env::var("SELFHEAL_TEST_PG_URL")
+            .unwrap_or_default()
+            .as_str()
+        {
+            "off" => None,
             "" => panic!(
                 "the store's tests run on PostgreSQL too: run ./scripts/test, which starts one, \
                  or set SELFHEAL_TEST_PG_URL (to `off` for SQLite alone)"
             ),
-            url => stores.push(Store::open(std::path::Path::new(&fresh_schema(url))).unwrap()),
+            url => Some(url.to_owned()),
+        }
+    }
+
+    /// One empty store per backend: SQLite in memory, and PostgreSQL (a
+    /// schema of its own) unless `SELFHEAL_TEST_PG_URL=off`.
+    pub fn stores() -> Vec<Store> {
+        let mut stores = vec![Store::in_memory().unwrap()];
+        if let Some(url) = postgres_url() {
+            stores.push(open(&fresh_schema(&url)));
         }
         stores
     }
 
-    /// Two handles on one fresh PostgreSQL schema, as two replicas have (None
-    /// with `SELFHEAL_TEST_PG_URL=off`).
+    /// Two handles on one fresh PostgreSQL schema, as two replicas have.
     pub fn replicas() -> Option<(Store, Store)> {
-        let url = std::env::var("SELFHEAL_TEST_PG_URL").unwrap_or_default();
-        if url == "off" {
-            return None;
-        }
-        stores(); // the same message when it is unset
-        let url = fresh_schema(&url);
-        let open = || Store::open(std::path::Path::new(&url)).unwrap();
-        Some((open(), open()))
+        let url = fresh_schema(&postgres_url()?);
+        Some((open(&url), open(&url)))
     }
 
     /// Another empty store on `like`'s backend.
     pub fn another(like: &Store) -> Store {
-        if like.is_shared() {
-            let url = std::env::var("SELFHEAL_TEST_PG_URL").unwrap();
-            Store::open(std::path::Path::new(&fresh_schema(&url))).unwrap()
-        } else {
-            Store::in_memory().unwrap()
+        match postgres_url().filter(|_| like.is_shared()) {
+            Some(url) => open(&fresh_schema(&url)),
+            None => Store::in_memory().unwrap(),
         }
+    }
+
+    fn open(url: &str) -> Store {
+        Store::open(std::path::Path::new(url)).unwrap()
     }
 
     /// `url` with a new, empty schema first on its search path.
