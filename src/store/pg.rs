@@ -23,7 +23,8 @@ use deadpool_postgres::{ClientWrapper, Manager, ManagerConfig, Pool, RecyclingMe
 use futures_util::FutureExt;
 use tokio::sync::broadcast;
 use tokio_postgres::types::{IsNull, ToSql, Type};
-use tokio_postgres::{AsyncMessage, NoTls};
+use tokio_postgres::AsyncMessage;
+use tokio_postgres_rustls::MakeRustlsConnect;
 use tracing::warn;
 
 use super::db::{dollar_placeholders, DbError, DbResult, Row, Value};
@@ -42,9 +43,11 @@ impl Pg {
     /// Connects to `url`, brings the schema up to date and starts listening;
     /// what other replicas publish arrives on `notices`.
     pub fn connect(url: &str, notices: broadcast::Sender<String>) -> Result<Pg> {
-        let config: tokio_postgres::Config = url
+        let (url_for_driver, ca_file) = split_sslrootcert(url);
+        let config: tokio_postgres::Config = url_for_driver
             .parse()
             .with_context(|| format!("reading the PostgreSQL URL {}", redact_url(url)))?;
+        let tls = tls(ca_file.as_deref())?;
         let (handle_tx, handle_rx) = std::sync::mpsc::channel();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         std::thread::Builder::new()
@@ -72,7 +75,7 @@ impl Pg {
             .context("starting the PostgreSQL runtime")?;
         let manager = Manager::from_config(
             config.clone(),
-            NoTls,
+            tls.clone(),
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -99,7 +102,8 @@ impl Pg {
             .transpose()?
             .unwrap_or_else(|| "public".into());
         pg.channel = format!("selfheal.{schema}");
-        pg.rt.spawn(listen(config, pg.channel.clone(), notices));
+        pg.rt
+            .spawn(listen(config, tls, pg.channel.clone(), notices));
         Ok(pg)
     }
 
@@ -267,12 +271,13 @@ impl ToSql for Value {
 /// a lost connection; every payload goes to `notices`.
 async fn listen(
     config: tokio_postgres::Config,
+    tls: MakeRustlsConnect,
     channel: String,
     notices: broadcast::Sender<String>,
 ) {
     let mut delay = Duration::from_millis(100);
     loop {
-        match config.connect(NoTls).await {
+        match config.connect(tls.clone()).await {
             Ok((client, mut connection)) => {
                 let sender = notices.clone();
                 let pump = tokio::spawn(async move {
@@ -499,6 +504,57 @@ fn migrate(c: &ClientWrapper) -> DbResult<()> {
     })
 }
 
+/// The URL without libpq's `sslrootcert` parameter, which tokio-postgres
+/// does not know, and the CA file it names.
+fn split_sslrootcert(url: &str) -> (String, Option<std::path::PathBuf>) {
+    let Ok(mut parsed) = url::Url::parse(url) else {
+        return (url.to_owned(), None);
+    };
+    let mut ca = None;
+    let kept: Vec<(String, String)> = parsed
+        .query_pairs()
+        .filter_map(|(k, v)| {
+            if k == "sslrootcert" {
+                ca = Some(std::path::PathBuf::from(v.as_ref()));
+                None
+            } else {
+                Some((k.into_owned(), v.into_owned()))
+            }
+        })
+        .collect();
+    if ca.is_none() {
+        return (url.to_owned(), None);
+    }
+    parsed.set_query(None);
+    if !kept.is_empty() {
+        parsed.query_pairs_mut().extend_pairs(kept);
+    }
+    (parsed.to_string(), ca)
+}
+
+/// TLS as libpq's `sslmode` asks for it (`prefer` by default: TLS when the
+/// server offers it), always verifying the server's certificate and name
+/// against the system's roots and `ca_file`'s — as `verify-full` does.
+fn tls(ca_file: Option<&std::path::Path>) -> Result<MakeRustlsConnect> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+    if let Some(path) = ca_file {
+        use rustls::pki_types::pem::PemObject;
+        let certs = rustls::pki_types::CertificateDer::pem_file_iter(path)
+            .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+            .with_context(|| format!("reading the CA file {} (sslrootcert)", path.display()))?;
+        roots.add_parsable_certificates(certs);
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .context("setting up TLS for PostgreSQL")?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(MakeRustlsConnect::new(config))
+}
+
 /// The URL without its password, for messages.
 pub fn redact_url(url: &str) -> String {
     match url::Url::parse(url) {
@@ -507,5 +563,43 @@ pub fn redact_url(url: &str) -> String {
             u.to_string()
         }
         _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sslrootcert_is_taken_out_of_the_url_and_the_rest_kept() {
+        for (url, want, ca) in [
+            ("postgres://u@h/db", "postgres://u@h/db", None),
+            (
+                "postgres://u:p@h:5432/db?sslmode=require&sslrootcert=/etc/ca.pem",
+                "postgres://u:p@h:5432/db?sslmode=require",
+                Some("/etc/ca.pem"),
+            ),
+            (
+                "postgres://u@h/db?sslrootcert=/etc/ca.pem",
+                "postgres://u@h/db",
+                Some("/etc/ca.pem"),
+            ),
+        ] {
+            let (got, got_ca) = split_sslrootcert(url);
+            assert_eq!(got, want, "{url}");
+            assert_eq!(got_ca.as_deref(), ca.map(std::path::Path::new), "{url}");
+        }
+    }
+
+    #[test]
+    fn messages_never_show_the_password() {
+        assert_eq!(
+            redact_url("postgres://selfheal:s3cret@db:5432/selfheal"),
+            "postgres://selfheal:***@db:5432/selfheal"
+        );
+        let Err(e) = tls(Some(std::path::Path::new("/nonexistent/ca.pem"))) else {
+            panic!("a missing CA file is an error");
+        };
+        assert!(e.to_string().contains("sslrootcert"), "{e}");
     }
 }
