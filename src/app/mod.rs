@@ -320,6 +320,13 @@ fn secret_values(cfg: &Config) -> Vec<String> {
         Some(SourceSettings::DbtCloud(d)) => values.push(d.token.expose().to_string()),
         _ => {}
     }
+    // The PostgreSQL URL's password.
+    if let Some(password) = url::Url::parse(&cfg.db_path.to_string_lossy())
+        .ok()
+        .and_then(|u| u.password().map(str::to_string))
+    {
+        values.push(password);
+    }
     for agent in cfg.agents.values() {
         if let Runner::Llm(llm) = &agent.runner {
             values.extend(llm.api_key_from_env());
