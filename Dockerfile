@@ -90,8 +90,8 @@ VOLUME ["/var/lib/selfheal"]
 WORKDIR /var/lib/selfheal
 USER 10001:10001
 
-# The health endpoints (SELFHEAL_HTTP_ADDR=0.0.0.0:9090: /healthz, /readyz) are
-# being added separately; nothing listens on this port until they are.
+# The health endpoints and metrics (SELFHEAL_HTTP_ADDR=0.0.0.0:9090: /healthz,
+# /readyz, /metrics); nothing listens here unless it is set.
 EXPOSE 9090
 
 # No HEALTHCHECK: the image carries no curl, and Kubernetes probes /healthz and

@@ -1,4 +1,5 @@
-//! SQLite: the source of truth for what selfheal has seen and done.
+//! The store: the source of truth for what selfheal has seen and done —
+//! SQLite for one process, PostgreSQL for replicas sharing it.
 //!
 //! Slack messages are a view of this store. Every decision that must happen
 //! exactly once — starting a session for a failure, posting a courtesy pointer
@@ -7,15 +8,15 @@
 //! `open`), so redelivered events, the same failure in several channels,
 //! reconnects and restarts cannot repeat work.
 //!
-//! The connection sits behind a `std::sync::Mutex`: every query is short and
-//! none is held across an `.await`, so an async mutex would only add overhead.
-//! Callers own no SQL; they call the typed methods of [`Store`], which return
-//! rows as structs with named fields.
+//! Store methods are synchronous: every query is short and none is held
+//! across an `.await`. SQLite's connection sits behind a `std::sync::Mutex`;
+//! PostgreSQL's pool lives on a runtime of its own (`pg.rs`). Callers own no
+//! SQL; they call the typed methods of [`Store`], which return rows as
+//! structs with named fields.
 //!
 //! # Layout
 //! One file per concern, each holding its rows, its SQL and its `impl Store`
-//! block; a second backend would give each concern a second body without
-//! changing a caller.
+//! block, written once against `db.rs`'s interface, which both backends answer.
 //! - `failures.rs`: recognised failures, their sightings per channel, courtesy
 //!   pointers and Slack event ids — the exactly-once claims — and which
 //!   passing run resolved them.
@@ -26,9 +27,12 @@
 //!   run's retry budget.
 //! - `controls.rs`: `/selfheal` overrides, the pause switch and the audit log.
 //! - `prs.rs`: pull requests selfheal opened, watched until merged or closed.
-//! - `schema.rs`: the migrations.
+//! - `fleet.rs`: what replicas share: session leases, notices, write slots.
+//! - `db.rs`: the query interface, values and rows of both backends.
+//! - `pg.rs`: PostgreSQL: the pool, its runtime, TLS, its migrations, LISTEN.
+//! - `schema.rs`: SQLite's migrations.
 //!
-//! Here: opening the database, and the one lock-query-context shape every
+//! Here: opening the database, and the one query-context shape every
 //! method goes through ([`Store::with_conn`], [`Store::with_tx`]).
 
 use std::path::Path;
