@@ -504,25 +504,31 @@ fn migrate(c: &ClientWrapper) -> DbResult<()> {
     })
 }
 
-/// The URL without libpq's `sslrootcert` parameter, which tokio-postgres
-/// does not know, and the CA file it names.
+/// The URL as tokio-postgres reads it, and the CA file libpq's
+/// `sslrootcert` names (tokio-postgres knows neither it nor `verify-ca` and
+/// `verify-full`, which are `require` here: the certificate is always verified).
 fn split_sslrootcert(url: &str) -> (String, Option<std::path::PathBuf>) {
     let Ok(mut parsed) = url::Url::parse(url) else {
         return (url.to_owned(), None);
     };
     let mut ca = None;
+    let mut changed = false;
     let kept: Vec<(String, String)> = parsed
         .query_pairs()
-        .filter_map(|(k, v)| {
-            if k == "sslrootcert" {
-                ca = Some(std::path::PathBuf::from(v.as_ref()));
+        .filter_map(|(k, v)| match (k.as_ref(), v.as_ref()) {
+            ("sslrootcert", path) => {
+                ca = Some(std::path::PathBuf::from(path));
+                changed = true;
                 None
-            } else {
-                Some((k.into_owned(), v.into_owned()))
             }
+            ("sslmode", "verify-ca" | "verify-full") => {
+                changed = true;
+                Some(("sslmode".into(), "require".into()))
+            }
+            _ => Some((k.into_owned(), v.into_owned())),
         })
         .collect();
-    if ca.is_none() {
+    if !changed {
         return (url.to_owned(), None);
     }
     parsed.set_query(None);
@@ -582,6 +588,11 @@ mod tests {
             (
                 "postgres://u@h/db?sslrootcert=/etc/ca.pem",
                 "postgres://u@h/db",
+                Some("/etc/ca.pem"),
+            ),
+            (
+                "postgres://u@h/db?sslmode=verify-full&sslrootcert=/etc/ca.pem",
+                "postgres://u@h/db?sslmode=require",
                 Some("/etc/ca.pem"),
             ),
         ] {
