@@ -1,8 +1,9 @@
 //! The Web API gateway: every call selfheal makes to Slack's HTTP API.
 //!
-//! It owns Slack manners for writes: per-channel pacing (Slack allows about one
-//! message per second per channel; slack-morphism's own throttle is per team),
-//! honouring `429 Retry-After`, timeouts on every call and bounded retries of
+//! It owns Slack manners for writes: per-channel pacing (Slack allows a short
+//! burst, then about one message per second per channel; slack-morphism's own
+//! throttle is per team), with the slots booked in a [`SlotBook`] that a fleet
+//! of replicas may share, honouring `429 Retry-After`, timeouts on every call and bounded retries of
 //! transient failures. A post that timed out or met a 5xx may have landed all
 //! the same, so before it is retried the channel is searched for it: a retry
 //! never posts a message twice. Writes to one channel are serialised, so they
@@ -13,17 +14,32 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use serde_json::Value;
 use slack_morphism::errors::SlackClientError;
 use slack_morphism::prelude::*;
-use tokio::time::Instant;
 use tracing::{debug, warn};
 
 use crate::recognize::Identity;
 
+use super::pace::MemoryBook;
+
 pub type Connector = SlackClientHyperHttpsConnector;
+
+/// Where a channel's write slots are booked: in this process's memory, or in
+/// the store that a fleet of replicas shares.
+pub trait SlotBook: Send + Sync + 'static {
+    /// Books the channel's next write slot at or after `now` and returns when
+    /// the write may go (GCRA: `interval` apart, up to `burst` at once).
+    fn book(
+        &self,
+        channel: &str,
+        now: std::time::SystemTime,
+    ) -> anyhow::Result<std::time::SystemTime>;
+    /// After a 429: no slot of `channel` before `until`.
+    fn hold(&self, channel: &str, until: std::time::SystemTime) -> anyhow::Result<()>;
+}
 
 /// What callers act on when a Slack call fails.
 #[derive(Debug, thiserror::Error)]
@@ -47,10 +63,10 @@ pub enum SlackError {
 }
 
 /// How hard to try.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct WebSettings {
-    /// Minimum spacing of writes to one channel.
-    pub channel_interval: Duration,
+    /// Where each channel's write slots are booked, at Slack's pace.
+    pub book: Arc<dyn SlotBook>,
     /// Per-call timeout.
     pub timeout: Duration,
     /// Attempts for a call that failed transiently (5xx, timeout, connection).
@@ -62,10 +78,11 @@ pub struct WebSettings {
 }
 
 impl WebSettings {
-    /// The configured pacing and timeout, with the bot's retry limits.
+    /// The configured pacing (booked in this process's memory) and timeout,
+    /// with the bot's retry limits.
     pub fn from_config(cfg: &crate::config::Config) -> WebSettings {
         WebSettings {
-            channel_interval: cfg.channel_interval,
+            book: Arc::new(MemoryBook::new(cfg.channel_interval, cfg.channel_burst)),
             timeout: cfg.api_timeout,
             max_attempts: 3,
             max_rate_limited_attempts: 5,
@@ -87,7 +104,7 @@ pub struct SlackWeb {
     client: Arc<SlackClient<Connector>>,
     token: SlackApiToken,
     settings: WebSettings,
-    /// Per channel: when the next write may go out, and who goes first.
+    /// Per channel: the write in flight, and who goes first.
     pacers: Arc<Mutex<HashMap<String, Arc<Pacer>>>>,
     /// The latest messages we know we posted (channel, ts), so that looking for
     /// a post whose answer got lost never mistakes one of them for it.
@@ -101,11 +118,12 @@ const REMEMBERED_POSTS: usize = 512;
 /// stamps the message, may run behind ours.
 const CLOCK_MARGIN: Duration = Duration::from_secs(10);
 
-/// One channel's write slot.
+/// One channel's writes in this process.
 struct Pacer {
-    /// When the next write may go out. The async mutex is held across the
-    /// call on purpose: it is what serialises a channel's writes.
-    next: tokio::sync::Mutex<Instant>,
+    /// A slot booked for the channel and not used yet: a routine write waiting
+    /// for it lets an answer take it. The async mutex is held across the call
+    /// on purpose: it is what serialises a channel's writes.
+    slot: tokio::sync::Mutex<Option<SystemTime>>,
     /// Answers waiting for the slot; routine writes let them go first.
     answers: AtomicUsize,
     /// Signalled whenever an answer is done.
@@ -199,6 +217,7 @@ impl SlackWeb {
                 // Taken once the slot is ours: a lost post can only be newer.
                 let since = slack_ts(std::time::SystemTime::now() - CLOCK_MARGIN);
                 self.call_checking(
+                    Some(channel),
                     move || async move {
                         let res = this.session().chat_post_message(req).await?;
                         Ok(Posted {
@@ -286,7 +305,9 @@ impl SlackWeb {
         let req = SlackApiChatUpdateRequest::new(channel.into(), content(text, blocks), ts.into());
         let (this, req) = (self, &req);
         self.paced(channel, false, || {
-            self.call(move || async move { this.session().chat_update(req).await })
+            self.write(channel, move || async move {
+                this.session().chat_update(req).await
+            })
         })
         .await?;
         Ok(())
@@ -402,7 +423,7 @@ impl SlackWeb {
                 .entry(channel.to_string())
                 .or_insert_with(|| {
                     Arc::new(Pacer {
-                        next: tokio::sync::Mutex::new(Instant::now()),
+                        slot: tokio::sync::Mutex::new(None),
                         answers: AtomicUsize::new(0),
                         answered: tokio::sync::Notify::new(),
                     })
@@ -413,8 +434,8 @@ impl SlackWeb {
             pacer.answers.fetch_add(1, Ordering::SeqCst);
             Answering(&pacer)
         });
-        let mut next = if answer {
-            pacer.next.lock().await
+        let mut slot = if answer {
+            pacer.slot.lock().await
         } else {
             loop {
                 // Registered before the check, so an answer finishing in between
@@ -423,16 +444,20 @@ impl SlackWeb {
                 tokio::pin!(answered);
                 answered.as_mut().enable();
                 if pacer.answers.load(Ordering::SeqCst) == 0 {
-                    let next = pacer.next.lock().await;
+                    let mut slot = pacer.slot.lock().await;
                     if pacer.answers.load(Ordering::SeqCst) == 0 {
-                        let at = *next;
-                        if at <= Instant::now() {
-                            break next;
+                        let at = match *slot {
+                            Some(at) => at,
+                            None => *slot.insert(self.book(channel)),
+                        };
+                        let wait = at.duration_since(SystemTime::now()).unwrap_or_default();
+                        if wait.is_zero() {
+                            break slot;
                         }
                         // Not yet time: wait without holding the slot, so an
                         // answer that comes meanwhile can still take it first.
-                        drop(next);
-                        tokio::time::sleep_until(at).await;
+                        drop(slot);
+                        tokio::time::sleep(wait).await;
                         continue;
                     }
                     // An answer queued while we waited for the slot: it goes first.
@@ -440,13 +465,44 @@ impl SlackWeb {
                 answered.await;
             }
         };
-        tokio::time::sleep_until(*next).await;
-        let result = op().await;
-        *next = Instant::now() + self.settings.channel_interval;
-        if let Err(SlackError::RateLimited { retry_after }) = &result {
-            *next = Instant::now() + *retry_after;
+        let at = slot.take().unwrap_or_else(|| self.book(channel));
+        sleep_until(at).await;
+        op().await
+    }
+
+    /// When the channel's next write may go, as booked. A book that cannot
+    /// answer (a store gone away) lets the write go now: Slack's 429 is the
+    /// safety net, and not writing at all would be worse.
+    fn book(&self, channel: &str) -> SystemTime {
+        let now = SystemTime::now();
+        self.settings.book.book(channel, now).unwrap_or_else(|e| {
+            warn!(
+                error = format!("{e:#}"),
+                channel, "cannot book a write slot; writing now"
+            );
+            now
+        })
+    }
+
+    /// Tells the book that Slack wants no write to `channel` before
+    /// `retry_after` from now.
+    fn hold(&self, channel: &str, retry_after: Duration) {
+        let until = SystemTime::now() + retry_after;
+        if let Err(e) = self.settings.book.hold(channel, until) {
+            warn!(
+                error = format!("{e:#}"),
+                channel, "cannot hold the channel's write slots"
+            );
         }
-        result
+    }
+
+    /// Holds the channel's slots as Slack's 429 asks, then waits for the
+    /// channel's next slot.
+    async fn wait_out_rate_limit(&self, channel: &str, retry_after: Duration) {
+        self.hold(channel, retry_after);
+        // Never sooner than told, whatever the book says.
+        let at = self.book(channel).max(SystemTime::now() + retry_after);
+        sleep_until(at).await;
     }
 
     fn session(&self) -> SlackClientSession<'_, Connector> {
@@ -460,14 +516,32 @@ impl SlackWeb {
         F: Fn() -> Fut,
         Fut: std::future::Future<Output = ClientResult<T>>,
     {
-        self.call_checking(op, || std::future::ready(None)).await
+        self.call_checking(None, op, || std::future::ready(None))
+            .await
+    }
+
+    /// [`Self::call`] for a write to `channel` made in its paced slot: a 429
+    /// holds the channel's slots in the book, and the retry takes a new slot.
+    async fn write<T, F, Fut>(&self, channel: &str, op: F) -> Result<T, SlackError>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = ClientResult<T>>,
+    {
+        self.call_checking(Some(channel), op, || std::future::ready(None))
+            .await
     }
 
     /// [`Self::call`] for a write that must not happen twice. After a timeout
     /// or a 5xx Slack may have done the work and only the answer got lost, so
     /// before retrying (or giving up) `landed` looks for the result; what it
-    /// finds is returned instead of writing again.
-    async fn call_checking<T, F, Fut, L, LFut>(&self, op: F, landed: L) -> Result<T, SlackError>
+    /// finds is returned instead of writing again. A write names its `channel`,
+    /// whose slots a 429 holds.
+    async fn call_checking<T, F, Fut, L, LFut>(
+        &self,
+        channel: Option<&str>,
+        op: F,
+        landed: L,
+    ) -> Result<T, SlackError>
     where
         F: Fn() -> Fut,
         Fut: std::future::Future<Output = ClientResult<T>>,
@@ -490,10 +564,16 @@ impl SlackWeb {
                     self.settings.metrics.slack_rate_limited.inc();
                     rate_limited += 1;
                     if rate_limited >= self.settings.max_rate_limited_attempts {
+                        if let Some(channel) = channel {
+                            self.hold(channel, retry_after);
+                        }
                         return Err(SlackError::RateLimited { retry_after });
                     }
                     warn!(?retry_after, "Slack rate limited us; waiting as told");
-                    tokio::time::sleep(retry_after).await;
+                    match channel {
+                        Some(channel) => self.wait_out_rate_limit(channel, retry_after).await,
+                        None => tokio::time::sleep(retry_after).await,
+                    }
                 }
                 SlackError::Timeout | SlackError::Http(_) => {
                     transient_failures += 1;
@@ -514,6 +594,13 @@ impl SlackWeb {
                 other => return Err(other),
             }
         }
+    }
+}
+
+/// Sleeps until the wall-clock time `at` (at once if it has passed).
+async fn sleep_until(at: SystemTime) {
+    if let Ok(wait) = at.duration_since(SystemTime::now()) {
+        tokio::time::sleep(wait).await;
     }
 }
 
