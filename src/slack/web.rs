@@ -656,3 +656,117 @@ fn classify(err: SlackClientError) -> SlackError {
         other => SlackError::Api(other.to_string()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use selfheal_fakes::slack::FakeSlack;
+
+    use super::*;
+
+    const INTERVAL: Duration = Duration::from_millis(100);
+    const BURST: u32 = 3;
+
+    /// A fake Slack with one channel, limiting writes to a burst of 3, then
+    /// one per 100 ms.
+    async fn paced_slack() -> FakeSlack {
+        let fake = FakeSlack::builder().start().await;
+        fake.add_channel("C0ALERTS", "alerts");
+        fake.set_channel_rate_limit_burst(INTERVAL, BURST);
+        fake
+    }
+
+    fn client(fake: &FakeSlack, book: Arc<dyn SlotBook>) -> SlackWeb {
+        let settings = WebSettings {
+            book,
+            timeout: Duration::from_secs(5),
+            max_attempts: 3,
+            max_rate_limited_attempts: 5,
+            metrics: Default::default(),
+        };
+        SlackWeb::connect(&fake.api_url(), fake.bot_token(), settings).expect("a client")
+    }
+
+    /// Posts `count` messages to the channel through each client at once and
+    /// returns how long Slack took to take them all. Each client has opened its
+    /// connection first, as the bot does with `auth.test` when it starts.
+    async fn post_through(clients: &[SlackWeb], count: usize) -> Duration {
+        for web in clients {
+            web.auth_test().await.expect("the fake knows the token");
+        }
+        let started = Instant::now();
+        let posts = clients.iter().flat_map(|web| {
+            (0..count).map(move |i| async move {
+                web.post("C0ALERTS", None, &format!("write {i}"), None)
+                    .await
+                    .expect("the post lands")
+            })
+        });
+        futures_util::future::join_all(posts).await;
+        started.elapsed()
+    }
+
+    fn statuses(fake: &FakeSlack) -> Vec<u16> {
+        fake.calls_to("chat.postMessage")
+            .iter()
+            .map(|c| c.status)
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn writes_to_one_channel_use_slacks_burst_then_its_pace_without_a_429() {
+        let fake = paced_slack().await;
+        let web = client(&fake, Arc::new(MemoryBook::new(INTERVAL, BURST)));
+
+        let took = post_through(&[web], 10).await;
+
+        assert_eq!(statuses(&fake), [200; 10]);
+        assert_eq!(fake.messages("C0ALERTS").len(), 10);
+        // 3 at once, then 7 at 100 ms apart.
+        let floor = INTERVAL * 7;
+        assert!(took >= floor - INTERVAL / 5, "took {took:?}");
+        assert!(took < floor * 2, "took {took:?}, floor {floor:?}");
+        fake.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn replicas_sharing_one_book_share_the_channels_pace_without_a_429() {
+        let fake = paced_slack().await;
+        let book: Arc<dyn SlotBook> = Arc::new(MemoryBook::new(INTERVAL, BURST));
+        let replicas = [client(&fake, book.clone()), client(&fake, book)];
+
+        let took = post_through(&replicas, 5).await;
+
+        assert_eq!(statuses(&fake), [200; 10]);
+        assert_eq!(fake.messages("C0ALERTS").len(), 10);
+        assert!(took < INTERVAL * 14, "took {took:?}");
+        fake.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn a_429_holds_the_channel_until_retry_after() {
+        let fake = paced_slack().await;
+        let book = Arc::new(MemoryBook::new(INTERVAL, BURST));
+        let web = client(&fake, book.clone());
+        fake.fail_next(
+            "chat.postMessage",
+            selfheal_fakes::slack::Failure::RateLimited {
+                retry_after_secs: 1,
+            },
+            1,
+        );
+
+        let started = Instant::now();
+        post_through(&[web], 1).await;
+
+        assert!(started.elapsed() >= Duration::from_secs(1));
+        assert_eq!(statuses(&fake), [429, 200]);
+        // The book knows: after the hold, no burst is left either.
+        let next = book
+            .book("C0ALERTS", SystemTime::now())
+            .expect("memory never fails");
+        assert!(next > SystemTime::now(), "the burst was spent by the hold");
+        fake.shutdown().await;
+    }
+}
