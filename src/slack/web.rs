@@ -3,13 +3,14 @@
 //! It owns Slack manners for writes: per-channel pacing (Slack allows a short
 //! burst, then about one message per second per channel; slack-morphism's own
 //! throttle is per team), with the slots booked in a [`SlotBook`] that a fleet
-//! of replicas may share, honouring `429 Retry-After`, timeouts on every call and bounded retries of
-//! transient failures. A post that timed out or met a 5xx may have landed all
-//! the same, so before it is retried the channel is searched for it: a retry
-//! never posts a message twice. Writes to one channel are serialised, so they
-//! also land in the order they were made, except that a first answer to a notification
-//! ([`SlackWeb::answer`]) goes ahead of routine writes (progress, queue notes,
-//! pointers): in a storm of failures, every one is acknowledged first.
+//! of replicas may share; honouring `429 Retry-After`; timeouts on every call
+//! and bounded retries of transient failures. A post that timed out or met a
+//! 5xx may have landed all the same, so before it is retried the channel is
+//! searched for it: a retry never posts a message twice. Writes to one channel
+//! are serialised in this process, so they also land in the order they were
+//! made, except that a first answer to a notification ([`SlackWeb::answer`])
+//! goes ahead of routine writes (progress, queue notes, pointers): in a storm
+//! of failures, every one is acknowledged first.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
