@@ -68,6 +68,9 @@ pub enum SlackError {
 pub struct WebSettings {
     /// Where each channel's write slots are booked, at Slack's pace.
     pub book: Arc<dyn SlotBook>,
+    /// How far apart this process keeps a channel's routine writes: they go at
+    /// the steady pace and leave the burst to answers.
+    pub routine_interval: Duration,
     /// Per-call timeout.
     pub timeout: Duration,
     /// Attempts for a call that failed transiently (5xx, timeout, connection).
@@ -84,6 +87,7 @@ impl WebSettings {
     pub fn from_config(cfg: &crate::config::Config) -> WebSettings {
         WebSettings {
             book: Arc::new(MemoryBook::new(cfg.channel_interval, cfg.channel_burst)),
+            routine_interval: cfg.channel_interval,
             timeout: cfg.api_timeout,
             max_attempts: 3,
             max_rate_limited_attempts: 5,
@@ -121,14 +125,24 @@ const CLOCK_MARGIN: Duration = Duration::from_secs(10);
 
 /// One channel's writes in this process.
 struct Pacer {
-    /// A slot booked for the channel and not used yet: a routine write waiting
-    /// for it lets an answer take it. The async mutex is held across the call
-    /// on purpose: it is what serialises a channel's writes.
-    slot: tokio::sync::Mutex<Option<SystemTime>>,
+    /// The channel's slots as this process sees them. The async mutex is held
+    /// across the call on purpose: it is what serialises a channel's writes.
+    slot: tokio::sync::Mutex<Slot>,
     /// Answers waiting for the slot; routine writes let them go first.
     answers: AtomicUsize,
     /// Signalled whenever an answer is done.
     answered: tokio::sync::Notify,
+}
+
+/// One channel's slots as this process sees them.
+#[derive(Default)]
+struct Slot {
+    /// Booked and not used yet: a routine write waiting for it lets an answer
+    /// take it.
+    booked: Option<SystemTime>,
+    /// When this process last wrote to the channel; routine writes keep
+    /// [`WebSettings::routine_interval`] after it.
+    went: Option<SystemTime>,
 }
 
 /// Counts an answer as waiting until it is done or cancelled.
@@ -424,7 +438,7 @@ impl SlackWeb {
                 .entry(channel.to_string())
                 .or_insert_with(|| {
                     Arc::new(Pacer {
-                        slot: tokio::sync::Mutex::new(None),
+                        slot: tokio::sync::Mutex::default(),
                         answers: AtomicUsize::new(0),
                         answered: tokio::sync::Notify::new(),
                     })
@@ -447,9 +461,13 @@ impl SlackWeb {
                 if pacer.answers.load(Ordering::SeqCst) == 0 {
                     let mut slot = pacer.slot.lock().await;
                     if pacer.answers.load(Ordering::SeqCst) == 0 {
-                        let at = match *slot {
-                            Some(at) => at,
-                            None => *slot.insert(self.book(channel)),
+                        // A routine write books no slot before its turn at the
+                        // steady pace, so the burst is left to answers.
+                        let turn = slot.went.map(|went| went + self.settings.routine_interval);
+                        let at = match (slot.booked, turn) {
+                            (Some(at), _) => at,
+                            (None, Some(turn)) if turn > SystemTime::now() => turn,
+                            (None, _) => *slot.booked.insert(self.book(channel)),
                         };
                         let wait = at.duration_since(SystemTime::now()).unwrap_or_default();
                         if wait.is_zero() {
@@ -466,8 +484,9 @@ impl SlackWeb {
                 answered.await;
             }
         };
-        let at = slot.take().unwrap_or_else(|| self.book(channel));
+        let at = slot.booked.take().unwrap_or_else(|| self.book(channel));
         sleep_until(at).await;
+        slot.went = Some(SystemTime::now());
         op().await
     }
 
@@ -681,6 +700,7 @@ mod tests {
     fn client(fake: &FakeSlack, book: Arc<dyn SlotBook>) -> SlackWeb {
         let settings = WebSettings {
             book,
+            routine_interval: INTERVAL,
             timeout: Duration::from_secs(5),
             max_attempts: 3,
             max_rate_limited_attempts: 5,
@@ -689,17 +709,17 @@ mod tests {
         SlackWeb::connect(&fake.api_url(), fake.bot_token(), settings).expect("a client")
     }
 
-    /// Posts `count` messages to the channel through each client at once and
-    /// returns how long Slack took to take them all. Each client has opened its
-    /// connection first, as the bot does with `auth.test` when it starts.
-    async fn post_through(clients: &[SlackWeb], count: usize) -> Duration {
+    /// Answers `count` notifications in the channel through each client at once
+    /// and returns how long Slack took to take them all. Each client has opened
+    /// its connection first, as the bot does with `auth.test` when it starts.
+    async fn answer_through(clients: &[SlackWeb], count: usize) -> Duration {
         for web in clients {
             web.auth_test().await.expect("the fake knows the token");
         }
         let started = Instant::now();
         let posts = clients.iter().flat_map(|web| {
             (0..count).map(move |i| async move {
-                web.post("C0ALERTS", None, &format!("write {i}"), None)
+                web.answer("C0ALERTS", None, &format!("answer {i}"))
                     .await
                     .expect("the post lands")
             })
@@ -720,7 +740,7 @@ mod tests {
         let fake = paced_slack().await;
         let web = client(&fake, Arc::new(MemoryBook::new(INTERVAL, BURST)));
 
-        let took = post_through(&[web], 10).await;
+        let took = answer_through(&[web], 10).await;
 
         assert_eq!(statuses(&fake), [200; 10]);
         assert_eq!(fake.messages("C0ALERTS").len(), 10);
@@ -737,11 +757,47 @@ mod tests {
         let book: Arc<dyn SlotBook> = Arc::new(MemoryBook::new(INTERVAL, BURST));
         let replicas = [client(&fake, book.clone()), client(&fake, book)];
 
-        let took = post_through(&replicas, 5).await;
+        let took = answer_through(&replicas, 5).await;
 
         assert_eq!(statuses(&fake), [200; 10]);
         assert_eq!(fake.messages("C0ALERTS").len(), 10);
         assert!(took < INTERVAL * 14, "took {took:?}");
+        fake.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn routine_writes_keep_the_steady_pace_and_leave_the_burst_to_answers() {
+        let fake = paced_slack().await;
+        let web = client(&fake, Arc::new(MemoryBook::new(INTERVAL, BURST)));
+        web.auth_test().await.expect("the fake knows the token");
+
+        for i in 0..3 {
+            web.post("C0ALERTS", None, &format!("progress {i}"), None)
+                .await
+                .expect("the post lands");
+        }
+        let started = Instant::now();
+        answer_through(&[web], 2).await;
+
+        let at: Vec<_> = fake
+            .calls_to("chat.postMessage")
+            .iter()
+            .map(|c| c.at)
+            .collect();
+        for pair in at[..3].windows(2) {
+            let gap = pair[1].duration_since(pair[0]);
+            assert!(
+                gap >= INTERVAL - INTERVAL / 20,
+                "routine writes {gap:?} apart"
+            );
+        }
+        // Two of the burst were left: the answers went at once.
+        assert!(
+            started.elapsed() < INTERVAL,
+            "answers took {:?}",
+            started.elapsed()
+        );
+        assert_eq!(statuses(&fake), [200; 5]);
         fake.shutdown().await;
     }
 
@@ -759,7 +815,7 @@ mod tests {
         );
 
         let started = Instant::now();
-        post_through(&[web], 1).await;
+        answer_through(&[web], 1).await;
 
         assert!(started.elapsed() >= Duration::from_secs(1));
         assert_eq!(statuses(&fake), [429, 200]);
