@@ -553,11 +553,19 @@ async fn traffic(exe: &Path) -> Result<Vec<Figure>> {
 async fn burst(exe: &Path) -> Result<Vec<Figure>> {
     const CHANNELS: usize = 50;
     const FAILURES: usize = 1000;
+    // Slack's per-channel limit as we model it: a burst of 3, then 1 a second.
+    const BURST: u32 = 3;
     let interval = Duration::from_secs(1);
     let world = World::new(CHANNELS, &["sleep", "600"]).await?;
-    world.slack.set_channel_rate_limit(Some(interval));
+    world.slack.set_channel_rate_limit_burst(interval, BURST);
     let bot = world
-        .start_bot(exe, &[("SELFHEAL_CHANNEL_INTERVAL_MS", "1000")])
+        .start_bot(
+            exe,
+            &[
+                ("SELFHEAL_CHANNEL_INTERVAL_MS", "1000"),
+                ("SELFHEAL_CHANNEL_BURST", "3"),
+            ],
+        )
         .await?;
 
     let mut failures = Vec::with_capacity(FAILURES);
@@ -579,7 +587,8 @@ async fn burst(exe: &Path) -> Result<Vec<Figure>> {
         .unwrap_or(first);
     let took = last.duration_since(first);
     let per_channel = FAILURES.div_ceil(CHANNELS);
-    let floor = interval * (per_channel as u32 - 1);
+    // A channel's first `BURST` replies may go at once, the rest 1 a second.
+    let floor = interval * (per_channel as u32 - BURST);
     let calls = world.slack.calls();
     let rate_limited = calls.iter().filter(|c| c.status == 429).count();
     // Every 429 must have been waited out and retried: the healing replies
@@ -621,15 +630,15 @@ async fn burst(exe: &Path) -> Result<Vec<Figure>> {
             "",
             FAILURES as f64,
         ),
-        Figure::info("floor: (20 − 1) × 1 s per channel", ms(floor), "ms"),
+        Figure::info("floor: (20 − burst 3) × 1 s per channel", ms(floor), "ms"),
         Figure::info("first failure → last healing reply", ms(took), "ms"),
         Figure::at_most(
             "… as a share of the floor",
             took.as_secs_f64() / floor.as_secs_f64(),
             "×",
-            1.10,
+            1.05,
         ),
-        Figure::info("429s answered by the fake", rate_limited as f64, ""),
+        Figure::at_most("429s answered by the fake", rate_limited as f64, "", 0.0),
         Figure::info(
             "ack p99 while the storm was posted (~1,100/s)",
             ms(percentile(&storm_acks, 99)),

@@ -66,6 +66,8 @@ pub struct Config {
     pub notifier_bots: Vec<String>,
     /// [`SELFHEAL_CHANNEL_INTERVAL_MS`].
     pub channel_interval: Duration,
+    /// [`SELFHEAL_CHANNEL_BURST`].
+    pub channel_burst: u32,
     /// [`SELFHEAL_COURTESY_WINDOW_SECS`].
     pub courtesy_window: Duration,
     /// [`SELFHEAL_EDIT_INTERVAL_MS`].
@@ -286,6 +288,7 @@ impl Config {
             .and_then(|agents| vars.keep(with_llm_default(agents, &vars)))
             .map(with_builtins);
         let channel_interval = vars.value(&SELFHEAL_CHANNEL_INTERVAL_MS);
+        let channel_burst = vars.value(&SELFHEAL_CHANNEL_BURST);
         let courtesy_window = vars.value(&SELFHEAL_COURTESY_WINDOW_SECS);
         let edit_interval = vars.value(&SELFHEAL_EDIT_INTERVAL_MS);
         let api_timeout = vars.value(&SELFHEAL_API_TIMEOUT_SECS);
@@ -373,6 +376,7 @@ impl Config {
             default_agent: Some(default_agent),
             notifier_bots,
             channel_interval,
+            channel_burst,
             courtesy_window,
             edit_interval,
             api_timeout,
@@ -675,6 +679,7 @@ schedules:
         assert_eq!(config.db_path, PathBuf::from("data/selfheal.db"));
         assert_eq!(config.agents_dir, dir.path().join(".dinoai/agents"));
         assert_eq!(config.channel_interval, Duration::from_millis(1000));
+        assert_eq!(config.channel_burst, 3);
         assert_eq!(config.courtesy_window, Duration::from_secs(30));
         assert_eq!(config.edit_interval, Duration::from_millis(1000));
         assert_eq!(config.api_timeout, Duration::from_secs(10));

@@ -538,10 +538,18 @@ settings! {
     SELFHEAL_CHANNEL_INTERVAL_MS: Duration {
         section: Manners,
         unset: Use("1000"),
-        doc: "minimum spacing of writes to one channel",
-        comment: "Minimum spacing of writes to one channel (Slack allows about 1 message/s).",
+        doc: "spacing of writes to one channel once its burst is spent",
+        comment: "Spacing of writes to one channel once its burst is spent (Slack allows about 1 message/s).",
         example: "",
         parse: millis,
+    }
+    SELFHEAL_CHANNEL_BURST: u32 {
+        section: Manners,
+        unset: Use("3"),
+        doc: "writes to one channel that may go at once after a quiet spell, then one per `SELFHEAL_CHANNEL_INTERVAL_MS`; 1 means strict pacing",
+        comment: "Writes to one channel allowed at once, as Slack allows a short burst; 1 means strict pacing.",
+        example: "",
+        parse: burst,
     }
     SELFHEAL_EDIT_INTERVAL_MS: Duration {
         section: Manners,
@@ -658,6 +666,14 @@ pub enum RunLogKind {
     Dir,
     Paradime,
     DbtCloud,
+}
+
+/// A burst of at least one write.
+fn burst(value: &str) -> Result<u32, String> {
+    match whole(value)? {
+        0 => Err("a burst is at least 1 write (1 means strict pacing)".into()),
+        n => Ok(n),
+    }
 }
 
 /// `N`, `off`, or `N,schedule=N,schedule=off`.

@@ -2,6 +2,7 @@
 //!
 //! - [`socket`]: the Socket Mode listener, which only converts and enqueues.
 //! - [`web`]: the Web API gateway with pacing, 429 handling, timeouts and retries.
+//! - [`pace`]: when a channel's next write may go, at Slack's pace and burst (pure core).
 //! - [`render`]: the text and Block Kit of every message selfheal posts (pure).
 //! - [`home`]: the App Home tab's view (pure).
 //! - [`channels`]: channel names ↔ ids, as schedules name channels by name.
@@ -11,6 +12,7 @@
 pub mod channels;
 pub mod home;
 pub mod manifest;
+pub mod pace;
 pub mod probe;
 pub mod render;
 pub mod socket;

@@ -1,29 +1,46 @@
 //! The Web API gateway: every call selfheal makes to Slack's HTTP API.
 //!
-//! It owns Slack manners for writes: per-channel pacing (Slack allows about one
-//! message per second per channel; slack-morphism's own throttle is per team),
-//! honouring `429 Retry-After`, timeouts on every call and bounded retries of
-//! transient failures. A post that timed out or met a 5xx may have landed all
-//! the same, so before it is retried the channel is searched for it: a retry
-//! never posts a message twice. Writes to one channel are serialised, so they
-//! also land in the order they were made, except that a first answer to a notification
-//! ([`SlackWeb::answer`]) goes ahead of routine writes (progress, queue notes,
-//! pointers): in a storm of failures, every one is acknowledged first.
+//! It owns Slack manners for writes: per-channel pacing (Slack allows a short
+//! burst, then about one message per second per channel; slack-morphism's own
+//! throttle is per team), with the slots booked in a [`SlotBook`] that a fleet
+//! of replicas may share; honouring `429 Retry-After`; timeouts on every call
+//! and bounded retries of transient failures. A post that timed out or met a
+//! 5xx may have landed all the same, so before it is retried the channel is
+//! searched for it: a retry never posts a message twice. Writes to one channel
+//! are serialised in this process, so they also land in the order they were
+//! made, except that a first answer to a notification ([`SlackWeb::answer`])
+//! goes ahead of routine writes (progress, queue notes, pointers): in a storm
+//! of failures, every one is acknowledged first.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use serde_json::Value;
 use slack_morphism::errors::SlackClientError;
 use slack_morphism::prelude::*;
-use tokio::time::Instant;
 use tracing::{debug, warn};
 
 use crate::recognize::Identity;
 
+use super::pace::MemoryBook;
+
 pub type Connector = SlackClientHyperHttpsConnector;
+
+/// Where a channel's write slots are booked: in this process's memory, or in
+/// the store that a fleet of replicas shares.
+pub trait SlotBook: Send + Sync + 'static {
+    /// Books the channel's next write slot at or after `now` and returns when
+    /// the write may go (GCRA: `interval` apart, up to `burst` at once).
+    fn book(
+        &self,
+        channel: &str,
+        now: std::time::SystemTime,
+    ) -> anyhow::Result<std::time::SystemTime>;
+    /// After a 429: no slot of `channel` before `until`.
+    fn hold(&self, channel: &str, until: std::time::SystemTime) -> anyhow::Result<()>;
+}
 
 /// What callers act on when a Slack call fails.
 #[derive(Debug, thiserror::Error)]
@@ -47,10 +64,13 @@ pub enum SlackError {
 }
 
 /// How hard to try.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct WebSettings {
-    /// Minimum spacing of writes to one channel.
-    pub channel_interval: Duration,
+    /// Where each channel's write slots are booked, at Slack's pace.
+    pub book: Arc<dyn SlotBook>,
+    /// How far apart this process keeps a channel's routine writes: they go at
+    /// the steady pace and leave the burst to answers.
+    pub routine_interval: Duration,
     /// Per-call timeout.
     pub timeout: Duration,
     /// Attempts for a call that failed transiently (5xx, timeout, connection).
@@ -62,10 +82,12 @@ pub struct WebSettings {
 }
 
 impl WebSettings {
-    /// The configured pacing and timeout, with the bot's retry limits.
+    /// The configured pacing (booked in this process's memory) and timeout,
+    /// with the bot's retry limits.
     pub fn from_config(cfg: &crate::config::Config) -> WebSettings {
         WebSettings {
-            channel_interval: cfg.channel_interval,
+            book: Arc::new(MemoryBook::new(cfg.channel_interval, cfg.channel_burst)),
+            routine_interval: cfg.channel_interval,
             timeout: cfg.api_timeout,
             max_attempts: 3,
             max_rate_limited_attempts: 5,
@@ -87,7 +109,7 @@ pub struct SlackWeb {
     client: Arc<SlackClient<Connector>>,
     token: SlackApiToken,
     settings: WebSettings,
-    /// Per channel: when the next write may go out, and who goes first.
+    /// Per channel: the write in flight, and who goes first.
     pacers: Arc<Mutex<HashMap<String, Arc<Pacer>>>>,
     /// The latest messages we know we posted (channel, ts), so that looking for
     /// a post whose answer got lost never mistakes one of them for it.
@@ -101,15 +123,26 @@ const REMEMBERED_POSTS: usize = 512;
 /// stamps the message, may run behind ours.
 const CLOCK_MARGIN: Duration = Duration::from_secs(10);
 
-/// One channel's write slot.
+/// One channel's writes in this process.
 struct Pacer {
-    /// When the next write may go out. The async mutex is held across the
-    /// call on purpose: it is what serialises a channel's writes.
-    next: tokio::sync::Mutex<Instant>,
+    /// The channel's slots as this process sees them. The async mutex is held
+    /// across the call on purpose: it is what serialises a channel's writes.
+    slot: tokio::sync::Mutex<Slot>,
     /// Answers waiting for the slot; routine writes let them go first.
     answers: AtomicUsize,
     /// Signalled whenever an answer is done.
     answered: tokio::sync::Notify,
+}
+
+/// One channel's slots as this process sees them.
+#[derive(Default)]
+struct Slot {
+    /// Booked and not used yet: a routine write waiting for it lets an answer
+    /// take it.
+    booked: Option<SystemTime>,
+    /// When this process last wrote to the channel; routine writes keep
+    /// [`WebSettings::routine_interval`] after it.
+    went: Option<SystemTime>,
 }
 
 /// Counts an answer as waiting until it is done or cancelled.
@@ -199,6 +232,7 @@ impl SlackWeb {
                 // Taken once the slot is ours: a lost post can only be newer.
                 let since = slack_ts(std::time::SystemTime::now() - CLOCK_MARGIN);
                 self.call_checking(
+                    Some(channel),
                     move || async move {
                         let res = this.session().chat_post_message(req).await?;
                         Ok(Posted {
@@ -286,7 +320,9 @@ impl SlackWeb {
         let req = SlackApiChatUpdateRequest::new(channel.into(), content(text, blocks), ts.into());
         let (this, req) = (self, &req);
         self.paced(channel, false, || {
-            self.call(move || async move { this.session().chat_update(req).await })
+            self.write(channel, move || async move {
+                this.session().chat_update(req).await
+            })
         })
         .await?;
         Ok(())
@@ -402,7 +438,7 @@ impl SlackWeb {
                 .entry(channel.to_string())
                 .or_insert_with(|| {
                     Arc::new(Pacer {
-                        next: tokio::sync::Mutex::new(Instant::now()),
+                        slot: tokio::sync::Mutex::default(),
                         answers: AtomicUsize::new(0),
                         answered: tokio::sync::Notify::new(),
                     })
@@ -413,8 +449,8 @@ impl SlackWeb {
             pacer.answers.fetch_add(1, Ordering::SeqCst);
             Answering(&pacer)
         });
-        let mut next = if answer {
-            pacer.next.lock().await
+        let mut slot = if answer {
+            pacer.slot.lock().await
         } else {
             loop {
                 // Registered before the check, so an answer finishing in between
@@ -423,16 +459,24 @@ impl SlackWeb {
                 tokio::pin!(answered);
                 answered.as_mut().enable();
                 if pacer.answers.load(Ordering::SeqCst) == 0 {
-                    let next = pacer.next.lock().await;
+                    let mut slot = pacer.slot.lock().await;
                     if pacer.answers.load(Ordering::SeqCst) == 0 {
-                        let at = *next;
-                        if at <= Instant::now() {
-                            break next;
+                        // A routine write books no slot before its turn at the
+                        // steady pace, so the burst is left to answers.
+                        let turn = slot.went.map(|went| went + self.settings.routine_interval);
+                        let at = match (slot.booked, turn) {
+                            (Some(at), _) => at,
+                            (None, Some(turn)) if turn > SystemTime::now() => turn,
+                            (None, _) => *slot.booked.insert(self.book(channel)),
+                        };
+                        let wait = at.duration_since(SystemTime::now()).unwrap_or_default();
+                        if wait.is_zero() {
+                            break slot;
                         }
                         // Not yet time: wait without holding the slot, so an
                         // answer that comes meanwhile can still take it first.
-                        drop(next);
-                        tokio::time::sleep_until(at).await;
+                        drop(slot);
+                        tokio::time::sleep(wait).await;
                         continue;
                     }
                     // An answer queued while we waited for the slot: it goes first.
@@ -440,13 +484,45 @@ impl SlackWeb {
                 answered.await;
             }
         };
-        tokio::time::sleep_until(*next).await;
-        let result = op().await;
-        *next = Instant::now() + self.settings.channel_interval;
-        if let Err(SlackError::RateLimited { retry_after }) = &result {
-            *next = Instant::now() + *retry_after;
+        let at = slot.booked.take().unwrap_or_else(|| self.book(channel));
+        sleep_until(at).await;
+        slot.went = Some(SystemTime::now());
+        op().await
+    }
+
+    /// When the channel's next write may go, as booked. A book that cannot
+    /// answer (a store gone away) lets the write go now: Slack's 429 is the
+    /// safety net, and not writing at all would be worse.
+    fn book(&self, channel: &str) -> SystemTime {
+        let now = SystemTime::now();
+        self.settings.book.book(channel, now).unwrap_or_else(|e| {
+            warn!(
+                error = format!("{e:#}"),
+                channel, "cannot book a write slot; writing now"
+            );
+            now
+        })
+    }
+
+    /// Tells the book that Slack wants no write to `channel` before
+    /// `retry_after` from now.
+    fn hold(&self, channel: &str, retry_after: Duration) {
+        let until = SystemTime::now() + retry_after;
+        if let Err(e) = self.settings.book.hold(channel, until) {
+            warn!(
+                error = format!("{e:#}"),
+                channel, "cannot hold the channel's write slots"
+            );
         }
-        result
+    }
+
+    /// Holds the channel's slots as Slack's 429 asks, then waits for the
+    /// channel's next slot.
+    async fn wait_out_rate_limit(&self, channel: &str, retry_after: Duration) {
+        self.hold(channel, retry_after);
+        // Never sooner than told, whatever the book says.
+        let at = self.book(channel).max(SystemTime::now() + retry_after);
+        sleep_until(at).await;
     }
 
     fn session(&self) -> SlackClientSession<'_, Connector> {
@@ -460,14 +536,32 @@ impl SlackWeb {
         F: Fn() -> Fut,
         Fut: std::future::Future<Output = ClientResult<T>>,
     {
-        self.call_checking(op, || std::future::ready(None)).await
+        self.call_checking(None, op, || std::future::ready(None))
+            .await
+    }
+
+    /// [`Self::call`] for a write to `channel` made in its paced slot: a 429
+    /// holds the channel's slots in the book, and the retry takes a new slot.
+    async fn write<T, F, Fut>(&self, channel: &str, op: F) -> Result<T, SlackError>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = ClientResult<T>>,
+    {
+        self.call_checking(Some(channel), op, || std::future::ready(None))
+            .await
     }
 
     /// [`Self::call`] for a write that must not happen twice. After a timeout
     /// or a 5xx Slack may have done the work and only the answer got lost, so
     /// before retrying (or giving up) `landed` looks for the result; what it
-    /// finds is returned instead of writing again.
-    async fn call_checking<T, F, Fut, L, LFut>(&self, op: F, landed: L) -> Result<T, SlackError>
+    /// finds is returned instead of writing again. A write names its `channel`,
+    /// whose slots a 429 holds.
+    async fn call_checking<T, F, Fut, L, LFut>(
+        &self,
+        channel: Option<&str>,
+        op: F,
+        landed: L,
+    ) -> Result<T, SlackError>
     where
         F: Fn() -> Fut,
         Fut: std::future::Future<Output = ClientResult<T>>,
@@ -490,10 +584,16 @@ impl SlackWeb {
                     self.settings.metrics.slack_rate_limited.inc();
                     rate_limited += 1;
                     if rate_limited >= self.settings.max_rate_limited_attempts {
+                        if let Some(channel) = channel {
+                            self.hold(channel, retry_after);
+                        }
                         return Err(SlackError::RateLimited { retry_after });
                     }
                     warn!(?retry_after, "Slack rate limited us; waiting as told");
-                    tokio::time::sleep(retry_after).await;
+                    match channel {
+                        Some(channel) => self.wait_out_rate_limit(channel, retry_after).await,
+                        None => tokio::time::sleep(retry_after).await,
+                    }
                 }
                 SlackError::Timeout | SlackError::Http(_) => {
                     transient_failures += 1;
@@ -514,6 +614,13 @@ impl SlackWeb {
                 other => return Err(other),
             }
         }
+    }
+}
+
+/// Sleeps until the wall-clock time `at` (at once if it has passed).
+async fn sleep_until(at: SystemTime) {
+    if let Ok(wait) = at.duration_since(SystemTime::now()) {
+        tokio::time::sleep(wait).await;
     }
 }
 
@@ -567,5 +674,156 @@ fn classify(err: SlackClientError) -> SlackError {
             SlackError::Http("the server closed the connection".into())
         }
         other => SlackError::Api(other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use selfheal_fakes::slack::FakeSlack;
+
+    use super::*;
+
+    const INTERVAL: Duration = Duration::from_millis(100);
+    const BURST: u32 = 3;
+
+    /// A fake Slack with one channel, limiting writes to a burst of 3, then
+    /// one per 100 ms.
+    async fn paced_slack() -> FakeSlack {
+        let fake = FakeSlack::builder().start().await;
+        fake.add_channel("C0ALERTS", "alerts");
+        fake.set_channel_rate_limit_burst(INTERVAL, BURST);
+        fake
+    }
+
+    fn client(fake: &FakeSlack, book: Arc<dyn SlotBook>) -> SlackWeb {
+        let settings = WebSettings {
+            book,
+            routine_interval: INTERVAL,
+            timeout: Duration::from_secs(5),
+            max_attempts: 3,
+            max_rate_limited_attempts: 5,
+            metrics: Default::default(),
+        };
+        SlackWeb::connect(&fake.api_url(), fake.bot_token(), settings).expect("a client")
+    }
+
+    /// Answers `count` notifications in the channel through each client at once
+    /// and returns how long Slack took to take them all. Each client has opened
+    /// its connection first, as the bot does with `auth.test` when it starts.
+    async fn answer_through(clients: &[SlackWeb], count: usize) -> Duration {
+        for web in clients {
+            web.auth_test().await.expect("the fake knows the token");
+        }
+        let started = Instant::now();
+        let posts = clients.iter().flat_map(|web| {
+            (0..count).map(move |i| async move {
+                web.answer("C0ALERTS", None, &format!("answer {i}"))
+                    .await
+                    .expect("the post lands")
+            })
+        });
+        futures_util::future::join_all(posts).await;
+        started.elapsed()
+    }
+
+    fn statuses(fake: &FakeSlack) -> Vec<u16> {
+        fake.calls_to("chat.postMessage")
+            .iter()
+            .map(|c| c.status)
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn writes_to_one_channel_use_slacks_burst_then_its_pace_without_a_429() {
+        let fake = paced_slack().await;
+        let web = client(&fake, Arc::new(MemoryBook::new(INTERVAL, BURST)));
+
+        let took = answer_through(&[web], 10).await;
+
+        assert_eq!(statuses(&fake), [200; 10]);
+        assert_eq!(fake.messages("C0ALERTS").len(), 10);
+        // 3 at once, then 7 at 100 ms apart.
+        let floor = INTERVAL * 7;
+        assert!(took >= floor - INTERVAL / 5, "took {took:?}");
+        assert!(took < floor * 2, "took {took:?}, floor {floor:?}");
+        fake.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn replicas_sharing_one_book_share_the_channels_pace_without_a_429() {
+        let fake = paced_slack().await;
+        let book: Arc<dyn SlotBook> = Arc::new(MemoryBook::new(INTERVAL, BURST));
+        let replicas = [client(&fake, book.clone()), client(&fake, book)];
+
+        let took = answer_through(&replicas, 5).await;
+
+        assert_eq!(statuses(&fake), [200; 10]);
+        assert_eq!(fake.messages("C0ALERTS").len(), 10);
+        assert!(took < INTERVAL * 14, "took {took:?}");
+        fake.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn routine_writes_keep_the_steady_pace_and_leave_the_burst_to_answers() {
+        let fake = paced_slack().await;
+        let web = client(&fake, Arc::new(MemoryBook::new(INTERVAL, BURST)));
+        web.auth_test().await.expect("the fake knows the token");
+
+        for i in 0..3 {
+            web.post("C0ALERTS", None, &format!("progress {i}"), None)
+                .await
+                .expect("the post lands");
+        }
+        let started = Instant::now();
+        answer_through(&[web], 2).await;
+
+        let at: Vec<_> = fake
+            .calls_to("chat.postMessage")
+            .iter()
+            .map(|c| c.at)
+            .collect();
+        for pair in at[..3].windows(2) {
+            let gap = pair[1].duration_since(pair[0]);
+            assert!(
+                gap >= INTERVAL - INTERVAL / 20,
+                "routine writes {gap:?} apart"
+            );
+        }
+        // Two of the burst were left: the answers went at once.
+        assert!(
+            started.elapsed() < INTERVAL,
+            "answers took {:?}",
+            started.elapsed()
+        );
+        assert_eq!(statuses(&fake), [200; 5]);
+        fake.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn a_429_holds_the_channel_until_retry_after() {
+        let fake = paced_slack().await;
+        let book = Arc::new(MemoryBook::new(INTERVAL, BURST));
+        let web = client(&fake, book.clone());
+        fake.fail_next(
+            "chat.postMessage",
+            selfheal_fakes::slack::Failure::RateLimited {
+                retry_after_secs: 1,
+            },
+            1,
+        );
+
+        let started = Instant::now();
+        answer_through(&[web], 1).await;
+
+        assert!(started.elapsed() >= Duration::from_secs(1));
+        assert_eq!(statuses(&fake), [429, 200]);
+        // The book knows: after the hold, no burst is left either.
+        let next = book
+            .book("C0ALERTS", SystemTime::now())
+            .expect("memory never fails");
+        assert!(next > SystemTime::now(), "the burst was spent by the hold");
+        fake.shutdown().await;
     }
 }

@@ -827,11 +827,23 @@ impl FakeSlack {
         self.inner.pongs_changed.notify_waiters();
     }
 
-    /// Enforces a per-channel write limit: a `chat.postMessage` or `chat.update`
-    /// sooner than `min_gap` after the channel's previous accepted write is
-    /// answered 429 with `Retry-After`. `None` turns it off (the default).
+    /// Enforces a strict per-channel write limit: a `chat.postMessage` or
+    /// `chat.update` sooner than `min_gap` after the channel's previous accepted
+    /// write is answered 429 with `Retry-After`. `None` turns it off (the default).
     pub fn set_channel_rate_limit(&self, min_gap: Option<Duration>) {
-        self.inner.update(|st| st.channel_rate_limit = min_gap);
+        match min_gap {
+            Some(min_gap) => self.set_channel_rate_limit_burst(min_gap, 1),
+            None => self.inner.update(|st| st.channel_rate_limit = None),
+        }
+    }
+
+    /// Enforces Slack's per-channel write limit with its burst allowance: per
+    /// channel, `burst` writes may come at once, then one per `min_gap`; a write
+    /// beyond that token bucket is answered 429 with `Retry-After`. It counts
+    /// every token and connection, as Slack counts the whole app.
+    pub fn set_channel_rate_limit_burst(&self, min_gap: Duration, burst: u32) {
+        self.inner
+            .update(|st| st.channel_rate_limit = Some(state::ChannelRateLimit { min_gap, burst }));
     }
 
     /// Whether the app's Home tab is enabled (it is by default, as selfheal's

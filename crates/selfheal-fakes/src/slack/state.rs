@@ -145,11 +145,13 @@ pub(crate) struct State {
     pub ack_timeout: Duration,
     /// The payload of the latest `events_api` envelope, for `redeliver_last`.
     pub last_event_payload: Option<Value>,
-    /// When set, writes (`chat.postMessage`, `chat.update`) to one channel closer
-    /// together than this are answered 429, as Slack's per-channel limit does.
-    pub channel_rate_limit: Option<Duration>,
-    /// When each channel was last written to, for `channel_rate_limit`.
-    pub last_write: HashMap<String, Instant>,
+    /// When set, writes (`chat.postMessage`, `chat.update`) to one channel
+    /// beyond a token bucket (a burst, then one per gap) are answered 429, as
+    /// Slack's per-channel limit does.
+    pub channel_rate_limit: Option<ChannelRateLimit>,
+    /// Per channel, when its bucket will be full again ("theoretical arrival
+    /// time"), for `channel_rate_limit`.
+    pub channel_full_at: HashMap<String, Instant>,
     /// The scopes the bot token was granted, sent in `x-oauth-scopes` and
     /// enforced per method as Slack does (`missing_scope`).
     pub bot_scopes: Vec<String>,
@@ -187,7 +189,7 @@ impl State {
             ack_timeout,
             last_event_payload: None,
             channel_rate_limit: None,
-            last_write: HashMap::new(),
+            channel_full_at: HashMap::new(),
             bot_scopes,
             views: HashMap::new(),
             home_tab_enabled: true,
@@ -380,4 +382,12 @@ impl State {
             Some(payload),
         )
     }
+}
+
+/// Slack's per-channel write limit: `burst` writes at once, refilled at one
+/// per `min_gap`.
+#[derive(Debug, Clone, Copy)]
+pub struct ChannelRateLimit {
+    pub min_gap: Duration,
+    pub burst: u32,
 }

@@ -386,6 +386,48 @@ async fn injected_failures_surface_as_slack_morphism_errors() {
 }
 
 #[tokio::test]
+async fn a_channel_takes_a_burst_of_writes_then_answers_429_until_its_bucket_refills() {
+    let fake = fake_with_channel().await;
+    fake.set_channel_rate_limit_burst(Duration::from_millis(300), 3);
+    let client = client(&fake);
+    let token = bot_token(&fake);
+    let session = client.open_session(&token);
+    let post = |channel: &str| {
+        SlackApiChatPostMessageRequest::new(
+            channel.into(),
+            SlackMessageContent::new().with_text("hi".into()),
+        )
+    };
+
+    for _ in 0..3 {
+        session
+            .chat_post_message(&post("C0ALERTS"))
+            .await
+            .expect("the burst is allowed");
+    }
+    match session.chat_post_message(&post("C0ALERTS")).await {
+        Err(SlackClientError::RateLimitError(e)) => {
+            assert_eq!(e.retry_after, Some(Duration::from_secs(1)));
+        }
+        other => panic!("expected a rate limit error, got {other:?}"),
+    }
+    fake.add_channel("C0OTHER", "other");
+    session
+        .chat_post_message(&post("C0OTHER"))
+        .await
+        .expect("another channel has its own bucket");
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    session
+        .chat_post_message(&post("C0ALERTS"))
+        .await
+        .expect("one write refilled after the gap");
+
+    let statuses: Vec<u16> = fake.calls().iter().map(|c| c.status).collect();
+    assert_eq!(statuses, [200, 200, 200, 429, 200, 200]);
+    fake.shutdown().await;
+}
+
+#[tokio::test]
 async fn lookups_answer_with_slack_shapes() {
     let fake = fake_with_channel().await;
     for i in 0..5 {

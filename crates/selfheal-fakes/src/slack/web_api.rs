@@ -192,8 +192,10 @@ fn record(
     });
 }
 
-/// A 429 when a write comes sooner after the channel's previous write than the
-/// configured per-channel limit allows.
+/// A 429 when a write exceeds the channel's token bucket (`burst` at once,
+/// then one per `min_gap`), kept as GCRA: the bucket is full again at the
+/// stored time, and a write is refused while that lies more than
+/// `(burst - 1) × min_gap` ahead.
 fn rate_limit(
     st: &mut State,
     method: &str,
@@ -205,14 +207,21 @@ fn rate_limit(
         return None;
     }
     let channel = str_param(params, "channel")?;
-    if let Some(last) = st.last_write.get(&channel) {
-        if at.duration_since(*last) < limit {
-            return Some(Failure::RateLimited {
-                retry_after_secs: limit.as_secs().max(1),
-            });
-        }
+    let tolerance = limit.min_gap * limit.burst.max(1).saturating_sub(1);
+    let full_at = st
+        .channel_full_at
+        .get(&channel)
+        .copied()
+        .unwrap_or(at)
+        .max(at);
+    let allowed_at = full_at.checked_sub(tolerance).unwrap_or(at);
+    if allowed_at > at {
+        let wait = allowed_at - at;
+        return Some(Failure::RateLimited {
+            retry_after_secs: wait.as_secs() + u64::from(wait.subsec_nanos() > 0),
+        });
     }
-    st.last_write.insert(channel, at);
+    st.channel_full_at.insert(channel, full_at + limit.min_gap);
     None
 }
 
