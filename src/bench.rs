@@ -7,7 +7,8 @@
 //! traffic and the clocks live in the bench process. Every scenario runs
 //! `runs` times on a fresh bot and database and the median is reported.
 //! History at scale runs in-process on a real SQLite file, and on a real
-//! PostgreSQL server when given one (`--postgres <URL>`).
+//! PostgreSQL server when given one (`--postgres <URL>`); so does the race
+//! of one replica against three sharing that server.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -48,6 +49,7 @@ pub const SCENARIOS: &[&str] = &[
     "memory",
     "history",
     "history-postgres",
+    "replicas",
 ];
 
 /// One measured figure and its target.
@@ -116,7 +118,7 @@ pub async fn run_bench(opts: BenchOptions) -> Result<bool> {
         if !opts.only.is_empty() && !opts.only.iter().any(|o| o == scenario) {
             continue;
         }
-        if *scenario == "history-postgres" && opts.postgres.is_none() {
+        if matches!(*scenario, "history-postgres" | "replicas") && opts.postgres.is_none() {
             println!("## {scenario}\n  skipped: no PostgreSQL URL (--postgres or SELFHEAL_BENCH_PG_URL)\n");
             continue;
         }
@@ -134,12 +136,16 @@ pub async fn run_bench(opts: BenchOptions) -> Result<bool> {
                 "streaming" => streaming(&exe).await,
                 "memory" => memory(&exe).await,
                 "history" => history(opts.history_sessions),
-                _ => {
+                name => {
                     let url = opts
                         .postgres
                         .as_deref()
                         .expect("skipped above without a URL");
-                    history_postgres(url, opts.history_sessions).await
+                    if name == "replicas" {
+                        replicas(&exe, url).await
+                    } else {
+                        history_postgres(url, opts.history_sessions).await
+                    }
                 }
             }
             .with_context(|| format!("scenario {scenario}"))?;
@@ -655,6 +661,116 @@ async fn burst(exe: &Path) -> Result<Vec<Figure>> {
             "ms",
         ),
     ])
+}
+
+/// The race of 200 failures over 20 channels against Slack's limits (a burst
+/// of 3, then 1 write/s per channel, counted for the whole app), by one
+/// replica and by three sharing one PostgreSQL store.
+async fn replicas(exe: &Path, url: &str) -> Result<Vec<Figure>> {
+    let mut figures = vec![];
+    for n in [1, 3] {
+        let (took, floor, rate_limited, once) = race(exe, url, n).await?;
+        let who = if n == 1 { "1 replica" } else { "3 replicas" };
+        figures.extend([
+            Figure::at_least(
+                &format!("{who}: threads with exactly one healing reply"),
+                once as f64,
+                "",
+                200.0,
+            ),
+            Figure::info(
+                &format!("{who}: first failure → last healing reply"),
+                ms(took),
+                "ms",
+            ),
+            Figure::at_most(
+                &format!("{who}: … as a share of the floor ((10 − 3) × 1 s)"),
+                took.as_secs_f64() / floor.as_secs_f64(),
+                "×",
+                1.05,
+            ),
+            Figure::at_most(
+                &format!("{who}: 429s from the fake"),
+                rate_limited as f64,
+                "",
+                0.0,
+            ),
+        ]);
+    }
+    Ok(figures)
+}
+
+/// One race with `n` replicas on a fresh schema: how long, the floor, the
+/// 429s and the threads with exactly one healing reply.
+async fn race(exe: &Path, url: &str, n: usize) -> Result<(Duration, Duration, usize, usize)> {
+    const CHANNELS: usize = 20;
+    const FAILURES: usize = 200;
+    const BURST: u32 = 3;
+    let interval = Duration::from_secs(1);
+    let world = World::new(CHANNELS, &["sleep", "600"]).await?;
+    world.slack.set_channel_rate_limit_burst(interval, BURST);
+    let admin = pg_connect(url).await?;
+    let schema = create_bench_schema(&admin).await?;
+    let db = in_schema(url, &schema);
+    let result = async {
+        let mut bots = vec![];
+        for _ in 0..n {
+            bots.push(
+                world
+                    .start_bot(
+                        exe,
+                        &[
+                            ("SELFHEAL_DB", &db),
+                            ("SELFHEAL_CHANNEL_INTERVAL_MS", "1000"),
+                            ("SELFHEAL_CHANNEL_BURST", "3"),
+                        ],
+                    )
+                    .await?,
+            );
+        }
+        let mut failures = Vec::with_capacity(FAILURES);
+        for i in 0..FAILURES {
+            failures.push(world.post_failure(i % CHANNELS, 30_000 + i).await);
+        }
+        world
+            .await_replies(&failures, Duration::from_secs(120))
+            .await?;
+        let first = failures[0].2;
+        let last = failures
+            .iter()
+            .filter_map(|(c, ts, _)| world.reply_at(c, ts))
+            .max()
+            .unwrap_or(first);
+        let once = failures
+            .iter()
+            .filter(|(c, ts, _)| {
+                world
+                    .slack
+                    .thread(c, ts)
+                    .iter()
+                    .filter(|m| m.text == HEALING_REPLY)
+                    .count()
+                    == 1
+            })
+            .count();
+        let rate_limited = world
+            .slack
+            .calls()
+            .iter()
+            .filter(|c| c.status == 429)
+            .count();
+        for bot in bots {
+            bot.stop().await?;
+        }
+        let floor = interval * (FAILURES.div_ceil(CHANNELS) as u32 - BURST);
+        Ok((last.duration_since(first), floor, rate_limited, once))
+    }
+    .await;
+    admin
+        .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
+        .await
+        .with_context(|| format!("dropping the schema {schema}"))?;
+    result
 }
 
 /// An agent printing 10,000 lines over 10 s into one thread.

@@ -99,7 +99,7 @@ enum Command {
         #[arg(long, default_value_t = 3)]
         runs: usize,
         /// Only these scenarios (traffic, burst, streaming, memory, history,
-        /// history-postgres).
+        /// history-postgres, replicas).
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
         /// Sessions stored for the history scenario.
@@ -109,8 +109,9 @@ enum Command {
         /// without the demo, or a wrapper such as a profiler.
         #[arg(long, env = "SELFHEAL_BENCH_BOT")]
         bin: Option<std::path::PathBuf>,
-        /// A PostgreSQL URL (postgres://…) for the history-postgres scenario,
-        /// which fills and then drops a schema of its own there; skipped without.
+        /// A PostgreSQL URL (postgres://…) for the history-postgres and
+        /// replicas scenarios, which use and then drop schemas of their own
+        /// there; both are skipped without.
         #[arg(long, env = "SELFHEAL_BENCH_PG_URL")]
         postgres: Option<String>,
     },

@@ -1,13 +1,14 @@
 //! Replicas sharing one PostgreSQL store: each keeps the leases of its
 //! sessions alive, takes over the sessions of a replica that stopped renewing
-//! its own, and hands a person's Stop or reply to whichever replica runs the
-//! session (NOTIFY on the store, no polling).
+//! its own, hands a person's Stop or reply to whichever replica runs the
+//! session (NOTIFY on the store, no polling), and books its Slack writes in
+//! the store's write slots, so each channel's pace holds for the fleet.
 //!
 //! With SQLite there is one process: none of this runs, and a control for a
 //! session this process does not run finds it ended.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
@@ -17,6 +18,36 @@ use tracing::{debug, warn};
 use super::App;
 use crate::domain::SessionId;
 use crate::session::controls::Control;
+use crate::slack::pace::{gcra, held};
+use crate::slack::web::SlotBook;
+use crate::store::Store;
+
+/// Write slots booked in the shared store: every replica's writes to a
+/// channel share Slack's one bucket for it.
+pub(super) struct StoreBook {
+    pub store: Store,
+    pub interval: Duration,
+    pub burst: u32,
+}
+
+impl SlotBook for StoreBook {
+    fn book(&self, channel: &str, now: SystemTime) -> Result<SystemTime> {
+        let mut go = now;
+        self.store.book_write_slot(channel, |tat| {
+            let (new, at) = gcra(tat.map(Into::into), now, self.interval, self.burst);
+            go = at;
+            new.into()
+        })?;
+        Ok(go)
+    }
+
+    fn hold(&self, channel: &str, until: SystemTime) -> Result<()> {
+        self.store.book_write_slot(channel, |tat| {
+            held(tat.map(Into::into), until, self.interval, self.burst).into()
+        })?;
+        Ok(())
+    }
+}
 
 /// What one replica tells the others: a control for a session.
 #[derive(Debug, Serialize, Deserialize)]

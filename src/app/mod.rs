@@ -94,13 +94,22 @@ impl App {
     pub async fn build(cfg: Config, shutdown: CancellationToken) -> Result<Arc<App>> {
         let store = crate::store::Store::open(&cfg.db_path)?.with_lease(cfg.lease);
         let metrics = Arc::new(crate::metrics::Metrics::default());
+        let mut web_settings = WebSettings {
+            metrics: metrics.clone(),
+            ..WebSettings::from_config(&cfg)
+        };
+        // Replicas book each channel's writes in the store they share.
+        if store.is_shared() {
+            web_settings.book = Arc::new(fleet::StoreBook {
+                store: store.clone(),
+                interval: cfg.channel_interval,
+                burst: cfg.channel_burst,
+            });
+        }
         let web = SlackWeb::connect(
             &cfg.slack.api_url,
             cfg.slack.bot_token.expose(),
-            WebSettings {
-                metrics: metrics.clone(),
-                ..WebSettings::from_config(&cfg)
-            },
+            web_settings,
         )?;
         let me = match web.auth_test().await {
             Ok(me) => me,

@@ -178,8 +178,12 @@ impl Pg {
 }
 
 /// Drives a query's future on the caller's thread (see the module's docs).
+///
+/// Unconstrained: called from a tokio task whose cooperative budget is spent,
+/// the tokio primitives inside (the statement cache's semaphore) would answer
+/// "not yet, yield first" forever, and this loop never yields to tokio.
 fn block_on<F: Future>(fut: F) -> F::Output {
-    futures_executor::block_on(fut)
+    futures_executor::block_on(tokio::task::unconstrained(fut))
 }
 
 pub fn execute(c: &ClientWrapper, sql: &str, params: &[Value]) -> DbResult<usize> {
@@ -600,6 +604,39 @@ mod tests {
             assert_eq!(got, want, "{url}");
             assert_eq!(got_ca.as_deref(), ca.map(std::path::Path::new), "{url}");
         }
+    }
+
+    #[test]
+    fn queries_from_a_tokio_task_that_never_yields_do_not_spin() {
+        // A store call inside a task is a loop that does not yield to tokio;
+        // hundreds in one poll spend the task's cooperative budget.
+        let Some(url) = crate::store::testing::postgres_url() else {
+            return;
+        };
+        let url = crate::store::testing::fresh_schema(&url);
+        let store = crate::store::Store::open(std::path::Path::new(&url)).unwrap();
+        let (done, finished) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                // Each new statement is prepared under the statement cache's
+                // tokio semaphore, which takes from the budget.
+                for i in 0..500 {
+                    store
+                        .with_conn("a new statement", |c| {
+                            c.query_row(&format!("SELECT {i}"), &[], |_| Ok(()))
+                        })
+                        .unwrap();
+                }
+            });
+            done.send(()).unwrap();
+        });
+        finished
+            .recv_timeout(Duration::from_secs(30))
+            .expect("500 queries from one poll of a task finish");
     }
 
     #[test]
