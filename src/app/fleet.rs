@@ -47,6 +47,13 @@ impl SlotBook for StoreBook {
         })?;
         Ok(())
     }
+
+    fn delay(&self, channel: &str, by: Duration) -> Result<()> {
+        let by = chrono::Duration::from_std(by)?;
+        self.store
+            .book_write_slot(channel, |tat| tat.unwrap_or_else(chrono::Utc::now) + by)?;
+        Ok(())
+    }
 }
 
 /// What one replica tells the others: a control for a session.
@@ -152,6 +159,60 @@ impl App {
                 );
             }
             Err(e) => warn!(error = %e, "skipped an unreadable notice from another replica"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, SystemTime};
+
+    use super::StoreBook;
+    use crate::slack::web::SlotBook;
+
+    #[test]
+    fn replicas_booking_one_channel_at_once_get_slacks_pace_between_them() {
+        let Some((a, b)) = crate::store::testing::replicas() else {
+            return;
+        };
+        let interval = Duration::from_millis(200);
+        let books: Vec<StoreBook> = [a.clone(), b, a]
+            .into_iter()
+            .map(|store| StoreBook {
+                store,
+                interval,
+                burst: 3,
+            })
+            .collect();
+        let now = SystemTime::now();
+        let mut slots: Vec<SystemTime> = std::thread::scope(|s| {
+            let handles: Vec<_> = books
+                .iter()
+                .map(|book| {
+                    s.spawn(move || {
+                        (0..4)
+                            .map(|_| book.book("C1", now).unwrap())
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| h.join().unwrap())
+                .collect()
+        });
+        slots.sort();
+        // Twelve writes: the burst of three at once, then one per interval.
+        let offsets: Vec<u128> = slots
+            .iter()
+            .map(|t| t.duration_since(now).unwrap().as_millis())
+            .collect();
+        assert_eq!(offsets.len(), 12);
+        for (i, w) in offsets.windows(4).enumerate() {
+            assert!(
+                w[3] - w[0] >= 200,
+                "four writes within one interval from write {i}: {offsets:?}"
+            );
         }
     }
 }

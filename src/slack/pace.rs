@@ -92,6 +92,14 @@ impl SlotBook for MemoryBook {
         tats.insert(channel.to_string(), tat);
         Ok(())
     }
+
+    fn delay(&self, channel: &str, by: Duration) -> anyhow::Result<()> {
+        let mut tats = self.tats.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(tat) = tats.get_mut(channel) {
+            *tat += by;
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -180,5 +188,8 @@ mod tests {
         assert_eq!(go("C2"), now);
         book.hold("C2", now + 5 * S).expect("memory never fails");
         assert_eq!(go("C2"), now + 5 * S + leeway);
+        // C1's first write reached Slack 300 ms late: the rest move on.
+        book.delay("C1", S * 3 / 10).expect("memory never fails");
+        assert_eq!(go("C1"), now + 2 * S + leeway + S * 3 / 10);
     }
 }
