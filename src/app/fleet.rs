@@ -18,7 +18,7 @@ use tracing::{debug, warn};
 use super::App;
 use crate::domain::SessionId;
 use crate::session::controls::Control;
-use crate::slack::pace::{gcra, held};
+use crate::slack::pace::{gcra, held, Pace};
 use crate::slack::web::SlotBook;
 use crate::store::Store;
 
@@ -26,15 +26,14 @@ use crate::store::Store;
 /// channel share Slack's one bucket for it.
 pub(super) struct StoreBook {
     pub store: Store,
-    pub interval: Duration,
-    pub burst: u32,
+    pub pace: Pace,
 }
 
 impl SlotBook for StoreBook {
     fn book(&self, channel: &str, now: SystemTime) -> Result<SystemTime> {
         let mut go = now;
         self.store.book_write_slot(channel, |tat| {
-            let (new, at) = gcra(tat.map(Into::into), now, self.interval, self.burst);
+            let (new, at) = gcra(tat.map(Into::into), now, &self.pace);
             go = at;
             new.into()
         })?;
@@ -43,7 +42,7 @@ impl SlotBook for StoreBook {
 
     fn hold(&self, channel: &str, until: SystemTime) -> Result<()> {
         self.store.book_write_slot(channel, |tat| {
-            held(tat.map(Into::into), until, self.interval, self.burst).into()
+            held(tat.map(Into::into), until, &self.pace).into()
         })?;
         Ok(())
     }
@@ -168,6 +167,7 @@ mod tests {
     use std::time::{Duration, SystemTime};
 
     use super::StoreBook;
+    use crate::slack::pace::Pace;
     use crate::slack::web::SlotBook;
 
     #[test]
@@ -180,8 +180,7 @@ mod tests {
             .into_iter()
             .map(|store| StoreBook {
                 store,
-                interval,
-                burst: 3,
+                pace: Pace::new(interval, 3),
             })
             .collect();
         let now = SystemTime::now();

@@ -102,8 +102,7 @@ impl App {
         if store.is_shared() {
             web_settings.book = Arc::new(fleet::StoreBook {
                 store: store.clone(),
-                interval: cfg.channel_interval,
-                burst: cfg.channel_burst,
+                pace: cfg.pace(),
             });
         }
         let web = SlackWeb::connect(

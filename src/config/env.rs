@@ -68,6 +68,8 @@ pub struct Config {
     pub channel_interval: Duration,
     /// [`SELFHEAL_CHANNEL_BURST`].
     pub channel_burst: u32,
+    /// [`SELFHEAL_CHANNEL_LEEWAY_MS`].
+    pub channel_leeway: Duration,
     /// [`SELFHEAL_COURTESY_WINDOW_SECS`].
     pub courtesy_window: Duration,
     /// [`SELFHEAL_EDIT_INTERVAL_MS`].
@@ -258,6 +260,15 @@ impl DbtSettings {
 }
 
 impl Config {
+    /// Each channel's write pace: Slack's burst, its interval, the leeway.
+    pub fn pace(&self) -> crate::slack::pace::Pace {
+        crate::slack::pace::Pace {
+            interval: self.channel_interval,
+            burst: self.channel_burst,
+            leeway: self.channel_leeway,
+        }
+    }
+
     /// Loads `.env` (if present, without overriding variables already set),
     /// then reads the configuration from the process environment. Errors say
     /// where each variable came from: the environment, or `.env` at its path.
@@ -289,6 +300,7 @@ impl Config {
             .map(with_builtins);
         let channel_interval = vars.value(&SELFHEAL_CHANNEL_INTERVAL_MS);
         let channel_burst = vars.value(&SELFHEAL_CHANNEL_BURST);
+        let channel_leeway = vars.value(&SELFHEAL_CHANNEL_LEEWAY_MS);
         let courtesy_window = vars.value(&SELFHEAL_COURTESY_WINDOW_SECS);
         let edit_interval = vars.value(&SELFHEAL_EDIT_INTERVAL_MS);
         let api_timeout = vars.value(&SELFHEAL_API_TIMEOUT_SECS);
@@ -377,6 +389,7 @@ impl Config {
             notifier_bots,
             channel_interval,
             channel_burst,
+            channel_leeway,
             courtesy_window,
             edit_interval,
             api_timeout,

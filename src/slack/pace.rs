@@ -11,6 +11,26 @@ use std::time::{Duration, SystemTime};
 
 use super::web::SlotBook;
 
+/// A channel's pace: `interval` apart once `burst` writes went at once, and
+/// `leeway` behind Slack's bucket (see [`gcra`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Pace {
+    pub interval: Duration,
+    pub burst: u32,
+    pub leeway: Duration,
+}
+
+impl Pace {
+    /// A leeway of a tenth of `interval`.
+    pub fn new(interval: Duration, burst: u32) -> Pace {
+        Pace {
+            interval,
+            burst,
+            leeway: interval / 10,
+        }
+    }
+}
+
 /// Books one write under the generic cell rate algorithm (GCRA): writes are
 /// `interval` apart on average, and up to `burst` of them may go at once after
 /// a quiet spell. `tat` is the channel's stored "theoretical arrival time"
@@ -19,7 +39,7 @@ use super::web::SlotBook;
 ///
 /// A `burst` of 1 (or 0) is strict pacing: one write per `interval`.
 ///
-/// The book keeps a leeway of a tenth of `interval` behind Slack's own bucket:
+/// The book keeps a leeway (by default a tenth of `interval`) behind Slack's own bucket:
 /// a write reaches Slack a little after it is booked, some later than others
 /// (the first on a connection still being opened), and at the exact pace one
 /// that Slack counts late makes the next look early, which Slack answers 429.
@@ -28,14 +48,17 @@ use super::web::SlotBook;
 pub fn gcra(
     tat: Option<SystemTime>,
     now: SystemTime,
-    interval: Duration,
-    burst: u32,
+    pace: &Pace,
 ) -> (SystemTime /*new tat*/, SystemTime /*may go at*/) {
+    let Pace {
+        interval,
+        burst,
+        leeway,
+    } = *pace;
     let Some(tat) = tat else {
         return (now + interval, now);
     };
     let tolerance = interval * burst.max(1).saturating_sub(1);
-    let leeway = interval / 10;
     // The burst allowance lets a write go `tolerance` before its theoretical
     // time, but never before now.
     let go = if tat + leeway > now + tolerance {
@@ -48,30 +71,23 @@ pub fn gcra(
 
 /// The new `tat` after Slack answered 429 with `Retry-After`: no write before
 /// `until`, and then none of the burst either, since Slack's bucket is empty.
-pub fn held(
-    tat: Option<SystemTime>,
-    until: SystemTime,
-    interval: Duration,
-    burst: u32,
-) -> SystemTime {
-    let emptied = until + interval * burst.max(1).saturating_sub(1);
+pub fn held(tat: Option<SystemTime>, until: SystemTime, pace: &Pace) -> SystemTime {
+    let emptied = until + pace.interval * pace.burst.max(1).saturating_sub(1);
     tat.map_or(emptied, |tat| tat.max(emptied))
 }
 
 /// Slots booked in this process's memory: right for a single replica.
 pub struct MemoryBook {
-    interval: Duration,
-    burst: u32,
+    pace: Pace,
     /// Each channel's theoretical arrival time.
     tats: Mutex<HashMap<String, SystemTime>>,
 }
 
 impl MemoryBook {
-    /// Writes `interval` apart per channel, up to `burst` at once.
-    pub fn new(interval: Duration, burst: u32) -> MemoryBook {
+    /// Writes at `pace`, per channel.
+    pub fn new(pace: Pace) -> MemoryBook {
         MemoryBook {
-            interval,
-            burst,
+            pace,
             tats: Mutex::default(),
         }
     }
@@ -81,14 +97,14 @@ impl SlotBook for MemoryBook {
     fn book(&self, channel: &str, now: SystemTime) -> anyhow::Result<SystemTime> {
         // A poisoned map still holds valid times: each update is one insert.
         let mut tats = self.tats.lock().unwrap_or_else(|p| p.into_inner());
-        let (tat, go) = gcra(tats.get(channel).copied(), now, self.interval, self.burst);
+        let (tat, go) = gcra(tats.get(channel).copied(), now, &self.pace);
         tats.insert(channel.to_string(), tat);
         Ok(go)
     }
 
     fn hold(&self, channel: &str, until: SystemTime) -> anyhow::Result<()> {
         let mut tats = self.tats.lock().unwrap_or_else(|p| p.into_inner());
-        let tat = held(tats.get(channel).copied(), until, self.interval, self.burst);
+        let tat = held(tats.get(channel).copied(), until, &self.pace);
         tats.insert(channel.to_string(), tat);
         Ok(())
     }
@@ -113,11 +129,11 @@ mod tests {
     /// each may go.
     fn check(burst: u32, hold: Option<u64>, at: &[u64], go: &[u64]) {
         let t = |ms: u64| SystemTime::UNIX_EPOCH + Duration::from_millis(1_000_000 + ms);
-        let mut tat = hold.map(|until| held(None, t(until), S, burst));
+        let mut tat = hold.map(|until| held(None, t(until), &Pace::new(S, burst)));
         let went: Vec<u64> = at
             .iter()
             .map(|&now| {
-                let (new_tat, may_go) = gcra(tat, t(now), S, burst);
+                let (new_tat, may_go) = gcra(tat, t(now), &Pace::new(S, burst));
                 tat = Some(new_tat);
                 let after = may_go.duration_since(t(0)).expect("never before t(0)");
                 after.as_millis() as u64
@@ -172,12 +188,12 @@ mod tests {
     fn a_hold_never_brings_slots_forward() {
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
         let later = now + Duration::from_secs(60);
-        assert_eq!(held(Some(later), now, S, 3), later);
+        assert_eq!(held(Some(later), now, &Pace::new(S, 3)), later);
     }
 
     #[test]
     fn memory_book_paces_channels_apart() {
-        let book = MemoryBook::new(S, 2);
+        let book = MemoryBook::new(Pace::new(S, 2));
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
         let go = |channel| book.book(channel, now).expect("memory never fails");
         let leeway = S / 10;

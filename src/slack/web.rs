@@ -75,6 +75,9 @@ pub struct WebSettings {
     /// How far apart this process keeps a channel's routine writes: they go at
     /// the steady pace and leave the burst to answers.
     pub routine_interval: Duration,
+    /// How late a write may reach Slack before the book moves on (see
+    /// [`crate::slack::pace::gcra`]).
+    pub leeway: Duration,
     /// Per-call timeout.
     pub timeout: Duration,
     /// Attempts for a call that failed transiently (5xx, timeout, connection).
@@ -90,7 +93,8 @@ impl WebSettings {
     /// with the bot's retry limits.
     pub fn from_config(cfg: &crate::config::Config) -> WebSettings {
         WebSettings {
-            book: Arc::new(MemoryBook::new(cfg.channel_interval, cfg.channel_burst)),
+            book: Arc::new(MemoryBook::new(cfg.pace())),
+            leeway: cfg.pace().leeway,
             routine_interval: cfg.channel_interval,
             timeout: cfg.api_timeout,
             max_attempts: 3,
@@ -509,7 +513,7 @@ impl SlackWeb {
     /// difference. It costs that much once per busy spell, and prevents the
     /// 429 that a late opener followed by punctual writes would meet.
     fn arrived_by(&self, channel: &str, at: SystemTime, answered: SystemTime) {
-        let leeway = self.settings.routine_interval / 10;
+        let leeway = self.settings.leeway;
         let Some(late) = answered
             .duration_since(at)
             .ok()
@@ -720,6 +724,7 @@ mod tests {
     use selfheal_fakes::slack::FakeSlack;
 
     use super::*;
+    use crate::slack::pace::Pace;
 
     const INTERVAL: Duration = Duration::from_millis(100);
     const BURST: u32 = 3;
@@ -737,6 +742,7 @@ mod tests {
         let settings = WebSettings {
             book,
             routine_interval: INTERVAL,
+            leeway: INTERVAL / 10,
             timeout: Duration::from_secs(5),
             max_attempts: 3,
             max_rate_limited_attempts: 5,
@@ -774,7 +780,7 @@ mod tests {
     #[tokio::test]
     async fn writes_to_one_channel_use_slacks_burst_then_its_pace_without_a_429() {
         let fake = paced_slack().await;
-        let web = client(&fake, Arc::new(MemoryBook::new(INTERVAL, BURST)));
+        let web = client(&fake, Arc::new(MemoryBook::new(Pace::new(INTERVAL, BURST))));
 
         let took = answer_through(&[web], 10).await;
 
@@ -790,7 +796,7 @@ mod tests {
     #[tokio::test]
     async fn replicas_sharing_one_book_share_the_channels_pace_without_a_429() {
         let fake = paced_slack().await;
-        let book: Arc<dyn SlotBook> = Arc::new(MemoryBook::new(INTERVAL, BURST));
+        let book: Arc<dyn SlotBook> = Arc::new(MemoryBook::new(Pace::new(INTERVAL, BURST)));
         let replicas = [client(&fake, book.clone()), client(&fake, book)];
 
         let took = answer_through(&replicas, 5).await;
@@ -804,7 +810,7 @@ mod tests {
     #[tokio::test]
     async fn routine_writes_keep_the_steady_pace_and_leave_the_burst_to_answers() {
         let fake = paced_slack().await;
-        let web = client(&fake, Arc::new(MemoryBook::new(INTERVAL, BURST)));
+        let web = client(&fake, Arc::new(MemoryBook::new(Pace::new(INTERVAL, BURST))));
         web.auth_test().await.expect("the fake knows the token");
 
         for i in 0..3 {
@@ -840,7 +846,7 @@ mod tests {
     #[tokio::test]
     async fn a_429_holds_the_channel_until_retry_after() {
         let fake = paced_slack().await;
-        let book = Arc::new(MemoryBook::new(INTERVAL, BURST));
+        let book = Arc::new(MemoryBook::new(Pace::new(INTERVAL, BURST)));
         let web = client(&fake, book.clone());
         fake.fail_next(
             "chat.postMessage",
