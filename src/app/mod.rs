@@ -102,7 +102,7 @@ impl App {
         if store.is_shared() {
             web_settings.book = Arc::new(fleet::StoreBook {
                 store: store.clone(),
-                pace: cfg.pace(),
+                pace: web_settings.pace,
             });
         }
         let web = SlackWeb::connect(

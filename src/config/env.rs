@@ -260,15 +260,6 @@ impl DbtSettings {
 }
 
 impl Config {
-    /// Each channel's write pace: Slack's burst, its interval, the leeway.
-    pub fn pace(&self) -> crate::slack::pace::Pace {
-        crate::slack::pace::Pace {
-            interval: self.channel_interval,
-            burst: self.channel_burst,
-            leeway: self.channel_leeway,
-        }
-    }
-
     /// Loads `.env` (if present, without overriding variables already set),
     /// then reads the configuration from the process environment. Errors say
     /// where each variable came from: the environment, or `.env` at its path.

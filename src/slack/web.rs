@@ -24,7 +24,7 @@ use tracing::{debug, warn};
 
 use crate::recognize::Identity;
 
-use super::pace::MemoryBook;
+use super::pace::{MemoryBook, Pace};
 
 pub type Connector = SlackClientHyperHttpsConnector;
 
@@ -72,12 +72,9 @@ pub enum SlackError {
 pub struct WebSettings {
     /// Where each channel's write slots are booked, at Slack's pace.
     pub book: Arc<dyn SlotBook>,
-    /// How far apart this process keeps a channel's routine writes: they go at
-    /// the steady pace and leave the burst to answers.
-    pub routine_interval: Duration,
-    /// How late a write may reach Slack before the book moves on (see
-    /// [`crate::slack::pace::gcra`]).
-    pub leeway: Duration,
+    /// Each channel's pace. Routine writes also keep its interval after this
+    /// process's last write to the channel: they leave the burst to answers.
+    pub pace: Pace,
     /// Per-call timeout.
     pub timeout: Duration,
     /// Attempts for a call that failed transiently (5xx, timeout, connection).
@@ -92,10 +89,14 @@ impl WebSettings {
     /// The configured pacing (booked in this process's memory) and timeout,
     /// with the bot's retry limits.
     pub fn from_config(cfg: &crate::config::Config) -> WebSettings {
+        let pace = Pace {
+            interval: cfg.channel_interval,
+            burst: cfg.channel_burst,
+            leeway: cfg.channel_leeway,
+        };
         WebSettings {
-            book: Arc::new(MemoryBook::new(cfg.pace())),
-            leeway: cfg.pace().leeway,
-            routine_interval: cfg.channel_interval,
+            book: Arc::new(MemoryBook::new(pace)),
+            pace,
             timeout: cfg.api_timeout,
             max_attempts: 3,
             max_rate_limited_attempts: 5,
@@ -149,7 +150,7 @@ struct Slot {
     /// take it.
     booked: Option<SystemTime>,
     /// When this process last wrote to the channel; routine writes keep
-    /// [`WebSettings::routine_interval`] after it.
+    /// the pace's interval after it.
     went: Option<SystemTime>,
 }
 
@@ -471,7 +472,7 @@ impl SlackWeb {
                     if pacer.answers.load(Ordering::SeqCst) == 0 {
                         // A routine write books no slot before its turn at the
                         // steady pace, so the burst is left to answers.
-                        let turn = slot.went.map(|went| went + self.settings.routine_interval);
+                        let turn = slot.went.map(|went| went + self.settings.pace.interval);
                         let at = match (slot.booked, turn) {
                             (Some(at), _) => at,
                             (None, Some(turn)) if turn > SystemTime::now() => turn,
@@ -497,7 +498,7 @@ impl SlackWeb {
         // channel's bucket when it arrives, not when it was booked.
         let opens_spell = slot
             .went
-            .is_none_or(|went| at >= went + self.settings.routine_interval);
+            .is_none_or(|went| at >= went + self.settings.pace.interval);
         sleep_until(at).await;
         slot.went = Some(SystemTime::now());
         let result = op().await;
@@ -513,7 +514,7 @@ impl SlackWeb {
     /// difference. It costs that much once per busy spell, and prevents the
     /// 429 that a late opener followed by punctual writes would meet.
     fn arrived_by(&self, channel: &str, at: SystemTime, answered: SystemTime) {
-        let leeway = self.settings.leeway;
+        let leeway = self.settings.pace.leeway;
         let Some(late) = answered
             .duration_since(at)
             .ok()
@@ -724,7 +725,6 @@ mod tests {
     use selfheal_fakes::slack::FakeSlack;
 
     use super::*;
-    use crate::slack::pace::Pace;
 
     const INTERVAL: Duration = Duration::from_millis(100);
     const BURST: u32 = 3;
@@ -741,8 +741,7 @@ mod tests {
     fn client(fake: &FakeSlack, book: Arc<dyn SlotBook>) -> SlackWeb {
         let settings = WebSettings {
             book,
-            routine_interval: INTERVAL,
-            leeway: INTERVAL / 10,
+            pace: Pace::new(INTERVAL, BURST),
             timeout: Duration::from_secs(5),
             max_attempts: 3,
             max_rate_limited_attempts: 5,
