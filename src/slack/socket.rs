@@ -756,4 +756,51 @@ mod conversion_tests {
             None
         );
     }
+
+    #[test]
+    fn an_org_wide_installs_message_which_slack_morphism_rejects_is_read_tolerantly() {
+        let payload: Value = serde_json::from_str(include_str!(
+            "../../tests/fixtures/slack/event_callback_message_org_app.bolt-python.json"
+        ))
+        .unwrap();
+        // The cause of issue 17: the typed model wants a string.
+        let rejected = serde_json::from_value::<SlackPushEvent>(payload.clone())
+            .expect_err("slack-morphism 2.31 types authorizations[].team_id as a string");
+        assert!(
+            rejected.to_string().contains("invalid type: null"),
+            "{rejected}"
+        );
+
+        let inbound = envelope_inbound("events_api", &payload);
+
+        let [Inbound::Message { event_id, msg }] = inbound.as_slice() else {
+            panic!("one message: {inbound:?}");
+        };
+        assert_eq!(event_id, "Ev111");
+        assert_eq!(
+            (msg.channel.as_str(), msg.ts.as_str(), msg.user.as_deref()),
+            ("C111", "1606810819.000800", Some("W111"))
+        );
+        assert_eq!(msg.text, "<@W222>");
+    }
+
+    #[test]
+    fn payloads_of_shapes_selfheal_does_not_know_are_skipped() {
+        let check = |kind: &str, payload: Value| {
+            let inbound = envelope_inbound(kind, &payload);
+            assert!(inbound.is_empty(), "{kind} {payload}: {inbound:?}");
+        };
+        check("events_api", Value::Null);
+        check("events_api", serde_json::json!("text"));
+        check(
+            "events_api",
+            serde_json::json!({"type": "event_callback", "enterprise_id": "E111",
+                "event": {"type": "team_access_granted", "team_ids": ["T111"]}}),
+        );
+        check(
+            "interactive",
+            serde_json::json!({"type": "a_future_interaction"}),
+        );
+        check("a_future_kind", serde_json::json!({}));
+    }
 }
