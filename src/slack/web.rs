@@ -362,17 +362,27 @@ impl SlackWeb {
         Ok(())
     }
 
-    /// Whether a user is a workspace admin or owner (`users.info`).
+    /// Whether a user is an admin or owner of the workspace, or of the
+    /// Enterprise Grid org it belongs to (`users.info`'s `enterprise_user`):
+    /// an org-wide install is run by org admins, who need not administer
+    /// each workspace.
     pub async fn is_admin(&self, user: &str) -> Result<bool, SlackError> {
         let req = SlackApiUsersInfoRequest::new(user.into());
         let (this, req) = (self, &req);
         let res = self
             .call(move || async move { this.session().users_info(req).await })
             .await?;
-        let flags = &res.user.flags;
-        Ok(flags.is_admin.unwrap_or(false)
-            || flags.is_owner.unwrap_or(false)
-            || flags.is_primary_owner.unwrap_or(false))
+        let admin = |flags: &SlackUserFlags| {
+            flags.is_admin.unwrap_or(false)
+                || flags.is_owner.unwrap_or(false)
+                || flags.is_primary_owner.unwrap_or(false)
+        };
+        Ok(admin(&res.user.flags)
+            || res
+                .user
+                .enterprise_user
+                .as_ref()
+                .is_some_and(|org| admin(&org.flags)))
     }
 
     /// A link to a message.

@@ -214,3 +214,24 @@ pub async fn wait_acked(app: &TestApp, envelopes: &[Value]) {
         .await;
     assert!(done.is_some(), "never acked: {:?}", unacked(&app.slack));
 }
+
+#[tokio::test]
+async fn an_org_admin_may_change_healing_in_any_workspace_and_a_member_may_not() {
+    // Arrange: an org admin who administers no workspace, and a member.
+    let app = spawn_app().await;
+    app.slack.set_org_install(ORG);
+    app.slack.add_org_admin("U0ORGADMIN", "org-admin", ORG);
+    app.slack.add_user("U0MEMBER", "member", false);
+
+    // Act
+    let member = slash(&app.slack, ALERTS, "U0MEMBER", "disable hourly_marts").await;
+    let org_admin = slash(&app.slack, ALERTS, "U0ORGADMIN", "disable hourly_marts").await;
+
+    // Assert
+    assert!(member.starts_with("⛔ Only workspace admins"), "{member}");
+    assert!(
+        org_admin.starts_with("⛔ Self-healing is off for `hourly_marts`"),
+        "{org_admin}"
+    );
+    assert_eq!(app.store().audit_log(10).unwrap().len(), 1);
+}

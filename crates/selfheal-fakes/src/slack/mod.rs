@@ -548,6 +548,18 @@ impl FakeSlack {
         });
     }
 
+    /// An admin of Enterprise Grid org `enterprise_id` who administers no
+    /// workspace of it (`users.info`: `enterprise_user.is_admin`, but not
+    /// `is_admin`).
+    pub fn add_org_admin(&self, id: &str, name: &str, enterprise_id: &str) {
+        self.insert_user(id, name, false, false);
+        self.inner.update(|st| {
+            if let Some(user) = st.users.get_mut(id) {
+                user.org_admin_of = Some(enterprise_id.to_string());
+            }
+        });
+    }
+
     fn insert_user(&self, id: &str, name: &str, is_admin: bool, is_owner: bool) {
         self.inner.update(|st| {
             st.users.insert(
@@ -557,6 +569,7 @@ impl FakeSlack {
                     name: name.to_string(),
                     is_admin,
                     is_owner,
+                    org_admin_of: None,
                 },
             );
         });

@@ -516,14 +516,28 @@ pub fn channel_json(config: &Config, ch: &Channel) -> Value {
 
 /// webapi/users.info.success.
 pub fn user_json(config: &Config, user: &User) -> Value {
-    person_or_bot(
+    let mut json = person_or_bot(
         config,
         &user.id,
         &user.name,
         user.is_admin,
         user.is_owner,
         None,
-    )
+    );
+    // users.info of an Enterprise Grid member: the org-level role beside
+    // the workspace's.
+    if let Some(enterprise_id) = &user.org_admin_of {
+        json["enterprise_user"] = json!({
+            "id": user.id,
+            "enterprise_id": enterprise_id,
+            "enterprise_name": "Fake Org",
+            "is_admin": true,
+            "is_owner": false,
+            "is_primary_owner": false,
+            "teams": [config.team_id]
+        });
+    }
+    json
 }
 
 /// The bot under test as `users.info` shows it.

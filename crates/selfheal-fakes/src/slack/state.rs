@@ -105,6 +105,9 @@ pub(crate) struct User {
     pub name: String,
     pub is_admin: bool,
     pub is_owner: bool,
+    /// The Enterprise Grid org (`E…`) this person administers, if any:
+    /// `users.info` shows it as `enterprise_user.is_admin`.
+    pub org_admin_of: Option<String>,
 }
 
 /// An open Socket Mode connection, as the dispatcher sees it.
