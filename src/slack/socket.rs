@@ -1,30 +1,37 @@
-//! The Socket Mode listener.
+//! The Socket Mode listener: selfheal owns the WebSocket connections.
 //!
-//! slack-morphism acknowledges an envelope only after our callback returns, so
-//! the callbacks here only convert the payload and enqueue it: no IO, no store,
-//! no locks beyond reading the queue handle. Everything else happens in the app's
-//! workers. The listener runs on a thread of its own, with its own runtime and
-//! HTTP client: however busy the app's workers are (a storm of failures being
-//! claimed in SQLite), an envelope is acked at once. Payloads slack-morphism cannot parse are acknowledged by it and
-//! reach [`on_error`], which logs them; they never panic the bot.
+//! Each connection is opened here (`apps.connections.open`, then the
+//! WebSocket), and every envelope is acknowledged by its `envelope_id` the
+//! moment it is read, before its payload is interpreted: no payload, however
+//! strange its shape, can cost its ack (issue 17: an org-wide install's
+//! `team_id: null` made slack-morphism's listener drop the whole envelope).
+//! Slash commands are the one exception: their ack carries the answer, so it
+//! waits for the app's answer up to a deadline, in a task of its own.
+//!
+//! Only then is the payload read: first with slack-morphism's typed models,
+//! and where those reject it, tolerantly from the raw JSON for the few fields
+//! selfheal needs. Anything else is logged once, with its type, and skipped.
+//! The listener only converts and enqueues: no IO beyond its socket, no store.
+//! It runs on a thread of its own, with its own runtime and HTTP client:
+//! however busy the app's workers are, an envelope is acked at once.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use serde_json::Value;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
 use slack_morphism::prelude::*;
 use tokio::sync::{mpsc, oneshot};
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::web::{connector, Connector};
 use super::{ActionRequest, CommandReply, CommandRequest, Inbound, ShortcutRequest, Surface};
 use crate::metrics::Metrics;
 use crate::recognize::InboundMessage;
-
-/// The queue handle the callbacks push into, and the metrics they count in
-/// (stored as slack-morphism user state).
-#[derive(Clone)]
-struct Queue(mpsc::UnboundedSender<Inbound>, Arc<Metrics>);
 
 /// A running listener on its own thread; [`Listener::shutdown`] (or dropping
 /// it) closes its connections and ends the thread.
@@ -51,7 +58,8 @@ pub struct SocketSettings {
 
 impl Listener {
     /// Starts the listener thread, which connects with the app-level token and
-    /// delivers envelopes to `tx`. Returns once the token is registered.
+    /// delivers envelopes to `tx`. Returns once the thread's client is built;
+    /// the connections open (and reopen) in the background.
     pub async fn start(
         api_url: &str,
         app_token: &str,
@@ -77,21 +85,32 @@ impl Listener {
                     }
                 };
                 runtime.block_on(async move {
-                    let started = async {
-                        let client = Arc::new(SlackClient::new(connector(&api_url)?));
-                        listen(client, &app_token, &settings, tx).await
-                    };
-                    let listener = match started.await {
-                        Ok(listener) => listener,
+                    let client = match connector(&api_url) {
+                        Ok(connector) => Arc::new(SlackClient::new(connector)),
                         Err(e) => {
                             let _ = ready_tx.send(Err(e));
                             return;
                         }
                     };
+                    let stopping = CancellationToken::new();
+                    let shared = Arc::new(Shared {
+                        client,
+                        token: SlackApiToken::new(app_token.into()),
+                        settings,
+                        tx,
+                        live: AtomicUsize::new(0),
+                    });
+                    let tasks: Vec<_> = (0..shared.settings.connections.max(1))
+                        .map(|n| tokio::spawn(keep_connected(shared.clone(), n, stopping.clone())))
+                        .collect();
                     let _ = ready_tx.send(Ok(()));
                     // Until asked to stop, or the handle is dropped.
                     let _ = stop_rx.await;
-                    listener.shutdown().await;
+                    stopping.cancel();
+                    for task in tasks {
+                        let _ = task.await;
+                    }
+                    shared.settings.metrics.set_slack_connected(false);
                 });
                 let _ = stopped_tx.send(());
             })
@@ -116,130 +135,270 @@ impl Listener {
     }
 }
 
-/// Connects with the app-level token and starts delivering envelopes to `tx`,
-/// on the current runtime.
-async fn listen(
+/// What every connection of the listener shares.
+struct Shared {
     client: Arc<SlackClient<Connector>>,
-    app_token: &str,
-    settings: &SocketSettings,
+    /// The app-level token (`xapp-…`) that opens connections.
+    token: SlackApiToken,
+    settings: SocketSettings,
     tx: mpsc::UnboundedSender<Inbound>,
-) -> anyhow::Result<SlackClientSocketModeListener<Connector>> {
-    let callbacks = SlackSocketModeListenerCallbacks::new()
-        .with_hello_events(on_hello)
-        .with_push_events(on_push)
-        .with_command_events(on_command)
-        .with_interaction_events(on_interaction);
-    let env = Arc::new(
-        SlackClientEventsListenerEnvironment::new(client)
-            .with_error_handler(on_error)
-            .with_user_state(Queue(tx, settings.metrics.clone())),
-    );
-    let config = SlackClientSocketModeConfig::new()
-        .with_max_connections_count(settings.connections.max(1))
-        .with_initial_backoff_in_seconds(1)
-        .with_reconnect_timeout_in_seconds(settings.reconnect_secs.max(1))
-        .with_ping_interval_in_seconds(settings.ping_secs.max(1));
-    let inner = SlackClientSocketModeListener::new(&config, env, callbacks);
-    inner
-        .listen_for(&SlackApiToken::new(app_token.into()))
-        .await
-        .map_err(|e| anyhow::anyhow!("registering the Socket Mode token: {e}"))?;
-    inner.start().await;
-    Ok(inner)
+    /// Connections that said `hello` and are still open: Slack is reachable
+    /// while any is.
+    live: AtomicUsize,
 }
 
-async fn enqueue(states: &SlackClientEventsUserState, inbound: Inbound) {
-    let guard = states.read().await;
-    match guard.get_user_state::<Queue>() {
-        Some(queue) => {
-            if queue.0.send(inbound).is_err() {
-                debug!("event arrived while shutting down; dropped");
-            }
+impl Shared {
+    fn enqueue(&self, inbound: Inbound) {
+        if self.tx.send(inbound).is_err() {
+            debug!("event arrived while shutting down; dropped");
         }
-        None => warn!("Socket Mode listener has no queue; event dropped"),
     }
 }
 
-/// Counts an envelope of `kind` and, until the returned guard drops at the
-/// end of the callback (when slack-morphism acks it), times its ack.
-async fn arrived(states: &SlackClientEventsUserState, kind: &str) -> Option<AckTimer> {
-    let guard = states.read().await;
-    let metrics = guard.get_user_state::<Queue>()?.1.clone();
-    metrics.envelopes.inc(kind);
-    Some(AckTimer(metrics, std::time::Instant::now()))
+/// How a connection ended.
+enum Ended {
+    /// The listener is stopping.
+    Stopped,
+    /// Slack asked us to go (`disconnect`), the socket closed or failed, or
+    /// it stopped answering pings: open a new one at once.
+    Lost,
 }
 
-/// See [`arrived`].
-struct AckTimer(Arc<Metrics>, std::time::Instant);
-
-impl Drop for AckTimer {
-    fn drop(&mut self) {
-        self.0.ack_seconds.observe(self.1.elapsed());
+/// Keeps connection number `n` open until the listener stops: opens it,
+/// serves it, and opens a new one whenever it ends. A failed open is retried
+/// after `reconnect_secs`, forever: a bot that gave up would sit deaf until
+/// someone restarted it (Slack's own SDKs retry too).
+async fn keep_connected(shared: Arc<Shared>, n: u32, stopping: CancellationToken) {
+    // The second connection opens a moment after the first, as Slack's SDKs do.
+    let pause = |secs: u64| Duration::from_millis(secs * 1000);
+    if n > 0 && wait_or_stop(&stopping, Duration::from_millis(200 * u64::from(n))).await {
+        return;
     }
-}
-
-/// Generic because slack-morphism does not export the hello event's type.
-async fn on_hello<E: std::fmt::Debug>(
-    event: E,
-    _client: Arc<SlackClient<Connector>>,
-    states: SlackClientEventsUserState,
-) {
-    info!(hello = ?event, "connected to Slack (Socket Mode)");
-    if let Some(queue) = states.read().await.get_user_state::<Queue>() {
-        queue.1.set_slack_connected(true);
-    }
-    disable_nagle();
-    enqueue(&states, Inbound::Hello).await;
-}
-
-/// Turns Nagle's algorithm off on the process's TCP sockets, the new Socket
-/// Mode connection among them. slack-morphism opens its WebSocket with
-/// tokio-tungstenite's `connect_async`, which leaves Nagle on: an ack written
-/// right after another then waits for Slack's delayed TCP ack, about 40 ms
-/// (`selfheal bench` measured it). slack-morphism exposes no socket, so this
-/// sets `TCP_NODELAY` on every socket descriptor; on anything that is not a
-/// TCP socket the call fails harmlessly.
-fn disable_nagle() {
-    #[cfg(target_os = "linux")]
-    {
-        let Ok(fds) = std::fs::read_dir("/proc/self/fd") else {
+    loop {
+        if stopping.is_cancelled() {
             return;
-        };
-        let on: libc::c_int = 1;
-        for fd in fds.flatten() {
-            let is_socket = std::fs::read_link(fd.path())
-                .is_ok_and(|target| target.to_string_lossy().starts_with("socket:"));
-            let Some(fd) = fd.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
-                continue;
-            };
-            if is_socket {
-                // SAFETY: setsockopt reads `on` (a c_int, with its size) and
-                // touches nothing else; a descriptor closed in the meantime
-                // only makes it fail.
-                unsafe {
-                    libc::setsockopt(
-                        fd,
-                        libc::IPPROTO_TCP,
-                        libc::TCP_NODELAY,
-                        std::ptr::addr_of!(on).cast(),
-                        std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-                    );
+        }
+        match connect(&shared).await {
+            Ok(ws) => {
+                debug!(connection = n, "Socket Mode WebSocket open");
+                if let Ended::Stopped = serve(&shared, n, ws, &stopping).await {
+                    return;
+                }
+            }
+            Err(e) => {
+                warn!(
+                    connection = n,
+                    error = format!("{e:#}"),
+                    "could not open a Socket Mode connection; retrying"
+                );
+                if wait_or_stop(&stopping, pause(shared.settings.reconnect_secs.max(1))).await {
+                    return;
                 }
             }
         }
     }
 }
 
-async fn on_push(
-    event: SlackPushEventCallback,
-    _client: Arc<SlackClient<Connector>>,
-    states: SlackClientEventsUserState,
-) -> UserCallbackResult<()> {
-    let _ack = arrived(&states, "events_api").await;
-    if let Some(inbound) = push_inbound(&event) {
-        enqueue(&states, inbound).await;
+/// Sleeps for `wait`; true if the listener stops meanwhile.
+async fn wait_or_stop(stopping: &CancellationToken, wait: Duration) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(wait) => stopping.is_cancelled(),
+        _ = stopping.cancelled() => true,
     }
-    Ok(())
+}
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// `apps.connections.open`, then the WebSocket to the URL it gives.
+async fn connect(shared: &Shared) -> anyhow::Result<Socket> {
+    let opened = shared
+        .client
+        .open_session(&shared.token)
+        .apps_connections_open(&SlackApiAppsConnectionOpenRequest::new())
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .context("apps.connections.open")?;
+    // Nagle off: an ack written right after another would otherwise wait
+    // for Slack's delayed TCP ack, about 40 ms (`selfheal bench` measured it).
+    let (ws, _) = tokio_tungstenite::connect_async_with_config(opened.url.0.as_str(), None, true)
+        .await
+        .context("opening the Socket Mode WebSocket")?;
+    Ok(ws)
+}
+
+/// Pings after this many silent intervals mean the connection is dead.
+const SILENT_PINGS: u32 = 5;
+
+/// Serves one open connection: acks and converts envelopes, answers pings,
+/// pings Slack and notices when it stops answering.
+async fn serve(shared: &Arc<Shared>, n: u32, ws: Socket, stopping: &CancellationToken) -> Ended {
+    let (mut sink, mut stream) = ws.split();
+    // Late acks (slash commands' answers) come back through here.
+    let (acks_tx, mut acks) = mpsc::unbounded_channel::<String>();
+    let interval = Duration::from_secs(shared.settings.ping_secs.max(1));
+    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+    let mut last_pong = Instant::now();
+    let mut said_hello = false;
+    let ended = loop {
+        tokio::select! {
+            frame = stream.next() => match frame {
+                Some(Ok(WsMessage::Text(text))) => {
+                    let arrived = Instant::now();
+                    let envelope: Value = match serde_json::from_str(text.as_str()) {
+                        Ok(v) => v,
+                        Err(e) => {
+                            warn!(connection = n, error = %e, "skipped a Socket Mode frame that is not JSON");
+                            continue;
+                        }
+                    };
+                    let kind = envelope.get("type").and_then(Value::as_str).unwrap_or_default().to_string();
+                    // The ack first, before the payload is looked at.
+                    if let Some(id) = envelope.get("envelope_id").and_then(Value::as_str) {
+                        shared.settings.metrics.envelopes.inc(&kind);
+                        if kind == "slash_commands" {
+                            answer_command(shared, id, &envelope, arrived, acks_tx.clone());
+                        } else {
+                            if sink.send(WsMessage::Text(json!({ "envelope_id": id }).to_string().into())).await.is_err() {
+                                break Ended::Lost;
+                            }
+                            shared.settings.metrics.ack_seconds.observe(arrived.elapsed());
+                        }
+                    }
+                    match kind.as_str() {
+                        "hello" => {
+                            info!(connection = n, "connected to Slack (Socket Mode)");
+                            if !said_hello {
+                                said_hello = true;
+                                shared.live.fetch_add(1, Ordering::Relaxed);
+                            }
+                            shared.settings.metrics.set_slack_connected(true);
+                            shared.enqueue(Inbound::Hello);
+                        }
+                        "disconnect" => {
+                            let reason = envelope.get("reason").and_then(Value::as_str).unwrap_or_default();
+                            info!(connection = n, reason, "Slack asked to reconnect");
+                            break Ended::Lost;
+                        }
+                        "slash_commands" => {}
+                        _ => {
+                            for inbound in envelope_inbound(&kind, envelope.get("payload").unwrap_or(&Value::Null)) {
+                                shared.enqueue(inbound);
+                            }
+                        }
+                    }
+                }
+                Some(Ok(WsMessage::Ping(data))) => {
+                    if sink.send(WsMessage::Pong(data)).await.is_err() {
+                        break Ended::Lost;
+                    }
+                }
+                Some(Ok(WsMessage::Pong(_))) => last_pong = Instant::now(),
+                Some(Ok(WsMessage::Close(_))) | Some(Err(_)) | None => break Ended::Lost,
+                Some(Ok(_)) => {}
+            },
+            Some(ack) = acks.recv() => {
+                if sink.send(WsMessage::Text(ack.into())).await.is_err() {
+                    break Ended::Lost;
+                }
+            }
+            _ = ping.tick() => {
+                if last_pong.elapsed() > interval * SILENT_PINGS {
+                    warn!(connection = n, "Socket Mode connection stopped answering pings; replacing it");
+                    break Ended::Lost;
+                }
+                if sink.send(WsMessage::Ping(Default::default())).await.is_err() {
+                    break Ended::Lost;
+                }
+            }
+            _ = stopping.cancelled() => {
+                let _ = sink.send(WsMessage::Close(None)).await;
+                break Ended::Stopped;
+            }
+        }
+    };
+    if said_hello && shared.live.fetch_sub(1, Ordering::Relaxed) == 1 {
+        shared.settings.metrics.set_slack_connected(false);
+    }
+    ended
+}
+
+/// How long a slash command's ack waits for the answer. Slack's deadline is
+/// 3 s; what is not ready by then is posted ephemerally afterwards.
+const COMMAND_DEADLINE: Duration = Duration::from_millis(2000);
+
+/// Slash commands are answered in the ack (ephemerally), so the ack waits —
+/// in a task of its own, for the app's answer, never for IO of its own — up
+/// to the deadline. The fields are read from the raw JSON: no model can
+/// reject them.
+fn answer_command(
+    shared: &Arc<Shared>,
+    envelope_id: &str,
+    envelope: &Value,
+    arrived: Instant,
+    acks: mpsc::UnboundedSender<String>,
+) {
+    let payload = envelope.get("payload").unwrap_or(&Value::Null);
+    let s = |key: &str| {
+        payload
+            .get(key)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
+    debug!(command = s("command"), "slash command received");
+    let request = CommandRequest {
+        user_id: s("user_id"),
+        channel_id: s("channel_id"),
+        text: s("text"),
+    };
+    let (tx, rx) = oneshot::channel();
+    shared.enqueue(Inbound::Command { request, reply: tx });
+    let (envelope_id, metrics) = (envelope_id.to_string(), shared.settings.metrics.clone());
+    tokio::spawn(async move {
+        let reply = match tokio::time::timeout(COMMAND_DEADLINE, rx).await {
+            Ok(Ok(reply)) => reply,
+            _ => CommandReply::text("⏳ Working on it; the answer will follow here."),
+        };
+        let mut answer = json!({ "response_type": "ephemeral", "text": reply.text });
+        if let Some(blocks) = reply.blocks {
+            answer["blocks"] = blocks;
+        }
+        let ack = json!({ "envelope_id": envelope_id, "payload": answer });
+        if acks.send(ack.to_string()).is_ok() {
+            metrics.ack_seconds.observe(arrived.elapsed());
+        }
+    });
+}
+
+/// What an envelope's payload is to selfheal (after its ack): read with
+/// slack-morphism's models, or tolerantly from the raw JSON where they reject
+/// it; a payload of a kind selfheal does not know is logged and skipped.
+pub fn envelope_inbound(kind: &str, payload: &Value) -> Vec<Inbound> {
+    match kind {
+        "events_api" => match serde_json::from_value::<SlackPushEvent>(payload.clone()) {
+            Ok(SlackPushEvent::EventCallback(event)) => push_inbound(&event).into_iter().collect(),
+            Ok(_) => vec![],
+            Err(e) => {
+                debug!(error = %e, "slack-morphism rejected an event; reading it tolerantly");
+                tolerant::push_inbound(payload).into_iter().collect()
+            }
+        },
+        "interactive" => match serde_json::from_value::<SlackInteractionEvent>(payload.clone()) {
+            Ok(event) => interaction_inbound(&event),
+            Err(e) => {
+                debug!(error = %e, "slack-morphism rejected an interaction; reading it tolerantly");
+                tolerant::interaction_inbound(payload)
+            }
+        },
+        _ => {
+            warn!(
+                kind,
+                "skipped a Socket Mode envelope of a kind selfheal does not know"
+            );
+            vec![]
+        }
+    }
 }
 
 /// What an Events API event is to selfheal: a message, the Home tab opened,
@@ -263,51 +422,6 @@ fn push_inbound(event: &SlackPushEventCallback) -> Option<Inbound> {
         event_id: event.event_id.to_string(),
         msg: inbound_message(&raw),
     })
-}
-
-/// How long a slash command's ack waits for the answer. Slack's deadline is
-/// 3 s; what is not ready by then is posted ephemerally afterwards.
-const COMMAND_DEADLINE: std::time::Duration = std::time::Duration::from_millis(2000);
-
-/// Slash commands are answered in the ack (ephemerally), so this callback
-/// waits — for the app's answer, never for IO of its own — up to the deadline.
-async fn on_command(
-    event: SlackCommandEvent,
-    _client: Arc<SlackClient<Connector>>,
-    states: SlackClientEventsUserState,
-) -> UserCallbackResult<SlackCommandEventResponse> {
-    let _ack = arrived(&states, "slash_commands").await;
-    debug!(command = %event.command, "slash command received");
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let request = CommandRequest {
-        user_id: event.user_id.to_string(),
-        channel_id: event.channel_id.to_string(),
-        text: event.text.clone().unwrap_or_default(),
-    };
-    enqueue(&states, Inbound::Command { request, reply: tx }).await;
-    let reply = match tokio::time::timeout(COMMAND_DEADLINE, rx).await {
-        Ok(Ok(reply)) => reply,
-        _ => CommandReply::text("⏳ Working on it; the answer will follow here."),
-    };
-    let blocks: Option<Vec<SlackBlock>> = reply.blocks.and_then(|b| serde_json::from_value(b).ok());
-    Ok(SlackCommandEventResponse::new(
-        SlackMessageContent::new()
-            .with_text(reply.text)
-            .opt_blocks(blocks),
-    )
-    .with_response_type(SlackMessageResponseType::Ephemeral))
-}
-
-async fn on_interaction(
-    event: SlackInteractionEvent,
-    _client: Arc<SlackClient<Connector>>,
-    states: SlackClientEventsUserState,
-) -> UserCallbackResult<()> {
-    let _ack = arrived(&states, "interactive").await;
-    for inbound in interaction_inbound(&event) {
-        enqueue(&states, inbound).await;
-    }
-    Ok(())
 }
 
 /// What an interaction is to selfheal: one action per button pressed (in a
@@ -373,27 +487,6 @@ fn interaction_inbound(event: &SlackInteractionEvent) -> Vec<Inbound> {
     }
 }
 
-fn on_error(
-    err: Box<dyn std::error::Error + Send + Sync>,
-    _client: Arc<SlackClient<Connector>>,
-    states: SlackClientEventsUserState,
-) -> HttpStatusCode {
-    warn!(error = %err, "skipped a Slack payload or connection error");
-    // A connection error (not a payload slack-morphism could not read) means
-    // the connection is down until the next `hello`. This callback is not
-    // async, so the state is only looked at if no one is writing it.
-    let connection_lost = matches!(
-        err.downcast_ref::<slack_morphism::errors::SlackClientError>(),
-        Some(slack_morphism::errors::SlackClientError::SocketModeProtocolError(_))
-    );
-    if let (true, Ok(state)) = (connection_lost, states.try_read()) {
-        if let Some(queue) = state.get_user_state::<Queue>() {
-            queue.1.set_slack_connected(false);
-        }
-    }
-    HttpStatusCode::OK
-}
-
 /// Converts a message event's JSON into selfheal's own message type.
 pub fn inbound_message(v: &Value) -> InboundMessage {
     let s = |key: &str| v.get(key).and_then(Value::as_str).map(str::to_string);
@@ -427,6 +520,113 @@ pub fn inbound_message(v: &Value) -> InboundMessage {
             || v.get("message").is_some()
             || subtype.as_deref() == Some("message_changed"),
         subtype,
+    }
+}
+
+/// Reads the payloads slack-morphism's models reject (an org-wide install's
+/// `team_id: null`, fields Slack added since) from the raw JSON, taking only
+/// the fields selfheal needs.
+mod tolerant {
+    use serde_json::Value;
+    use tracing::warn;
+
+    use super::{inbound_message, ActionRequest, Inbound, ShortcutRequest, Surface};
+
+    fn s(v: &Value, pointer: &str) -> Option<String> {
+        v.pointer(pointer)
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    }
+
+    /// An Events API payload: a message, the Home tab opened, or nothing.
+    pub fn push_inbound(payload: &Value) -> Option<Inbound> {
+        let event = payload
+            .get("event")
+            .filter(|_| s(payload, "/type").as_deref() == Some("event_callback"));
+        let Some(event) = event else {
+            skipped("events_api", payload);
+            return None;
+        };
+        match s(event, "/type").as_deref() {
+            Some("message") => Some(Inbound::Message {
+                event_id: s(payload, "/event_id").unwrap_or_default(),
+                msg: inbound_message(event),
+            }),
+            Some("app_home_opened") if s(event, "/tab").as_deref() == Some("home") => {
+                Some(Inbound::HomeOpened {
+                    user_id: s(event, "/user").unwrap_or_default(),
+                })
+            }
+            Some("app_home_opened") => None,
+            _ => {
+                skipped("events_api", payload);
+                None
+            }
+        }
+    }
+
+    /// An interactive payload: button presses, a message shortcut, or nothing.
+    pub fn interaction_inbound(payload: &Value) -> Vec<Inbound> {
+        let user_id = s(payload, "/user/id").unwrap_or_default();
+        match s(payload, "/type").as_deref() {
+            Some("block_actions") => {
+                let surface = if s(payload, "/container/type").as_deref() == Some("view") {
+                    Surface::Home
+                } else {
+                    Surface::Message {
+                        channel_id: s(payload, "/channel/id").unwrap_or_default(),
+                        message_ts: s(payload, "/message/ts")
+                            .or_else(|| s(payload, "/container/message_ts"))
+                            .unwrap_or_default(),
+                    }
+                };
+                payload
+                    .get("actions")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .map(|action| {
+                        Inbound::Action(ActionRequest {
+                            user_id: user_id.clone(),
+                            surface: surface.clone(),
+                            action_id: s(action, "/action_id").unwrap_or_default(),
+                            value: s(action, "/value"),
+                        })
+                    })
+                    .collect()
+            }
+            Some("message_action") => {
+                let (Some(channel_id), Some(message)) =
+                    (s(payload, "/channel/id"), payload.get("message"))
+                else {
+                    return vec![];
+                };
+                let mut message = inbound_message(message);
+                message.channel = channel_id.clone();
+                vec![Inbound::Shortcut(ShortcutRequest {
+                    callback_id: s(payload, "/callback_id").unwrap_or_default(),
+                    user_id,
+                    channel_id,
+                    message,
+                    response_url: s(payload, "/response_url").unwrap_or_default(),
+                    trigger_id: s(payload, "/trigger_id").unwrap_or_default(),
+                })]
+            }
+            _ => {
+                skipped("interactive", payload);
+                vec![]
+            }
+        }
+    }
+
+    /// One warning per skipped payload, naming what it was.
+    fn skipped(kind: &str, payload: &Value) {
+        warn!(
+            kind,
+            payload_type = s(payload, "/type").unwrap_or_default(),
+            event_type = s(payload, "/event/type").unwrap_or_default(),
+            "skipped a Slack payload of a shape selfheal does not know"
+        );
     }
 }
 
@@ -556,20 +756,51 @@ mod conversion_tests {
             None
         );
     }
-}
-
-#[cfg(test)]
-mod nagle_tests {
-    use super::disable_nagle;
 
     #[test]
-    fn open_tcp_sockets_stop_delaying_small_writes() {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let stream = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        assert!(!stream.nodelay().unwrap(), "Nagle is on by default");
+    fn an_org_wide_installs_message_which_slack_morphism_rejects_is_read_tolerantly() {
+        let payload: Value = serde_json::from_str(include_str!(
+            "../../tests/fixtures/slack/event_callback_message_org_app.bolt-python.json"
+        ))
+        .unwrap();
+        // The cause of issue 17: the typed model wants a string.
+        let rejected = serde_json::from_value::<SlackPushEvent>(payload.clone())
+            .expect_err("slack-morphism 2.31 types authorizations[].team_id as a string");
+        assert!(
+            rejected.to_string().contains("invalid type: null"),
+            "{rejected}"
+        );
 
-        disable_nagle();
+        let inbound = envelope_inbound("events_api", &payload);
 
-        assert!(stream.nodelay().unwrap());
+        let [Inbound::Message { event_id, msg }] = inbound.as_slice() else {
+            panic!("one message: {inbound:?}");
+        };
+        assert_eq!(event_id, "Ev111");
+        assert_eq!(
+            (msg.channel.as_str(), msg.ts.as_str(), msg.user.as_deref()),
+            ("C111", "1606810819.000800", Some("W111"))
+        );
+        assert_eq!(msg.text, "<@W222>");
+    }
+
+    #[test]
+    fn payloads_of_shapes_selfheal_does_not_know_are_skipped() {
+        let check = |kind: &str, payload: Value| {
+            let inbound = envelope_inbound(kind, &payload);
+            assert!(inbound.is_empty(), "{kind} {payload}: {inbound:?}");
+        };
+        check("events_api", Value::Null);
+        check("events_api", serde_json::json!("text"));
+        check(
+            "events_api",
+            serde_json::json!({"type": "event_callback", "enterprise_id": "E111",
+                "event": {"type": "team_access_granted", "team_ids": ["T111"]}}),
+        );
+        check(
+            "interactive",
+            serde_json::json!({"type": "a_future_interaction"}),
+        );
+        check("a_future_kind", serde_json::json!({}));
     }
 }

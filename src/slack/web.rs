@@ -367,17 +367,27 @@ impl SlackWeb {
         Ok(())
     }
 
-    /// Whether a user is a workspace admin or owner (`users.info`).
+    /// Whether a user is an admin or owner of the workspace, or of the
+    /// Enterprise Grid org it belongs to (`users.info`'s `enterprise_user`):
+    /// an org-wide install is run by org admins, who need not administer
+    /// each workspace.
     pub async fn is_admin(&self, user: &str) -> Result<bool, SlackError> {
         let req = SlackApiUsersInfoRequest::new(user.into());
         let (this, req) = (self, &req);
         let res = self
             .call(move || async move { this.session().users_info(req).await })
             .await?;
-        let flags = &res.user.flags;
-        Ok(flags.is_admin.unwrap_or(false)
-            || flags.is_owner.unwrap_or(false)
-            || flags.is_primary_owner.unwrap_or(false))
+        let admin = |flags: &SlackUserFlags| {
+            flags.is_admin.unwrap_or(false)
+                || flags.is_owner.unwrap_or(false)
+                || flags.is_primary_owner.unwrap_or(false)
+        };
+        Ok(admin(&res.user.flags)
+            || res
+                .user
+                .enterprise_user
+                .as_ref()
+                .is_some_and(|org| admin(&org.flags)))
     }
 
     /// A link to a message.
@@ -400,23 +410,49 @@ impl SlackWeb {
         Ok(res.channel.name)
     }
 
-    /// Every channel the bot can see: (id, name).
+    /// Every channel the bot can see, as (id, name). An Enterprise Grid
+    /// org-wide install's token lists channels one workspace at a time
+    /// (without `team_id` Slack answers `missing_argument`), so then each
+    /// workspace the app was added to (`auth.teams.list`) is listed in turn.
     pub async fn list_channels(&self) -> Result<Vec<(String, String)>, SlackError> {
+        match self.list_channels_in(None).await {
+            Err(SlackError::Api(code)) if code == "missing_argument" => {
+                let mut out = vec![];
+                for team in self.org_workspaces().await? {
+                    out.extend(self.list_channels_in(Some(&team)).await?);
+                }
+                Ok(out)
+            }
+            listed => listed,
+        }
+    }
+
+    /// The channels of one workspace (`team`), or of the token's own.
+    async fn list_channels_in(
+        &self,
+        team: Option<&str>,
+    ) -> Result<Vec<(String, String)>, SlackError> {
+        // slack-morphism's request has no `team_id`, hence a request of our
+        // own (a GET with query parameters, as slack-morphism sends it).
         let mut out = vec![];
-        let mut cursor: Option<SlackCursorId> = None;
+        let mut cursor: Option<String> = None;
         // A bound on pages protects against a server that never stops paging.
         for _ in 0..100 {
-            let req = SlackApiConversationsListRequest::new()
-                .with_limit(200)
-                .with_exclude_archived(true)
-                .with_types(vec![
-                    SlackConversationType::Public,
-                    SlackConversationType::Private,
-                ])
-                .opt_cursor(cursor.clone());
-            let (this, req) = (self, &req);
-            let res = self
-                .call(move || async move { this.session().conversations_list(req).await })
+            let params: Vec<(&str, Option<String>)> = vec![
+                ("limit", Some("200".into())),
+                ("exclude_archived", Some("true".into())),
+                ("types", Some("public_channel,private_channel".into())),
+                ("cursor", cursor.clone()),
+                ("team_id", team.map(str::to_string)),
+            ];
+            let (this, params) = (self, &params);
+            let res: SlackApiConversationsListResponse = self
+                .call(move || async move {
+                    this.session()
+                        .http_session_api
+                        .http_get("conversations.list", params, None)
+                        .await
+                })
                 .await?;
             out.extend(
                 res.channels
@@ -426,12 +462,36 @@ impl SlackWeb {
             cursor = res
                 .response_metadata
                 .and_then(|m| m.next_cursor)
-                .filter(|c| !c.to_string().is_empty());
+                .map(|c| c.to_string())
+                .filter(|c| !c.is_empty());
             if cursor.is_none() {
                 break;
             }
         }
         Ok(out)
+    }
+
+    /// The workspaces an org-wide install was added to (`auth.teams.list`).
+    async fn org_workspaces(&self) -> Result<Vec<String>, SlackError> {
+        #[derive(serde::Deserialize)]
+        struct Teams {
+            teams: Vec<Team>,
+        }
+        #[derive(serde::Deserialize)]
+        struct Team {
+            id: String,
+        }
+        let params: Vec<(&str, Option<String>)> = vec![("limit", Some("1000".into()))];
+        let (this, params) = (self, &params);
+        let res: Teams = self
+            .call(move || async move {
+                this.session()
+                    .http_session_api
+                    .http_get("auth.teams.list", params, None)
+                    .await
+            })
+            .await?;
+        Ok(res.teams.into_iter().map(|t| t.id).collect())
     }
 
     /// Runs `op` when the channel's next write slot comes, holding the slot
@@ -866,5 +926,33 @@ mod tests {
             .expect("memory never fails");
         assert!(next > SystemTime::now(), "the burst was spent by the hold");
         fake.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn an_org_wide_install_lists_the_channels_of_every_workspace_it_was_added_to() {
+        let fake = FakeSlack::builder().start().await;
+        fake.add_channel("C0FIRST", "first-alerts");
+        fake.add_channel("C0SECOND", "second-alerts");
+        fake.set_org_install("E0ORG");
+        fake.set_channel_team("C0SECOND", "T0SECOND");
+        let web = client(&fake, Arc::new(MemoryBook::new(INTERVAL, BURST)));
+
+        let mut channels = web.list_channels().await.expect("the channels");
+
+        channels.sort();
+        assert_eq!(
+            channels,
+            [
+                ("C0FIRST".to_string(), "first-alerts".to_string()),
+                ("C0SECOND".to_string(), "second-alerts".to_string())
+            ]
+        );
+        let lists = fake.calls_to("conversations.list");
+        assert_eq!(lists[0].error.as_deref(), Some("missing_argument"));
+        assert_eq!(
+            lists.len(),
+            3,
+            "once without a workspace, once per workspace"
+        );
     }
 }

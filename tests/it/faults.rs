@@ -204,6 +204,29 @@ async fn a_connection_that_stops_answering_pings_is_replaced_and_nothing_is_heal
     assert_eq!(app.store().sessions(10).unwrap().len(), 2);
 }
 
+#[tokio::test]
+async fn no_envelope_is_left_unacked_whatever_its_payload() {
+    // Arrange
+    let app = spawn_app().await;
+    all_connected(&app).await;
+    app.slack.set_org_install("E0GRIDORG1");
+
+    // Act: failures through an org-wide install, with envelopes of every odd
+    // shape between them.
+    let first = app.post_failure(HEALING, "hourly_marts", "451").await;
+    let odd = crate::grid::odd_envelopes();
+    for envelope in &odd {
+        app.slack.send_envelope(envelope.clone()).await;
+    }
+    let second = app.post_failure(HEALING, "hourly_marts", "452").await;
+
+    // Assert: every envelope Slack sent, odd or not, was acked.
+    crate::grid::wait_acked(&app, &odd).await;
+    assert_healed_once(&app, HEALING, &first, "451").await;
+    assert_healed_once(&app, HEALING, &second, "452").await;
+    wait_envelopes_acked(&app, 0).await;
+}
+
 // ---- Slack: the Web API ------------------------------------------------------------
 
 #[tokio::test]

@@ -13,6 +13,7 @@ mod drill;
 mod faults;
 mod fix;
 mod forges;
+mod grid;
 mod heal;
 mod healing;
 mod helpers;

@@ -483,6 +483,24 @@ impl FakeSlack {
         self.insert_channel(id, name, false);
     }
 
+    /// Installs the app org-wide on Enterprise Grid org `enterprise_id`:
+    /// from now on events carry the org-app shape (`team_id: null` in
+    /// `authorizations`, `is_enterprise_install: true`).
+    pub fn set_org_install(&self, enterprise_id: &str) {
+        self.inner
+            .update(|st| st.org_install = Some(enterprise_id.to_string()));
+    }
+
+    /// Puts `channel` in workspace `team_id` of the org (see
+    /// [`FakeSlack::set_org_install`]); channels are in the default workspace
+    /// otherwise.
+    pub fn set_channel_team(&self, channel: &str, team_id: &str) {
+        self.inner.update(|st| {
+            st.channel_teams
+                .insert(channel.to_string(), team_id.to_string())
+        });
+    }
+
     /// A private channel the bot is a member of.
     pub fn add_private_channel(&self, id: &str, name: &str) {
         self.insert_channel(id, name, true);
@@ -530,6 +548,18 @@ impl FakeSlack {
         });
     }
 
+    /// An admin of Enterprise Grid org `enterprise_id` who administers no
+    /// workspace of it (`users.info`: `enterprise_user.is_admin`, but not
+    /// `is_admin`).
+    pub fn add_org_admin(&self, id: &str, name: &str, enterprise_id: &str) {
+        self.insert_user(id, name, false, false);
+        self.inner.update(|st| {
+            if let Some(user) = st.users.get_mut(id) {
+                user.org_admin_of = Some(enterprise_id.to_string());
+            }
+        });
+    }
+
     fn insert_user(&self, id: &str, name: &str, is_admin: bool, is_owner: bool) {
         self.inner.update(|st| {
             st.users.insert(
@@ -539,6 +569,7 @@ impl FakeSlack {
                     name: name.to_string(),
                     is_admin,
                     is_owner,
+                    org_admin_of: None,
                 },
             );
         });

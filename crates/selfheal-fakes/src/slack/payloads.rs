@@ -165,6 +165,29 @@ pub fn event_callback(config: &Config, event: Value, event_id: &str, event_time:
     })
 }
 
+/// Turns an `event_callback` into what an org-wide install on Enterprise
+/// Grid receives from workspace `team_id` of org `enterprise_id`, as in
+/// bolt-python's tests/scenario_tests/test_events_org_apps.py: the
+/// installation is the org's, so `authorizations[0].team_id` is `null`.
+pub fn as_org_install(config: &Config, payload: &mut Value, enterprise_id: &str, team_id: &str) {
+    payload["team_id"] = json!(team_id);
+    payload["enterprise_id"] = json!(enterprise_id);
+    payload["context_team_id"] = json!(team_id);
+    payload["context_enterprise_id"] = json!(enterprise_id);
+    payload["authorizations"] = json!([{
+        "enterprise_id": enterprise_id,
+        "team_id": null,
+        "user_id": config.bot_user_id,
+        "is_bot": true,
+        "is_enterprise_install": true
+    }]);
+    if let Some(event) = payload["event"].as_object_mut() {
+        if event.contains_key("team") {
+            event.insert("team".into(), json!(team_id));
+        }
+    }
+}
+
 /// socket_mode_events_api_message_envelope / ..._retry_attempt1.
 pub fn events_api_envelope(
     envelope_id: &str,
@@ -493,14 +516,28 @@ pub fn channel_json(config: &Config, ch: &Channel) -> Value {
 
 /// webapi/users.info.success.
 pub fn user_json(config: &Config, user: &User) -> Value {
-    person_or_bot(
+    let mut json = person_or_bot(
         config,
         &user.id,
         &user.name,
         user.is_admin,
         user.is_owner,
         None,
-    )
+    );
+    // users.info of an Enterprise Grid member: the org-level role beside
+    // the workspace's.
+    if let Some(enterprise_id) = &user.org_admin_of {
+        json["enterprise_user"] = json!({
+            "id": user.id,
+            "enterprise_id": enterprise_id,
+            "enterprise_name": "Fake Org",
+            "is_admin": true,
+            "is_owner": false,
+            "is_primary_owner": false,
+            "teams": [config.team_id]
+        });
+    }
+    json
 }
 
 /// The bot under test as `users.info` shows it.

@@ -105,6 +105,9 @@ pub(crate) struct User {
     pub name: String,
     pub is_admin: bool,
     pub is_owner: bool,
+    /// The Enterprise Grid org (`E…`) this person administers, if any:
+    /// `users.info` shows it as `enterprise_user.is_admin`.
+    pub org_admin_of: Option<String>,
 }
 
 /// An open Socket Mode connection, as the dispatcher sees it.
@@ -145,6 +148,12 @@ pub(crate) struct State {
     pub ack_timeout: Duration,
     /// The payload of the latest `events_api` envelope, for `redeliver_last`.
     pub last_event_payload: Option<Value>,
+    /// Set when the app is installed org-wide on an Enterprise Grid org
+    /// (the org's `E…` id): events then carry the org-app shape,
+    /// `authorizations[0].team_id: null` and `is_enterprise_install: true`.
+    pub org_install: Option<String>,
+    /// The workspace (`T…`) of each channel that is not in the default one.
+    pub channel_teams: HashMap<String, String>,
     /// When set, writes (`chat.postMessage`, `chat.update`) to one channel
     /// beyond a token bucket (a burst, then one per gap) are answered 429, as
     /// Slack's per-channel limit does.
@@ -188,6 +197,8 @@ impl State {
             pongs: true,
             ack_timeout,
             last_event_payload: None,
+            org_install: None,
+            channel_teams: HashMap::new(),
             channel_rate_limit: None,
             channel_full_at: HashMap::new(),
             bot_scopes,
@@ -362,7 +373,16 @@ impl State {
     /// Wraps an event into a fresh `events_api` envelope frame.
     pub fn events_api_frame(&mut self, config: &Config, event: Value) -> OutFrame {
         let event_id = self.next_event_id();
-        let payload = payloads::event_callback(config, event, &event_id, Self::unix_now());
+        let mut payload = payloads::event_callback(config, event, &event_id, Self::unix_now());
+        if let Some(enterprise_id) = &self.org_install {
+            let channel = payload["event"]["channel"].as_str().unwrap_or_default();
+            let team_id = self
+                .channel_teams
+                .get(channel)
+                .cloned()
+                .unwrap_or_else(|| config.team_id.clone());
+            payloads::as_org_install(config, &mut payload, enterprise_id, &team_id);
+        }
         self.last_event_payload = Some(payload.clone());
         self.events_api_retry_frame(payload, 0)
     }

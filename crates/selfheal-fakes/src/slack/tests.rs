@@ -1099,3 +1099,34 @@ async fn transcript_indents_threads_and_wait_until_gives_up_at_the_deadline() {
     assert!(started.elapsed() >= Duration::from_millis(200));
     fake.shutdown().await;
 }
+
+#[tokio::test]
+async fn an_org_wide_install_sends_events_with_no_team_in_their_authorizations() {
+    let fake = FakeSlack::start().await;
+    fake.add_channel("C0ALERTS", "data-alerts");
+    fake.add_channel("C0OTHER", "other");
+    fake.set_org_install("E0ORG");
+    fake.set_channel_team("C0OTHER", "T0SECOND");
+
+    for (channel, team) in [
+        ("C0ALERTS", fake.team_id().to_string()),
+        ("C0OTHER", "T0SECOND".to_string()),
+    ] {
+        fake.post_as_bot(channel, BotPost::text("dbt run failed"))
+            .await;
+        let payload = fake
+            .inner
+            .state()
+            .last_event_payload
+            .clone()
+            .expect("an event");
+
+        // As bolt-python's test_events_org_apps.py has it.
+        assert_eq!(payload["team_id"], json!(team));
+        assert_eq!(payload["enterprise_id"], "E0ORG");
+        assert_eq!(payload["authorizations"][0]["team_id"], json!(null));
+        assert_eq!(payload["authorizations"][0]["enterprise_id"], "E0ORG");
+        assert_eq!(payload["authorizations"][0]["is_enterprise_install"], true);
+        assert_eq!(payload["event"]["channel"], channel);
+    }
+}

@@ -23,6 +23,7 @@ use super::{Config, Failure, Inner, MessageEdit};
 /// Methods the fake implements; any other answers `unknown_method`.
 const METHODS: &[&str] = &[
     "apps.connections.open",
+    "auth.teams.list",
     "auth.test",
     "chat.getPermalink",
     "chat.postEphemeral",
@@ -358,6 +359,7 @@ fn handle(
             }
         }
         "conversations.list" => list_channels(config, st, params),
+        "auth.teams.list" => teams(config, st),
         "conversations.history" => history(config, st, params),
         "conversations.replies" => replies(config, st, params),
         "views.publish" => {
@@ -667,10 +669,16 @@ fn list_channels(config: &Config, st: &State, params: &Map<String, Value>) -> Re
             None => return Reply::error("invalid_cursor"),
         },
     };
+    // An org-wide install's token lists one workspace at a time.
+    let team = str_param(params, "team_id");
+    if st.org_install.is_some() && team.is_none() {
+        return Reply::error("missing_argument");
+    }
     let matching: Vec<_> = st
         .channels
         .values()
         .filter(|ch| if ch.is_private { private } else { public })
+        .filter(|ch| team.is_none() || team.as_deref() == Some(team_of(config, st, &ch.id)))
         .collect();
     let page: Vec<Value> = matching
         .iter()
@@ -688,6 +696,33 @@ fn list_channels(config: &Config, st: &State, params: &Map<String, Value>) -> Re
         "ok": true,
         "channels": page,
         "response_metadata": { "next_cursor": next_cursor }
+    }))
+}
+
+/// The workspace of a channel (see `FakeSlack::set_channel_team`).
+fn team_of<'a>(config: &'a Config, st: &'a State, channel: &str) -> &'a str {
+    st.channel_teams
+        .get(channel)
+        .map(String::as_str)
+        .unwrap_or(&config.team_id)
+}
+
+/// `auth.teams.list`: the workspaces the app is in (for an org-wide install,
+/// those it was added to; otherwise its one workspace).
+fn teams(config: &Config, st: &State) -> Reply {
+    let mut ids: Vec<&str> = std::iter::once(config.team_id.as_str())
+        .chain(st.channel_teams.values().map(String::as_str))
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let teams: Vec<Value> = ids
+        .into_iter()
+        .map(|id| json!({ "id": id, "name": format!("Workspace {id}") }))
+        .collect();
+    Reply::ok(json!({
+        "ok": true,
+        "teams": teams,
+        "response_metadata": { "next_cursor": "" }
     }))
 }
 
