@@ -349,6 +349,26 @@ impl World {
         }
     }
 
+    /// How many of `failures` have exactly one healing reply.
+    fn replied_once(&self, failures: &[(String, String, Instant)]) -> usize {
+        failures
+            .iter()
+            .filter(|(c, ts, _)| {
+                let thread = self.slack.thread(c, ts);
+                thread.iter().filter(|m| m.text == HEALING_REPLY).count() == 1
+            })
+            .count()
+    }
+
+    /// The Web API calls the fake answered 429.
+    fn rate_limited(&self) -> usize {
+        self.slack
+            .calls()
+            .iter()
+            .filter(|c| c.status == 429)
+            .count()
+    }
+
     /// When the healing reply landed in a thread, if it did.
     fn reply_at(&self, channel: &str, ts: &str) -> Option<Instant> {
         self.slack
@@ -595,22 +615,10 @@ async fn burst(exe: &Path) -> Result<Vec<Figure>> {
     let per_channel = FAILURES.div_ceil(CHANNELS);
     // A channel's first `BURST` replies may go at once, the rest 1 a second.
     let floor = interval * (per_channel as u32 - BURST);
-    let calls = world.slack.calls();
-    let rate_limited = calls.iter().filter(|c| c.status == 429).count();
+    let rate_limited = world.rate_limited();
     // Every 429 must have been waited out and retried: the healing replies
     // all landing exactly once shows it.
-    let exactly_once = failures
-        .iter()
-        .filter(|(c, ts, _)| {
-            world
-                .slack
-                .thread(c, ts)
-                .iter()
-                .filter(|m| m.text == HEALING_REPLY)
-                .count()
-                == 1
-        })
-        .count();
+    let exactly_once = world.replied_once(&failures);
     let acks = world.ack_latencies();
     // The envelopes that arrived while the storm was being posted, apart
     // from the echoes of the bot's own replies that come later, one batch a
@@ -741,24 +749,8 @@ async fn race(exe: &Path, url: &str, n: usize) -> Result<(Duration, Duration, us
             .filter_map(|(c, ts, _)| world.reply_at(c, ts))
             .max()
             .unwrap_or(first);
-        let once = failures
-            .iter()
-            .filter(|(c, ts, _)| {
-                world
-                    .slack
-                    .thread(c, ts)
-                    .iter()
-                    .filter(|m| m.text == HEALING_REPLY)
-                    .count()
-                    == 1
-            })
-            .count();
-        let rate_limited = world
-            .slack
-            .calls()
-            .iter()
-            .filter(|c| c.status == 429)
-            .count();
+        let once = world.replied_once(&failures);
+        let rate_limited = world.rate_limited();
         for bot in bots {
             bot.stop().await?;
         }

@@ -935,7 +935,7 @@ mod tests {
         fake.add_channel("C0SECOND", "second-alerts");
         fake.set_org_install("E0ORG");
         fake.set_channel_team("C0SECOND", "T0SECOND");
-        let web = client(&fake, Arc::new(MemoryBook::new(INTERVAL, BURST)));
+        let web = client(&fake, Arc::new(MemoryBook::new(Pace::new(INTERVAL, BURST))));
 
         let mut channels = web.list_channels().await.expect("the channels");
 

@@ -219,6 +219,20 @@ impl Fleet {
             .count()
     }
 
+    /// Posts a failure of each run and waits until each one's first agent
+    /// sleeps; the threads, in order.
+    async fn post_sleepers(&self, runs: &[String]) -> Vec<String> {
+        let mut threads = vec![];
+        for run in runs {
+            threads.push(self.app.post_failure(HEALING, "hourly_marts", run).await);
+        }
+        self.until(WAIT, "every agent sleeping", |f| {
+            runs.iter().all(|r| f.started(r))
+        })
+        .await;
+        threads
+    }
+
     /// Whether the first attempt's agent at `run` is past its check of the marker.
     fn started(&self, run: &str) -> bool {
         self.app
@@ -310,15 +324,7 @@ async fn kill_9_of_a_replica_hands_its_sessions_to_the_others_once() {
     // Arrange: nine failures spread over three replicas, every agent busy.
     let mut fleet = Fleet::start(SLEEPY_UNTIL_MARKED, 3, &[]).await;
     let runs: Vec<String> = (601..=609).map(|r| r.to_string()).collect();
-    let mut threads = vec![];
-    for run in &runs {
-        threads.push(fleet.app.post_failure(HEALING, "hourly_marts", run).await);
-    }
-    fleet
-        .until(WAIT, "every agent sleeping", |f| {
-            runs.iter().all(|r| f.started(r))
-        })
-        .await;
+    let threads = fleet.post_sleepers(&runs).await;
     let first: Vec<SessionRow> = runs
         .iter()
         .map(|r| fleet.sessions_of(r)[0].clone())
@@ -446,15 +452,7 @@ async fn a_rolling_restart_of_all_three_replicas_loses_and_doubles_nothing() {
     // Arrange: six sessions running over three replicas.
     let mut fleet = Fleet::start(SLEEPY_UNTIL_MARKED, 3, &[]).await;
     let runs: Vec<String> = (801..=806).map(|r| r.to_string()).collect();
-    let mut threads = vec![];
-    for run in &runs {
-        threads.push(fleet.app.post_failure(HEALING, "hourly_marts", run).await);
-    }
-    fleet
-        .until(WAIT, "every agent sleeping", |f| {
-            runs.iter().all(|r| f.started(r))
-        })
-        .await;
+    let threads = fleet.post_sleepers(&runs).await;
     fleet.mark();
 
     // Act: each replica in turn is stopped (SIGTERM) and replaced, as a
