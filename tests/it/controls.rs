@@ -1,5 +1,7 @@
 //! People in the loop: Stop, replies to a running agent, "fix this" mentions.
 
+use std::time::Duration;
+
 use selfheal::store::Status;
 
 use crate::helpers::*;
@@ -86,6 +88,26 @@ done
             Some(&ts),
         )
         .await;
+    // Slack spreads envelopes over the bot's connections and keeps no order
+    // between them: Carol's second reply follows once the first was heard.
+    let store = app.store();
+    let session = store
+        .session_for_failure("hourly_marts", "3")
+        .unwrap()
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !store
+        .events(session.id)
+        .unwrap()
+        .iter()
+        .any(|e| e.text.starts_with("heard: "))
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the first reply was never heard"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     app.slack
         .post_as_user(HEALING, "U0CAROL", "that is all", Some(&ts))
         .await;
