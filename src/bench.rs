@@ -295,7 +295,12 @@ impl World {
         for (k, v) in env {
             cmd.env(k, v);
         }
-        for k in ["MALLOC_ARENA_MAX", "TOKIO_WORKER_THREADS"] {
+        // Allocator and runtime knobs, and the pace's leeway, pass through.
+        for k in [
+            "MALLOC_ARENA_MAX",
+            "TOKIO_WORKER_THREADS",
+            "SELFHEAL_CHANNEL_LEEWAY_MS",
+        ] {
             if let Ok(v) = std::env::var(k) {
                 cmd.env(k, v);
             }

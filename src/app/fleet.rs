@@ -18,9 +18,9 @@ use tracing::{debug, warn};
 use super::App;
 use crate::domain::SessionId;
 use crate::session::controls::Control;
-use crate::slack::pace::{gcra, held, Pace};
+use crate::slack::pace::{gcra, held, is_opener, opens, Pace};
 use crate::slack::web::SlotBook;
-use crate::store::Store;
+use crate::store::{Store, WriteSlot};
 
 /// Write slots booked in the shared store: every replica's writes to a
 /// channel share Slack's one bucket for it.
@@ -32,25 +32,43 @@ pub(super) struct StoreBook {
 impl SlotBook for StoreBook {
     fn book(&self, channel: &str, now: SystemTime) -> Result<SystemTime> {
         let mut go = now;
-        self.store.book_write_slot(channel, |tat| {
-            let (new, at) = gcra(tat.map(Into::into), now, &self.pace);
+        self.store.book_write_slot(channel, |slot| {
+            let tat = slot.map(|s| SystemTime::from(s.tat));
+            let (new, at) = gcra(tat, now, &self.pace);
             go = at;
-            new.into()
+            WriteSlot {
+                tat: new.into(),
+                opened: if opens(tat, now) {
+                    Some(at.into())
+                } else {
+                    slot.and_then(|s| s.opened)
+                },
+            }
         })?;
         Ok(go)
     }
 
     fn hold(&self, channel: &str, until: SystemTime) -> Result<()> {
-        self.store.book_write_slot(channel, |tat| {
-            held(tat.map(Into::into), until, &self.pace).into()
+        self.store.book_write_slot(channel, |slot| WriteSlot {
+            tat: held(slot.map(|s| s.tat.into()), until, &self.pace).into(),
+            opened: None,
         })?;
         Ok(())
     }
 
-    fn delay(&self, channel: &str, by: Duration) -> Result<()> {
+    fn delay(&self, channel: &str, booked: SystemTime, by: Duration) -> Result<()> {
         let by = chrono::Duration::from_std(by)?;
-        self.store
-            .book_write_slot(channel, |tat| tat.unwrap_or_else(chrono::Utc::now) + by)?;
+        self.store.book_write_slot(channel, |slot| match slot {
+            Some(s) if is_opener(s.opened.map(Into::into), booked) => WriteSlot {
+                tat: s.tat + by,
+                opened: None,
+            },
+            Some(s) => s,
+            None => WriteSlot {
+                tat: chrono::Utc::now(),
+                opened: None,
+            },
+        })?;
         Ok(())
     }
 }

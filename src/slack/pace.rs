@@ -69,6 +69,24 @@ pub fn gcra(
     (tat.max(go) + interval, go)
 }
 
+/// Whether a write booked at `now` opens a spell: Slack's bucket is full
+/// again (the stored `tat` is past), so it starts refilling when this write
+/// arrives.
+pub fn opens(tat: Option<SystemTime>, now: SystemTime) -> bool {
+    tat.is_none_or(|tat| tat <= now)
+}
+
+/// Whether the write booked for `booked` is the one that opened the spell
+/// (`opened`), give or take the store's microseconds.
+pub fn is_opener(opened: Option<SystemTime>, booked: SystemTime) -> bool {
+    opened.is_some_and(|o| {
+        let gap = o
+            .duration_since(booked)
+            .or_else(|e| Ok::<_, ()>(e.duration()));
+        gap.is_ok_and(|g| g < Duration::from_millis(1))
+    })
+}
+
 /// The new `tat` after Slack answered 429 with `Retry-After`: no write before
 /// `until`, and then none of the burst either, since Slack's bucket is empty.
 pub fn held(tat: Option<SystemTime>, until: SystemTime, pace: &Pace) -> SystemTime {
@@ -79,8 +97,9 @@ pub fn held(tat: Option<SystemTime>, until: SystemTime, pace: &Pace) -> SystemTi
 /// Slots booked in this process's memory: right for a single replica.
 pub struct MemoryBook {
     pace: Pace,
-    /// Each channel's theoretical arrival time.
-    tats: Mutex<HashMap<String, SystemTime>>,
+    /// Each channel's theoretical arrival time, and when its spell's opener
+    /// was booked to go.
+    tats: Mutex<HashMap<String, (SystemTime, Option<SystemTime>)>>,
 }
 
 impl MemoryBook {
@@ -97,22 +116,31 @@ impl SlotBook for MemoryBook {
     fn book(&self, channel: &str, now: SystemTime) -> anyhow::Result<SystemTime> {
         // A poisoned map still holds valid times: each update is one insert.
         let mut tats = self.tats.lock().unwrap_or_else(|p| p.into_inner());
-        let (tat, go) = gcra(tats.get(channel).copied(), now, &self.pace);
-        tats.insert(channel.to_string(), tat);
+        let (tat, opened) = tats.get(channel).copied().unzip();
+        let (new, go) = gcra(tat, now, &self.pace);
+        let opened = if opens(tat, now) {
+            Some(go)
+        } else {
+            opened.flatten()
+        };
+        tats.insert(channel.to_string(), (new, opened));
         Ok(go)
     }
 
     fn hold(&self, channel: &str, until: SystemTime) -> anyhow::Result<()> {
         let mut tats = self.tats.lock().unwrap_or_else(|p| p.into_inner());
-        let tat = held(tats.get(channel).copied(), until, &self.pace);
-        tats.insert(channel.to_string(), tat);
+        let tat = held(tats.get(channel).map(|s| s.0), until, &self.pace);
+        tats.insert(channel.to_string(), (tat, None));
         Ok(())
     }
 
-    fn delay(&self, channel: &str, by: Duration) -> anyhow::Result<()> {
+    fn delay(&self, channel: &str, booked: SystemTime, by: Duration) -> anyhow::Result<()> {
         let mut tats = self.tats.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(tat) = tats.get_mut(channel) {
-            *tat += by;
+        if let Some((tat, opened)) = tats.get_mut(channel) {
+            if is_opener(*opened, booked) {
+                *tat += by;
+                *opened = None;
+            }
         }
         Ok(())
     }
@@ -204,8 +232,15 @@ mod tests {
         assert_eq!(go("C2"), now);
         book.hold("C2", now + 5 * S).expect("memory never fails");
         assert_eq!(go("C2"), now + 5 * S + leeway);
-        // C1's first write reached Slack 300 ms late: the rest move on.
-        book.delay("C1", S * 3 / 10).expect("memory never fails");
+        // C1's second write was late: nothing moves (Slack's bucket was
+        // refilling already). Its opener reached Slack 300 ms late: the rest
+        // move on, once.
+        book.delay("C1", now + leeway, S)
+            .expect("memory never fails");
+        book.delay("C1", now, S * 3 / 10)
+            .expect("memory never fails");
+        book.delay("C1", now, S * 3 / 10)
+            .expect("memory never fails");
         assert_eq!(go("C1"), now + 2 * S + leeway + S * 3 / 10);
     }
 }

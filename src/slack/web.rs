@@ -40,10 +40,15 @@ pub trait SlotBook: Send + Sync + 'static {
     ) -> anyhow::Result<std::time::SystemTime>;
     /// After a 429: no slot of `channel` before `until`.
     fn hold(&self, channel: &str, until: std::time::SystemTime) -> anyhow::Result<()>;
-    /// The write that opened a spell reached Slack as much as `by` later than
-    /// booked: Slack's bucket started refilling that much later, so every
-    /// later slot moves `by` on.
-    fn delay(&self, channel: &str, by: Duration) -> anyhow::Result<()>;
+    /// The write booked for `booked` reached Slack as much as `by` later. If
+    /// it opened its spell, Slack's bucket started refilling that much later,
+    /// so every later slot moves `by` on (once); otherwise nothing changes.
+    fn delay(
+        &self,
+        channel: &str,
+        booked: std::time::SystemTime,
+        by: Duration,
+    ) -> anyhow::Result<()>;
 }
 
 /// What callers act on when a Slack call fails.
@@ -554,25 +559,19 @@ impl SlackWeb {
             }
         };
         let at = slot.booked.take().unwrap_or_else(|| self.book(channel));
-        // The first write after a quiet spell starts Slack's refill of the
-        // channel's bucket when it arrives, not when it was booked.
-        let opens_spell = slot
-            .went
-            .is_none_or(|went| at >= went + self.settings.pace.interval);
         sleep_until(at).await;
         slot.went = Some(SystemTime::now());
         let result = op().await;
-        if opens_spell {
-            self.arrived_by(channel, at, SystemTime::now());
-        }
+        self.arrived_by(channel, at, SystemTime::now());
         result
     }
 
     /// A write booked for `at` had its answer by `answered`, so it reached
     /// Slack no later: when that is later than the book's leeway allows (a
-    /// connection being opened, a busy machine), later slots move on by the
-    /// difference. It costs that much once per busy spell, and prevents the
-    /// 429 that a late opener followed by punctual writes would meet.
+    /// connection being opened, a busy machine) and the write opened its
+    /// spell, later slots move on by the difference (see [`SlotBook::delay`]).
+    /// It costs that much once per busy spell, and prevents the 429 that a
+    /// late opener followed by punctual writes would meet.
     fn arrived_by(&self, channel: &str, at: SystemTime, answered: SystemTime) {
         let leeway = self.settings.pace.leeway;
         let Some(late) = answered
@@ -583,7 +582,7 @@ impl SlackWeb {
         else {
             return;
         };
-        if let Err(e) = self.settings.book.delay(channel, late) {
+        if let Err(e) = self.settings.book.delay(channel, at, late) {
             warn!(
                 error = format!("{e:#}"),
                 channel, "cannot move the channel's write slots on"

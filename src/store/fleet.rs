@@ -18,6 +18,14 @@ use tokio::sync::broadcast;
 use super::db::{all, params, OptionalExtension};
 use super::{now, Backend, Store};
 
+/// A channel's booked write slots: GCRA's theoretical arrival time, and when
+/// the write that opened the current spell was booked to go.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct WriteSlot {
+    pub tat: DateTime<Utc>,
+    pub opened: Option<DateTime<Utc>>,
+}
+
 /// PostgreSQL's NOTIFY payloads stop at 8000 bytes.
 const MAX_NOTICE_BYTES: usize = 7900;
 
@@ -125,28 +133,33 @@ impl Store {
         self.notices.subscribe()
     }
 
-    /// Books `channel`'s next write slot: `next` turns the stored theoretical
-    /// arrival time (none before the first write) into the new one, which is
-    /// stored and returned. Replicas booking the same channel at once are
-    /// serialised by the transaction.
+    /// Books `channel`'s next write slot: `next` turns the stored slot state
+    /// (none before the first write) into the new one, which is stored and
+    /// returned. Replicas booking the same channel at once are serialised by
+    /// the transaction.
     pub fn book_write_slot(
         &self,
         channel: &str,
-        mut next: impl FnMut(Option<DateTime<Utc>>) -> DateTime<Utc>,
-    ) -> Result<DateTime<Utc>> {
+        mut next: impl FnMut(Option<WriteSlot>) -> WriteSlot,
+    ) -> Result<WriteSlot> {
         self.with_tx("booking a Slack write slot", |tx| {
-            let tat: Option<DateTime<Utc>> = tx
+            let slot: Option<WriteSlot> = tx
                 .query_row(
-                    "SELECT tat FROM write_slots WHERE channel = ?1",
+                    "SELECT tat, opened FROM write_slots WHERE channel = ?1",
                     params![channel],
-                    |r| r.get(0),
+                    |r| {
+                        Ok(WriteSlot {
+                            tat: r.get(0)?,
+                            opened: r.get(1)?,
+                        })
+                    },
                 )
                 .optional()?;
-            let new = next(tat);
+            let new = next(slot);
             tx.execute(
-                "INSERT INTO write_slots (channel, tat) VALUES (?1, ?2)
-                 ON CONFLICT (channel) DO UPDATE SET tat = excluded.tat",
-                params![channel, new],
+                "INSERT INTO write_slots (channel, tat, opened) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (channel) DO UPDATE SET tat = excluded.tat, opened = excluded.opened",
+                params![channel, new.tat, new.opened],
             )?;
             Ok(new)
         })
@@ -161,6 +174,7 @@ fn lease_end(from: DateTime<Utc>, lease: Duration) -> DateTime<Utc> {
 mod tests {
     use std::time::Duration;
 
+    use super::WriteSlot;
     use crate::store::testing::{another, replicas, stores};
     use crate::store::Claim;
 
@@ -249,8 +263,12 @@ mod tests {
             let step = chrono::Duration::seconds(1);
             let book = |channel: &str| {
                 store
-                    .book_write_slot(channel, |tat| tat.map_or(t0, |t| t + step))
+                    .book_write_slot(channel, |slot| WriteSlot {
+                        tat: slot.map_or(t0, |s| s.tat + step),
+                        opened: Some(t0),
+                    })
                     .unwrap()
+                    .tat
             };
             assert_eq!(book("C1"), t0);
             assert_eq!(book("C1"), t0 + step);

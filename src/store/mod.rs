@@ -62,6 +62,7 @@ pub use controls::{AuditEntry, Pause, ScheduleOverride};
 pub use events::EventRow;
 pub use exchanges::{Exchange, ExchangeRow};
 pub use failures::{RecentFailure, Resolved};
+pub use fleet::WriteSlot;
 pub use prs::WatchedPr;
 pub use retries::RetryClaim;
 pub use sessions::{Claim, SessionRow};

@@ -459,7 +459,8 @@ const MIGRATIONS: &[&str] = &[
     CREATE UNIQUE INDEX retries_by_run ON retries(schedule, run_id) WHERE run_id IS NOT NULL;
     CREATE TABLE write_slots (
         channel TEXT PRIMARY KEY,
-        tat     TIMESTAMPTZ NOT NULL
+        tat     TIMESTAMPTZ NOT NULL,
+        opened  TIMESTAMPTZ
     );
     "#,
 ];

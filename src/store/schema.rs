@@ -186,7 +186,8 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX sessions_by_rerun ON sessions(rerun_of) WHERE rerun_of IS NOT NULL;
     CREATE TABLE write_slots (
         channel TEXT PRIMARY KEY,
-        tat     TEXT NOT NULL
+        tat     TEXT NOT NULL,
+        opened  TEXT
     );
     "#,
 ];

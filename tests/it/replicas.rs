@@ -518,7 +518,8 @@ async fn a_burst_of_1000_failures_over_50_channels_gets_one_reply_and_one_sessio
             ("SELFHEAL_CHANNEL_INTERVAL_MS", "1000"),
             ("SELFHEAL_CHANNEL_BURST", "3"),
             // Three debug builds, PostgreSQL and the fake share two cores with
-            // the other stories: a write can take half a second to reach it.
+            // the other stories: a write can take half a second to reach it
+            // (the default, 250 ms, is for release builds; see the bench).
             ("SELFHEAL_CHANNEL_LEEWAY_MS", "500"),
             ("SELFHEAL_MAX_SESSIONS", "4"),
             ("SELFHEAL_API_TIMEOUT_SECS", "10"),
