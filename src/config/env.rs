@@ -291,7 +291,11 @@ impl Config {
             .map(with_builtins);
         let channel_interval = vars.value(&SELFHEAL_CHANNEL_INTERVAL_MS);
         let channel_burst = vars.value(&SELFHEAL_CHANNEL_BURST);
-        let channel_leeway = vars.value(&SELFHEAL_CHANNEL_LEEWAY_MS);
+        // A quarter of the interval: below the burst's tolerance, so it never
+        // slows the steady pace, only the first writes of a spell.
+        let channel_leeway = vars
+            .get(&SELFHEAL_CHANNEL_LEEWAY_MS)
+            .unwrap_or(channel_interval / 4);
         let courtesy_window = vars.value(&SELFHEAL_COURTESY_WINDOW_SECS);
         let edit_interval = vars.value(&SELFHEAL_EDIT_INTERVAL_MS);
         let api_timeout = vars.value(&SELFHEAL_API_TIMEOUT_SECS);

@@ -553,10 +553,10 @@ settings! {
     }
     SELFHEAL_CHANNEL_LEEWAY_MS: Duration {
         section: Manners,
-        unset: Use("250"),
+        unset: Means("a quarter of `SELFHEAL_CHANNEL_INTERVAL_MS` (250 ms at 1 s)"),
         doc: "how late a write may reach Slack before the channel's later writes wait longer",
         comment: "How far behind Slack's per-channel bucket writes are booked, for the time a write takes to reach Slack (a busy machine, a TLS handshake on a new connection); more is safer against 429 and costs that much once per busy spell.",
-        example: "",
+        example: "500",
         parse: millis,
     }
     SELFHEAL_EDIT_INTERVAL_MS: Duration {
