@@ -43,14 +43,8 @@ impl Store {
     /// Extends the lease of every unfinished session this replica owns (the
     /// heartbeat); how many there were.
     pub fn renew_leases(&self) -> Result<usize> {
-        let (owner, until) = self.new_lease();
-        self.with_conn("renewing this replica's session leases", |c| {
-            c.execute(
-                "UPDATE sessions SET lease_until = ?2
-                 WHERE owner = ?1 AND status IN ('claimed', 'running')",
-                params![owner, until],
-            )
-        })
+        let (_, until) = self.new_lease();
+        self.set_own_leases("renewing this replica's session leases", until)
     }
 
     /// Takes over the unfinished sessions whose owner is gone — on
@@ -87,12 +81,17 @@ impl Store {
     /// Lets other replicas take this one's unfinished sessions over now (a
     /// graceful stop); how many there were.
     pub fn release_leases(&self) -> Result<usize> {
-        let (owner, _) = self.new_lease();
-        self.with_conn("releasing this replica's session leases", |c| {
+        let ended = now() - chrono::Duration::seconds(1);
+        self.set_own_leases("releasing this replica's session leases", ended)
+    }
+
+    /// Sets the lease end of every unfinished session this replica owns.
+    fn set_own_leases(&self, what: &str, until: DateTime<Utc>) -> Result<usize> {
+        self.with_conn(what, |c| {
             c.execute(
                 "UPDATE sessions SET lease_until = ?2
                  WHERE owner = ?1 AND status IN ('claimed', 'running')",
-                params![owner, now() - chrono::Duration::seconds(1)],
+                params![self.replica(), until],
             )
         })
     }
