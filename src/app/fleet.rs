@@ -10,7 +10,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast::error::RecvError;
 use tracing::{debug, warn};
@@ -18,7 +18,7 @@ use tracing::{debug, warn};
 use super::App;
 use crate::domain::SessionId;
 use crate::session::controls::Control;
-use crate::slack::pace::{gcra, held, is_opener, opens, Pace};
+use crate::slack::pace::{Booked, Pace, Slots, Write};
 use crate::slack::web::SlotBook;
 use crate::store::{Store, WriteSlot};
 
@@ -29,47 +29,41 @@ pub(super) struct StoreBook {
     pub pace: Pace,
 }
 
-impl SlotBook for StoreBook {
-    fn book(&self, channel: &str, now: SystemTime) -> Result<SystemTime> {
-        let mut go = now;
-        self.store.book_write_slot(channel, |slot| {
-            let tat = slot.map(|s| SystemTime::from(s.tat));
-            let (new, at) = gcra(tat, now, &self.pace);
-            go = at;
+impl StoreBook {
+    /// Turns `channel`'s stored slots into the next ones, in one transaction.
+    fn update<T>(&self, channel: &str, next: impl Fn(Slots) -> (Slots, T)) -> Result<T> {
+        let mut out = None;
+        self.store.book_write_slot(channel, |stored| {
+            let slots = Slots {
+                tat: stored.map(|s| s.tat.into()),
+                opened: stored.and_then(|s| s.opened).map(Into::into),
+                answered: stored.and_then(|s| s.answered).map(Into::into),
+            };
+            let (slots, o) = next(slots);
+            out = Some(o);
             WriteSlot {
-                tat: new.into(),
-                opened: if opens(tat, now) {
-                    Some(at.into())
-                } else {
-                    slot.and_then(|s| s.opened)
-                },
+                // Only a delay leaves a channel never written to without a
+                // `tat`; a bucket full now is the same thing.
+                tat: slots.tat.unwrap_or_else(SystemTime::now).into(),
+                opened: slots.opened.map(Into::into),
+                answered: slots.answered.map(Into::into),
             }
         })?;
-        Ok(go)
+        out.context("the store never asked for the next slots")
+    }
+}
+
+impl SlotBook for StoreBook {
+    fn book(&self, channel: &str, now: SystemTime, write: Write) -> Result<Booked> {
+        self.update(channel, |s| s.book(now, write, &self.pace))
     }
 
     fn hold(&self, channel: &str, until: SystemTime) -> Result<()> {
-        self.store.book_write_slot(channel, |slot| WriteSlot {
-            tat: held(slot.map(|s| s.tat.into()), until, &self.pace).into(),
-            opened: None,
-        })?;
-        Ok(())
+        self.update(channel, |s| (s.hold(until, &self.pace), ()))
     }
 
     fn delay(&self, channel: &str, booked: SystemTime, by: Duration) -> Result<()> {
-        let by = chrono::Duration::from_std(by)?;
-        self.store.book_write_slot(channel, |slot| match slot {
-            Some(s) if is_opener(s.opened.map(Into::into), booked) => WriteSlot {
-                tat: s.tat + by,
-                opened: None,
-            },
-            Some(s) => s,
-            None => WriteSlot {
-                tat: chrono::Utc::now(),
-                opened: None,
-            },
-        })?;
-        Ok(())
+        self.update(channel, |s| (s.delay(booked, by), ()))
     }
 }
 
@@ -185,8 +179,41 @@ mod tests {
     use std::time::{Duration, SystemTime};
 
     use super::StoreBook;
-    use crate::slack::pace::Pace;
+    use crate::slack::pace::{Booked, Pace, Write};
     use crate::slack::web::SlotBook;
+
+    #[test]
+    fn a_replicas_progress_waits_for_the_answers_another_replica_books() {
+        let Some((a, b)) = crate::store::testing::replicas() else {
+            return;
+        };
+        let pace = Pace::new(Duration::from_secs(1), 3);
+        let (a, b) = (StoreBook { store: a, pace }, StoreBook { store: b, pace });
+        // PostgreSQL keeps microseconds.
+        let micros = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap();
+        let now = SystemTime::UNIX_EPOCH + Duration::from_micros(micros.as_micros() as u64);
+        let Booked::Go(answer) = a.book("C1", now, Write::Answer).unwrap() else {
+            panic!("an answer always gets a slot");
+        };
+        // b's progress is told to ask again once a's answer has gone and the
+        // channel's pace allows another.
+        assert_eq!(
+            b.book("C1", now, Write::Routine).unwrap(),
+            Booked::AfterAnswers(answer + pace.interval)
+        );
+        // Then it books, and b's own answers are never held back.
+        assert!(matches!(
+            b.book("C1", answer + pace.interval, Write::Routine)
+                .unwrap(),
+            Booked::Go(_)
+        ));
+        assert!(matches!(
+            b.book("C2", now, Write::Routine).unwrap(),
+            Booked::Go(at) if at == now
+        ));
+    }
 
     #[test]
     fn replicas_booking_one_channel_at_once_get_slacks_pace_between_them() {
@@ -208,7 +235,10 @@ mod tests {
                 .map(|book| {
                     s.spawn(move || {
                         (0..4)
-                            .map(|_| book.book("C1", now).unwrap())
+                            .map(|_| match book.book("C1", now, Write::Retry).unwrap() {
+                                Booked::Go(at) => at,
+                                other => panic!("a retry always gets a slot, got {other:?}"),
+                            })
                             .collect::<Vec<_>>()
                     })
                 })

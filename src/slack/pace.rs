@@ -1,7 +1,7 @@
 //! When a channel's next write may go: Slack's per-channel pace with its burst
-//! allowance, as a pure GCRA core ([`gcra`], [`held`]) and the in-memory book
-//! ([`MemoryBook`]) one process uses. A book kept in a store that a fleet of
-//! replicas shares runs the same core on the same stored value.
+//! allowance and answers first, as a pure core ([`Slots`], on GCRA) and the
+//! in-memory book ([`MemoryBook`]) one process uses. A book kept in a store
+//! that a fleet of replicas shares runs the same core on the same stored value.
 //!
 //! The core does no IO and reads no clock: `now` is always given.
 
@@ -45,7 +45,7 @@ impl Pace {
 /// that Slack counts late makes the next look early, which Slack answers 429.
 /// With a burst the leeway costs that much once per busy spell; with strict
 /// pacing it spaces writes `1.1 × interval` apart.
-pub fn gcra(
+fn gcra(
     tat: Option<SystemTime>,
     now: SystemTime,
     pace: &Pace,
@@ -69,37 +69,101 @@ pub fn gcra(
     (tat.max(go) + interval, go)
 }
 
-/// Whether a write booked at `now` opens a spell: Slack's bucket is full
-/// again (the stored `tat` is past), so it starts refilling when this write
-/// arrives.
-pub fn opens(tat: Option<SystemTime>, now: SystemTime) -> bool {
-    tat.is_none_or(|tat| tat <= now)
+/// What a write to a channel is, for the order writes go in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Write {
+    /// The first answer to a notification: it goes before routine writes,
+    /// whichever replica makes them.
+    Answer,
+    /// Progress, edits and the rest: they wait until the channel's answers
+    /// are done.
+    Routine,
+    /// A write Slack refused with 429, asking again: it already had its turn.
+    Retry,
 }
 
-/// Whether the write booked for `booked` is the one that opened the spell
-/// (`opened`), give or take the store's microseconds.
-pub fn is_opener(opened: Option<SystemTime>, booked: SystemTime) -> bool {
-    opened.is_some_and(|o| {
-        let gap = o
-            .duration_since(booked)
-            .or_else(|e| Ok::<_, ()>(e.duration()));
-        gap.is_ok_and(|g| g < Duration::from_millis(1))
-    })
+/// A channel's booked slots, as a book keeps them.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Slots {
+    /// GCRA's theoretical arrival time; `None` before the first write.
+    pub tat: Option<SystemTime>,
+    /// When the write that opened the current spell was booked to go.
+    pub opened: Option<SystemTime>,
+    /// When the latest answer booked goes.
+    pub answered: Option<SystemTime>,
 }
 
-/// The new `tat` after Slack answered 429 with `Retry-After`: no write before
-/// `until`, and then none of the burst either, since Slack's bucket is empty.
-pub fn held(tat: Option<SystemTime>, until: SystemTime, pace: &Pace) -> SystemTime {
-    let emptied = until + pace.interval * pace.burst.max(1).saturating_sub(1);
-    tat.map_or(emptied, |tat| tat.max(emptied))
+/// What booking a write gave.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Booked {
+    /// The write has its slot and may go at this time.
+    Go(SystemTime),
+    /// A routine write booked nothing: answers are still going to the
+    /// channel. It asks again at this time.
+    AfterAnswers(SystemTime),
+}
+
+impl Slots {
+    /// Books a `write` at `now`: the new slots to keep, and what it got.
+    ///
+    /// Answers go first. A routine write books nothing until an interval
+    /// after the latest answer booked went, so answers that other replicas
+    /// book one after the other keep the channel's slots between them.
+    pub fn book(self, now: SystemTime, write: Write, pace: &Pace) -> (Slots, Booked) {
+        let quiet = self.answered.map(|a| a + pace.interval);
+        if let Some(quiet) = quiet.filter(|q| write == Write::Routine && *q > now) {
+            return (self, Booked::AfterAnswers(quiet));
+        }
+        let (tat, go) = gcra(self.tat, now, pace);
+        // Whether this write opens a spell: Slack's bucket is full again (the
+        // stored `tat` is past), so it starts refilling when this write arrives.
+        let opens = self.tat.is_none_or(|tat| tat <= now);
+        let slots = Slots {
+            tat: Some(tat),
+            opened: if opens { Some(go) } else { self.opened },
+            answered: if write == Write::Answer {
+                self.answered.max(Some(go))
+            } else {
+                self.answered
+            },
+        };
+        (slots, Booked::Go(go))
+    }
+
+    /// After Slack answered 429 with `Retry-After`: no write before `until`,
+    /// and then none of the burst either, since Slack's bucket is empty.
+    pub fn hold(self, until: SystemTime, pace: &Pace) -> Slots {
+        let emptied = until + pace.interval * pace.burst.max(1).saturating_sub(1);
+        Slots {
+            tat: Some(self.tat.map_or(emptied, |tat| tat.max(emptied))),
+            opened: None,
+            ..self
+        }
+    }
+
+    /// The write booked for `booked` reached Slack `by` late. When it opened
+    /// its spell (give or take the store's microseconds), Slack's bucket
+    /// started refilling that much later, so later slots move on, once.
+    pub fn delay(self, booked: SystemTime, by: Duration) -> Slots {
+        let opener = self.opened.is_some_and(|o| {
+            let gap = o.duration_since(booked).unwrap_or_else(|e| e.duration());
+            gap < Duration::from_millis(1)
+        });
+        match self.tat {
+            Some(tat) if opener => Slots {
+                tat: Some(tat + by),
+                opened: None,
+                ..self
+            },
+            _ => self,
+        }
+    }
 }
 
 /// Slots booked in this process's memory: right for a single replica.
 pub struct MemoryBook {
     pace: Pace,
-    /// Each channel's theoretical arrival time, and when its spell's opener
-    /// was booked to go.
-    tats: Mutex<HashMap<String, (SystemTime, Option<SystemTime>)>>,
+    slots: Mutex<HashMap<String, Slots>>,
 }
 
 impl MemoryBook {
@@ -107,41 +171,32 @@ impl MemoryBook {
     pub fn new(pace: Pace) -> MemoryBook {
         MemoryBook {
             pace,
-            tats: Mutex::default(),
+            slots: Mutex::default(),
         }
+    }
+
+    /// Turns `channel`'s slots into the next ones.
+    fn update<T>(&self, channel: &str, next: impl FnOnce(Slots) -> (Slots, T)) -> T {
+        // A poisoned map still holds valid slots: each update is one insert.
+        let mut all = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        let (slots, out) = next(all.get(channel).copied().unwrap_or_default());
+        all.insert(channel.to_string(), slots);
+        out
     }
 }
 
 impl SlotBook for MemoryBook {
-    fn book(&self, channel: &str, now: SystemTime) -> anyhow::Result<SystemTime> {
-        // A poisoned map still holds valid times: each update is one insert.
-        let mut tats = self.tats.lock().unwrap_or_else(|p| p.into_inner());
-        let (tat, opened) = tats.get(channel).copied().unzip();
-        let (new, go) = gcra(tat, now, &self.pace);
-        let opened = if opens(tat, now) {
-            Some(go)
-        } else {
-            opened.flatten()
-        };
-        tats.insert(channel.to_string(), (new, opened));
-        Ok(go)
+    fn book(&self, channel: &str, now: SystemTime, write: Write) -> anyhow::Result<Booked> {
+        Ok(self.update(channel, |s| s.book(now, write, &self.pace)))
     }
 
     fn hold(&self, channel: &str, until: SystemTime) -> anyhow::Result<()> {
-        let mut tats = self.tats.lock().unwrap_or_else(|p| p.into_inner());
-        let tat = held(tats.get(channel).map(|s| s.0), until, &self.pace);
-        tats.insert(channel.to_string(), (tat, None));
+        self.update(channel, |s| (s.hold(until, &self.pace), ()));
         Ok(())
     }
 
     fn delay(&self, channel: &str, booked: SystemTime, by: Duration) -> anyhow::Result<()> {
-        let mut tats = self.tats.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((tat, opened)) = tats.get_mut(channel) {
-            if is_opener(*opened, booked) {
-                *tat += by;
-                *opened = None;
-            }
-        }
+        self.update(channel, |s| (s.delay(booked, by), ()));
         Ok(())
     }
 }
@@ -157,11 +212,12 @@ mod tests {
     /// each may go.
     fn check(burst: u32, hold: Option<u64>, at: &[u64], go: &[u64]) {
         let t = |ms: u64| SystemTime::UNIX_EPOCH + Duration::from_millis(1_000_000 + ms);
-        let mut tat = hold.map(|until| held(None, t(until), &Pace::new(S, burst)));
+        let pace = Pace::new(S, burst);
+        let mut tat = hold.and_then(|until| Slots::default().hold(t(until), &pace).tat);
         let went: Vec<u64> = at
             .iter()
             .map(|&now| {
-                let (new_tat, may_go) = gcra(tat, t(now), &Pace::new(S, burst));
+                let (new_tat, may_go) = gcra(tat, t(now), &pace);
                 tat = Some(new_tat);
                 let after = may_go.duration_since(t(0)).expect("never before t(0)");
                 after.as_millis() as u64
@@ -213,17 +269,66 @@ mod tests {
     }
 
     #[test]
+    fn answers_go_first_and_routine_writes_wait_until_they_are_done() {
+        use Write::{Answer, Retry, Routine};
+        /// What a booking got, in ms.
+        enum Got {
+            Go(u64),
+            After(u64),
+        }
+        use Got::{After, Go};
+        let t = |ms: u64| SystemTime::UNIX_EPOCH + Duration::from_millis(1_000_000 + ms);
+        let pace = Pace::new(S, 3);
+        // (booked at, what, what it got), in order, on one channel.
+        let table = [
+            // A routine write on a quiet channel goes at once.
+            (0, Routine, Go(0)),
+            (0, Answer, Go(0)),
+            // An answer was booked: routine writes wait an interval after it.
+            (10, Routine, After(1000)),
+            (20, Answer, Go(100)),
+            (30, Answer, Go(1100)),
+            (500, Routine, After(2100)),
+            // A retry had its turn: it never waits for answers.
+            (600, Retry, Go(2100)),
+            (2000, Routine, After(2100)),
+            // An interval after the last answer went, routine writes book.
+            (2100, Routine, Go(3100)),
+            // A new answer queues behind the routine slot already booked.
+            (3200, Answer, Go(4100)),
+            (3300, Routine, After(5100)),
+        ];
+        let mut slots = Slots::default();
+        for (i, (at, write, want)) in table.into_iter().enumerate() {
+            let (next, got) = slots.book(t(at), write, &pace);
+            let want = match want {
+                Go(ms) => Booked::Go(t(ms)),
+                After(ms) => Booked::AfterAnswers(t(ms)),
+            };
+            assert_eq!(got, want, "row {i}: {write:?} at {at} ms");
+            slots = next;
+        }
+    }
+
+    #[test]
     fn a_hold_never_brings_slots_forward() {
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
         let later = now + Duration::from_secs(60);
-        assert_eq!(held(Some(later), now, &Pace::new(S, 3)), later);
+        let slots = Slots {
+            tat: Some(later),
+            ..Slots::default()
+        };
+        assert_eq!(slots.hold(now, &Pace::new(S, 3)).tat, Some(later));
     }
 
     #[test]
     fn memory_book_paces_channels_apart() {
         let book = MemoryBook::new(Pace::new(S, 2));
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
-        let go = |channel| book.book(channel, now).expect("memory never fails");
+        let go = |channel| match book.book(channel, now, Write::Retry) {
+            Ok(Booked::Go(at)) => at,
+            other => panic!("a retry always gets a slot, got {other:?}"),
+        };
         let leeway = S / 10;
         assert_eq!(
             [go("C1"), go("C1"), go("C1")],

@@ -24,20 +24,23 @@ use tracing::{debug, warn};
 
 use crate::recognize::Identity;
 
-use super::pace::{MemoryBook, Pace};
+use super::pace::{Booked, MemoryBook, Pace, Write};
 
 pub type Connector = SlackClientHyperHttpsConnector;
 
 /// Where a channel's write slots are booked: in this process's memory, or in
 /// the store that a fleet of replicas shares.
 pub trait SlotBook: Send + Sync + 'static {
-    /// Books the channel's next write slot at or after `now` and returns when
-    /// the write may go (GCRA: `interval` apart, up to `burst` at once).
+    /// Books the channel's next write slot at or after `now` for a `write`,
+    /// and says when it may go (GCRA: `interval` apart, up to `burst` at
+    /// once), or, for a routine write while answers are going, when to ask
+    /// again (see [`super::pace::Slots::book`]).
     fn book(
         &self,
         channel: &str,
         now: std::time::SystemTime,
-    ) -> anyhow::Result<std::time::SystemTime>;
+        write: Write,
+    ) -> anyhow::Result<Booked>;
     /// After a 429: no slot of `channel` before `until`.
     fn hold(&self, channel: &str, until: std::time::SystemTime) -> anyhow::Result<()>;
     /// The write booked for `booked` reached Slack as much as `by` later. If
@@ -541,10 +544,19 @@ impl SlackWeb {
                         let at = match (slot.booked, turn) {
                             (Some(at), _) => at,
                             (None, Some(turn)) if turn > SystemTime::now() => turn,
-                            (None, _) => *slot.booked.insert(self.book(channel)),
+                            (None, _) => match self.book(channel, Write::Routine) {
+                                Booked::Go(at) => *slot.booked.insert(at),
+                                // Another replica's answers are going: ask again
+                                // once they are done.
+                                Booked::AfterAnswers(at) => {
+                                    drop(slot);
+                                    sleep_until(at).await;
+                                    continue;
+                                }
+                            },
                         };
                         let wait = at.duration_since(SystemTime::now()).unwrap_or_default();
-                        if wait.is_zero() {
+                        if wait.is_zero() && slot.booked.is_some() {
                             break slot;
                         }
                         // Not yet time: wait without holding the slot, so an
@@ -558,7 +570,11 @@ impl SlackWeb {
                 answered.await;
             }
         };
-        let at = slot.booked.take().unwrap_or_else(|| self.book(channel));
+        // A routine write comes with its slot booked; an answer books now.
+        let at = match slot.booked.take() {
+            Some(at) => at,
+            None => self.book_now(channel, Write::Answer),
+        };
         sleep_until(at).await;
         slot.went = Some(SystemTime::now());
         let result = op().await;
@@ -590,18 +606,28 @@ impl SlackWeb {
         }
     }
 
-    /// When the channel's next write may go, as booked. A book that cannot
-    /// answer (a store gone away) lets the write go now: Slack's 429 is the
-    /// safety net, and not writing at all would be worse.
-    fn book(&self, channel: &str) -> SystemTime {
+    /// What booking the channel's next slot for a `write` gave. A book that
+    /// cannot answer (a store gone away) lets the write go now: Slack's 429
+    /// is the safety net, and not writing at all would be worse.
+    fn book(&self, channel: &str, write: Write) -> Booked {
         let now = SystemTime::now();
-        self.settings.book.book(channel, now).unwrap_or_else(|e| {
-            warn!(
-                error = format!("{e:#}"),
-                channel, "cannot book a write slot; writing now"
-            );
-            now
-        })
+        self.settings
+            .book
+            .book(channel, now, write)
+            .unwrap_or_else(|e| {
+                warn!(
+                    error = format!("{e:#}"),
+                    channel, "cannot book a write slot; writing now"
+                );
+                Booked::Go(now)
+            })
+    }
+
+    /// When a write that never waits for answers (an answer, a retry) may go.
+    fn book_now(&self, channel: &str, write: Write) -> SystemTime {
+        match self.book(channel, write) {
+            Booked::Go(at) | Booked::AfterAnswers(at) => at,
+        }
     }
 
     /// Tells the book that Slack wants no write to `channel` before
@@ -621,7 +647,9 @@ impl SlackWeb {
     async fn wait_out_rate_limit(&self, channel: &str, retry_after: Duration) {
         self.hold(channel, retry_after);
         // Never sooner than told, whatever the book says.
-        let at = self.book(channel).max(SystemTime::now() + retry_after);
+        let at = self
+            .book_now(channel, Write::Retry)
+            .max(SystemTime::now() + retry_after);
         sleep_until(at).await;
     }
 
@@ -921,9 +949,12 @@ mod tests {
         assert_eq!(statuses(&fake), [429, 200]);
         // The book knows: after the hold, no burst is left either.
         let next = book
-            .book("C0ALERTS", SystemTime::now())
+            .book("C0ALERTS", SystemTime::now(), Write::Retry)
             .expect("memory never fails");
-        assert!(next > SystemTime::now(), "the burst was spent by the hold");
+        assert!(
+            matches!(next, Booked::Go(at) if at > SystemTime::now()),
+            "the burst was spent by the hold"
+        );
         fake.shutdown().await;
     }
 

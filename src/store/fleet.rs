@@ -18,12 +18,14 @@ use tokio::sync::broadcast;
 use super::db::{all, params, OptionalExtension};
 use super::{now, Backend, Store};
 
-/// A channel's booked write slots: GCRA's theoretical arrival time, and when
-/// the write that opened the current spell was booked to go.
+/// A channel's booked write slots: GCRA's theoretical arrival time, when the
+/// write that opened the current spell was booked to go, and when the latest
+/// answer booked goes.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct WriteSlot {
     pub tat: DateTime<Utc>,
     pub opened: Option<DateTime<Utc>>,
+    pub answered: Option<DateTime<Utc>>,
 }
 
 /// PostgreSQL's NOTIFY payloads stop at 8000 bytes.
@@ -144,21 +146,23 @@ impl Store {
         self.with_tx("booking a Slack write slot", |tx| {
             let slot: Option<WriteSlot> = tx
                 .query_row(
-                    "SELECT tat, opened FROM write_slots WHERE channel = ?1",
+                    "SELECT tat, opened, answered FROM write_slots WHERE channel = ?1",
                     params![channel],
                     |r| {
                         Ok(WriteSlot {
                             tat: r.get(0)?,
                             opened: r.get(1)?,
+                            answered: r.get(2)?,
                         })
                     },
                 )
                 .optional()?;
             let new = next(slot);
             tx.execute(
-                "INSERT INTO write_slots (channel, tat, opened) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (channel) DO UPDATE SET tat = excluded.tat, opened = excluded.opened",
-                params![channel, new.tat, new.opened],
+                "INSERT INTO write_slots (channel, tat, opened, answered) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (channel) DO UPDATE
+                 SET tat = excluded.tat, opened = excluded.opened, answered = excluded.answered",
+                params![channel, new.tat, new.opened, new.answered],
             )?;
             Ok(new)
         })
@@ -265,14 +269,16 @@ mod tests {
                     .book_write_slot(channel, |slot| WriteSlot {
                         tat: slot.map_or(t0, |s| s.tat + step),
                         opened: Some(t0),
+                        answered: slot.map(|s| s.tat),
                     })
                     .unwrap()
-                    .tat
             };
-            assert_eq!(book("C1"), t0);
-            assert_eq!(book("C1"), t0 + step);
-            assert_eq!(book("C2"), t0);
-            assert_eq!(book("C1"), t0 + step + step);
+            assert_eq!(book("C1").tat, t0);
+            assert_eq!(book("C1").tat, t0 + step);
+            assert_eq!(book("C2").tat, t0);
+            let third = book("C1");
+            assert_eq!(third.tat, t0 + step + step);
+            assert_eq!(third.answered, Some(t0 + step), "kept and read back");
         }
     }
 }

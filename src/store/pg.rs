@@ -463,6 +463,10 @@ const MIGRATIONS: &[&str] = &[
         opened  TIMESTAMPTZ
     );
     "#,
+    // 2: SQLite's migration 10.
+    r#"
+    ALTER TABLE write_slots ADD COLUMN answered TIMESTAMPTZ;
+    "#,
 ];
 
 /// Applies the migrations not applied yet, under an advisory lock, recording

@@ -190,6 +190,11 @@ const MIGRATIONS: &[&str] = &[
         opened  TEXT
     );
     "#,
+    // 10: when each channel's latest answer goes, so that routine writes from
+    // every replica wait for the channel's answers.
+    r#"
+    ALTER TABLE write_slots ADD COLUMN answered TEXT;
+    "#,
 ];
 
 pub fn migrate(conn: &Connection) -> Result<()> {
