@@ -150,7 +150,7 @@ impl App {
             std::env::temp_dir().join(format!("selfheal-{}-{instance}", std::process::id()));
         let deps = Deps {
             store: store.clone(),
-            sink: Sink::Slack(web.clone()),
+            sink: Sink::Slack(Box::new(web.clone())),
             redactor: Redactor::new(secret_values(&cfg)),
             edit_interval: cfg.edit_interval,
             prior_attempts: cfg.prior_attempts,

@@ -348,7 +348,7 @@ impl<'a> Session<'a> {
                 self.workspace()?.push(&branch).await?;
                 Input::Pushed
             }
-            Step::OpenPr(draft) => Input::PrOpened(self.open_pr(draft).await?),
+            Step::OpenPr(draft) => Input::PrOpened(self.open_pr(*draft).await?),
             Step::Retry => Input::Retry(self.retry().await?),
             Step::PollRerun(run_id) => {
                 let poll = self.deps.healing.settings.retries.poll;

@@ -92,7 +92,7 @@ pub enum Step {
     /// Push this branch: [`Input::Pushed`].
     Push(String),
     /// Open the pull request: [`Input::PrOpened`].
-    OpenPr(PrDraft),
+    OpenPr(Box<PrDraft>),
     /// Ask the scheduler to re-run the failed run, within the retry budget:
     /// [`Input::Retry`].
     Retry,
@@ -814,7 +814,7 @@ impl Machine {
                         verification,
                         step: Finish::OpenPr,
                     };
-                    fx.push(self.go(next, Step::OpenPr(draft)));
+                    fx.push(self.go(next, Step::OpenPr(Box::new(draft))));
                 }
             },
             (

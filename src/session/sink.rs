@@ -19,7 +19,7 @@ use crate::slack::web::{SlackError, SlackWeb};
 
 #[derive(Clone)]
 pub enum Sink {
-    Slack(SlackWeb),
+    Slack(Box<SlackWeb>),
     /// Prints messages and agent output; edits of the progress message are
     /// skipped because every line was already printed as it came.
     Terminal(Arc<Terminal>),

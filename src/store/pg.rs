@@ -93,7 +93,7 @@ impl Pg {
             channel: String::new(),
             _stop: stop,
         };
-        pg.with_client(|c| migrate(c))
+        pg.with_client(migrate)
             .with_context(|| format!("migrating the schema of {}", redact_url(url)))?;
         let schema: String = pg
             .with_client(|c| rows(c, "SELECT current_schema()", &[]))?

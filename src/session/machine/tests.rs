@@ -171,7 +171,7 @@ fn a_clone_session_takes_every_step_in_order_and_ends_with_the_pull_request() {
             )],
         ),
         (Input::Committed(change()), vec![Step::Push(BRANCH.into())]),
-        (Input::Pushed, vec![Step::OpenPr(draft)]),
+        (Input::Pushed, vec![Step::OpenPr(Box::new(draft))]),
         (Input::PrOpened(Ok(Some(PR.into()))), vec![]),
     ];
     let mut last = vec![];
