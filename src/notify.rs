@@ -181,7 +181,7 @@ pub async fn run(cfg: &Config, req: &Request) -> Result<Report> {
     directory.load().await;
     let mut failed = vec![];
     for name in channels {
-        let Some(id) = directory.id_of(&name).await else {
+        let Some(id) = directory.id_of(&name, None).await else {
             failed.push(format!(
                 "{name}: no such channel visible to the notifier (invite it to the channel)"
             ));

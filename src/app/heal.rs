@@ -103,7 +103,7 @@ impl App {
                 Ok(())
             }
             (Decision::AwaitHealingCopy, _) => {
-                self.await_healing_copy(f, text.to_string());
+                self.await_healing_copy(f, text.to_string(), Some(channel.to_string()));
                 Ok(())
             }
             (Decision::Ignore(Ignored::NotNotified), _) => {
@@ -134,15 +134,21 @@ impl App {
         Place::Elsewhere
     }
 
-    /// The failure showed up in another channel first. If the healing
-    /// channel's copy does not arrive within the window, heal top-level there.
-    pub(super) fn await_healing_copy(self: &Arc<Self>, f: Failure, text: String) {
+    /// The failure showed up in another channel first (`seen_in`, when
+    /// known). If the healing channel's copy does not arrive within the
+    /// window, heal top-level there.
+    pub(super) fn await_healing_copy(
+        self: &Arc<Self>,
+        f: Failure,
+        text: String,
+        seen_in: Option<String>,
+    ) {
         let app = self.clone();
         self.tasks.spawn(async move {
             if !app.courtesy_window().await {
                 return;
             }
-            if let Err(e) = app.on_copy_overdue(&f, &text).await {
+            if let Err(e) = app.on_copy_overdue(&f, &text, seen_in.as_deref()).await {
                 error!(error = ?e, "failed to start a top-level healing session");
             }
         });
@@ -156,7 +162,12 @@ impl App {
         }
     }
 
-    async fn on_copy_overdue(self: &Arc<Self>, f: &Failure, text: &str) -> Result<()> {
+    async fn on_copy_overdue(
+        self: &Arc<Self>,
+        f: &Failure,
+        text: &str,
+        seen_in: Option<&str>,
+    ) -> Result<()> {
         let session_claimed = self
             .parts
             .store
@@ -174,7 +185,7 @@ impl App {
             nothing_to_do(&decision, "a lapsed courtesy window");
             return Ok(());
         };
-        let Some(healing_id) = self.parts.channels.id_of(&healing).await else {
+        let Some(healing_id) = self.parts.channels.id_of(&healing, seen_in).await else {
             warn!(
                 channel = healing,
                 "the healing channel is unknown to Slack; cannot heal"
@@ -337,7 +348,7 @@ impl App {
             if channels.is(&other, healing).await {
                 continue;
             }
-            match channels.id_of(&other).await {
+            match channels.id_of(&other, Some(healing)).await {
                 Some(id) => ids.push(id),
                 None => {
                     warn!(channel = %other, "a notified channel is unknown to Slack; no pointer posted there")

@@ -160,7 +160,7 @@ impl App {
                 switch: self.healing_now(&f.schedule)?.switch,
             });
             match decision {
-                Decision::AwaitHealingCopy => self.await_healing_copy(f, String::new()),
+                Decision::AwaitHealingCopy => self.await_healing_copy(f, String::new(), None),
                 Decision::ResumePointers => {
                     let Some(session) = store.session_for_failure(&f.schedule, &f.run_id)? else {
                         continue;

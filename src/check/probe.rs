@@ -16,7 +16,7 @@ use super::{
     dbt_debug_errors, git_reason, is_token_error, missing_scopes, parse_scopes, Check, Outcome,
     Problem,
 };
-use crate::config::{normalize_channel, Config, Runner};
+use crate::config::{normalize_channel, split_workspace, Config, Runner};
 use crate::dbt::isolate::{self, Plan};
 use crate::dbt::Dbt;
 use crate::domain::ForgeKind;
@@ -157,6 +157,9 @@ async fn slack_checks(cfg: &Config, out: &mut Vec<(Check, Outcome)>) {
         Ok(known) => {
             for channel in channels {
                 let key = normalize_channel(&channel);
+                // The probe lists the token's own workspace: a workspace
+                // written before the channel is not checked.
+                let key = split_workspace(&key).1;
                 let found = known
                     .iter()
                     .find(|(id, name, _)| *id == key || *name == key);

@@ -28,6 +28,7 @@ use tracing::{error, warn};
 use crate::config::Config;
 use crate::parts::Parts;
 use crate::slack::render::{channel_mrkdwn, escape, when};
+use crate::slack::web::{Role, SlackError};
 use crate::slack::{CommandReply, CommandRequest};
 
 pub use effective::{effective, paused, Effective, Source};
@@ -42,9 +43,10 @@ pub const ADMIN_CACHE_TTL: Duration = Duration::from_secs(10 * 60);
 #[derive(Clone)]
 pub struct CommandContext {
     pub parts: Arc<Parts>,
-    /// user id → (is admin, when Slack said so). Shared by clones, so keep one
-    /// context for the app's life rather than building one per command.
-    pub admin_cache: Arc<Mutex<HashMap<String, (bool, Instant)>>>,
+    /// user id → (what they administer, when Slack said so). Shared by
+    /// clones, so keep one context for the app's life rather than building
+    /// one per command.
+    pub admin_cache: Arc<Mutex<HashMap<String, (Role, Instant)>>>,
 }
 
 impl CommandContext {
@@ -86,13 +88,12 @@ pub async fn run(ctx: &CommandContext, user: &str, command: Command) -> CommandR
             | Command::Resume
     );
     if changes {
-        match is_admin(ctx, user).await {
-            Ok(true) => {}
-            Ok(false) => {
-                return CommandReply::text(
-                    "⛔ Only workspace admins and owners, or the users listed in SELFHEAL_ADMINS, \
-                     can change self-healing. `/selfheal status` shows the current settings.",
-                )
+        match role(ctx, user).await {
+            Ok(role) => {
+                let reach = reach(ctx, &command).await;
+                if let Some(refusal) = refusal(&role, &reach) {
+                    return CommandReply::text(refusal);
+                }
             }
             Err(e) => {
                 warn!(user, error = %e, "could not check admin rights with users.info");
@@ -133,31 +134,102 @@ pub async fn run(ctx: &CommandContext, user: &str, command: Command) -> CommandR
     }
 }
 
-/// `SELFHEAL_ADMINS` (see [`parse_admins`]) first (no API call), then
-/// workspace admins and owners from `users.info`, cached for [`ADMIN_CACHE_TTL`].
-pub async fn is_admin(
-    ctx: &CommandContext,
-    user: &str,
-) -> Result<bool, crate::slack::web::SlackError> {
+/// Whether a person administers anything here: the Home tab shows them
+/// the switches.
+pub async fn is_admin(ctx: &CommandContext, user: &str) -> Result<bool, SlackError> {
+    Ok(role(ctx, user).await? != Role::Member)
+}
+
+/// What a person administers: the users in `SELFHEAL_ADMINS` (see
+/// [`parse_admins`]) everything, with no API call; others as `users.info`
+/// says, cached for [`ADMIN_CACHE_TTL`].
+async fn role(ctx: &CommandContext, user: &str) -> Result<Role, SlackError> {
     if ctx.parts.cfg.admins.iter().any(|a| a == user) {
-        return Ok(true);
+        return Ok(Role::OrgAdmin);
     }
     let cached = {
         let cache = ctx.admin_cache.lock().unwrap_or_else(|p| p.into_inner());
         cache
             .get(user)
             .filter(|(_, at)| at.elapsed() < ADMIN_CACHE_TTL)
-            .map(|(admin, _)| *admin)
+            .map(|(role, _)| role.clone())
     };
-    if let Some(admin) = cached {
-        return Ok(admin);
+    if let Some(role) = cached {
+        return Ok(role);
     }
-    let admin = ctx.parts.web.is_admin(user).await?;
+    let role = ctx.parts.web.role(user).await?;
     ctx.admin_cache
         .lock()
         .unwrap_or_else(|p| p.into_inner())
-        .insert(user.to_string(), (admin, Instant::now()));
-    Ok(admin)
+        .insert(user.to_string(), (role.clone(), Instant::now()));
+    Ok(role)
+}
+
+/// What a change touches.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Reach {
+    /// One schedule, notified and healing in channels of these workspaces
+    /// (none known outside an org-wide install).
+    Schedule(Vec<String>),
+    /// Every schedule (pause, resume) of a bot serving this many workspaces.
+    All { workspaces: usize },
+}
+
+/// Why `role` may not make a change of `reach`, or `None` when it may.
+/// Org admins may change anything; a workspace admin, what heals in their
+/// workspace only, and the pause switch only when the bot serves no other.
+pub fn refusal(role: &Role, reach: &Reach) -> Option<&'static str> {
+    match (role, reach) {
+        (Role::OrgAdmin, _) => None,
+        (Role::WorkspaceAdmin(own), Reach::Schedule(workspaces))
+            if workspaces.iter().all(|w| w == own) =>
+        {
+            None
+        }
+        (Role::WorkspaceAdmin(_), Reach::All { workspaces }) if *workspaces <= 1 => None,
+        (Role::WorkspaceAdmin(_), Reach::Schedule(_)) => Some(
+            "⛔ This schedule heals in a workspace you do not administer. Its workspace's \
+             admins, org admins and owners, or the users listed in SELFHEAL_ADMINS can change it.",
+        ),
+        (Role::WorkspaceAdmin(_), Reach::All { .. }) => Some(
+            "⛔ Pausing and resuming reach every workspace of the org: org admins and owners, \
+             or the users listed in SELFHEAL_ADMINS, can do it.",
+        ),
+        (Role::Member, _) => Some(
+            "⛔ Only workspace admins and owners, or the users listed in SELFHEAL_ADMINS, \
+             can change self-healing. `/selfheal status` shows the current settings.",
+        ),
+    }
+}
+
+/// What `command` (a change) touches: a schedule's workspaces, as the
+/// channel directory knows them, or everything.
+async fn reach(ctx: &CommandContext, command: &Command) -> Reach {
+    let schedule = match command {
+        Command::Enable { schedule, .. }
+        | Command::Disable { schedule }
+        | Command::Reset { schedule } => ctx.parts.cfg.schedules.get(schedule),
+        _ => None,
+    };
+    let channels = &ctx.parts.channels;
+    let Some(schedule) = schedule else {
+        return Reach::All {
+            workspaces: channels.workspaces(),
+        };
+    };
+    let mut workspaces = vec![];
+    let mut configured = schedule.failure_channels();
+    configured.extend(schedule.healing_channel().map(str::to_string));
+    for c in configured {
+        for id in channels.ids_of(&c).await {
+            if let Some(w) = channels.workspace_of(&id) {
+                if !workspaces.contains(&w.id) {
+                    workspaces.push(w.id);
+                }
+            }
+        }
+    }
+    Reach::Schedule(workspaces)
 }
 
 /// An unknown schedule: a sentence naming the known ones.
@@ -185,14 +257,15 @@ async fn announce(ctx: &CommandContext, channels: &[String], text: &str) -> Vec<
     let mut ids: Vec<(String, String)> = vec![];
     let mut failed = vec![];
     for configured in channels {
-        match ctx.parts.channels.id_of(configured).await {
-            Some(id) if !ids.iter().any(|(known, _)| *known == id) => {
-                ids.push((id, configured.clone()))
-            }
-            Some(_) => {}
-            None => {
-                warn!(channel = %configured, "cannot announce a /selfheal change: unknown channel");
-                failed.push(configured.clone());
+        // A name in several workspaces of an org is announced in each.
+        let found = ctx.parts.channels.ids_of(configured).await;
+        if found.is_empty() {
+            warn!(channel = %configured, "cannot announce a /selfheal change: unknown channel");
+            failed.push(configured.clone());
+        }
+        for id in found {
+            if !ids.iter().any(|(known, _)| *known == id) {
+                ids.push((id, configured.clone()));
             }
         }
     }
@@ -221,5 +294,38 @@ fn announce_note(failed: &[String]) -> String {
     } else {
         let list: Vec<String> = failed.iter().map(|c| channel_mrkdwn(c)).collect();
         format!("\n⚠️ I could not announce it in {}.", list.join(", "))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn org_admins_change_anything_and_workspace_admins_only_their_workspace() {
+        let eu = || Role::WorkspaceAdmin("T0EU".into());
+        let schedule = |ws: &[&str]| Reach::Schedule(ws.iter().map(|w| w.to_string()).collect());
+        // (who, what the change reaches, allowed)
+        let table = [
+            (Role::OrgAdmin, schedule(&["T0EU", "T0US"]), true),
+            (Role::OrgAdmin, Reach::All { workspaces: 3 }, true),
+            // A single-workspace install knows no workspaces: its admins rule.
+            (eu(), schedule(&[]), true),
+            (eu(), Reach::All { workspaces: 0 }, true),
+            (eu(), Reach::All { workspaces: 1 }, true),
+            (eu(), schedule(&["T0EU"]), true),
+            (eu(), schedule(&["T0US"]), false),
+            (eu(), schedule(&["T0EU", "T0US"]), false),
+            (eu(), Reach::All { workspaces: 2 }, false),
+            (Role::Member, schedule(&[]), false),
+            (Role::Member, Reach::All { workspaces: 1 }, false),
+        ];
+        for (role, reach, allowed) in table {
+            assert_eq!(
+                refusal(&role, &reach).is_none(),
+                allowed,
+                "{role:?} changing {reach:?}"
+            );
+        }
     }
 }

@@ -6,7 +6,7 @@ use chrono::Utc;
 use super::effective::{combine, Effective};
 use super::parse::ChannelArg;
 use super::{announce, announce_note, channel_mrkdwn, unknown_schedule, CommandContext};
-use crate::config::{normalize_channel, Runner, Schedule};
+use crate::config::{normalize_channel, split_workspace, Runner, Schedule};
 use crate::slack::render::escape;
 use crate::store::ScheduleOverride;
 
@@ -182,7 +182,12 @@ async fn configured_channel(
         schedule
             .slack
             .iter()
-            .find(|n| keys.contains(&normalize_channel(&n.channel)))
+            .find(|n| {
+                // A channel configured after its workspace is found by its
+                // name alone too.
+                let key = normalize_channel(&n.channel);
+                keys.contains(&key) || keys.iter().any(|k| k == split_workspace(&key).1)
+            })
             .map(|n| n.channel.clone())
     };
     if let Some(found) = find(&keys) {
@@ -190,7 +195,7 @@ async fn configured_channel(
     }
     match (&arg.id, &arg.name) {
         (Some(id), None) => keys.extend(ctx.parts.channels.name_of(id).await),
-        (None, Some(name)) => keys.extend(ctx.parts.channels.id_of(name).await),
+        (None, Some(name)) => keys.extend(ctx.parts.channels.ids_of(name).await),
         _ => {}
     }
     find(&keys)

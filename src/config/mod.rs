@@ -154,8 +154,40 @@ fn located(file: &std::path::Path, line: usize, column: usize, key: &str, messag
 /// they compare equal once trimmed, stripped of the leading `#` and
 /// lower-cased. Channel IDs (`C0123ABC`, also `G…` for private channels)
 /// are case-sensitive upper-case identifiers, so they are kept as written
-/// (upper-cased).
+/// (upper-cased), and a channel's link (`https://acme.slack.com/archives/C0123ABC`)
+/// is its ID.
+///
+/// On Enterprise Grid a name may be given its workspace, by name or ID:
+/// `Acme EU/#data-alerts` becomes `acme eu/data-alerts`, `T0EU1234/#x`
+/// becomes `T0EU1234/x` (see [`split_workspace`]).
 pub fn normalize_channel(s: &str) -> String {
+    let trimmed = s.trim();
+    if let Some((_, rest)) = trimmed.split_once("/archives/") {
+        return normalize_one(rest.split(['/', '?']).next().unwrap_or_default());
+    }
+    match trimmed.rsplit_once('/') {
+        Some((workspace, channel)) if !workspace.trim().is_empty() => {
+            let workspace = workspace.trim();
+            let workspace = if looks_like_team_id(workspace) {
+                workspace.to_string()
+            } else {
+                workspace.to_lowercase()
+            };
+            format!("{workspace}/{}", normalize_one(channel))
+        }
+        _ => normalize_one(trimmed.trim_start_matches('/')),
+    }
+}
+
+/// A normalised channel's workspace, if it names one, and its channel.
+pub fn split_workspace(normalized: &str) -> (Option<&str>, &str) {
+    match normalized.rsplit_once('/') {
+        Some((workspace, channel)) => (Some(workspace), channel),
+        None => (None, normalized),
+    }
+}
+
+fn normalize_one(s: &str) -> String {
     let trimmed = s.trim();
     let name = trimmed.strip_prefix('#').unwrap_or(trimmed).trim();
     if looks_like_channel_id(name) {
@@ -163,6 +195,14 @@ pub fn normalize_channel(s: &str) -> String {
     } else {
         name.to_lowercase()
     }
+}
+
+/// Workspace IDs on Enterprise Grid: `T` and upper-case alphanumerics.
+fn looks_like_team_id(s: &str) -> bool {
+    s.len() >= 8
+        && s.starts_with('T')
+        && s.chars()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
 }
 
 /// Slack channel IDs start with `C`, `G` or `D`, are upper-case alphanumerics
@@ -233,10 +273,27 @@ mod tests {
             ("#C0123ABCD", "C0123ABCD"),
             ("G01ABCDEFG", "G01ABCDEFG"),
             ("#CHANNELS", "channels"),
+            // A channel's link is its id.
+            ("https://acme.slack.com/archives/C0123ABCD", "C0123ABCD"),
+            (
+                "https://acme.enterprise.slack.com/archives/C0123ABCD/p1700000000000100",
+                "C0123ABCD",
+            ),
+            // On Enterprise Grid, a workspace (by name or id) before the channel.
+            ("Acme EU/#Data-Alerts", "acme eu/data-alerts"),
+            (" Acme EU / #data-alerts ", "acme eu/data-alerts"),
+            ("T0EU12345/#alerts", "T0EU12345/alerts"),
+            ("T0EU12345/C0123ABCD", "T0EU12345/C0123ABCD"),
+            ("/#alerts", "alerts"),
         ];
         for (input, expected) in cases {
             assert_eq!(normalize_channel(input), expected, "input {input:?}");
         }
+        assert_eq!(
+            split_workspace("acme eu/data-alerts"),
+            (Some("acme eu"), "data-alerts")
+        );
+        assert_eq!(split_workspace("data-alerts"), (None, "data-alerts"));
     }
 
     #[test]

@@ -86,8 +86,10 @@ pub fn when(at: DateTime<Utc>) -> String {
 }
 
 /// A configured channel (name or id) as mrkdwn: `#name`, or a channel link for an id.
+/// A workspace written before it is left out, as Slack shows channels.
 pub fn channel_mrkdwn(configured: &str) -> String {
     let key = crate::config::normalize_channel(configured);
+    let key = crate::config::split_workspace(&key).1;
     if !key.is_empty()
         && key
             .chars()

@@ -54,6 +54,23 @@ pub trait SlotBook: Send + Sync + 'static {
     ) -> anyhow::Result<()>;
 }
 
+/// What a person administers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Role {
+    /// The Enterprise Grid org: every workspace of it.
+    OrgAdmin,
+    /// Their own workspace (its `T…` id), as an admin or owner.
+    WorkspaceAdmin(String),
+    Member,
+}
+
+/// A workspace of an Enterprise Grid org, as `auth.teams.list` names it.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+pub struct Workspace {
+    pub id: String,
+    pub name: String,
+}
+
 /// What callers act on when a Slack call fails.
 #[derive(Debug, thiserror::Error)]
 pub enum SlackError {
@@ -375,11 +392,11 @@ impl SlackWeb {
         Ok(())
     }
 
-    /// Whether a user is an admin or owner of the workspace, or of the
-    /// Enterprise Grid org it belongs to (`users.info`'s `enterprise_user`):
-    /// an org-wide install is run by org admins, who need not administer
-    /// each workspace.
-    pub async fn is_admin(&self, user: &str) -> Result<bool, SlackError> {
+    /// What a user administers, as `users.info` says: the Enterprise Grid
+    /// org (`enterprise_user`'s admin or owner flags: an org-wide install is
+    /// run by org admins, who need not administer each workspace), their
+    /// own workspace (`team_id`), or nothing.
+    pub async fn role(&self, user: &str) -> Result<Role, SlackError> {
         let req = SlackApiUsersInfoRequest::new(user.into());
         let (this, req) = (self, &req);
         let res = self
@@ -390,12 +407,14 @@ impl SlackWeb {
                 || flags.is_owner.unwrap_or(false)
                 || flags.is_primary_owner.unwrap_or(false)
         };
-        Ok(admin(&res.user.flags)
-            || res
-                .user
-                .enterprise_user
-                .as_ref()
-                .is_some_and(|org| admin(&org.flags)))
+        let org = res.user.enterprise_user.as_ref();
+        Ok(if org.is_some_and(|org| admin(&org.flags)) {
+            Role::OrgAdmin
+        } else if admin(&res.user.flags) {
+            Role::WorkspaceAdmin(res.user.team_id.map(|t| t.to_string()).unwrap_or_default())
+        } else {
+            Role::Member
+        })
     }
 
     /// A link to a message.
@@ -418,20 +437,29 @@ impl SlackWeb {
         Ok(res.channel.name)
     }
 
-    /// Every channel the bot can see, as (id, name). An Enterprise Grid
-    /// org-wide install's token lists channels one workspace at a time
-    /// (without `team_id` Slack answers `missing_argument`), so then each
-    /// workspace the app was added to (`auth.teams.list`) is listed in turn.
-    pub async fn list_channels(&self) -> Result<Vec<(String, String)>, SlackError> {
+    /// Every channel the bot can see, as (id, name, the workspace it is
+    /// in). An Enterprise Grid org-wide install's token lists channels one
+    /// workspace at a time (without `team_id` Slack answers
+    /// `missing_argument`), so then each workspace the app was added to
+    /// (`auth.teams.list`) is listed in turn; otherwise the workspace is the
+    /// token's own, and `None`.
+    pub async fn list_channels(
+        &self,
+    ) -> Result<Vec<(String, String, Option<Workspace>)>, SlackError> {
         match self.list_channels_in(None).await {
             Err(SlackError::Api(code)) if code == "missing_argument" => {
                 let mut out = vec![];
                 for team in self.org_workspaces().await? {
-                    out.extend(self.list_channels_in(Some(&team)).await?);
+                    for (id, name) in self.list_channels_in(Some(&team.id)).await? {
+                        out.push((id, name, Some(team.clone())));
+                    }
                 }
                 Ok(out)
             }
-            listed => listed,
+            listed => Ok(listed?
+                .into_iter()
+                .map(|(id, name)| (id, name, None))
+                .collect()),
         }
     }
 
@@ -480,14 +508,10 @@ impl SlackWeb {
     }
 
     /// The workspaces an org-wide install was added to (`auth.teams.list`).
-    async fn org_workspaces(&self) -> Result<Vec<String>, SlackError> {
+    async fn org_workspaces(&self) -> Result<Vec<Workspace>, SlackError> {
         #[derive(serde::Deserialize)]
         struct Teams {
-            teams: Vec<Team>,
-        }
-        #[derive(serde::Deserialize)]
-        struct Team {
-            id: String,
+            teams: Vec<Workspace>,
         }
         let params: Vec<(&str, Option<String>)> = vec![("limit", Some("1000".into()))];
         let (this, params) = (self, &params);
@@ -499,7 +523,7 @@ impl SlackWeb {
                     .await
             })
             .await?;
-        Ok(res.teams.into_iter().map(|t| t.id).collect())
+        Ok(res.teams)
     }
 
     /// Runs `op` when the channel's next write slot comes, holding the slot
@@ -965,16 +989,24 @@ mod tests {
         fake.add_channel("C0SECOND", "second-alerts");
         fake.set_org_install("E0ORG");
         fake.set_channel_team("C0SECOND", "T0SECOND");
+        fake.name_team("T0SECOND", "Acme EU");
         let web = client(&fake, Arc::new(MemoryBook::new(Pace::new(INTERVAL, BURST))));
 
-        let mut channels = web.list_channels().await.expect("the channels");
+        let mut channels: Vec<(String, String, String)> = web
+            .list_channels()
+            .await
+            .expect("the channels")
+            .into_iter()
+            .map(|(id, name, ws)| (id, name, ws.expect("listed per workspace").name))
+            .collect();
 
         channels.sort();
+        let first_workspace = format!("Workspace {}", fake.team_id());
         assert_eq!(
             channels,
             [
-                ("C0FIRST".to_string(), "first-alerts".to_string()),
-                ("C0SECOND".to_string(), "second-alerts".to_string())
+                ("C0FIRST".into(), "first-alerts".into(), first_workspace),
+                ("C0SECOND".into(), "second-alerts".into(), "Acme EU".into())
             ]
         );
         let lists = fake.calls_to("conversations.list");

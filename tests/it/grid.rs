@@ -235,3 +235,124 @@ async fn an_org_admin_may_change_healing_in_any_workspace_and_a_member_may_not()
     );
     assert_eq!(app.store().audit_log(10).unwrap().len(), 1);
 }
+
+/// Both workspaces have a `#data-alerts`. `eu_nightly` names its channel
+/// with the workspace's name, `us_nightly` with the workspace's id.
+const PER_WORKSPACE: &str = r##"
+version: 1
+schedules:
+  - name: eu_nightly
+    schedule: "0 3 * * *"
+    environment: production
+    commands:
+      - dbt build
+    notifications:
+      slack_channels:
+        - channel: "Acme EU/#data-alerts"
+          events: [failed]
+    self_healing:
+      enabled: true
+      agent_name: scripted
+  - name: us_nightly
+    schedule: "0 3 * * *"
+    environment: production
+    commands:
+      - dbt build
+    notifications:
+      slack_channels:
+        - channel: "T0GRIDWS02/#data-alerts"
+          events: [failed]
+    self_healing:
+      enabled: true
+      agent_name: scripted
+"##;
+const EU_ALERTS: &str = "C0EUALERTS";
+const US_ALERTS: &str = "C0USALERTS";
+
+/// An org-wide install, from its start, with a `#data-alerts` in each of two
+/// workspaces ("Acme EU" and "Acme US") and [`PER_WORKSPACE`]'s schedules.
+async fn two_workspaces_with_one_channel_name() -> TestApp {
+    let mut app = spawn_app().await;
+    app.stop().await;
+    app.slack.set_org_install(ORG);
+    for (channel, workspace, name) in [
+        (EU_ALERTS, WORKSPACE_1, "Acme EU"),
+        (US_ALERTS, WORKSPACE_2, "Acme US"),
+    ] {
+        app.slack.add_channel(channel, "data-alerts");
+        app.slack.set_channel_team(channel, workspace);
+        app.slack.name_team(workspace, name);
+    }
+    std::fs::write(app.path().join("paradime_schedules.yml"), PER_WORKSPACE).unwrap();
+    app.start().await;
+    app
+}
+
+#[tokio::test]
+async fn a_channel_named_with_its_workspace_heals_there_and_only_there() {
+    // Arrange
+    let app = two_workspaces_with_one_channel_name().await;
+
+    // Act: each schedule fails in its own workspace's #data-alerts, and a copy
+    // of eu_nightly's failure is posted in the US workspace's #data-alerts.
+    let eu = app.post_failure(EU_ALERTS, "eu_nightly", "1731").await;
+    let us = app.post_failure(US_ALERTS, "us_nightly", "1732").await;
+    let stray = app.post_failure(US_ALERTS, "eu_nightly", "1733").await;
+
+    // Assert: each healed in its own workspace's thread.
+    for (channel, ts, run) in [(EU_ALERTS, &eu, "1731"), (US_ALERTS, &us, "1732")] {
+        let row = app.wait_for_session_end(run).await;
+        assert_eq!(row.status, Status::Fixed, "{row:#?}");
+        assert_eq!(row.channel, channel, "run {run} healed in its workspace");
+        app.wait_for_reply(channel, ts, |m| {
+            m.text
+                .starts_with(&format!("✅ Fix for run `{run}` is ready for review"))
+        })
+        .await;
+    }
+    // The same name in the other workspace is not eu_nightly's channel.
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let thread = app.thread(US_ALERTS, &stray);
+    assert_eq!(
+        thread.len(),
+        1,
+        "nobody answered the stray copy: {thread:#?}"
+    );
+    let runs: Vec<String> = app
+        .store()
+        .sessions(10)
+        .unwrap()
+        .into_iter()
+        .map(|s| s.run_id)
+        .collect();
+    assert_eq!(runs.len(), 2, "{runs:?}");
+    assert!(!runs.contains(&"1733".to_string()), "{runs:?}");
+}
+
+#[tokio::test]
+async fn a_workspace_admin_may_change_what_heals_in_their_workspace_only() {
+    // Arrange: an admin of the EU workspace.
+    let app = two_workspaces_with_one_channel_name().await;
+    app.slack.add_user("U0EUADMIN", "eu-admin", true);
+    app.slack.set_user_team("U0EUADMIN", WORKSPACE_1);
+
+    // Act
+    let own = slash(&app.slack, EU_ALERTS, "U0EUADMIN", "disable eu_nightly").await;
+    let other = slash(&app.slack, EU_ALERTS, "U0EUADMIN", "disable us_nightly").await;
+    let pause = slash(&app.slack, EU_ALERTS, "U0EUADMIN", "pause").await;
+
+    // Assert
+    assert!(
+        own.starts_with("⛔ Self-healing is off for `eu_nightly`"),
+        "{own}"
+    );
+    assert!(
+        other.starts_with("⛔ This schedule heals in a workspace you do not administer"),
+        "{other}"
+    );
+    assert!(
+        pause.starts_with("⛔ Pausing and resuming reach every workspace"),
+        "{pause}"
+    );
+    assert_eq!(app.store().audit_log(10).unwrap().len(), 1);
+}

@@ -501,6 +501,24 @@ impl FakeSlack {
         });
     }
 
+    /// Names workspace `team_id` as `auth.teams.list` shows it (by default
+    /// `Workspace T…`).
+    pub fn name_team(&self, team_id: &str, name: &str) {
+        self.inner
+            .update(|st| st.team_names.insert(team_id.to_string(), name.to_string()));
+    }
+
+    /// Puts person `user` in workspace `team_id` of the org: `users.info`
+    /// shows it as their `team_id`, and their admin or owner role is a role
+    /// in that workspace.
+    pub fn set_user_team(&self, user: &str, team_id: &str) {
+        self.inner.update(|st| {
+            if let Some(user) = st.users.get_mut(user) {
+                user.team = Some(team_id.to_string());
+            }
+        });
+    }
+
     /// A private channel the bot is a member of.
     pub fn add_private_channel(&self, id: &str, name: &str) {
         self.insert_channel(id, name, true);
@@ -570,6 +588,7 @@ impl FakeSlack {
                     is_admin,
                     is_owner,
                     org_admin_of: None,
+                    team: None,
                 },
             );
         });

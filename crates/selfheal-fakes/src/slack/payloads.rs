@@ -227,11 +227,13 @@ pub fn slash_command_envelope(
         None => (channel.to_string(), "unknown".to_string()),
     };
     let n = st.next_counter();
-    json!({
+    // The workspace the command was run in: the channel's.
+    let team_id = st.team_of(config, &channel_id).to_string();
+    let mut envelope = json!({
         "envelope_id": envelope_id,
         "payload": {
             "token": "verification-token",
-            "team_id": config.team_id,
+            "team_id": team_id,
             "team_domain": config.team_domain,
             "channel_id": channel_id,
             "channel_name": channel_name,
@@ -246,7 +248,12 @@ pub fn slash_command_envelope(
         },
         "type": "slash_commands",
         "accepts_response_payload": true
-    })
+    });
+    if let Some(enterprise_id) = &st.org_install {
+        envelope["payload"]["enterprise_id"] = json!(enterprise_id);
+        envelope["payload"]["is_enterprise_install"] = json!("true");
+    }
+    envelope
 }
 
 /// The element (an accessory or in `elements`) whose `action_id` is this.
@@ -342,7 +349,9 @@ pub fn block_actions_envelope(
 /// as java-slack-sdk's captures have it (bolt-python's carry `{id, name}`).
 fn interactive_user(config: &Config, st: &State, user: &str) -> Value {
     let name = user_name(st, user);
-    json!({ "id": user, "username": name, "name": name, "team_id": config.team_id })
+    let team = st.users.get(user).and_then(|u| u.team.as_deref());
+    let team = team.unwrap_or(&config.team_id);
+    json!({ "id": user, "username": name, "name": name, "team_id": team })
 }
 
 /// socket_mode_interactive_message_action_on_bot_message_envelope.java-slack-sdk.json
@@ -524,6 +533,8 @@ pub fn user_json(config: &Config, user: &User) -> Value {
         user.is_owner,
         None,
     );
+    let team = user.team.as_deref().unwrap_or(&config.team_id);
+    json["team_id"] = json!(team);
     // users.info of an Enterprise Grid member: the org-level role beside
     // the workspace's.
     if let Some(enterprise_id) = &user.org_admin_of {
@@ -534,7 +545,7 @@ pub fn user_json(config: &Config, user: &User) -> Value {
             "is_admin": true,
             "is_owner": false,
             "is_primary_owner": false,
-            "teams": [config.team_id]
+            "teams": [team]
         });
     }
     json

@@ -108,6 +108,9 @@ pub(crate) struct User {
     /// The Enterprise Grid org (`E…`) this person administers, if any:
     /// `users.info` shows it as `enterprise_user.is_admin`.
     pub org_admin_of: Option<String>,
+    /// The workspace (`T…`) this person belongs to, when not the default one;
+    /// `is_admin` and `is_owner` are roles in it.
+    pub team: Option<String>,
 }
 
 /// An open Socket Mode connection, as the dispatcher sees it.
@@ -154,6 +157,8 @@ pub(crate) struct State {
     pub org_install: Option<String>,
     /// The workspace (`T…`) of each channel that is not in the default one.
     pub channel_teams: HashMap<String, String>,
+    /// Workspace names (`auth.teams.list`) other than `Workspace T…`.
+    pub team_names: HashMap<String, String>,
     /// When set, writes (`chat.postMessage`, `chat.update`) to one channel
     /// beyond a token bucket (a burst, then one per gap) are answered 429, as
     /// Slack's per-channel limit does.
@@ -199,6 +204,7 @@ impl State {
             last_event_payload: None,
             org_install: None,
             channel_teams: HashMap::new(),
+            team_names: HashMap::new(),
             channel_rate_limit: None,
             channel_full_at: HashMap::new(),
             bot_scopes,
@@ -259,6 +265,14 @@ impl State {
     }
 
     /// A channel by id, `#name` or name.
+    /// The workspace a channel is in.
+    pub fn team_of<'a>(&'a self, config: &'a Config, channel: &str) -> &'a str {
+        self.channel_teams
+            .get(channel)
+            .map(String::as_str)
+            .unwrap_or(&config.team_id)
+    }
+
     pub fn find_channel(&self, key: &str) -> Option<Channel> {
         if let Some(ch) = self.channels.get(key) {
             return Some(ch.clone());

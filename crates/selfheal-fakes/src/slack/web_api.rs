@@ -678,7 +678,7 @@ fn list_channels(config: &Config, st: &State, params: &Map<String, Value>) -> Re
         .channels
         .values()
         .filter(|ch| if ch.is_private { private } else { public })
-        .filter(|ch| team.is_none() || team.as_deref() == Some(team_of(config, st, &ch.id)))
+        .filter(|ch| team.is_none() || team.as_deref() == Some(st.team_of(config, &ch.id)))
         .collect();
     let page: Vec<Value> = matching
         .iter()
@@ -700,13 +700,6 @@ fn list_channels(config: &Config, st: &State, params: &Map<String, Value>) -> Re
 }
 
 /// The workspace of a channel (see `FakeSlack::set_channel_team`).
-fn team_of<'a>(config: &'a Config, st: &'a State, channel: &str) -> &'a str {
-    st.channel_teams
-        .get(channel)
-        .map(String::as_str)
-        .unwrap_or(&config.team_id)
-}
-
 /// `auth.teams.list`: the workspaces the app is in (for an org-wide install,
 /// those it was added to; otherwise its one workspace).
 fn teams(config: &Config, st: &State) -> Reply {
@@ -717,7 +710,10 @@ fn teams(config: &Config, st: &State) -> Reply {
     ids.dedup();
     let teams: Vec<Value> = ids
         .into_iter()
-        .map(|id| json!({ "id": id, "name": format!("Workspace {id}") }))
+        .map(|id| {
+            let name = st.team_names.get(id).cloned();
+            json!({ "id": id, "name": name.unwrap_or_else(|| format!("Workspace {id}")) })
+        })
         .collect();
     Reply::ok(json!({
         "ok": true,
