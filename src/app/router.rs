@@ -49,7 +49,9 @@ impl Router {
                 msg.thread_ts.as_deref().unwrap_or(&msg.ts)
             ),
             // One person's commands in order; they touch no thread.
-            Inbound::Command { request, .. } => format!("command:{}", request.user_id),
+            Inbound::Command { request, .. } | Inbound::UnsentAnswer { request, .. } => {
+                format!("command:{}", request.user_id)
+            }
             Inbound::Action(action) => match &action.surface {
                 Surface::Message {
                     channel_id,
@@ -139,6 +141,12 @@ impl App {
                     Ok(())
                 }
             }
+            Inbound::UnsentAnswer { request, reply } => self
+                .parts
+                .web
+                .post_ephemeral(&request.channel_id, &request.user_id, &reply.text)
+                .await
+                .map_err(anyhow::Error::from),
             Inbound::Action(action) => self.on_action(&action).await,
             Inbound::Shortcut(shortcut) => self.on_shortcut(&shortcut).await,
             Inbound::HomeOpened { user_id } => {

@@ -37,6 +37,12 @@ pub enum Inbound {
         request: CommandRequest,
         reply: tokio::sync::oneshot::Sender<CommandReply>,
     },
+    /// A slash command's answer that never went back in its ack (the
+    /// connection closed first): it is posted ephemerally instead.
+    UnsentAnswer {
+        request: CommandRequest,
+        reply: CommandReply,
+    },
     /// A button press in a message selfheal posted, or on its Home tab.
     Action(ActionRequest),
     /// A message shortcut ("Fix with selfheal") used on a message.

@@ -234,8 +234,9 @@ const SILENT_PINGS: u32 = 5;
 /// pings Slack and notices when it stops answering.
 async fn serve(shared: &Arc<Shared>, n: u32, ws: Socket, stopping: &CancellationToken) -> Ended {
     let (mut sink, mut stream) = ws.split();
-    // Late acks (slash commands' answers) come back through here.
-    let (acks_tx, mut acks) = mpsc::unbounded_channel::<String>();
+    // Late acks (slash commands' answers) come back through here, each with
+    // a word back once it is written; one never written drops it unsaid.
+    let (acks_tx, mut acks) = mpsc::unbounded_channel::<(String, oneshot::Sender<()>)>();
     let interval = Duration::from_secs(shared.settings.ping_secs.max(1));
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
     let mut last_pong = Instant::now();
@@ -297,10 +298,11 @@ async fn serve(shared: &Arc<Shared>, n: u32, ws: Socket, stopping: &Cancellation
                 Some(Ok(WsMessage::Close(_))) | Some(Err(_)) | None => break Ended::Lost,
                 Some(Ok(_)) => {}
             },
-            Some(ack) = acks.recv() => {
+            Some((ack, written)) = acks.recv() => {
                 if sink.send(WsMessage::Text(ack.into())).await.is_err() {
                     break Ended::Lost;
                 }
+                let _ = written.send(());
             }
             _ = ping.tick() => {
                 if last_pong.elapsed() > interval * SILENT_PINGS {
@@ -336,7 +338,7 @@ fn answer_command(
     envelope_id: &str,
     envelope: &Value,
     arrived: Instant,
-    acks: mpsc::UnboundedSender<String>,
+    acks: mpsc::UnboundedSender<(String, oneshot::Sender<()>)>,
 ) {
     let payload = envelope.get("payload").unwrap_or(&Value::Null);
     let s = |key: &str| {
@@ -353,20 +355,36 @@ fn answer_command(
         text: s("text"),
     };
     let (tx, rx) = oneshot::channel();
-    shared.enqueue(Inbound::Command { request, reply: tx });
-    let (envelope_id, metrics) = (envelope_id.to_string(), shared.settings.metrics.clone());
+    shared.enqueue(Inbound::Command {
+        request: request.clone(),
+        reply: tx,
+    });
+    let (shared, envelope_id) = (shared.clone(), envelope_id.to_string());
     tokio::spawn(async move {
         let reply = match tokio::time::timeout(COMMAND_DEADLINE, rx).await {
             Ok(Ok(reply)) => reply,
             _ => CommandReply::text("⏳ Working on it; the answer will follow here."),
         };
         let mut answer = json!({ "response_type": "ephemeral", "text": reply.text });
-        if let Some(blocks) = reply.blocks {
-            answer["blocks"] = blocks;
+        if let Some(blocks) = &reply.blocks {
+            answer["blocks"] = blocks.clone();
         }
         let ack = json!({ "envelope_id": envelope_id, "payload": answer });
-        if acks.send(ack.to_string()).is_ok() {
-            metrics.ack_seconds.observe(arrived.elapsed());
+        let (written, was_written) = oneshot::channel();
+        if acks.send((ack.to_string(), written)).is_ok() && was_written.await.is_ok() {
+            shared
+                .settings
+                .metrics
+                .ack_seconds
+                .observe(arrived.elapsed());
+        } else {
+            // The connection died while the answer was awaited: Slack never
+            // got it, and the command has run, so the answer is posted.
+            warn!(
+                envelope_id,
+                "the connection closed before a slash command's answer went; posting it"
+            );
+            shared.enqueue(Inbound::UnsentAnswer { request, reply });
         }
     });
 }

@@ -227,6 +227,46 @@ async fn no_envelope_is_left_unacked_whatever_its_payload() {
     wait_envelopes_acked(&app, 0).await;
 }
 
+#[tokio::test]
+async fn a_slash_commands_answer_whose_connection_closed_first_is_posted_to_the_person() {
+    // Arrange: checking the admin takes Slack a second.
+    let app = spawn_app().await;
+    all_connected(&app).await;
+    app.slack.add_user("U0ADMIN", "admin", true);
+    app.slack
+        .fail_next("users.info", Fault::LateReply(Duration::from_secs(1)), 1);
+
+    // Act: the connection closes while the answer is awaited.
+    let envelope = app
+        .slack
+        .send_slash_command("U0ADMIN", ALERTS, "/selfheal", "disable hourly_marts")
+        .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    app.slack.drop_all_connections().await;
+
+    // Assert: the command ran once, and its answer reached the person.
+    let posted = app
+        .slack
+        .wait_until(WAIT, |s| {
+            s.calls_to("chat.postEphemeral")
+                .into_iter()
+                .find(|c| c.params["user"] == "U0ADMIN")
+        })
+        .await
+        .expect("the answer is posted ephemerally");
+    let text = posted.params["text"].as_str().unwrap_or_default();
+    assert!(
+        text.starts_with("⛔ Self-healing is off for `hourly_marts`"),
+        "{text}"
+    );
+    assert_eq!(posted.params["channel"], ALERTS);
+    assert!(
+        !app.slack.acks().iter().any(|a| a.envelope_id == envelope),
+        "the ack never went"
+    );
+    assert_eq!(app.store().audit_log(10).unwrap().len(), 1);
+}
+
 // ---- Slack: the Web API ------------------------------------------------------------
 
 #[tokio::test]
