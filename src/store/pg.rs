@@ -43,11 +43,11 @@ impl Pg {
     /// Connects to `url`, brings the schema up to date and starts listening;
     /// what other replicas publish arrives on `notices`.
     pub fn connect(url: &str, notices: broadcast::Sender<String>) -> Result<Pg> {
-        let (url_for_driver, ca_file) = split_sslrootcert(url);
+        let (url_for_driver, ca_file, verify) = split_tls(url);
         let config: tokio_postgres::Config = url_for_driver
             .parse()
             .with_context(|| format!("reading the PostgreSQL URL {}", redact_url(url)))?;
-        let tls = tls(ca_file.as_deref())?;
+        let tls = tls(ca_file.as_deref(), verify)?;
         let (handle_tx, handle_rx) = std::sync::mpsc::channel();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         std::thread::Builder::new()
@@ -513,44 +513,78 @@ fn migrate(c: &ClientWrapper) -> DbResult<()> {
     })
 }
 
-/// The URL as tokio-postgres reads it, and the CA file libpq's
-/// `sslrootcert` names (tokio-postgres knows neither it nor `verify-ca` and
-/// `verify-full`, which are `require` here: the certificate is always verified).
-fn split_sslrootcert(url: &str) -> (String, Option<std::path::PathBuf>) {
-    let Ok(mut parsed) = url::Url::parse(url) else {
-        return (url.to_owned(), None);
-    };
-    let mut ca = None;
-    let mut changed = false;
-    let kept: Vec<(String, String)> = parsed
-        .query_pairs()
-        .filter_map(|(k, v)| match (k.as_ref(), v.as_ref()) {
-            ("sslrootcert", path) => {
-                ca = Some(std::path::PathBuf::from(path));
-                changed = true;
-                None
-            }
-            ("sslmode", "verify-ca" | "verify-full") => {
-                changed = true;
-                Some(("sslmode".into(), "require".into()))
-            }
-            _ => Some((k.into_owned(), v.into_owned())),
-        })
-        .collect();
-    if !changed {
-        return (url.to_owned(), None);
-    }
-    parsed.set_query(None);
-    if !kept.is_empty() {
-        parsed.query_pairs_mut().extend_pairs(kept);
-    }
-    (parsed.to_string(), ca)
+/// How much of the server's certificate is checked, as libpq's `sslmode`
+/// says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verify {
+    /// `prefer` (the default) and `require` without a CA file: encrypted,
+    /// the certificate not checked.
+    Nothing,
+    /// `verify-ca`, or `require` with a CA file: signed by a trusted CA.
+    Chain,
+    /// `verify-full`: signed by a trusted CA, for the host connected to.
+    ChainAndName,
 }
 
-/// TLS as libpq's `sslmode` asks for it (`prefer` by default: TLS when the
-/// server offers it), always verifying the server's certificate and name
-/// against the system's roots and `ca_file`'s — as `verify-full` does.
-fn tls(ca_file: Option<&std::path::Path>) -> Result<MakeRustlsConnect> {
+/// What libpq's URL says about TLS, as tokio-postgres can take it: the URL
+/// without what it does not know (`sslrootcert`; `verify-ca` and
+/// `verify-full`, which become `require`), the CA file, and how much to
+/// verify.
+fn split_tls(url: &str) -> (String, Option<std::path::PathBuf>, Verify) {
+    let Some((base, query)) = url.split_once('?') else {
+        return (url.to_owned(), None, Verify::Nothing);
+    };
+    let mut ca = None;
+    let mut mode = None;
+    // The other parameters are kept as written: re-encoding would turn
+    // `options=-c%20search_path%3Dx` into `-c+search_path…`, which libpq's
+    // URL syntax does not read as a space.
+    let mut kept: Vec<&str> = vec![];
+    for pair in query.split('&') {
+        let decoded = url::form_urlencoded::parse(pair.as_bytes()).next();
+        match decoded.as_ref().map(|(k, v)| (k.as_ref(), v.as_ref())) {
+            Some(("sslrootcert", path)) => ca = Some(std::path::PathBuf::from(path)),
+            Some(("sslmode", m @ ("verify-ca" | "verify-full"))) => {
+                mode = Some(m.to_owned());
+                kept.push("sslmode=require");
+            }
+            _ => kept.push(pair),
+        }
+    }
+    let verify = match mode.as_deref() {
+        Some("verify-full") => Verify::ChainAndName,
+        Some(_) => Verify::Chain,
+        // libpq: with a root CA file, `require` behaves as `verify-ca`.
+        None if ca.is_some() => Verify::Chain,
+        None => Verify::Nothing,
+    };
+    let url = match kept.join("&") {
+        rest if rest.is_empty() => base.to_owned(),
+        rest => format!("{base}?{rest}"),
+    };
+    (url, ca, verify)
+}
+
+/// TLS as libpq's `sslmode` asks for it: `prefer` by default (TLS when the
+/// server offers it), `disable`, `require`, `verify-ca` and `verify-full`.
+fn tls(ca_file: Option<&std::path::Path>, verify: Verify) -> Result<MakeRustlsConnect> {
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .context("setting up TLS for PostgreSQL")?
+        .dangerous()
+        .with_custom_certificate_verifier(server_verifier(ca_file, verify)?)
+        .with_no_client_auth();
+    Ok(MakeRustlsConnect::new(config))
+}
+
+/// What checks the server's certificate, with the system's roots and
+/// `ca_file`'s as the trusted CAs.
+fn server_verifier(
+    ca_file: Option<&std::path::Path>,
+    verify: Verify,
+) -> Result<std::sync::Arc<ServerVerifier>> {
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = rustls::RootCertStore::empty();
     roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
     if let Some(path) = ca_file {
@@ -560,14 +594,80 @@ fn tls(ca_file: Option<&std::path::Path>) -> Result<MakeRustlsConnect> {
             .with_context(|| format!("reading the CA file {} (sslrootcert)", path.display()))?;
         roots.add_parsable_certificates(certs);
     }
-    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .context("setting up TLS for PostgreSQL")?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    Ok(MakeRustlsConnect::new(config))
+    let chain = match verify {
+        Verify::Nothing => None,
+        Verify::Chain | Verify::ChainAndName => Some(
+            rustls::client::WebPkiServerVerifier::builder_with_provider(
+                std::sync::Arc::new(roots),
+                provider.clone(),
+            )
+            .build()
+            .context("no trusted CA to verify PostgreSQL's certificate with (sslrootcert)")?,
+        ),
+    };
+    Ok(std::sync::Arc::new(ServerVerifier {
+        chain,
+        name: verify == Verify::ChainAndName,
+        algorithms: provider.signature_verification_algorithms,
+    }))
+}
+
+/// Checks the server's certificate as far as [`Verify`] asks; the handshake's
+/// signatures are always checked, so the connection is encrypted to the
+/// holder of the certificate's key.
+#[derive(Debug)]
+struct ServerVerifier {
+    /// The trusted CAs' verifier, when the chain is checked.
+    chain: Option<std::sync::Arc<rustls::client::WebPkiServerVerifier>>,
+    /// Whether the certificate must name the host.
+    name: bool,
+    algorithms: rustls::crypto::WebPkiSupportedAlgorithms,
+}
+
+impl rustls::client::danger::ServerCertVerifier for ServerVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &rustls::pki_types::CertificateDer<'_>,
+        intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        server_name: &rustls::pki_types::ServerName<'_>,
+        ocsp_response: &[u8],
+        now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        use rustls::{CertificateError::*, Error::InvalidCertificate};
+        let Some(chain) = &self.chain else {
+            return Ok(rustls::client::danger::ServerCertVerified::assertion());
+        };
+        match chain.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now) {
+            Err(InvalidCertificate(NotValidForName | NotValidForNameContext { .. }))
+                if !self.name =>
+            {
+                Ok(rustls::client::danger::ServerCertVerified::assertion())
+            }
+            verified => verified,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
 }
 
 /// The URL without its password, for messages.
@@ -586,28 +686,55 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sslrootcert_is_taken_out_of_the_url_and_the_rest_kept() {
-        for (url, want, ca) in [
-            ("postgres://u@h/db", "postgres://u@h/db", None),
+    fn sslmode_and_sslrootcert_are_read_as_libpq_reads_them() {
+        use Verify::*;
+        // (URL, what tokio-postgres gets, the CA file, how much is verified)
+        let table = [
+            ("postgres://u@h/db", "postgres://u@h/db", None, Nothing),
+            (
+                "postgres://u@h/db?sslmode=require",
+                "postgres://u@h/db?sslmode=require",
+                None,
+                Nothing,
+            ),
+            // libpq: `require` with a root CA file is `verify-ca`.
             (
                 "postgres://u:p@h:5432/db?sslmode=require&sslrootcert=/etc/ca.pem",
                 "postgres://u:p@h:5432/db?sslmode=require",
                 Some("/etc/ca.pem"),
+                Chain,
             ),
             (
                 "postgres://u@h/db?sslrootcert=/etc/ca.pem",
                 "postgres://u@h/db",
                 Some("/etc/ca.pem"),
+                Chain,
+            ),
+            (
+                "postgres://u@h/db?sslmode=verify-ca",
+                "postgres://u@h/db?sslmode=require",
+                None,
+                Chain,
             ),
             (
                 "postgres://u@h/db?sslmode=verify-full&sslrootcert=/etc/ca.pem",
                 "postgres://u@h/db?sslmode=require",
                 Some("/etc/ca.pem"),
+                ChainAndName,
             ),
-        ] {
-            let (got, got_ca) = split_sslrootcert(url);
+            // Other parameters are kept exactly as written.
+            (
+                "postgres://u@h/db?options=-c%20search_path%3Dx&sslrootcert=%2Fetc%2Fca.pem&a=b+c",
+                "postgres://u@h/db?options=-c%20search_path%3Dx&a=b+c",
+                Some("/etc/ca.pem"),
+                Chain,
+            ),
+        ];
+        for (url, want, ca, verify) in table {
+            let (got, got_ca, got_verify) = split_tls(url);
             assert_eq!(got, want, "{url}");
             assert_eq!(got_ca.as_deref(), ca.map(std::path::Path::new), "{url}");
+            assert_eq!(got_verify, verify, "{url}");
         }
     }
 
@@ -645,12 +772,72 @@ mod tests {
     }
 
     #[test]
+    fn a_server_speaking_tls_is_verified_against_the_ca_the_url_names() {
+        use crate::store::testing::{fresh_schema, postgres_url};
+        use crate::store::Store;
+        let Some(url) = postgres_url() else {
+            return;
+        };
+        let query = |store: &Store, sql: &str| -> String {
+            store
+                .with_conn("a test query", |c| c.query_row(sql, &[], |r| r.get(0)))
+                .unwrap()
+        };
+        let plain = Store::open(std::path::Path::new(&fresh_schema(&url))).unwrap();
+        assert_eq!(
+            query(&plain, "SHOW ssl"),
+            "on",
+            "the test server speaks TLS (scripts/setup-postgres sets it up)"
+        );
+        let cert = std::path::PathBuf::from(query(&plain, "SHOW ssl_cert_file"));
+        let ca = cert.with_file_name("ca.pem");
+        let with = |root: &std::path::Path| {
+            let url = fresh_schema(&url);
+            format!("{url}&sslmode=verify-full&sslrootcert={}", root.display())
+        };
+
+        // The server's certificate is checked against the CA: the store is
+        // on TLS.
+        let secure = Store::open(std::path::Path::new(&with(&ca))).unwrap();
+        let on_tls = "SELECT ssl::text FROM pg_stat_ssl WHERE pid = pg_backend_pid()";
+        assert_eq!(query(&secure, on_tls), "true");
+        assert_eq!(query(&plain, on_tls), "true", "TLS is preferred by default");
+
+        // A CA that did not sign it: no connection, and the error says why.
+        let Err(e) = Store::open(std::path::Path::new(&with(&cert))) else {
+            panic!("a certificate no trusted CA signed is refused");
+        };
+        let why = format!("{e:#}");
+        assert!(why.contains("TLS"), "{why}");
+
+        // The name is checked by `verify-full` only (the server's
+        // certificate names 127.0.0.1 and localhost).
+        use rustls::client::danger::ServerCertVerifier;
+        use rustls::pki_types::{pem::PemObject, CertificateDer, ServerName, UnixTime};
+        let server = CertificateDer::from_pem_file(&cert).unwrap();
+        for (verify, host, ok) in [
+            (Verify::ChainAndName, "localhost", true),
+            (Verify::ChainAndName, "db.example.com", false),
+            (Verify::Chain, "db.example.com", true),
+            (Verify::Nothing, "db.example.com", true),
+        ] {
+            let verifier = server_verifier(Some(&ca), verify).unwrap();
+            let name = ServerName::try_from(host).unwrap();
+            let verified = verifier.verify_server_cert(&server, &[], &name, &[], UnixTime::now());
+            assert_eq!(verified.is_ok(), ok, "{verify:?} for {host}: {verified:?}");
+        }
+    }
+
+    #[test]
     fn messages_never_show_the_password() {
         assert_eq!(
             redact_url("postgres://selfheal:s3cret@db:5432/selfheal"),
             "postgres://selfheal:***@db:5432/selfheal"
         );
-        let Err(e) = tls(Some(std::path::Path::new("/nonexistent/ca.pem"))) else {
+        let Err(e) = tls(
+            Some(std::path::Path::new("/nonexistent/ca.pem")),
+            Verify::Chain,
+        ) else {
             panic!("a missing CA file is an error");
         };
         assert!(e.to_string().contains("sslrootcert"), "{e}");
