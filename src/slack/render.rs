@@ -97,7 +97,7 @@ pub fn channel_mrkdwn(configured: &str) -> String {
     {
         format!("<#{key}>")
     } else {
-        format!("#{}", escape(&key))
+        format!("#{}", escape(key))
     }
 }
 
