@@ -126,6 +126,7 @@ fn paths_are_read_from_code_only() {
         mod more_tests;
         const Z: [u8; 2] = [1, 2];
         use crate::zeta::Last;
+        use crate::{eta::*, beta::B};
         fn h() { child::call(); Plan::Ci; std::fmt::Write; }
     "##;
     let modules: BTreeSet<Vec<String>> = [
@@ -133,6 +134,7 @@ fn paths_are_read_from_code_only() {
         &["beta"],
         &["delta"],
         &["zeta"],
+        &["eta"],
         &["here"],
         &["here", "gamma"],
         &["here", "there"],
@@ -154,6 +156,7 @@ fn paths_are_read_from_code_only() {
             path(&["beta"]),
             path(&["delta"]),
             path(&["zeta"]),
+            path(&["eta"]),
             path(&["here", "gamma"]),
             path(&["here", "there", "child"]),
         ]
@@ -317,6 +320,11 @@ fn use_tree(tokens: &[String], start: usize) -> Vec<Vec<String>> {
                     }
                     out.push(path);
                     return i;
+                }
+                // A glob (`a::{b::*, c}`) ends its path.
+                Some("*") => {
+                    out.push(path);
+                    return i + 1;
                 }
                 _ => {
                     out.push(path);
