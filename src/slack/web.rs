@@ -179,7 +179,7 @@ struct Slot {
     went: Option<SystemTime>,
     /// Until when, as the book last said, answers are going: routine writes
     /// wait without asking the book again.
-    answering: Option<SystemTime>,
+    answers_until: Option<SystemTime>,
 }
 
 /// Counts an answer as waiting until it is done or cancelled.
@@ -568,7 +568,7 @@ impl SlackWeb {
                         // A routine write books no slot before its turn at the
                         // steady pace, so the burst is left to answers.
                         let turn = slot.went.map(|went| went + self.settings.pace.interval);
-                        let turn = turn.max(slot.answering);
+                        let turn = turn.max(slot.answers_until);
                         let at = match (slot.booked, turn) {
                             (Some(at), _) => at,
                             (None, Some(turn)) if turn > SystemTime::now() => turn,
@@ -577,7 +577,7 @@ impl SlackWeb {
                                 // Another replica's answers are going: ask again
                                 // once they are done.
                                 Booked::AfterAnswers(at) => {
-                                    slot.answering = Some(at);
+                                    slot.answers_until = Some(at);
                                     drop(slot);
                                     sleep_until(at).await;
                                     continue;
