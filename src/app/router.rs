@@ -17,7 +17,7 @@ use tracing::{debug, error};
 
 use super::App;
 use crate::recognize::InboundMessage;
-use crate::slack::{Inbound, Surface};
+use crate::slack::{CommandReply, CommandRequest, Inbound, Surface};
 
 /// A per-thread worker that saw nothing for this long goes away.
 const WORKER_IDLE: Duration = Duration::from_secs(30);
@@ -123,6 +123,16 @@ async fn worker(
 }
 
 impl App {
+    /// Posts a slash command's answer that its ack did not carry, to the
+    /// person only.
+    async fn post_answer(&self, request: &CommandRequest, answer: &CommandReply) -> Result<()> {
+        self.parts
+            .web
+            .post_ephemeral(&request.channel_id, &request.user_id, &answer.text)
+            .await?;
+        Ok(())
+    }
+
     /// Hands one event to its handler; an error is logged here, once.
     async fn handle(self: &Arc<Self>, inbound: Inbound) {
         let result = match inbound {
@@ -130,23 +140,13 @@ impl App {
             Inbound::Message { event_id, msg } => self.on_message(&event_id, &msg).await,
             Inbound::Command { request, reply } => {
                 let answer = crate::commands::handle(&self.commands, &request).await;
-                if let Err(answer) = reply.send(answer) {
+                match reply.send(answer) {
                     // The ack went out with a holding answer: follow up ephemerally.
-                    self.parts
-                        .web
-                        .post_ephemeral(&request.channel_id, &request.user_id, &answer.text)
-                        .await
-                        .map_err(anyhow::Error::from)
-                } else {
-                    Ok(())
+                    Err(answer) => self.post_answer(&request, &answer).await,
+                    Ok(()) => Ok(()),
                 }
             }
-            Inbound::UnsentAnswer { request, reply } => self
-                .parts
-                .web
-                .post_ephemeral(&request.channel_id, &request.user_id, &reply.text)
-                .await
-                .map_err(anyhow::Error::from),
+            Inbound::UnsentAnswer { request, reply } => self.post_answer(&request, &reply).await,
             Inbound::Action(action) => self.on_action(&action).await,
             Inbound::Shortcut(shortcut) => self.on_shortcut(&shortcut).await,
             Inbound::HomeOpened { user_id } => {

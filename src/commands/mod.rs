@@ -90,7 +90,7 @@ pub async fn run(ctx: &CommandContext, user: &str, command: Command) -> CommandR
     if changes {
         match role(ctx, user).await {
             Ok(role) => {
-                let reach = reach(ctx, &command).await;
+                let reach = reach(ctx, &command);
                 if let Some(refusal) = refusal(&role, &reach) {
                     return CommandReply::text(refusal);
                 }
@@ -203,8 +203,9 @@ pub fn refusal(role: &Role, reach: &Reach) -> Option<&'static str> {
 }
 
 /// What `command` (a change) touches: a schedule's workspaces, as the
-/// channel directory knows them, or everything.
-async fn reach(ctx: &CommandContext, command: &Command) -> Reach {
+/// channel directory knows them (no listing while the ack waits), or
+/// everything.
+fn reach(ctx: &CommandContext, command: &Command) -> Reach {
     let schedule = match command {
         Command::Enable { schedule, .. }
         | Command::Disable { schedule }
@@ -221,7 +222,7 @@ async fn reach(ctx: &CommandContext, command: &Command) -> Reach {
     let mut configured = schedule.failure_channels();
     configured.extend(schedule.healing_channel().map(str::to_string));
     for c in configured {
-        for id in channels.ids_of(&c).await {
+        for id in channels.known_ids_of(&c) {
             if let Some(w) = channels.workspace_of(&id) {
                 if !workspaces.contains(&w.id) {
                     workspaces.push(w.id);

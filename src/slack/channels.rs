@@ -112,28 +112,30 @@ impl Channels {
     /// workspace) denotes: one, or for a name without a workspace on an
     /// org-wide install, that name in each workspace that has it.
     pub async fn ids_of(&self, configured: &str) -> Vec<String> {
-        let key = normalize_channel(configured);
-        let (workspace, channel) = split_workspace(&key);
-        if looks_like_id(channel) {
-            return vec![channel.to_string()];
-        }
-        let find = || -> Vec<String> {
-            let maps = self.read();
-            let ids = maps.by_name.get(channel).cloned().unwrap_or_default();
-            ids.into_iter()
-                .filter(|id| {
-                    let listed = maps.by_id.get(id).and_then(|(_, w)| w.as_ref());
-                    workspace.is_none_or(|w| listed.is_some_and(|l| names(l, w)))
-                })
-                .collect()
-        };
-        let found = find();
+        let found = self.known_ids_of(configured);
         if !found.is_empty() {
             return found;
         }
         // The channel may have been created or joined since start-up.
         self.load().await;
-        find()
+        self.known_ids_of(configured)
+    }
+
+    /// [`Self::ids_of`] from what the directory knows, asking Slack nothing.
+    pub fn known_ids_of(&self, configured: &str) -> Vec<String> {
+        let key = normalize_channel(configured);
+        let (workspace, channel) = split_workspace(&key);
+        if looks_like_id(channel) {
+            return vec![channel.to_string()];
+        }
+        let maps = self.read();
+        let ids = maps.by_name.get(channel).cloned().unwrap_or_default();
+        ids.into_iter()
+            .filter(|id| {
+                let listed = maps.by_id.get(id).and_then(|(_, w)| w.as_ref());
+                workspace.is_none_or(|w| listed.is_some_and(|l| names(l, w)))
+            })
+            .collect()
     }
 
     /// The id of a configured channel. When it denotes one channel in each of

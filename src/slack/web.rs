@@ -484,15 +484,8 @@ impl SlackWeb {
                 ("cursor", cursor.clone()),
                 ("team_id", team.map(str::to_string)),
             ];
-            let (this, params) = (self, &params);
-            let res: SlackApiConversationsListResponse = self
-                .call(move || async move {
-                    this.session()
-                        .http_session_api
-                        .http_get("conversations.list", params, None)
-                        .await
-                })
-                .await?;
+            let res: SlackApiConversationsListResponse =
+                self.get("conversations.list", params).await?;
             out.extend(
                 res.channels
                     .into_iter()
@@ -516,17 +509,29 @@ impl SlackWeb {
         struct Teams {
             teams: Vec<Workspace>,
         }
-        let params: Vec<(&str, Option<String>)> = vec![("limit", Some("1000".into()))];
-        let (this, params) = (self, &params);
-        let res: Teams = self
-            .call(move || async move {
-                this.session()
-                    .http_session_api
-                    .http_get("auth.teams.list", params, None)
-                    .await
-            })
-            .await?;
+        let params = vec![("limit", Some("1000".to_string()))];
+        let res: Teams = self.get("auth.teams.list", params).await?;
         Ok(res.teams)
+    }
+
+    /// A Web API `GET` of `method` with `params`, for the requests
+    /// slack-morphism has no model of (`team_id` on an org-wide install).
+    async fn get<T>(
+        &self,
+        method: &str,
+        params: Vec<(&str, Option<String>)>,
+    ) -> Result<T, SlackError>
+    where
+        T: serde::de::DeserializeOwned + Send,
+    {
+        let (this, params) = (self, &params);
+        self.call(move || async move {
+            this.session()
+                .http_session_api
+                .http_get(method, params, None)
+                .await
+        })
+        .await
     }
 
     /// Runs `op` when the channel's next write slot comes, holding the slot
