@@ -521,12 +521,13 @@ async fn a_burst_of_1000_failures_over_50_channels_gets_one_reply_and_one_sessio
         &[
             ("SELFHEAL_CHANNEL_INTERVAL_MS", "1000"),
             ("SELFHEAL_CHANNEL_BURST", "3"),
-            // Three debug builds, PostgreSQL (over TLS) and the fake share
-            // two cores with the other stories: a write can take more than
-            // half a second to reach it (500 ms met one 429 in ~3,000
-            // writes; the default, 250 ms, is for release builds, see the
-            // bench). Below the burst's 2 s it never slows the steady pace.
-            ("SELFHEAL_CHANNEL_LEEWAY_MS", "750"),
+            // Three debug builds, PostgreSQL and the fake share two cores
+            // with the other stories: a write can take more than a second to
+            // reach it (500 and 750 ms each met 1–13 429s in ~3,000 writes in
+            // full-suite runs; the default, 250 ms, is for release builds,
+            // see the bench). Below the burst's 2 s it never slows the steady
+            // pace.
+            ("SELFHEAL_CHANNEL_LEEWAY_MS", "1500"),
             ("SELFHEAL_MAX_SESSIONS", "4"),
             ("SELFHEAL_API_TIMEOUT_SECS", "10"),
         ],
